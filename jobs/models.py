@@ -1,0 +1,118 @@
+"""Jobs: the truth about every unit of work. django-q2 only delivers them."""
+
+from django.conf import settings
+from django.db import models
+
+from vaults.models import ScopedQuerySet
+
+
+class Operation(models.TextChoices):
+    BACKUP = "backup", "Backup"
+    TRANSFER = "transfer", "Transfer"
+    RESTORE = "restore", "Restore"
+    CONFIGURE_BACKUP = "configure_backup", "Configure backup"
+    DISABLE_BACKUP = "disable_backup", "Disable backup"
+    DELETE_BACKUP_DATA = "delete_backup_data", "Delete backup data"
+    UNDELETE = "undelete", "Undelete"
+    PURGE = "purge", "Purge"
+    CLEANUP = "cleanup", "Cleanup"
+    VERIFY = "verify", "Verify"
+    GARBAGE_COLLECT = "garbage_collect", "Garbage collect"
+    UPDATE_KEY = "update_key", "Update key"
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    IN_PROGRESS = "in_progress", "In progress"
+    COMPLETED = "completed", "Completed"
+    COMPLETED_WITH_WARNINGS = "completed_with_warnings", "Completed with warnings"
+    FAILED = "failed", "Failed"
+    CANCELLING = "cancelling", "Cancelling"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINISHED = {Status.COMPLETED, Status.COMPLETED_WITH_WARNINGS, Status.FAILED, Status.CANCELLED}
+
+
+class Job(models.Model):
+    vault = models.ForeignKey(
+        "vaults.Vault", null=True, blank=True, on_delete=models.CASCADE, related_name="jobs"
+    )
+    protected_item = models.ForeignKey(
+        "vaults.ProtectedVM", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    recovery_point = models.ForeignKey(
+        "vaults.RecoveryPoint",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="jobs",
+    )
+    # Kept as text so the job reads the same after its item is gone.
+    vm_name = models.CharField(max_length=63, blank=True)
+    operation = models.CharField(max_length=20, choices=Operation)
+    status = models.CharField(max_length=24, choices=Status, default=Status.QUEUED)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    # Written by the running worker; the reaper fails jobs whose heartbeat stopped.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    bytes_total = models.BigIntegerField(default=0)
+    bytes_done = models.BigIntegerField(default=0)
+    params = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+    error_code = models.CharField(max_length=40, blank=True)
+    error_message = models.TextField(blank=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The jobs tab and API: one vault's jobs, newest first.
+            models.Index(fields=["vault", "-created_at"], name="job_vault_created"),
+            # The dispatcher and reaper: unfinished jobs by status.
+            models.Index(fields=["status"], name="job_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_operation_display()} {self.vm_name} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def progress_percent(self) -> int:
+        if self.is_finished and self.status != Status.FAILED:
+            return 100
+        if not self.bytes_total:
+            return 0
+        return min(100, int(self.bytes_done * 100 / self.bytes_total))
+
+    @property
+    def duration(self):
+        if self.started_at and self.ended_at:
+            return self.ended_at - self.started_at
+        return None
+
+
+class SubTask(models.Model):
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="subtasks")
+    order = models.PositiveSmallIntegerField(default=0)
+    name = models.CharField(max_length=60)
+    status = models.CharField(max_length=24, choices=Status, default=Status.QUEUED)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    bytes_done = models.BigIntegerField(default=0)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["job", "order"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"

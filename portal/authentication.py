@@ -1,0 +1,34 @@
+"""`Authorization: Token <key>` against hashed, revocable API tokens."""
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+
+from portal.models import ApiToken, hash_token
+from vaults.audit import client_ip
+
+
+class ApiTokenAuthentication(authentication.TokenAuthentication):
+    keyword = "Token"
+
+    def authenticate(self, request):
+        result = super().authenticate(request)
+        if result is not None:
+            user, token = result
+            # Record the last use at most once a minute, to spare the database a write per call.
+            now = timezone.now()
+            if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+                ApiToken.objects.filter(pk=token.pk).update(
+                    last_used_at=now, last_used_ip=client_ip(request)
+                )
+        return result
+
+    def authenticate_credentials(self, key):
+        try:
+            token = ApiToken.objects.select_related("user").get(key_hash=hash_token(key))
+        except ApiToken.DoesNotExist:
+            raise exceptions.AuthenticationFailed("Invalid token.") from None
+        if not token.is_active:
+            raise exceptions.AuthenticationFailed("Token revoked.")
+        if not token.user.is_active:
+            raise exceptions.AuthenticationFailed("User inactive or deleted.")
+        return (token.user, token)

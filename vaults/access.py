@@ -1,0 +1,159 @@
+"""Who may do what in which vault: the one place that decides.
+
+Every view, viewset and template that acts for a user asks this module. Rules (DESIGN §2):
+- A vault is visible to its members and to site administrators (superusers); to anybody else
+  it does not exist (404).
+- Each action needs a minimum role; a member below it gets 403.
+- Site administrators may do everything a role allows. Nobody, superusers included, bypasses
+  the model-level guards (always-on soft delete, locked immutability, MUA approvals).
+- Guard approvers see their vault's approval requests only, not the vault.
+"""
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404
+
+from vaults.models import GuardApprover, Role, Vault, VaultMembership
+
+RANK = {Role.READER: 1, Role.OPERATOR: 2, Role.CONTRIBUTOR: 3, Role.OWNER: 4}
+
+# Action → the least role that may do it.
+ACTIONS: dict[str, str] = {
+    "view": Role.READER,
+    "protect": Role.OPERATOR,
+    "backup_now": Role.OPERATOR,
+    "restore": Role.OPERATOR,
+    "file_recovery": Role.OPERATOR,
+    "cancel_job": Role.OPERATOR,
+    "manage_policies": Role.CONTRIBUTOR,
+    "change_item_policy": Role.CONTRIBUTOR,
+    "stop_protection": Role.CONTRIBUTOR,
+    "resume_protection": Role.CONTRIBUTOR,
+    "undelete": Role.CONTRIBUTOR,
+    "change_settings": Role.CONTRIBUTOR,
+    "assign_roles": Role.OWNER,
+    "view_audit": Role.OWNER,
+    "delete_vault": Role.OWNER,
+}
+
+# Site-wide actions that only site administrators perform.
+ADMIN_ACTIONS = {"create_vault", "manage_inventory", "link_hosts", "assign_guard", "manage_keys"}
+
+
+def _roles(user) -> dict[int, str]:
+    """The user's role in each vault, loaded once per user object (one query per request)."""
+    cached = getattr(user, "_lifeboat_roles", None)
+    if cached is None:
+        cached = dict(VaultMembership.objects.filter(user=user).values_list("vault_id", "role"))
+        user._lifeboat_roles = cached
+    return cached
+
+
+def forget(user) -> None:
+    """Drop the cached roles after a membership change made within the same request."""
+    if hasattr(user, "_lifeboat_roles"):
+        del user._lifeboat_roles
+
+
+def is_site_admin(user) -> bool:
+    return bool(user and user.is_authenticated and user.is_active and user.is_superuser)
+
+
+def role_of(user, vault: Vault) -> str | None:
+    if not (user and user.is_authenticated and user.is_active):
+        return None
+    if user.is_superuser:
+        return Role.OWNER
+    return _roles(user).get(vault.pk)
+
+
+def can(user, vault: Vault, action: str) -> bool:
+    role = role_of(user, vault)
+    return role is not None and RANK[role] >= RANK[ACTIONS[action]]
+
+
+def can_site(user, action: str) -> bool:
+    assert action in ADMIN_ACTIONS, action
+    return is_site_admin(user)
+
+
+def require(user, vault: Vault, action: str) -> None:
+    """Raise 404 when the vault is invisible to the user, 403 when the role is too low."""
+    if role_of(user, vault) is None:
+        raise Http404("No such vault.")
+    if not can(user, vault, action):
+        raise PermissionDenied(f"Your role in vault {vault.name} does not allow this.")
+
+
+def require_site(user, action: str) -> None:
+    if not can_site(user, action):
+        raise PermissionDenied("Only site administrators may do this.")
+
+
+def capabilities(user, vault: Vault) -> dict[str, bool]:
+    """Every action → allowed, for templates (which never test roles themselves)."""
+    return {action: can(user, vault, action) for action in ACTIONS}
+
+
+def site_capabilities(user) -> dict[str, bool]:
+    return {action: can_site(user, action) for action in ADMIN_ACTIONS}
+
+
+def get_vault(user, name: str, action: str = "view") -> Vault:
+    """The named vault if the user may do `action` in it; 404 if invisible, 403 if not allowed."""
+    try:
+        vault = Vault.objects.get(name=name)
+    except Vault.DoesNotExist:
+        raise Http404("No such vault.") from None
+    require(user, vault, action)
+    return vault
+
+
+def visible_vault_ids(user) -> list[int] | None:
+    """Ids of the vaults the user sees; None means all of them (site admin)."""
+    if not (user and user.is_authenticated and user.is_active):
+        return []
+    if user.is_superuser:
+        return None
+    return list(_roles(user))
+
+
+def scope(qs: QuerySet, user, vault_path: str = "vault") -> QuerySet:
+    """Filter any vault-scoped queryset down to what the user may see."""
+    ids = visible_vault_ids(user)
+    if ids is None:
+        return qs
+    return qs.filter(**{f"{vault_path}__in": ids})
+
+
+def scope_vaults(qs: QuerySet, user) -> QuerySet:
+    ids = visible_vault_ids(user)
+    return qs if ids is None else qs.filter(pk__in=ids)
+
+
+def visible_vms(user) -> QuerySet:
+    """VMs of the hosts linked to the user's vaults; all of them for site admins."""
+    from inventory.models import VirtualMachine
+
+    qs = VirtualMachine.objects.all()
+    ids = visible_vault_ids(user)
+    if ids is None:
+        return qs
+    return qs.filter(host__linked_vaults__in=ids).distinct()
+
+
+def visible_hosts(user) -> QuerySet:
+    from inventory.models import Host
+
+    qs = Host.objects.all()
+    ids = visible_vault_ids(user)
+    if ids is None:
+        return qs
+    return qs.filter(linked_vaults__in=ids).distinct()
+
+
+def approvable_vault_ids(user) -> list[int]:
+    """Vaults whose MUA approval requests this user may decide (guard approvers only)."""
+    if not (user and user.is_authenticated and user.is_active):
+        return []
+    return list(GuardApprover.objects.filter(user=user).values_list("vault_id", flat=True))

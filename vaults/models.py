@@ -1,0 +1,344 @@
+"""Vaults, roles, protected VMs, recovery points and the audit log.
+
+A vault is the access boundary: every vault-scoped queryset is filtered through
+`vaults.access`, never here by hand.
+"""
+
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+
+vault_name_validator = RegexValidator(
+    r"^[A-Za-z][A-Za-z0-9-]{1,49}$",
+    "Use 2–50 characters: a letter first, then letters, digits or hyphens.",
+)
+
+
+class Role(models.TextChoices):
+    READER = "reader", "Reader"
+    OPERATOR = "operator", "Operator"
+    CONTRIBUTOR = "contributor", "Contributor"
+    OWNER = "owner", "Owner"
+
+
+class SoftDeleteState(models.TextChoices):
+    ENABLED = "enabled", "Enabled"
+    DISABLED = "disabled", "Disabled"
+    ALWAYS_ON = "always_on", "Always on"
+
+
+class Immutability(models.TextChoices):
+    DISABLED = "disabled", "Disabled"
+    UNLOCKED = "unlocked", "Enabled (unlocked)"
+    LOCKED = "locked", "Enabled (locked)"
+
+
+class Encryption(models.TextChoices):
+    PLATFORM = "platform", "Platform-managed key"
+    CUSTOMER_MANAGED = "customer_managed", "Customer-managed key"
+
+
+class VaultQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        from vaults import access
+
+        return access.scope_vaults(self, user)
+
+
+class Vault(models.Model):
+    name = models.CharField(max_length=50, unique=True, validators=[vault_name_validator])
+    # Empty means the default location under LIFEBOAT's VAULT_STORE_ROOT.
+    store_location = models.CharField(max_length=500, blank=True)
+    soft_delete_state = models.CharField(
+        max_length=10, choices=SoftDeleteState, default=SoftDeleteState.ENABLED
+    )
+    soft_delete_days = models.PositiveSmallIntegerField(
+        default=14, validators=[MinValueValidator(14), MaxValueValidator(180)]
+    )
+    immutability = models.CharField(
+        max_length=10, choices=Immutability, default=Immutability.DISABLED
+    )
+    mua_enabled = models.BooleanField(default=False)
+    encryption = models.CharField(max_length=20, choices=Encryption, default=Encryption.PLATFORM)
+    linked_hosts = models.ManyToManyField(
+        "inventory.Host", related_name="linked_vaults", blank=True
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = VaultQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def store_path(self) -> Path:
+        if self.store_location:
+            return Path(self.store_location)
+        return Path(settings.LIFEBOAT["VAULT_STORE_ROOT"]) / self.name
+
+    @classmethod
+    def create(cls, *, name: str, owner, **settings_fields) -> "Vault":
+        """Create a vault, make `owner` its owner and give it DefaultPolicy.
+
+        Only site administrators create vaults.
+        """
+        from policies.spec import DEFAULT_POLICY
+
+        from policies.models import BackupPolicy
+
+        if not owner.is_superuser:
+            raise PermissionDenied("Only site administrators create vaults.")
+        vault = cls(name=name, created_by=owner, **settings_fields)
+        vault.full_clean()
+        vault.save()
+        VaultMembership.objects.create(vault=vault, user=owner, role=Role.OWNER)
+        policy = BackupPolicy(vault=vault)
+        policy.apply_representation(DEFAULT_POLICY)
+        policy.save()
+        return vault
+
+    def holdings(self) -> dict[str, int]:
+        """What still lives in the vault (a vault is only deleted when this is all zero)."""
+        return {
+            "protected_items": self.protected_items.count(),
+            "recovery_points": self.recovery_points.count(),
+        }
+
+
+class VaultMembership(models.Model):
+    vault = models.ForeignKey(Vault, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="vault_memberships"
+    )
+    role = models.CharField(max_length=12, choices=Role)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["vault", "user__username"]
+        constraints = [
+            models.UniqueConstraint(fields=["vault", "user"], name="membership_unique_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.role} of {self.vault}"
+
+
+class GuardApprover(models.Model):
+    """The MUA two-person rule's second person for one vault; assigned by site admins only.
+
+    It opens the vault's approval requests to the user, and nothing else of the vault.
+    """
+
+    vault = models.ForeignKey(Vault, on_delete=models.CASCADE, related_name="guard_approvers")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="guard_assignments"
+    )
+    assigned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["vault", "user"], name="guard_approver_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} approves for {self.vault}"
+
+
+class ItemState(models.TextChoices):
+    INITIAL_BACKUP_PENDING = "initial_backup_pending", "Initial backup pending"
+    PROTECTED = "protected", "Protected"
+    PROTECTION_ERROR = "protection_error", "Protection error"
+    PROTECTION_STOPPED = "protection_stopped", "Protection stopped"
+    SOFT_DELETED = "soft_deleted", "Soft deleted"
+
+
+class RetentionMode(models.TextChoices):
+    RETAIN_FOREVER = "retain_forever", "Retain forever"
+    RETAIN_AS_PER_POLICY = "retain_as_per_policy", "Retain as per policy"
+
+
+class ScopedQuerySet(models.QuerySet):
+    """A queryset of vault-scoped rows; `vault_path` names the lookup to the vault."""
+
+    vault_path = "vault"
+
+    def visible_to(self, user):
+        from vaults import access
+
+        return access.scope(self, user, self.vault_path)
+
+
+class ProtectedVM(models.Model):
+    vault = models.ForeignKey(Vault, on_delete=models.PROTECT, related_name="protected_items")
+    vm = models.ForeignKey(
+        "inventory.VirtualMachine", on_delete=models.PROTECT, related_name="protections"
+    )
+    policy = models.ForeignKey(
+        "policies.BackupPolicy", on_delete=models.PROTECT, related_name="protected_items"
+    )
+    # At most one of these is set; neither means every disk. Enhanced policies only.
+    included_luns = models.JSONField(null=True, blank=True)
+    excluded_luns = models.JSONField(null=True, blank=True)
+    state = models.CharField(
+        max_length=24, choices=ItemState, default=ItemState.INITIAL_BACKUP_PENDING
+    )
+    retention_mode = models.CharField(max_length=24, choices=RetentionMode, blank=True)
+    # The schedule slot of the last scheduled backup, so a slot is never run twice.
+    last_scheduled_slot = models.DateTimeField(null=True, blank=True)
+    last_backup_at = models.DateTimeField(null=True, blank=True)
+    last_backup_status = models.CharField(max_length=24, blank=True)
+    protected_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    deleted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["vault", "vm__name"]
+        verbose_name = "protected VM"
+        constraints = [
+            # A VM is protected in at most one vault at a time (soft-deleted items don't count).
+            models.UniqueConstraint(
+                fields=["vm"],
+                condition=~Q(state="soft_deleted"),
+                name="vm_protected_once",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.vm.name} in {self.vault.name}"
+
+    def selected_luns(self, all_luns: list[int]) -> list[int]:
+        if self.included_luns is not None:
+            return [lun for lun in all_luns if lun in self.included_luns or lun == -1]
+        if self.excluded_luns is not None:
+            return [lun for lun in all_luns if lun not in self.excluded_luns]
+        return list(all_luns)
+
+
+class RPType(models.TextChoices):
+    SNAPSHOT = "snapshot", "Snapshot"
+    SNAPSHOT_AND_VAULT = "snapshot_and_vault", "Snapshot and vault"
+    VAULT = "vault", "Vault"
+
+
+class RPConsistency(models.TextChoices):
+    APPLICATION = "application", "Application-consistent"
+    FILE_SYSTEM = "file_system", "File-system-consistent"
+    CRASH = "crash", "Crash-consistent"
+
+
+class RecoveryPoint(models.Model):
+    # Chosen by the engine and written into the store's manifest: survives a catalog rebuild.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    vault = models.ForeignKey(Vault, on_delete=models.PROTECT, related_name="recovery_points")
+    protected_item = models.ForeignKey(
+        ProtectedVM, on_delete=models.PROTECT, related_name="recovery_points"
+    )
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    time = models.DateTimeField()
+    consistency = models.CharField(max_length=12, choices=RPConsistency)
+    in_snapshot_tier = models.BooleanField(default=True)
+    in_vault_tier = models.BooleanField(default=False)
+    snapshot_expires_at = models.DateTimeField(null=True, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    # None means kept forever (or, for the latest RP, kept until a newer one exists).
+    expires_at = models.DateTimeField(null=True, blank=True)
+    retain_until = models.DateTimeField(null=True, blank=True)
+    # [{"lun": -1, "size": 123, "stored": 45}, ...]
+    disks = models.JSONField(default=list)
+    included_luns = models.JSONField(default=list)
+    excluded_luns = models.JSONField(default=list)
+    size_bytes = models.BigIntegerField(default=0)
+    soft_deleted_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-time"]
+        indexes = [
+            # The recovery-point list of one item, newest first.
+            models.Index(fields=["protected_item", "-time"], name="rp_item_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.protected_item.vm.name} @ {self.time:%Y-%m-%d %H:%M}"
+
+    @property
+    def type(self) -> str:
+        if self.in_snapshot_tier and self.in_vault_tier:
+            return RPType.SNAPSHOT_AND_VAULT
+        if self.in_snapshot_tier:
+            return RPType.SNAPSHOT
+        return RPType.VAULT
+
+    def get_type_display(self) -> str:
+        return RPType(self.type).label
+
+
+class AuditQuerySet(ScopedQuerySet):
+    def update(self, **kwargs):
+        raise PermissionDenied("The audit log is append-only.")
+
+    def delete(self):
+        raise PermissionDenied("The audit log is append-only.")
+
+
+class AuditEvent(models.Model):
+    """Who did what, when, from where, with the state before and after. Append-only."""
+
+    time = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Kept as text too, so the record survives the user's deletion.
+    actor_name = models.CharField(max_length=150)
+    action = models.CharField(max_length=60)
+    vault = models.ForeignKey(
+        Vault, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
+    )
+    vault_name = models.CharField(max_length=50, blank=True)
+    object_type = models.CharField(max_length=40, blank=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    object_repr = models.CharField(max_length=200, blank=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+
+    objects = AuditQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-time", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.time:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise PermissionDenied("The audit log is append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionDenied("The audit log is append-only.")

@@ -1,0 +1,412 @@
+"""Domain operations on vaults, memberships, policies and protected items.
+
+Pages and the API both call these, so a rule is enforced once. Each function checks the
+actor's role through `vaults.access`, validates, changes the rows in one transaction and writes
+the audit log. Rule violations raise `ValidationError` keyed by the field at fault.
+"""
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from inventory.models import VirtualMachine
+from policies.models import BackupPolicy, PolicyKind
+from policies.spec import validate_policy
+from vaults import access, audit
+from vaults.models import (
+    Immutability,
+    ItemState,
+    ProtectedVM,
+    Role,
+    SoftDeleteState,
+    Vault,
+    VaultMembership,
+)
+
+VAULT_SETTINGS = (
+    "store_location",
+    "soft_delete_state",
+    "soft_delete_days",
+    "immutability",
+    "mua_enabled",
+    "encryption",
+)
+
+
+def vault_settings(vault: Vault) -> dict:
+    return {f: getattr(vault, f) for f in VAULT_SETTINGS}
+
+
+# -- vaults -----------------------------------------------------------------------------------
+
+
+def create_vault(*, by, request=None, name: str, **fields) -> Vault:
+    access.require_site(by, "create_vault")
+    unknown = set(fields) - set(VAULT_SETTINGS)
+    if unknown:
+        raise ValidationError({f: "Unknown field." for f in sorted(unknown)})
+    if Vault.objects.filter(name__iexact=name).exists():
+        raise ValidationError({"name": "A vault with this name already exists."})
+    with transaction.atomic():
+        vault = Vault.create(name=name, owner=by, **fields)
+        audit.record(
+            "vault.create",
+            actor=by,
+            request=request,
+            vault=vault,
+            obj=vault,
+            after={"name": vault.name, **vault_settings(vault)},
+        )
+    return vault
+
+
+def _check_setting_transitions(vault: Vault, changes: dict) -> dict:
+    """Irreversible settings stay put, for everybody (site admins included)."""
+    errors = {}
+    new_sd = changes.get("soft_delete_state", vault.soft_delete_state)
+    if vault.soft_delete_state == SoftDeleteState.ALWAYS_ON and new_sd != SoftDeleteState.ALWAYS_ON:
+        errors["soft_delete_state"] = "Always-on soft delete cannot be turned off."
+    new_imm = changes.get("immutability", vault.immutability)
+    if vault.immutability == Immutability.LOCKED and new_imm != Immutability.LOCKED:
+        errors["immutability"] = "Locked immutability is irreversible."
+    elif new_imm == Immutability.LOCKED and vault.immutability == Immutability.DISABLED:
+        errors["immutability"] = "Enable immutability (unlocked) before locking it."
+    if "encryption" in changes and changes["encryption"] != vault.encryption:
+        errors["encryption"] = "Change the encryption key on the vault's encryption page."
+    if "store_location" in changes and changes["store_location"] != vault.store_location:
+        if vault.protected_items.exists() or vault.recovery_points.exists():
+            errors["store_location"] = "The vault store cannot move while the vault holds data."
+    return errors
+
+
+def update_vault(vault: Vault, *, by, request=None, **changes) -> Vault:
+    """Change vault settings, all or nothing."""
+    access.require(by, vault, "change_settings")
+    unknown = set(changes) - set(VAULT_SETTINGS)
+    if unknown:
+        raise ValidationError({f: "Unknown field." for f in sorted(unknown)})
+    errors = _check_setting_transitions(vault, changes)
+    if errors:
+        raise ValidationError(errors)
+    before = vault_settings(vault)
+    for field, value in changes.items():
+        setattr(vault, field, value)
+    vault.full_clean(exclude=["name"])
+    with transaction.atomic():
+        vault.save()
+        audit.record(
+            "vault.update",
+            actor=by,
+            request=request,
+            vault=vault,
+            obj=vault,
+            before=before,
+            after=vault_settings(vault),
+        )
+    return vault
+
+
+def delete_vault(vault: Vault, *, by, request=None) -> None:
+    access.require(by, vault, "delete_vault")
+    holdings = vault.holdings()
+    if any(holdings.values()):
+        raise ValidationError(
+            {
+                "detail": (
+                    f"Vault {vault.name} still holds {holdings['protected_items']} protected "
+                    f"item(s) and {holdings['recovery_points']} recovery point(s). Stop "
+                    "protection with delete data for every item and wait for the recycle bin "
+                    "to be purged first."
+                )
+            }
+        )
+    with transaction.atomic():
+        audit.record(
+            "vault.delete",
+            actor=by,
+            request=request,
+            vault=None,
+            obj=vault,
+            before={"name": vault.name, **vault_settings(vault)},
+        )
+        vault.delete()
+
+
+def link_host(vault: Vault, host, *, by, request=None, linked: bool = True) -> None:
+    access.require_site(by, "link_hosts")
+    with transaction.atomic():
+        if linked:
+            vault.linked_hosts.add(host)
+        else:
+            vault.linked_hosts.remove(host)
+        audit.record(
+            "vault.link_host" if linked else "vault.unlink_host",
+            actor=by,
+            request=request,
+            vault=vault,
+            obj=host,
+        )
+
+
+# -- roles --------------------------------------------------------------------------------------
+
+
+def add_member(vault: Vault, *, by, request=None, user, role: str) -> VaultMembership:
+    access.require(by, vault, "assign_roles")
+    if role not in Role.values:
+        raise ValidationError({"role": f"Choose one of: {', '.join(Role.values)}."})
+    if VaultMembership.objects.filter(vault=vault, user=user).exists():
+        raise ValidationError({"user": f"{user.username} already has a role in this vault."})
+    with transaction.atomic():
+        m = VaultMembership.objects.create(vault=vault, user=user, role=role)
+        audit.record(
+            "membership.create",
+            actor=by,
+            request=request,
+            vault=vault,
+            obj=m,
+            after={"user": user.username, "role": role},
+        )
+    access.forget(user)
+    return m
+
+
+def remove_member(membership: VaultMembership, *, by, request=None) -> None:
+    vault = membership.vault
+    access.require(by, vault, "assign_roles")
+    if (
+        membership.role == Role.OWNER
+        and not vault.memberships.filter(role=Role.OWNER).exclude(pk=membership.pk).exists()
+    ):
+        raise ValidationError({"detail": "A vault keeps at least one owner."})
+    with transaction.atomic():
+        audit.record(
+            "membership.delete",
+            actor=by,
+            request=request,
+            vault=vault,
+            obj=membership,
+            before={"user": membership.user.username, "role": membership.role},
+        )
+        membership.delete()
+    access.forget(membership.user)
+
+
+# -- policies -----------------------------------------------------------------------------------
+
+
+def _policy_errors(errors: dict) -> ValidationError:
+    return ValidationError({k: v if isinstance(v, list) else [v] for k, v in errors.items()})
+
+
+def create_policy(vault: Vault, rep: dict, *, by, request=None) -> BackupPolicy:
+    access.require(by, vault, "manage_policies")
+    cleaned, errors = validate_policy(rep)
+    if not errors and vault.policies.filter(name=cleaned["name"]).exists():
+        errors = {"name": ["A policy with this name already exists in this vault."]}
+    if errors:
+        raise _policy_errors(errors)
+    policy = BackupPolicy(vault=vault)
+    policy.apply_representation(cleaned)
+    with transaction.atomic():
+        policy.save()
+        audit.record(
+            "policy.create", actor=by, request=request, vault=vault, obj=policy, after=cleaned
+        )
+    return policy
+
+
+def update_policy(policy: BackupPolicy, rep: dict, *, by, request=None) -> BackupPolicy:
+    """Replace a policy's representation (PUT; a PATCH merges first with `merge_patch`)."""
+    vault = policy.vault
+    access.require(by, vault, "manage_policies")
+    cleaned, errors = validate_policy(rep)
+    if (
+        not errors
+        and cleaned["name"] != policy.name
+        and vault.policies.filter(name=cleaned["name"]).exists()
+    ):
+        errors = {"name": ["A policy with this name already exists in this vault."]}
+    if errors:
+        raise _policy_errors(errors)
+    before = policy.representation()
+    policy.apply_representation(cleaned)
+    with transaction.atomic():
+        policy.save()
+        audit.record(
+            "policy.update",
+            actor=by,
+            request=request,
+            vault=vault,
+            obj=policy,
+            before=before,
+            after=cleaned,
+        )
+    return policy
+
+
+def delete_policy(policy: BackupPolicy, *, by, request=None) -> None:
+    vault = policy.vault
+    access.require(by, vault, "manage_policies")
+    in_use = policy.protected_items.exclude(state=ItemState.SOFT_DELETED).count()
+    if in_use or policy.protected_items.exists():
+        raise ValidationError(
+            {
+                "detail": f"Policy {policy.name} is used by {policy.protected_items.count()} "
+                "protected item(s); move them to another policy first."
+            }
+        )
+    with transaction.atomic():
+        audit.record(
+            "policy.delete",
+            actor=by,
+            request=request,
+            vault=vault,
+            obj=policy,
+            before=policy.representation(),
+        )
+        policy.delete()
+
+
+# -- protection ---------------------------------------------------------------------------------
+
+
+def _clean_lun_selection(vm: VirtualMachine, policy: BackupPolicy, included, excluded) -> dict:
+    errors: dict[str, str] = {}
+    if included is not None and excluded is not None:
+        errors["included_luns"] = "Give included_luns or excluded_luns, not both."
+        return errors
+    chosen, field = (
+        (included, "included_luns") if included is not None else (excluded, "excluded_luns")
+    )
+    if chosen is None:
+        return errors
+    if policy.kind != PolicyKind.ENHANCED:
+        errors[field] = "Selective disk backup needs an enhanced policy."
+        return errors
+    if not isinstance(chosen, list) or not all(
+        isinstance(x, int) and not isinstance(x, bool) for x in chosen
+    ):
+        errors[field] = "Must be a list of data-disk LUNs (integers)."
+        return errors
+    data_luns = {d.lun for d in vm.disks.all() if d.lun >= 0}
+    unknown = sorted(set(chosen) - data_luns)
+    if unknown:
+        errors[field] = (
+            f"LUN(s) {', '.join(map(str, unknown))} are not data disks of {vm.name}; "
+            f"its data disks are {sorted(data_luns) or 'none'} (the OS disk is always included)."
+        )
+    return errors
+
+
+def protect_vm(
+    vault: Vault,
+    *,
+    by,
+    request=None,
+    vm: VirtualMachine,
+    policy: BackupPolicy,
+    included_luns=None,
+    excluded_luns=None,
+) -> ProtectedVM:
+    """Enable protection: the VM must run on a host linked to the vault and be unprotected."""
+    access.require(by, vault, "protect")
+    errors: dict[str, str] = {}
+    if policy.vault_id != vault.pk:
+        errors["policy"] = "The policy belongs to another vault."
+    if not vault.linked_hosts.filter(pk=vm.host_id).exists():
+        errors["vm"] = f"{vm.name} runs on host {vm.host.name}, which is not linked to this vault."
+    else:
+        current = ProtectedVM.objects.filter(vm=vm).exclude(state=ItemState.SOFT_DELETED).first()
+        if current is not None:
+            errors["vm"] = f"{vm.name} is already protected in vault {current.vault.name}."
+        elif ProtectedVM.objects.filter(vault=vault, vm=vm, state=ItemState.SOFT_DELETED).exists():
+            errors["vm"] = (
+                f"{vm.name} has soft-deleted backups in this vault; undelete them and resume "
+                "protection instead, or protect it in another vault."
+            )
+    if not errors:
+        errors.update(_clean_lun_selection(vm, policy, included_luns, excluded_luns))
+    if errors:
+        raise ValidationError(errors)
+    try:
+        with transaction.atomic():
+            item = ProtectedVM.objects.create(
+                vault=vault,
+                vm=vm,
+                policy=policy,
+                included_luns=included_luns,
+                excluded_luns=excluded_luns,
+                protected_by=by,
+            )
+            audit.record(
+                "protection.enable",
+                actor=by,
+                request=request,
+                vault=vault,
+                obj=item,
+                after=item_summary(item),
+            )
+    except IntegrityError:
+        raise ValidationError({"vm": f"{vm.name} is already protected."}) from None
+    return item
+
+
+def item_summary(item: ProtectedVM) -> dict:
+    return {
+        "vm": item.vm.name,
+        "policy": item.policy.name,
+        "state": item.state,
+        "included_luns": item.included_luns,
+        "excluded_luns": item.excluded_luns,
+    }
+
+
+def update_item(item: ProtectedVM, *, by, request=None, **changes) -> ProtectedVM:
+    """Change an item's policy or disk selection (contributor and above)."""
+    vault = item.vault
+    access.require(by, vault, "change_item_policy")
+    unknown = set(changes) - {"policy", "included_luns", "excluded_luns"}
+    if unknown:
+        raise ValidationError({f: "This field cannot be changed here." for f in sorted(unknown)})
+    if item.state == ItemState.SOFT_DELETED:
+        raise ValidationError({"state": "The item is soft-deleted; undelete it first."})
+    policy = changes.get("policy", item.policy)
+    if policy.vault_id != vault.pk:
+        raise ValidationError({"policy": "The policy belongs to another vault."})
+    included = changes.get("included_luns", item.included_luns)
+    excluded = changes.get("excluded_luns", item.excluded_luns)
+    if "included_luns" in changes and "excluded_luns" not in changes:
+        excluded = None
+    if "excluded_luns" in changes and "included_luns" not in changes:
+        included = None
+    selection_named = "included_luns" in changes or "excluded_luns" in changes
+    if policy.kind != PolicyKind.ENHANCED and not selection_named:
+        # A standard policy backs up every disk: moving to one drops the old selection.
+        included = excluded = None
+    errors = _clean_lun_selection(item.vm, policy, included, excluded)
+    if errors:
+        raise ValidationError(errors)
+    if policy.pk != item.policy_id and vault.immutability != Immutability.DISABLED:
+        from policies.retention import reduces_retention
+
+        if reduces_retention(item.policy.representation(), policy.representation()):
+            raise ValidationError(
+                {
+                    "policy": "The vault is immutable: an item cannot move to a policy with "
+                    "lower retention."
+                }
+            )
+    before = item_summary(item)
+    item.policy, item.included_luns, item.excluded_luns = policy, included, excluded
+    with transaction.atomic():
+        item.save()
+        audit.record(
+            "protection.update",
+            actor=by,
+            request=request,
+            vault=vault,
+            obj=item,
+            before=before,
+            after=item_summary(item),
+        )
+    return item

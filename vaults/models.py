@@ -93,9 +93,8 @@ class Vault(models.Model):
 
         Only site administrators create vaults.
         """
-        from policies.spec import DEFAULT_POLICY
-
         from policies.models import BackupPolicy
+        from policies.spec import DEFAULT_POLICY
 
         if not owner.is_superuser:
             raise PermissionDenied("Only site administrators create vaults.")

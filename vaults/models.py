@@ -260,6 +260,10 @@ class RecoveryPoint(models.Model):
     consistency = models.CharField(max_length=12, choices=RPConsistency)
     in_snapshot_tier = models.BooleanField(default=True)
     in_vault_tier = models.BooleanField(default=False)
+    # Set while the RP still has to reach the vault tier; its snapshot copy is kept until then.
+    transfer_due = models.BooleanField(default=False)
+    transfer_attempts = models.PositiveIntegerField(default=0)
+    last_transfer_at = models.DateTimeField(null=True, blank=True)
     snapshot_expires_at = models.DateTimeField(null=True, blank=True)
     tags = models.JSONField(default=list, blank=True)
     # None means kept forever (or, for the latest RP, kept until a newer one exists).

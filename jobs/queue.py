@@ -1,0 +1,14 @@
+"""The only module that hands work to django-q2.
+
+django-q2 delivers a job id; the Job row stays the truth. Delivery happens after the
+surrounding transaction commits, so a worker never looks for a row that is not there yet.
+"""
+
+from django.db import transaction
+from django_q.tasks import async_task
+
+
+def deliver(job_id: int) -> None:
+    transaction.on_commit(
+        lambda: async_task("jobs.runner.run_job", job_id, task_name=f"job-{job_id}")
+    )

@@ -1,0 +1,255 @@
+"""Running one job: claim it, keep its heartbeat, record progress, finish it honestly.
+
+1. Claim: a conditional UPDATE from queued to in_progress; zero rows means a duplicate delivery
+   or a job cancelled while queued, and the worker walks away.
+2. Run the operation's handler with a `JobContext` (progress, sub-tasks, warnings, cancel).
+3. Finish: completed, completed with warnings, cancelled or failed, with the error's code.
+A heartbeat thread writes `heartbeat_at` while the handler runs; `reap` fails jobs whose
+heartbeat stopped (the worker died), so nothing stays "in progress" forever.
+"""
+
+import importlib
+import logging
+import threading
+import time
+from datetime import timedelta
+
+from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
+
+from jobs.models import Job, Operation, Status, SubTask
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 10
+# A job whose heartbeat is older than this is declared dead by the reaper.
+HEARTBEAT_TIMEOUT = timedelta(minutes=2)
+
+HANDLERS = {
+    Operation.BACKUP: "jobs.backup.run_backup",
+    Operation.TRANSFER: "jobs.backup.run_transfer",
+    Operation.CLEANUP: "jobs.lifecycle.run_cleanup",
+    Operation.GARBAGE_COLLECT: "jobs.lifecycle.run_gc",
+    Operation.VERIFY: "jobs.lifecycle.run_verify",
+}
+
+
+class JobCancelled(Exception):
+    pass
+
+
+class JobError(Exception):
+    """A failure with a code and a message meant for the person reading the job."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class JobContext:
+    def __init__(self, job: Job):
+        self.job = job
+        self.warnings: list[dict] = list(job.warnings)
+        self._last_progress = 0.0
+        self._last_cancel_check = 0.0
+        self._cancelled = False
+
+    # -- sub-tasks -------------------------------------------------------------------------------
+    def subtask(self, name: str) -> SubTask:
+        sub, _ = SubTask.objects.get_or_create(
+            job=self.job, name=name, defaults={"order": self.job.subtasks.count()}
+        )
+        return sub
+
+    def start_subtask(self, name: str) -> SubTask:
+        sub = self.subtask(name)
+        sub.status, sub.started_at = Status.IN_PROGRESS, timezone.now()
+        sub.save(update_fields=["status", "started_at"])
+        return sub
+
+    def end_subtask(self, sub: SubTask, status: str, message: str = "") -> None:
+        sub.status, sub.ended_at, sub.message = status, timezone.now(), message
+        sub.save(update_fields=["status", "ended_at", "message"])
+
+    # -- progress --------------------------------------------------------------------------------
+    def progress(self, done: int, total: int | None = None, *, force: bool = False) -> None:
+        """Record bytes done; written at most twice a second unless forced."""
+        now = time.monotonic()
+        self.job.bytes_done = done
+        if total is not None:
+            self.job.bytes_total = total
+        if force or now - self._last_progress >= 0.5:
+            self._last_progress = now
+            Job.objects.filter(pk=self.job.pk).update(
+                bytes_done=self.job.bytes_done, bytes_total=self.job.bytes_total
+            )
+
+    def warn(self, code: str, message: str) -> None:
+        self.warnings.append({"code": code, "message": message})
+        Job.objects.filter(pk=self.job.pk).update(warnings=self.warnings)
+
+    def set_result(self, **values) -> None:
+        self.job.result.update(values)
+        Job.objects.filter(pk=self.job.pk).update(result=self.job.result)
+
+    # -- cancel ----------------------------------------------------------------------------------
+    def cancelled(self) -> bool:
+        """True once somebody asked to cancel; reads the database at most once a second."""
+        now = time.monotonic()
+        if not self._cancelled and now - self._last_cancel_check >= 1.0:
+            self._last_cancel_check = now
+            status = Job.objects.filter(pk=self.job.pk).values_list("status", flat=True).first()
+            self._cancelled = status == Status.CANCELLING
+        return self._cancelled
+
+    def check_cancel(self) -> None:
+        if self.cancelled():
+            raise JobCancelled()
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, job_id: int):
+        super().__init__(daemon=True, name=f"heartbeat-{job_id}")
+        self.job_id = job_id
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.wait(HEARTBEAT_SECONDS):
+                Job.objects.filter(pk=self.job_id).update(heartbeat_at=timezone.now())
+        finally:
+            connection.close()
+
+
+def _handler(operation: str):
+    module, _, name = HANDLERS[operation].rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def claim(job_id: int) -> Job | None:
+    now = timezone.now()
+    claimed = Job.objects.filter(pk=job_id, status=Status.QUEUED).update(
+        status=Status.IN_PROGRESS, started_at=now, heartbeat_at=now
+    )
+    if not claimed:
+        return None
+    return Job.objects.get(pk=job_id)
+
+
+def finish(job: Job, status: str, *, code: str = "", message: str = "", warnings=None) -> None:
+    fields = {"status": status, "ended_at": timezone.now(), "heartbeat_at": timezone.now()}
+    if code or message:
+        fields.update(error_code=code, error_message=message)
+    if warnings is not None:
+        fields["warnings"] = warnings
+    # Only a job still running may be finished, so a reaped job is not resurrected.
+    Job.objects.filter(pk=job.pk, status__in=[Status.IN_PROGRESS, Status.CANCELLING]).update(
+        **fields
+    )
+    for key, value in fields.items():
+        setattr(job, key, value)
+
+
+def run_job(job_id: int) -> str:
+    """Entry point of every django-q2 delivery. Returns the final status (for the q2 log)."""
+    close_old_connections()
+    job = claim(job_id)
+    if job is None:
+        return "not claimed"
+    heartbeat = _Heartbeat(job.pk)
+    heartbeat.start()
+    ctx = JobContext(job)
+    try:
+        _handler(job.operation)(ctx)
+    except JobCancelled:
+        finish(job, Status.CANCELLED, message="Cancelled on request.", warnings=ctx.warnings)
+    except JobError as e:
+        finish(job, Status.FAILED, code=e.code, message=e.message, warnings=ctx.warnings)
+    except Exception as e:  # a bug or an unexpected failure: the job says so, loudly
+        log.exception("job %s failed", job.pk)
+        finish(
+            job,
+            Status.FAILED,
+            code="internal_error",
+            message=f"{type(e).__name__}: {e}",
+            warnings=ctx.warnings,
+        )
+    else:
+        status = Status.COMPLETED_WITH_WARNINGS if ctx.warnings else Status.COMPLETED
+        finish(job, status, warnings=ctx.warnings)
+    finally:
+        heartbeat.stop.set()
+        heartbeat.join(timeout=5)
+    return job.status
+
+
+def create_job(
+    *,
+    operation: str,
+    vault=None,
+    item=None,
+    by=None,
+    params=None,
+    subtasks=(),
+    deliver: bool = True,
+    **fields,
+) -> Job:
+    """Create a queued job (and its sub-tasks) and deliver it once the transaction commits."""
+    from jobs.queue import deliver as deliver_job
+
+    with transaction.atomic():
+        job = Job.objects.create(
+            operation=operation,
+            vault=vault,
+            protected_item=item,
+            vm_name=item.vm.name if item is not None else fields.pop("vm_name", ""),
+            created_by=by,
+            params=params or {},
+            **fields,
+        )
+        for order, name in enumerate(subtasks):
+            SubTask.objects.create(job=job, order=order, name=name)
+        if deliver:
+            deliver_job(job.pk)
+    return job
+
+
+def request_cancel(job: Job) -> bool:
+    """Queued jobs are cancelled at once; running ones are asked to stop at the next check."""
+    now = timezone.now()
+    if Job.objects.filter(pk=job.pk, status=Status.QUEUED).update(
+        status=Status.CANCELLED, ended_at=now, error_message="Cancelled before it started."
+    ):
+        job.refresh_from_db()
+        return True
+    changed = Job.objects.filter(pk=job.pk, status=Status.IN_PROGRESS).update(
+        status=Status.CANCELLING
+    )
+    job.refresh_from_db()
+    return bool(changed)
+
+
+def reap(now=None) -> int:
+    """Fail jobs whose worker died (no heartbeat for HEARTBEAT_TIMEOUT)."""
+    now = now or timezone.now()
+    dead = Job.objects.filter(
+        status__in=[Status.IN_PROGRESS, Status.CANCELLING],
+        heartbeat_at__lt=now - HEARTBEAT_TIMEOUT,
+    )
+    ids = list(dead.values_list("pk", flat=True))
+    for job_id in ids:
+        updated = Job.objects.filter(
+            pk=job_id, status__in=[Status.IN_PROGRESS, Status.CANCELLING]
+        ).update(
+            status=Status.FAILED,
+            ended_at=now,
+            error_code="worker_lost",
+            error_message="The worker running this job stopped responding; nothing it was "
+            "writing was committed. The next scheduled run will try again.",
+        )
+        if updated:
+            SubTask.objects.filter(job_id=job_id, status=Status.IN_PROGRESS).update(
+                status=Status.FAILED, ended_at=now, message="Worker lost."
+            )
+    return len(ids)

@@ -1,0 +1,20 @@
+"""Periodic work, declared in one place and upserted by `manage.py sync_schedules`."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Periodic:
+    name: str
+    func: str
+    minutes: int
+
+
+PERIODIC = [
+    # Enqueues due backups and starts queued transfers within each vault's limit.
+    Periodic("lifeboat-dispatch", "jobs.tasks.dispatch", minutes=1),
+    # Fails jobs whose worker stopped sending heartbeats.
+    Periodic("lifeboat-reap", "jobs.tasks.reap", minutes=1),
+    # Tiering, retention and garbage collection.
+    Periodic("lifeboat-cleanup", "jobs.tasks.cleanup", minutes=60),
+]

@@ -550,14 +550,15 @@ def describe_rule(name: str, rule: Mapping[str, Any]) -> str:
     count = rule[count_field]
     text = f"{name}: {count} {unit[:-1] if count == 1 else unit}"
     anchors = []
-    if name == "yearly":
-        anchors.append(", ".join(rule["months"]))
-    if "weeks" in rule:
-        anchors.append(f"{'/'.join(rule['weeks'])} {'/'.join(rule['weekdays'])}")
-    elif "weekdays" in rule:
+    if name == "weekly":
         anchors.append(", ".join(rule["weekdays"]))
-    if "days" in rule:
-        anchors.append("day " + ", ".join(str(d) for d in rule["days"]))
+    elif name in ("monthly", "yearly"):
+        if name == "yearly":
+            anchors.append(", ".join(rule["months"]))
+        if "days" in rule:
+            anchors.append("day " + ", ".join(str(d) for d in rule["days"]))
+        else:
+            anchors.append(f"{'/'.join(rule['weeks'])} {'/'.join(rule['weekdays'])}")
     if anchors:
         text += f" ({'; '.join(anchors)})"
     return text

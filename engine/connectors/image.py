@@ -155,12 +155,18 @@ class _Run:
             self.lines([f"[cancel] cancelled before {step}"])
             raise self.fail(SnapshotCancelled(step))
 
-    def script(self, phase: str, path: str, params: Sequence[str]) -> tuple[str, str] | None:
-        """Run a pre/post script with retries; None on success, else (code, message)."""
+    def script(
+        self, phase: str, path: str, params: Sequence[str], *, cancellable: bool = True
+    ) -> tuple[str, str] | None:
+        """Run a pre/post script with retries; None on success, else (code, message).
+
+        ``cancellable`` False is for the post-script run while unwinding: it must finish its
+        retries whatever ``cancel`` says.
+        """
         h = self.vm.hooks
         attempts = h.script_retries + 1
         for attempt in range(1, attempts + 1):
-            if attempt > 1:
+            if attempt > 1 and cancellable:
                 self.check(f"{phase}-script attempt {attempt}")
             r = run_process(
                 [path, *params],
@@ -348,7 +354,7 @@ def take_snapshot(
             freezer.freeze()
         run.check("point-in-time view")
         workdir.mkdir(parents=True, exist_ok=True)
-        clone_dir = Path(tempfile.mkdtemp(prefix=f"{vm.name}-snap-", dir=workdir))
+        clone_dir = Path(tempfile.mkdtemp(prefix="snap-", dir=workdir))
         views = _clone_all(vm, clone_dir, clone or reflink_clone)
         if views is not None:
             method = "reflink"
@@ -375,14 +381,17 @@ def take_snapshot(
             run.lines([f"[snapshot] reflink: capture reads {len(views)} clone(s)"])
             result = capture(views)
     finally:
-        if freezer is not None:
-            freezer.thaw()
-        if post_due and not post_done:
-            failure = run.script("post", h.post_script, h.post_script_params)
-            if failure is not None:
-                run.warn(*failure)
-        if clone_dir is not None:
-            shutil.rmtree(clone_dir, ignore_errors=True)
+        try:
+            if freezer is not None:
+                freezer.thaw()
+            if post_due and not post_done:
+                post_done = True
+                failure = run.script("post", h.post_script, h.post_script_params, cancellable=False)
+                if failure is not None:
+                    run.warn(*failure)
+        finally:
+            if clone_dir is not None:
+                shutil.rmtree(clone_dir, ignore_errors=True)
 
     consistency: Consistency
     if crash_only or method == "live_read":

@@ -682,6 +682,25 @@ def test_cancel_after_freeze_still_thaws_and_runs_post(box: Box) -> None:
     assert not box.workdir.exists() or list(box.workdir.iterdir()) == []
 
 
+def test_cancelled_unwinding_runs_every_post_script_retry(box: Box) -> None:
+    vm = box.vm(
+        post_script=box.script("post.sh", f"{box.stamp('post')}; exit 1"),
+        script_retries=1,
+        **box.freeze_thaw(),
+    )
+    with pytest.raises(SnapshotCancelled) as info:
+        take_snapshot(
+            vm,
+            crash_only=False,
+            workdir=box.workdir,
+            capture=Recorder(),
+            cancel=lambda: box.ran("freeze"),
+        )
+    assert len(box.times("post")) == 2 and box.ran("thaw")
+    assert codes(info.value.warnings) == ["post_script_failed"]
+    assert list(box.workdir.iterdir()) == []
+
+
 def test_cancel_at_start_runs_nothing(box: Box) -> None:
     vm = box.vm(pre_script=box.marker_script("pre"), **box.freeze_thaw())
     with pytest.raises(SnapshotCancelled):

@@ -1,0 +1,287 @@
+"""Byte formats: stored chunks, per-disk indexes and manifests (see FORMAT.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import blake3
+import zstandard
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .keys import KeySet
+
+DIGEST_LEN = 32
+ZERO_DIGEST = bytes(DIGEST_LEN)
+
+# ---------------------------------------------------------------------------- codecs
+
+CODEC_NONE = 0
+CODEC_ZSTD = 1
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A store's compression setting: "none" or "zstd:<level>"."""
+
+    name: str
+    level: int
+
+    @classmethod
+    def parse(cls, spec: str) -> Codec:
+        spec = spec.strip().lower()
+        if spec in ("none", "raw"):
+            return cls("none", 0)
+        if spec == "zstd":
+            return cls("zstd", 1)
+        if spec.startswith("zstd:"):
+            try:
+                level = int(spec[5:])
+            except ValueError:
+                level = 0
+            if 1 <= level <= 19 or -7 <= level <= -1:
+                return cls("zstd", level)
+        raise ValueError(f"unknown codec {spec!r} (use 'none' or 'zstd:<level>', level 1..19)")
+
+    def __str__(self) -> str:
+        return "none" if self.name == "none" else f"zstd:{self.level}"
+
+
+_local = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    cache: dict[int, zstandard.ZstdCompressor] | None = getattr(_local, "cctx", None)
+    if cache is None:
+        cache = _local.cctx = {}
+    c = cache.get(level)
+    if c is None:
+        c = cache[level] = zstandard.ZstdCompressor(level=level, write_content_size=True)
+    return c
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d: zstandard.ZstdDecompressor | None = getattr(_local, "dctx", None)
+    if d is None:
+        d = _local.dctx = zstandard.ZstdDecompressor()
+    return d
+
+
+def _aead(key: bytes) -> AESGCM:
+    cache: dict[bytes, AESGCM] | None = getattr(_local, "aead", None)
+    if cache is None:
+        cache = _local.aead = {}
+    a = cache.get(key)
+    if a is None:
+        a = cache[key] = AESGCM(key)
+    return a
+
+
+# ---------------------------------------------------------------------------- chunks
+
+CHUNK_MAGIC = b"LBCK"
+CHUNK_VERSION = 1
+CHUNK_HEADER = struct.Struct("<4sBBHI")  # magic, version, codec, flags, plaintext length
+NONCE_LEN = 12
+TAG_LEN = 16
+OUTER_LEN = 32
+CHUNK_OVERHEAD = CHUNK_HEADER.size + NONCE_LEN + TAG_LEN + OUTER_LEN
+
+
+class ChunkDamaged(Exception):
+    """Internal: a stored chunk failed a check; the message says which."""
+
+
+def chunk_id(keys: KeySet, data: bytes | memoryview) -> bytes:
+    return blake3.blake3(data, key=keys.id_key).digest()
+
+
+_ZEROS: dict[int, bytes] = {}
+
+
+def zeros(n: int) -> bytes:
+    z = _ZEROS.get(n)
+    if z is None:
+        z = bytes(n)
+        if len(_ZEROS) < 8:
+            _ZEROS[n] = z
+    return z
+
+
+def is_zero(data: bytes) -> bool:
+    return data == zeros(len(data))
+
+
+def encode_chunk(keys: KeySet, cid: bytes, data: bytes, codec: Codec) -> bytes:
+    """Compress (if smaller), encrypt and frame one chunk."""
+    payload: bytes = data
+    codec_id = CODEC_NONE
+    if codec.name == "zstd":
+        packed = _compressor(codec.level).compress(data)
+        if len(packed) < len(data):
+            payload, codec_id = packed, CODEC_ZSTD
+    header = CHUNK_HEADER.pack(CHUNK_MAGIC, CHUNK_VERSION, codec_id, 0, len(data))
+    nonce = os.urandom(NONCE_LEN)
+    sealed = _aead(keys.dek).encrypt(nonce, payload, header + cid)
+    body = header + nonce + sealed
+    return body + blake3.blake3(body).digest()
+
+
+def check_outer(blob: bytes) -> str | None:
+    """Keyless check: framing and outer BLAKE3 checksum. Returns a reason, or None if fine."""
+    if len(blob) < CHUNK_OVERHEAD:
+        return f"truncated ({len(blob)} bytes)"
+    if blake3.blake3(memoryview(blob)[:-OUTER_LEN]).digest() != blob[-OUTER_LEN:]:
+        return "outer checksum mismatch"
+    magic, version, codec_id, _flags, _n = CHUNK_HEADER.unpack_from(blob)
+    if magic != CHUNK_MAGIC or version != CHUNK_VERSION or codec_id not in (0, 1):
+        return "bad header"
+    return None
+
+
+def decode_chunk(keys: KeySet, cid: bytes, blob: bytes, expected_len: int | None = None) -> bytes:
+    """Check, decrypt, decompress and re-derive the id of one stored chunk."""
+    reason = check_outer(blob)
+    if reason:
+        raise ChunkDamaged(reason)
+    _magic, _version, codec_id, _flags, plain_len = CHUNK_HEADER.unpack_from(blob)
+    hs = CHUNK_HEADER.size
+    header = blob[:hs]
+    nonce = blob[hs : hs + NONCE_LEN]
+    try:
+        payload = _aead(keys.dek).decrypt(nonce, blob[hs + NONCE_LEN : -OUTER_LEN], header + cid)
+    except InvalidTag as e:
+        raise ChunkDamaged("authentication failed (wrong key, wrong id or tampering)") from e
+    if codec_id == CODEC_ZSTD:
+        try:
+            data = _decompressor().decompress(payload, max_output_size=plain_len)
+        except zstandard.ZstdError as e:
+            raise ChunkDamaged(f"decompression failed: {e}") from e
+    else:
+        data = payload
+    if len(data) != plain_len or (expected_len is not None and plain_len != expected_len):
+        raise ChunkDamaged(f"length {len(data)} != expected {expected_len or plain_len}")
+    if chunk_id(keys, data) != cid:
+        raise ChunkDamaged("content does not match its id")
+    return data
+
+
+def recode_chunk(keys: KeySet, cid: bytes, blob: bytes, codec: Codec) -> bytes:
+    """Verify a stored chunk and return it framed for a store with `codec`."""
+    data = decode_chunk(keys, cid, blob)
+    _m, _v, codec_id, _f, _n = CHUNK_HEADER.unpack_from(blob)
+    if (codec_id == CODEC_ZSTD) == (codec.name == "zstd"):
+        return blob  # already in the target's codec family: copy as is
+    return encode_chunk(keys, cid, data, codec)
+
+
+# ---------------------------------------------------------------------------- indexes
+
+INDEX_MAGIC = b"LBINDEX\x00"
+INDEX_VERSION = 1
+INDEX_HEADER = struct.Struct("<8sHHBB2xQQ8x")  # magic, version, flags, shift, dlen, size, count
+
+
+class IndexDamaged(Exception):
+    """Internal: an index file failed a check."""
+
+
+@dataclass
+class DiskIndex:
+    """Digests of one disk's chunks, in order; an all-zero digest marks a zero chunk."""
+
+    chunk_size: int
+    disk_size: int
+    digests: bytes | bytearray
+
+    @property
+    def count(self) -> int:
+        return len(self.digests) // DIGEST_LEN
+
+    @staticmethod
+    def chunks_for(disk_size: int, chunk_size: int) -> int:
+        return (disk_size + chunk_size - 1) // chunk_size
+
+    def digest(self, i: int) -> bytes:
+        return bytes(self.digests[i * DIGEST_LEN : (i + 1) * DIGEST_LEN])
+
+    def chunk_len(self, i: int) -> int:
+        return min(self.chunk_size, self.disk_size - i * self.chunk_size)
+
+    def to_bytes(self) -> bytes:
+        shift = self.chunk_size.bit_length() - 1
+        if 1 << shift != self.chunk_size:
+            raise ValueError("chunk size must be a power of two")
+        head = INDEX_HEADER.pack(
+            INDEX_MAGIC, INDEX_VERSION, 0, shift, DIGEST_LEN, self.disk_size, self.count
+        )
+        body = head + bytes(self.digests)
+        return body + blake3.blake3(body).digest()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> DiskIndex:
+        if len(data) < INDEX_HEADER.size + DIGEST_LEN:
+            raise IndexDamaged("truncated")
+        if blake3.blake3(memoryview(data)[:-DIGEST_LEN]).digest() != data[-DIGEST_LEN:]:
+            raise IndexDamaged("checksum mismatch")
+        magic, version, _flags, shift, dlen, size, count = INDEX_HEADER.unpack_from(data)
+        if magic != INDEX_MAGIC or version != INDEX_VERSION or dlen != DIGEST_LEN:
+            raise IndexDamaged("bad header")
+        digests = data[INDEX_HEADER.size : -DIGEST_LEN]
+        if len(digests) != count * DIGEST_LEN or count != cls.chunks_for(size, 1 << shift):
+            raise IndexDamaged("length does not match header")
+        return cls(1 << shift, size, digests)
+
+
+def file_digest(data: bytes) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+# ---------------------------------------------------------------------------- manifests
+
+MANIFEST_FORMAT = "lifeboat-manifest"
+MANIFEST_VERSION = 1
+
+
+class ManifestDamaged(Exception):
+    """Internal: a manifest failed a check."""
+
+
+def canonical(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def manifest_to_bytes(body: dict[str, Any], keys: KeySet) -> bytes:
+    canon = canonical(body)
+    doc = {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "body": body,
+        "blake3": blake3.blake3(canon).hexdigest(),
+        "mac": blake3.blake3(canon, key=keys.mac_key).hexdigest(),
+    }
+    return (json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def manifest_from_bytes(data: bytes, keys: KeySet | None) -> dict[str, Any]:
+    """Parse a manifest; check its checksum, and its MAC when keys are given."""
+    try:
+        doc = json.loads(data)
+        if doc.get("format") != MANIFEST_FORMAT or doc.get("version") != MANIFEST_VERSION:
+            raise ManifestDamaged("unknown format")
+        body = doc["body"]
+        if not isinstance(body, dict):
+            raise ManifestDamaged("body is not an object")
+        canon = canonical(body)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ManifestDamaged(f"unparsable: {e}") from e
+    if blake3.blake3(canon).hexdigest() != doc.get("blake3"):
+        raise ManifestDamaged("checksum mismatch")
+    if keys is not None and blake3.blake3(canon, key=keys.mac_key).hexdigest() != doc.get("mac"):
+        raise ManifestDamaged("authentication failed")
+    return body

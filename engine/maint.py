@@ -1,0 +1,380 @@
+"""Catalog, verification, scrub, deletion, metadata updates, garbage collection, key rotation."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from .errors import CorruptionError, Damage, RecoveryPointNotFound
+from .formats import (
+    ZERO_DIGEST,
+    ChunkDamaged,
+    DiskIndex,
+    IndexDamaged,
+    check_outer,
+    decode_chunk,
+    file_digest,
+)
+from .keys import unwrap_keys, wrap_keys
+from .model import (
+    KEEP,
+    CancelFn,
+    DiskInfo,
+    GcResult,
+    Keep,
+    ProgressFn,
+    RecoveryPoint,
+    VerifyReport,
+)
+from .pipeline import Throttle, default_threads, run_bounded
+from .store import TMP_PREFIX, Store, atomic_write, fsync_dir, iso, parse_iso
+
+log_name = "engine"
+
+
+# ---------------------------------------------------------------------------- catalog
+
+
+def _to_rp(body: dict[str, Any]) -> RecoveryPoint:
+    created = parse_iso(body["created"])
+    completed = parse_iso(body["completed"])
+    assert created is not None and completed is not None
+    return RecoveryPoint(
+        rp_id=body["rp_id"],
+        vm_name=body["vm_name"],
+        created=created,
+        completed=completed,
+        parent=body.get("parent"),
+        consistency=body.get("consistency", ""),
+        retain_until=parse_iso(body.get("retain_until")),
+        tags=list(body.get("tags", [])),
+        labels=dict(body.get("labels", {})),
+        disks=[
+            DiskInfo(
+                lun=int(d["lun"]),
+                size=int(d["size"]),
+                chunk_size=int(d["chunk_size"]),
+                chunks=int(d["chunks"]),
+                index_blake3=d["index_blake3"],
+                change_detection=d.get("change_detection", ""),
+                bytes_read=int(d.get("bytes_read", 0)),
+                bytes_changed=int(d.get("bytes_changed", 0)),
+                bytes_stored=int(d.get("bytes_stored", 0)),
+                chunks_new=int(d.get("chunks_new", 0)),
+            )
+            for d in body["disks"]
+        ],
+        vault_key_id=body.get("vault_key_id", ""),
+    )
+
+
+def get_recovery_point(store: Store, rp_id: str) -> RecoveryPoint:
+    return _to_rp(store.read_manifest(rp_id))
+
+
+def list_recovery_points(
+    store: Store, *, damaged: list[Damage] | None = None
+) -> list[RecoveryPoint]:
+    """Every committed recovery point, read from the store alone (oldest first).
+
+    Manifests that fail authentication are left out; pass a list as `damaged` to learn which.
+    """
+    out = []
+    for rp_id in store.list_rp_ids():
+        try:
+            out.append(_to_rp(store.read_manifest(rp_id)))
+        except RecoveryPointNotFound:
+            continue  # deleted meanwhile
+        except CorruptionError as e:
+            if damaged is not None:
+                damaged.extend(e.details)
+    out.sort(key=lambda rp: (rp.created, rp.rp_id))
+    return out
+
+
+def update_manifest_metadata(
+    store: Store,
+    rp_id: str,
+    *,
+    retain_until: datetime | None | Keep = KEEP,
+    tags: list[str] | Keep = KEEP,
+    labels: dict[str, str] | Keep = KEEP,
+) -> RecoveryPoint:
+    """Rewrite a manifest's retention, tags or labels atomically (re-authenticated)."""
+    with store.operation("update-metadata", rp_id=rp_id):
+        body = store.read_manifest(rp_id)
+        if not isinstance(retain_until, Keep):
+            body["retain_until"] = iso(retain_until)
+        if not isinstance(tags, Keep):
+            body["tags"] = list(tags)
+        if not isinstance(labels, Keep):
+            body["labels"] = {str(k): str(v) for k, v in labels.items()}
+        store.commit_manifest(rp_id, body, replace=True)
+    return _to_rp(body)
+
+
+def delete_recovery_point(store: Store, rp_id: str) -> None:
+    """Remove a recovery point (manifest first, then its indexes). Chunks go at the next GC."""
+    store.require_keys()
+    with store.operation("delete", rp_id=rp_id):
+        path = store.manifest_path(rp_id)
+        store.read_manifest_bytes(rp_id)  # RecoveryPointNotFound if absent
+        os.unlink(path)
+        fsync_dir(path.parent)
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(store.index_dir(rp_id))
+
+
+# ---------------------------------------------------------------------------- verify / scrub
+
+
+def _collect(
+    store: Store, rp_ids: Iterable[str], keyed: bool, damage: list[Damage]
+) -> tuple[list[str], dict[bytes, list[tuple[str, int, int, int]]]]:
+    """Check manifests and indexes; map each referenced chunk to the places using it."""
+    refs: dict[bytes, list[tuple[str, int, int, int]]] = {}
+    checked = []
+    for rp_id in rp_ids:
+        checked.append(rp_id)
+        try:
+            data = store.read_manifest_bytes(rp_id)
+            body = store.parse_manifest(rp_id, data, keyed=keyed)
+        except CorruptionError as e:
+            damage.extend(e.details)
+            continue
+        for disk in body.get("disks", []):
+            try:
+                idx = store.load_index(rp_id, disk)
+            except CorruptionError as e:
+                damage.extend(e.details)
+                continue
+            lun = int(disk["lun"])
+            for i in range(idx.count):
+                cid = idx.digest(i)
+                if cid != ZERO_DIGEST:
+                    refs.setdefault(cid, []).append(
+                        (rp_id, lun, i * idx.chunk_size, idx.chunk_len(i))
+                    )
+    return checked, refs
+
+
+def verify(
+    store: Store,
+    rp_ids: Iterable[str] | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    *,
+    threads: int | None = None,
+) -> VerifyReport:
+    """Keyed verification of all (or the given) recovery points: manifest MACs, index
+    checksums, and every referenced chunk decrypted, authenticated and its id recomputed.
+    Each damaged chunk is reported at every (rp, lun, offset) that uses it."""
+    return _check(store, rp_ids, progress, cancel, threads, keyed=True)
+
+
+def scrub(
+    store: Store | str | os.PathLike[str],
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    *,
+    threads: int | None = None,
+) -> VerifyReport:
+    """Keyless check of a whole store: manifest and index checksums, and the outer checksum of
+    every chunk file (referenced or not). Needs no key; finds bit rot, not tampering."""
+    if not isinstance(store, Store):
+        store = Store.open(store, None)
+    return _check(store, None, progress, cancel, threads, keyed=False)
+
+
+def _check(
+    store: Store,
+    rp_ids: Iterable[str] | None,
+    progress: ProgressFn | None,
+    cancel: CancelFn | None,
+    threads: int | None,
+    *,
+    keyed: bool,
+) -> VerifyReport:
+    started = time.monotonic()
+    keys = store.require_keys() if keyed else None
+    threads = threads or default_threads()
+    damage: list[Damage] = []
+    with store.operation("verify" if keyed else "scrub"):
+        ids = list(rp_ids) if rp_ids is not None else store.list_rp_ids()
+        checked, refs = _collect(store, ids, keyed, damage)
+        todo: list[bytes] = list(refs)
+        if not keyed:  # scrub also reads unreferenced chunk files
+            known = {c.hex() for c in refs}
+            for path in store.iter_chunk_files():
+                if not path.name.startswith(TMP_PREFIX) and path.name not in known:
+                    try:
+                        todo.append(bytes.fromhex(path.name))
+                    except ValueError:
+                        continue
+        throttle = Throttle(progress, "verify" if keyed else "scrub", len(todo))
+
+        def work(cid: bytes) -> tuple[bytes, str | None]:
+            try:
+                blob = store.get_chunk(cid)
+            except FileNotFoundError:
+                return cid, "missing"
+            except OSError as e:
+                return cid, f"unreadable: {e.strerror}"
+            if keys is None:
+                return cid, check_outer(blob)
+            try:
+                decode_chunk(keys, cid, blob, refs[cid][0][3])
+            except ChunkDamaged as e:
+                return cid, str(e)
+            return cid, None
+
+        def on_result(r: tuple[bytes, str | None]) -> None:
+            cid, reason = r
+            throttle.add(1)
+            if reason is None:
+                return
+            places = refs.get(cid)
+            if not places:
+                damage.append(
+                    Damage(None, None, None, "chunk", reason + " (unreferenced)", cid.hex())
+                )
+            for rp_id, lun, off, _ln in places or []:
+                damage.append(Damage(rp_id, lun, off, "chunk", reason, cid.hex()))
+
+        run_bounded(
+            (partial(work, c) for c in todo),
+            on_result,
+            threads=threads,
+            window=threads * 4,
+            cancel=cancel,
+        )
+        throttle.finish()
+    damage.sort(key=lambda d: (d.rp_id or "", d.lun or 0, d.offset or 0, d.kind))
+    return VerifyReport(checked, len(todo), damage, keyed, time.monotonic() - started)
+
+
+# ---------------------------------------------------------------------------- gc
+
+
+def gc(
+    store: Store,
+    grace_seconds: float = 86400.0,
+    *,
+    wait_seconds: float = 60.0,
+    dry_run: bool = False,
+) -> GcResult:
+    """Mark-and-sweep unreferenced chunks.
+
+    Runs under the store's exclusive lock, so it waits (up to wait_seconds, then StoreBusy)
+    while backups, transfers, restores or verifies hold their shared lock; marking happens
+    after the lock is taken, so every committed recovery point is seen. Chunks, temp files and
+    uncommitted index directories younger than grace_seconds (mtime) are never removed.
+    A manifest or index that cannot be read aborts GC (CorruptionError) rather than risk
+    sweeping chunks it references.
+    """
+    started = time.monotonic()
+    with store.exclusive(wait_seconds):
+        leases = 0
+        for ent in os.scandir(store.path / "leases"):
+            leases += 1  # nobody holds the shared lock: every lease left is stale
+            if not dry_run:
+                with contextlib.suppress(OSError):
+                    os.unlink(ent.path)
+        live: set[str] = set()
+        rp_ids = set(store.list_rp_ids())
+        for rp_id in sorted(rp_ids):
+            data = store.read_manifest_bytes(rp_id)
+            body = store.parse_manifest(rp_id, data, keyed=False)
+            for disk in body["disks"]:
+                try:
+                    idx = DiskIndex.from_bytes(
+                        store.index_path(rp_id, int(disk["lun"])).read_bytes()
+                    )
+                except (OSError, IndexDamaged) as e:
+                    raise CorruptionError(
+                        f"gc aborted: index of rp {rp_id} lun {disk['lun']} unreadable ({e})",
+                        [Damage(rp_id, int(disk["lun"]), None, "index", str(e))],
+                    ) from e
+                if file_digest(idx.to_bytes()) != disk["index_blake3"]:
+                    raise CorruptionError(
+                        f"gc aborted: index of rp {rp_id} lun {disk['lun']} does not match",
+                        [Damage(rp_id, int(disk["lun"]), None, "index", "checksum mismatch")],
+                    )
+                d = idx.digests
+                for i in range(0, len(d), 32):
+                    live.add(bytes(d[i : i + 32]).hex())
+        live.discard(ZERO_DIGEST.hex())
+        cutoff = time.time() - grace_seconds
+        swept = swept_bytes = in_grace = temps = 0
+        dirs: set[Path] = set()
+        for path in store.iter_chunk_files():
+            name = path.name
+            if name in live:
+                continue
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            if st.st_mtime > cutoff:
+                in_grace += 1
+                continue
+            if not dry_run:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                dirs.add(path.parent)
+            if name.startswith(TMP_PREFIX):
+                temps += 1
+            else:
+                swept += 1
+                swept_bytes += st.st_size
+        index_dirs = 0
+        for ent in os.scandir(store.path / "indexes"):
+            if ent.name in rp_ids or ent.stat().st_mtime > cutoff:
+                continue
+            if store.has_manifest(ent.name):
+                continue
+            index_dirs += 1
+            if not dry_run:
+                shutil.rmtree(ent.path, ignore_errors=True)
+        for sub in ("manifests", "indexes"):
+            for ent in os.scandir(store.path / sub):
+                if ent.name.startswith(TMP_PREFIX) and ent.stat().st_mtime <= cutoff:
+                    temps += 1
+                    if not dry_run:
+                        with contextlib.suppress(OSError):
+                            os.unlink(ent.path)
+        if store.durable and not dry_run:
+            for sub_dir in dirs:
+                fsync_dir(sub_dir)
+    return GcResult(
+        chunks_live=len(live),
+        chunks_swept=swept,
+        bytes_swept=swept_bytes,
+        chunks_in_grace=in_grace,
+        temp_files_removed=temps,
+        index_dirs_removed=index_dirs,
+        leases_cleared=leases,
+        duration=time.monotonic() - started,
+    )
+
+
+# ---------------------------------------------------------------------------- keys
+
+
+def rewrap_keys(store_path: str | os.PathLike[str], old_kek: bytes, new_kek: bytes) -> None:
+    """Re-wrap a store's vault keys under a new KEK; chunks, indexes and manifests unchanged.
+    WrongKey if old_kek does not open the store. Rewrap each tier (vault, snapshot) that
+    shares the keys."""
+    path = Path(store_path)
+    doc = Store.read_keys_file(path)
+    keys = unwrap_keys(doc, old_kek)
+    new_doc = wrap_keys(keys, new_kek)
+    unwrap_keys(new_doc, new_kek)
+    atomic_write(path / "keys.json", new_doc)

@@ -1,0 +1,145 @@
+"""Bounded parallel execution and extent arithmetic shared by the operations."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+from .errors import Cancelled
+from .model import CancelFn, Progress, ProgressFn
+
+T = TypeVar("T")
+
+
+def default_threads() -> int:
+    env = os.environ.get("LIFEBOAT_ENGINE_THREADS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(2, min(8, os.cpu_count() or 2))
+
+
+def run_bounded(
+    tasks: Iterable[Callable[[], T] | T],
+    on_result: Callable[[T], None],
+    *,
+    threads: int,
+    window: int,
+    cancel: CancelFn | None,
+) -> None:
+    """Run callables from `tasks` on a pool, at most `window` in flight; non-callables are
+    passed straight to on_result. Results are handled in submission order on this thread.
+    Checks `cancel` before every submission; on any error waits for in-flight work."""
+    pending: deque[Future[T]] = deque()
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lifeboat") as pool:
+        try:
+            for task in tasks:
+                if cancel is not None and cancel():
+                    raise Cancelled("operation cancelled")
+                if callable(task):
+                    pending.append(pool.submit(task))
+                    while len(pending) >= window:
+                        on_result(pending.popleft().result())
+                else:
+                    while pending and pending[0].done():
+                        on_result(pending.popleft().result())
+                    on_result(task)
+            while pending:
+                on_result(pending.popleft().result())
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+
+
+def round_robin(iterators: Sequence[Iterator[T]]) -> Iterator[T]:
+    """Interleave several iterators so disks progress in parallel."""
+    live = deque(iterators)
+    while live:
+        it = live.popleft()
+        try:
+            yield next(it)
+        except StopIteration:
+            continue
+        live.append(it)
+
+
+class Throttle:
+    """Calls a progress callback at most every `interval` seconds (and always on finish)."""
+
+    def __init__(self, fn: ProgressFn | None, phase: str, total: int, interval: float = 0.1):
+        self.fn = fn
+        self.phase = phase
+        self.total = total
+        self.done = 0
+        self.interval = interval
+        self.last = 0.0
+
+    def add(self, n: int, lun: int | None = None) -> None:
+        self.done += n
+        if self.fn is None:
+            return
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last = now
+            self.fn(Progress(self.phase, self.done, self.total, lun))
+
+    def finish(self) -> None:
+        if self.fn is not None:
+            self.fn(Progress(self.phase, self.done, self.total, None))
+
+
+def normalise_extents(extents: Iterable[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
+    """(offset, length) pairs -> sorted, merged, clipped (start, end) pairs."""
+    spans = sorted((max(0, o), min(limit, o + n)) for o, n in extents if n > 0)
+    out: list[tuple[int, int]] = []
+    for s, e in spans:
+        if s >= e:
+            continue
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
+
+
+def data_extents(fd: int, size: int) -> list[tuple[int, int]]:
+    """Data (non-hole) extents of an open file as (start, end) pairs, via SEEK_DATA/SEEK_HOLE.
+    Falls back to the whole range where the file system or device does not support it."""
+    out: list[tuple[int, int]] = []
+    off = 0
+    try:
+        while off < size:
+            try:
+                start = os.lseek(fd, off, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:  # no more data
+                    break
+                raise
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+            if end > start:
+                out.append((start, end))
+            off = end
+    except OSError as e:
+        if e.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTTY, errno.ESPIPE):
+            return [(0, size)] if size else []
+        raise
+    return out
+
+
+class ExtentCursor:
+    """Answers 'does [start, end) overlap any extent?' for monotonically increasing queries."""
+
+    def __init__(self, extents: list[tuple[int, int]]) -> None:
+        self.extents = extents
+        self.i = 0
+
+    def overlaps(self, start: int, end: int) -> bool:
+        ex = self.extents
+        while self.i < len(ex) and ex[self.i][1] <= start:
+            self.i += 1
+        return self.i < len(ex) and ex[self.i][0] < end

@@ -530,13 +530,13 @@ def test_post_script_failure_is_warning(box: Box, body: str, code: str) -> None:
 
 def test_freeze_hard_timeout_forces_thaw(box: Box) -> None:
     vm = box.vm(pre_script=box.marker_script("pre"), freeze_timeout=1, **box.freeze_thaw())
-    cap = Recorder(sleep=1.6)
+    cap = Recorder(sleep=2.5)
     out = take_snapshot(vm, crash_only=False, workdir=box.workdir, capture=cap, clone=no_reflink)
     done = time.time()
     ((start, _, _),) = cap.calls
     (freeze,), (thaw,) = box.times("freeze"), box.times("thaw")  # thawed exactly once
     assert start < thaw < done - 0.3  # thaw came while capture was still reading
-    assert 0.9 < thaw - freeze < 1.5
+    assert 0.9 < thaw - freeze < 2.0
     assert codes(out.warnings) == ["freeze_timeout"]
     assert out.consistency == "crash"
 
@@ -698,7 +698,7 @@ def test_cancelled_unwinding_runs_every_post_script_retry(box: Box) -> None:
         )
     assert len(box.times("post")) == 2 and box.ran("thaw")
     assert codes(info.value.warnings) == ["post_script_failed"]
-    assert list(box.workdir.iterdir()) == []
+    assert not box.workdir.exists() or list(box.workdir.iterdir()) == []
 
 
 def test_cancel_at_start_runs_nothing(box: Box) -> None:

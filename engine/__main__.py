@@ -1,0 +1,7 @@
+"""python -m engine: command-line interface of the block-delta engine."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,151 @@
+"""Unit tests of the byte formats and key handling."""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from engine import KeyUnavailable, WrongKey, load_key_file, platform_kek
+from engine.formats import (
+    CHUNK_OVERHEAD,
+    ChunkDamaged,
+    Codec,
+    DiskIndex,
+    IndexDamaged,
+    ManifestDamaged,
+    check_outer,
+    chunk_id,
+    decode_chunk,
+    encode_chunk,
+    manifest_from_bytes,
+    manifest_to_bytes,
+    recode_chunk,
+)
+from engine.keys import new_keyset, unwrap_keys, wrap_keys
+
+
+def test_chunk_round_trip_and_every_byte_is_protected() -> None:
+    keys = new_keyset()
+    data = b"hello world " * 5000
+    cid = chunk_id(keys, data)
+    blob = encode_chunk(keys, cid, data, Codec.parse("zstd:3"))
+    assert len(blob) < len(data)
+    assert decode_chunk(keys, cid, blob, len(data)) == data
+    for pos in range(0, len(blob), max(1, len(blob) // 97)):
+        bad = bytearray(blob)
+        bad[pos] ^= 0x40
+        with pytest.raises(ChunkDamaged):
+            decode_chunk(keys, cid, bytes(bad))
+        assert check_outer(bytes(bad)) is not None
+
+
+def test_incompressible_chunks_are_stored_raw() -> None:
+    keys = new_keyset()
+    data = os.urandom(1 << 16)
+    cid = chunk_id(keys, data)
+    blob = encode_chunk(keys, cid, data, Codec.parse("zstd:1"))
+    assert len(blob) == len(data) + CHUNK_OVERHEAD
+    assert blob[5] == 0  # codec byte: raw
+    assert decode_chunk(keys, cid, blob) == data
+
+
+def test_authentication_binds_chunk_id_and_key() -> None:
+    keys, other = new_keyset(), new_keyset()
+    data = b"x" * 1000
+    cid = chunk_id(keys, data)
+    blob = encode_chunk(keys, cid, data, Codec.parse("none"))
+    with pytest.raises(ChunkDamaged, match="authentication"):
+        decode_chunk(keys, bytes(32), blob)
+    with pytest.raises(ChunkDamaged, match="authentication"):
+        decode_chunk(other, cid, blob)
+    assert chunk_id(keys, data) != chunk_id(other, data)
+
+
+def test_recode_changes_codec_but_not_id() -> None:
+    keys = new_keyset()
+    data = b"abc" * 10000
+    cid = chunk_id(keys, data)
+    raw = encode_chunk(keys, cid, data, Codec.parse("none"))
+    packed = recode_chunk(keys, cid, raw, Codec.parse("zstd:3"))
+    assert len(packed) < len(raw)
+    assert decode_chunk(keys, cid, packed) == data
+    assert recode_chunk(keys, cid, packed, Codec.parse("zstd:1")) == packed
+
+
+def test_codec_parse() -> None:
+    assert str(Codec.parse("zstd:3")) == "zstd:3"
+    assert str(Codec.parse("none")) == "none"
+    with pytest.raises(ValueError):
+        Codec.parse("lz4")
+
+
+def test_index_round_trip_and_damage() -> None:
+    digests = bytes(range(32)) * 3 + bytes(32)
+    idx = DiskIndex(1 << 20, 3 * (1 << 20) + 5, digests)
+    data = idx.to_bytes()
+    back = DiskIndex.from_bytes(data)
+    assert back.count == 4 and back.chunk_len(3) == 5 and back.digest(3) == bytes(32)
+    bad = bytearray(data)
+    bad[50] ^= 1
+    with pytest.raises(IndexDamaged):
+        DiskIndex.from_bytes(bytes(bad))
+
+
+def test_manifest_mac_and_checksum() -> None:
+    keys = new_keyset()
+    body = {"rp_id": "x", "labels": {"é": "ü"}, "n": 3}
+    data = manifest_to_bytes(body, keys)
+    assert manifest_from_bytes(data, keys) == body
+    assert manifest_from_bytes(data, None) == body
+    with pytest.raises(ManifestDamaged, match="authentication"):
+        manifest_from_bytes(data, new_keyset())
+    tampered = data.replace(b'"n": 3', b'"n": 4')
+    with pytest.raises(ManifestDamaged):
+        manifest_from_bytes(tampered, None)
+
+
+def test_key_wrapping(tmp_path: Path) -> None:
+    keys = new_keyset()
+    kek = os.urandom(32)
+    doc = wrap_keys(keys, kek)
+    assert unwrap_keys(doc, kek) == keys
+    with pytest.raises(WrongKey):
+        unwrap_keys(doc, os.urandom(32))
+    with pytest.raises(KeyUnavailable):
+        unwrap_keys(b"{not json", kek)
+    assert keys.dek.hex() not in doc.decode() and repr(keys).count(keys.dek.hex()) == 0
+
+
+def test_key_file_formats(tmp_path: Path) -> None:
+    key = os.urandom(32)
+    for name, content in [
+        ("raw", key),
+        ("hex", key.hex().encode() + b"\n"),
+        ("b64", base64.b64encode(key) + b"\n"),
+    ]:
+        p = tmp_path / name
+        p.write_bytes(content)
+        assert load_key_file(p) == key
+    (tmp_path / "short").write_bytes(b"abc")
+    with pytest.raises(KeyUnavailable):
+        load_key_file(tmp_path / "short")
+    with pytest.raises(KeyUnavailable):
+        load_key_file(tmp_path / "missing")
+
+
+def test_platform_kek_created_0600_then_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "sub" / "master.key"
+    monkeypatch.setenv("LIFEBOAT_MASTER_KEY_FILE", str(path))
+    k1 = platform_kek()
+    assert len(k1) == 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert platform_kek() == k1 == platform_kek(path)
+    monkeypatch.delenv("LIFEBOAT_MASTER_KEY_FILE")
+    with pytest.raises(KeyUnavailable):
+        platform_kek()

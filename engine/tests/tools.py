@@ -1,0 +1,121 @@
+"""Helpers for engine tests: system tools, ext4 images, CLI subprocesses."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SBIN = ("/usr/sbin", "/sbin", "/usr/local/sbin")
+
+
+def require_tool(name: str) -> str:
+    """Path of a system tool. Missing: skip, or fail when $LIFEBOAT_REQUIRE_ALL is set."""
+    found = shutil.which(name) or shutil.which(name, path=os.pathsep.join(SBIN))
+    if found:
+        return found
+    msg = f"system tool {name!r} is not installed"
+    if os.environ.get("LIFEBOAT_REQUIRE_ALL"):
+        pytest.fail(f"{msg} and LIFEBOAT_REQUIRE_ALL is set")
+    pytest.skip(msg)
+
+
+def stage_files(dest: Path, nbytes: int, seed: int = 0) -> Path:
+    """Fill dest with about nbytes of real files copied from /usr/share, plus some random data."""
+    dest.mkdir(parents=True, exist_ok=True)
+    rnd = random.Random(seed)
+    total = 0
+    budget = int(nbytes * 0.8)
+    roots = ["/usr/share/doc", "/usr/share/common-licenses", "/usr/share/perl5", "/usr/share/man"]
+    n = 0
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for fn in sorted(filenames):
+                src = Path(dirpath) / fn
+                if src.is_symlink() or not src.is_file():
+                    continue
+                size = src.stat().st_size
+                if size == 0 or size > 4 << 20 or total + size > budget:
+                    continue
+                rel = src.relative_to("/usr/share")
+                out = dest / rel
+                out.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    shutil.copyfile(src, out)
+                except OSError:
+                    continue
+                total += size
+                n += 1
+            if total >= budget:
+                break
+        if total >= budget:
+            break
+    rest = max(0, nbytes - total)
+    (dest / "random").mkdir(exist_ok=True)
+    while rest > 0:
+        size = min(rest, rnd.randint(64 << 10, 2 << 20))
+        (dest / "random" / f"r{rest}.bin").write_bytes(rnd.randbytes(size))
+        rest -= size
+    return dest
+
+
+def make_ext4(image: Path, size_mib: int, staging: Path) -> Path:
+    mkfs = require_tool("mkfs.ext4")
+    subprocess.run(
+        [mkfs, "-q", "-F", "-b", "4096", "-d", str(staging), str(image), f"{size_mib}M"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "MKE2FS_DEVICE_SECTSIZE": "512", "E2FSPROGS_FAKE_TIME": "1700000000"},
+    )
+    return image
+
+
+def debugfs_write(image: Path, local: Path, name: str) -> None:
+    debugfs = require_tool("debugfs")
+    out = subprocess.run(
+        [debugfs, "-w", "-R", f"write {local} {name}", str(image)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert "error" not in out.stderr.lower() or "Allocated" in out.stderr, out.stderr
+
+
+def e2fsck_clean(image: Path) -> None:
+    e2fsck = require_tool("e2fsck")
+    r = subprocess.run([e2fsck, "-fn", str(image)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def same_bytes(a: Path, b: Path) -> bool:
+    return subprocess.run(["cmp", "-s", str(a), str(b)]).returncode == 0
+
+
+def engine_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "engine", *args]
+
+
+def run_engine(
+    *args: str, key_file: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    pre = ["--key-file", str(key_file)] if key_file else []
+    r = subprocess.run(
+        engine_cmd(*pre, *args), cwd=REPO, capture_output=True, text=True, env=engine_env()
+    )
+    if check and r.returncode != 0:
+        raise AssertionError(f"engine {args} failed ({r.returncode}): {r.stderr}")
+    return r
+
+
+def engine_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    return env

@@ -174,22 +174,31 @@ def expiry_for_on_demand(
     """Expiry (UTC) of an on-demand backup kept until ``retain_until``.
 
     A ``date`` keeps the backup through that whole day in ``timezone`` (it
-    expires at the start of the next local day); a ``datetime`` must be aware.
-    Raises ``ValueError`` if the expiry is not after ``taken_at`` or is more
-    than 99 years after it (Azure's limit for on-demand retention).
+    expires at the start of the next local day) and may be at most 99 years
+    after the local day of ``taken_at``; a ``datetime`` must be aware and at
+    most 99 years after ``taken_at`` (Azure's limit for on-demand retention).
+    Raises ``ValueError`` (message fit for the user) if the expiry is not
+    after ``taken_at`` or is beyond that limit.
     """
     require_aware(taken_at, "taken_at")
+    too_late = ValueError(f"Retain-until must be at most {ON_DEMAND_MAX_YEARS} years ahead.")
     if isinstance(retain_until, datetime):
         require_aware(retain_until, "retain_until")
         expires = retain_until.astimezone(zone("UTC"))
+        if expires > add_months(taken_at.astimezone(zone("UTC")), 12 * ON_DEMAND_MAX_YEARS):
+            raise too_late
     else:
+        tz = zone(timezone)
+        taken_day = taken_at.astimezone(tz).date()
+        limit = add_months(
+            datetime.combine(taken_day, datetime.min.time()), 12 * ON_DEMAND_MAX_YEARS
+        )
+        if retain_until > limit.date():
+            raise too_late
         start_of_next = datetime.combine(retain_until + timedelta(days=1), datetime.min.time())
-        expires = resolve_local(start_of_next, zone(timezone))
+        expires = resolve_local(start_of_next, tz)
     if expires <= taken_at:
         raise ValueError("Retain-until must be after the backup time.")
-    limit = add_months(taken_at.astimezone(zone("UTC")), 12 * ON_DEMAND_MAX_YEARS)
-    if expires > limit:
-        raise ValueError(f"Retain-until must be at most {ON_DEMAND_MAX_YEARS} years ahead.")
     return expires
 
 

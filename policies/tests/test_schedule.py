@@ -323,22 +323,27 @@ def test_hourly_slot_counts_per_day(p: dict[str, Any], start: datetime) -> None:
 
 
 def _transitions(zone: str, years: range) -> list[datetime]:
+    """UTC instants where the zone's offset changes (daily scan, then bisect)."""
     tz = ZoneInfo(zone)
     out = []
-    t = datetime(years.start, 1, 1, tzinfo=UTC)
+    day = datetime(years.start, 1, 1, tzinfo=UTC)
     end = datetime(years.stop, 1, 1, tzinfo=UTC)
-    prev = t.astimezone(tz).utcoffset()
-    while t < end:
-        t += timedelta(minutes=30)
-        off = t.astimezone(tz).utcoffset()
-        if off != prev:
-            out.append(t)
-            prev = off
+    while day < end:
+        lo, hi = day, day + timedelta(days=1)
+        if lo.astimezone(tz).utcoffset() != hi.astimezone(tz).utcoffset():
+            while hi - lo > timedelta(seconds=1):
+                mid = lo + (hi - lo) / 2
+                if mid.astimezone(tz).utcoffset() == lo.astimezone(tz).utcoffset():
+                    lo = mid
+                else:
+                    hi = mid
+            out.append(hi.replace(microsecond=0))
+        day += timedelta(days=1)
     return out
 
 
 TRANSITIONS = {
-    z: _transitions(z, range(2023, 2026))
+    z: _transitions(z, range(2023, 2027))
     for z in ("Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "America/Santiago")
 }
 

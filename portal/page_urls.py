@@ -1,7 +1,23 @@
+"""Every server-rendered page. Each pattern is named; the permission-matrix test lists them."""
+
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
+
+from inventory import views as inventory_views
+from portal import views
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", views.dashboard, name="dashboard"),
+    path("account/tokens/", views.tokens, name="account-tokens"),
+    path("account/tokens/<int:pk>/revoke/", views.token_revoke, name="account-token-revoke"),
+    path("vaults/", include("vaults.urls")),
+    path("inventory/hosts/", inventory_views.host_list, name="host-list"),
+    path("inventory/hosts/new/", inventory_views.host_create, name="host-create"),
+    path("inventory/hosts/<str:name>/edit/", inventory_views.host_edit, name="host-edit"),
+    path("inventory/vms/", inventory_views.vm_list, name="vm-list"),
+    path("inventory/vms/new/", inventory_views.vm_create, name="vm-create"),
+    path("inventory/vms/<str:name>/", inventory_views.vm_detail, name="vm-detail"),
+    path("inventory/vms/<str:name>/edit/", inventory_views.vm_edit, name="vm-edit"),
 ]

@@ -1,0 +1,106 @@
+"""Policy pages: the vault's policy list, create/edit with inline validation, delete."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.db.models import OuterRef
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from policies.forms import PolicyForm
+from policies.spec import default_policy, retention_summary
+from portal.views import count_of, done, error_text, live_items, render_page
+from vaults import access, services
+from vaults.views import vault_context
+
+# A POST carrying this parameter only validates: the form partial comes back, nothing is saved.
+VALIDATE_ONLY = "_validate"
+
+
+def schedule_summary(schedule: dict) -> str:
+    frequency = schedule.get("frequency")
+    if frequency == "daily":
+        return f"Daily at {schedule['time']}"
+    if frequency == "weekly":
+        return f"Weekly on {', '.join(schedule['weekdays'])} at {schedule['time']}"
+    if frequency == "hourly":
+        return (
+            f"Every {schedule['interval_hours']} h from {schedule['window_start']} "
+            f"for {schedule['window_hours']} h"
+        )
+    return "—"
+
+
+@login_required
+def policy_list(request, name):
+    vault = access.get_vault(request.user, name, "view")
+    policies = list(
+        vault.policies.annotate(
+            item_count=count_of(live_items().filter(policy=OuterRef("pk")), "policy")
+        ).order_by("name")
+    )
+    for policy in policies:
+        policy.schedule_text = schedule_summary(policy.schedule)
+        policy.retention_text = retention_summary(policy.representation())
+    context = vault_context(request, vault, "policies", policies=policies)
+    return render_page(request, "policies/policy_list.html", context)
+
+
+def _policy_form_page(request, vault, policy=None):
+    """Create (policy None) or edit: validate inline on htmx change, save on submit."""
+    if request.method == "POST":
+        form = PolicyForm(request.POST)
+        form.is_valid()
+        rep = form.representation()
+        validate_only = VALIDATE_ONLY in request.POST
+        if validate_only or form.errors:
+            form.add_policy_errors(
+                services.check_policy(vault, rep, by=request.user, policy=policy)
+            )
+        else:
+            try:
+                if policy is None:
+                    policy = services.create_policy(vault, rep, by=request.user, request=request)
+                    messages.success(request, f"Policy {policy.name} created.")
+                else:
+                    policy = services.update_policy(policy, rep, by=request.user, request=request)
+                    messages.success(request, f"Policy {policy.name} saved.")
+            except ValidationError as exc:
+                form.add_policy_errors(exc.message_dict)
+            else:
+                return done(request, reverse("policy-list", args=[vault.name]))
+        if validate_only:
+            form.validated = not form.errors
+    else:
+        rep = policy.representation() if policy else {**default_policy(), "name": ""}
+        form = PolicyForm(initial=PolicyForm.initial_from(rep))
+    context = vault_context(request, vault, "policies", form=form, policy=policy)
+    return render_page(request, "policies/policy_form.html", context, partial="policy-form")
+
+
+@login_required
+def policy_create(request, name):
+    vault = access.get_vault(request.user, name, "manage_policies")
+    return _policy_form_page(request, vault)
+
+
+@login_required
+def policy_edit(request, name, policy):
+    vault = access.get_vault(request.user, name, "manage_policies")
+    policy = get_object_or_404(vault.policies, name=policy)
+    return _policy_form_page(request, vault, policy)
+
+
+@login_required
+@require_POST
+def policy_delete(request, name, policy):
+    vault = access.get_vault(request.user, name, "manage_policies")
+    policy = get_object_or_404(vault.policies, name=policy)
+    try:
+        services.delete_policy(policy, by=request.user, request=request)
+    except ValidationError as exc:
+        messages.error(request, error_text(exc))
+    else:
+        messages.success(request, f"Policy {policy.name} deleted.")
+    return done(request, reverse("policy-list", args=[vault.name]))

@@ -1,0 +1,136 @@
+"""Forms for the vault pages. They only parse input; `vaults.services` decides and saves."""
+
+from django import forms
+from django.contrib.auth import get_user_model
+
+from vaults.models import Immutability, Role, SoftDeleteState, vault_name_validator
+
+
+class VaultSettingsForm(forms.Form):
+    soft_delete_state = forms.ChoiceField(choices=SoftDeleteState.choices)
+    soft_delete_days = forms.IntegerField(
+        min_value=14, max_value=180, help_text="How long deleted backup data is kept: 14–180."
+    )
+    immutability = forms.ChoiceField(
+        choices=Immutability.choices, help_text="Locked immutability cannot be undone."
+    )
+    mua_enabled = forms.BooleanField(
+        required=False,
+        label="Multi-user authorization",
+        help_text="Critical operations need a guard approver's approval.",
+    )
+
+    FIELDS = ("soft_delete_state", "soft_delete_days", "immutability", "mua_enabled")
+
+    def changes(self, vault) -> dict:
+        return {
+            f: self.cleaned_data[f]
+            for f in self.FIELDS
+            if self.cleaned_data[f] != getattr(vault, f)
+        }
+
+
+class VaultCreateForm(VaultSettingsForm):
+    name = forms.CharField(
+        max_length=50,
+        validators=[vault_name_validator],
+        help_text="2–50 characters: a letter first, then letters, digits or hyphens.",
+    )
+    store_location = forms.CharField(
+        required=False,
+        max_length=500,
+        help_text="Directory of the vault store; empty for the default location.",
+    )
+    immutability = forms.ChoiceField(
+        choices=[
+            (Immutability.DISABLED, Immutability.DISABLED.label),
+            (Immutability.UNLOCKED, Immutability.UNLOCKED.label),
+        ]
+    )
+
+    field_order = ["name", "store_location"]
+
+    def settings(self) -> dict:
+        return {f: self.cleaned_data[f] for f in (*self.FIELDS, "store_location")}
+
+
+def _user_by_name(username: str):
+    User = get_user_model()
+    try:
+        return User.objects.get(username=username, is_active=True)
+    except User.DoesNotExist:
+        raise forms.ValidationError(f"No active user named {username}.") from None
+
+
+class MemberForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.READER)
+
+    def clean_username(self):
+        return _user_by_name(self.cleaned_data["username"].strip())
+
+
+class GuardForm(forms.Form):
+    username = forms.CharField(max_length=150, label="Guard approver")
+
+    def clean_username(self):
+        return _user_by_name(self.cleaned_data["username"].strip())
+
+
+class HostLinkForm(forms.Form):
+    host = forms.ModelChoiceField(queryset=None, empty_label=None)
+
+    def __init__(self, *args, hosts, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["host"].queryset = hosts
+
+
+def parse_luns(text: str) -> list[int]:
+    luns = []
+    for token in text.replace(",", " ").split():
+        try:
+            luns.append(int(token))
+        except ValueError:
+            raise forms.ValidationError(f"{token!r} is not a LUN number.") from None
+    return sorted(set(luns))
+
+
+class ProtectForm(forms.Form):
+    SELECTION = [
+        ("all", "Every disk"),
+        ("include", "Only these data disks"),
+        ("exclude", "Every disk except these data disks"),
+    ]
+
+    vm = forms.ModelChoiceField(queryset=None, label="Virtual machine", to_field_name="name")
+    policy = forms.ModelChoiceField(queryset=None, to_field_name="name", empty_label=None)
+    disk_selection = forms.ChoiceField(
+        choices=SELECTION,
+        initial="all",
+        widget=forms.RadioSelect,
+        help_text="Selective disk backup needs an enhanced policy; the OS disk is always included.",
+    )
+    luns = forms.CharField(
+        required=False, label="Data-disk LUNs", help_text="Comma- or space-separated, e.g. 0, 2"
+    )
+
+    def __init__(self, *args, vms, policies, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["vm"].queryset = vms
+        self.fields["policy"].queryset = policies
+
+    def clean(self):
+        data = super().clean()
+        selection = data.get("disk_selection")
+        data["included_luns"] = data["excluded_luns"] = None
+        if selection in ("include", "exclude"):
+            try:
+                luns = parse_luns(data.get("luns", ""))
+            except forms.ValidationError as exc:
+                self.add_error("luns", exc)
+                return data
+            if not luns:
+                self.add_error("luns", "Name at least one data-disk LUN.")
+                return data
+            data["included_luns" if selection == "include" else "excluded_luns"] = luns
+        return data

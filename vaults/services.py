@@ -13,6 +13,7 @@ from policies.models import BackupPolicy, PolicyKind
 from policies.spec import validate_policy
 from vaults import access, audit
 from vaults.models import (
+    GuardApprover,
     Immutability,
     ItemState,
     ProtectedVM,
@@ -84,6 +85,9 @@ def update_vault(vault: Vault, *, by, request=None, **changes) -> Vault:
     unknown = set(changes) - set(VAULT_SETTINGS)
     if unknown:
         raise ValidationError({f: "Unknown field." for f in sorted(unknown)})
+    if changes.get("store_location", vault.store_location) != vault.store_location:
+        # The store location names a directory on the server, like disk paths: site admins only.
+        access.require_site(by, "create_vault")
     errors = _check_setting_transitions(vault, changes)
     if errors:
         raise ValidationError(errors)
@@ -410,3 +414,119 @@ def update_item(item: ProtectedVM, *, by, request=None, **changes) -> ProtectedV
             after=item_summary(item),
         )
     return item
+
+
+def check_policy(vault: Vault, rep: dict, *, by, policy: BackupPolicy | None = None) -> dict:
+    """The errors `create_policy`/`update_policy` would raise for `rep`, without saving.
+
+    Serves inline form validation; `policy` is the one being edited, if any.
+    """
+    access.require(by, vault, "manage_policies")
+    cleaned, errors = validate_policy(rep)
+    if not errors:
+        others = vault.policies.filter(name=cleaned["name"])
+        if policy is not None:
+            others = others.exclude(pk=policy.pk)
+        if others.exists():
+            errors = {"name": ["A policy with this name already exists in this vault."]}
+    return errors
+
+
+# -- linked hosts, role changes, guard approvers (API) --------------------------------------------
+
+
+def set_linked_hosts(vault: Vault, hosts, *, by, request=None) -> None:
+    """Link exactly `hosts` to the vault (site admins only).
+
+    A host stays linked while VMs on it are protected in this vault: unlinking it would leave
+    items that members can no longer see the VM of, and restores with no target.
+    """
+    access.require_site(by, "link_hosts")
+    wanted = {h.pk: h for h in hosts}
+    current = {h.pk: h for h in vault.linked_hosts.all()}
+    dropped = [h for pk, h in current.items() if pk not in wanted]
+    busy = sorted(
+        {
+            name
+            for name in ProtectedVM.objects.filter(vault=vault, vm__host__in=dropped)
+            .exclude(state=ItemState.SOFT_DELETED)
+            .values_list("vm__host__name", flat=True)
+        }
+    )
+    if busy:
+        raise ValidationError(
+            {
+                "linked_hosts": f"Host(s) {', '.join(busy)} run VMs protected in this vault; "
+                "stop their protection before unlinking."
+            }
+        )
+    with transaction.atomic():
+        for host in dropped:
+            link_host(vault, host, by=by, request=request, linked=False)
+        for pk, host in wanted.items():
+            if pk not in current:
+                link_host(vault, host, by=by, request=request, linked=True)
+
+
+def change_member_role(
+    membership: VaultMembership, *, by, request=None, role: str
+) -> VaultMembership:
+    vault = membership.vault
+    access.require(by, vault, "assign_roles")
+    if role not in Role.values:
+        raise ValidationError({"role": f"Choose one of: {', '.join(Role.values)}."})
+    if (
+        membership.role == Role.OWNER
+        and role != Role.OWNER
+        and not vault.memberships.filter(role=Role.OWNER).exclude(pk=membership.pk).exists()
+    ):
+        raise ValidationError({"role": "A vault keeps at least one owner."})
+    before = {"user": membership.user.username, "role": membership.role}
+    with transaction.atomic():
+        membership.role = role
+        membership.save(update_fields=["role"])
+        audit.record(
+            "membership.update",
+            actor=by,
+            request=request,
+            vault=vault,
+            obj=membership,
+            before=before,
+            after={"user": membership.user.username, "role": role},
+        )
+    access.forget(membership.user)
+    return membership
+
+
+def add_guard_approver(vault: Vault, *, by, request=None, user) -> GuardApprover:
+    """Make `user` the vault's MUA guard approver (site admins only)."""
+    access.require_site(by, "assign_guard")
+    if not user.is_active:
+        raise ValidationError({"user": f"{user.username} is not an active user."})
+    if GuardApprover.objects.filter(vault=vault, user=user).exists():
+        raise ValidationError({"user": f"{user.username} is already a guard approver here."})
+    with transaction.atomic():
+        ga = GuardApprover.objects.create(vault=vault, user=user, assigned_by=by)
+        audit.record(
+            "guard_approver.create",
+            actor=by,
+            request=request,
+            vault=vault,
+            obj=ga,
+            after={"user": user.username},
+        )
+    return ga
+
+
+def remove_guard_approver(ga: GuardApprover, *, by, request=None) -> None:
+    access.require_site(by, "assign_guard")
+    with transaction.atomic():
+        audit.record(
+            "guard_approver.delete",
+            actor=by,
+            request=request,
+            vault=ga.vault,
+            obj=ga,
+            before={"user": ga.user.username},
+        )
+        ga.delete()

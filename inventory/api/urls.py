@@ -1,0 +1,10 @@
+from django.urls import path
+
+from inventory.api import views
+
+urlpatterns = [
+    path("hosts/", views.HostListView.as_view(), name="api-host-list"),
+    path("hosts/<int:host_id>/", views.HostDetailView.as_view(), name="api-host-detail"),
+    path("vms/", views.VmListView.as_view(), name="api-vm-list"),
+    path("vms/<int:vm_id>/", views.VmDetailView.as_view(), name="api-vm-detail"),
+]

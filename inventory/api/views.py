@@ -1,0 +1,126 @@
+"""Hosts and VMs. Site administrators register and change them (they name files and commands
+on the server); vault members read the hosts linked to their vaults and those hosts' VMs."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.mixins import ListModelMixin
+from rest_framework.response import Response
+
+from inventory import services
+from inventory.api.serializers import HostSerializer, VmSerializer
+from inventory.models import Host, VirtualMachine
+from portal.api.base import ApiListView, ApiView
+from vaults import access
+
+WRITE = {"POST": "manage_inventory", "PATCH": "manage_inventory", "DELETE": "manage_inventory"}
+
+
+def _host(pk: int) -> Host:
+    host = Host.objects.filter(pk=pk).first()
+    if host is None:
+        raise serializers.ValidationError({"host": [f"No host with id {pk}."]})
+    return host
+
+
+class HostListView(ApiListView):
+    serializer_class = HostSerializer
+    site_actions = {"POST": "manage_inventory"}
+
+    def get_queryset(self):
+        if self.schema_only:
+            return Host.objects.none()
+        return access.visible_hosts(self.request.user).order_by("name")
+
+    @extend_schema(responses={201: HostSerializer})
+    def post(self, request):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        host = services.create_host(by=request.user, request=request, **serializer.validated_data)
+        return Response(self.get_serializer(host).data, status=status.HTTP_201_CREATED)
+
+
+class HostDetailView(ApiView):
+    serializer_class = HostSerializer
+    object_site_actions = WRITE
+    lookup_url_kwarg = "host_id"
+
+    def get_queryset(self):
+        if self.schema_only:
+            return Host.objects.none()
+        return access.visible_hosts(self.request.user)
+
+    def get(self, request, host_id: int):
+        return Response(self.get_serializer(self.get_object()).data)
+
+    def patch(self, request, host_id: int):
+        host = self.get_object()
+        serializer = self.get_serializer(host, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        host = services.update_host(
+            host, by=request.user, request=request, **serializer.validated_data
+        )
+        return Response(self.get_serializer(host).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, host_id: int):
+        """Delete a host that has no VMs."""
+        services.delete_host(self.get_object(), by=request.user, request=request)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _vm_fields(validated: dict) -> dict:
+    """Serializer output → service keywords (host resolved)."""
+    data = dict(validated)
+    if "host_id" in data:
+        data["host"] = _host(data.pop("host_id"))
+    return data
+
+
+class VmView(ApiView):
+    serializer_class = VmSerializer
+
+    def get_queryset(self):
+        if self.schema_only:
+            return VirtualMachine.objects.none()
+        return access.visible_vms(self.request.user).prefetch_related("disks").order_by("name")
+
+
+class VmListView(ListModelMixin, VmView):
+    get = ApiListView.get
+
+    site_actions = {"POST": "manage_inventory"}
+
+    @extend_schema(responses={201: VmSerializer})
+    def post(self, request):
+        """Register a VM: its disks must be files inside the host's allowed roots."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        vm = services.create_vm(
+            by=request.user, request=request, **_vm_fields(serializer.validated_data)
+        )
+        vm = self.get_queryset().get(pk=vm.pk)
+        return Response(self.get_serializer(vm).data, status=status.HTTP_201_CREATED)
+
+
+class VmDetailView(VmView):
+    object_site_actions = WRITE
+    lookup_url_kwarg = "vm_id"
+
+    def get(self, request, vm_id: int):
+        return Response(self.get_serializer(self.get_object()).data)
+
+    def patch(self, request, vm_id: int):
+        """Change a VM; `disks` is replaced whole, `extension` key by key."""
+        vm = self.get_object()
+        serializer = self.get_serializer(vm, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        services.update_vm(
+            vm, by=request.user, request=request, **_vm_fields(serializer.validated_data)
+        )
+        return Response(self.get_serializer(self.get_queryset().get(pk=vm.pk)).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, vm_id: int):
+        """Delete a VM that has no protection or backups in any vault."""
+        services.delete_vm(self.get_object(), by=request.user, request=request)
+        return Response(status=status.HTTP_204_NO_CONTENT)

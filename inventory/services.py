@@ -1,0 +1,268 @@
+"""Registering hosts and VMs (site administrators only).
+
+They name files and commands on the server, so every disk path must resolve inside the
+host's allowed roots and exist; disk sizes are read from the files, never taken from input.
+Rule violations raise `ValidationError` keyed by the field at fault; every change is audited.
+"""
+
+import os
+import stat
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from inventory.models import Disk, Host, VirtualMachine
+from vaults import access, audit
+from vaults.models import ItemState, ProtectedVM
+
+HOST_FIELDS = ("name", "connector", "snapshot_root", "allowed_roots")
+EXTENSION_FIELDS = (
+    "pre_script",
+    "pre_script_params",
+    "post_script",
+    "post_script_params",
+    "script_timeout",
+    "script_retries",
+    "continue_on_failure",
+    "freeze_enabled",
+    "freeze_command",
+    "thaw_command",
+    "freeze_timeout",
+)
+VM_FIELDS = ("name", "os_type", "power_state", "power_probe_command", *EXTENSION_FIELDS)
+_UNCHANGED = object()
+
+
+def host_summary(host: Host) -> dict:
+    return {f: getattr(host, f) for f in HOST_FIELDS}
+
+
+def vm_summary(vm: VirtualMachine) -> dict:
+    return {
+        **{f: getattr(vm, f) for f in VM_FIELDS},
+        "host": vm.host.name,
+        "disks": [{"lun": d.lun, "path": d.path, "size": d.size} for d in vm.disks.all()],
+    }
+
+
+def _unknown(fields: dict, known) -> None:
+    unknown = set(fields) - set(known)
+    if unknown:
+        raise ValidationError({f: "Unknown field." for f in sorted(unknown)})
+
+
+# -- hosts --------------------------------------------------------------------------------------
+
+
+def _check_host(host: Host) -> None:
+    """Model rules, plus: allowed roots exist, and every disk of the host's VMs stays inside."""
+    errors = {}
+    try:
+        host.full_clean()
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    roots = host.allowed_roots if isinstance(host.allowed_roots, list) else []
+    if "allowed_roots" not in errors:
+        missing = [r for r in roots if not os.path.isdir(r)]
+        if missing:
+            errors["allowed_roots"] = [f"Not a directory: {', '.join(missing)}."]
+        elif host.pk is not None:
+            outside = [d for d in Disk.objects.filter(vm__host=host) if not host.allows(d.path)]
+            if outside:
+                shown = ", ".join(f"{d.vm.name} LUN {d.lun}" for d in outside[:5])
+                errors["allowed_roots"] = [f"Disks would fall outside the allowed roots: {shown}."]
+    if errors:
+        raise ValidationError(errors)
+
+
+def create_host(*, by, request=None, **fields) -> Host:
+    access.require_site(by, "manage_inventory")
+    _unknown(fields, HOST_FIELDS)
+    host = Host(**fields)
+    _check_host(host)
+    with transaction.atomic():
+        host.save()
+        audit.record("host.create", actor=by, request=request, obj=host, after=host_summary(host))
+    return host
+
+
+def update_host(host: Host, *, by, request=None, **changes) -> Host:
+    access.require_site(by, "manage_inventory")
+    _unknown(changes, HOST_FIELDS)
+    before = host_summary(host)
+    for field, value in changes.items():
+        setattr(host, field, value)
+    _check_host(host)
+    with transaction.atomic():
+        host.save()
+        audit.record(
+            "host.update",
+            actor=by,
+            request=request,
+            obj=host,
+            before=before,
+            after=host_summary(host),
+        )
+    return host
+
+
+def delete_host(host: Host, *, by, request=None) -> None:
+    access.require_site(by, "manage_inventory")
+    n = host.vms.count()
+    if n:
+        raise ValidationError(
+            {"detail": f"Host {host.name} still has {n} VM(s); delete or move them first."}
+        )
+    with transaction.atomic():
+        audit.record("host.delete", actor=by, request=request, obj=host, before=host_summary(host))
+        host.delete()
+
+
+# -- VMs ----------------------------------------------------------------------------------------
+
+
+def _disk_size(path: str) -> int | None:
+    """Size of a regular file or block device, None if it is neither."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.seek(0, os.SEEK_END)
+    except OSError:
+        return None
+
+
+def clean_disks(host: Host, disks, vm: VirtualMachine | None = None) -> list[dict]:
+    """[{"lun", "path"}] → [{"lun", "path", "size"}], or ValidationError on `disks`.
+
+    LUNs are unique, exactly one is the OS disk (-1), each path resolves inside the host's
+    allowed roots, exists, and belongs to no other VM.
+    """
+    problems: list[str] = []
+    luns = [d["lun"] for d in disks]
+    if luns.count(Disk.OS_LUN) != 1:
+        problems.append("Give exactly one OS disk (lun -1).")
+    dupes = sorted({lun for lun in luns if luns.count(lun) > 1 and lun != Disk.OS_LUN})
+    if dupes:
+        problems.append(f"LUN(s) {', '.join(map(str, dupes))} appear more than once.")
+    paths = [os.path.realpath(d["path"]) for d in disks]
+    if len(set(paths)) != len(paths):
+        problems.append("Two disks name the same file.")
+    others = Disk.objects.filter(path__in=[d["path"] for d in disks])
+    if vm is not None:
+        others = others.exclude(vm=vm)
+    taken = {d.path: d.vm.name for d in others.select_related("vm")}
+    out = []
+    for d in disks:
+        lun, path = d["lun"], d["path"]
+        if not os.path.isabs(path):
+            problems.append(f"LUN {lun}: {path} is not an absolute path.")
+        elif not host.allows(path):
+            problems.append(f"LUN {lun}: {path} is outside host {host.name}'s allowed roots.")
+        elif path in taken:
+            problems.append(f"LUN {lun}: {path} is already a disk of VM {taken[path]}.")
+        else:
+            size = _disk_size(path)
+            if size is None:
+                problems.append(f"LUN {lun}: {path} is not an existing file or block device.")
+            else:
+                out.append({"lun": lun, "path": path, "size": size})
+    if problems:
+        raise ValidationError({"disks": problems})
+    return out
+
+
+def _check_vm(vm: VirtualMachine) -> None:
+    errors = {}
+    try:
+        vm.full_clean(exclude=["host"])
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    for field in ("pre_script", "post_script"):
+        path = getattr(vm, field)
+        if path and not os.path.isabs(path):
+            errors.setdefault(field, []).append("Must be an absolute path.")
+    for field in ("pre_script_params", "post_script_params"):
+        value = getattr(vm, field)
+        if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+            errors.setdefault(field, []).append("Must be a list of strings.")
+    if errors:
+        raise ValidationError(errors)
+
+
+def _protection(vm: VirtualMachine) -> ProtectedVM | None:
+    return (
+        ProtectedVM.objects.filter(vm=vm)
+        .exclude(state=ItemState.SOFT_DELETED)
+        .select_related("vault")
+        .first()
+    )
+
+
+def _save_disks(vm: VirtualMachine, disks: list[dict]) -> None:
+    vm.disks.all().delete()
+    Disk.objects.bulk_create([Disk(vm=vm, **d) for d in disks])
+
+
+def create_vm(*, by, request=None, host: Host, disks: list[dict], **fields) -> VirtualMachine:
+    access.require_site(by, "manage_inventory")
+    _unknown(fields, VM_FIELDS)
+    vm = VirtualMachine(host=host, **fields)
+    _check_vm(vm)
+    cleaned = clean_disks(host, disks)
+    with transaction.atomic():
+        vm.save()
+        _save_disks(vm, cleaned)
+        audit.record("vm.create", actor=by, request=request, obj=vm, after=vm_summary(vm))
+    return vm
+
+
+def update_vm(
+    vm: VirtualMachine, *, by, request=None, host=_UNCHANGED, disks=_UNCHANGED, **changes
+) -> VirtualMachine:
+    access.require_site(by, "manage_inventory")
+    _unknown(changes, VM_FIELDS)
+    before = vm_summary(vm)
+    if host is not _UNCHANGED and host.pk != vm.host_id:
+        current = _protection(vm)
+        if current is not None:
+            raise ValidationError(
+                {
+                    "host": f"{vm.name} is protected in vault {current.vault.name}; stop its "
+                    "protection before moving it to another host."
+                }
+            )
+        vm.host = host
+    for field, value in changes.items():
+        setattr(vm, field, value)
+    _check_vm(vm)
+    if disks is _UNCHANGED:
+        disks = [{"lun": d.lun, "path": d.path} for d in vm.disks.all()]
+    cleaned = clean_disks(vm.host, disks, vm=vm)
+    with transaction.atomic():
+        vm.save()
+        _save_disks(vm, cleaned)
+        audit.record(
+            "vm.update", actor=by, request=request, obj=vm, before=before, after=vm_summary(vm)
+        )
+    return vm
+
+
+def delete_vm(vm: VirtualMachine, *, by, request=None) -> None:
+    access.require_site(by, "manage_inventory")
+    items = list(ProtectedVM.objects.filter(vm=vm).select_related("vault"))
+    if items:
+        vaults = ", ".join(sorted({i.vault.name for i in items}))
+        raise ValidationError(
+            {
+                "detail": f"{vm.name} has backups in vault(s) {vaults}; stop protection with "
+                "delete data and wait for the recycle bin to be purged first."
+            }
+        )
+    with transaction.atomic():
+        audit.record("vm.delete", actor=by, request=request, obj=vm, before=vm_summary(vm))
+        vm.delete()

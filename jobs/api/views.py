@@ -1,0 +1,59 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework.response import Response
+
+from jobs.api.serializers import JobDetailSerializer, JobFilterSerializer, JobSerializer
+from jobs.models import Job
+from portal.api.base import ApiListView, ApiView
+
+
+class JobListView(ApiListView):
+    """The vault's jobs, newest first."""
+
+    serializer_class = JobSerializer
+    vault_actions = {"GET": "view"}
+
+    def get_queryset(self):
+        if self.schema_only:
+            return Job.objects.none()
+        return (
+            Job.objects.visible_to(self.request.user)
+            .filter(vault=self.vault)
+            .select_related("created_by")
+        )
+
+    @extend_schema(parameters=[JobFilterSerializer])
+    def get(self, request, vault_name: str):
+        return self.list(request)
+
+    def filter_queryset(self, qs):
+        filters = JobFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        f = filters.validated_data
+        if "status" in f:
+            qs = qs.filter(status__in=f["status"])
+        if "operation" in f:
+            qs = qs.filter(operation__in=f["operation"])
+        if "vm" in f:
+            qs = qs.filter(vm_name=f["vm"])
+        if "since" in f:
+            qs = qs.filter(created_at__gte=f["since"])
+        return qs.order_by("-created_at", "-id")
+
+
+class JobDetailView(ApiView):
+    serializer_class = JobDetailSerializer
+    vault_actions = {"GET": "view"}
+    lookup_url_kwarg = "job_id"
+
+    def get_queryset(self):
+        if self.schema_only:
+            return Job.objects.none()
+        return (
+            Job.objects.visible_to(self.request.user)
+            .filter(vault=self.vault)
+            .select_related("created_by")
+            .prefetch_related("subtasks")
+        )
+
+    def get(self, request, job_id: int, vault_name: str):
+        return Response(self.get_serializer(self.get_object()).data)

@@ -1,0 +1,105 @@
+"""Backup policies of a vault, in exactly `BackupPolicy.representation()` plus read-only
+extras. What a GET returns can be PUT back unchanged; a PATCH replaces each top-level object
+it names (`schedule`, `retention`) whole."""
+
+from collections.abc import Mapping
+
+from django.db.models import Count
+from django.http import Http404
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+
+from policies.api.serializers import PolicySerializer
+from policies.models import BackupPolicy
+from policies.spec import merge_patch
+from portal.api.base import ApiListView, ApiView
+from portal.api.serializers import READ_ONLY
+from vaults import services
+
+# Shown by GET, accepted back unchanged, never written.
+READ_ONLY_EXTRAS = ("protected_items",)
+
+
+def policies_of(vault):
+    return BackupPolicy.objects.filter(vault=vault).annotate(n_items=Count("protected_items"))
+
+
+def show(policy: BackupPolicy) -> dict:
+    return PolicySerializer().to_representation(policy)
+
+
+def body_without_extras(data, current: dict | None) -> dict:
+    """The request body minus read-only extras, which must equal what a GET shows."""
+    if not isinstance(data, Mapping):
+        raise serializers.ValidationError(
+            {api_settings.NON_FIELD_ERRORS_KEY: ["Must be a JSON object."]}
+        )
+    data = dict(data)
+    errors = {}
+    for key in READ_ONLY_EXTRAS:
+        if key in data:
+            value = data.pop(key)
+            if current is None or current.get(key) != value:
+                errors[key] = [READ_ONLY]
+    if errors:
+        raise serializers.ValidationError(errors)
+    return data
+
+
+class PolicyListView(ApiListView):
+    serializer_class = PolicySerializer
+    vault_actions = {"GET": "view", "POST": "manage_policies"}
+
+    def get_queryset(self):
+        if self.schema_only:
+            return BackupPolicy.objects.none()
+        return policies_of(self.vault).order_by("name")
+
+    @extend_schema(responses={201: PolicySerializer})
+    def post(self, request, vault_name: str):
+        rep = body_without_extras(request.data, {"protected_items": 0})
+        policy = services.create_policy(self.vault, rep, by=request.user, request=request)
+        policy = policies_of(self.vault).get(pk=policy.pk)
+        return Response(show(policy), status=status.HTTP_201_CREATED)
+
+
+class PolicyDetailView(ApiView):
+    serializer_class = PolicySerializer
+    vault_actions = {
+        "GET": "view",
+        "PUT": "manage_policies",
+        "PATCH": "manage_policies",
+        "DELETE": "manage_policies",
+    }
+
+    def get_policy(self) -> BackupPolicy:
+        try:
+            return policies_of(self.vault).get(name=self.kwargs["policy_name"])
+        except BackupPolicy.DoesNotExist:
+            raise Http404("No such policy.") from None
+
+    def _updated(self, policy: BackupPolicy, rep: dict) -> Response:
+        policy = services.update_policy(policy, rep, by=self.request.user, request=self.request)
+        return Response(show(policies_of(self.vault).get(pk=policy.pk)))
+
+    def get(self, request, vault_name: str, policy_name: str):
+        return Response(show(self.get_policy()))
+
+    def put(self, request, vault_name: str, policy_name: str):
+        """Replace the whole policy (a GET's body can be sent back as is)."""
+        policy = self.get_policy()
+        return self._updated(policy, body_without_extras(request.data, show(policy)))
+
+    def patch(self, request, vault_name: str, policy_name: str):
+        """Replace the top-level fields named; `schedule` and `retention` are replaced whole."""
+        policy = self.get_policy()
+        patch = body_without_extras(request.data, show(policy))
+        return self._updated(policy, merge_patch(policy.representation(), patch))
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, vault_name: str, policy_name: str):
+        """Delete a policy no protected item uses."""
+        services.delete_policy(self.get_policy(), by=request.user, request=request)
+        return Response(status=status.HTTP_204_NO_CONTENT)

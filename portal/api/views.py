@@ -1,0 +1,82 @@
+"""Token endpoints: log in with a password once, then use `Authorization: Token <key>`."""
+
+from django.contrib.auth import authenticate
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+
+from portal.api.base import ApiListView, ApiView
+from portal.api.serializers import StrictSerializer
+from portal.api.tokens import DEFAULT_NAME, issue_token, revoke_token
+from portal.models import ApiToken
+
+
+class LoginSerializer(StrictSerializer):
+    username = serializers.CharField()
+    password = serializers.CharField(trim_whitespace=False, style={"input_type": "password"})
+    name = serializers.CharField(max_length=100, required=False, default=DEFAULT_NAME)
+
+
+class TokenSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ApiToken
+        fields = ["id", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
+        read_only_fields = fields
+
+
+class ObtainTokenView(ApiView):
+    """Exchange a username and password for a new API token (its key is shown only here)."""
+
+    # No session: a password is the whole credential here, so no CSRF token is needed.
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    serializer_class = LoginSerializer
+
+    def get_authenticate_header(self, request):
+        # Bad credentials answer 401 (not 403), pointing at the scheme to use afterwards.
+        return "Token"
+
+    @extend_schema(
+        responses={201: inline_serializer("NewToken", {"token": serializers.CharField()})}
+    )
+    def post(self, request):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        user = authenticate(request, username=data["username"], password=data["password"])
+        if user is None or not user.is_active:
+            raise AuthenticationFailed("Unable to log in with the given username and password.")
+        _token, key = issue_token(user, name=data["name"], request=request)
+        return Response({"token": key}, status=status.HTTP_201_CREATED)
+
+
+class TokenListView(ApiListView):
+    """The caller's own tokens, revoked ones included (with `revoked_at`)."""
+
+    serializer_class = TokenSerializer
+
+    def get_queryset(self):
+        if self.schema_only:
+            return ApiToken.objects.none()
+        return ApiToken.objects.filter(user=self.request.user).order_by("-created_at", "-id")
+
+
+class TokenDetailView(ApiView):
+    serializer_class = TokenSerializer
+    lookup_url_kwarg = "token_id"
+
+    def get_queryset(self):
+        if self.schema_only:
+            return ApiToken.objects.none()
+        return ApiToken.objects.filter(user=self.request.user)
+
+    def get(self, request, token_id: int):
+        return Response(self.get_serializer(self.get_object()).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, token_id: int):
+        """Revoke the token; it stays listed with `revoked_at` set."""
+        revoke_token(self.get_object(), by=request.user, request=request)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,43 @@
+from django.urls import path
+
+from vaults.api import views
+
+V = "vaults/<str:vault_name>"
+ITEM = f"{V}/protected-items/<str:vm_name>"
+
+urlpatterns = [
+    path("vaults/", views.VaultListView.as_view(), name="api-vault-list"),
+    path(f"{V}/", views.VaultDetailView.as_view(), name="api-vault-detail"),
+    path(f"{V}/members/", views.MemberListView.as_view(), name="api-vault-member-list"),
+    path(
+        f"{V}/members/<int:member_id>/",
+        views.MemberDetailView.as_view(),
+        name="api-vault-member-detail",
+    ),
+    path(
+        f"{V}/guard-approvers/",
+        views.GuardApproverListView.as_view(),
+        name="api-vault-guard-approver-list",
+    ),
+    path(
+        f"{V}/guard-approvers/<int:approver_id>/",
+        views.GuardApproverDetailView.as_view(),
+        name="api-vault-guard-approver-detail",
+    ),
+    path(
+        f"{V}/protected-items/",
+        views.ProtectedItemListView.as_view(),
+        name="api-protected-item-list",
+    ),
+    path(f"{ITEM}/", views.ProtectedItemDetailView.as_view(), name="api-protected-item-detail"),
+    path(
+        f"{ITEM}/recovery-points/",
+        views.RecoveryPointListView.as_view(),
+        name="api-recovery-point-list",
+    ),
+    path(
+        f"{ITEM}/recovery-points/<uuid:rp_id>/",
+        views.RecoveryPointDetailView.as_view(),
+        name="api-recovery-point-detail",
+    ),
+]

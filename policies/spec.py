@@ -193,7 +193,7 @@ class _Validator:
         if not lo <= value <= hi:
             self.err(path, f"Must be between {lo} and {hi} {unit}.")
             return None
-        return value
+        return int(value)
 
     def choice(self, value: Any, path: str, choices: tuple[str, ...]) -> str | None:
         if not isinstance(value, str) or value not in choices:
@@ -525,7 +525,8 @@ def validate_policy(
         else:
             out["instant_restore_days"] = DEFAULT_INSTANT_RESTORE_DAYS[kind]
 
-    retention, present = None, set()
+    retention: Policy | None = None
+    present: set[str] = set()
     if "retention" not in data:
         v.err("retention", "This field is required.")
     else:

@@ -70,6 +70,18 @@ _FS_TYPE_NAMES: dict[int, str] = {
     int(pytsk3.TSK_FS_TYPE_APFS): "apfs",
 }
 
+# Probed in this order instead of TSK_FS_TYPE_DETECT: TSK's generic detection also tries
+# YAFFS2 (a raw-flash file system no VM disk carries), whose probe reads tens of MiB.
+_PROBE_ORDER = (
+    pytsk3.TSK_FS_TYPE_EXT_DETECT,
+    pytsk3.TSK_FS_TYPE_NTFS_DETECT,
+    pytsk3.TSK_FS_TYPE_FAT_DETECT,
+    pytsk3.TSK_FS_TYPE_EXFAT,
+    pytsk3.TSK_FS_TYPE_HFS_DETECT,
+    pytsk3.TSK_FS_TYPE_FFS_DETECT,
+    pytsk3.TSK_FS_TYPE_ISO9660_DETECT,
+)
+
 _META_KIND: dict[int, EntryKind] = {
     int(pytsk3.TSK_FS_META_TYPE_REG): "file",
     int(pytsk3.TSK_FS_META_TYPE_DIR): "dir",
@@ -290,7 +302,7 @@ def _volume_partitions(img: _CachedImage) -> list[Partition]:
                 index=len(out),
                 start=start,
                 length=int(part.len) * sector,
-                description=_decode(part.desc).strip(),
+                description=_decode(part.desc).strip() or f"{scheme} partition {len(out) + 1}",
                 fs_type=_probe_fs_type(img, start),
                 scheme=scheme,
             )
@@ -298,11 +310,22 @@ def _volume_partitions(img: _CachedImage) -> list[Partition]:
     return out
 
 
+def _open_fs_info(img: _CachedImage, offset: int) -> Any:
+    """pytsk3.FS_Info of the first file system type in _PROBE_ORDER found at ``offset``."""
+    last: OSError | None = None
+    for fstype in _PROBE_ORDER:
+        try:
+            return pytsk3.FS_Info(img, offset, fstype)
+        except OSError as exc:
+            _raise_source_error(img, f"file system at {offset}")
+            last = exc
+    raise last or OSError("no file system")
+
+
 def _probe_fs_type(img: _CachedImage, offset: int) -> str | None:
     try:
-        fs = pytsk3.FS_Info(img, offset=offset)
+        fs = _open_fs_info(img, offset)
     except OSError:
-        _raise_source_error(img, f"file system at {offset}")
         return None
     return _FS_TYPE_NAMES.get(int(fs.info.ftype), str(fs.info.ftype))
 
@@ -334,12 +357,15 @@ def open_filesystem(
     *,
     cache_block_size: int = DEFAULT_CACHE_BLOCK_SIZE,
     cache_blocks: int = DEFAULT_CACHE_BLOCKS,
+    show_metadata: bool = False,
 ) -> FileSystem:
     """Open the file system of partition ``partition`` (an index from
     :func:`list_partitions`), or the whole disk when ``partition`` is ``None``.
 
     Raises :class:`PartitionNotFound` for a bad index, :class:`UnsupportedFilesystem` when
     nothing TSK understands is there, :class:`SourceReadError` when the source fails.
+    ``show_metadata`` lists NTFS's ``$MFT``, ``$Bitmap``, ... in the root (hidden by default;
+    they stay reachable by path either way).
     """
     img = _image(source, cache_block_size, cache_blocks)
     offset = 0
@@ -356,9 +382,8 @@ def open_filesystem(
         part = parts[partition]
         offset = part.start
     try:
-        info = pytsk3.FS_Info(img, offset=offset)
+        info = _open_fs_info(img, offset)
     except OSError as exc:
-        _raise_source_error(img, "file system")
         where = "the whole disk" if part is None else f"partition {partition} ({part.description})"
         hint = ""
         if part is None and _volume_partitions(img):
@@ -366,13 +391,20 @@ def open_filesystem(
         raise UnsupportedFilesystem(
             f"no supported file system (ext2/3/4, FAT, exFAT, NTFS, ...) on {where}{hint}"
         ) from exc
-    return FileSystem(img, info, partition=part)
+    return FileSystem(img, info, partition=part, show_metadata=show_metadata)
 
 
 class FileSystem:
     """A read-only file system inside a disk.  See the module doc for thread safety."""
 
-    def __init__(self, img: _CachedImage, info: Any, partition: Partition | None) -> None:
+    def __init__(
+        self,
+        img: _CachedImage,
+        info: Any,
+        partition: Partition | None,
+        *,
+        show_metadata: bool = False,
+    ) -> None:
         self._img = img
         self._fs = info
         self._lock = threading.RLock()
@@ -381,6 +413,7 @@ class FileSystem:
         self.block_size: int = int(info.info.block_size)
         self._root_inum = int(info.info.root_inum)
         self._closed = False
+        self.show_metadata = show_metadata
 
     # lifecycle -----------------------------------------------------------------
 
@@ -522,11 +555,23 @@ class FileSystem:
                 m = item.info.meta
                 if m is not None and int(m.type) in _VIRTUAL_META:
                     continue
+                if self._hidden(name, int(nm.meta_addr), m):
+                    continue
                 seen.add(name)
                 out.append(self._entry(name, _join(canon, name), item))
             _raise_source_error(self._img, path)
         out.sort(key=lambda e: (e.kind != "dir", e.name))
         return out
+
+    def _hidden(self, name: str, addr: int, meta: Any) -> bool:
+        """File-system bookkeeping that is not user data: FAT's volume-label pseudo entry
+        (TSK names it "<label> (Volume Label Entry)") and, unless ``show_metadata``, NTFS's
+        reserved MFT entries 0-15 (``$MFT``, ``$Bitmap``, ``$Extend``, ...)."""
+        if self.fs_type.startswith("fat") and name.endswith(" (Volume Label Entry)"):
+            return meta is None or int(meta.size) == 0
+        if self.fs_type == "ntfs" and not self.show_metadata:
+            return 0 <= addr < 16 and name.startswith("$")
+        return False
 
     def walk(self, path: str = "/") -> Iterator[tuple[str, list[Entry], list[Entry]]]:
         """Like :func:`os.walk` (top-down, symlinks not followed): yields

@@ -94,7 +94,7 @@ class Vault(models.Model):
         Only site administrators create vaults.
         """
         from policies.models import BackupPolicy
-        from policies.spec import DEFAULT_POLICY
+        from policies.spec import default_policy
 
         if not owner.is_superuser:
             raise PermissionDenied("Only site administrators create vaults.")
@@ -103,7 +103,7 @@ class Vault(models.Model):
         vault.save()
         VaultMembership.objects.create(vault=vault, user=owner, role=Role.OWNER)
         policy = BackupPolicy(vault=vault)
-        policy.apply_representation(DEFAULT_POLICY)
+        policy.apply_representation(default_policy())
         policy.save()
         return vault
 

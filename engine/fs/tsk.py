@@ -70,6 +70,9 @@ _FS_TYPE_NAMES: dict[int, str] = {
     int(pytsk3.TSK_FS_TYPE_APFS): "apfs",
 }
 
+# pytsk3 raises OSError for TSK failures and RuntimeError when our read callback raised.
+_TSK_ERRORS = (OSError, RuntimeError)
+
 # Probed in this order instead of TSK_FS_TYPE_DETECT: TSK's generic detection also tries
 # YAFFS2 (a raw-flash file system no VM disk carries), whose probe reads tens of MiB.
 _PROBE_ORDER = (
@@ -283,7 +286,7 @@ def _raise_source_error(img: _CachedImage, what: str) -> None:
 def _volume_partitions(img: _CachedImage) -> list[Partition]:
     try:
         vol = pytsk3.Volume_Info(img)
-    except OSError:
+    except _TSK_ERRORS:
         _raise_source_error(img, "partition table")
         return []
     vstype = int(vol.info.vstype)
@@ -312,11 +315,11 @@ def _volume_partitions(img: _CachedImage) -> list[Partition]:
 
 def _open_fs_info(img: _CachedImage, offset: int) -> Any:
     """pytsk3.FS_Info of the first file system type in _PROBE_ORDER found at ``offset``."""
-    last: OSError | None = None
+    last: Exception | None = None
     for fstype in _PROBE_ORDER:
         try:
             return pytsk3.FS_Info(img, offset, fstype)
-        except OSError as exc:
+        except _TSK_ERRORS as exc:
             _raise_source_error(img, f"file system at {offset}")
             last = exc
     raise last or OSError("no file system")
@@ -325,7 +328,7 @@ def _open_fs_info(img: _CachedImage, offset: int) -> Any:
 def _probe_fs_type(img: _CachedImage, offset: int) -> str | None:
     try:
         fs = _open_fs_info(img, offset)
-    except OSError:
+    except _TSK_ERRORS:
         return None
     return _FS_TYPE_NAMES.get(int(fs.info.ftype), str(fs.info.ftype))
 
@@ -383,7 +386,7 @@ def open_filesystem(
         offset = part.start
     try:
         info = _open_fs_info(img, offset)
-    except OSError as exc:
+    except _TSK_ERRORS as exc:
         where = "the whole disk" if part is None else f"partition {partition} ({part.description})"
         hint = ""
         if part is None and _volume_partitions(img):
@@ -448,7 +451,7 @@ class FileSystem:
                     f = fs.open(canon)
                 else:  # names that are not valid UTF-8 on disk: match raw bytes
                     f = self._open_by_components(parts)
-            except OSError as exc:
+            except _TSK_ERRORS as exc:
                 _raise_source_error(self._img, path)
                 raise PathNotFound(path) from exc
             meta = f.info.meta
@@ -501,7 +504,7 @@ class FileSystem:
         if 0 < size <= 4096:
             try:
                 return _decode(f.read_random(0, size))
-            except OSError:
+            except _TSK_ERRORS:
                 _raise_source_error(self._img, "symlink")
         return ""
 
@@ -538,7 +541,7 @@ class FileSystem:
                 raise NotADirectory(path, kind)
             try:
                 directory = self._tsk().open_dir(inode=int(meta.addr))
-            except OSError as exc:
+            except _TSK_ERRORS as exc:
                 _raise_source_error(self._img, path)
                 raise FileRecoveryError(f"cannot read directory {path!r}: {exc}") from exc
             out: list[Entry] = []
@@ -619,7 +622,7 @@ class FileSystem:
             self._tsk()
             try:
                 data = f.read_random(offset, length)
-            except OSError as exc:
+            except _TSK_ERRORS as exc:
                 _raise_source_error(self._img, "file")
                 raise FileRecoveryError(f"cannot read file data: {exc}") from exc
             _raise_source_error(self._img, "file")

@@ -532,7 +532,8 @@ class FileSystem:
 
     def listdir(self, path: str = "/") -> list[Entry]:
         """Entries of a directory: no ``.``/``..``, no deleted or TSK-virtual entries
-        (``$OrphanFiles``, FAT's ``$MBR``/``$FAT1``), directories first, then by name."""
+        (``$OrphanFiles``, FAT's ``$MBR``/``$FAT1``); directories first, then by name,
+        case-insensitively."""
         with self._lock:
             canon, f = self._open(path)
             meta = f.info.meta
@@ -563,7 +564,7 @@ class FileSystem:
                 seen.add(name)
                 out.append(self._entry(name, _join(canon, name), item))
             _raise_source_error(self._img, path)
-        out.sort(key=lambda e: (e.kind != "dir", e.name))
+        out.sort(key=lambda e: (e.kind != "dir", e.name.casefold(), e.name))
         return out
 
     def _hidden(self, name: str, addr: int, meta: Any) -> bool:

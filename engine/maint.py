@@ -106,10 +106,16 @@ def update_manifest_metadata(
     retain_until: datetime | None | Keep = KEEP,
     tags: list[str] | Keep = KEEP,
     labels: dict[str, str] | Keep = KEEP,
+    consistency: str | Keep = KEEP,
 ) -> RecoveryPoint:
-    """Rewrite a manifest's retention, tags or labels atomically (re-authenticated)."""
+    """Rewrite a manifest's retention, tags, labels or consistency atomically (re-authenticated).
+
+    Consistency is known only after the post-snapshot hooks ran, so a backup commits the
+    conservative level first and raises it here."""
     with store.operation("update-metadata", rp_id=rp_id):
         body = store.read_manifest(rp_id)
+        if not isinstance(consistency, Keep):
+            body["consistency"] = consistency
         if not isinstance(retain_until, Keep):
             body["retain_until"] = iso(retain_until)
         if not isinstance(tags, Keep):

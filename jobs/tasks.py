@@ -42,4 +42,3 @@ def cleanup(now=None) -> int:
                 runner.create_job(operation=Operation.CLEANUP, vault=vault)
             created += 1
     return created
-

@@ -1,0 +1,126 @@
+"""Cleanup, garbage collection and verification jobs of one vault.
+
+Cleanup, in order:
+1. Tiering: snapshot copies past the policy's instant-restore days leave the snapshot tier —
+   only once the RP is safely in the vault tier (a snapshot whose transfer is pending stays).
+2. Retention: RPs past their expiry are deleted from every store, then from the catalog. The
+   latest RP of an item is always kept, and so is everything of an item stopped with
+   "retain forever".
+3. Garbage collection of the vault store and the vault's snapshot stores.
+The store is changed before the catalog, so a crash in between leaves a catalog row whose
+manifest is gone; the next cleanup finishes the job.
+"""
+
+from django.conf import settings
+from django.db.models import Max
+from django.utils import timezone
+
+import engine
+from inventory.models import Host
+from jobs.runner import JobContext, JobError
+from jobs.stores import existing_snapshot_store, kek_for, vault_store
+from vaults.models import RecoveryPoint, RetentionMode
+
+# Chunks younger than this are never swept, so an in-flight backup keeps what it relies on.
+GC_GRACE_SECONDS = 3600
+
+
+def _grace() -> float:
+    return float(settings.LIFEBOAT.get("GC_GRACE_SECONDS", GC_GRACE_SECONDS))
+
+
+def _snapshot_stores(vault, kek) -> dict[int, engine.Store]:
+    hosts = Host.objects.filter(vms__protections__vault=vault).distinct()
+    stores = {}
+    for host in hosts:
+        store = existing_snapshot_store(vault, host, kek)
+        if store is not None:
+            stores[host.pk] = store
+    return stores
+
+
+def _delete_from(store: engine.Store | None, rp_id: str) -> None:
+    if store is None:
+        return
+    try:
+        engine.delete_recovery_point(store, rp_id)
+    except engine.RecoveryPointNotFound:
+        pass
+
+
+def expired_recovery_points(vault, now):
+    """RPs of the vault that retention deletes now (never an item's latest)."""
+    latest = (
+        RecoveryPoint.objects.filter(vault=vault, soft_deleted_at=None)
+        .values("protected_item")
+        .annotate(newest=Max("time"))
+        .values_list("protected_item", "newest")
+    )
+    newest = dict(latest)
+    candidates = (
+        RecoveryPoint.objects.filter(vault=vault, soft_deleted_at=None, expires_at__lte=now)
+        .exclude(protected_item__retention_mode=RetentionMode.RETAIN_FOREVER)
+        .select_related("protected_item__vm")
+    )
+    return [rp for rp in candidates if rp.time != newest.get(rp.protected_item_id)]
+
+
+def run_cleanup(ctx: JobContext) -> None:
+    vault = ctx.job.vault
+    now = timezone.now()
+    try:
+        kek = kek_for(vault)
+        vstore = vault_store(vault, kek)
+        snaps = _snapshot_stores(vault, kek)
+    except engine.EngineError as e:
+        raise JobError(
+            "key_unavailable" if isinstance(e, engine.KeyUnavailable) else "store", str(e)
+        ) from e
+
+    tiered = 0
+    for rp in RecoveryPoint.objects.filter(
+        vault=vault, in_snapshot_tier=True, in_vault_tier=True, snapshot_expires_at__lte=now
+    ).select_related("protected_item__vm"):
+        ctx.check_cancel()
+        _delete_from(snaps.get(rp.protected_item.vm.host_id), str(rp.pk))
+        RecoveryPoint.objects.filter(pk=rp.pk).update(in_snapshot_tier=False)
+        tiered += 1
+
+    expired = 0
+    for rp in expired_recovery_points(vault, now):
+        ctx.check_cancel()
+        _delete_from(snaps.get(rp.protected_item.vm.host_id), str(rp.pk))
+        _delete_from(vstore, str(rp.pk))
+        rp.delete()
+        expired += 1
+
+    swept = {"chunks": 0, "bytes": 0}
+    for store in [vstore, *snaps.values()]:
+        ctx.check_cancel()
+        result = engine.gc(store, grace_seconds=_grace())
+        swept["chunks"] += result.chunks_swept
+        swept["bytes"] += result.bytes_swept
+    ctx.set_result(tiered=tiered, expired=expired, swept=swept)
+
+
+def run_gc(ctx: JobContext) -> None:
+    vault = ctx.job.vault
+    kek = kek_for(vault)
+    stores = [vault_store(vault, kek), *_snapshot_stores(vault, kek).values()]
+    swept = 0
+    for store in stores:
+        swept += engine.gc(store, grace_seconds=_grace()).chunks_swept
+    ctx.set_result(chunks_swept=swept)
+
+
+def run_verify(ctx: JobContext) -> None:
+    vault = ctx.job.vault
+    store = vault_store(vault, kek_for(vault))
+    report = engine.verify(store, cancel=ctx.cancelled)
+    ctx.set_result(
+        recovery_points=len(report.rps_checked),
+        chunks=report.chunks_checked,
+        damage=[str(d) for d in report.damage[:100]],
+    )
+    if not report.ok:
+        raise JobError("corruption", f"{len(report.damage)} damaged chunk reference(s) found.")

@@ -1,0 +1,54 @@
+"""Opening a vault's chunk stores: its vault store and, per host, its snapshot-tier store.
+
+Both tiers share the vault's keys (the snapshot store is initialised with the vault store's
+wrapped keys), so chunk ids match across tiers and one key-encryption key governs both.
+"""
+
+from pathlib import Path
+
+from django.conf import settings
+
+import engine
+
+# The vault tier trades CPU for space; the snapshot tier must be fast (instant restore).
+VAULT_CODEC = "zstd:1"
+SNAPSHOT_CODEC = "none"
+
+
+def kek_for(vault) -> bytes:
+    """The key-encryption key that wraps this vault's data keys."""
+    key = getattr(vault, "encryption_key", None)
+    if vault.encryption == "customer_managed" and key is not None:
+        return engine.load_key_file(key.path)
+    return engine.platform_kek(Path(settings.LIFEBOAT["MASTER_KEY_FILE"]))
+
+
+def _open_or_init(path: Path, kek: bytes, **init_args) -> engine.Store:
+    try:
+        return engine.open_store(path, kek)
+    except engine.StoreNotFound:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return engine.init_store(path, kek, **init_args)
+    except engine.StoreExists:  # another job created it a moment ago
+        return engine.open_store(path, kek)
+
+
+def vault_store(vault, kek: bytes | None = None) -> engine.Store:
+    return _open_or_init(vault.store_path, kek or kek_for(vault), codec=VAULT_CODEC)
+
+
+def snapshot_store(vault, host, kek: bytes | None = None) -> engine.Store:
+    kek = kek or kek_for(vault)
+    vault_store(vault, kek)  # the snapshot store copies its wrapped keys
+    return _open_or_init(
+        host.snapshot_store_path(vault), kek, codec=SNAPSHOT_CODEC, keys_from=vault.store_path
+    )
+
+
+def existing_snapshot_store(vault, host, kek: bytes | None = None) -> engine.Store | None:
+    try:
+        return engine.open_store(host.snapshot_store_path(vault), kek or kek_for(vault))
+    except engine.StoreNotFound:
+        return None

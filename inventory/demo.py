@@ -1,71 +1,207 @@
-"""The demo lab: a host and a few VMs whose disks are real ext4 images.
+"""The demo lab: a host, a vault and three protected VMs whose disks are real ext4 images.
 
-Made with `mkfs.ext4 -d` (no root needed) under LIFEBOAT's DEMO_ROOT on first start, so a new
-user can protect, back up and restore something real at once.
+``ensure_demo_lab()`` runs on every start (``manage.py bootstrap``) and is idempotent: it makes
+what is missing and leaves everything else alone.
+
+* Files under ``settings.LIFEBOAT["DEMO_ROOT"]``: ``disks/`` (images made with ``mkfs.ext4 -d``,
+  each holding real files and the ring ``/lab/ring.dat``), ``restores/``, ``snapshots/``,
+  ``scripts/`` (the hook scripts, 0700), ``run/`` (pid/power/lock files), ``logs/``.
+  Missing images are remade; scripts are refreshed when their text changes.
+* Rows: host ``demo-host`` (allowed roots: disks and restores), vault ``demo-vault`` (created
+  by the first site administrator, linked to the host) with ``DefaultPolicy`` plus an
+  enhanced ``Every4h`` and a standard ``WeeklySunday`` policy; VMs ``demo-app-01``,
+  ``demo-db-01`` and ``demo-old-01`` (see ``inventory.lab.layout``), each protected in
+  demo-vault with DefaultPolicy when it has never been protected anywhere.  Rows that exist
+  are not changed, so an administrator's edits survive restarts (a vault that was deleted is
+  made again, as is a lab VM).
+
+The writers that make the running VMs "run" are started by ``manage.py lab writers``.
 """
 
-import shutil
-import subprocess
+from __future__ import annotations
+
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from inventory.lab import images, layout, scripts
+from inventory.lab.control import Lab
 from inventory.models import Disk, Host, VirtualMachine
 
-DEMO_HOST = "demo-host"
-# name → [(lun, size in MiB)]; small, so the first backup takes seconds.
-DEMO_VMS = {
-    "demo-web-01": [(-1, 48), (0, 32)],
-    "demo-db-01": [(-1, 48), (0, 64), (1, 32)],
-    "demo-win-01": [(-1, 48)],
-}
+# Kept for callers of the first version.
+DEMO_HOST = layout.HOST
+DEMO_VAULT = layout.VAULT
+
+EXTRA_POLICIES = (
+    {
+        "name": "Every4h",
+        "kind": "enhanced",
+        "timezone": "UTC",
+        "consistency": "default",
+        "schedule": {
+            "frequency": "hourly",
+            "interval_hours": 4,
+            "window_start": "08:00",
+            "window_hours": 12,
+        },
+        "instant_restore_days": 7,
+        "retention": {"daily": {"days": 30}, "weekly": {"weeks": 12, "weekdays": ["sun"]}},
+    },
+    {
+        "name": "WeeklySunday",
+        "kind": "standard",
+        "timezone": "UTC",
+        "consistency": "default",
+        "schedule": {"frequency": "weekly", "time": "03:00", "weekdays": ["sun"]},
+        "instant_restore_days": 5,
+        "retention": {
+            "weekly": {"weeks": 12, "weekdays": ["sun"]},
+            "monthly": {"months": 12, "weeks": ["first"], "weekdays": ["sun"]},
+        },
+    },
+)
 
 
-def make_ext4_image(path: Path, size_mib: int, label: str) -> None:
-    """A real ext4 image filled with a few files, made without root."""
-    staging = path.with_suffix(".d")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "etc").mkdir(parents=True)
-    (staging / "data").mkdir()
-    (staging / "etc" / "hostname").write_text(f"{label}\n")
-    (staging / "data" / "README.txt").write_text(f"Demo disk {label} made by Lifeboat.\n")
-    for i in range(4):
-        (staging / "data" / f"block-{i}.bin").write_bytes(
-            (f"{label}-{i}-".encode() * 50000)[: 256 * 1024]
-        )
-    with open(path, "wb") as f:
-        f.truncate(size_mib << 20)
-    mkfs = shutil.which("mkfs.ext4") or "/usr/sbin/mkfs.ext4"
-    subprocess.run(
-        [mkfs, "-q", "-F", "-L", label[:16], "-d", str(staging), str(path)],
-        check=True,
-        capture_output=True,
+class DemoLabError(RuntimeError):
+    pass
+
+
+def demo_root() -> Path:
+    return Path(settings.LIFEBOAT["DEMO_ROOT"]).resolve()
+
+
+def lab() -> Lab:
+    return Lab(demo_root())
+
+
+def image_path(lab_: Lab, vm: layout.LabVM, disk: layout.LabDisk) -> Path:
+    return lab_.disks / vm.image_name(disk)
+
+
+def _site_admin():
+    admin = (
+        get_user_model().objects.filter(is_superuser=True, is_active=True).order_by("pk").first()
     )
-    shutil.rmtree(staging, ignore_errors=True)
-
-
-def ensure_demo_lab() -> list[str]:
-    """Create the demo host and VMs if missing; return lines to print."""
-    if Host.objects.filter(name=DEMO_HOST).exists():
-        return []
-    root = Path(settings.LIFEBOAT["DEMO_ROOT"]).resolve()
-    disks_dir, restores_dir, snaps = root / "disks", root / "restores", root / "snapshots"
-    for d in (disks_dir, restores_dir, snaps):
-        d.mkdir(parents=True, exist_ok=True)
-    with transaction.atomic():
-        host = Host.objects.create(
-            name=DEMO_HOST,
-            snapshot_root=str(snaps),
-            allowed_roots=[str(disks_dir), str(restores_dir)],
+    if admin is None:
+        raise DemoLabError(
+            "the demo lab is seeded by a site administrator: create one first "
+            "(manage.py bootstrap does)"
         )
-        for name, disks in DEMO_VMS.items():
-            vm = VirtualMachine.objects.create(
-                name=name, host=host, os_type="windows" if "win" in name else "linux"
+    return admin
+
+
+def _vm_fields(lab_: Lab, spec: layout.LabVM, paths: dict[str, Path]) -> dict:
+    return {
+        "os_type": "linux",
+        "power_state": spec.power,
+        "power_probe_command": scripts.command(paths["probe.sh"], spec.name),
+        "pre_script": str(paths[spec.pre_script]),
+        "pre_script_params": [spec.name],
+        "post_script": str(paths[spec.post_script]),
+        "post_script_params": [spec.name],
+        "script_timeout": 30,
+        "script_retries": 0,
+        "continue_on_failure": True,
+        "freeze_enabled": True,
+        "freeze_command": scripts.command(paths["freeze.sh"], spec.name),
+        "thaw_command": scripts.command(paths["thaw.sh"], spec.name),
+        "freeze_timeout": 60,
+    }
+
+
+def ensure_demo_lab(*, disk_mib: int | None = None) -> list[str]:
+    """Create whatever of the demo lab is missing; return lines to print (none if nothing).
+
+    ``disk_mib`` caps every image's size (tests use small images).  Raises
+    ``images.LabToolMissing`` when e2fsprogs (mkfs.ext4, debugfs, e2fsck) is not installed
+    and ``DemoLabError`` when there is no site administrator yet.
+    """
+    from vaults import services
+    from vaults.models import ProtectedVM, Vault
+
+    images.require_tools()
+    admin = _site_admin()
+    lab_ = lab()
+    lab_.make_dirs()
+    paths, changed_scripts = scripts.write_scripts(lab_)
+    lines: list[str] = []
+
+    made_images = []
+    for spec in layout.LAB_VMS:
+        for disk in spec.disks:
+            path = image_path(lab_, spec, disk)
+            if not path.exists():
+                size = min(disk.size_mib, disk_mib) if disk_mib else disk.size_mib
+                images.make_image(
+                    path, size, f"{spec.name[:11]}-{disk.tag}"[:16], layout.disk_files(spec, disk)
+                )
+                made_images.append(path.name)
+
+    created: list[str] = []
+    protected: list[str] = []
+    with transaction.atomic():
+        host, host_created = Host.objects.get_or_create(
+            name=layout.HOST,
+            defaults={
+                "snapshot_root": str(lab_.snapshots),
+                "allowed_roots": [str(lab_.disks), str(lab_.restores)],
+            },
+        )
+        if host_created:
+            created.append(f"host {host.name}")
+        vault = Vault.objects.filter(name=layout.VAULT).first()
+        if vault is None:
+            vault = services.create_vault(by=admin, name=layout.VAULT)
+            created.append(f"vault {vault.name}")
+        if not vault.linked_hosts.filter(pk=host.pk).exists():
+            services.link_host(vault, host, by=admin)
+        for rep in EXTRA_POLICIES:
+            if not vault.policies.filter(name=rep["name"]).exists():
+                services.create_policy(vault, rep, by=admin)
+                created.append(f"policy {rep['name']}")
+        default_policy = vault.policies.get(name="DefaultPolicy")
+
+        for spec in layout.LAB_VMS:
+            vm, vm_created = VirtualMachine.objects.get_or_create(
+                name=spec.name, defaults={"host": host, **_vm_fields(lab_, spec, paths)}
             )
-            for lun, size in disks:
-                path = disks_dir / f"{name}-lun{lun}.img"
-                if not path.exists():
-                    make_ext4_image(path, size, f"{name}-{lun}")
-                Disk.objects.create(vm=vm, lun=lun, path=str(path), size=path.stat().st_size)
-    return [f"Demo lab: host {DEMO_HOST} with {len(DEMO_VMS)} VMs under {root}"]
+            if vm_created:
+                created.append(f"VM {vm.name}")
+                for disk in spec.disks:
+                    path = image_path(lab_, spec, disk)
+                    Disk.objects.create(
+                        vm=vm, lun=disk.lun, path=str(path), size=path.stat().st_size
+                    )
+            if vm.host_id == host.pk and not ProtectedVM.objects.filter(vm=vm).exists():
+                services.protect_vm(vault, by=admin, vm=vm, policy=default_policy)
+                protected.append(vm.name)
+            if lab_.power(vm.name) is None:
+                lab_.set_power(
+                    vm.name, vm.power_state if vm.power_state != "unknown" else "running"
+                )
+
+    if created or protected:
+        lines.append(
+            f"Demo lab under {lab_.root}: "
+            + ", ".join(created or ["nothing new"])
+            + (
+                f"; protected {', '.join(protected)} in {vault.name} (DefaultPolicy)"
+                if protected
+                else ""
+            )
+        )
+        for spec in layout.LAB_VMS:
+            lines.append(
+                f"  {spec.name:<12} {spec.power:<8} {len(spec.disks)} disk(s)  {spec.role}"
+            )
+        lines.append(
+            "  Running VMs write into their disks while `manage.py lab writers` runs; "
+            "`manage.py lab churn|stop|start|status` drive the lab."
+        )
+    elif made_images:
+        lines.append(f"Demo lab: remade missing disk image(s) {', '.join(made_images)}")
+    if changed_scripts and not created:
+        lines.append(f"Demo lab: refreshed hook scripts {', '.join(changed_scripts)}")
+    return lines

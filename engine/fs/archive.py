@@ -146,12 +146,17 @@ def _zip(fs: FileSystem, top: Entry, out: BinaryIO, arcroot: str) -> ArchiveStat
     return stats
 
 
+def _zip_safe(name: str) -> str:
+    # zip names are UTF-8; bytes that were not valid UTF-8 on disk become U+FFFD
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _zipinfo(e: Entry, name: str, ifmt: int) -> zipfile.ZipInfo:
     if e.mtime is not None and e.mtime.year >= 1980:
         dt = e.mtime.timetuple()[:6]
     else:
         dt = _ZIP_EPOCH
-    zi = zipfile.ZipInfo(name, date_time=dt)
+    zi = zipfile.ZipInfo(_zip_safe(name), date_time=dt)
     perm = statmod.S_IMODE(e.mode) or (0o755 if ifmt == statmod.S_IFDIR else 0o644)
     zi.external_attr = (ifmt | perm) << 16
     zi.create_system = 3  # Unix, so the mode bits are honoured

@@ -130,7 +130,8 @@ class Entry:
     """One directory entry.  ``mode`` is POSIX-style (file-type bits | permission bits);
     ``mtime`` is an aware UTC datetime, or ``None`` if the file system has none.
     ``target`` is the link text of a symlink (else ``None``); ``inode`` the TSK metadata
-    address."""
+    address.  Names are decoded from UTF-8; bytes that are not valid UTF-8 (possible on ext4)
+    become lone surrogates (``surrogateescape``), and such a path still opens."""
 
     name: str
     path: str

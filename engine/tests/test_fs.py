@@ -524,3 +524,28 @@ def test_engine_fs_imports_without_django() -> None:
     )
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, env=env)
+
+
+def test_non_utf8_names_and_long_symlinks(tmp_path: Path) -> None:
+    """ext4 names are bytes: invalid UTF-8 is decoded with surrogateescape and still opens;
+    a symlink target too long to live in the inode (> 60 bytes) is read from its block."""
+    src = tmp_path / "src"
+    src.mkdir()
+    latin1 = os.fsdecode(b"caf\xe9 cr\xe8me")  # Latin-1 bytes, not UTF-8
+    (src / latin1).mkdir()
+    (src / latin1 / "inside.txt").write_bytes(b"inside\n")
+    long_target = "/".join(["a-rather-long-component"] * 10)
+    os.symlink(long_target, src / "long-link")
+    fs = open_filesystem(FileByteSource(mkfs_ext4(tmp_path / "n.img", src, 8)))
+    names = [e.name for e in fs.listdir("/")]
+    assert latin1 in names and "long-link" in names
+    assert b"".join(fs.read_file(f"/{latin1}/inside.txt")) == b"inside\n"
+    assert fs.stat("/long-link").target == long_target
+    sink = io.BytesIO()
+    archive_folder(fs, "/", sink, "zip")  # names that are not UTF-8 get U+FFFD in a zip
+    with zipfile.ZipFile(io.BytesIO(sink.getvalue())) as zf:
+        assert zf.read("root/caf\ufffd cr\ufffdme/inside.txt") == b"inside\n"
+    sink = io.BytesIO()
+    archive_folder(fs, "/", sink, "tar")  # tar keeps the original bytes
+    with tarfile.open(fileobj=io.BytesIO(sink.getvalue())) as tar:
+        assert f"root/{latin1}/inside.txt" in tar.getnames()

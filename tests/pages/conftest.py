@@ -38,3 +38,9 @@ def assert_query_budget(client, django_assert_max_num_queries):
                 assert response.content.decode().count(marker) >= total
 
     return check
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    # The personas' passwords are hashed once per test; a fast hasher keeps the pages suite quick.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -326,12 +326,31 @@ def cmd_rewrap(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
-    p.add_argument("--key-file", help="KEK file (default: $LIFEBOAT_MASTER_KEY_FILE)")
-    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
-    p.add_argument("--threads", type=int, default=None, help="worker threads (default: cores)")
+    # common options work before or after the sub-command
+    def common_options(suppress: bool) -> argparse.ArgumentParser:
+        c = argparse.ArgumentParser(
+            add_help=False, argument_default=argparse.SUPPRESS if suppress else None
+        )
+        c.add_argument("--key-file", help="KEK file (default: $LIFEBOAT_MASTER_KEY_FILE)")
+        c.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+        c.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+        c.add_argument("--threads", type=int, help="worker threads (default: cores)")
+        return c
+
+    common = common_options(suppress=True)
+    p = argparse.ArgumentParser(
+        prog="python -m engine",
+        description=__doc__,
+        parents=[common_options(suppress=False)],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
+    real_add = sub.add_parser
+
+    def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return real_add(name, parents=[common], **kw)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     s = sub.add_parser("init", help="create a store")
     s.add_argument("store")

@@ -1,0 +1,68 @@
+"""The error shape and the input rules shared by every endpoint."""
+
+from django.core.exceptions import ValidationError
+from rest_framework.test import APIClient
+
+from portal.api.exceptions import django_errors
+
+
+def test_it_serves_the_openapi_schema(api, reader):
+    r = api(reader).get("/api/schema/")
+    assert r.status_code == 200
+    assert b"/api/v1/vaults/{vault_name}/policies/" in r.content
+
+
+def test_it_serves_the_docs_page(api, reader):
+    assert api(reader).get("/api/docs/").status_code == 200
+
+
+def test_it_answers_400_with_detail_to_malformed_json(api, vault, admin_user):
+    r = api(admin_user).post(
+        "/api/v1/vaults/", data='{"name": "x",', content_type="application/json"
+    )
+    assert r.status_code == 400
+    assert "JSON parse error" in r.data["detail"]
+
+
+def test_it_answers_400_to_a_json_array_body(api, vault, admin_user):
+    r = api(admin_user).post("/api/v1/vaults/", data=["x"])
+    assert r.status_code == 400
+    assert r.data == {"non_field_errors": ["Must be a JSON object."]}
+
+
+def test_it_answers_415_to_form_data(vault, admin_user):
+    client = APIClient()
+    client.force_authenticate(admin_user)
+    r = client.post("/api/v1/vaults/", {"name": "lab"}, format="multipart")
+    assert r.status_code == 415
+
+
+def test_it_names_each_unknown_field(api, vault, admin_user):
+    r = api(admin_user).patch("/api/v1/vaults/prod/", {"colour": "red", "size": 1})
+    assert r.status_code == 400
+    assert r.data == {"colour": ["Unknown field."], "size": ["Unknown field."]}
+
+
+def test_it_names_fields_of_the_wrong_type(api, vault, admin_user):
+    r = api(admin_user).patch(
+        "/api/v1/vaults/prod/",
+        {"soft_delete_days": "30", "mua_enabled": "yes", "store_location": 5},
+    )
+    assert r.status_code == 400
+    assert set(r.data) == {"soft_delete_days", "mua_enabled", "store_location"}
+
+
+def test_it_refuses_a_changed_read_only_field(api, vault, owner):
+    r = api(owner).patch("/api/v1/vaults/prod/", {"name": "other"})
+    assert r.status_code == 400 and r.data == {"name": ["This field is read-only."]}
+
+
+def test_it_turns_a_django_field_error_into_field_keys():
+    exc = ValidationError({"schedule.time": ["Bad."], "name": "Taken."})
+    assert django_errors(exc) == {"schedule.time": ["Bad."], "name": ["Taken."]}
+
+
+def test_it_turns_a_lone_detail_or_non_field_error_into_detail():
+    assert django_errors(ValidationError({"detail": "Do X first."})) == {"detail": "Do X first."}
+    assert django_errors(ValidationError("Nope.")) == {"detail": "Nope."}
+    assert django_errors(ValidationError({"__all__": ["Both."]})) == {"detail": "Both."}

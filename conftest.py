@@ -6,16 +6,32 @@ with a protected VM, one recovery point and one job, so every page and endpoint 
 to show.
 """
 
+import importlib
 import os
 
 import pytest
 
-from tests import factories as f
-from vaults.models import GuardApprover, Role
+
+class _Lazy:
+    """Imports a module on first use, so engine and policy tests run without Django
+    (`pytest engine/tests -p no:django`)."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr):
+        return getattr(importlib.import_module(self._name), attr)
+
+
+f = _Lazy("tests.factories")
+vault_models = _Lazy("vaults.models")
 
 
 @pytest.fixture(autouse=True)
-def _isolated_data_dir(settings, tmp_path):
+def _isolated_data_dir(request, tmp_path):
+    if not request.config.pluginmanager.hasplugin("django"):
+        return
+    settings = request.getfixturevalue("settings")
     settings.LIFEBOAT = {
         **settings.LIFEBOAT,
         "VAULT_STORE_ROOT": tmp_path / "vault-stores",
@@ -67,11 +83,11 @@ def host(db, tmp_path):
 @pytest.fixture
 def vault(admin_user, owner, contributor, operator, reader, approver, host):
     vault = f.make_vault("prod", owner=admin_user)
-    f.add_member(vault, owner, Role.OWNER)
-    f.add_member(vault, contributor, Role.CONTRIBUTOR)
-    f.add_member(vault, operator, Role.OPERATOR)
-    f.add_member(vault, reader, Role.READER)
-    GuardApprover.objects.create(vault=vault, user=approver, assigned_by=admin_user)
+    f.add_member(vault, owner, vault_models.Role.OWNER)
+    f.add_member(vault, contributor, vault_models.Role.CONTRIBUTOR)
+    f.add_member(vault, operator, vault_models.Role.OPERATOR)
+    f.add_member(vault, reader, vault_models.Role.READER)
+    vault_models.GuardApprover.objects.create(vault=vault, user=approver, assigned_by=admin_user)
     vault.linked_hosts.add(host)
     return vault
 

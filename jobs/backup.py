@@ -221,7 +221,7 @@ def vm_spec(vm, luns: list[int]) -> VMSpec:
     )
 
 
-class _Progress:
+class EngineProgress:
     """Engine progress → job bytes and per-disk progress, written at most twice a second."""
 
     def __init__(self, ctx: JobContext, phase: str, sizes: dict[int, int]):
@@ -249,7 +249,7 @@ class _Progress:
         return [{"lun": lun, **v} for lun, v in sorted(self.disks.items())]
 
 
-def _engine_error(e: engine.EngineError) -> JobError:
+def engine_error(e: engine.EngineError) -> JobError:
     if isinstance(e, engine.KeyUnavailable):
         return JobError("key_unavailable", f"The vault's encryption key is unavailable: {e}")
     if isinstance(e, engine.SourceUnreadable):
@@ -339,8 +339,6 @@ def run_backup(ctx: JobContext) -> None:
     except Exception as e:
         status = Status.CANCELLED if isinstance(e, JobCancelled) else Status.FAILED
         _set_item_status(item, status)
-        for sub in job.subtasks.filter(status__in=[Status.QUEUED, Status.IN_PROGRESS]):
-            ctx.end_subtask(sub, status)
         raise
     _set_item_status(item, Status.COMPLETED_WITH_WARNINGS if ctx.warnings else Status.COMPLETED)
 
@@ -360,7 +358,7 @@ def _backup(ctx: JobContext, item: ProtectedVM) -> None:
         kek = kek_for(vault)
         snap = snapshot_store(vault, host, kek)
     except engine.EngineError as e:
-        raise _engine_error(e) from e
+        raise engine_error(e) from e
     now = timezone.now()
     plan = _plan_retention(item, job, now)
     parent = (
@@ -373,7 +371,9 @@ def _backup(ctx: JobContext, item: ProtectedVM) -> None:
         parent = None  # e.g. removed by tiering meanwhile: a full read, still deduplicated
     rp_id = str(uuid.uuid4())
     sizes = {d.lun: d.path for d in spec.disks}
-    progress = _Progress(ctx, "snapshot", {lun: Path(p).stat().st_size for lun, p in sizes.items()})
+    progress = EngineProgress(
+        ctx, "snapshot", {lun: Path(p).stat().st_size for lun, p in sizes.items()}
+    )
 
     def capture(views) -> engine.BackupResult:
         return engine.backup(
@@ -411,7 +411,7 @@ def _backup(ctx: JobContext, item: ProtectedVM) -> None:
             ctx.warn(code, message)
         raise JobError(e.code, e.message) from e
     except engine.EngineError as e:
-        raise _engine_error(e) from e
+        raise engine_error(e) from e
     result: engine.BackupResult = outcome.result
     if outcome.consistency != "crash":
         engine.update_manifest_metadata(snap, rp_id, consistency=outcome.consistency)
@@ -466,8 +466,8 @@ def _backup(ctx: JobContext, item: ProtectedVM) -> None:
         sub,
         Status.COMPLETED,
         f"{outcome.consistency.replace('_', '-')}-consistent ({outcome.method}); "
-        f"frozen {outcome.freeze_seconds:.2f} s; {_mib(result.bytes_changed)} changed, "
-        f"{_mib(result.bytes_stored)} stored",
+        f"frozen {outcome.freeze_seconds:.2f} s; {mib(result.bytes_changed)} changed, "
+        f"{mib(result.bytes_stored)} stored",
     )
 
     # 2. Transfer data to vault ------------------------------------------------------------------
@@ -482,7 +482,7 @@ def _backup(ctx: JobContext, item: ProtectedVM) -> None:
     transfer_rp(ctx, rp, sub)
 
 
-def _mib(n: int) -> str:
+def mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
 
@@ -521,7 +521,11 @@ def transfer_rp(ctx: JobContext, rp: RecoveryPoint, sub: SubTask) -> bool:
         if _option("FAIL_TRANSFERS", False):  # operators' switch for drills and tests
             raise engine.EngineError("transfers are disabled by LIFEBOAT['FAIL_TRANSFERS']")
         result = engine.transfer(
-            src, dst, str(rp.pk), progress=_Progress(ctx, "transfer", sizes), cancel=ctx.cancelled
+            src,
+            dst,
+            str(rp.pk),
+            progress=EngineProgress(ctx, "transfer", sizes),
+            cancel=ctx.cancelled,
         )
     except engine.Cancelled as e:
         raise JobCancelled() from e
@@ -553,7 +557,7 @@ def transfer_rp(ctx: JobContext, rp: RecoveryPoint, sub: SubTask) -> bool:
     ctx.end_subtask(
         sub,
         Status.COMPLETED,
-        f"{result.chunks_copied} chunks ({_mib(result.bytes_copied)}) copied, "
+        f"{result.chunks_copied} chunks ({mib(result.bytes_copied)}) copied, "
         f"{result.chunks_present} already in the vault",
     )
     return True

@@ -11,6 +11,8 @@ The store is changed before the catalog, so a crash in between leaves a catalog 
 manifest is gone; the next cleanup finishes the job.
 """
 
+from datetime import datetime
+
 from django.conf import settings
 from django.db.models import Max
 from django.utils import timezone
@@ -67,7 +69,8 @@ def expired_recovery_points(vault, now):
 
 def run_cleanup(ctx: JobContext) -> None:
     vault = ctx.job.vault
-    now = timezone.now()
+    given = ctx.job.params.get("now")
+    now = datetime.fromisoformat(given) if given else timezone.now()
     try:
         kek = kek_for(vault)
         vstore = vault_store(vault, kek)

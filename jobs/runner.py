@@ -28,6 +28,7 @@ HEARTBEAT_TIMEOUT = timedelta(minutes=2)
 HANDLERS = {
     Operation.BACKUP: "jobs.backup.run_backup",
     Operation.TRANSFER: "jobs.backup.run_transfer",
+    Operation.RESTORE: "jobs.restore.run_restore",
     Operation.CLEANUP: "jobs.lifecycle.run_cleanup",
     Operation.GARBAGE_COLLECT: "jobs.lifecycle.run_gc",
     Operation.VERIFY: "jobs.lifecycle.run_verify",
@@ -147,6 +148,10 @@ def finish(job: Job, status: str, *, code: str = "", message: str = "", warnings
     Job.objects.filter(pk=job.pk, status__in=[Status.IN_PROGRESS, Status.CANCELLING]).update(
         **fields
     )
+    if status in (Status.FAILED, Status.CANCELLED):
+        SubTask.objects.filter(job=job, status__in=[Status.QUEUED, Status.IN_PROGRESS]).update(
+            status=status, ended_at=fields["ended_at"]
+        )
     for key, value in fields.items():
         setattr(job, key, value)
 

@@ -27,9 +27,14 @@ def reap() -> int:
 
 
 def cleanup(now=None) -> int:
-    """One cleanup job per vault that holds recovery points (tiering, retention, GC)."""
+    """One cleanup job per vault that holds recovery points (tiering, retention, GC).
+
+    A given `now` travels in the job's params so the job judges expiry at that instant (drills
+    and tests); the scheduler passes none and the job uses its own clock.
+    """
     from vaults.models import Vault
 
+    params = {"now": now.isoformat()} if now is not None else {}
     created = 0
     for vault in Vault.objects.filter(recovery_points__isnull=False).distinct():
         busy = Job.objects.filter(
@@ -39,6 +44,6 @@ def cleanup(now=None) -> int:
         ).exists()
         if not busy:
             with transaction.atomic():
-                runner.create_job(operation=Operation.CLEANUP, vault=vault)
+                runner.create_job(operation=Operation.CLEANUP, vault=vault, params=params)
             created += 1
     return created

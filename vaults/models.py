@@ -301,6 +301,35 @@ class RecoveryPoint(models.Model):
         return RPType(self.type).label
 
 
+class FileRecoverySession(models.Model):
+    """Read-only access to one recovery point's files, audited and expiring (Azure: 12 h)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    vault = models.ForeignKey(Vault, on_delete=models.CASCADE, related_name="file_sessions")
+    recovery_point = models.ForeignKey(
+        RecoveryPoint, on_delete=models.CASCADE, related_name="file_sessions"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="file_sessions"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"File recovery of {self.recovery_point_id} by {self.user}"
+
+    def is_open(self, now=None) -> bool:
+        from django.utils import timezone
+
+        return self.ended_at is None and self.expires_at > (now or timezone.now())
+
+
 class AuditQuerySet(ScopedQuerySet):
     def update(self, **kwargs):
         raise PermissionDenied("The audit log is append-only.")

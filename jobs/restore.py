@@ -1,0 +1,317 @@
+"""Restores: restore disks, create a new VM, replace existing disks.
+
+Everything that can be wrong with a request is found before the job is created, so bad input
+never writes a byte. The engine writes each disk to a hidden temp file beside its target
+(`.<name>.lifeboat-restore-<id>`) and renames it into place only when every chunk was verified
+and written: an interrupted restore leaves that clearly marked temp file, never a partial disk
+under the final name.
+"""
+
+import os
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+import engine
+from engine.connectors import connector_for
+from inventory.models import Disk, Host, PowerState, VirtualMachine, name_validator
+from jobs.backup import EngineProgress, engine_error, mib, vm_spec
+from jobs.models import Job, Operation, Status
+from jobs.runner import JobCancelled, JobContext, create_job
+from jobs.stores import kek_for, snapshot_store, vault_store
+from vaults import access, audit
+from vaults.models import RecoveryPoint
+
+KINDS = ("restore_disks", "create_vm", "replace_disks")
+TIERS = ("auto", "snapshot", "vault")
+SAFETY_DAYS = 30
+
+
+def _disk_file_name(vm_name: str, lun: int, rp: RecoveryPoint) -> str:
+    disk = "os" if lun == Disk.OS_LUN else f"lun{lun}"
+    return f"{vm_name}-{disk}-{rp.time:%Y%m%d-%H%M%S}.img"
+
+
+def _choose_tier(rp: RecoveryPoint, tier: str) -> str:
+    if tier == "snapshot" and not rp.in_snapshot_tier:
+        raise ValidationError({"tier": "This recovery point is no longer in the snapshot tier."})
+    if tier == "vault" and not rp.in_vault_tier:
+        raise ValidationError({"tier": "This recovery point has not reached the vault tier yet."})
+    if tier == "auto":
+        return "snapshot" if rp.in_snapshot_tier else "vault"
+    return tier
+
+
+def _check_target_dir(rp: RecoveryPoint, target) -> tuple[Host, Path]:
+    if not isinstance(target, dict):
+        raise ValidationError({"target": 'Give {"host": <id>, "path": "<directory>"}.'})
+    host_id, path = target.get("host"), target.get("path")
+    if not isinstance(host_id, int) or isinstance(host_id, bool):
+        raise ValidationError({"target.host": "Give the id of a host linked to this vault."})
+    host = rp.vault.linked_hosts.filter(pk=host_id).first()
+    if host is None:
+        raise ValidationError({"target.host": "No host with this id is linked to this vault."})
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise ValidationError({"target.path": "Give an absolute directory path."})
+    if not host.allows(path):
+        raise ValidationError(
+            {
+                "target.path": f"Must be inside one of host {host.name}'s allowed roots: "
+                f"{', '.join(host.allowed_roots)}."
+            }
+        )
+    if not os.path.isdir(path):
+        raise ValidationError({"target.path": f"Directory {path} does not exist."})
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValidationError({"target.path": f"Directory {path} is not writable."})
+    return host, Path(path)
+
+
+def _check_key(rp: RecoveryPoint, tier: str) -> None:
+    try:
+        kek = kek_for(rp.vault)
+        if tier == "vault":
+            store = engine.open_store(rp.vault.store_path, kek)
+        else:
+            store = engine.open_store(rp.protected_item.vm.host.snapshot_store_path(rp.vault), kek)
+        if not store.has_manifest(str(rp.pk)):
+            raise ValidationError({"tier": f"The {tier} tier no longer holds this recovery point."})
+    except engine.KeyUnavailable as e:
+        raise ValidationError({"detail": f"The vault's encryption key is unavailable: {e}"}) from e
+    except engine.StoreNotFound as e:
+        raise ValidationError({"tier": f"The {tier} tier store is missing: {e}"}) from e
+
+
+def request_restore(
+    rp: RecoveryPoint, *, by, request=None, kind=None, luns=None, tier="auto", target=None
+) -> Job:
+    """Validate a restore request completely, then queue its job."""
+    vault, item = rp.vault, rp.protected_item
+    access.require(by, vault, "restore")
+    now = timezone.now()
+    if rp.soft_deleted_at is not None:
+        raise ValidationError({"detail": "This recovery point is soft-deleted; undelete it first."})
+    if rp.expires_at is not None and rp.expires_at <= now:
+        newest = item.recovery_points.filter(soft_deleted_at=None).order_by("-time").first()
+        if newest is None or newest.pk != rp.pk:
+            raise ValidationError({"detail": "This recovery point has expired."})
+    if kind not in KINDS:
+        raise ValidationError({"kind": f"Choose one of: {', '.join(KINDS)}."})
+    if tier not in TIERS:
+        raise ValidationError({"tier": f"Choose one of: {', '.join(TIERS)}."})
+    rp_luns = [d["lun"] for d in rp.disks]
+    if luns is None:
+        luns = rp_luns
+    if (
+        not isinstance(luns, list)
+        or not luns
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in luns)
+    ):
+        raise ValidationError({"luns": "Give a non-empty list of LUNs (integers)."})
+    missing = sorted(set(luns) - set(rp_luns))
+    if missing:
+        raise ValidationError(
+            {
+                "luns": f"LUN(s) {', '.join(map(str, missing))} are not in this recovery point "
+                f"(it holds {', '.join(map(str, sorted(rp_luns)))})."
+            }
+        )
+    if rp.excluded_luns and kind != "restore_disks":
+        raise ValidationError(
+            {
+                "kind": "This recovery point holds only some of the VM's disks (selective disk "
+                "backup), so only restore_disks is offered."
+            }
+        )
+    tier = _choose_tier(rp, tier)
+    params: dict = {"rp": str(rp.pk), "kind": kind, "luns": sorted(luns), "tier": tier}
+
+    if kind in ("restore_disks", "create_vm"):
+        host, directory = _check_target_dir(rp, target)
+        vm_name = item.vm.name
+        if kind == "create_vm":
+            name = target.get("name")
+            try:
+                name_validator(name if isinstance(name, str) else "")
+            except ValidationError:
+                raise ValidationError({"target.name": name_validator.message}) from None
+            if VirtualMachine.objects.filter(name=name).exists():
+                raise ValidationError({"target.name": f"A VM named {name} already exists."})
+            if kind == "create_vm" and Disk.OS_LUN not in luns:
+                raise ValidationError({"luns": "A new VM needs its OS disk (LUN -1)."})
+            vm_name = name
+        files = {lun: str(directory / _disk_file_name(vm_name, lun, rp)) for lun in luns}
+        taken = [f for f in files.values() if os.path.exists(f)]
+        if taken:
+            raise ValidationError({"target.path": f"File(s) already exist: {', '.join(taken)}."})
+        params.update(
+            host=host.pk, path=str(directory), files={str(k): v for k, v in files.items()}
+        )
+        if kind == "create_vm":
+            params["name"] = vm_name
+    else:
+        if target not in (None, {}):
+            raise ValidationError(
+                {"target": "Replace disks writes over the VM's own disks; give no target."}
+            )
+        vm = item.vm
+        power = connector_for(vm.host.connector).probe_power_state(vm_spec(vm, luns))
+        if power != PowerState.STOPPED:
+            raise ValidationError(
+                {"detail": f"{vm.name} is {power}; stop the VM before replacing its disks."}
+            )
+        vm_luns = {d.lun for d in vm.disks.all()}
+        gone = sorted(set(luns) - vm_luns)
+        if gone:
+            raise ValidationError({"luns": f"{vm.name} no longer has LUN(s) {gone}."})
+    _check_key(rp, tier)
+
+    with transaction.atomic():
+        subtasks = ["Take safety recovery point"] if kind == "replace_disks" else []
+        job = create_job(
+            operation=Operation.RESTORE,
+            vault=vault,
+            item=item,
+            recovery_point=rp,
+            by=by,
+            params=params,
+            subtasks=[*subtasks, "Restore data"],
+        )
+        audit.record(
+            f"restore.{kind}",
+            actor=by,
+            request=request,
+            vault=vault,
+            obj=rp,
+            after={k: v for k, v in params.items() if k != "files"} | {"job": job.pk},
+        )
+    return job
+
+
+def _restore_into(ctx: JobContext, rp: RecoveryPoint, tier: str, targets: dict[int, str]):
+    vault = rp.vault
+    try:
+        kek = kek_for(vault)
+        if tier == "vault":
+            store = vault_store(vault, kek)
+        else:
+            store = snapshot_store(vault, rp.protected_item.vm.host, kek)
+        sizes = {d["lun"]: d["size"] for d in rp.disks if d["lun"] in targets}
+        return engine.restore(
+            store,
+            str(rp.pk),
+            targets,
+            progress=EngineProgress(ctx, "restore", sizes),
+            cancel=ctx.cancelled,
+        )
+    except engine.Cancelled as e:
+        raise JobCancelled() from e
+    except engine.EngineError as e:
+        raise engine_error(e) from e
+
+
+def _take_safety_rp(ctx: JobContext, rp: RecoveryPoint, luns: list[int]) -> RecoveryPoint:
+    """Back up the stopped VM's current disks before anything is overwritten."""
+    item, vault = rp.protected_item, rp.vault
+    vm = item.vm
+    disks = [d for d in vm.disks.all() if d.lun in luns]
+    now = timezone.now()
+    safety_id = str(uuid.uuid4())
+    expires = now + timedelta(days=SAFETY_DAYS)
+    try:
+        store = snapshot_store(vault, vm.host, kek_for(vault))
+        result = engine.backup(
+            engine.BackupRequest(
+                store=store,
+                disks=[engine.DiskSource(d.lun, d.path) for d in disks],
+                vm_name=vm.name,
+                consistency="crash",
+                tags=["on_demand"],
+                retain_until=expires,
+                labels={"vault": vault.name, "job": str(ctx.job.pk), "safety_for": str(rp.pk)},
+                rp_id=safety_id,
+            ),
+            progress=EngineProgress(ctx, "safety", {d.lun: d.size for d in disks}),
+            cancel=ctx.cancelled,
+        )
+    except engine.Cancelled as e:
+        raise JobCancelled() from e
+    except engine.EngineError as e:
+        raise engine_error(e) from e
+    all_luns = [d.lun for d in vm.disks.all()]
+    return RecoveryPoint.objects.create(
+        id=safety_id,
+        vault=vault,
+        protected_item=item,
+        time=now,
+        consistency="crash",
+        in_snapshot_tier=True,
+        snapshot_expires_at=now + timedelta(days=item.policy.instant_restore_days),
+        tags=["on_demand"],
+        expires_at=expires,
+        retain_until=expires,
+        disks=[
+            {"lun": d.lun, "size": d.size, "bytes_stored": d.bytes_stored} for d in result.disks
+        ],
+        included_luns=luns,
+        excluded_luns=[lun for lun in all_luns if lun not in luns],
+        size_bytes=sum(d.size for d in result.disks),
+        transfer_due=True,
+    )
+
+
+def run_restore(ctx: JobContext) -> None:
+    params = ctx.job.params
+    rp = RecoveryPoint.objects.select_related(
+        "vault", "protected_item__vm__host", "protected_item__policy"
+    ).get(pk=params["rp"])
+    kind, tier, luns = params["kind"], params["tier"], params["luns"]
+
+    if kind == "replace_disks":
+        sub = ctx.start_subtask("Take safety recovery point")
+        safety = _take_safety_rp(ctx, rp, luns)
+        ctx.set_result(safety_recovery_point=str(safety.pk))
+        ctx.end_subtask(sub, Status.COMPLETED, f"Safety recovery point {safety.pk}")
+        targets = {d.lun: d.path for d in rp.protected_item.vm.disks.all() if d.lun in luns}
+    else:
+        targets = {int(k): v for k, v in params["files"].items()}
+
+    sub = ctx.start_subtask("Restore data")
+    result = _restore_into(ctx, rp, tier, targets)
+    if kind == "create_vm":
+        host = Host.objects.get(pk=params["host"])
+        with transaction.atomic():
+            vm = VirtualMachine.objects.create(
+                name=params["name"],
+                host=host,
+                os_type=rp.protected_item.vm.os_type,
+                power_state=PowerState.STOPPED,
+            )
+            for lun, path in targets.items():
+                Disk.objects.create(vm=vm, lun=lun, path=path, size=os.path.getsize(path))
+            audit.record(
+                "vm.create_from_restore",
+                actor=ctx.job.created_by,
+                vault=rp.vault,
+                obj=vm,
+                after={"host": host.name, "disks": targets},
+            )
+        ctx.set_result(new_vm=vm.pk)
+    elif kind == "replace_disks":
+        for disk in rp.protected_item.vm.disks.filter(lun__in=luns):
+            Disk.objects.filter(pk=disk.pk).update(size=os.path.getsize(disk.path))
+    ctx.set_result(
+        targets={str(k): v for k, v in targets.items()},
+        bytes_written=result.bytes_written,
+        seconds=round(result.duration, 3),
+    )
+    ctx.end_subtask(
+        sub,
+        Status.COMPLETED,
+        f"{len(targets)} disk(s) restored from the {tier} tier, "
+        f"{mib(result.bytes_written)} written",
+    )

@@ -31,7 +31,8 @@ def data(**overrides):
 def field_block(html: str, field: str) -> str:
     """The markup of one field's block (label, input, help, errors)."""
     start = html.index(f'id="field-{field}"')
-    return html[start : html.index('<div class="field', start + 1)]
+    end = html.find('id="field-', start + 1)
+    return html[start : end if end > 0 else len(html)]
 
 
 def test_contributor_sees_an_empty_form_with_defaults(login, contributor, vault):

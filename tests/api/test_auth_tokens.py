@@ -91,5 +91,5 @@ def test_it_keeps_the_token_list_query_count_flat(api, owner, assert_flat_querie
         api(owner),
         reverse("api-token-list"),
         lambda n: [ApiToken.issue(owner, f"t{i}") for i in range(n)],
-        budget=3,
+        budget=2,
     )

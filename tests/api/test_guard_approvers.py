@@ -46,4 +46,4 @@ def test_it_keeps_the_guard_approver_list_query_count_flat(
         for _ in range(n):
             GuardApprover.objects.create(vault=vault, user=f.make_user(), assigned_by=admin_user)
 
-    assert_flat_queries(api(admin_user), url(), make, budget=4)
+    assert_flat_queries(api(admin_user), url(), make, budget=3)

@@ -102,4 +102,4 @@ def test_it_keeps_the_host_list_query_count_flat(api, vault, reader, tmp_path, a
             i = Host.objects.count()
             vault.linked_hosts.add(f.make_host(tmp_path / f"h{i}", name=f"h{i}"))
 
-    assert_flat_queries(api(reader), LIST, make, budget=4)
+    assert_flat_queries(api(reader), LIST, make, budget=3)

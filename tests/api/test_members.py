@@ -83,4 +83,4 @@ def test_it_keeps_the_member_list_query_count_flat(api, vault, reader, assert_fl
         for _ in range(n):
             f.add_member(vault, f.make_user(), Role.READER)
 
-    assert_flat_queries(api(reader), url(), make, budget=5)
+    assert_flat_queries(api(reader), url(), make, budget=4)

@@ -179,4 +179,4 @@ def test_it_keeps_the_vault_list_query_count_flat(
             v.linked_hosts.add(host)
             f.add_member(v, reader, Role.READER)
 
-    assert_flat_queries(api(reader), reverse("api-vault-list"), make, budget=5)
+    assert_flat_queries(api(reader), reverse("api-vault-list"), make, budget=4)

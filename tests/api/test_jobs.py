@@ -1,0 +1,95 @@
+from datetime import timedelta
+
+from django.urls import reverse
+from django.utils import timezone
+
+from jobs.models import Job, Operation, Status, SubTask
+from tests import factories as f
+
+LIST = reverse("api-job-list", args=["prod"])
+
+
+def detail(pk):
+    return reverse("api-job-detail", args=["prod", pk])
+
+
+def test_reader_lists_jobs(api, job, reader):
+    r = api(reader).get(LIST)
+    assert r.status_code == 200
+    (row,) = r.data["results"]
+    assert row["id"] == job.pk and row["operation"] == "backup" and row["vm_name"] == "web-01"
+    assert row["status"] == "completed" and row["progress_percent"] == 100
+
+
+def test_it_filters_jobs(api, item, reader):
+    f.make_job(item.vault, item, status=Status.FAILED, error_code="freeze_failed")
+    f.make_job(item.vault, item, operation=Operation.RESTORE)
+    f.make_job(item.vault, None, operation=Operation.GARBAGE_COLLECT, status=Status.QUEUED)
+    client = api(reader)
+
+    def ops(**params):
+        r = client.get(LIST, params)
+        assert r.status_code == 200, r.data
+        return sorted(j["operation"] + "/" + j["status"] for j in r.data["results"])
+
+    assert ops(status="failed") == ["backup/failed"]
+    assert ops(status="failed,queued") == ["backup/failed", "garbage_collect/queued"]
+    assert ops(operation="restore") == ["restore/completed"]
+    assert len(ops(vm="web-01")) == 2
+    assert ops(since=(timezone.now() + timedelta(hours=1)).isoformat()) == []
+    assert len(ops(since="2000-01-01T00:00:00Z")) == 3
+
+
+def test_it_names_bad_filters(api, vault, reader):
+    client = api(reader)
+    r = client.get(LIST, {"since": "yesterday"})
+    assert r.status_code == 400 and list(r.data) == ["since"]
+    r = client.get(LIST, {"status": "done"})
+    assert r.status_code == 400 and list(r.data) == ["status"]
+    r = client.get(LIST, {"operation": "backup,dance"})
+    assert r.status_code == 400 and list(r.data) == ["operation"]
+
+
+def test_it_shows_a_job_with_its_sub_tasks(api, item, reader):
+    job = f.make_job(
+        item.vault,
+        item,
+        status=Status.COMPLETED_WITH_WARNINGS,
+        warnings=["Transfer to vault failed; will retry."],
+        bytes_total=100,
+        bytes_done=40,
+    )
+    SubTask.objects.create(job=job, order=0, name="Take snapshot", status=Status.COMPLETED)
+    SubTask.objects.create(
+        job=job, order=1, name="Transfer data to vault", status=Status.FAILED, message="disk full"
+    )
+    r = api(reader).get(detail(job.pk))
+    assert r.status_code == 200
+    assert [(s["name"], s["status"]) for s in r.data["subtasks"]] == [
+        ("Take snapshot", "completed"),
+        ("Transfer data to vault", "failed"),
+    ]
+    assert r.data["subtasks"][1]["message"] == "disk full"
+    assert r.data["warnings"] == ["Transfer to vault failed; will retry."]
+    assert r.data["error_code"] is None
+    assert {"started_at", "ended_at", "created_at", "error_message", "bytes_done"} <= set(r.data)
+
+
+def test_it_answers_404_for_a_job_of_another_vault(api, vault, reader, admin_user):
+    other = f.make_vault("other", owner=admin_user)
+    job = Job.objects.create(vault=other, operation=Operation.VERIFY)
+    assert api(reader).get(detail(job.pk)).status_code == 404
+
+
+def test_outsider_gets_404(api, job, outsider):
+    assert api(outsider).get(LIST).status_code == 404
+    assert api(outsider).get(detail(job.pk)).status_code == 404
+
+
+def test_it_keeps_the_job_list_query_count_flat(api, item, reader, admin_user, assert_flat_queries):
+    assert_flat_queries(
+        api(reader),
+        LIST,
+        lambda n: [f.make_job(item.vault, item, created_by=admin_user) for _ in range(n)],
+        budget=4,
+    )

@@ -1,0 +1,125 @@
+from django.urls import reverse
+
+from tests import factories as f
+from vaults.models import AuditEvent, ItemState, ProtectedVM
+
+LIST = reverse("api-protected-item-list", args=["prod"])
+
+
+def detail(vm_name):
+    return reverse("api-protected-item-detail", args=["prod", vm_name])
+
+
+def enhanced(vault, name="Enh"):
+    return f.make_policy(vault, name, kind="enhanced", instant_restore_days=7)
+
+
+def test_operator_protects_a_vm(api, vault, vm, operator):
+    r = api(operator).post(LIST, {"vm": vm.pk, "policy": "DefaultPolicy"}, REMOTE_ADDR="192.0.2.7")
+    assert r.status_code == 201, r.data
+    assert r.data["vm_name"] == "web-01" and r.data["policy"] == "DefaultPolicy"
+    assert r.data["state"] == "initial_backup_pending"
+    assert r.data["recovery_points"] == 0 and r.data["retention_mode"] is None
+    event = AuditEvent.objects.get(action="protection.enable")
+    assert event.actor == operator and event.source_ip == "192.0.2.7"
+
+
+def test_reader_gets_403_protecting(api, vault, vm, reader):
+    assert api(reader).post(LIST, {"vm": vm.pk, "policy": "DefaultPolicy"}).status_code == 403
+
+
+def test_outsider_gets_404_protecting(api, vault, vm, outsider):
+    assert api(outsider).post(LIST, {"vm": vm.pk, "policy": "DefaultPolicy"}).status_code == 404
+
+
+def test_it_refuses_a_vm_on_an_unlinked_host(api, vault, admin_user, tmp_path):
+    stray = f.make_vm(f.make_host(tmp_path / "h2", name="host2"), name="stray")
+    r = api(admin_user).post(LIST, {"vm": stray.pk, "policy": "DefaultPolicy"})
+    assert r.status_code == 400 and list(r.data) == ["vm"]
+    assert "not linked" in r.data["vm"][0]
+
+
+def test_it_does_not_show_operators_vms_they_cannot_see(api, vault, operator, tmp_path):
+    stray = f.make_vm(f.make_host(tmp_path / "h2", name="host2"), name="stray")
+    r = api(operator).post(LIST, {"vm": stray.pk, "policy": "DefaultPolicy"})
+    assert r.status_code == 400 and r.data == {"vm": [f"No VM with id {stray.pk}."]}
+
+
+def test_it_refuses_a_vm_protected_in_another_vault(api, vault, vm, host, admin_user):
+    other = f.make_vault("other", owner=admin_user)
+    other.linked_hosts.add(host)
+    f.make_protected_item(other, vm)
+    r = api(admin_user).post(LIST, {"vm": vm.pk, "policy": "DefaultPolicy"})
+    assert r.status_code == 400 and "already protected in vault other" in r.data["vm"][0]
+
+
+def test_it_refuses_lun_selection_on_a_standard_policy(api, vault, vm, operator):
+    r = api(operator).post(LIST, {"vm": vm.pk, "policy": "DefaultPolicy", "included_luns": [0]})
+    assert r.status_code == 400 and list(r.data) == ["included_luns"]
+    assert "enhanced" in r.data["included_luns"][0]
+
+
+def test_it_refuses_an_unknown_lun(api, vault, vm, operator):
+    enhanced(vault)
+    r = api(operator).post(LIST, {"vm": vm.pk, "policy": "Enh", "excluded_luns": [7]})
+    assert r.status_code == 400 and list(r.data) == ["excluded_luns"]
+    assert "7" in r.data["excluded_luns"][0]
+
+
+def test_it_accepts_a_lun_selection_on_an_enhanced_policy(api, vault, vm, operator):
+    enhanced(vault)
+    r = api(operator).post(LIST, {"vm": vm.pk, "policy": "Enh", "included_luns": [0]})
+    assert r.status_code == 201, r.data
+    assert r.data["included_luns"] == [0] and r.data["excluded_luns"] is None
+
+
+def test_it_names_bad_protect_input(api, vault, vm, operator):
+    client = api(operator)
+    r = client.post(LIST, {"vm": vm.pk, "policy": "Nope"})
+    assert r.status_code == 400 and list(r.data) == ["policy"]
+    r = client.post(LIST, {"vm": str(vm.pk), "policy": "DefaultPolicy", "luns": []})
+    assert r.status_code == 400 and set(r.data) == {"vm", "luns"}
+    r = client.post(LIST, {"vm": vm.pk, "policy": "DefaultPolicy", "included_luns": ["0"]})
+    assert r.status_code == 400 and list(r.data) == ["included_luns"]
+    r = client.post(LIST, {"policy": "DefaultPolicy"})
+    assert r.status_code == 400 and list(r.data) == ["vm"]
+
+
+def test_reader_reads_an_item(api, rp, reader):
+    r = api(reader).get(detail("web-01"))
+    assert r.status_code == 200
+    assert r.data["state"] == "protected" and r.data["recovery_points"] == 1
+    assert api(reader).get(detail("nope")).status_code == 404
+
+
+def test_contributor_moves_an_item_to_another_policy(api, item, contributor):
+    enhanced(item.vault)
+    r = api(contributor).patch(detail("web-01"), {"policy": "Enh", "excluded_luns": [0]})
+    assert r.status_code == 200, r.data
+    item.refresh_from_db()
+    assert item.policy.name == "Enh" and item.excluded_luns == [0]
+    assert AuditEvent.objects.filter(action="protection.update", actor=contributor).exists()
+
+
+def test_operator_gets_403_changing_an_item(api, item, operator):
+    assert api(operator).patch(detail("web-01"), {"policy": "DefaultPolicy"}).status_code == 403
+
+
+def test_state_is_read_only(api, item, contributor):
+    client = api(contributor)
+    body = client.get(detail("web-01")).data
+    assert client.patch(detail("web-01"), body).status_code == 200
+    r = client.patch(detail("web-01"), {"state": "protection_stopped"})
+    assert r.status_code == 400 and r.data == {"state": ["This field is read-only."]}
+    item.refresh_from_db()
+    assert item.state == ItemState.PROTECTED
+
+
+def test_it_keeps_the_item_list_query_count_flat(api, vault, host, reader, assert_flat_queries):
+    def make(n):
+        for _ in range(n):
+            item = f.make_protected_item(vault, f.make_vm(host))
+            f.make_rp(item)
+
+    assert_flat_queries(api(reader), LIST, make, budget=4)
+    assert ProtectedVM.objects.count() == 50

@@ -66,3 +66,62 @@ def test_it_turns_a_lone_detail_or_non_field_error_into_detail():
     assert django_errors(ValidationError({"detail": "Do X first."})) == {"detail": "Do X first."}
     assert django_errors(ValidationError("Nope.")) == {"detail": "Nope."}
     assert django_errors(ValidationError({"__all__": ["Both."]})) == {"detail": "Both."}
+
+
+WEIRD = [
+    None,
+    [],
+    "text",
+    7,
+    {"name": {"a": 1}},
+    {"name": None, "host": None, "disks": None, "policy": None, "vm": None},
+    {"linked_hosts": [10**30], "vm": 10**30, "host": 10**30, "policy": 10**30},
+    {"disks": [1, "x", {"lun": "0", "path": 5}], "extension": []},
+    {"included_luns": [10**30], "excluded_luns": "0"},
+    {"schedule": [], "retention": "x", "name": "\x00"},
+    {"user": 5, "role": ["owner"], "soft_delete_days": 1.5, "mua_enabled": 1},
+]
+
+
+def test_it_never_answers_500_to_odd_input(api, job, rp, admin_user):
+    client = api(admin_user)
+    targets = [
+        ("post", "/api/v1/vaults/"),
+        ("patch", "/api/v1/vaults/prod/"),
+        ("post", "/api/v1/vaults/prod/members/"),
+        ("post", "/api/v1/vaults/prod/guard-approvers/"),
+        ("post", "/api/v1/vaults/prod/policies/"),
+        ("put", "/api/v1/vaults/prod/policies/DefaultPolicy/"),
+        ("patch", "/api/v1/vaults/prod/policies/DefaultPolicy/"),
+        ("post", "/api/v1/hosts/"),
+        ("patch", f"/api/v1/hosts/{job.protected_item.vm.host_id}/"),
+        ("post", "/api/v1/vms/"),
+        ("patch", f"/api/v1/vms/{job.protected_item.vm_id}/"),
+        ("post", "/api/v1/vaults/prod/protected-items/"),
+        ("patch", "/api/v1/vaults/prod/protected-items/web-01/"),
+        ("post", "/api/v1/auth/token/"),
+    ]
+    for method, url in targets:
+        for body in WEIRD:
+            r = getattr(client, method)(url, body)
+            assert r.status_code < 500, (method, url, body, r.content)
+            # An empty body (None sends none) is an empty PATCH: a no-op.
+            assert r.status_code != 200 or body is None, (method, url, body, r.data)
+
+
+def test_it_answers_404_to_out_of_range_ids(api, vault, admin_user):
+    client = api(admin_user)
+    for url in (
+        f"/api/v1/hosts/{10**30}/",
+        f"/api/v1/vms/{10**30}/",
+        f"/api/v1/vaults/prod/jobs/{10**30}/",
+        f"/api/v1/vaults/prod/members/{10**30}/",
+        f"/api/v1/auth/tokens/{10**30}/",
+    ):
+        assert client.get(url).status_code == 404, url
+
+
+def test_it_answers_options_and_head(api, vault, reader, outsider):
+    assert api(reader).options("/api/v1/vaults/prod/policies/").status_code == 200
+    assert api(reader).head("/api/v1/vaults/prod/").status_code == 200
+    assert api(outsider).options("/api/v1/vaults/prod/policies/").status_code == 404

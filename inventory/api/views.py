@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from inventory import services
 from inventory.api.serializers import HostSerializer, VmSerializer
 from inventory.models import Host, VirtualMachine
-from portal.api.base import ApiListView, ApiView
+from portal.api.base import ApiListView, ApiView, changed_only
 from vaults import access
 
 WRITE = {"POST": "manage_inventory", "PATCH": "manage_inventory", "DELETE": "manage_inventory"}
@@ -56,9 +56,9 @@ class HostDetailView(ApiView):
         host = self.get_object()
         serializer = self.get_serializer(host, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        host = services.update_host(
-            host, by=request.user, request=request, **serializer.validated_data
-        )
+        changes = changed_only(host, dict(serializer.validated_data))
+        if changes:
+            host = services.update_host(host, by=request.user, request=request, **changes)
         return Response(self.get_serializer(host).data)
 
     @extend_schema(responses={204: None})
@@ -114,9 +114,14 @@ class VmDetailView(VmView):
         vm = self.get_object()
         serializer = self.get_serializer(vm, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        services.update_vm(
-            vm, by=request.user, request=request, **_vm_fields(serializer.validated_data)
-        )
+        data = dict(serializer.validated_data)
+        current = {
+            "disks": [{"lun": d.lun, "path": d.path} for d in vm.disks.all()],
+            **{k: getattr(vm, k) for k in data if k != "disks"},
+        }
+        changes = changed_only(vm, data, current)
+        if changes:
+            services.update_vm(vm, by=request.user, request=request, **_vm_fields(changes))
         return Response(self.get_serializer(self.get_queryset().get(pk=vm.pk)).data)
 
     @extend_schema(responses={204: None})

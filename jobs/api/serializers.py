@@ -1,3 +1,4 @@
+from django.utils import timezone
 from rest_framework import serializers
 
 from jobs.models import Job, Operation, Status, SubTask
@@ -14,6 +15,7 @@ class JobSerializer(serializers.ModelSerializer):
     error_code = serializers.SerializerMethodField()
     progress_percent = serializers.IntegerField(read_only=True)
     duration_seconds = serializers.SerializerMethodField()
+    throughput_bytes_per_second = serializers.SerializerMethodField()
     recovery_point = serializers.UUIDField(
         source="recovery_point_id", read_only=True, allow_null=True
     )
@@ -37,6 +39,7 @@ class JobSerializer(serializers.ModelSerializer):
             "bytes_total",
             "bytes_done",
             "progress_percent",
+            "throughput_bytes_per_second",
             "error_code",
             "error_message",
             "warnings",
@@ -49,6 +52,13 @@ class JobSerializer(serializers.ModelSerializer):
     def get_duration_seconds(self, job) -> float | None:
         d = job.duration
         return d.total_seconds() if d is not None else None
+
+    def get_throughput_bytes_per_second(self, job) -> int | None:
+        """Bytes done over the time run so far (or in all, once finished)."""
+        if job.started_at is None:
+            return None
+        seconds = ((job.ended_at or timezone.now()) - job.started_at).total_seconds()
+        return int(job.bytes_done / seconds) if seconds > 0 else None
 
 
 class JobDetailSerializer(JobSerializer):

@@ -22,6 +22,14 @@ class ApiView(GenericAPIView):
         return getattr(self, "swagger_fake_view", False)
 
 
+def changed_only(instance, data: dict, current: dict | None = None) -> dict:
+    """The entries of `data` that differ from the instance's (or `current`'s) values, so a body
+    sent back unchanged changes nothing and writes no audit record."""
+    if current is None:
+        current = {k: getattr(instance, k) for k in data}
+    return {k: v for k, v in data.items() if current.get(k) != v}
+
+
 class ApiListView(ListModelMixin, ApiView):
     """A paginated list (DRF's page envelope) on GET; subclasses add POST."""
 

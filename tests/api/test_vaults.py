@@ -100,6 +100,8 @@ def test_it_accepts_a_get_sent_back_unchanged(api, vault, contributor):
     r = client.patch(url, body)
     assert r.status_code == 200, r.data
     assert r.data == body
+    # Nothing changed, so nothing is audited.
+    assert not AuditEvent.objects.filter(action__startswith="vault.").exists()
 
 
 def test_it_changes_nothing_when_one_setting_is_wrong(api, vault, contributor):

@@ -115,6 +115,7 @@ def test_a_get_can_be_patched_back_unchanged(api, admin_user, vm):
     r = client.patch(detail(vm.pk), before)
     assert r.status_code == 200, r.data
     assert r.data == before
+    assert not AuditEvent.objects.filter(action="vm.update").exists()
 
 
 def test_admin_changes_extension_settings_key_by_key(api, admin_user, vm):

@@ -13,7 +13,7 @@ from rest_framework.mixins import ListModelMixin
 from rest_framework.response import Response
 
 from inventory.models import Host
-from portal.api.base import ApiListView, ApiView
+from portal.api.base import ApiListView, ApiView, changed_only
 from vaults import access, services
 from vaults.api.serializers import (
     GuardApproverCreateSerializer,
@@ -92,6 +92,7 @@ class VaultDetailView(ApiView):
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         host_ids = data.pop("linked_hosts", None)
+        data = changed_only(vault, data)
         changed_hosts = host_ids is not None and set(host_ids) != {
             h.pk for h in vault.linked_hosts.all()
         }
@@ -161,8 +162,9 @@ class MemberDetailView(ApiView):
         m = self.get_object()
         serializer = self.get_serializer(m, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        if "role" in serializer.validated_data:
-            role = serializer.validated_data["role"]
+        changes = changed_only(m, dict(serializer.validated_data))
+        if "role" in changes:
+            role = changes["role"]
             m = services.change_member_role(m, by=request.user, request=request, role=role)
         return Response(self.get_serializer(m).data)
 
@@ -294,7 +296,15 @@ class ProtectedItemDetailView(ApiView):
         item = get_item(self.vault, self.request.user, vm_name)
         serializer = self.get_serializer(item, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        changes = dict(serializer.validated_data)
+        changes = changed_only(
+            item,
+            dict(serializer.validated_data),
+            current={
+                "policy": item.policy.name,
+                "included_luns": item.included_luns,
+                "excluded_luns": item.excluded_luns,
+            },
+        )
         if "policy" in changes:
             name = changes["policy"]
             changes["policy"] = self.vault.policies.filter(name=name).first()

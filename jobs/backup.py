@@ -281,12 +281,15 @@ def _plan_retention(item: ProtectedVM, job: Job, now: datetime) -> dict:
     transfer = True
     if rep["schedule"]["frequency"] == "hourly":
         # Only the day's last backup goes to the vault; if that one failed, the next day's first.
+        # A backup belongs to its slot's day, not to the day it ran (retention's rule), so the
+        # earlier backups are placed by the slot their job ran for (on-demand ones by time).
         day = schedule.slot_day(rep, slot)
-        recent = list(
-            item.recovery_points.filter(
-                time__gte=slot - timedelta(days=3), soft_deleted_at=None
-            ).values_list("time", "transfer_due", "in_vault_tier")
-        )
+        rows = item.recovery_points.filter(
+            time__gte=min(slot, now) - timedelta(days=3),
+            soft_deleted_at=None,
+            jobs__operation=Operation.BACKUP,
+        ).values_list("jobs__params__slot", "time", "transfer_due", "in_vault_tier")
+        recent = [(datetime.fromisoformat(s) if s else t, due, sent) for s, t, due, sent in rows]
         first_of_day = not any(schedule.slot_day(rep, t) == day for t, _, _ in recent)
         yesterday_sent = any(
             schedule.slot_day(rep, t) == day - timedelta(days=1) and (due or sent)

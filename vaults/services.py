@@ -230,6 +230,13 @@ def update_policy(policy: BackupPolicy, rep: dict, *, by, request=None) -> Backu
         and vault.policies.filter(name=cleaned["name"]).exists()
     ):
         errors = {"name": ["A policy with this name already exists in this vault."]}
+    if not errors and vault.immutability != Immutability.DISABLED:
+        # DESIGN: an immutable vault blocks reducing retention, for everybody.
+        from policies.retention import retention_reductions
+
+        reasons = retention_reductions(policy.representation(), cleaned)
+        if reasons:
+            errors = {"retention": [f"The vault is immutable: {r}" for r in reasons]}
     if errors:
         raise _policy_errors(errors)
     before = policy.representation()

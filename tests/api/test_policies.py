@@ -224,3 +224,14 @@ def test_it_keeps_the_policy_list_query_count_flat(api, vault, reader, assert_fl
     assert_flat_queries(
         api(reader), LIST, lambda n: [f.make_policy(vault) for _ in range(n)], budget=4
     )
+
+
+def test_it_refuses_reducing_retention_in_an_immutable_vault(api, vault, contributor):
+    vault.immutability = "unlocked"
+    vault.save()
+    client = api(contributor)
+    r = client.patch(detail("DefaultPolicy"), {"retention": {"daily": {"days": 7}}})
+    assert r.status_code == 400 and list(r.data) == ["retention"]
+    assert "immutable" in r.data["retention"][0]
+    r = client.patch(detail("DefaultPolicy"), {"retention": {"daily": {"days": 60}}})
+    assert r.status_code == 200, r.data

@@ -123,3 +123,11 @@ def test_it_keeps_the_item_list_query_count_flat(api, vault, host, reader, asser
 
     assert_flat_queries(api(reader), LIST, make, budget=4)
     assert ProtectedVM.objects.count() == 50
+
+
+def test_it_refuses_moving_to_shorter_retention_in_an_immutable_vault(api, item, contributor):
+    f.make_policy(item.vault, "Short", retention={"daily": {"days": 7}})
+    item.vault.immutability = "unlocked"
+    item.vault.save()
+    r = api(contributor).patch(detail("web-01"), {"policy": "Short"})
+    assert r.status_code == 400 and list(r.data) == ["policy"]

@@ -2,35 +2,21 @@
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
+from django.core.exceptions import ValidationError
 from django.db.models import Count, OuterRef, Prefetch
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 
+from inventory import services
 from inventory.forms import HostForm, VMForm
 from inventory.models import Disk, Host, VirtualMachine
-from portal.views import count_of, done
-from vaults import access, audit
+from portal.views import apply_errors, count_of, done
+from vaults import access
 from vaults.models import ItemState, ProtectedVM
 
 
 def _require_admin(request):
     access.require_site(request.user, "manage_inventory")
-
-
-def _host_state(host: Host) -> dict:
-    return {
-        "name": host.name,
-        "snapshot_root": host.snapshot_root,
-        "allowed_roots": list(host.allowed_roots or []),
-    }
-
-
-def _vm_state(vm: VirtualMachine) -> dict:
-    state = {f: getattr(vm, f) for f in VMForm.Meta.fields if f != "host"}
-    state["host"] = vm.host.name
-    state["disks"] = [{"lun": d.lun, "path": d.path, "size": d.size} for d in vm.disks.all()]
-    return state
 
 
 # -- hosts --------------------------------------------------------------------------------------
@@ -47,21 +33,23 @@ def host_list(request):
 
 
 def _host_form_page(request, host=None):
-    before = _host_state(host) if host else None
-    form = HostForm(request.POST or None, instance=host)
+    initial = HostForm.initial_from(host) if host else None
+    form = HostForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
-        with transaction.atomic():
-            saved = form.save()
-            audit.record(
-                "host.update" if before else "host.create",
-                actor=request.user,
-                request=request,
-                obj=saved,
-                before=before,
-                after=_host_state(saved),
-            )
-        messages.success(request, f"Host {saved.name} saved.")
-        return done(request, reverse("host-list"))
+        try:
+            if host is None:
+                host = services.create_host(by=request.user, request=request, **form.cleaned_data)
+            else:
+                host = services.update_host(
+                    host, by=request.user, request=request, **form.cleaned_data
+                )
+        except ValidationError as exc:
+            if host is not None:
+                host.refresh_from_db()
+            apply_errors(form, exc)
+        else:
+            messages.success(request, f"Host {host.name} saved.")
+            return done(request, reverse("host-list"))
     return render(request, "inventory/host_form.html", {"form": form, "host": host})
 
 
@@ -115,22 +103,35 @@ def vm_detail(request, name):
 
 
 def _vm_form_page(request, vm=None):
-    before = _vm_state(vm) if vm else None
-    form = VMForm(request.POST or None, instance=vm)
+    initial = VMForm.initial_from(vm) if vm else None
+    form = VMForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
-        with transaction.atomic():
-            saved = form.save()
-            form.save_disks(saved)
-            audit.record(
-                "vm.update" if before else "vm.create",
-                actor=request.user,
-                request=request,
-                obj=saved,
-                before=before,
-                after=_vm_state(saved),
-            )
-        messages.success(request, f"VM {saved.name} saved.")
-        return done(request, reverse("vm-detail", args=[saved.name]))
+        data = form.cleaned_data
+        try:
+            if vm is None:
+                vm = services.create_vm(
+                    by=request.user,
+                    request=request,
+                    host=data["host"],
+                    disks=data["disks"],
+                    **form.vm_fields(),
+                )
+            else:
+                vm = services.update_vm(
+                    vm,
+                    by=request.user,
+                    request=request,
+                    host=data["host"],
+                    disks=data["disks"],
+                    **form.vm_fields(),
+                )
+        except ValidationError as exc:
+            if vm is not None:
+                vm.refresh_from_db()
+            apply_errors(form, exc)
+        else:
+            messages.success(request, f"VM {vm.name} saved.")
+            return done(request, reverse("vm-detail", args=[vm.name]))
     return render(request, "inventory/vm_form.html", {"form": form, "vm": vm})
 
 

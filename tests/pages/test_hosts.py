@@ -16,6 +16,8 @@ def test_admin_sees_hosts(login, admin_user, vault, vm):
 
 
 def test_admin_registers_a_host(login, admin_user, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
     response = login(admin_user).post(
         reverse("host-create"),
         {
@@ -28,6 +30,15 @@ def test_admin_registers_a_host(login, admin_user, tmp_path):
     host = Host.objects.get(name="hv2")
     assert host.allowed_roots == [str(tmp_path / "a"), str(tmp_path / "b")]
     assert AuditEvent.objects.filter(action="host.create").exists()
+
+
+def test_it_refuses_missing_roots(login, admin_user, tmp_path):
+    response = login(admin_user).post(
+        reverse("host-create"),
+        {"name": "hv2", "snapshot_root": str(tmp_path), "allowed_roots": str(tmp_path / "no")},
+    )
+    assert "Not a directory" in str(response.context["form"].errors["allowed_roots"])
+    assert not Host.objects.filter(name="hv2").exists()
 
 
 def test_it_refuses_relative_paths(login, admin_user):

@@ -60,10 +60,10 @@ def test_admin_registers_a_vm_with_disks(login, admin_user, host, images):
 @pytest.mark.parametrize(
     "disks, message",
     [
-        ("0 {data}", "OS disk as LUN -1"),
+        ("0 {data}", "exactly one OS disk"),
         ("-1 /etc/passwd", "outside host host1's allowed roots"),
-        ("-1 {root}/missing.img", "does not exist"),
-        ("-1 {os}\n-1 {data}", "given twice"),
+        ("-1 {root}/missing.img", "not an existing file"),
+        ("-1 {os}\n0 {data}\n0 {data}", "more than once"),
         ("x {os}", "start with the LUN"),
         ("-1 {root}/../../escape.img", "outside"),
     ],
@@ -76,11 +76,19 @@ def test_it_checks_disk_lines(login, admin_user, host, images, disks, message):
     assert not VirtualMachine.objects.filter(name="app-01").exists()
 
 
-def test_it_refuses_scripts_outside_the_allowed_roots(login, admin_user, host, images):
+def test_it_refuses_a_relative_script_path(login, admin_user, host, images):
     response = login(admin_user).post(
-        reverse("vm-create"), vm_data(host, f"-1 {images[0]}", pre_script="/usr/bin/rm")
+        reverse("vm-create"), vm_data(host, f"-1 {images[0]}", pre_script="pre.sh")
     )
-    assert "allowed roots" in str(response.context["form"].errors["pre_script"])
+    assert "absolute path" in str(response.context["form"].errors["pre_script"])
+    assert not VirtualMachine.objects.filter(name="app-01").exists()
+
+
+def test_it_refuses_a_duplicate_name(login, admin_user, vm, images):
+    response = login(admin_user).post(
+        reverse("vm-create"), vm_data(vm.host, f"-1 {images[0]}", name="web-01")
+    )
+    assert "name" in response.context["form"].errors
 
 
 def test_vm_detail_shows_extension_state(login, admin_user, vm):

@@ -34,7 +34,7 @@ from .pipeline import (
     round_robin,
     run_bounded,
 )
-from .store import iso, utcnow
+from .store import Syncer, iso, utcnow
 
 # what a worker returns: (job, chunk number, digest, bytes read, bytes stored, kind, dir)
 _Result = tuple["_DiskJob", int, bytes, int, int, str, Path | None]
@@ -138,6 +138,7 @@ def backup(
         parent_disks = {int(d["lun"]): d for d in (parent_body or {}).get("disks", [])}
 
         jobs: list[_DiskJob] = []
+        stack = contextlib.ExitStack()
         try:
             for src in req.disks:
                 fd, size = _open_source(src)
@@ -167,6 +168,7 @@ def backup(
                     _DiskJob(src, fd, size, cs, pidx, method, bytearray(n * 32), holes, hint)
                 )
 
+            syncer = stack.enter_context(Syncer())
             claimed: set[bytes] = set()
             claim_lock = threading.Lock()
 
@@ -193,7 +195,7 @@ def backup(
                 if store.has_chunk(cid):
                     return (job, i, cid, ln, 0, "dup", None)
                 blob = encode_chunk(keys, cid, data, store.codec)
-                d = store.put_chunk(cid, blob)
+                d = store.put_chunk(cid, blob, syncer)
                 return (job, i, cid, ln, len(blob), "new", d)
 
             def plan(job: _DiskJob) -> Iterator[Callable[[], _Result] | _Result]:
@@ -246,7 +248,9 @@ def backup(
                 cancel=cancel,
             )
             throttle.finish()
+            syncer.wait()
         finally:
+            stack.close()
             for j in jobs:
                 os.close(j.fd)
 

@@ -7,9 +7,11 @@ import fcntl
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,57 @@ def atomic_write(path: Path, data: bytes, *, replace: bool = True, sync: bool = 
         raise
     if sync:
         fsync_dir(path.parent)
+
+
+def _finish_put(fd: int, tmp: Path, path: Path, durable: bool) -> None:
+    try:
+        if durable:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+
+
+class Syncer:
+    """Background fsync + rename of freshly written chunk files (bounded backlog)."""
+
+    def __init__(self, max_pending: int = 64) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lifeboat-sync")
+        self.slots = threading.BoundedSemaphore(max_pending)
+        self.futures: list[Future[None]] = []
+        self.lock = threading.Lock()
+
+    def submit(self, fd: int, tmp: Path, path: Path) -> None:
+        self.slots.acquire()
+
+        def job() -> None:
+            try:
+                _finish_put(fd, tmp, path, True)
+            finally:
+                self.slots.release()
+
+        with self.lock:
+            self.futures.append(self.pool.submit(job))
+
+    def wait(self) -> None:
+        """Wait for every submitted chunk; raises the first error."""
+        with self.lock:
+            futures, self.futures = self.futures, []
+        for f in futures:
+            f.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    def __enter__(self) -> Syncer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def utcnow() -> datetime:
@@ -205,33 +258,36 @@ class Store:
     def has_chunk(self, cid: bytes) -> bool:
         return os.path.exists(self.chunk_path(cid))
 
-    def put_chunk(self, cid: bytes, blob: bytes) -> Path:
-        """Store a framed chunk atomically (no directory fsync: see sync_chunk_dirs)."""
+    def put_chunk(self, cid: bytes, blob: bytes, syncer: Syncer | None = None) -> Path:
+        """Store a framed chunk atomically under its id; returns its directory.
+
+        The final name appears only once the data is durable (fsync of the temp file, then
+        rename), so an existing chunk file is always complete. With a syncer the fsync and
+        rename happen on the syncer's thread, overlapping with the caller's next chunk; call
+        syncer.wait() before committing anything that references the chunk. Directory
+        entries are made durable by sync_dirs().
+        """
         path = self.chunk_path(cid)
+        tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{uuid.uuid4().hex[:12]}")
         try:
-            self._put(path, blob)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileNotFoundError:
             path.parent.mkdir(exist_ok=True)
-            self._put(path, blob)
-        return path.parent
-
-    def _put(self, path: Path, blob: bytes) -> None:
-        tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{uuid.uuid4().hex[:12]}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            try:
-                view = memoryview(blob)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if self.durable:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
+            view = memoryview(blob)
+            while view:
+                view = view[os.write(fd, view) :]
         except BaseException:
+            os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        if syncer is not None and self.durable:
+            syncer.submit(fd, tmp, path)
+        else:
+            _finish_put(fd, tmp, path, self.durable)
+        return path.parent
 
     def sync_dirs(self, dirs: set[Path]) -> None:
         if self.durable:

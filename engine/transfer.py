@@ -12,7 +12,7 @@ from .errors import CorruptionError, Damage, KeyMismatch
 from .formats import ZERO_DIGEST, ChunkDamaged, DiskIndex, manifest_from_bytes, recode_chunk
 from .model import CancelFn, ProgressFn, TransferResult
 from .pipeline import Throttle, default_threads, run_bounded
-from .store import Store
+from .store import Store, Syncer
 
 
 def transfer(
@@ -64,7 +64,7 @@ def transfer(
                     f"source chunk of rp {rp_id} lun {lun} at offset {off}: {reason}",
                     [Damage(rp_id, lun, off, "chunk", reason, cid.hex())],
                 ) from e
-            return ln, len(blob), dst.put_chunk(cid, blob)
+            return ln, len(blob), dst.put_chunk(cid, blob, syncer)
 
         def on_result(r: tuple[int, int, Path | None]) -> None:
             ln, nbytes, d = r
@@ -76,14 +76,16 @@ def transfer(
                 dirs.add(d)
             throttle.add(ln)
 
-        run_bounded(
-            (partial(work, cid, *w) for cid, w in wanted.items()),
-            on_result,
-            threads=threads,
-            window=threads * 3,
-            cancel=cancel,
-        )
-        throttle.finish()
+        with Syncer() as syncer:
+            run_bounded(
+                (partial(work, cid, *w) for cid, w in wanted.items()),
+                on_result,
+                threads=threads,
+                window=threads * 3,
+                cancel=cancel,
+            )
+            throttle.finish()
+            syncer.wait()
         try:
             dst.sync_dirs(dirs)
             for lun, _idx, data in indexes:

@@ -65,6 +65,8 @@ def writers():
 
     yield start
     for proc in started:
+        if proc.poll() is not None:  # exited (and reaped): its pid may belong to another
+            continue
         with contextlib.suppress(Exception):
             terminate(proc.pid, timeout=3)
         with contextlib.suppress(Exception):

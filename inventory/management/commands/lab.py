@@ -194,7 +194,9 @@ class Command(BaseCommand):
             if pid is None:
                 writer = "no writer"
             else:
-                writer = f"writer {pid} ({'paused' if proc_state(pid) in 'Tt' else 'writing'})"
+                writer = (
+                    f"writer {pid} ({'paused' if proc_state(pid) in ('T', 't') else 'writing'})"
+                )
             frozen = ", FROZEN by a backup" if self.lab.frozen(vm.name) else ""
             self.say(
                 f"{vm.name:<12} power {vm.power_state:<8} switch {self.lab.power(vm.name) or '-':<8}"

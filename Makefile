@@ -21,6 +21,7 @@ run: $(VENV)/.installed
 	$(PY) manage.py collectstatic --no-input -v 0
 	@trap 'kill 0' INT TERM EXIT; \
 	$(PY) manage.py qcluster & \
+	$(PY) manage.py lab writers & \
 	$(PY) manage.py runserver --noreload $(HOST):$(PORT)
 
 test: $(VENV)/.installed

@@ -54,6 +54,12 @@ def _option(name: str, default):
 # -- enqueueing ------------------------------------------------------------------------------------
 
 
+class BackupBusy(ValidationError):
+    """A backup of the item is already queued or running (one backup of a VM at a time).
+
+    A ValidationError, so pages show it like any refusal; the API answers 409 Conflict."""
+
+
 def _active_backup(item: ProtectedVM) -> Job | None:
     return Job.objects.filter(
         protected_item=item, operation=Operation.BACKUP, status__in=ACTIVE
@@ -82,7 +88,7 @@ def backup_now(item: ProtectedVM, *, by, request=None, retain_until=None) -> Job
         ProtectedVM.objects.select_for_update().filter(pk=item.pk).first()
         running = _active_backup(item)
         if running is not None:
-            raise ValidationError(
+            raise BackupBusy(
                 {
                     "detail": f"A backup of {item.vm.name} is already {running.status.replace('_', ' ')} "
                     f"(job {running.pk})."

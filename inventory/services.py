@@ -11,7 +11,7 @@ import stat
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from inventory.models import Disk, Host, VirtualMachine
+from inventory.models import Disk, ExtensionState, Host, VirtualMachine
 from vaults import access, audit
 from vaults.models import ItemState, ProtectedVM
 
@@ -266,3 +266,36 @@ def delete_vm(vm: VirtualMachine, *, by, request=None) -> None:
     with transaction.atomic():
         audit.record("vm.delete", actor=by, request=request, obj=vm, before=vm_summary(vm))
         vm.delete()
+
+
+# -- backup extension ---------------------------------------------------------------------------
+
+
+def repair_extension(vm: VirtualMachine, *, by, request=None) -> VirtualMachine:
+    """Clear a failed backup extension so the next backup installs and validates it afresh.
+
+    Allowed to operators of the vault that protects the VM (they may back it up) and to site
+    administrators; the configuration itself is not touched (that stays a site-admin edit).
+    """
+    current = _protection(vm)
+    if current is not None:
+        access.require(by, current.vault, "backup_now")
+    else:
+        access.require_site(by, "manage_inventory")
+    before = {f: getattr(vm, f) for f in ("extension_state", "extension_code", "extension_message")}
+    with transaction.atomic():
+        VirtualMachine.objects.filter(pk=vm.pk).update(
+            extension_state=ExtensionState.NOT_INSTALLED, extension_code="", extension_message=""
+        )
+        vm.extension_state = ExtensionState.NOT_INSTALLED
+        vm.extension_code = vm.extension_message = ""
+        audit.record(
+            "vm.extension_repair",
+            actor=by,
+            request=request,
+            vault=current.vault if current else None,
+            obj=vm,
+            before=before,
+            after={"extension_state": ExtensionState.NOT_INSTALLED},
+        )
+    return vm

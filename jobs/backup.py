@@ -235,8 +235,13 @@ class EngineProgress:
         self.disks = {lun: {"done": 0, "total": size} for lun, size in sizes.items()}
         self.done = 0
         self.last_write = 0.0
+        self.started = time.monotonic()
+        limit = float(_option("BACKUP_THROTTLE_MIBPS", 0) or 0)
+        self.throttle = limit * (1 << 20) if phase in ("snapshot", "transfer") else 0
 
     def __call__(self, p: engine.Progress) -> None:
+        if self.throttle:  # keep bytes_done / elapsed at most the limit (tests, drills)
+            time.sleep(max(0.0, p.bytes_done / self.throttle - (time.monotonic() - self.started)))
         delta, self.done = p.bytes_done - self.done, p.bytes_done
         if p.lun is not None and p.lun in self.disks:
             disk = self.disks[p.lun]

@@ -14,6 +14,7 @@ import threading
 import time
 from datetime import timedelta
 
+from django.core.exceptions import ValidationError
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
@@ -233,6 +234,36 @@ def request_cancel(job: Job) -> bool:
     )
     job.refresh_from_db()
     return bool(changed)
+
+
+class JobFinished(ValidationError):
+    """The job has already finished, so there is nothing to cancel (the API answers 409)."""
+
+
+def cancel_job(job: Job, *, by, request=None) -> Job:
+    """Cancel a job for a user (operators): checked, then `request_cancel`, then audited.
+
+    A queued job is cancelled at once, a running one becomes cancelling; a job already
+    cancelling is left as it is. A finished job raises `JobFinished`."""
+    from vaults import access, audit
+
+    access.require(by, job.vault, "cancel_job")
+    before = job.status
+    if not request_cancel(job) and job.status != Status.CANCELLING:
+        raise JobFinished(
+            {"detail": f"Job {job.pk} has already finished ({job.get_status_display().lower()})."}
+        )
+    if job.status != before:
+        audit.record(
+            "job.cancel",
+            actor=by,
+            request=request,
+            vault=job.vault,
+            obj=job,
+            before={"status": before},
+            after={"status": job.status},
+        )
+    return job
 
 
 def reap(now=None) -> int:

@@ -170,6 +170,13 @@ class RetentionMode(models.TextChoices):
     RETAIN_AS_PER_POLICY = "retain_as_per_policy", "Retain as per policy"
 
 
+class BinReason(models.TextChoices):
+    """Why a recovery point is in the recycle bin."""
+
+    ITEM_DELETED = "item_deleted", "Protection stopped with delete data"
+    RETENTION_REDUCED = "retention_reduced", "Retention reduced"
+
+
 class ScopedQuerySet(models.QuerySet):
     """A queryset of vault-scoped rows; `vault_path` names the lookup to the vault."""
 
@@ -208,12 +215,31 @@ class ProtectedVM(models.Model):
     deleted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # When protection was stopped (either retain mode, or delete data) and by whom.
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    stopped_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # A soft-deleted item's data is purged at this time (deleted_at + the days below).
+    purge_at = models.DateTimeField(null=True, blank=True)
+    # The vault's soft-delete setting in force when the item was deleted: it governs the item
+    # even if the vault's setting changes later.
+    deleted_soft_delete_state = models.CharField(
+        max_length=10, choices=SoftDeleteState, blank=True
+    )
+    deleted_soft_delete_days = models.PositiveSmallIntegerField(null=True, blank=True)
 
     objects = ScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["vault", "vm__name"]
         verbose_name = "protected VM"
+        indexes = [
+            # The purge job and the upcoming-purge alert: soft-deleted items by purge time.
+            models.Index(
+                fields=["purge_at"], name="item_purge_at", condition=Q(purge_at__isnull=False)
+            ),
+        ]
         constraints = [
             # A VM is protected in at most one vault at a time (soft-deleted items don't count).
             models.UniqueConstraint(
@@ -274,7 +300,13 @@ class RecoveryPoint(models.Model):
     included_luns = models.JSONField(default=list)
     excluded_luns = models.JSONField(default=list)
     size_bytes = models.BigIntegerField(default=0)
+    # In the recycle bin since soft_deleted_at, until purge_at; see BinReason.
     soft_deleted_at = models.DateTimeField(null=True, blank=True)
+    soft_deleted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    soft_delete_reason = models.CharField(max_length=20, choices=BinReason, blank=True)
+    purge_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = ScopedQuerySet.as_manager()
@@ -284,6 +316,10 @@ class RecoveryPoint(models.Model):
         indexes = [
             # The recovery-point list of one item, newest first.
             models.Index(fields=["protected_item", "-time"], name="rp_item_time"),
+            # The purge job and the upcoming-purge alert: bin entries by purge time.
+            models.Index(
+                fields=["purge_at"], name="rp_purge_at", condition=Q(purge_at__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:

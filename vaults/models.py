@@ -224,9 +224,7 @@ class ProtectedVM(models.Model):
     purge_at = models.DateTimeField(null=True, blank=True)
     # The vault's soft-delete setting in force when the item was deleted: it governs the item
     # even if the vault's setting changes later.
-    deleted_soft_delete_state = models.CharField(
-        max_length=10, choices=SoftDeleteState, blank=True
-    )
+    deleted_soft_delete_state = models.CharField(max_length=10, choices=SoftDeleteState, blank=True)
     deleted_soft_delete_days = models.PositiveSmallIntegerField(null=True, blank=True)
 
     objects = ScopedQuerySet.as_manager()

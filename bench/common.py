@@ -120,6 +120,7 @@ def make_image(image: Path, size: int, fill: float, staging: Path) -> int:
             str(size // 1024) + "K",
         ],
         check=True,
+        capture_output=True,
     )
     return staged
 

@@ -37,7 +37,14 @@ ACTIONS: dict[str, str] = {
 }
 
 # Site-wide actions that only site administrators perform.
-ADMIN_ACTIONS = {"create_vault", "manage_inventory", "link_hosts", "assign_guard", "manage_keys"}
+ADMIN_ACTIONS = {
+    "create_vault",
+    "manage_inventory",
+    "link_hosts",
+    "assign_guard",
+    "manage_keys",
+    "view_recycle_bin",
+}
 
 
 def _roles(user) -> dict[int, str]:

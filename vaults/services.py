@@ -11,7 +11,8 @@ from django.db import IntegrityError, transaction
 from inventory.models import VirtualMachine
 from policies.models import BackupPolicy, PolicyKind
 from policies.spec import validate_policy
-from vaults import access, audit
+from vaults import access, audit, lifecycle
+from vaults.lifecycle import RuleBlocked
 from vaults.models import (
     GuardApprover,
     Immutability,
@@ -61,16 +62,29 @@ def create_vault(*, by, request=None, name: str, **fields) -> Vault:
 
 
 def _check_setting_transitions(vault: Vault, changes: dict) -> dict:
-    """Irreversible settings stay put, for everybody (site admins included)."""
+    """Irreversible settings stay put, for everybody (site admins included): those refusals
+    raise `RuleBlocked` (409 in the API); the other errors are returned by field."""
     errors = {}
     new_sd = changes.get("soft_delete_state", vault.soft_delete_state)
     if vault.soft_delete_state == SoftDeleteState.ALWAYS_ON and new_sd != SoftDeleteState.ALWAYS_ON:
-        errors["soft_delete_state"] = "Always-on soft delete cannot be turned off."
+        raise RuleBlocked(
+            "Always-on soft delete cannot be turned off (it is irreversible).",
+            rule=lifecycle.RULE_ALWAYS_ON,
+            field="soft_delete_state",
+        )
     new_imm = changes.get("immutability", vault.immutability)
     if vault.immutability == Immutability.LOCKED and new_imm != Immutability.LOCKED:
-        errors["immutability"] = "Locked immutability is irreversible."
-    elif new_imm == Immutability.LOCKED and vault.immutability == Immutability.DISABLED:
-        errors["immutability"] = "Enable immutability (unlocked) before locking it."
+        raise RuleBlocked(
+            "Locked immutability is irreversible.",
+            rule=lifecycle.RULE_IMMUTABILITY_LOCKED,
+            field="immutability",
+        )
+    if new_imm == Immutability.LOCKED and vault.immutability == Immutability.DISABLED:
+        raise RuleBlocked(
+            "Enable immutability (unlocked) before locking it.",
+            rule=lifecycle.RULE_IMMUTABILITY_LOCK_ORDER,
+            field="immutability",
+        )
     if "encryption" in changes and changes["encryption"] != vault.encryption:
         errors["encryption"] = "Change the encryption key on the vault's encryption page."
     if "store_location" in changes and changes["store_location"] != vault.store_location:
@@ -230,19 +244,32 @@ def update_policy(policy: BackupPolicy, rep: dict, *, by, request=None) -> Backu
         and vault.policies.filter(name=cleaned["name"]).exists()
     ):
         errors = {"name": ["A policy with this name already exists in this vault."]}
-    if not errors and vault.immutability != Immutability.DISABLED:
-        # DESIGN: an immutable vault blocks reducing retention, for everybody.
-        from policies.retention import retention_reductions
-
-        reasons = retention_reductions(policy.representation(), cleaned)
-        if reasons:
-            errors = {"retention": [f"The vault is immutable: {r}" for r in reasons]}
     if errors:
         raise _policy_errors(errors)
+    items = policy.protected_items.exclude(state=ItemState.SOFT_DELETED)
+    if lifecycle.is_immutable(vault):
+        # DESIGN: an immutable vault blocks reducing retention, for everybody — by the rules
+        # and for every existing recovery point of the policy's items.
+        from policies.retention import retention_reductions
+
+        reasons = retention_reductions(policy.representation(), cleaned, lifecycle.rp_times(items))
+        if reasons:
+            raise lifecycle.immutability_blocks(
+                "a policy's retention cannot be reduced. " + " ".join(reasons),
+                vault,
+                field="retention",
+            )
     before = policy.representation()
     policy.apply_representation(cleaned)
+    recomputed = {}
     with transaction.atomic():
         policy.save()
+        if {k: v for k, v in before.items() if k != "name"} != {
+            k: v for k, v in cleaned.items() if k != "name"
+        }:
+            # Existing recovery points follow the new retention (cuts go to the recycle bin).
+            for item in items.select_related("vault", "policy"):
+                recomputed[item.vm_id] = lifecycle.recompute_retention(item, by=by)
         audit.record(
             "policy.update",
             actor=by,
@@ -250,7 +277,7 @@ def update_policy(policy: BackupPolicy, rep: dict, *, by, request=None) -> Backu
             vault=vault,
             obj=policy,
             before=before,
-            after=cleaned,
+            after={**cleaned, "recomputed_items": len(recomputed)} if recomputed else cleaned,
         )
     return policy
 
@@ -380,7 +407,9 @@ def update_item(item: ProtectedVM, *, by, request=None, **changes) -> ProtectedV
     if unknown:
         raise ValidationError({f: "This field cannot be changed here." for f in sorted(unknown)})
     if item.state == ItemState.SOFT_DELETED:
-        raise ValidationError({"state": "The item is soft-deleted; undelete it first."})
+        raise RuleBlocked(
+            "The item is soft-deleted; undelete it first.", rule=lifecycle.RULE_ITEM_STATE
+        )
     policy = changes.get("policy", item.policy)
     if policy.vault_id != vault.pk:
         raise ValidationError({"policy": "The policy belongs to another vault."})
@@ -397,20 +426,29 @@ def update_item(item: ProtectedVM, *, by, request=None, **changes) -> ProtectedV
     errors = _clean_lun_selection(item.vm, policy, included, excluded)
     if errors:
         raise ValidationError(errors)
-    if policy.pk != item.policy_id and vault.immutability != Immutability.DISABLED:
-        from policies.retention import reduces_retention
+    moved = policy.pk != item.policy_id
+    if moved and lifecycle.is_immutable(vault):
+        from policies.retention import retention_reductions
 
-        if reduces_retention(item.policy.representation(), policy.representation()):
-            raise ValidationError(
-                {
-                    "policy": "The vault is immutable: an item cannot move to a policy with "
-                    "lower retention."
-                }
+        reasons = retention_reductions(
+            item.policy.representation(), policy.representation(), lifecycle.rp_times([item])
+        )
+        if reasons:
+            raise lifecycle.immutability_blocks(
+                f"an item cannot move to a policy with lower retention ({policy.name}: "
+                + " ".join(reasons)
+                + ")",
+                vault,
+                field="policy",
             )
     before = item_summary(item)
     item.policy, item.included_luns, item.excluded_luns = policy, included, excluded
     with transaction.atomic():
         item.save()
+        after = item_summary(item)
+        if moved:
+            # Existing recovery points follow the new policy (cuts go to the recycle bin).
+            after["retention"] = lifecycle.recompute_retention(item, by=by)
         audit.record(
             "protection.update",
             actor=by,
@@ -418,7 +456,7 @@ def update_item(item: ProtectedVM, *, by, request=None, **changes) -> ProtectedV
             vault=vault,
             obj=item,
             before=before,
-            after=item_summary(item),
+            after=after,
         )
     return item
 

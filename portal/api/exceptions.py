@@ -35,6 +35,13 @@ def django_errors(exc: DjangoValidationError) -> dict:
 
 
 def exception_handler(exc, context):
+    from vaults.lifecycle import RuleBlocked
+
+    if isinstance(exc, RuleBlocked):
+        # A domain rule refuses the operation as things stand (always-on soft delete, an
+        # immutable vault, the item's state): 409, with the message and the rule's name.
+        set_rollback()
+        return Response({"detail": exc.text, "rule": exc.rule}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, DjangoValidationError):
         set_rollback()
         return Response(django_errors(exc), status=status.HTTP_400_BAD_REQUEST)

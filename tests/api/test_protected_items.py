@@ -130,4 +130,4 @@ def test_it_refuses_moving_to_shorter_retention_in_an_immutable_vault(api, item,
     item.vault.immutability = "unlocked"
     item.vault.save()
     r = api(contributor).patch(detail("web-01"), {"policy": "Short"})
-    assert r.status_code == 400 and list(r.data) == ["policy"]
+    assert r.status_code == 409 and r.data["rule"] == "immutability", r.data

@@ -119,7 +119,8 @@ def test_it_refuses_turning_off_always_on_soft_delete(api, admin_user):
     r = api(admin_user).patch(
         reverse("api-vault-detail", args=["locked"]), {"soft_delete_state": "enabled"}
     )
-    assert r.status_code == 400 and list(r.data) == ["soft_delete_state"]
+    assert r.status_code == 409, r.data
+    assert r.data["rule"] == "soft_delete_always_on" and "Always-on" in r.data["detail"]
 
 
 def test_contributor_cannot_move_the_vault_store(api, vault, contributor):

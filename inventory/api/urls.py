@@ -7,4 +7,9 @@ urlpatterns = [
     path("hosts/<int:host_id>/", views.HostDetailView.as_view(), name="api-host-detail"),
     path("vms/", views.VmListView.as_view(), name="api-vm-list"),
     path("vms/<int:vm_id>/", views.VmDetailView.as_view(), name="api-vm-detail"),
+    path(
+        "vms/<int:vm_id>/repair-extension/",
+        views.VmRepairExtensionView.as_view(),
+        name="api-vm-repair-extension",
+    ),
 ]

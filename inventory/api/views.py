@@ -129,3 +129,16 @@ class VmDetailView(VmView):
         """Delete a VM that has no protection or backups in any vault."""
         services.delete_vm(self.get_object(), by=request.user, request=request)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class VmRepairExtensionView(VmView):
+    lookup_url_kwarg = "vm_id"
+
+    @extend_schema(request=None, responses={200: VmSerializer})
+    def post(self, request, vm_id: int):
+        """Repair the VM's backup extension: a failed extension is cleared, so the next
+        backup installs and validates it afresh. Operators of the vault that protects the VM
+        and site administrators; an unprotected VM, site administrators only."""
+        vm = self.get_object()
+        services.repair_extension(vm, by=request.user, request=request)
+        return Response(self.get_serializer(self.get_queryset().get(pk=vm.pk)).data)

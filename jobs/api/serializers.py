@@ -1,7 +1,42 @@
+import re
+
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from jobs.models import Job, Operation, Status, SubTask
+
+# Parameter keys whose values are never shown (a key file, a passphrase, a token...).
+SECRET_KEY_RE = re.compile(r"secret|password|passphrase|token|credential|key", re.IGNORECASE)
+REDACTED = "********"
+
+
+def without_secrets(value):
+    """`params` as shown to readers: values under secret-looking keys are masked."""
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if SECRET_KEY_RE.search(str(k)) else without_secrets(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [without_secrets(v) for v in value]
+    return value
+
+
+class DiskProgressSerializer(serializers.Serializer):
+    lun = serializers.IntegerField()
+    done = serializers.IntegerField()
+    total = serializers.IntegerField()
+
+
+class ProgressSerializer(serializers.Serializer):
+    phase = serializers.CharField(help_text="snapshot, transfer, restore or safety.")
+    disks = DiskProgressSerializer(many=True)
+
+
+class WarningSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
 
 
 class SubTaskSerializer(serializers.ModelSerializer):
@@ -22,6 +57,18 @@ class JobSerializer(serializers.ModelSerializer):
     created_by = serializers.CharField(
         source="created_by.username", read_only=True, allow_null=True, default=None
     )
+    params = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
+    throughput = serializers.SerializerMethodField()
+    eta_seconds = serializers.SerializerMethodField()
+    bytes_read = serializers.SerializerMethodField()
+    bytes_changed = serializers.SerializerMethodField()
+    bytes_stored = serializers.SerializerMethodField()
+    consistency = serializers.SerializerMethodField()
+    snapshot_method = serializers.SerializerMethodField()
+    freeze_seconds = serializers.SerializerMethodField()
+    transfer = serializers.SerializerMethodField()
+    warnings = serializers.SerializerMethodField()
 
     class Meta:
         model = Job
@@ -36,10 +83,21 @@ class JobSerializer(serializers.ModelSerializer):
             "started_at",
             "ended_at",
             "duration_seconds",
+            "params",
+            "progress",
             "bytes_total",
             "bytes_done",
             "progress_percent",
+            "bytes_read",
+            "bytes_changed",
+            "bytes_stored",
+            "throughput",
             "throughput_bytes_per_second",
+            "eta_seconds",
+            "consistency",
+            "snapshot_method",
+            "freeze_seconds",
+            "transfer",
             "error_code",
             "error_message",
             "warnings",
@@ -59,6 +117,59 @@ class JobSerializer(serializers.ModelSerializer):
             return None
         seconds = ((job.ended_at or timezone.now()) - job.started_at).total_seconds()
         return int(job.bytes_done / seconds) if seconds > 0 else None
+
+    def get_throughput(self, job) -> int | None:
+        """Bytes per second (the same as `throughput_bytes_per_second`)."""
+        return self.get_throughput_bytes_per_second(job)
+
+    def get_eta_seconds(self, job) -> int | None:
+        """Seconds left at the current throughput, while the job runs and its size is known."""
+        if job.status != Status.IN_PROGRESS or not job.bytes_total:
+            return None
+        rate = self.get_throughput_bytes_per_second(job)
+        if not rate:
+            return None
+        return max(0, round((job.bytes_total - job.bytes_done) / rate))
+
+    def get_params(self, job) -> dict:
+        """What the job was asked to do; secret-looking values are masked."""
+        return without_secrets(job.params or {})
+
+    @extend_schema_field(ProgressSerializer(allow_null=True))
+    def get_progress(self, job) -> dict | None:
+        """The current phase and each disk's bytes done of its size, while known."""
+        return (job.result or {}).get("progress")
+
+    def _result(self, job, key):
+        return (job.result or {}).get(key)
+
+    def get_bytes_read(self, job) -> int | None:
+        return self._result(job, "bytes_read")
+
+    def get_bytes_changed(self, job) -> int | None:
+        return self._result(job, "bytes_changed")
+
+    def get_bytes_stored(self, job) -> int | None:
+        return self._result(job, "bytes_stored")
+
+    def get_consistency(self, job) -> str | None:
+        """application, file_system or crash (backups, once the snapshot is taken)."""
+        return self._result(job, "consistency")
+
+    def get_snapshot_method(self, job) -> str | None:
+        return self._result(job, "snapshot_method")
+
+    def get_freeze_seconds(self, job) -> float | None:
+        return self._result(job, "freeze_seconds")
+
+    @extend_schema_field(serializers.DictField(allow_null=True))
+    def get_transfer(self, job) -> dict | None:
+        """The vault transfer's counters (chunks and bytes copied), once it ran."""
+        return self._result(job, "transfer")
+
+    @extend_schema_field(WarningSerializer(many=True))
+    def get_warnings(self, job) -> list:
+        return job.warnings or []
 
 
 class JobDetailSerializer(JobSerializer):

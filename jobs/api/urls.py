@@ -9,4 +9,9 @@ urlpatterns = [
         views.JobDetailView.as_view(),
         name="api-job-detail",
     ),
+    path(
+        "vaults/<str:vault_name>/jobs/<int:job_id>/cancel/",
+        views.JobCancelView.as_view(),
+        name="api-job-cancel",
+    ),
 ]

@@ -1,9 +1,12 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
 from rest_framework.response import Response
 
 from jobs.api.serializers import JobDetailSerializer, JobFilterSerializer, JobSerializer
 from jobs.models import Job
+from jobs.runner import JobFinished, cancel_job
 from portal.api.base import ApiListView, ApiView
+from portal.api.exceptions import Conflict
 
 
 class JobListView(ApiListView):
@@ -57,3 +60,28 @@ class JobDetailView(ApiView):
 
     def get(self, request, job_id: int, vault_name: str):
         return Response(self.get_serializer(self.get_object()).data)
+
+
+class JobCancelView(ApiView):
+    serializer_class = JobDetailSerializer
+    vault_actions = {"POST": "cancel_job"}
+    lookup_url_kwarg = "job_id"
+    get_queryset = JobDetailView.get_queryset
+
+    @extend_schema(
+        request=None,
+        responses={
+            202: JobDetailSerializer,
+            409: OpenApiResponse(description="The job has already finished."),
+        },
+    )
+    def post(self, request, job_id: int, vault_name: str):
+        """Cancel a job (operators): a queued job is cancelled at once, a running one becomes
+        `cancelling` and stops at its next check. A finished job answers 409."""
+        job = self.get_object()
+        try:
+            cancel_job(job, by=request.user, request=request)
+        except JobFinished as e:
+            raise Conflict.from_django(e) from None
+        job = self.get_object()
+        return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)

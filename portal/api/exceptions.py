@@ -34,6 +34,19 @@ def django_errors(exc: DjangoValidationError) -> dict:
     return {"detail": " ".join(exc.messages)}
 
 
+class Conflict(exceptions.APIException):
+    """409: the request is valid but the resource's state refuses it (a backup already
+    running, a job already finished). Views raise it from the domain's specific refusals."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state."
+    default_code = "conflict"
+
+    @classmethod
+    def from_django(cls, exc: DjangoValidationError) -> "Conflict":
+        return cls(django_errors(exc).get("detail") or " ".join(exc.messages))
+
+
 def exception_handler(exc, context):
     from vaults.lifecycle import RuleBlocked
 

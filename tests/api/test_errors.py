@@ -80,6 +80,9 @@ WEIRD = [
     {"included_luns": [10**30], "excluded_luns": "0"},
     {"schedule": [], "retention": "x", "name": "\x00"},
     {"user": 5, "role": ["owner"], "soft_delete_days": 1.5, "mua_enabled": 1},
+    {"kind": 5, "luns": "x", "tier": [], "target": 7, "retain_until": 3},
+    {"kind": "create_vm", "luns": [None], "target": {"host": "1", "path": 5, "name": []}},
+    {"kind": "restore_disks", "target": {"host": True, "path": "relative"}, "retain_until": ""},
 ]
 
 
@@ -89,7 +92,7 @@ def test_it_never_answers_500_to_odd_input(api, job, rp, admin_user):
         ("post", "/api/v1/vaults/"),
         ("patch", "/api/v1/vaults/prod/"),
         ("post", "/api/v1/vaults/prod/members/"),
-        ("post", "/api/v1/vaults/prod/guard-approvers/"),
+        ("post", "/api/v1/vaults/prod/approvers/"),
         ("post", "/api/v1/vaults/prod/policies/"),
         ("put", "/api/v1/vaults/prod/policies/DefaultPolicy/"),
         ("patch", "/api/v1/vaults/prod/policies/DefaultPolicy/"),
@@ -100,6 +103,13 @@ def test_it_never_answers_500_to_odd_input(api, job, rp, admin_user):
         ("post", "/api/v1/vaults/prod/protected-items/"),
         ("patch", "/api/v1/vaults/prod/protected-items/web-01/"),
         ("post", "/api/v1/auth/token/"),
+        ("post", f"/api/v1/vaults/prod/protected-items/web-01/recovery-points/{rp.pk}/restore/"),
+        (
+            "post",
+            f"/api/v1/vaults/prod/protected-items/web-01/recovery-points/{rp.pk}/file-recovery/",
+        ),
+        ("post", f"/api/v1/vaults/prod/jobs/{job.pk}/cancel/"),
+        ("post", "/api/v1/vaults/prod/protected-items/web-01/backup/"),
     ]
     for method, url in targets:
         for body in WEIRD:

@@ -5,7 +5,7 @@ from vaults.models import AuditEvent, GuardApprover
 
 
 def url(*args):
-    name = "api-vault-guard-approver-list" if not args else "api-vault-guard-approver-detail"
+    name = "api-vault-approver-list" if not args else "api-vault-approver-detail"
     return reverse(name, args=["prod", *args])
 
 

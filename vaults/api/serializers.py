@@ -1,12 +1,18 @@
+from django.utils.dateparse import parse_date
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from portal.api.serializers import StrictModelSerializer, StrictSerializer
+from jobs.restore import KINDS, TIERS
+from portal.api.serializers import UNKNOWN, StrictModelSerializer, StrictSerializer
 from vaults import access
 from vaults.models import (
+    FileRecoverySession,
     GuardApprover,
     ProtectedVM,
     RecoveryPoint,
     Role,
+    RPType,
     Vault,
     VaultMembership,
 )
@@ -138,9 +144,15 @@ class ProtectCreateSerializer(StrictSerializer):
     excluded_luns = LunsField()
 
 
+class TiersSerializer(serializers.Serializer):
+    snapshot = serializers.BooleanField(source="in_snapshot_tier")
+    vault = serializers.BooleanField(source="in_vault_tier")
+
+
 class RecoveryPointSerializer(serializers.ModelSerializer):
-    type = serializers.CharField(read_only=True)
+    type = serializers.ChoiceField(choices=RPType.choices, read_only=True)
     parent = serializers.UUIDField(source="parent_id", read_only=True, allow_null=True)
+    tiers = TiersSerializer(source="*", read_only=True)
 
     class Meta:
         model = RecoveryPoint
@@ -156,10 +168,147 @@ class RecoveryPointSerializer(serializers.ModelSerializer):
             "included_luns",
             "excluded_luns",
             "size_bytes",
+            "tiers",
             "in_snapshot_tier",
             "in_vault_tier",
+            "transfer_due",
             "snapshot_expires_at",
             "parent",
             "created_at",
         ]
         read_only_fields = fields
+
+
+# -- actions on protected items and recovery points ------------------------------------------
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class DateOrDateTimeField(serializers.Field):
+    """An ISO date (`2030-01-31`: kept through that whole day) or an ISO datetime."""
+
+    default_error_messages = {
+        "invalid": "Give an ISO date (YYYY-MM-DD) or datetime (YYYY-MM-DDThh:mm:ssZ).",
+    }
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        try:
+            day = parse_date(data) if len(data) == 10 else None
+        except ValueError:  # well formed, but no such day
+            self.fail("invalid")
+        if day is not None:
+            return day
+        try:
+            return serializers.DateTimeField().to_internal_value(data)
+        except serializers.ValidationError:
+            self.fail("invalid")
+
+    def to_representation(self, value):
+        return value.isoformat()
+
+
+class BackupNowSerializer(StrictSerializer):
+    retain_until = DateOrDateTimeField(
+        required=False,
+        help_text="Keep the backup until this date (through the whole day) or time; "
+        "default 30 days.",
+    )
+
+
+class RestoreTargetSerializer(serializers.Serializer):
+    """Where restored disks go (schema only; the restore service checks every value)."""
+
+    host = serializers.IntegerField(help_text="Id of a host linked to the vault.")
+    path = serializers.CharField(help_text="An existing directory inside the host's roots.")
+    name = serializers.CharField(required=False, help_text="create_vm: the new VM's name.")
+
+
+TARGET_KEYS = ("host", "path", "name")
+
+
+@extend_schema_field(RestoreTargetSerializer(allow_null=True))
+class RestoreTargetField(serializers.JSONField):
+    """A JSON object with `host`, `path` and (create_vm) `name`; other keys are refused as
+    `target.<key>`, the way the restore service names the keys it checks."""
+
+    def to_internal_value(self, data):
+        if data is None:
+            return None
+        if not isinstance(data, dict):
+            raise serializers.ValidationError('Give {"host": <id>, "path": "<directory>"}.')
+        return data
+
+
+class RestoreSerializer(StrictSerializer):
+    kind = serializers.ChoiceField(choices=[(k, k) for k in KINDS])
+    luns = serializers.ListField(
+        child=serializers.IntegerField(),
+        required=False,
+        allow_null=True,
+        help_text="Disks to restore; default every disk of the recovery point.",
+    )
+    tier = serializers.ChoiceField(choices=[(t, t) for t in TIERS], required=False, default="auto")
+    target = RestoreTargetField(
+        required=False,
+        allow_null=True,
+        help_text="restore_disks, create_vm: where to write; replace_disks: none.",
+    )
+
+    def validate(self, attrs):
+        target = attrs.get("target")
+        if isinstance(target, dict):
+            unknown = sorted(set(target) - set(TARGET_KEYS))
+            if unknown:
+                raise serializers.ValidationError({f"target.{k}": [UNKNOWN] for k in unknown})
+        return attrs
+
+
+class FileRecoverySessionSerializer(serializers.ModelSerializer):
+    recovery_point = serializers.UUIDField(source="recovery_point_id", read_only=True)
+    is_open = serializers.SerializerMethodField()
+
+    class Meta:
+        model = FileRecoverySession
+        fields = ["id", "recovery_point", "created_at", "expires_at", "ended_at", "is_open"]
+        read_only_fields = fields
+
+    def get_is_open(self, session) -> bool:
+        return session.is_open()
+
+
+class FileQuerySerializer(serializers.Serializer):
+    """Query parameters of the file listing and download (schema; the service checks them)."""
+
+    disk = serializers.IntegerField(help_text="LUN of a disk in the recovery point.")
+    partition = serializers.IntegerField(
+        required=False, help_text="Partition index; omit for a whole-disk file system."
+    )
+    path = serializers.CharField(required=False, help_text="Absolute path; default /.")
+
+
+class PartitionSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    start = serializers.IntegerField()
+    length = serializers.IntegerField()
+    description = serializers.CharField()
+    fs_type = serializers.CharField(allow_null=True)
+    scheme = serializers.CharField()
+
+
+class FileEntrySerializer(serializers.Serializer):
+    name = serializers.CharField()
+    path = serializers.CharField()
+    kind = serializers.CharField(help_text="file, dir, symlink or other.")
+    size = serializers.IntegerField()
+    mtime = serializers.DateTimeField(allow_null=True)
+    mode = serializers.IntegerField(help_text="POSIX mode: file-type and permission bits.")
+    target = serializers.CharField(allow_null=True, help_text="A symlink's target.")
+
+
+class DirectoryListingSerializer(serializers.Serializer):
+    disk = serializers.IntegerField()
+    partition = serializers.IntegerField(allow_null=True)
+    path = serializers.CharField()
+    partitions = PartitionSerializer(many=True)
+    entries = FileEntrySerializer(many=True)

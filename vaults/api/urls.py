@@ -1,6 +1,6 @@
 from django.urls import path
 
-from vaults.api import views
+from vaults.api import recovery, views
 
 V = "vaults/<str:vault_name>"
 ITEM = f"{V}/protected-items/<str:vm_name>"
@@ -15,14 +15,14 @@ urlpatterns = [
         name="api-vault-member-detail",
     ),
     path(
-        f"{V}/guard-approvers/",
+        f"{V}/approvers/",
         views.GuardApproverListView.as_view(),
-        name="api-vault-guard-approver-list",
+        name="api-vault-approver-list",
     ),
     path(
-        f"{V}/guard-approvers/<int:approver_id>/",
+        f"{V}/approvers/<int:approver_id>/",
         views.GuardApproverDetailView.as_view(),
-        name="api-vault-guard-approver-detail",
+        name="api-vault-approver-detail",
     ),
     path(
         f"{V}/protected-items/",
@@ -39,5 +39,28 @@ urlpatterns = [
         f"{ITEM}/recovery-points/<uuid:rp_id>/",
         views.RecoveryPointDetailView.as_view(),
         name="api-recovery-point-detail",
+    ),
+]
+
+RP = f"{ITEM}/recovery-points/<uuid:rp_id>"
+
+urlpatterns += [
+    path(f"{ITEM}/backup/", recovery.BackupNowView.as_view(), name="api-protected-item-backup"),
+    path(f"{RP}/restore/", recovery.RestoreView.as_view(), name="api-recovery-point-restore"),
+    path(
+        f"{RP}/file-recovery/",
+        recovery.FileRecoverySessionListView.as_view(),
+        name="api-file-recovery-session-list",
+    ),
+    path(
+        f"{RP}/file-recovery/<uuid:session_id>/",
+        recovery.FileRecoverySessionDetailView.as_view(),
+        name="api-file-recovery-session-detail",
+    ),
+    path(f"{RP}/files/", recovery.FileListView.as_view(), name="api-recovery-point-files"),
+    path(
+        f"{RP}/files/download/",
+        recovery.FileDownloadView.as_view(),
+        name="api-recovery-point-file-download",
     ),
 ]

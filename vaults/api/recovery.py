@@ -1,0 +1,244 @@
+"""Backup now, restore, and file-level recovery of one protected item's recovery points.
+
+The views only translate: the domain functions (`jobs.backup.backup_now`,
+`jobs.restore.request_restore`, `vaults.file_recovery`) check the role again, validate every
+value before a byte is written, and audit. Actions look recovery points up including
+soft-deleted ones, so the answer says "undelete it first" instead of a bare 404.
+"""
+
+from django.http import Http404, StreamingHttpResponse
+from django.utils.http import content_disposition_header
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.mixins import ListModelMixin
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.response import Response
+
+from jobs.api.serializers import JobDetailSerializer
+from jobs.backup import BackupBusy, backup_now
+from jobs.models import Job
+from jobs.restore import request_restore
+from portal.api.base import ApiListView, ApiView
+from portal.api.exceptions import Conflict
+from vaults import file_recovery
+from vaults.api.serializers import (
+    BackupNowSerializer,
+    DirectoryListingSerializer,
+    FileQuerySerializer,
+    FileRecoverySessionSerializer,
+    RestoreSerializer,
+)
+from vaults.api.views import get_item
+from vaults.models import FileRecoverySession, RecoveryPoint
+
+ACCEPTED = status.HTTP_202_ACCEPTED
+
+
+def job_response(job: Job) -> Response:
+    """202 with the new job as the job detail endpoint shows it."""
+    job = Job.objects.select_related("created_by").prefetch_related("subtasks").get(pk=job.pk)
+    return Response(JobDetailSerializer(job).data, status=ACCEPTED)
+
+
+def recovery_point(view: ApiView) -> RecoveryPoint:
+    """The URL's recovery point of the URL's item, soft-deleted or not; 404 otherwise."""
+    user, kwargs = view.request.user, view.kwargs
+    item = get_item(view.vault, user, kwargs["vm_name"])
+    rp = (
+        RecoveryPoint.objects.visible_to(user)
+        .filter(protected_item=item, pk=kwargs["rp_id"])
+        .select_related("vault", "protected_item__vm__host", "protected_item__policy")
+        .first()
+    )
+    if rp is None:
+        raise Http404("No such recovery point.")
+    return rp
+
+
+# -- backup now -------------------------------------------------------------------------------
+
+
+class BackupNowView(ApiView):
+    serializer_class = BackupNowSerializer
+    vault_actions = {"POST": "backup_now"}
+
+    @extend_schema(
+        responses={
+            202: JobDetailSerializer,
+            409: OpenApiResponse(description="A backup of the VM is already queued or running."),
+        }
+    )
+    def post(self, request, vault_name: str, vm_name: str):
+        """Back the VM up now (operators), kept until `retain_until` (default 30 days).
+        One backup of a VM at a time: a second one while the first is queued or running
+        answers 409."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        item = get_item(self.vault, request.user, vm_name)
+        try:
+            job = backup_now(
+                item,
+                by=request.user,
+                request=request,
+                retain_until=serializer.validated_data.get("retain_until"),
+            )
+        except BackupBusy as e:
+            raise Conflict.from_django(e) from None
+        return job_response(job)
+
+
+# -- restore ----------------------------------------------------------------------------------
+
+
+class RestoreView(ApiView):
+    serializer_class = RestoreSerializer
+    vault_actions = {"POST": "restore"}
+
+    @extend_schema(responses={202: JobDetailSerializer})
+    def post(self, request, vault_name: str, vm_name: str, rp_id):
+        """Restore (operators): `restore_disks` writes disk images into a directory of a
+        linked host, `create_vm` does so and registers a new VM there, `replace_disks`
+        overwrites the stopped VM's own disks after a safety recovery point. Every value is
+        checked before the job is queued; errors name the field (`target.path`, ...)."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        job = request_restore(
+            recovery_point(self),
+            by=request.user,
+            request=request,
+            kind=data["kind"],
+            luns=data.get("luns"),
+            tier=data.get("tier", "auto"),
+            target=data.get("target"),
+        )
+        return job_response(job)
+
+
+# -- file recovery ----------------------------------------------------------------------------
+
+
+class FileRecoverySessionView(ApiView):
+    serializer_class = FileRecoverySessionSerializer
+    vault_actions = {"GET": "file_recovery", "POST": "file_recovery", "DELETE": "file_recovery"}
+    lookup_url_kwarg = "session_id"
+
+    def get_queryset(self):
+        """The caller's own sessions for the URL's recovery point, newest first."""
+        if self.schema_only:
+            return FileRecoverySession.objects.none()
+        return FileRecoverySession.objects.filter(
+            recovery_point=recovery_point(self), user=self.request.user
+        ).order_by("-created_at")
+
+
+class FileRecoverySessionListView(ListModelMixin, FileRecoverySessionView):
+    get = ApiListView.get
+
+    @extend_schema(request=None, responses={201: FileRecoverySessionSerializer})
+    def post(self, request, vault_name: str, vm_name: str, rp_id):
+        """Open a read-only, audited file-recovery session (operators); it expires after
+        12 hours (`expires_at`) or when ended with DELETE."""
+        session = file_recovery.open_session(recovery_point(self), by=request.user, request=request)
+        return Response(self.get_serializer(session).data, status=status.HTTP_201_CREATED)
+
+
+class FileRecoverySessionDetailView(FileRecoverySessionView):
+    def get(self, request, vault_name: str, vm_name: str, rp_id, session_id):
+        return Response(self.get_serializer(self.get_object()).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, vault_name: str, vm_name: str, rp_id, session_id):
+        """End the session now; browsing the recovery point then needs a new one."""
+        file_recovery.end_session(self.get_object(), by=request.user, request=request)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def entry_json(e) -> dict:
+    return {
+        "name": e.name,
+        "path": e.path,
+        "kind": e.kind,
+        "size": e.size,
+        "mtime": e.mtime.isoformat() if e.mtime else None,
+        "mode": e.mode,
+        "target": e.target,
+    }
+
+
+def partition_json(p) -> dict:
+    return {
+        "index": p.index,
+        "start": p.start,
+        "length": p.length,
+        "description": p.description,
+        "fs_type": p.fs_type,
+        "scheme": p.scheme,
+    }
+
+
+class FileListView(ApiView):
+    vault_actions = {"GET": "file_recovery"}
+    serializer_class = DirectoryListingSerializer
+
+    @extend_schema(parameters=[FileQuerySerializer], responses={200: DirectoryListingSerializer})
+    def get(self, request, vault_name: str, vm_name: str, rp_id):
+        """List one directory of a disk in the recovery point (operators, with an open
+        session). Not paginated: a listing is one directory, returned whole, with the
+        disk's partitions (empty for a whole-disk file system, browsed without `partition`)."""
+        rp = recovery_point(self)
+        q = request.query_params
+        disk, partition, path = q.get("disk"), q.get("partition"), q.get("path") or "/"
+        entries = file_recovery.list_dir(
+            rp, request.user, disk=disk, partition=partition, path=path
+        )
+        parts = file_recovery.partitions(rp, request.user, disk)
+        return Response(
+            {
+                "disk": int(disk),
+                "partition": int(partition) if partition not in (None, "") else None,
+                "path": path,
+                "partitions": [partition_json(p) for p in parts],
+                "entries": [entry_json(e) for e in entries],
+            }
+        )
+
+
+class AnyAccept(BaseContentNegotiation):
+    """The download answers bytes whatever `Accept` says; its errors are still JSON."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class FileDownloadView(ApiView):
+    vault_actions = {"GET": "file_recovery"}
+    content_negotiation_class = AnyAccept
+
+    @extend_schema(
+        parameters=[FileQuerySerializer],
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+    )
+    def get(self, request, vault_name: str, vm_name: str, rp_id):
+        """Download a file as it is, or a folder as a zip archive (operators, with an open
+        session). The body streams; the name is in Content-Disposition (RFC 6266/5987)."""
+        rp = recovery_point(self)
+        q = request.query_params
+        if not q.get("path"):
+            raise serializers.ValidationError({"path": ["Give the path of a file or folder."]})
+        name, content_type, body = file_recovery.download(
+            rp,
+            request.user,
+            disk=q.get("disk"),
+            partition=q.get("partition"),
+            path=q["path"],
+            request=request,
+        )
+        response = StreamingHttpResponse(body, content_type=content_type)
+        response["Content-Disposition"] = content_disposition_header(True, name)
+        response["X-Content-Type-Options"] = "nosniff"
+        return response

@@ -33,6 +33,8 @@ HANDLERS = {
     Operation.CLEANUP: "jobs.lifecycle.run_cleanup",
     Operation.GARBAGE_COLLECT: "jobs.lifecycle.run_gc",
     Operation.VERIFY: "jobs.lifecycle.run_verify",
+    Operation.PURGE: "jobs.purge.run_purge",
+    Operation.DELETE_BACKUP_DATA: "jobs.purge.run_purge",
 }
 
 

@@ -17,4 +17,6 @@ PERIODIC = [
     Periodic("lifeboat-reap", "jobs.tasks.reap", minutes=1),
     # Tiering, retention and garbage collection.
     Periodic("lifeboat-cleanup", "jobs.tasks.cleanup", minutes=60),
+    # Purges recycle-bin entries whose soft-delete days have passed.
+    Periodic("lifeboat-purge", "jobs.tasks.purge", minutes=60),
 ]

@@ -47,3 +47,11 @@ def cleanup(now=None) -> int:
                 runner.create_job(operation=Operation.CLEANUP, vault=vault, params=params)
             created += 1
     return created
+
+
+def purge() -> int:
+    """One purge job per vault whose recycle bin holds entries past their purge time (judged
+    by the real clock: nothing is purged early)."""
+    from jobs.purge import enqueue_due_purges
+
+    return enqueue_due_purges()

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from vaults.api import recovery, views
+from vaults.api import lifecycle, recovery, views
 
 V = "vaults/<str:vault_name>"
 ITEM = f"{V}/protected-items/<str:vm_name>"
@@ -63,4 +63,20 @@ urlpatterns += [
         recovery.FileDownloadView.as_view(),
         name="api-recovery-point-file-download",
     ),
+]
+
+# Protection lifecycle and the recycle bin (vaults/api/lifecycle.py).
+urlpatterns += [
+    path(f"{ITEM}/stop/", lifecycle.StopProtectionView.as_view(), name="api-protected-item-stop"),
+    path(
+        f"{ITEM}/resume/",
+        lifecycle.ResumeProtectionView.as_view(),
+        name="api-protected-item-resume",
+    ),
+    path(f"{ITEM}/undelete/", lifecycle.UndeleteView.as_view(), name="api-protected-item-undelete"),
+    path(f"{ITEM}/purge/", lifecycle.PurgeItemView.as_view(), name="api-protected-item-purge"),
+    path(
+        f"{V}/recycle-bin/", lifecycle.VaultRecycleBinView.as_view(), name="api-vault-recycle-bin"
+    ),
+    path("recycle-bin/", lifecycle.SiteRecycleBinView.as_view(), name="api-recycle-bin"),
 ]

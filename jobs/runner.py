@@ -35,6 +35,7 @@ HANDLERS = {
     Operation.VERIFY: "jobs.lifecycle.run_verify",
     Operation.PURGE: "jobs.purge.run_purge",
     Operation.DELETE_BACKUP_DATA: "jobs.purge.run_purge",
+    Operation.UPDATE_KEY: "security.keys.run_update_key",
 }
 
 
@@ -157,6 +158,17 @@ def finish(job: Job, status: str, *, code: str = "", message: str = "", warnings
         )
     for key, value in fields.items():
         setattr(job, key, value)
+    _job_finished(job)
+
+
+def _job_finished(job: Job) -> None:
+    """Alerts for failed backups and restores (and their recovery); never fails the job."""
+    try:
+        from security.alerts import on_job_finished
+
+        on_job_finished(job)
+    except Exception:
+        log.exception("alert hook failed for job %s", job.pk)
 
 
 def run_job(job_id: int) -> str:

@@ -19,4 +19,6 @@ PERIODIC = [
     Periodic("lifeboat-cleanup", "jobs.tasks.cleanup", minutes=60),
     # Purges recycle-bin entries whose soft-delete days have passed.
     Periodic("lifeboat-purge", "jobs.tasks.purge", minutes=60),
+    # Upcoming-purge alerts (2 days ahead), expired MUA approvals, old login failures.
+    Periodic("lifeboat-security", "jobs.tasks.security_checks", minutes=60),
 ]

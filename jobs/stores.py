@@ -16,10 +16,15 @@ SNAPSHOT_CODEC = "none"
 
 
 def kek_for(vault) -> bytes:
-    """The key-encryption key that wraps this vault's data keys."""
-    key = getattr(vault, "encryption_key", None)
-    if vault.encryption == "customer_managed" and key is not None:
-        return engine.load_key_file(key.path)
+    """The key-encryption key that wraps this vault's data keys.
+
+    A customer-managed key comes from `security.keys` (KeyUnavailable naming the key when it is
+    disabled, missing or not the registered one); otherwise the platform master key.
+    """
+    if vault.encryption == "customer_managed":
+        from security.keys import customer_kek
+
+        return customer_kek(vault)
     return engine.platform_kek(Path(settings.LIFEBOAT["MASTER_KEY_FILE"]))
 
 

@@ -55,3 +55,10 @@ def purge() -> int:
     from jobs.purge import enqueue_due_purges
 
     return enqueue_due_purges()
+
+
+def security_checks(now=None) -> dict:
+    """Upcoming-purge alerts, expiry of pending MUA approvals, old login failures."""
+    from security import alerts, lockout
+
+    return {**alerts.periodic(now), "login_failures_dropped": lockout.purge_old(now)}

@@ -13,6 +13,7 @@ v1 = [
     path("", include("policies.api.urls")),
     path("", include("inventory.api.urls")),
     path("", include("jobs.api.urls")),
+    path("", include("security.api.urls")),
 ]
 
 urlpatterns = [

@@ -5,9 +5,14 @@ from django.urls import include, path
 
 from inventory import views as inventory_views
 from portal import views
+from security.forms import LockoutAuthenticationForm
 
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(authentication_form=LockoutAuthenticationForm),
+        name="login",
+    ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.dashboard, name="dashboard"),
     path("account/tokens/", views.tokens, name="account-tokens"),

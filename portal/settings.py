@@ -56,12 +56,28 @@ CSRF_TRUSTED_ORIGINS = [
     o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
 ]
 
+# Cookies: never readable from scripts (pages send the CSRF token in the markup, htmx in
+# hx-headers), never sent on cross-site subrequests; sessions end after a working day.
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = int(os.environ.get("SESSION_COOKIE_AGE", str(12 * 3600)))
+CSRF_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
 if PRODUCTION:
+    # `LIFEBOAT_ENV=production manage.py check --deploy` is clean with these defaults
+    # (tests/security/test_deploy_check.py). Behind a TLS-terminating proxy that sets
+    # X-Forwarded-Proto; SECURE_SSL_REDIRECT=false when the proxy redirects itself.
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
-    SECURE_CONTENT_TYPE_NOSNIFF = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
+    SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", str(365 * 24 * 3600)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", True)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -81,6 +97,13 @@ INSTALLED_APPS = [
     "vaults",
     "policies",
     "jobs",
+    "security",
+]
+
+# The lockout backend refuses a locked username+address before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "security.lockout.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 MIDDLEWARE = [
@@ -170,6 +193,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Vaults, policies, protected VMs, recovery points and jobs.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "ENUM_NAME_OVERRIDES": {
+        "AlertStatusEnum": "security.models.AlertStatus",
+        "ApprovalStatusEnum": "security.models.ApprovalStatus",
+        "JobStatusEnum": "jobs.models.Status",
+    },
 }
 
 # django-q2 only delivers jobs; our Job rows are the truth. `retry` is a visibility timeout,
@@ -188,7 +216,23 @@ Q_CLUSTER = {
     "label": "Task queue",
 }
 
+# Alert e-mail. Embedded default: printed on the console; production sets an SMTP backend.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = _env_bool("EMAIL_USE_TLS")
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "lifeboat@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
 LIFEBOAT = {
+    # How long an MUA approval request stays pending before it expires.
+    "MUA_APPROVAL_HOURS": float(os.environ.get("LIFEBOAT_MUA_APPROVAL_HOURS", "24")),
+    # Login lockout: this many failures within the window lock username+address for a while.
+    "LOGIN_FAILURE_LIMIT": int(os.environ.get("LIFEBOAT_LOGIN_FAILURE_LIMIT", "5")),
+    "LOGIN_FAILURE_WINDOW_MINUTES": int(os.environ.get("LIFEBOAT_LOGIN_WINDOW_MINUTES", "15")),
+    "LOGIN_LOCKOUT_MINUTES": int(os.environ.get("LIFEBOAT_LOGIN_LOCKOUT_MINUTES", "15")),
     # Where vault stores live unless a vault names its own location.
     "VAULT_STORE_ROOT": Path(os.environ.get("LIFEBOAT_VAULT_STORE_ROOT", DATA_DIR / "vaults")),
     "MASTER_KEY_FILE": Path(os.environ.get("LIFEBOAT_MASTER_KEY_FILE", DATA_DIR / "master.key")),

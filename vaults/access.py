@@ -25,6 +25,9 @@ ACTIONS: dict[str, str] = {
     "restore": Role.OPERATOR,
     "file_recovery": Role.OPERATOR,
     "cancel_job": Role.OPERATOR,
+    # Operators answer failed backups and restores; resolving an alert closes it for everybody.
+    "acknowledge_alert": Role.OPERATOR,
+    "resolve_alert": Role.CONTRIBUTOR,
     "manage_policies": Role.CONTRIBUTOR,
     "change_item_policy": Role.CONTRIBUTOR,
     "stop_protection": Role.CONTRIBUTOR,
@@ -44,6 +47,7 @@ ADMIN_ACTIONS = {
     "assign_guard",
     "manage_keys",
     "view_recycle_bin",
+    "view_site_audit",
 }
 
 

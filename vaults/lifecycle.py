@@ -208,6 +208,16 @@ def _delete_data(item: ProtectedVM, *, by, request=None) -> ProtectedVM:
             vault,
             field="mode",
         )
+    from security import mua
+
+    mua.gate(
+        vault,
+        "protection.stop",
+        by=by,
+        request=request,
+        params={"item": item.pk, "mode": DELETE_DATA},
+        reasons=[f"stop protection of {item.vm.name} and delete its backup data"],
+    )
     with transaction.atomic():
         ProtectedVM.objects.select_for_update().filter(pk=item.pk).first()
         _cancel_queued_backups(item, "Cancelled: protection was stopped and its data deleted.")

@@ -14,6 +14,7 @@ from policies.spec import validate_policy
 from vaults import access, audit, lifecycle
 from vaults.lifecycle import RuleBlocked
 from vaults.models import (
+    Encryption,
     GuardApprover,
     Immutability,
     ItemState,
@@ -35,7 +36,9 @@ VAULT_SETTINGS = (
 
 
 def vault_settings(vault: Vault) -> dict:
-    return {f: getattr(vault, f) for f in VAULT_SETTINGS}
+    from security.keys import key_name
+
+    return {**{f: getattr(vault, f) for f in VAULT_SETTINGS}, "encryption_key": key_name(vault)}
 
 
 # -- vaults -----------------------------------------------------------------------------------
@@ -46,6 +49,10 @@ def create_vault(*, by, request=None, name: str, **fields) -> Vault:
     unknown = set(fields) - set(VAULT_SETTINGS)
     if unknown:
         raise ValidationError({f: "Unknown field." for f in sorted(unknown)})
+    if fields.get("encryption", Encryption.PLATFORM) != Encryption.PLATFORM:
+        raise ValidationError(
+            {"encryption": "Create the vault first, then choose its key (encryption_key)."}
+        )
     if Vault.objects.filter(name__iexact=name).exists():
         raise ValidationError({"name": "A vault with this name already exists."})
     with transaction.atomic():
@@ -85,8 +92,6 @@ def _check_setting_transitions(vault: Vault, changes: dict) -> dict:
             rule=lifecycle.RULE_IMMUTABILITY_LOCK_ORDER,
             field="immutability",
         )
-    if "encryption" in changes and changes["encryption"] != vault.encryption:
-        errors["encryption"] = "Change the encryption key on the vault's encryption page."
     if "store_location" in changes and changes["store_location"] != vault.store_location:
         if vault.protected_items.exists() or vault.recovery_points.exists():
             errors["store_location"] = "The vault store cannot move while the vault holds data."
@@ -94,9 +99,15 @@ def _check_setting_transitions(vault: Vault, changes: dict) -> dict:
 
 
 def update_vault(vault: Vault, *, by, request=None, **changes) -> Vault:
-    """Change vault settings, all or nothing."""
+    """Change vault settings, all or nothing.
+
+    `encryption_key` (a registered customer-managed key's name) chooses the vault's key. With
+    MUA on, a critical change waits whole for a guard approver (`security.mua.gate`).
+    """
+    from security import keys, mua
+
     access.require(by, vault, "change_settings")
-    unknown = set(changes) - set(VAULT_SETTINGS)
+    unknown = set(changes) - set(VAULT_SETTINGS) - {"encryption_key"}
     if unknown:
         raise ValidationError({f: "Unknown field." for f in sorted(unknown)})
     if changes.get("store_location", vault.store_location) != vault.store_location:
@@ -105,12 +116,28 @@ def update_vault(vault: Vault, *, by, request=None, **changes) -> Vault:
     errors = _check_setting_transitions(vault, changes)
     if errors:
         raise ValidationError(errors)
+    new_key = keys.check_vault_encryption(vault, changes)
+    mua.check_enable(vault, changes)
+    mua.gate(
+        vault,
+        "vault.update",
+        by=by,
+        request=request,
+        params=changes,
+        reasons=mua.vault_update_reasons(vault, changes),
+    )
+    changes = {k: v for k, v in changes.items() if k != "encryption_key"}
+    if new_key is not None:
+        changes["encryption"] = Encryption.CUSTOMER_MANAGED
     before = vault_settings(vault)
     for field, value in changes.items():
         setattr(vault, field, value)
     vault.full_clean(exclude=["name"])
     with transaction.atomic():
         vault.save()
+        after = vault_settings(vault)
+        if new_key is not None:
+            after.update(keys.assign_key(vault, new_key, by=by))
         audit.record(
             "vault.update",
             actor=by,
@@ -118,7 +145,7 @@ def update_vault(vault: Vault, *, by, request=None, **changes) -> Vault:
             vault=vault,
             obj=vault,
             before=before,
-            after=vault_settings(vault),
+            after=after,
         )
     return vault
 
@@ -259,6 +286,18 @@ def update_policy(policy: BackupPolicy, rep: dict, *, by, request=None) -> Backu
                 vault,
                 field="retention",
             )
+    from policies.retention import retention_reductions
+    from security import mua
+
+    cut = retention_reductions(policy.representation(), cleaned, lifecycle.rp_times(items))
+    mua.gate(
+        vault,
+        "policy.update",
+        by=by,
+        request=request,
+        params={"policy": policy.pk, "representation": rep},
+        reasons=[f"reduce the retention of policy {policy.name}"] if cut else [],
+    )
     before = policy.representation()
     policy.apply_representation(cleaned)
     recomputed = {}
@@ -441,6 +480,22 @@ def update_item(item: ProtectedVM, *, by, request=None, **changes) -> ProtectedV
                 vault,
                 field="policy",
             )
+    if moved:
+        from policies.retention import reduces_retention
+        from security import mua
+
+        mua.gate(
+            vault,
+            "protection.update",
+            by=by,
+            request=request,
+            params=mua.item_update_params(item, changes),
+            reasons=[f"move {item.vm.name} to a policy with lower retention ({policy.name})"]
+            if reduces_retention(
+                item.policy.representation(), policy.representation(), lifecycle.rp_times([item])
+            )
+            else [],
+        )
     before = item_summary(item)
     item.policy, item.included_luns, item.excluded_luns = policy, included, excluded
     with transaction.atomic():
@@ -565,6 +620,9 @@ def add_guard_approver(vault: Vault, *, by, request=None, user) -> GuardApprover
 
 def remove_guard_approver(ga: GuardApprover, *, by, request=None) -> None:
     access.require_site(by, "assign_guard")
+    from security import mua
+
+    mua.check_guard_removal(ga)
     with transaction.atomic():
         audit.record(
             "guard_approver.delete",

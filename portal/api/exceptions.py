@@ -48,8 +48,16 @@ class Conflict(exceptions.APIException):
 
 
 def exception_handler(exc, context):
+    from security.errors import ApprovalRequired
     from vaults.lifecycle import RuleBlocked
 
+    if isinstance(exc, ApprovalRequired):
+        # MUA: nothing changed; the request waits for a guard approver (202 + its id).
+        approval = exc.persist()
+        return Response(
+            {"approval": approval.pk, "status": approval.status, "detail": exc.text},
+            status=status.HTTP_202_ACCEPTED,
+        )
     if isinstance(exc, RuleBlocked):
         # A domain rule refuses the operation as things stand (always-on soft delete, an
         # immutable vault, the item's state): 409, with the message and the rule's name.

@@ -1,9 +1,10 @@
 """Token endpoints: log in with a password once, then use `Authorization: Token <key>`."""
 
 from django.contrib.auth import authenticate
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
@@ -11,6 +12,7 @@ from portal.api.base import ApiListView, ApiView
 from portal.api.serializers import StrictSerializer
 from portal.api.tokens import DEFAULT_NAME, issue_token, revoke_token
 from portal.models import ApiToken
+from security import lockout
 
 
 class LoginSerializer(StrictSerializer):
@@ -45,6 +47,11 @@ class ObtainTokenView(ApiView):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        until = lockout.locked_until(data["username"], lockout.request_ip(request))
+        if until:
+            raise Throttled(
+                wait=(until - timezone.now()).total_seconds(), detail=lockout.lock_message(until)
+            )
         user = authenticate(request, username=data["username"], password=data["password"])
         if user is None or not user.is_active:
             raise AuthenticationFailed("Unable to log in with the given username and password.")

@@ -28,6 +28,27 @@ class HostIdsField(serializers.ListField):
         return sorted(h.pk for h in value.all())
 
 
+class EncryptionKeyField(serializers.CharField):
+    """The name of the vault's customer-managed key, read from its assignment."""
+
+    def __init__(self, **kwargs):
+        super().__init__(source="*", **kwargs)
+
+    def to_representation(self, vault):
+        # Views select_related("key_assignment__key"), so this reads no row per vault.
+        assignment = getattr(vault, "key_assignment", None)
+        return assignment.key.name if assignment is not None else None
+
+    def validate_empty_values(self, data):
+        # null (a GET body sent back for a platform-key vault) names no key: no change.
+        if data is None:
+            return True, {"encryption_key": None}
+        return super().validate_empty_values(data)
+
+    def to_internal_value(self, data):
+        return {"encryption_key": super().to_internal_value(data)}
+
+
 class VaultSerializer(StrictModelSerializer):
     """A vault, its settings and what the caller may do in it.
 
@@ -36,12 +57,22 @@ class VaultSerializer(StrictModelSerializer):
     """
 
     linked_hosts = HostIdsField(required=False)
+    # The customer-managed key's name (null: the platform key); see security.keys.
+    encryption_key = EncryptionKeyField(required=False)
     role = serializers.SerializerMethodField()
     capabilities = serializers.SerializerMethodField()
 
     class Meta:
         model = Vault
-        fields = ["name", *VAULT_SETTINGS, "linked_hosts", "created_at", "role", "capabilities"]
+        fields = [
+            "name",
+            *VAULT_SETTINGS,
+            "encryption_key",
+            "linked_hosts",
+            "created_at",
+            "role",
+            "capabilities",
+        ]
         read_only_fields = ["name", "created_at"]
 
     def _user(self):

@@ -56,7 +56,11 @@ class VaultListView(ApiListView):
     def get_queryset(self):
         if self.schema_only:
             return Vault.objects.none()
-        return Vault.objects.visible_to(self.request.user).prefetch_related("linked_hosts")
+        return (
+            Vault.objects.visible_to(self.request.user)
+            .prefetch_related("linked_hosts")
+            .select_related("key_assignment__key")
+        )
 
     @extend_schema(request=VaultCreateSerializer, responses={201: VaultSerializer})
     def post(self, request):
@@ -79,7 +83,11 @@ class VaultDetailView(ApiView):
     vault_actions = {"GET": "view", "PATCH": "change_settings", "DELETE": "delete_vault"}
 
     def _fresh(self):
-        return Vault.objects.prefetch_related("linked_hosts").get(pk=self.vault.pk)
+        return (
+            Vault.objects.prefetch_related("linked_hosts")
+            .select_related("key_assignment__key")
+            .get(pk=self.vault.pk)
+        )
 
     def get(self, request, vault_name: str):
         return Response(self.get_serializer(self._fresh()).data)
@@ -92,7 +100,13 @@ class VaultDetailView(ApiView):
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         host_ids = data.pop("linked_hosts", None)
+        key = data.pop("encryption_key", None)
         data = changed_only(vault, data)
+        if key is not None:
+            from security.keys import key_name
+
+            if key != key_name(vault):
+                data["encryption_key"] = key
         changed_hosts = host_ids is not None and set(host_ids) != {
             h.pk for h in vault.linked_hosts.all()
         }

@@ -1,0 +1,456 @@
+"""Alerts: Sev-0 security alerts (never turned off) and Sev-1 job alerts (per-vault switch).
+
+Security alerts are derived from the audit log: every state change is recorded there, so a
+receiver on new `AuditEvent` rows sees each event exactly once, whichever page, API call or job
+made it. Job alerts come from `jobs.runner.finish` (`on_job_finished`). The upcoming-purge
+alert is a periodic check (`check_upcoming_purges`, jobs/schedules.py).
+
+Each alert names its event with a dedup key. `fire(..., once=True)` (events: one audit event,
+one purge date) raises at most one alert per key ever; `once=False` (conditions: a key that is
+unavailable, an item whose backups fail) raises one open alert per key and counts further
+occurrences on it until it is resolved. New alerts are e-mailed to the vault's owners after the
+transaction commits.
+"""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+from django.utils import timezone
+
+from security import errors
+from security.models import Alert, AlertStatus, Severity, VaultAlertSettings
+from vaults import access, audit
+from vaults.models import AuditEvent, Role, SoftDeleteState
+
+log = logging.getLogger(__name__)
+
+# kind → title. Security alerts (Sev 0) cannot be turned off.
+SECURITY_KINDS = {
+    "delete_backup_data": "Backup data deleted",
+    "upcoming_purge": "Soft-deleted backup data will be purged soon",
+    "purge_complete": "Soft-deleted backup data purged",
+    "soft_delete_disabled": "Soft delete disabled",
+    "retention_reduced": "Retention reduced",
+    "mua_disabled": "Multi-user authorization disabled",
+    "immutability_changed": "Immutability changed",
+}
+# Sev 1. backup/restore failures follow the vault's job-alert switch; an unavailable key is
+# always raised (backups stop until it is back).
+JOB_KINDS = {
+    "backup_failure": "Backup failed",
+    "restore_failure": "Restore failed",
+    "key_unavailable": "Encryption key unavailable",
+}
+SWITCHABLE = {"backup_failure", "restore_failure"}
+UPCOMING_PURGE_WINDOW = timedelta(days=2)
+
+
+def title(kind: str) -> str:
+    return SECURITY_KINDS.get(kind) or JOB_KINDS.get(kind) or kind
+
+
+def job_alerts_enabled(vault) -> bool:
+    s = VaultAlertSettings.objects.filter(vault=vault).first()
+    return True if s is None else s.job_alerts
+
+
+def fire(
+    vault,
+    kind: str,
+    *,
+    message: str,
+    dedup_key: str,
+    severity: str | None = None,
+    obj=None,
+    ref: tuple[str, str, str] | None = None,
+    once: bool = True,
+) -> Alert | None:
+    """Raise an alert for one event; None when it already fired (or is switched off).
+
+    The alert refers to `obj`, or to `ref` = (object type, id, text) when there is no instance.
+    """
+    if ref is None:
+        ref = (type(obj).__name__, str(obj.pk), str(obj)) if obj is not None else ("", "", "")
+    severity = severity or (Severity.SEV0 if kind in SECURITY_KINDS else Severity.SEV1)
+    if kind in SWITCHABLE and not job_alerts_enabled(vault):
+        return None
+    same = Alert.objects.filter(dedup_key=dedup_key)
+    if once and same.exists():
+        return None
+    now = timezone.now()
+    open_alert = same.exclude(status=AlertStatus.RESOLVED).first()
+    if open_alert is not None:
+        Alert.objects.filter(pk=open_alert.pk).update(
+            occurrences=open_alert.occurrences + 1, last_seen_at=now, message=message
+        )
+        return None
+    try:
+        with transaction.atomic():
+            alert = Alert.objects.create(
+                vault=vault,
+                severity=severity,
+                kind=kind,
+                message=message,
+                object_type=ref[0][:40],
+                object_id=ref[1][:64],
+                object_repr=ref[2][:200],
+                dedup_key=dedup_key[:200],
+                created_at=now,
+                last_seen_at=now,
+            )
+    except IntegrityError:  # another process raised it a moment ago
+        return None
+    transaction.on_commit(lambda: send_alert_mail(alert.pk))
+    return alert
+
+
+def owner_emails(vault) -> list[str]:
+    emails = (
+        vault.memberships.filter(role=Role.OWNER, user__is_active=True)
+        .exclude(user__email="")
+        .values_list("user__email", flat=True)
+    )
+    return sorted(set(emails))
+
+
+def send_alert_mail(alert_id: int) -> int:
+    alert = Alert.objects.select_related("vault").filter(pk=alert_id).first()
+    if alert is None:
+        return 0
+    to = owner_emails(alert.vault)
+    if not to:
+        return 0
+    subject = f"[Lifeboat] {alert.get_severity_display()}: {title(alert.kind)} in vault {alert.vault.name}"
+    body = (
+        f"{title(alert.kind)} ({alert.get_severity_display()})\n\n"
+        f"Vault: {alert.vault.name}\n"
+        f"Object: {alert.object_repr or '-'}\n"
+        f"Time: {alert.created_at:%Y-%m-%d %H:%M:%S} UTC\n\n"
+        f"{alert.message}\n"
+    )
+    try:
+        return send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, to)
+    except Exception:  # mail trouble must never undo or hide the alert itself
+        log.exception("could not e-mail alert %s", alert_id)
+        return 0
+
+
+# -- security alerts from the audit log ----------------------------------------------------------------
+
+
+def _vault_update(event: AuditEvent) -> list[tuple[str, str]]:
+    before, after = event.before or {}, event.after or {}
+    out = []
+    if (
+        before.get("soft_delete_state", SoftDeleteState.DISABLED) != SoftDeleteState.DISABLED
+        and after.get("soft_delete_state") == SoftDeleteState.DISABLED
+    ):
+        out.append(
+            (
+                "soft_delete_disabled",
+                f"{event.actor_name} disabled soft delete: deleted backup data is no longer "
+                "kept in the recycle bin.",
+            )
+        )
+    if before.get("mua_enabled") is True and after.get("mua_enabled") is False:
+        out.append(
+            (
+                "mua_disabled",
+                f"{event.actor_name} disabled multi-user authorization: critical operations "
+                "no longer need a guard approver.",
+            )
+        )
+    if "immutability" in after and before.get("immutability") != after.get("immutability"):
+        out.append(
+            (
+                "immutability_changed",
+                f"{event.actor_name} changed immutability from {before.get('immutability')} "
+                f"to {after.get('immutability')}.",
+            )
+        )
+    return out
+
+
+def _policy_update(event: AuditEvent) -> list[tuple[str, str]]:
+    from policies.retention import retention_reductions
+
+    try:
+        reasons = retention_reductions(event.before or {}, event.after or {})
+    except Exception:  # a representation from an older version: nothing to compare
+        return []
+    if not reasons:
+        return []
+    return [
+        (
+            "retention_reduced",
+            f"{event.actor_name} reduced the retention of policy {event.object_repr}: "
+            + "; ".join(reasons),
+        )
+    ]
+
+
+def _item_update(event: AuditEvent) -> list[tuple[str, str]]:
+    from policies.models import BackupPolicy
+    from policies.retention import reduces_retention
+
+    before, after = event.before or {}, event.after or {}
+    if before.get("policy") == after.get("policy") or event.vault is None:
+        return []
+    reps = {
+        p.name: p.representation()
+        for p in BackupPolicy.objects.filter(
+            vault=event.vault, name__in=[before.get("policy"), after.get("policy")]
+        )
+    }
+    old, new = reps.get(before.get("policy")), reps.get(after.get("policy"))
+    if old is None or new is None or not reduces_retention(old, new):
+        return []
+    return [
+        (
+            "retention_reduced",
+            f"{event.actor_name} moved {event.object_repr} from policy {before.get('policy')} "
+            f"to {after.get('policy')}, which keeps its recovery points for less time.",
+        )
+    ]
+
+
+def _stop_protection(event: AuditEvent) -> list[tuple[str, str]]:
+    after = event.after or {}
+    if after.get("mode") != "delete_data":
+        return []
+    return [
+        (
+            "delete_backup_data",
+            f"{event.actor_name} stopped protection of {event.object_repr} and deleted its "
+            "backup data.",
+        )
+    ]
+
+
+# audit action → rule(event) → [(kind, message)]
+AUDIT_RULES = {
+    "vault.update": _vault_update,
+    "policy.update": _policy_update,
+    "protection.update": _item_update,
+    "protection.stop": _stop_protection,
+}
+
+
+@receiver(post_save, sender=AuditEvent, dispatch_uid="security-alerts-from-audit")
+def _on_audit_event(sender, instance: AuditEvent, created: bool, **kwargs) -> None:
+    if not created or instance.vault_id is None:
+        return
+    rule = AUDIT_RULES.get(instance.action)
+    if rule is None:
+        return
+    for kind, message in rule(instance):
+        fire(
+            instance.vault,
+            kind,
+            message=message,
+            dedup_key=f"audit:{instance.pk}:{kind}",
+            ref=(instance.object_type, instance.object_id, instance.object_repr),
+        )
+
+
+# -- job alerts --------------------------------------------------------------------------------------
+
+
+def on_job_finished(job) -> None:
+    """Called by jobs.runner.finish for every job that ends."""
+    from jobs.models import Operation, Status
+
+    if job.vault_id is None:
+        return
+    if job.operation in (Operation.PURGE, Operation.DELETE_BACKUP_DATA):
+        _purge_finished(job)
+        return
+    if job.operation not in (Operation.BACKUP, Operation.RESTORE):
+        return
+    vault = job.vault
+    what = job.vm_name or "the vault"
+    if job.status == Status.FAILED:
+        if job.error_code == "key_unavailable":
+            fire(
+                vault,
+                "key_unavailable",
+                message=f"Backups and restores of vault {vault.name} fail: {job.error_message}",
+                dedup_key=f"key_unavailable:{vault.pk}",
+                obj=job,
+                once=False,
+            )
+        kind = "backup_failure" if job.operation == Operation.BACKUP else "restore_failure"
+        fire(
+            vault,
+            kind,
+            message=f"{title(kind)} for {what} (job {job.pk}, {job.error_code or 'error'}): "
+            f"{job.error_message}",
+            dedup_key=f"{kind}:{vault.pk}:{job.protected_item_id}:{job.error_code}",
+            obj=job,
+            once=False,
+        )
+    elif job.status in (Status.COMPLETED, Status.COMPLETED_WITH_WARNINGS):
+        # The key works again: the condition that raised the key alert is gone.
+        resolve_condition(f"key_unavailable:{vault.pk}")
+        if job.operation == Operation.BACKUP:
+            for alert in Alert.objects.filter(
+                kind="backup_failure",
+                dedup_key__startswith=f"backup_failure:{vault.pk}:{job.protected_item_id}:",
+            ).exclude(status=AlertStatus.RESOLVED):
+                resolve_condition(alert.dedup_key)
+
+
+def _purge_finished(job) -> None:
+    from jobs.models import Status
+
+    result = job.result or {}
+    items, rps = result.get("items") or [], result.get("recovery_points") or 0
+    if job.status not in (Status.COMPLETED, Status.COMPLETED_WITH_WARNINGS) or not (items or rps):
+        return
+    what = f"{rps} recovery point(s)" + (f" and item(s) {', '.join(items)}" if items else "")
+    fire(
+        job.vault,
+        "purge_complete",
+        message=f"Purged permanently from vault {job.vault.name}: {what} (job {job.pk}). "
+        "This data can no longer be undeleted.",
+        dedup_key=f"purge_complete:{job.pk}",
+        obj=job,
+    )
+
+
+def resolve_condition(dedup_key: str) -> int:
+    """Resolve open alerts of a condition that no longer holds (resolved by nobody: the system)."""
+    return (
+        Alert.objects.filter(dedup_key=dedup_key)
+        .exclude(status=AlertStatus.RESOLVED)
+        .update(status=AlertStatus.RESOLVED, resolved_at=timezone.now())
+    )
+
+
+# -- the periodic check ------------------------------------------------------------------------------
+
+
+def check_upcoming_purges(now=None) -> int:
+    """One Sev-0 alert per recycle-bin entry purged within 2 days (each entry and purge time
+    fires once, however often the check runs)."""
+    from vaults.lifecycle import upcoming_purges
+    from vaults.models import Vault
+
+    now = now or timezone.now()
+    entries = upcoming_purges(now, UPCOMING_PURGE_WINDOW)
+    vaults = {v.name: v for v in Vault.objects.filter(name__in={e.vault for e in entries})}
+    raised = 0
+    for e in entries:
+        if e.kind == "item":
+            what = f"{e.vm_name} and its {e.recovery_points} recovery point(s)"
+            ref = ("ProtectedVM", str(e.item_id), e.vm_name)
+        else:
+            what = f"the recovery point of {e.vm_name} taken {e.recovery_point_time:%Y-%m-%d %H:%M}"
+            ref = (
+                "RecoveryPoint",
+                str(e.recovery_point),
+                f"{e.vm_name} @ {e.recovery_point_time:%Y-%m-%d %H:%M}",
+            )
+        alert = fire(
+            vaults[e.vault],
+            "upcoming_purge",
+            message=f"Soft-deleted backup data will be purged permanently on "
+            f"{e.purge_at:%Y-%m-%d %H:%M} UTC: {what}. Undelete it before then to keep it.",
+            dedup_key=f"upcoming_purge:{ref[0]}:{ref[1]}:{e.purge_at:%Y%m%d%H%M%S}",
+            ref=ref,
+        )
+        raised += alert is not None
+    return raised
+
+
+def periodic(now=None) -> dict:
+    """The security app's periodic work: upcoming purges, expired approvals."""
+    from security import mua
+
+    return {"upcoming_purges": check_upcoming_purges(now), "approvals_expired": mua.expire_due(now)}
+
+
+# -- people acting on alerts --------------------------------------------------------------------------
+
+
+def acknowledge(alert: Alert, *, by, request=None) -> Alert:
+    access.require(by, alert.vault, "acknowledge_alert")
+    if alert.status != AlertStatus.ACTIVE:
+        raise errors.blocked(
+            f"The alert is {alert.status}; only an active alert is acknowledged.",
+            rule=errors.RULE_ALERT_STATE,
+        )
+    with transaction.atomic():
+        alert.status, alert.acknowledged_by, alert.acknowledged_at = (
+            AlertStatus.ACKNOWLEDGED,
+            by,
+            timezone.now(),
+        )
+        alert.save(update_fields=["status", "acknowledged_by", "acknowledged_at"])
+        audit.record(
+            "alert.acknowledge",
+            actor=by,
+            request=request,
+            vault=alert.vault,
+            obj=alert,
+            before={"status": AlertStatus.ACTIVE},
+            after={"status": alert.status, "kind": alert.kind},
+        )
+    return alert
+
+
+def resolve(alert: Alert, *, by, request=None) -> Alert:
+    access.require(by, alert.vault, "resolve_alert")
+    if alert.status == AlertStatus.RESOLVED:
+        raise errors.blocked("The alert is already resolved.", rule=errors.RULE_ALERT_STATE)
+    before = alert.status
+    with transaction.atomic():
+        alert.status, alert.resolved_by, alert.resolved_at = (
+            AlertStatus.RESOLVED,
+            by,
+            timezone.now(),
+        )
+        alert.save(update_fields=["status", "resolved_by", "resolved_at"])
+        audit.record(
+            "alert.resolve",
+            actor=by,
+            request=request,
+            vault=alert.vault,
+            obj=alert,
+            before={"status": before},
+            after={"status": alert.status, "kind": alert.kind},
+        )
+    return alert
+
+
+def update_settings(vault, *, by, request=None, job_alerts: bool) -> VaultAlertSettings:
+    access.require(by, vault, "change_settings")
+    s, _ = VaultAlertSettings.objects.get_or_create(vault=vault)
+    if s.job_alerts == job_alerts:
+        return s
+    with transaction.atomic():
+        before = {"job_alerts": s.job_alerts}
+        s.job_alerts = job_alerts
+        s.save()
+        audit.record(
+            "alert_settings.update",
+            actor=by,
+            request=request,
+            vault=vault,
+            obj=s,
+            before=before,
+            after={"job_alerts": job_alerts},
+        )
+    return s
+
+
+def active_alert_count(user) -> int:
+    """Active alerts in the vaults the user sees (the navigation badge)."""
+    if not (user and user.is_authenticated):
+        return 0
+    return Alert.objects.visible_to(user).filter(status=AlertStatus.ACTIVE).count()

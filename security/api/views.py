@@ -1,0 +1,499 @@
+"""MUA approvals, customer-managed keys, alerts and the audit log over REST.
+
+Who may do what (DESIGN §2; decided in `vaults.access` and `security.mua`):
+
+- approvals: list/detail — guard approvers of the vault and members who may change settings
+  (contributor+, site admins); approve/reject — guard approvers only, never the requester.
+- keys: list/detail — any signed-in user (names only; paths and fingerprints for site
+  admins); register, enable/disable, rotate — site admins.
+- alerts: list/detail — readers+; acknowledge — operators+; resolve — contributors+; alert
+  settings — read by readers+, changed by contributors+.
+- audit: a vault's log — owners and site admins (`view_audit`); the whole log — site admins.
+"""
+
+import csv
+import json
+from datetime import datetime, time
+
+from django.http import Http404, StreamingHttpResponse
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import renderers, serializers, status
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+
+from portal.api.base import ApiListView, ApiView
+from security import alerts, keys, mua
+from security.api.serializers import (
+    AlertCountSerializer,
+    AlertSerializer,
+    AlertSettingsSerializer,
+    ApprovalSerializer,
+    AuditEventSerializer,
+    DecisionSerializer,
+    KeyCreateSerializer,
+    KeyPublicSerializer,
+    KeyRotateResultSerializer,
+    KeyRotateSerializer,
+    KeySerializer,
+    KeyUpdateSerializer,
+)
+from security.models import Alert, AlertStatus, Approval, CustomerKey, Severity, VaultAlertSettings
+from vaults import access
+from vaults.models import AuditEvent, Vault
+
+
+def _body(serializer_class, request) -> dict:
+    serializer = serializer_class(data=request.data if request.data is not None else {})
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+# -- approvals -------------------------------------------------------------------------------------
+
+
+class _ApprovalView(ApiView):
+    """Guard approvers are not members: the vault is resolved here, not by VaultAccess."""
+
+    permission_classes = [IsAuthenticated]
+    serializer_class = ApprovalSerializer
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        self.vault = Vault.objects.filter(name=kwargs.get("vault_name")).first()
+        if self.vault is None:
+            raise Http404("No such vault.")
+        self.check_vault(request.user)
+
+    def check_vault(self, user) -> None:
+        mua.require_view_approvals(user, self.vault)
+
+    def get_queryset(self):
+        if self.schema_only:
+            return Approval.objects.none()
+        return Approval.objects.filter(vault=self.vault).select_related("vault", "decided_by")
+
+    def get_approval(self, approval_id: int) -> Approval:
+        approval = self.get_queryset().filter(pk=approval_id).first()
+        if approval is None:
+            raise Http404("No such approval request.")
+        return approval
+
+
+STATUS_PARAM = OpenApiParameter(
+    "status", str, description="pending, approved, rejected, expired or executed"
+)
+
+
+class ApprovalList(_ApprovalView):
+    @extend_schema(parameters=[STATUS_PARAM], responses=ApprovalSerializer(many=True))
+    def get(self, request, vault_name: str):
+        """The vault's approval requests, newest first (`?status=` filters)."""
+        qs = self.get_queryset()
+        wanted = request.query_params.get("status")
+        if wanted:
+            now = timezone.now()
+            if wanted == "pending":
+                qs = qs.filter(status="pending", expires_at__gt=now)
+            elif wanted == "expired":
+                qs = qs.filter(status__in=["pending", "expired"]).exclude(
+                    status="pending", expires_at__gt=now
+                )
+            else:
+                qs = qs.filter(status=wanted)
+        page = self.paginate_queryset(qs)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+
+class ApprovalDetail(_ApprovalView):
+    def get(self, request, vault_name: str, approval_id: int):
+        return Response(self.get_serializer(self.get_approval(approval_id)).data)
+
+
+class _Decision(_ApprovalView):
+    def check_vault(self, user) -> None:
+        # Deciding is checked per request by mua.require_decide (guard approver, not requester).
+        if not mua.is_guard(user, self.vault) and access.role_of(user, self.vault) is None:
+            raise Http404("No such vault.")
+
+
+class ApprovalApprove(_Decision):
+    @extend_schema(request=DecisionSerializer, responses={200: ApprovalSerializer})
+    def post(self, request, vault_name: str, approval_id: int):
+        """Approve (guard approvers other than the requester): the operation runs at once on
+        behalf of the requester. 409 when the request is no longer pending or the operation
+        cannot run any more."""
+        data = _body(DecisionSerializer, request)
+        approval = mua.approve(
+            self.get_approval(approval_id), by=request.user, request=request, note=data["note"]
+        )
+        return Response(self.get_serializer(approval).data)
+
+
+class ApprovalReject(_Decision):
+    @extend_schema(request=DecisionSerializer, responses={200: ApprovalSerializer})
+    def post(self, request, vault_name: str, approval_id: int):
+        """Reject (guard approvers other than the requester); nothing runs."""
+        data = _body(DecisionSerializer, request)
+        approval = mua.reject(
+            self.get_approval(approval_id), by=request.user, request=request, note=data["note"]
+        )
+        return Response(self.get_serializer(approval).data)
+
+
+# -- keys ---------------------------------------------------------------------------------------------
+
+
+class KeyList(ApiListView):
+    site_actions = {"POST": "manage_keys"}
+
+    def get_serializer_class(self):
+        if access.is_site_admin(self.request.user):
+            return KeySerializer
+        return KeyPublicSerializer
+
+    def get_queryset(self):
+        return CustomerKey.objects.prefetch_related("assignments__vault").order_by("name")
+
+    @extend_schema(responses=KeySerializer(many=True))
+    def get(self, request, *args, **kwargs):
+        """Registered customer-managed keys (site admins see paths, fingerprints, vaults)."""
+        return self.list(request, *args, **kwargs)
+
+    @extend_schema(request=KeyCreateSerializer, responses={201: KeySerializer})
+    def post(self, request):
+        """Register a key by reference to a file on the server (site admins)."""
+        data = _body(KeyCreateSerializer, request)
+        key = keys.register_key(by=request.user, request=request, **data)
+        return Response(KeySerializer(key).data, status=status.HTTP_201_CREATED)
+
+
+class KeyDetail(ApiView):
+    serializer_class = KeySerializer
+
+    def get_key(self, key_name: str) -> CustomerKey:
+        key = CustomerKey.objects.prefetch_related("assignments__vault").filter(name=key_name)
+        key = key.first()
+        if key is None:
+            raise Http404("No such key.")
+        return key
+
+    @extend_schema(responses=KeySerializer)
+    def get(self, request, key_name: str):
+        key = self.get_key(key_name)
+        if access.is_site_admin(request.user):
+            return Response(KeySerializer(key).data)
+        return Response(KeyPublicSerializer(key).data)
+
+    @extend_schema(request=KeyUpdateSerializer, responses=KeySerializer)
+    def patch(self, request, key_name: str):
+        """Disable or re-enable the key (site admins)."""
+        access.require_site(request.user, "manage_keys")
+        key = self.get_key(key_name)
+        data = _body(KeyUpdateSerializer, request)
+        key = keys.set_key_enabled(key, data["enabled"], by=request.user, request=request)
+        return Response(KeySerializer(self.get_key(key.name)).data)
+
+
+class KeyRotate(ApiView):
+    site_actions = {"POST": "manage_keys"}
+    serializer_class = KeyRotateSerializer
+
+    @extend_schema(request=KeyRotateSerializer, responses={202: KeyRotateResultSerializer})
+    def post(self, request, key_name: str):
+        """Point the key at a new file; one update_key job per vault re-wraps its stores."""
+        key = CustomerKey.objects.filter(name=key_name).first()
+        if key is None:
+            raise Http404("No such key.")
+        data = _body(KeyRotateSerializer, request)
+        jobs = keys.rotate_key(key, by=request.user, request=request, path=data["path"])
+        key = CustomerKey.objects.prefetch_related("assignments__vault").get(pk=key.pk)
+        return Response(
+            {"key": KeySerializer(key).data, "jobs": [j.pk for j in jobs]},
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+# -- alerts ---------------------------------------------------------------------------------------------
+
+
+class AlertList(ApiListView):
+    serializer_class = AlertSerializer
+    vault_actions = {"GET": "view"}
+
+    def get_queryset(self):
+        if self.schema_only:
+            return Alert.objects.none()
+        qs = Alert.objects.filter(vault=self.vault).select_related("acknowledged_by", "resolved_by")
+        params = self.request.query_params
+        if params.get("status") in AlertStatus.values:
+            qs = qs.filter(status=params["status"])
+        if params.get("severity") in Severity.values:
+            qs = qs.filter(severity=params["severity"])
+        if params.get("kind"):
+            qs = qs.filter(kind=params["kind"])
+        return qs
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, description="active, acknowledged or resolved"),
+            OpenApiParameter("severity", str, description="sev0 or sev1"),
+            OpenApiParameter("kind", str),
+        ]
+    )
+    def get(self, request, *args, **kwargs):
+        """The vault's alerts, newest first."""
+        return self.list(request, *args, **kwargs)
+
+
+class _AlertView(ApiView):
+    serializer_class = AlertSerializer
+
+    def get_alert(self, alert_id: int) -> Alert:
+        alert = Alert.objects.filter(vault=self.vault, pk=alert_id).select_related("vault").first()
+        if alert is None:
+            raise Http404("No such alert.")
+        return alert
+
+
+class AlertDetail(_AlertView):
+    vault_actions = {"GET": "view"}
+
+    def get(self, request, vault_name: str, alert_id: int):
+        return Response(self.get_serializer(self.get_alert(alert_id)).data)
+
+
+class AlertAcknowledge(_AlertView):
+    vault_actions = {"POST": "acknowledge_alert"}
+
+    @extend_schema(request=None, responses=AlertSerializer)
+    def post(self, request, vault_name: str, alert_id: int):
+        """Acknowledge an active alert (operators and above)."""
+        alert = alerts.acknowledge(self.get_alert(alert_id), by=request.user, request=request)
+        return Response(self.get_serializer(alert).data)
+
+
+class AlertResolve(_AlertView):
+    vault_actions = {"POST": "resolve_alert"}
+
+    @extend_schema(request=None, responses=AlertSerializer)
+    def post(self, request, vault_name: str, alert_id: int):
+        """Resolve an alert (contributors and above)."""
+        alert = alerts.resolve(self.get_alert(alert_id), by=request.user, request=request)
+        return Response(self.get_serializer(alert).data)
+
+
+class AlertSettings(ApiView):
+    serializer_class = AlertSettingsSerializer
+    vault_actions = {"GET": "view", "PATCH": "change_settings"}
+
+    def _current(self) -> dict:
+        s = VaultAlertSettings.objects.filter(vault=self.vault).first()
+        return {"job_alerts": True if s is None else s.job_alerts}
+
+    def get(self, request, vault_name: str):
+        return Response(self._current())
+
+    def patch(self, request, vault_name: str):
+        """Turn the vault's Sev-1 job alerts on or off (contributors and above)."""
+        data = _body(AlertSettingsSerializer, request)
+        alerts.update_settings(self.vault, by=request.user, request=request, **data)
+        return Response(self._current())
+
+
+class AlertCount(ApiView):
+    serializer_class = AlertCountSerializer
+
+    def get(self, request):
+        """Active alerts in the vaults the caller sees (the navigation badge)."""
+        return Response({"active": alerts.active_alert_count(request.user)})
+
+
+# -- audit ------------------------------------------------------------------------------------------------
+
+
+class CSVRenderer(renderers.BaseRenderer):
+    """Lets `?format=csv` through content negotiation; the views write the CSV themselves."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return json.dumps(data).encode() if data is not None else b""
+
+
+CSV_COLUMNS = [
+    "time",
+    "actor",
+    "action",
+    "vault",
+    "object_type",
+    "object_id",
+    "object",
+    "source_ip",
+    "before",
+    "after",
+]
+
+
+def _cell(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    # A spreadsheet runs cells that start with these as formulas.
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+def csv_response(qs, filename: str) -> StreamingHttpResponse:
+    writer = csv.writer(_Echo())
+
+    def rows():
+        yield writer.writerow(CSV_COLUMNS)
+        for e in qs.iterator(chunk_size=500):
+            yield writer.writerow(
+                [
+                    e.time.isoformat(),
+                    _cell(e.actor_name),
+                    _cell(e.action),
+                    _cell(e.vault_name),
+                    _cell(e.object_type),
+                    _cell(e.object_id),
+                    _cell(e.object_repr),
+                    e.source_ip or "",
+                    _cell(e.before) if e.before is not None else "",
+                    _cell(e.after) if e.after is not None else "",
+                ]
+            )
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def _when(value: str, field: str, end: bool = False) -> datetime:
+    parsed = parse_datetime(value)
+    if parsed is None:
+        day = parse_date(value)
+        if day is None:
+            raise serializers.ValidationError(
+                {field: ["Give an ISO date (2025-01-31) or date-time (2025-01-31T12:00:00Z)."]}
+            )
+        parsed = datetime.combine(day, time.max if end else time.min)
+    if timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, timezone.utc)
+    return parsed
+
+
+AUDIT_PARAMS = [
+    OpenApiParameter(
+        "action",
+        str,
+        description="Exact action, e.g. vault.update; a trailing dot matches a family (vault.).",
+    ),
+    OpenApiParameter("actor", str, description="Username."),
+    OpenApiParameter("object_type", str, description="e.g. Vault, ProtectedVM, Approval."),
+    OpenApiParameter("since", str, description="ISO date or date-time (inclusive)."),
+    OpenApiParameter("until", str, description="ISO date or date-time (inclusive)."),
+    OpenApiParameter("format", str, description="csv: the whole filtered log as CSV."),
+]
+
+
+def filter_audit(qs, params):
+    if params.get("action"):
+        action = params["action"]
+        qs = (
+            qs.filter(action__startswith=action)
+            if action.endswith(".")
+            else qs.filter(action=action)
+        )
+    if params.get("actor"):
+        qs = qs.filter(actor_name=params["actor"])
+    if params.get("object_type"):
+        qs = qs.filter(object_type=params["object_type"])
+    if params.get("since"):
+        qs = qs.filter(time__gte=_when(params["since"], "since"))
+    if params.get("until"):
+        qs = qs.filter(time__lte=_when(params["until"], "until", end=True))
+    if params.get("vault"):
+        qs = qs.filter(vault_name=params["vault"])
+    return qs
+
+
+class _AuditList(ApiListView):
+    serializer_class = AuditEventSerializer
+    renderer_classes = [renderers.JSONRenderer, CSVRenderer]
+    export = False
+
+    def base_queryset(self):
+        raise NotImplementedError
+
+    def filename(self) -> str:
+        raise NotImplementedError
+
+    def get_queryset(self):
+        if self.schema_only:
+            return AuditEvent.objects.none()
+        return filter_audit(self.base_queryset(), self.request.query_params)
+
+    def get(self, request, *args, **kwargs):
+        if self.export or request.accepted_renderer.format == "csv":
+            return csv_response(self.get_queryset(), self.filename())
+        return self.list(request, *args, **kwargs)
+
+
+class VaultAuditList(_AuditList):
+    vault_actions = {"GET": "view_audit"}
+
+    def base_queryset(self):
+        return AuditEvent.objects.filter(vault=self.vault)
+
+    def filename(self) -> str:
+        return f"lifeboat-audit-{self.vault.name}-{timezone.now():%Y%m%d-%H%M%S}.csv"
+
+    @extend_schema(parameters=AUDIT_PARAMS)
+    def get(self, request, *args, **kwargs):
+        """The vault's audit log, newest first (owners and site admins); `?format=csv` exports
+        the whole filtered log."""
+        return super().get(request, *args, **kwargs)
+
+
+class VaultAuditExport(VaultAuditList):
+    export = True
+
+    @extend_schema(parameters=AUDIT_PARAMS[:-1], responses={(200, "text/csv"): OpenApiTypes.STR})
+    def get(self, request, *args, **kwargs):
+        """The vault's filtered audit log as CSV."""
+        return _AuditList.get(self, request, *args, **kwargs)
+
+
+class SiteAuditList(_AuditList):
+    site_actions = {"GET": "view_site_audit"}
+
+    def base_queryset(self):
+        return AuditEvent.objects.all()
+
+    def filename(self) -> str:
+        return f"lifeboat-audit-{timezone.now():%Y%m%d-%H%M%S}.csv"
+
+    @extend_schema(parameters=[*AUDIT_PARAMS, OpenApiParameter("vault", str)])
+    def get(self, request, *args, **kwargs):
+        """The whole audit log (site admins); `?format=csv` exports it."""
+        return super().get(request, *args, **kwargs)
+
+
+class SiteAuditExport(SiteAuditList):
+    export = True
+
+    @extend_schema(
+        parameters=[*AUDIT_PARAMS[:-1], OpenApiParameter("vault", str)],
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+    )
+    def get(self, request, *args, **kwargs):
+        """The whole filtered audit log as CSV (site admins)."""
+        return _AuditList.get(self, request, *args, **kwargs)

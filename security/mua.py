@@ -1,0 +1,448 @@
+"""Multi-user authorization (MUA): the two-person rule for a vault's critical operations.
+
+While a vault has `mua_enabled`, these operations wait for a guard approver of the vault:
+disable soft delete, reduce the retention of a policy or of an item (moving it to a policy
+with lower retention), stop protection with delete data, disable MUA, change the encryption key.
+
+1. A gated domain function validates, then calls `gate(...)` before changing anything. With
+   MUA on and the operation critical, `gate` records a pending `Approval` (the whole request is
+   its params) and raises `ApprovalRequired`; nothing changes.
+2. A guard approver of the vault — never the requester, superusers included — approves or
+   rejects. Approving runs the operation at once on behalf of the requester: `approve` calls
+   the domain function again inside `executing(approval)`, and `gate` lets exactly that
+   approval's operation through. Both users land in the audit log.
+3. Pending requests expire after LIFEBOAT["MUA_APPROVAL_HOURS"] (default 24); an expired or
+   rejected request does nothing.
+"""
+
+import json
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.utils import timezone
+
+from security import errors
+from security.errors import ApprovalRequired
+from security.models import Approval, ApprovalStatus
+from vaults import access, audit
+from vaults.models import GuardApprover, SoftDeleteState
+
+DEFAULT_HOURS = 24
+
+# The approval whose operation is running now (set only by `approve`).
+_executing: ContextVar[Approval | None] = ContextVar("lifeboat_mua_executing", default=None)
+
+
+def approval_hours() -> float:
+    return float(settings.LIFEBOAT.get("MUA_APPROVAL_HOURS", DEFAULT_HOURS))
+
+
+def canonical(params: dict) -> dict:
+    """`params` as JSON would store them, so a re-entered call compares equal."""
+    return json.loads(json.dumps(params, cls=DjangoJSONEncoder, sort_keys=True))
+
+
+@contextmanager
+def executing(approval: Approval):
+    token = _executing.set(approval)
+    try:
+        yield approval
+    finally:
+        _executing.reset(token)
+
+
+# -- what is critical ------------------------------------------------------------------------------
+
+
+def vault_update_reasons(vault, changes: dict) -> list[str]:
+    """The MUA rules a vault settings change touches (empty: not critical)."""
+    reasons = []
+    new_sd = changes.get("soft_delete_state", vault.soft_delete_state)
+    if vault.soft_delete_state != SoftDeleteState.DISABLED and new_sd == SoftDeleteState.DISABLED:
+        reasons.append("disable soft delete")
+    if vault.mua_enabled and changes.get("mua_enabled", True) is False:
+        reasons.append("disable multi-user authorization")
+    if "encryption_key" in changes or (
+        "encryption" in changes and changes["encryption"] != vault.encryption
+    ):
+        reasons.append("change the encryption key")
+    return reasons
+
+
+# -- the gate ----------------------------------------------------------------------------------------
+
+
+def gate(
+    vault, operation: str, *, by, request=None, params: dict, reasons: list[str], summary: str = ""
+) -> Approval | None:
+    """Let the operation run, or record a pending approval and raise `ApprovalRequired`.
+
+    Returns the approval being executed when the call comes from `approve` for exactly this
+    operation and params, None when the operation needs no approval. Call it after the role
+    check and validation, before any change.
+    """
+    params = canonical(params)
+    current = _executing.get()
+    if (
+        current is not None
+        and current.vault_id == vault.pk
+        and current.operation == operation
+        and canonical(current.params) == params
+    ):
+        return current
+    if not vault.mua_enabled or not reasons:
+        return None
+    summary = summary or f"{operation}: {', '.join(reasons)}"
+    now = timezone.now()
+    existing = (
+        Approval.objects.filter(
+            vault=vault,
+            operation=operation,
+            requested_by=by,
+            status=ApprovalStatus.PENDING,
+            expires_at__gt=now,
+        )
+        .order_by("-requested_at")
+        .first()
+    )
+    if existing is not None and canonical(existing.params) == params:
+        # Asking again for the same thing does not queue a second request.
+        raise ApprovalRequired(existing, _waiting_message(existing))
+    approval = Approval(
+        vault=vault,
+        operation=operation,
+        summary=summary[:300],
+        reasons=reasons,
+        params=params,
+        requested_by=by,
+        requested_by_name=by.get_username(),
+        requested_at=now,
+        source_ip=audit.client_ip(request),
+        expires_at=now + timedelta(hours=approval_hours()),
+    )
+    _save_request(approval)
+    raise ApprovalRequired(approval, _waiting_message(approval))
+
+
+def _waiting_message(approval: Approval) -> str:
+    return (
+        f"Multi-user authorization is on for vault {approval.vault.name}: to "
+        f"{' and '.join(approval.reasons)} needs the approval of a guard approver other than "
+        f"you. Approval request {approval.pk} is pending until "
+        f"{approval.expires_at:%Y-%m-%d %H:%M} UTC; nothing was changed yet."
+    )
+
+
+def _save_request(approval: Approval) -> None:
+    with transaction.atomic():
+        approval.save()
+        audit.record(
+            "approval.request",
+            actor=approval.requested_by,
+            vault=approval.vault,
+            obj=approval,
+            after={
+                "operation": approval.operation,
+                "reasons": approval.reasons,
+                "params": approval.params,
+                "expires_at": approval.expires_at.isoformat(),
+            },
+        )
+
+
+def ensure_saved(approval: Approval) -> Approval:
+    """Write the request again if an enclosing transaction rolled it back."""
+    if approval.pk is not None and Approval.objects.filter(pk=approval.pk).exists():
+        return approval
+    approval.pk = None
+    approval._state.adding = True
+    _save_request(approval)
+    return approval
+
+
+# -- who sees and decides ---------------------------------------------------------------------------
+
+
+def is_guard(user, vault) -> bool:
+    return bool(
+        user
+        and user.is_authenticated
+        and user.is_active
+        and GuardApprover.objects.filter(vault=vault, user=user).exists()
+    )
+
+
+def require_view_approvals(user, vault) -> None:
+    """Guard approvers and members who may change settings see the vault's approvals.
+
+    404 for anybody who neither sees the vault nor guards it; 403 for a member below
+    contributor.
+    """
+    if is_guard(user, vault):
+        return
+    access.require(user, vault, "change_settings")
+
+
+def require_decide(user, approval: Approval) -> None:
+    vault = approval.vault
+    if not is_guard(user, vault):
+        if access.role_of(user, vault) is None:
+            from django.http import Http404
+
+            raise Http404("No such vault.")
+        raise PermissionDenied(
+            f"Only a guard approver of vault {vault.name} decides its approval requests."
+        )
+    if approval.requested_by_id == user.pk:
+        raise PermissionDenied("Nobody approves or rejects their own request (two-person rule).")
+
+
+def visible_approvals(user, vault):
+    return Approval.objects.filter(vault=vault)
+
+
+# -- deciding ------------------------------------------------------------------------------------------
+
+
+def _expire_if_due(approval: Approval, now) -> None:
+    if approval.current_status(now) == ApprovalStatus.EXPIRED and (
+        approval.status == ApprovalStatus.PENDING
+    ):
+        Approval.objects.filter(pk=approval.pk, status=ApprovalStatus.PENDING).update(
+            status=ApprovalStatus.EXPIRED
+        )
+        approval.status = ApprovalStatus.EXPIRED
+        audit.record(
+            "approval.expire",
+            actor=None,
+            vault=approval.vault,
+            obj=approval,
+            before={"status": ApprovalStatus.PENDING},
+            after={"status": ApprovalStatus.EXPIRED},
+        )
+
+
+def _lock_pending(approval: Approval, by) -> Approval:
+    """Call inside a transaction, after `_check_decidable`."""
+    locked = Approval.objects.select_for_update().select_related("vault").get(pk=approval.pk)
+    if locked.current_status() != ApprovalStatus.PENDING:
+        raise errors.blocked(
+            f"Approval request {locked.pk} is {locked.current_status()}; only a pending "
+            "request can be decided, and an expired or rejected one does nothing.",
+            rule=errors.RULE_APPROVAL_STATE,
+        )
+    return locked
+
+
+def _check_decidable(approval: Approval, by) -> None:
+    require_decide(by, approval)
+    # Written before the decision's transaction, so a refused decision keeps the expiry.
+    _expire_if_due(approval, timezone.now())
+
+
+def reject(approval: Approval, *, by, request=None, note: str = "") -> Approval:
+    _check_decidable(approval, by)
+    with transaction.atomic():
+        locked = _lock_pending(approval, by)
+        locked.status = ApprovalStatus.REJECTED
+        locked.decided_by, locked.decided_at, locked.note = by, timezone.now(), note[:500]
+        locked.save(update_fields=["status", "decided_by", "decided_at", "note"])
+        audit.record(
+            "approval.reject",
+            actor=by,
+            request=request,
+            vault=locked.vault,
+            obj=locked,
+            before={"status": ApprovalStatus.PENDING},
+            after={
+                "status": ApprovalStatus.REJECTED,
+                "requested_by": locked.requested_by_name,
+                "operation": locked.operation,
+                "note": locked.note,
+            },
+        )
+    return locked
+
+
+def approve(approval: Approval, *, by, request=None, note: str = "") -> Approval:
+    """Approve and run the operation on behalf of the requester.
+
+    1. Lock the request; refuse unless it is pending, unexpired and `by` is another guard
+       approver of the vault. Mark it approved and commit (the decision stands even if the
+       operation then fails).
+    2. Run the operation inside `executing(approval)`; the domain function checks the
+       requester's role and every other rule again and writes its own audit record.
+    3. Mark it executed, or keep it approved with the error and raise `RuleBlocked` (409).
+    """
+    _check_decidable(approval, by)
+    with transaction.atomic():
+        locked = _lock_pending(approval, by)
+        locked.status = ApprovalStatus.APPROVED
+        locked.decided_by, locked.decided_at, locked.note = by, timezone.now(), note[:500]
+        locked.save(update_fields=["status", "decided_by", "decided_at", "note"])
+        audit.record(
+            "approval.approve",
+            actor=by,
+            request=request,
+            vault=locked.vault,
+            obj=locked,
+            before={"status": ApprovalStatus.PENDING},
+            after={
+                "status": ApprovalStatus.APPROVED,
+                "requested_by": locked.requested_by_name,
+                "operation": locked.operation,
+                "note": locked.note,
+            },
+        )
+    requester = locked.requested_by
+    try:
+        if requester is None or not requester.is_active:
+            raise PermissionDenied("The requester's account no longer exists or is inactive.")
+        access.forget(requester)
+        with transaction.atomic(), executing(locked):
+            _run(locked, requester, request)
+            locked.status, locked.executed_at = ApprovalStatus.EXECUTED, timezone.now()
+            locked.save(update_fields=["status", "executed_at"])
+            audit.record(
+                "approval.execute",
+                actor=by,
+                request=request,
+                vault=locked.vault,
+                obj=locked,
+                before={"status": ApprovalStatus.APPROVED},
+                after={
+                    "status": ApprovalStatus.EXECUTED,
+                    "operation": locked.operation,
+                    "requested_by": locked.requested_by_name,
+                    "approved_by": by.get_username(),
+                    "params": locked.params,
+                },
+            )
+    except (ValidationError, PermissionDenied) as e:
+        message = " ".join(e.messages) if isinstance(e, ValidationError) else str(e)
+        locked.error = message
+        locked.save(update_fields=["error"])
+        raise errors.blocked(
+            f"Approval request {locked.pk} is approved, but the operation could not run: {message}",
+            rule=errors.RULE_APPROVAL_FAILED,
+        ) from e
+    return locked
+
+
+def expire_due(now=None) -> int:
+    """Mark pending requests past their expiry as expired (periodic; also done lazily)."""
+    now = now or timezone.now()
+    count = 0
+    for approval in Approval.objects.filter(
+        status=ApprovalStatus.PENDING, expires_at__lte=now
+    ).select_related("vault"):
+        _expire_if_due(approval, now)
+        count += 1
+    return count
+
+
+# -- running an approved operation ------------------------------------------------------------------
+
+
+def _run(approval: Approval, requester, request) -> None:
+    runner = OPERATIONS.get(approval.operation)
+    if runner is None:
+        raise ValidationError({"detail": f"Unknown operation {approval.operation}."})
+    runner(approval, requester, request)
+
+
+def _run_vault_update(approval, requester, request):
+    from vaults import services
+
+    services.update_vault(approval.vault, by=requester, request=request, **approval.params)
+
+
+def _run_policy_update(approval, requester, request):
+    from policies.models import BackupPolicy
+    from vaults import services
+
+    p = approval.params
+    policy = BackupPolicy.objects.filter(vault=approval.vault, pk=p["policy"]).first()
+    if policy is None:
+        raise ValidationError({"detail": "The policy no longer exists."})
+    services.update_policy(policy, p["representation"], by=requester, request=request)
+
+
+def _run_item_update(approval, requester, request):
+    from policies.models import BackupPolicy
+    from vaults import services
+    from vaults.models import ProtectedVM
+
+    p = approval.params
+    item = ProtectedVM.objects.filter(vault=approval.vault, pk=p["item"]).first()
+    if item is None:
+        raise ValidationError({"detail": "The protected item no longer exists."})
+    changes = dict(p["changes"])
+    if "policy" in changes:
+        policy = BackupPolicy.objects.filter(vault=approval.vault, pk=changes["policy"]).first()
+        if policy is None:
+            raise ValidationError({"detail": "The target policy no longer exists."})
+        changes["policy"] = policy
+    services.update_item(item, by=requester, request=request, **changes)
+
+
+def _run_stop_protection(approval, requester, request):
+    from vaults import lifecycle
+    from vaults.models import ProtectedVM
+
+    p = approval.params
+    item = ProtectedVM.objects.filter(vault=approval.vault, pk=p["item"]).first()
+    if item is None:
+        raise ValidationError({"detail": "The protected item no longer exists."})
+    kwargs = {k: v for k, v in p.items() if k != "item"}
+    lifecycle.stop_protection(item, by=requester, request=request, **kwargs)
+
+
+OPERATIONS = {
+    "vault.update": _run_vault_update,
+    "policy.update": _run_policy_update,
+    "protection.update": _run_item_update,
+    "protection.stop": _run_stop_protection,
+}
+
+
+def item_update_params(item, changes: dict) -> dict:
+    """`update_item`'s changes as JSON (the policy by id)."""
+    out = dict(changes)
+    if "policy" in out and out["policy"] is not None and hasattr(out["policy"], "pk"):
+        out["policy"] = out["policy"].pk
+    return {"item": item.pk, "changes": out}
+
+
+# -- rules about MUA itself ------------------------------------------------------------------------
+
+
+def check_enable(vault, changes: dict) -> None:
+    """Turning MUA on needs somebody to approve: at least one guard approver."""
+    if changes.get("mua_enabled") is True and not vault.mua_enabled:
+        if not GuardApprover.objects.filter(vault=vault).exists():
+            raise errors.blocked(
+                f"Vault {vault.name} has no guard approver: a site administrator assigns one "
+                "before multi-user authorization can be enabled.",
+                rule=errors.RULE_MUA_NO_GUARD,
+                field="mua_enabled",
+            )
+
+
+def check_guard_removal(ga) -> None:
+    """The last guard approver of a vault with MUA on stays: nobody could approve otherwise."""
+    vault = ga.vault
+    if (
+        vault.mua_enabled
+        and not GuardApprover.objects.filter(vault=vault).exclude(pk=ga.pk).exists()
+    ):
+        raise errors.blocked(
+            f"{ga.user.username} is the last guard approver of vault {vault.name}, which has "
+            "multi-user authorization on; assign another one first.",
+            rule=errors.RULE_MUA_LAST_GUARD,
+        )

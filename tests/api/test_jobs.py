@@ -93,3 +93,58 @@ def test_it_keeps_the_job_list_query_count_flat(api, item, reader, admin_user, a
         lambda n: [f.make_job(item.vault, item, created_by=admin_user) for _ in range(n)],
         budget=4,
     )
+
+
+def test_it_shows_progress_totals_and_an_eta_while_a_job_runs(api, item, reader):
+    from datetime import timedelta
+
+    now = timezone.now()
+    job = f.make_job(
+        item.vault,
+        item,
+        status=Status.IN_PROGRESS,
+        started_at=now - timedelta(seconds=10),
+        bytes_total=3000,
+        bytes_done=1000,
+        params={"on_demand": True, "retain_until": "2031-01-01T00:00:00+00:00"},
+        result={
+            "progress": {
+                "phase": "snapshot",
+                "disks": [
+                    {"lun": -1, "done": 1000, "total": 2000},
+                    {"lun": 0, "done": 0, "total": 1000},
+                ],
+            },
+            "bytes_read": 1000,
+            "bytes_changed": 600,
+            "bytes_stored": 300,
+        },
+        warnings=[{"code": "pre_script_failed", "message": "exit 3"}],
+    )
+    r = api(reader).get(detail(job.pk))
+    assert r.status_code == 200
+    d = r.data
+    assert d["progress"]["phase"] == "snapshot"
+    assert d["progress"]["disks"][0] == {"lun": -1, "done": 1000, "total": 2000}
+    assert (d["bytes_read"], d["bytes_changed"], d["bytes_stored"]) == (1000, 600, 300)
+    assert (d["bytes_done"], d["bytes_total"], d["progress_percent"]) == (1000, 3000, 33)
+    assert 90 <= d["throughput"] <= 100  # about 1000 bytes in 10 s
+    assert 19 <= d["eta_seconds"] <= 21  # 2000 bytes left at that rate
+    assert d["params"] == {"on_demand": True, "retain_until": "2031-01-01T00:00:00+00:00"}
+    assert d["warnings"] == [{"code": "pre_script_failed", "message": "exit 3"}]
+    assert d["consistency"] is None and d["recovery_point"] is None
+
+
+def test_it_masks_secret_looking_params(api, item, reader):
+    job = f.make_job(
+        item.vault,
+        item,
+        params={"key_file": "/etc/lifeboat/cmk.key", "nested": [{"password": "x"}], "luns": [0]},
+    )
+    params = api(reader).get(detail(job.pk)).data["params"]
+    assert params == {"key_file": "********", "nested": [{"password": "********"}], "luns": [0]}
+
+
+def test_a_finished_job_has_no_eta(api, job, reader):
+    d = api(reader).get(detail(job.pk)).data
+    assert d["eta_seconds"] is None and d["progress"] is None and d["params"] == {}

@@ -61,3 +61,15 @@ def test_outsider_gets_404(api, rp, outsider):
 
 def test_it_keeps_the_recovery_point_list_query_count_flat(api, item, reader, assert_flat_queries):
     assert_flat_queries(api(reader), LIST, lambda n: [f.make_rp(item) for _ in range(n)], budget=5)
+
+
+def test_it_shows_the_tiers_and_whether_a_transfer_is_due(api, item, reader):
+    rp = f.make_rp(item, in_snapshot_tier=True, in_vault_tier=False, transfer_due=True)
+    d = api(reader).get(detail(rp.pk)).data
+    assert d["tiers"] == {"snapshot": True, "vault": False}
+    assert d["type"] == "snapshot" and d["transfer_due"] is True
+    rp.in_snapshot_tier, rp.in_vault_tier, rp.transfer_due = False, True, False
+    rp.save()
+    d = api(reader).get(detail(rp.pk)).data
+    assert d["tiers"] == {"snapshot": False, "vault": True}
+    assert d["type"] == "vault" and d["transfer_due"] is False

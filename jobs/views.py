@@ -1,28 +1,53 @@
-"""Job pages: the vault's job list (filtered by status and operation) and one job's detail.
+"""Job pages: the vault's job list (last 7 days by default; status, operation and VM filters)
+and one job's detail, plus cancelling a job.
 
-The detail's progress fragment polls every 2 s while the job runs; once it is finished the
-view answers 286, which tells htmx to stop polling.
+Both poll while something they show is unfinished (the list every 2 s, the detail every 1 s);
+once nothing is, the view answers 286, which tells htmx to stop polling.
 """
 
+from datetime import timedelta
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.views.decorators.http import require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
-from jobs.models import Job, Operation, Status
-from portal.views import render_page
+from jobs.models import FINISHED, Job, Operation, Status
+from jobs.runner import request_cancel
+from portal.views import done, render_page
 from vaults import access
+from vaults.models import RPConsistency
 from vaults.views import vault_context
 
 PAGE_SIZE = 50
+DAYS = [(1, "24 hours"), (7, "7 days"), (30, "30 days"), (90, "90 days"), (0, "All time")]
+DEFAULT_DAYS = 7
+
+
+def _days(value) -> int:
+    try:
+        days = int(value)
+    except (TypeError, ValueError):
+        return DEFAULT_DAYS
+    return days if days in dict(DAYS) else DEFAULT_DAYS
 
 
 @login_required
 def job_list(request, name):
     vault = access.get_vault(request.user, name, "view")
-    jobs = Job.objects.visible_to(request.user).filter(vault=vault).select_related("created_by")
+    vault_jobs = Job.objects.visible_to(request.user).filter(vault=vault)
+    jobs = vault_jobs.select_related("created_by")
     status = request.GET.get("status", "")
     operation = request.GET.get("operation", "")
+    vm = request.GET.get("vm", "")
+    days = _days(request.GET.get("days"))
+    if days:
+        jobs = jobs.filter(created_at__gte=timezone.now() - timedelta(days=days))
     if status in Status.values:
         jobs = jobs.filter(status=status)
     else:
@@ -31,10 +56,18 @@ def job_list(request, name):
         jobs = jobs.filter(operation=operation)
     else:
         operation = ""
+    if vm:
+        jobs = jobs.filter(vm_name=vm)
     page = Paginator(jobs.order_by("-created_at", "-id"), PAGE_SIZE).get_page(
         request.GET.get("page")
     )
-    query = "&".join(f"{k}={v}" for k, v in (("status", status), ("operation", operation)) if v)
+    filters = {"status": status, "operation": operation, "vm": vm}
+    filters["days"] = days if days != DEFAULT_DAYS else ""
+    query = urlencode({k: v for k, v in filters.items() if v != ""})
+    vm_names = (
+        vault_jobs.exclude(vm_name="").order_by("vm_name").values_list("vm_name", flat=True)
+    ).distinct()
+    live = any(not job.is_finished for job in page.object_list)
     context = vault_context(
         request,
         vault,
@@ -43,11 +76,38 @@ def job_list(request, name):
         jobs=page.object_list,
         status=status,
         operation=operation,
+        vm=vm,
+        days=days,
+        day_choices=DAYS,
+        vm_names=vm_names,
         statuses=Status.choices,
         operations=Operation.choices,
         query=query,
+        live=live,
+        here=request.get_full_path(),
     )
-    return render_page(request, "jobs/job_list.html", context, partial="job-table")
+    # Only the table's own polling asks with poll=1; a filter change must always swap.
+    stop = request.htmx and request.GET.get("poll") and not live
+    status_code = HTMX_STOP_POLLING if stop else 200
+    return render_page(
+        request, "jobs/job_list.html", context, partial="job-table", status=status_code
+    )
+
+
+def _rates(job: Job) -> dict:
+    """Throughput of the running phase (bytes done / its elapsed time) and the time left."""
+    if job.is_finished or not job.bytes_done:
+        return {}
+    running = [t for t in job.subtasks.all() if t.status == Status.IN_PROGRESS and t.started_at]
+    since = running[-1].started_at if running else job.started_at
+    if since is None:
+        return {}
+    elapsed = (timezone.now() - since).total_seconds()
+    if elapsed <= 0:
+        return {}
+    rate = job.bytes_done / elapsed
+    left = max(job.bytes_total - job.bytes_done, 0)
+    return {"rate": rate, "eta": timedelta(seconds=round(left / rate)) if rate else None}
 
 
 @login_required
@@ -60,6 +120,47 @@ def job_detail(request, name, job_id):
         .prefetch_related("subtasks"),
         pk=job_id,
     )
-    context = vault_context(request, vault, "jobs", job=job)
+    result = job.result or {}
+    progress = result.get("progress") or {}
+    disks = [
+        {**d, "percent": min(100, int(d["done"] * 100 / d["total"])) if d.get("total") else 0}
+        for d in progress.get("disks") or []
+    ]
+    context = vault_context(
+        request,
+        vault,
+        "jobs",
+        job=job,
+        result=result,
+        phase=progress.get("phase", ""),
+        disks=disks,
+        transfer=result.get("transfer") or {},
+        consistencies=RPConsistency.choices,
+        loud_warnings=[w for w in job.warnings if w.get("code") == "thaw_failed"],
+        warnings=[w for w in job.warnings if w.get("code") != "thaw_failed"],
+        **_rates(job),
+    )
     status = HTMX_STOP_POLLING if request.htmx and job.is_finished else 200
     return render_page(request, "jobs/job_detail.html", context, partial="progress", status=status)
+
+
+@login_required
+@require_POST
+def job_cancel(request, name, job_id):
+    vault = access.get_vault(request.user, name, "cancel_job")
+    job = get_object_or_404(Job.objects.filter(vault=vault), pk=job_id)
+    if job.status in FINISHED:
+        messages.error(request, f"Job {job.pk} has already finished.")
+    elif request_cancel(job):
+        messages.success(
+            request,
+            "Job cancelled."
+            if job.status == Status.CANCELLED
+            else "Cancelling: the job stops at its next check.",
+        )
+    else:
+        messages.info(request, f"Job {job.pk} is already {job.get_status_display().lower()}.")
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+        back = reverse("job-detail", args=[vault.name, job.pk])
+    return done(request, back)

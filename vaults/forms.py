@@ -134,3 +134,67 @@ class ProtectForm(forms.Form):
                 return data
             data["included_luns" if selection == "include" else "excluded_luns"] = luns
         return data
+
+
+class BackupNowForm(forms.Form):
+    retain_until = forms.DateField(
+        required=False,
+        label="Retain until",
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="The on-demand recovery point is kept through this day (default: 30 days).",
+    )
+
+
+RESTORE_KINDS = [
+    ("restore_disks", "Restore disks"),
+    ("create_vm", "Create new VM"),
+    ("replace_disks", "Replace existing disks"),
+]
+RESTORE_TIERS = [
+    ("auto", "Automatic (snapshot tier when it still holds the point)"),
+    ("snapshot", "Snapshot tier"),
+    ("vault", "Vault tier"),
+]
+
+
+def lun_label(lun: int) -> str:
+    return "OS disk" if lun == -1 else f"LUN {lun}"
+
+
+class RestoreForm(forms.Form):
+    """Parses the restore page; `jobs.restore.request_restore` checks everything else."""
+
+    kind = forms.ChoiceField(choices=RESTORE_KINDS, widget=forms.RadioSelect, label="Restore type")
+    luns = forms.TypedMultipleChoiceField(
+        coerce=int, widget=forms.CheckboxSelectMultiple, label="Disks"
+    )
+    tier = forms.ChoiceField(choices=RESTORE_TIERS, initial="auto", label="Restore from")
+    host = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, label="Target host")
+    path = forms.CharField(required=False, max_length=500, label="Target directory")
+    name = forms.CharField(required=False, max_length=63, label="New VM name")
+
+    def __init__(self, *args, rp, hosts, selective: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        sizes = {d["lun"]: d.get("size", 0) for d in rp.disks}
+        self.fields["luns"].choices = [(lun, lun_label(lun)) for lun in sorted(sizes)]
+        self.fields["luns"].initial = sorted(sizes)
+        self.fields["host"].choices = [("", "—")] + [(h.pk, h.name) for h in hosts]
+        if selective:
+            self.fields["kind"].choices = RESTORE_KINDS[:1]
+        self.fields["kind"].initial = "restore_disks"
+        roots = "; ".join(f"{h.name}: {', '.join(h.allowed_roots)}" for h in hosts)
+        self.fields["path"].help_text = (
+            f"An existing directory inside the host's allowed roots ({roots})."
+            if roots
+            else "No host is linked to this vault."
+        )
+        self.fields["name"].help_text = "Only for “Create new VM”: registered on the target host."
+
+    def request_args(self) -> dict:
+        data = self.cleaned_data
+        target = None
+        if data["kind"] != "replace_disks":
+            target = {"host": data["host"], "path": data["path"]}
+            if data["kind"] == "create_vm":
+                target["name"] = data["name"]
+        return {"kind": data["kind"], "luns": data["luns"], "tier": data["tier"], "target": target}

@@ -14,6 +14,37 @@ urlpatterns = [
     path("<str:name>/delete/", views.vault_delete, name="vault-delete"),
     path("<str:name>/items/", views.item_list, name="item-list"),
     path("<str:name>/items/<str:vm_name>/", views.item_detail, name="item-detail"),
+    path("<str:name>/items/<str:vm_name>/backup/", views.item_backup_now, name="item-backup-now"),
+    path(
+        "<str:name>/items/<str:vm_name>/repair-extension/",
+        views.item_repair_extension,
+        name="item-repair-extension",
+    ),
+    path(
+        "<str:name>/items/<str:vm_name>/rps/<uuid:rp_id>/restore/",
+        views.rp_restore,
+        name="rp-restore",
+    ),
+    path(
+        "<str:name>/items/<str:vm_name>/rps/<uuid:rp_id>/files/",
+        views.rp_files,
+        name="rp-files",
+    ),
+    path(
+        "<str:name>/items/<str:vm_name>/rps/<uuid:rp_id>/files/session/",
+        views.rp_files_session,
+        name="rp-files-session",
+    ),
+    path(
+        "<str:name>/items/<str:vm_name>/rps/<uuid:rp_id>/files/session/end/",
+        views.rp_files_session_end,
+        name="rp-files-session-end",
+    ),
+    path(
+        "<str:name>/items/<str:vm_name>/rps/<uuid:rp_id>/files/download/",
+        views.rp_files_download,
+        name="rp-files-download",
+    ),
     path("<str:name>/protect/", views.protect, name="vault-protect"),
     path("<str:name>/access/", views.access_page, name="vault-access"),
     path("<str:name>/access/members/add/", views.member_add, name="vault-member-add"),
@@ -44,4 +75,5 @@ urlpatterns = [
     ),
     path("<str:name>/jobs/", job_views.job_list, name="job-list"),
     path("<str:name>/jobs/<int:job_id>/", job_views.job_detail, name="job-detail"),
+    path("<str:name>/jobs/<int:job_id>/cancel/", job_views.job_cancel, name="job-cancel"),
 ]

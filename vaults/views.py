@@ -4,16 +4,25 @@ Each view first asks `access.get_vault(user, name, action)` (404 for non-members
 role too low), then lets `vaults.services` do any change.
 """
 
+from datetime import timedelta
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db.models import OuterRef, Prefetch
-from django.http import Http404
-from django.shortcuts import get_object_or_404, render
+from django.http import Http404, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import content_disposition_header, urlencode
 from django.views.decorators.http import require_POST
+from django_htmx.http import HTMX_STOP_POLLING
 
+from inventory import services as inventory_services
 from inventory.models import Disk, Host, VirtualMachine
+from jobs.backup import ACTIVE, ON_DEMAND_DEFAULT_DAYS, SCHEDULABLE, backup_now
+from jobs.models import Operation
+from jobs.restore import request_restore
 from policies.models import BackupPolicy
 from portal.views import (
     annotate_vault_counts,
@@ -25,16 +34,29 @@ from portal.views import (
     live_rps,
     render_page,
 )
-from vaults import access, services
+from vaults import access, file_recovery, services
 from vaults.forms import (
+    BackupNowForm,
     GuardForm,
     HostLinkForm,
     MemberForm,
     ProtectForm,
+    RestoreForm,
     VaultCreateForm,
     VaultSettingsForm,
+    lun_label,
 )
-from vaults.models import GuardApprover, ItemState, ProtectedVM, Vault, VaultMembership
+from vaults.models import (
+    FileRecoverySession,
+    GuardApprover,
+    ItemState,
+    ProtectedVM,
+    RecoveryPoint,
+    RPType,
+    Vault,
+    VaultMembership,
+)
+from vaults.storage import vault_storage
 
 
 def vault_context(request, vault: Vault, tab: str, **extra) -> dict:
@@ -89,7 +111,9 @@ def vault_detail(request, name):
         "soft_deleted": vault.protected_items.filter(state=ItemState.SOFT_DELETED).count(),
     }
     hosts = vault.linked_hosts.annotate(vm_count=count_of(_host_vms(), "host"))
-    context = vault_context(request, vault, "overview", counts=counts, hosts=hosts)
+    context = vault_context(
+        request, vault, "overview", counts=counts, hosts=hosts, storage=vault_storage(vault)
+    )
     return render(request, "vaults/vault_detail.html", context)
 
 
@@ -149,9 +173,7 @@ def item_list(request, name):
     return render(request, "vaults/item_list.html", context)
 
 
-@login_required
-def item_detail(request, name, vm_name):
-    vault = access.get_vault(request.user, name, "view")
+def _item(vault: Vault, vm_name: str) -> ProtectedVM:
     items = vault.protected_items.select_related("vm", "vm__host", "policy").prefetch_related(
         Prefetch("vm__disks", queryset=Disk.objects.order_by("lun"))
     )
@@ -162,9 +184,104 @@ def item_detail(request, name, vm_name):
     )
     if item is None:
         raise Http404("No such protected VM in this vault.")
-    rps = item.recovery_points.filter(soft_deleted_at__isnull=True).order_by("-time")
-    context = vault_context(request, vault, "items", item=item, rps=rps)
-    return render(request, "vaults/item_detail.html", context)
+    return item
+
+
+TIERS = [RPType.SNAPSHOT, RPType.SNAPSHOT_AND_VAULT, RPType.VAULT]
+RECENT_JOBS = 10
+
+
+def _item_context(request, vault: Vault, item: ProtectedVM, **extra) -> dict:
+    """The protected VM page: recovery points grouped by tier, recent jobs, the running job."""
+    rps = list(item.recovery_points.filter(soft_deleted_at__isnull=True).order_by("-time"))
+    groups = [(t, t.label, [rp for rp in rps if rp.type == t]) for t in TIERS]
+    jobs = list(item.jobs.select_related("created_by").order_by("-created_at", "-id")[:RECENT_JOBS])
+    active = list(item.jobs.filter(status__in=ACTIVE).order_by("-created_at", "-id"))
+    caps = access.capabilities(request.user, vault)
+    can_backup = (
+        caps["backup_now"]
+        and item.state in SCHEDULABLE
+        and not any(j.operation == Operation.BACKUP for j in active)
+    )
+    backup_form = extra.pop("backup_form", None)
+    if can_backup and backup_form is None:
+        backup_form = BackupNowForm(initial={"retain_until": _default_retain_until()})
+    return vault_context(
+        request,
+        vault,
+        "items",
+        item=item,
+        rps=rps,
+        rp_groups=[g for g in groups if g[2]],
+        jobs=jobs,
+        active_jobs=active,
+        backup_form=backup_form if can_backup else None,
+        **extra,
+    )
+
+
+def _default_retain_until():
+    return timezone.localdate() + timedelta(days=ON_DEMAND_DEFAULT_DAYS)
+
+
+@login_required
+def item_detail(request, name, vm_name):
+    """The page; its `live` partial polls every 2 s while a job of the item is unfinished and
+    is answered with 286 (stop polling) once none is."""
+    vault = access.get_vault(request.user, name, "view")
+    item = _item(vault, vm_name)
+    context = _item_context(request, vault, item)
+    status = HTMX_STOP_POLLING if request.htmx and not context["active_jobs"] else 200
+    return render_page(request, "vaults/item_detail.html", context, partial="live", status=status)
+
+
+@login_required
+def item_backup_now(request, name, vm_name):
+    """Backup now: the job detail for a plain POST; htmx gets the item's live section back."""
+    vault = access.get_vault(request.user, name, "backup_now")
+    item = _item(vault, vm_name)
+    data = request.POST if request.method == "POST" else None
+    form = BackupNowForm(data, initial={"retain_until": _default_retain_until()})
+    if request.method == "POST" and form.is_valid():
+        try:
+            job = backup_now(
+                item,
+                by=request.user,
+                request=request,
+                retain_until=form.cleaned_data["retain_until"],
+            )
+        except ValidationError as exc:
+            apply_errors(form, exc)
+        else:
+            if request.htmx:
+                context = _item_context(request, vault, item, started=job)
+                return render_page(request, "vaults/item_detail.html", context, partial="live")
+            messages.success(request, f"Backup of {item.vm.name} started (job {job.pk}).")
+            return redirect("job-detail", vault.name, job.pk)
+    if request.htmx:  # htmx swaps 200s only: the errors come back inside the live section
+        context = _item_context(request, vault, item, backup_form=form)
+        return render_page(request, "vaults/item_detail.html", context, partial="live")
+    context = vault_context(request, vault, "items", item=item, form=form)
+    status = 400 if request.method == "POST" else 200
+    return render(request, "vaults/backup_now.html", context, status=status)
+
+
+@login_required
+@require_POST
+def item_repair_extension(request, name, vm_name):
+    vault = access.get_vault(request.user, name, "backup_now")
+    item = _item(vault, vm_name)
+    try:
+        inventory_services.repair_extension(item.vm, by=request.user, request=request)
+    except ValidationError as exc:
+        messages.error(request, error_text(exc))
+    else:
+        messages.success(
+            request,
+            f"The backup extension of {item.vm.name} will be installed and validated again "
+            "on its next backup.",
+        )
+    return done(request, reverse("item-detail", args=[vault.name, item.vm.name]))
 
 
 @login_required
@@ -342,3 +459,244 @@ def host_unlink(request, name, pk):
     else:
         messages.success(request, f"Host {host.name} unlinked.")
     return _back_to_access(request, vault)
+
+
+# -- restore and file recovery ------------------------------------------------------------------
+
+
+def _rp(vault: Vault, vm_name: str, rp_id) -> RecoveryPoint:
+    item = _item(vault, vm_name)
+    rp = (
+        RecoveryPoint.objects.filter(vault=vault, protected_item=item, pk=rp_id)
+        .select_related("protected_item__vm__host", "vault")
+        .first()
+    )
+    if rp is None:
+        raise Http404("No such recovery point.")
+    return rp
+
+
+# request_restore's error keys → the restore form's fields ("detail" goes above the form).
+RESTORE_FIELDS = {
+    "target.path": "path",
+    "target.name": "name",
+    "target.host": "host",
+    "target": "path",
+}
+
+
+@login_required
+def rp_restore(request, name, vm_name, rp_id):
+    vault = access.get_vault(request.user, name, "restore")
+    rp = _rp(vault, vm_name, rp_id)
+    hosts = list(vault.linked_hosts.order_by("name"))
+    selective = bool(rp.excluded_luns)
+    initial = {"host": hosts[0].pk} if len(hosts) == 1 else {}
+    data = request.POST if request.method == "POST" else None
+    form = RestoreForm(data, rp=rp, hosts=hosts, selective=selective, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            job = request_restore(rp, by=request.user, request=request, **form.request_args())
+        except ValidationError as exc:
+            apply_errors(form, exc, RESTORE_FIELDS)
+        else:
+            messages.success(request, f"Restore of {rp.protected_item.vm.name} queued.")
+            return done(request, reverse("job-detail", args=[vault.name, job.pk]))
+    context = vault_context(
+        request,
+        vault,
+        "items",
+        item=rp.protected_item,
+        rp=rp,
+        form=form,
+        selective=selective,
+        hosts=hosts,
+        disks=[{**d, "label": lun_label(d["lun"])} for d in rp.disks],
+    )
+    status = 400 if request.method == "POST" else 200
+    return render(request, "vaults/rp_restore.html", context, status=status)
+
+
+def _query(**params) -> str:
+    """A query string of the non-empty params; None when a value cannot be sent as UTF-8
+    (a file name that is not valid UTF-8 on ext4)."""
+    try:
+        return urlencode({k: v for k, v in params.items() if v not in (None, "")})
+    except UnicodeEncodeError:
+        return None
+
+
+def _shown(text: str) -> str:
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _crumbs(path: str, disk, partition) -> list[tuple[str, str]]:
+    crumbs = [("/", _query(disk=disk, partition=partition, path="/"))]
+    parts = [p for p in path.split("/") if p]
+    for i, part in enumerate(parts):
+        sub = "/" + "/".join(parts[: i + 1])
+        crumbs.append((_shown(part), _query(disk=disk, partition=partition, path=sub)))
+    return crumbs
+
+
+def _last_session(rp: RecoveryPoint, user) -> FileRecoverySession | None:
+    return (
+        FileRecoverySession.objects.filter(recovery_point=rp, user=user)
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def _expired_text(rp: RecoveryPoint, user) -> str:
+    last = _last_session(rp, user)
+    if last is not None and last.ended_at is None and not last.is_open():
+        return (
+            f"Your file-recovery session expired at {last.expires_at:%Y-%m-%d %H:%M} UTC; "
+            "open a new one to continue."
+        )
+    return ""
+
+
+def _files_context(request, vault, rp, session, **extra) -> dict:
+    return vault_context(
+        request,
+        vault,
+        "items",
+        item=rp.protected_item,
+        rp=rp,
+        session=session,
+        disks=[
+            {**d, "label": lun_label(d["lun"]), "query": _query(disk=d["lun"])} for d in rp.disks
+        ],
+        **extra,
+    )
+
+
+@login_required
+def rp_files(request, name, vm_name, rp_id):
+    """Browse a recovery point's files: pick a disk (and a partition), walk directories.
+
+    Needs an open session of this user for this RP; without one the page offers to open it.
+    """
+    vault = access.get_vault(request.user, name, "file_recovery")
+    rp = _rp(vault, vm_name, rp_id)
+    session = file_recovery.current_session(rp, request.user)
+    if session is None:
+        context = _files_context(request, vault, rp, None, expired=_expired_text(rp, request.user))
+        return render(request, "vaults/rp_files.html", context)
+    disk = request.GET.get("disk", "")
+    partition = request.GET.get("partition", "")
+    path = request.GET.get("path") or "/"
+    browse: dict = {
+        "disk": disk,
+        "partition": partition,
+        "path": path,
+        "partitions": None,
+        "entries": None,
+        "error": "",
+    }
+    status = 200
+    try:
+        if disk != "" and partition == "":
+            parts = file_recovery.partitions(rp, request.user, disk)
+            if parts:
+                browse["partitions"] = [
+                    {"part": p, "query": _query(disk=disk, partition=p.index)} for p in parts
+                ]
+        if disk != "" and not browse["partitions"]:
+            entries = file_recovery.list_dir(
+                rp, request.user, disk=disk, partition=partition or None, path=path
+            )
+            browse["crumbs"] = _crumbs(path, disk, partition)
+            browse["entries"] = [
+                {
+                    "entry": e,
+                    "name": _shown(e.name),
+                    "browse": _query(disk=disk, partition=partition, path=e.path)
+                    if e.kind == "dir"
+                    else None,
+                    "download": _query(disk=disk, partition=partition, path=e.path)
+                    if e.kind in ("file", "dir")
+                    else None,
+                }
+                for e in sorted(entries, key=lambda e: (e.kind != "dir", e.name))
+            ]
+            browse["here"] = _query(disk=disk, partition=partition, path=path)
+    except ValidationError as exc:
+        browse["error"] = error_text(exc)
+        status = 200 if request.htmx else 400
+    context = _files_context(request, vault, rp, session, browse=browse)
+    return render_page(request, "vaults/rp_files.html", context, partial="listing", status=status)
+
+
+def _files_url(vault, rp) -> str:
+    return reverse("rp-files", args=[vault.name, rp.protected_item.vm.name, rp.pk])
+
+
+@login_required
+@require_POST
+def rp_files_session(request, name, vm_name, rp_id):
+    vault = access.get_vault(request.user, name, "file_recovery")
+    rp = _rp(vault, vm_name, rp_id)
+    if file_recovery.current_session(rp, request.user) is None:
+        try:
+            session = file_recovery.open_session(rp, by=request.user, request=request)
+        except ValidationError as exc:
+            messages.error(request, error_text(exc))
+        else:
+            messages.success(
+                request,
+                f"File-recovery session open until {session.expires_at:%Y-%m-%d %H:%M} UTC.",
+            )
+    return done(request, _files_url(vault, rp))
+
+
+@login_required
+@require_POST
+def rp_files_session_end(request, name, vm_name, rp_id):
+    vault = access.get_vault(request.user, name, "file_recovery")
+    rp = _rp(vault, vm_name, rp_id)
+    session = file_recovery.current_session(rp, request.user)
+    if session is not None:
+        file_recovery.end_session(session, by=request.user, request=request)
+        messages.success(request, "File-recovery session ended.")
+    return done(request, _files_url(vault, rp))
+
+
+def safe_filename(name: str) -> str:
+    """A download name without path separators or control characters, valid UTF-8."""
+    name = _shown(name)
+    name = "".join("_" if ch in "/\\" or ord(ch) < 32 or ord(ch) == 127 else ch for ch in name)
+    return name.strip(" .") or "download"
+
+
+@login_required
+def rp_files_download(request, name, vm_name, rp_id):
+    """A file as it is, or a folder as a zip, streamed (RFC 6266/5987 file name)."""
+    vault = access.get_vault(request.user, name, "file_recovery")
+    rp = _rp(vault, vm_name, rp_id)
+    session = file_recovery.current_session(rp, request.user)
+    if session is None:
+        expired = _expired_text(rp, request.user) or (
+            "No open file-recovery session for this recovery point; open one first."
+        )
+        context = _files_context(request, vault, rp, None, expired=expired)
+        return render(request, "vaults/rp_files.html", context, status=403)
+    path = request.GET.get("path") or ""
+    try:
+        filename, content_type, chunks = file_recovery.download(
+            rp,
+            request.user,
+            disk=request.GET.get("disk"),
+            partition=request.GET.get("partition") or None,
+            path=path,
+            request=request,
+        )
+    except ValidationError as exc:
+        browse = {"error": error_text(exc), "disk": request.GET.get("disk", "")}
+        context = _files_context(request, vault, rp, session, browse=browse)
+        return render(request, "vaults/rp_files.html", context, status=400)
+    response = StreamingHttpResponse(chunks, content_type=content_type)
+    response["Content-Disposition"] = content_disposition_header(True, safe_filename(filename))
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -41,6 +41,9 @@ TONES = {
     "cancelled": "muted",
     "stopped": "muted",
     "not_installed": "muted",
+    "snapshot": "busy",
+    "snapshot_and_vault": "good",
+    "vault": "neutral",
 }
 
 
@@ -48,3 +51,32 @@ TONES = {
 def label(value, choices) -> str:
     """`status|label:statuses` → the human label of a choice value."""
     return dict(choices).get(value, value)
+
+
+@register.filter
+def ratio(value) -> str:
+    """2.345 → "2.35×"; None (nothing stored yet) → "—"."""
+    if value is None:
+        return "—"
+    return f"{value:.2f}×"
+
+
+@register.filter
+def seconds(value) -> str:
+    """A timedelta (or seconds) → "1 h 02 min", "3 min 05 s", "12 s"."""
+    if value is None or value == "":
+        return "—"
+    total = int(value.total_seconds() if hasattr(value, "total_seconds") else float(value))
+    hours, rest = divmod(max(total, 0), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+@register.filter
+def lun(value) -> str:
+    """-1 → "OS disk", 2 → "LUN 2"."""
+    return "OS disk" if str(value) == "-1" else f"LUN {value}"

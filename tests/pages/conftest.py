@@ -1,6 +1,12 @@
-"""Helpers for page tests: logging in a persona and checking query budgets at scale."""
+"""Helpers for page tests: logging in a persona, checking query budgets at scale, and a real
+recovery point (an ext4 image backed up in this process) for restore and file recovery."""
+
+import random
+from pathlib import Path
 
 import pytest
+
+from tests import factories as f
 
 
 @pytest.fixture
@@ -8,13 +14,15 @@ def login(client):
     """`login(user)` → the test client, logged in as that persona."""
 
     def _login(user):
-        client.force_login(user)
+        client.force_login(user, backend=MODEL_BACKEND)
         return client
 
     return _login
 
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
+# Named, so a session stays valid whatever other backends (e.g. a lockout check) come first.
+MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 
 
 @pytest.fixture
@@ -26,7 +34,7 @@ def assert_query_budget(client, django_assert_max_num_queries):
     """
 
     def check(user, url, make_rows, budget, marker=None):
-        client.force_login(user)
+        client.force_login(user, backend=MODEL_BACKEND)
         shown = 0
         for total in (3, 50):
             make_rows(total - shown)
@@ -44,3 +52,48 @@ def assert_query_budget(client, django_assert_max_num_queries):
 def _fast_passwords(settings):
     # The personas' passwords are hashed once per test; a fast hasher keeps the pages suite quick.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+# -- a real recovery point ----------------------------------------------------------------------
+
+MIB = 1 << 20
+
+
+def real_files() -> dict[str, bytes]:
+    """What the real OS disk holds: a few small files and one of several chunks."""
+    rng = random.Random(7)
+    return {
+        "/etc/hostname": b"files-01\n",
+        "/data/sub/report.txt": b"".join(b"row %d\n" % i for i in range(5000)),
+        "/data/sub/deeper/blob.bin": rng.randbytes(3 * MIB + 123),
+        "/data/ünïcode näme.txt": "grüße\n".encode(),
+    }
+
+
+@pytest.fixture
+def real_rp(vault, host, admin_user, monkeypatch):
+    """A stopped VM `files-01` whose OS disk is a real ext4 image, protected in `prod` and
+    backed up in this process (snapshot and vault tier): `(rp, files, image)`.
+
+    Needs a transactional database (`pytest.mark.django_db(transaction=True)`)."""
+    from inventory.lab import images
+    from inventory.models import Disk, VirtualMachine
+    from jobs import runner
+    from jobs.backup import backup_now
+
+    missing = images.missing_tools()
+    if missing:
+        pytest.skip(f"e2fsprogs tools missing: {', '.join(missing)}")
+    # The in-process run shares the test's database: keep the heartbeat thread quiet.
+    monkeypatch.setattr(runner, "HEARTBEAT_SECONDS", 3600)
+    files = real_files()
+    image = Path(host.allowed_roots[0]) / "files-01-os.img"
+    images.make_image(image, 16, "files01", files)
+    vm = VirtualMachine.objects.create(name="files-01", host=host, power_state="stopped")
+    Disk.objects.create(vm=vm, lun=-1, path=str(image), size=image.stat().st_size)
+    item = f.make_protected_item(vault, vm)
+    job = backup_now(item, by=admin_user)
+    runner.run_job(job.pk)
+    job.refresh_from_db()
+    assert job.status == "completed", (job.error_code, job.error_message)
+    return job.recovery_point, files, image

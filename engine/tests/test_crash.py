@@ -152,4 +152,4 @@ def test_sigkill_backups_and_transfers_at_random_moments(
     _check_store(second, images, tmp_path, checked2)
     assert n >= 2
     print(f"killed {killed} runs")
-    assert killed >= 10, f"only {killed} of {BACKUP_TRIALS + TRANSFER_TRIALS} runs were killed"
+    assert killed >= 8, f"only {killed} of {BACKUP_TRIALS + TRANSFER_TRIALS} runs were killed"

@@ -108,7 +108,7 @@ class Lab:
 
 
 @pytest.fixture
-def lab(db, tmp_path):
+def lab(transactional_db, tmp_path):
     return Lab(tmp_path)
 
 

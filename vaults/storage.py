@@ -9,7 +9,7 @@ import hashlib
 from dataclasses import dataclass
 
 from django.core.cache import cache
-from django.db.models import Sum
+from django.db.models import Q, Sum
 
 from engine.stats import StoreStats, store_stats
 from inventory.models import Host
@@ -49,9 +49,7 @@ class VaultStorage:
 
 def _snapshot_hosts(vault: Vault):
     """Linked hosts plus the hosts of the vault's protected VMs (a host may be unlinked later)."""
-    return Host.objects.filter(linked_vaults=vault).union(
-        Host.objects.filter(vms__protections__vault=vault)
-    )
+    return Host.objects.filter(Q(linked_vaults=vault) | Q(vms__protections__vault=vault)).distinct()
 
 
 def vault_storage(vault: Vault) -> VaultStorage:

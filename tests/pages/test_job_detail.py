@@ -1,5 +1,8 @@
+from datetime import timedelta
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from jobs.models import Status, SubTask
 from tests import factories as f
@@ -43,13 +46,13 @@ def test_reader_sees_subtasks_bytes_and_errors(login, reader, vault, item):
 
 def test_unfinished_job_page_polls(login, reader, running):
     html = login(reader).get(url(running)).content.decode()
-    assert 'hx-trigger="every 2s"' in html
+    assert 'hx-trigger="every 1s"' in html
     assert "Transfer data to vault" in html
 
 
 def test_finished_job_page_does_not_poll(login, reader, job):
     html = login(reader).get(url(job)).content.decode()
-    assert "every 2s" not in html
+    assert "every 1s" not in html
 
 
 def test_progress_fragment_answers_200_while_in_progress(login, reader, running):
@@ -58,7 +61,7 @@ def test_progress_fragment_answers_200_while_in_progress(login, reader, running)
     html = response.content.decode()
     assert html.lstrip().startswith('<div id="job-progress"')
     assert "<html" not in html
-    assert 'hx-trigger="every 2s"' in html
+    assert 'hx-trigger="every 1s"' in html
 
 
 def test_progress_fragment_answers_286_once_finished(login, reader, running):
@@ -66,9 +69,100 @@ def test_progress_fragment_answers_286_once_finished(login, reader, running):
     running.save()
     response = login(reader).get(url(running), **HTMX)
     assert response.status_code == 286
-    assert "every 2s" not in response.content.decode()
+    assert "every 1s" not in response.content.decode()
 
 
 def test_job_of_another_vault_is_404(login, reader, admin_user, vault):
     other = f.make_job(f.make_vault("other", owner=admin_user))
     assert login(reader).get(reverse("job-detail", args=["prod", other.pk])).status_code == 404
+
+
+def test_it_shows_per_disk_progress_rates_and_eta(login, reader, vault, item):
+    job = f.make_job(
+        vault,
+        item,
+        status=Status.IN_PROGRESS,
+        bytes_total=100 << 20,
+        bytes_done=25 << 20,
+        started_at=timezone.now() - timedelta(seconds=10),
+        result={
+            "progress": {
+                "phase": "snapshot",
+                "disks": [
+                    {"lun": -1, "done": 20 << 20, "total": 40 << 20},
+                    {"lun": 0, "done": 5 << 20, "total": 60 << 20},
+                ],
+            }
+        },
+    )
+    SubTask.objects.create(
+        job=job,
+        order=0,
+        name="Take snapshot",
+        status=Status.IN_PROGRESS,
+        started_at=timezone.now() - timedelta(seconds=5),
+    )
+    response = login(reader).get(url(job))
+    html = response.content.decode()
+    assert 'aria-valuenow="50"' in html  # OS disk
+    assert 'aria-valuenow="8"' in html  # LUN 0: 5 of 60 MiB
+    assert "OS disk" in html and "LUN 0" in html
+    # The running phase began 5 s ago: 25 MiB / 5 s = 5 MiB/s, 75 MiB left → about 15 s.
+    rate = response.context["rate"]
+    assert 4.5 * (1 << 20) < rate < 5.5 * (1 << 20)
+    assert 13 <= response.context["eta"].total_seconds() <= 17
+    assert 'id="job-eta"' in html and 'id="job-rate"' in html
+
+
+def test_it_shows_backup_results_consistency_and_hook_log(login, reader, vault, item):
+    job = f.make_job(
+        vault,
+        item,
+        result={
+            "consistency": "application",
+            "snapshot_method": "reflink",
+            "freeze_seconds": 0.042,
+            "bytes_read": 32 << 20,
+            "bytes_changed": 4 << 20,
+            "bytes_stored": 3 << 20,
+            "hook_log": ["pre: started", "pre: exit 0"],
+            "transfer": {"chunks_copied": 3, "bytes_copied": 3 << 20, "chunks_present": 29},
+        },
+    )
+    html = login(reader).get(url(job)).content.decode()
+    for text in (
+        "Application-consistent",
+        "reflink",
+        "frozen 0.042 s",
+        "32.0\xa0MB",
+        "4.0\xa0MB",
+        "3.0\xa0MB",
+        "29 already in the vault",
+        "<details",
+        "pre: exit 0",
+    ):
+        assert text in html, text
+    # A finished job shows neither throughput nor a time left.
+    assert 'id="job-eta"' not in html
+
+
+def test_thaw_failed_is_shown_loudly(login, reader, vault, item):
+    job = f.make_job(
+        vault,
+        item,
+        status=Status.COMPLETED_WITH_WARNINGS,
+        warnings=[
+            {"code": "thaw_failed", "message": "fsfreeze -u exited 1"},
+            {"code": "post_script_failed", "message": "post.sh exited 2"},
+        ],
+    )
+    html = login(reader).get(url(job)).content.decode()
+    loud = html[html.index('id="loud-warnings"') :]
+    assert "fsfreeze -u exited 1" in loud[: loud.index("</div>")]
+    assert "post.sh exited 2" in html[html.index('id="job-warnings"') :]
+
+
+def test_operator_sees_cancel_while_the_job_runs(login, operator, reader, running):
+    cancel = reverse("job-cancel", args=["prod", running.pk])
+    assert cancel in login(operator).get(url(running)).content.decode()
+    assert cancel not in login(reader).get(url(running)).content.decode()

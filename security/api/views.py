@@ -13,7 +13,7 @@ Who may do what (DESIGN §2; decided in `vaults.access` and `security.mua`):
 
 import csv
 import json
-from datetime import datetime, time
+from datetime import UTC, datetime, time
 
 from django.http import Http404, StreamingHttpResponse
 from django.utils import timezone
@@ -386,7 +386,7 @@ def _when(value: str, field: str, end: bool = False) -> datetime:
             )
         parsed = datetime.combine(day, time.max if end else time.min)
     if timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed
 
 

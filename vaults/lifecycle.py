@@ -559,10 +559,13 @@ class BinEntry:
     deleted_by: str | None
     deleted_at: datetime
     purge_at: datetime
-    days_left: int
+    days_left: int | None
 
 
-def days_left(purge_at: datetime, now: datetime) -> int:
+def days_left(purge_at: datetime | None, now: datetime) -> int | None:
+    """Whole days until the purge, rounded up (None for rows made before purge times)."""
+    if purge_at is None:
+        return None
     return max(0, math.ceil((purge_at - now).total_seconds() / 86400))
 
 
@@ -613,7 +616,8 @@ def _entries(vault_ids, now: datetime, purge_between=None) -> list[BinEntry]:
         )
         for rp in rps.select_related("vault", "protected_item__vm", "soft_deleted_by")
     ]
-    entries.sort(key=lambda e: (e.purge_at, e.vault, e.vm_name, str(e.recovery_point or "")))
+    far = now + timedelta(days=36500)
+    entries.sort(key=lambda e: (e.purge_at or far, e.vault, e.vm_name, str(e.recovery_point or "")))
     return entries
 
 

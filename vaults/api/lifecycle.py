@@ -44,9 +44,9 @@ class BinEntrySerializer(serializers.Serializer):
     recovery_points = serializers.IntegerField(help_text="Recovery points the entry holds.")
     reason = serializers.ChoiceField(choices=BinReason.choices)
     deleted_by = serializers.CharField(allow_null=True)
-    deleted_at = serializers.DateTimeField()
-    purge_at = serializers.DateTimeField()
-    days_left = serializers.IntegerField()
+    deleted_at = serializers.DateTimeField(allow_null=True)
+    purge_at = serializers.DateTimeField(allow_null=True)
+    days_left = serializers.IntegerField(allow_null=True)
 
 
 def _body(serializer_class, request) -> dict:

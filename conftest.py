@@ -32,6 +32,8 @@ def _isolated_data_dir(request, tmp_path):
     if not request.config.pluginmanager.hasplugin("django"):
         return
     settings = request.getfixturevalue("settings")
+    # Personas are created per test; a fast hasher keeps that cheap (login still works).
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.LIFEBOAT = {
         **settings.LIFEBOAT,
         "VAULT_STORE_ROOT": tmp_path / "vault-stores",

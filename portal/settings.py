@@ -101,10 +101,7 @@ INSTALLED_APPS = [
 ]
 
 # The lockout backend refuses a locked username+address before any password is checked.
-AUTHENTICATION_BACKENDS = [
-    "security.lockout.LockoutBackend",
-    "django.contrib.auth.backends.ModelBackend",
-]
+AUTHENTICATION_BACKENDS = ["security.lockout.LockoutBackend"]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

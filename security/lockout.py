@@ -14,6 +14,7 @@ failure. Failures are rows (`LoginFailure`), so every web process sees the same 
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.core.exceptions import PermissionDenied
 from django.dispatch import receiver
@@ -71,17 +72,16 @@ def lock_message(until) -> str:
     )
 
 
-class LockoutBackend:
-    """Refuses every attempt while locked; otherwise lets the next backend decide."""
+class LockoutBackend(ModelBackend):
+    """The model backend, refusing every attempt while the username+address is locked.
+
+    It is the only backend, so sessions made by `login()`/`force_login()` resolve through it."""
 
     def authenticate(self, request, username=None, password=None, **kwargs):
         until = locked_until(username, request_ip(request)) if username else None
         if until:
             raise PermissionDenied(lock_message(until))
-        return None
-
-    def get_user(self, user_id):
-        return None
+        return super().authenticate(request, username=username, password=password, **kwargs)
 
 
 @receiver(user_login_failed, dispatch_uid="security-login-failed")

@@ -168,6 +168,9 @@ def test_an_existing_empty_store_is_rewrapped_on_the_switch(admin_user, k1, host
             engine.open_store(path, platform)
 
 
+# Jobs run in-process commit as a worker would (PostgreSQL closes a connection in a test
+# transaction when the runner asks for a fresh one).
+@pytest.mark.django_db(transaction=True)
 def test_changing_the_key_of_a_cmk_vault_is_gated_and_runs_a_job(
     api, vault, admin_user, approver, contributor, k1, tmp_path
 ):
@@ -197,6 +200,7 @@ def test_changing_the_key_of_a_cmk_vault_is_gated_and_runs_a_job(
 
 
 @needs_e2fsprogs
+@pytest.mark.django_db(transaction=True)
 def test_cmk_backups_rotation_and_a_missing_key(
     tmp_path, mailoutbox, django_capture_on_commit_callbacks
 ):

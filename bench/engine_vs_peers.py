@@ -264,6 +264,7 @@ def main() -> int:
     shutil.rmtree(work / "staging")
     cp_sparse(base, churned)
     churn_bytes = churn(churned, int(size * args.churn), work / "churn-files")
+    os.sync()
     fl = [floors(churned) for _ in range(args.runs)]
     data_bytes = fl[0]["data_bytes"]
 
@@ -284,12 +285,14 @@ def main() -> int:
             t.init()
             disk.unlink(missing_ok=True)
             cp_sparse(base, disk)
+            os.sync()  # every timed step starts with no dirty data in flight
             r = t.full(disk)
             add(t.name, "full", r.seconds)
             add(t.name, "rss", r.maxrss)
             size_full = dir_bytes(t.repo)
             disk.unlink()
             cp_sparse(churned, disk)
+            os.sync()
             r = t.incremental(disk)
             add(t.name, "inc", r.seconds)
             add(t.name, "rss", r.maxrss)
@@ -300,6 +303,7 @@ def main() -> int:
                 out_dir = work / f"out-{t.name}"
                 shutil.rmtree(out_dir, ignore_errors=True)
                 out_dir.mkdir()
+                os.sync()
                 r, out = t.restore(out_dir, sync)
                 add(t.name, "restore_sync" if sync else "restore", r.seconds)
                 add(t.name, "rss", r.maxrss)
@@ -308,6 +312,7 @@ def main() -> int:
         for sync in (False, True):
             out = work / "cp-out.img"
             out.unlink(missing_ok=True)
+            os.sync()
             t0 = time.monotonic()
             cp_sparse(churned, out)
             if sync:

@@ -69,7 +69,7 @@ def restore(
     disk restored completely; on any error the temp files are removed and targets untouched.
     """
     started = time.monotonic()
-    threads = threads or default_threads()
+    threads = threads or default_threads() + 1  # one more: writes to the target may block
     with store.operation("restore", rp_id=rp_id):
         body = store.read_manifest(rp_id)
         plan: list[tuple[int, Path, DiskIndex]] = []

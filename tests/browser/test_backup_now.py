@@ -1,5 +1,6 @@
 """An operator presses "Backup now" on a protected VM page and watches it run, in a real
-browser, against a real django-q2 worker (`manage.py qcluster`) sharing the database.
+browser, against a real django-q2 worker (`manage.py qcluster`) and a web server process
+(`manage.py runserver`) that share the test's database.
 
 The VM's disk is a 48 MiB ext4 image holding 32 MiB of random data, and the worker's reads
 are throttled (LIFEBOAT_BACKUP_THROTTLE_MIBPS) so the progress is observable: the page must
@@ -8,9 +9,11 @@ appear in the list without a page load.
 """
 
 import random
+import socket
 import time
 
 import pytest
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from tests.backups.conftest import (  # noqa: F401  (fixtures)
     MIB,
@@ -42,13 +45,40 @@ def _sample(page) -> dict:
     )
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(start_worker, env) -> str:  # noqa: F811
+    """The web server in its own process too, on the shared database: the session's
+    `live_server` thread is left alone (it belongs to the in-memory test database)."""
+    port = _free_port()
+    web = start_worker(["runserver", f"127.0.0.1:{port}", "--noreload"], env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return base
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"the web server did not start:\n{web.output()}")
+
+
 def test_backup_now_shows_progress_and_the_new_recovery_point(
+    page,
     shared_db,  # noqa: F811
     start_worker,  # noqa: F811
-    live_server,
     tmp_path,
-    page,
 ):
+    # `page` comes first on purpose: Playwright's sync API runs the test in its own context,
+    # so the database connection the test body uses must be the one `shared_db` points at
+    # the shared file (set up after Playwright, it is).
+    from django.db import connection
+
+    assert connection.vendor != "sqlite" or not connection.is_in_memory_db()
     from tests import factories as f
     from vaults.models import RecoveryPoint, Role
 
@@ -61,10 +91,13 @@ def test_backup_now_shows_progress_and_the_new_recovery_point(
         files={"/etc/hostname": b"web\n", "/data/big.bin": random.Random(1).randbytes(32 * MIB)},
     )
     operator = f.make_user("browser-operator")
+    # The web server process uses the project's hashers, not the test run's fast ones.
+    operator.password = PBKDF2PasswordHasher().encode("pw-secret-1", "browsertest", 1000)
+    operator.save(update_fields=["password"])
     f.add_member(w.vault, operator, Role.OPERATOR)
-    start_worker(["qcluster"], lifeboat_env({"LIFEBOAT_BACKUP_THROTTLE_MIBPS": THROTTLE_MIBPS}))
-
-    base = live_server.url
+    env = lifeboat_env({"LIFEBOAT_BACKUP_THROTTLE_MIBPS": THROTTLE_MIBPS})
+    start_worker(["qcluster"], env)
+    base = _serve(start_worker, env)
     log_in(page, base, "browser-operator")
     page.goto(f"{base}/vaults/{w.vault.name}/items/{w.vm.name}/")
     assert page.locator(".rp-row").count() == 0

@@ -14,15 +14,13 @@ def login(client):
     """`login(user)` → the test client, logged in as that persona."""
 
     def _login(user):
-        client.force_login(user, backend=MODEL_BACKEND)
+        client.force_login(user)
         return client
 
     return _login
 
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
-# Named, so a session stays valid whatever other backends (e.g. a lockout check) come first.
-MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 
 
 @pytest.fixture
@@ -34,7 +32,7 @@ def assert_query_budget(client, django_assert_max_num_queries):
     """
 
     def check(user, url, make_rows, budget, marker=None):
-        client.force_login(user, backend=MODEL_BACKEND)
+        client.force_login(user)
         shown = 0
         for total in (3, 50):
             make_rows(total - shown)

@@ -48,7 +48,11 @@ def test_recovery_points_are_grouped_by_tier(login, reader, item):
     )
     response = login(reader).get(URL)
     groups = {tier: [rp.pk for rp in rps] for tier, _, rps in response.context["rp_groups"]}
-    assert groups == {"snapshot": [snap.pk], "snapshot_and_vault": [both.pk], "vault": [vault_only.pk]}
+    assert groups == {
+        "snapshot": [snap.pk],
+        "snapshot_and_vault": [both.pk],
+        "vault": [vault_only.pk],
+    }
     html = response.content.decode()
     assert html.index('id="rps-snapshot"') < html.index('id="rps-vault"')
     assert "retain until " + (now + timedelta(days=20)).strftime("%Y-%m-%d") in html
@@ -198,7 +202,11 @@ def test_operator_repairs_the_extension(login, operator, vm, item):
     response = login(operator).post(REPAIR)
     assert response.status_code == 302
     vm.refresh_from_db()
-    assert (vm.extension_state, vm.extension_code, vm.extension_message) == ("not_installed", "", "")
+    assert (vm.extension_state, vm.extension_code, vm.extension_message) == (
+        "not_installed",
+        "",
+        "",
+    )
     event = AuditEvent.objects.get(action="vm.extension_repair")
     assert event.before["extension_code"] == "pre_script_not_found"
     assert event.vault_name == "prod"

@@ -44,3 +44,14 @@ def test_it_keeps_its_query_budget(assert_query_budget, reader, admin_user, tmp_
             f.make_job(v, item)
 
     assert_query_budget(reader, reverse("dashboard"), make_rows, 5, marker="/jobs/")
+
+
+def test_it_keeps_its_query_budget_with_many_jobs_and_points_in_one_vault(
+    assert_query_budget, reader, vault, item
+):
+    def make_rows(n):
+        for i in range(n):
+            f.make_rp(item, time=timezone.now() - timedelta(hours=i + 1))
+            f.make_job(vault, item, status=[Status.COMPLETED, Status.FAILED][i % 2])
+
+    assert_query_budget(reader, reverse("dashboard"), make_rows, 5)

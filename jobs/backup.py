@@ -8,6 +8,7 @@ job completes with warnings and later `transfer` jobs retry until the RP expires
 """
 
 import logging
+import shutil
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -28,6 +29,7 @@ from engine.connectors import (
     VMSpec,
     connector_for,
 )
+from engine.connectors.hooks import clean_env, describe, run_process
 from inventory.models import ExtensionState
 from jobs import queue
 from jobs.models import Job, Operation, Status, SubTask
@@ -589,3 +591,28 @@ def run_transfer(ctx: JobContext) -> None:
     if not transfer_rp(ctx, rp, sub):
         # The job itself failed its one purpose; the RP keeps waiting for the next retry.
         raise JobError("transfer_failed", ctx.warnings[-1]["message"])
+
+
+def after_worker_lost(job: Job) -> None:
+    """A backup's worker died: its freeze watchdog died with it, so thaw the VM now (a thaw of
+    a VM that is not frozen is harmless), record the failure on the item, drop the work dir."""
+    item = job.protected_item
+    if item is None:
+        return
+    vm = item.vm
+    if vm.freeze_enabled and vm.thaw_command:
+        result = run_process(
+            ["/bin/sh", "-c", vm.thaw_command],
+            timeout=max(vm.freeze_timeout, 10),
+            env=clean_env(vm.name, "thaw"),
+        )
+        message = (
+            "Thawed after the worker was lost."
+            if result.ok
+            else ("THAW FAILED after the worker was lost: " + " ".join(describe("thaw", result)))
+        )
+        Job.objects.filter(pk=job.pk).update(
+            warnings=[*job.warnings, {"code": "thaw_after_worker_lost", "message": message}]
+        )
+    _set_item_status(item, Status.FAILED)
+    shutil.rmtree(Path(vm.host.snapshot_root) / ".work" / f"job-{job.pk}", ignore_errors=True)

@@ -299,7 +299,15 @@ def reap(now=None) -> int:
             "writing was committed. The next scheduled run will try again.",
         )
         if updated:
-            SubTask.objects.filter(job_id=job_id, status=Status.IN_PROGRESS).update(
-                status=Status.FAILED, ended_at=now, message="Worker lost."
-            )
+            SubTask.objects.filter(
+                job_id=job_id, status__in=[Status.QUEUED, Status.IN_PROGRESS]
+            ).update(status=Status.FAILED, ended_at=now, message="Worker lost.")
+            job = Job.objects.select_related("protected_item__vm__host").get(pk=job_id)
+            if job.operation == Operation.BACKUP:
+                from jobs.backup import after_worker_lost
+
+                try:
+                    after_worker_lost(job)
+                except Exception:
+                    log.exception("cleaning up after the lost worker of job %s failed", job_id)
     return len(ids)

@@ -19,7 +19,10 @@ from django.urls import get_resolver, reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from jobs import runner
 from portal.models import ApiToken
+from security.keys import fingerprint
+from security.models import Alert, Approval, CustomerKey
 from tests import factories as f
 from vaults.models import GuardApprover, Role, VaultMembership
 
@@ -451,6 +454,104 @@ MATRIX += [
     ("api-recycle-bin", "GET", {}, None, "200 403 403 403 403 403 403 401"),
 ]
 
+MATRIX += [
+    # -- MUA approvals, alerts, audit, customer-managed keys -------------------------------------
+    # The approval was requested by the owner: the owner may not decide it, the approver may.
+    ("api-approval-list", "GET", {"vault_name": "prod"}, None, "200 200 200 403 403 200 404 401"),
+    (
+        "api-approval-detail",
+        "GET",
+        {"vault_name": "prod", "approval_id": "{approval}"},
+        None,
+        "200 200 200 403 403 200 404 401",
+    ),
+    # The request is the owner's: the owner may not decide it, the approver may.
+    (
+        "api-approval-approve",
+        "POST",
+        {"vault_name": "prod", "approval_id": "{approval}"},
+        {},
+        "403 403 403 403 403 200 404 401",
+    ),
+    (
+        "api-approval-reject",
+        "POST",
+        {"vault_name": "prod", "approval_id": "{approval}"},
+        {},
+        "403 403 403 403 403 200 404 401",
+    ),
+    ("api-alert-list", "GET", {"vault_name": "prod"}, None, "200 200 200 200 200 404 404 401"),
+    (
+        "api-alert-detail",
+        "GET",
+        {"vault_name": "prod", "alert_id": "{alert}"},
+        None,
+        "200 200 200 200 200 404 404 401",
+    ),
+    (
+        "api-alert-acknowledge",
+        "POST",
+        {"vault_name": "prod", "alert_id": "{alert}"},
+        {},
+        "200 200 200 200 403 404 404 401",
+    ),
+    (
+        "api-alert-resolve",
+        "POST",
+        {"vault_name": "prod", "alert_id": "{alert}"},
+        {},
+        "200 200 200 403 403 404 404 401",
+    ),
+    ("api-alert-settings", "GET", {"vault_name": "prod"}, None, "200 200 200 200 200 404 404 401"),
+    (
+        "api-alert-settings",
+        "PATCH",
+        {"vault_name": "prod"},
+        {"job_alerts": False},
+        "200 200 200 403 403 404 404 401",
+    ),
+    ("api-alert-count", "GET", {}, None, "200 200 200 200 200 200 200 401"),
+    (
+        "api-vault-audit-list",
+        "GET",
+        {"vault_name": "prod"},
+        None,
+        "200 200 403 403 403 404 404 401",
+    ),
+    (
+        "api-vault-audit-export",
+        "GET",
+        {"vault_name": "prod"},
+        None,
+        "200 200 403 403 403 404 404 401",
+    ),
+    ("api-audit-list", "GET", {}, None, "200 403 403 403 403 403 403 401"),
+    ("api-audit-export", "GET", {}, None, "200 403 403 403 403 403 403 401"),
+    ("api-key-list", "GET", {}, None, "200 200 200 200 200 200 200 401"),
+    (
+        "api-key-list",
+        "POST",
+        {},
+        {"name": "k9", "path": "{key_file}"},
+        "201 403 403 403 403 403 403 401",
+    ),
+    ("api-key-detail", "GET", {"key_name": "k1"}, None, "200 200 200 200 200 200 200 401"),
+    (
+        "api-key-detail",
+        "PATCH",
+        {"key_name": "k1"},
+        {"enabled": False},
+        "200 403 403 403 403 403 403 401",
+    ),
+    (
+        "api-key-rotate",
+        "POST",
+        {"key_name": "k1"},
+        {"path": "{key_file}"},
+        "202 403 403 403 403 403 403 401",
+    ),
+]
+
 # POST to a VM is site-admin work; creating one needs a real disk file, made in the scenario.
 MATRIX.append(
     (
@@ -493,9 +594,28 @@ def scenario(vault, personas, host, vm, item, rp, job, tmp_path):
     spare_disk = tmp_path / "host1" / "disks" / "spare.img"
     spare_disk.write_bytes(b"\0" * 4096)
     token, _ = ApiToken.issue(personas["owner"], "matrix")
+    approval = Approval.objects.create(
+        vault=vault,
+        operation="vault.update",
+        summary="vault.update: disable soft delete",
+        reasons=["disable soft delete"],
+        params={"soft_delete_days": 31},
+        requested_by=personas["owner"],
+        requested_by_name="owner",
+        expires_at=timezone.now() + timedelta(hours=24),
+    )
+    failed = f.make_job(vault, item, status="in_progress")
+    runner.finish(failed, "failed", code="x", message="boom")  # raises a Sev-1 job alert
+    k1, k9 = tmp_path / "k1.key", tmp_path / "k9.key"
+    k1.write_bytes(b"\x01" * 32)
+    k9.write_bytes(b"\x02" * 32)
+    CustomerKey.objects.create(name="k1", path=str(k1), fingerprint=fingerprint(k1.read_bytes()))
     spare_dir = tmp_path / "spare"
     spare_dir.mkdir()
     return {
+        "approval": approval.pk,
+        "alert": Alert.objects.get(vault=vault).pk,
+        "key_file": str(k9),
         "host3": host3.pk,
         "queued_job": queued.pk,
         "spare_dir": str(spare_dir),
@@ -577,9 +697,15 @@ def _needs_real_rp(row) -> bool:
     return "{real_rp}" in repr(row)
 
 
-@pytest.mark.parametrize("row", MATRIX, ids=[_row_id(r) for r in MATRIX])
+def _param(row):
+    # Rows on a real recovery point run a real backup job, which manages its own database
+    # connection, so they need a transactional test database; the rest stay fast.
+    marks = [pytest.mark.django_db(transaction=True)] if _needs_real_rp(row) else []
+    return pytest.param(row, marks=marks, id=_row_id(row))
+
+
+@pytest.mark.parametrize("row", [_param(r) for r in MATRIX])
 @pytest.mark.parametrize("persona", PERSONAS)
-@pytest.mark.django_db(transaction=True)
 def test_matrix(row, persona, scenario, personas, client, request):
     name, method, kwargs, body, expected = row
     codes = dict(zip(PERSONAS, expected.split(), strict=True))

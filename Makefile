@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck migrate worker bench clean
+.PHONY: run test fuzz bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: $(VENV)/.installed
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 	$(VENV)/bin/pytest -n 2 $(PYTEST_ARGS)
+
+# Property-based fuzzing of every API operation from the OpenAPI schema: no 5xx allowed.
+fuzz: $(VENV)/.installed
+	$(VENV)/bin/pytest scripts/api_fuzz.py -q -p no:cacheprovider
 
 bench: $(VENV)/.installed
 	$(PY) bench/engine_vs_peers.py

@@ -18,6 +18,12 @@ name_validator = RegexValidator(
 )
 
 
+def not_reserved(value: str) -> None:
+    """Names that would collide with page URLs such as /inventory/vms/new/."""
+    if value.lower() in {"new"}:
+        raise ValidationError(f"{value!r} is reserved; choose another name.")
+
+
 class Connector(models.TextChoices):
     IMAGE = "image", "Image files"
 
@@ -50,7 +56,7 @@ def path_inside(path: str, roots: list[str]) -> bool:
 
 
 class Host(models.Model):
-    name = models.CharField(max_length=63, unique=True, validators=[name_validator])
+    name = models.CharField(max_length=63, unique=True, validators=[name_validator, not_reserved])
     connector = models.CharField(max_length=20, choices=Connector, default=Connector.IMAGE)
     # One snapshot-tier chunk store per vault lives under this directory.
     snapshot_root = models.CharField(max_length=500)
@@ -84,7 +90,7 @@ class Host(models.Model):
 
 
 class VirtualMachine(models.Model):
-    name = models.CharField(max_length=63, unique=True, validators=[name_validator])
+    name = models.CharField(max_length=63, unique=True, validators=[name_validator, not_reserved])
     host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="vms")
     os_type = models.CharField(max_length=10, choices=OSType, default=OSType.LINUX)
     # As declared by the admin; a probe command, when set, overrides it at backup time.

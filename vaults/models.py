@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -17,6 +17,12 @@ vault_name_validator = RegexValidator(
     r"^[A-Za-z][A-Za-z0-9-]{1,49}$",
     "Use 2–50 characters: a letter first, then letters, digits or hyphens.",
 )
+
+
+def not_reserved(value: str) -> None:
+    """Names that would collide with page URLs such as /vaults/new/."""
+    if value.lower() in {"new"}:
+        raise ValidationError(f"{value!r} is reserved; choose another name.")
 
 
 class Role(models.TextChoices):
@@ -51,7 +57,9 @@ class VaultQuerySet(models.QuerySet):
 
 
 class Vault(models.Model):
-    name = models.CharField(max_length=50, unique=True, validators=[vault_name_validator])
+    name = models.CharField(
+        max_length=50, unique=True, validators=[vault_name_validator, not_reserved]
+    )
     # Empty means the default location under LIFEBOAT's VAULT_STORE_ROOT.
     store_location = models.CharField(max_length=500, blank=True)
     soft_delete_state = models.CharField(

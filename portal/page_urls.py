@@ -6,6 +6,7 @@ from django.urls import include, path
 from inventory import views as inventory_views
 from portal import views
 from security.forms import LockoutAuthenticationForm
+from vaults import views as vault_views
 
 urlpatterns = [
     path(
@@ -18,6 +19,8 @@ urlpatterns = [
     path("account/tokens/", views.tokens, name="account-tokens"),
     path("account/tokens/<int:pk>/revoke/", views.token_revoke, name="account-token-revoke"),
     path("vaults/", include("vaults.urls")),
+    path("recycle-bin/", vault_views.site_recycle_bin, name="site-recycle-bin"),
+    path("", include("security.urls")),
     path("inventory/hosts/", inventory_views.host_list, name="host-list"),
     path("inventory/hosts/new/", inventory_views.host_create, name="host-create"),
     path("inventory/hosts/<str:name>/edit/", inventory_views.host_edit, name="host-edit"),

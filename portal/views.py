@@ -15,6 +15,7 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -57,6 +58,25 @@ def apply_errors(form, exc: ValidationError, field_map: dict[str, str] | None = 
 
 def error_text(exc: ValidationError) -> str:
     return " ".join(exc.messages)
+
+
+def approval_pending(request, exc):
+    """A critical operation waits for a guard approver (MUA): say so and show the request.
+
+    The request is written again if an enclosing transaction rolled it back.
+    """
+    approval = exc.persist()
+    url = reverse("approval-detail", args=[approval.vault.name, approval.pk])
+    messages.warning(
+        request,
+        format_html(
+            'Waiting for approval <a href="{}">#{}</a> by a guard approver. {}',
+            url,
+            approval.pk,
+            exc.text,
+        ),
+    )
+    return done(request, url)
 
 
 def count_of(qs, field: str = "pk") -> Subquery:

@@ -552,6 +552,98 @@ MATRIX += [
     ),
 ]
 
+PAGE_APPROVAL = {"name": "prod", "approval_id": "{approval}"}
+PAGE_ALERT = {"name": "prod", "alert_id": "{alert}"}
+
+MATRIX += [
+    # -- protection lifecycle and the recycle bin (pages) ----------------------------------------
+    ("item-stop", "POST", PAGE_ITEM, {"mode": "retain_forever"}, "302 302 302 403 403 404 404 302"),
+    (
+        "item-resume",
+        "POST",
+        {"name": "prod", "vm_name": "old-01"},
+        {},
+        "302 302 302 403 403 404 404 302",
+    ),
+    (
+        "item-change-policy",
+        "POST",
+        PAGE_ITEM,
+        {"policy": "Spare"},
+        "302 302 302 403 403 404 404 302",
+    ),
+    (
+        "item-undelete",
+        "POST",
+        {"name": "prod", "vm_name": "gone-01"},
+        None,
+        "302 302 302 403 403 404 404 302",
+    ),
+    # Soft delete is enabled in prod, so the rule refuses; the page says so and goes back.
+    (
+        "item-purge",
+        "POST",
+        {"name": "prod", "vm_name": "gone-01"},
+        None,
+        "302 302 302 403 403 404 404 302",
+    ),
+    ("vault-recycle-bin", "GET", {"name": "prod"}, None, "200 200 200 200 200 404 404 302"),
+    ("site-recycle-bin", "GET", {}, None, "200 403 403 403 403 403 403 302"),
+    # -- settings: encryption -----------------------------------------------------------------------
+    ("vault-encryption", "GET", {"name": "prod"}, None, "200 200 200 403 403 404 404 302"),
+    (
+        "vault-encryption",
+        "POST",
+        {"name": "prod"},
+        {"encryption": "platform"},
+        "302 302 302 403 403 404 404 302",
+    ),
+    # -- MUA approvals (pages): the request is the owner's, so only the approver decides it -------
+    ("approval-list", "GET", {"name": "prod"}, None, "200 200 200 403 403 200 404 302"),
+    ("approval-detail", "GET", PAGE_APPROVAL, None, "200 200 200 403 403 200 404 302"),
+    ("approval-approve", "POST", PAGE_APPROVAL, {}, "403 403 403 403 403 302 404 302"),
+    ("approval-reject", "POST", PAGE_APPROVAL, {}, "403 403 403 403 403 302 404 302"),
+    ("my-approvals", "GET", {}, None, "200 200 200 200 200 200 200 302"),
+    # -- alerts (pages) ---------------------------------------------------------------------------
+    ("site-alerts", "GET", {}, None, "200 200 200 200 200 200 200 302"),
+    ("alert-list", "GET", {"name": "prod"}, None, "200 200 200 200 200 404 404 302"),
+    (
+        "alert-settings",
+        "POST",
+        {"name": "prod"},
+        {"job_alerts": "false"},
+        "302 302 302 403 403 404 404 302",
+    ),
+    ("alert-acknowledge", "POST", PAGE_ALERT, None, "302 302 302 302 403 404 404 302"),
+    ("alert-resolve", "POST", PAGE_ALERT, None, "302 302 302 403 403 404 404 302"),
+    # -- audit log (pages) --------------------------------------------------------------------------
+    ("vault-audit", "GET", {"name": "prod"}, None, "200 200 403 403 403 404 404 302"),
+    ("site-audit", "GET", {}, None, "200 403 403 403 403 403 403 302"),
+    # -- customer-managed keys (pages): site admins only ----------------------------------------------
+    ("key-list", "GET", {}, None, "200 403 403 403 403 403 403 302"),
+    (
+        "key-list",
+        "POST",
+        {},
+        {"name": "k9", "path": "{key_file}"},
+        "302 403 403 403 403 403 403 302",
+    ),
+    (
+        "key-enabled",
+        "POST",
+        {"key_name": "k1"},
+        {"enabled": "false"},
+        "302 403 403 403 403 403 403 302",
+    ),
+    (
+        "key-rotate",
+        "POST",
+        {"key_name": "k1"},
+        {"path": "{key_file}"},
+        "302 403 403 403 403 403 403 302",
+    ),
+]
+
 # POST to a VM is site-admin work; creating one needs a real disk file, made in the scenario.
 MATRIX.append(
     (

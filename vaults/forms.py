@@ -198,3 +198,61 @@ class RestoreForm(forms.Form):
             if data["kind"] == "create_vm":
                 target["name"] = data["name"]
         return {"kind": data["kind"], "luns": data["luns"], "tier": data["tier"], "target": target}
+
+
+# -- protection lifecycle -------------------------------------------------------------------------
+
+STOP_MODE_LABELS = {
+    "retain_forever": "Retain backup data forever",
+    "retain_as_per_policy": "Retain backup data as per policy",
+    "delete_data": "Delete backup data",
+}
+STOP_MODE_HELP = {
+    "retain_forever": "Backups stop; every recovery point is kept until you resume protection "
+    "or delete the data.",
+    "retain_as_per_policy": "Backups stop; recovery points expire as the policy says, but the "
+    "latest one is kept forever.",
+    "delete_data": "Backups stop and the item with all its recovery points goes to the recycle "
+    "bin for the vault's soft-delete days (deleted at once when soft delete is disabled).",
+}
+
+
+class StopProtectionForm(forms.Form):
+    """Every mode parses; `vaults.lifecycle.stop_protection` decides which the vault allows
+    (the page only offers `stop_modes(vault)`)."""
+
+    mode = forms.ChoiceField(choices=list(STOP_MODE_LABELS.items()), widget=forms.RadioSelect)
+
+
+class PolicyChoiceForm(forms.Form):
+    policy = forms.ModelChoiceField(queryset=None, to_field_name="name", empty_label=None)
+
+    def __init__(self, *args, policies, required: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        field = self.fields["policy"]
+        field.queryset = policies
+        field.required = required
+        if not required:
+            field.empty_label = "Keep the current policy"
+
+
+class EncryptionForm(forms.Form):
+    encryption = forms.ChoiceField(choices=[], widget=forms.RadioSelect)
+    encryption_key = forms.ChoiceField(
+        required=False, label="Customer-managed key", choices=[], help_text=""
+    )
+
+    def __init__(self, *args, key_names, **kwargs):
+        from vaults.models import Encryption
+
+        super().__init__(*args, **kwargs)
+        self.fields["encryption"].choices = Encryption.choices
+        self.fields["encryption_key"].choices = [("", "—")] + [(n, n) for n in key_names]
+
+    def clean(self):
+        from vaults.models import Encryption
+
+        data = super().clean()
+        if data.get("encryption") == Encryption.CUSTOMER_MANAGED and not data.get("encryption_key"):
+            self.add_error("encryption_key", "Choose one of the registered keys.")
+        return data

@@ -14,7 +14,11 @@ from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import content_disposition_header, urlencode
+from django.utils.http import (
+    content_disposition_header,
+    url_has_allowed_host_and_scheme,
+    urlencode,
+)
 from django.views.decorators.http import require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
@@ -27,6 +31,7 @@ from policies.models import BackupPolicy
 from portal.views import (
     annotate_vault_counts,
     apply_errors,
+    approval_pending,
     count_of,
     done,
     error_text,
@@ -34,25 +39,36 @@ from portal.views import (
     live_rps,
     render_page,
 )
-from vaults import access, file_recovery, services
+from security.errors import ApprovalRequired
+from security.keys import has_protected, key_name
+from security.models import CustomerKey
+from vaults import access, file_recovery, lifecycle, services
 from vaults.forms import (
+    STOP_MODE_HELP,
+    STOP_MODE_LABELS,
     BackupNowForm,
+    EncryptionForm,
     GuardForm,
     HostLinkForm,
     MemberForm,
+    PolicyChoiceForm,
     ProtectForm,
     RestoreForm,
+    StopProtectionForm,
     VaultCreateForm,
     VaultSettingsForm,
     lun_label,
 )
 from vaults.models import (
+    BinReason,
+    Encryption,
     FileRecoverySession,
     GuardApprover,
     ItemState,
     ProtectedVM,
     RecoveryPoint,
     RPType,
+    SoftDeleteState,
     Vault,
     VaultMembership,
 )
@@ -133,14 +149,61 @@ def vault_settings(request, name):
         try:
             if changes:
                 services.update_vault(vault, by=request.user, request=request, **changes)
+        except ApprovalRequired as exc:
+            return approval_pending(request, exc)
         except ValidationError as exc:
             vault.refresh_from_db()
             apply_errors(form, exc)
         else:
             messages.success(request, "Settings saved." if changes else "Nothing changed.")
             return done(request, reverse("vault-settings", args=[vault.name]))
-    context = vault_context(request, vault, "settings", form=form)
+    context = vault_context(request, vault, "settings", form=form, **_settings_notes(vault))
     return render(request, "vaults/vault_settings.html", context)
+
+
+def _settings_notes(vault: Vault) -> dict:
+    return {
+        "always_on": vault.soft_delete_state == SoftDeleteState.ALWAYS_ON,
+        "locked": vault.immutability == "locked",
+    }
+
+
+@login_required
+def vault_encryption(request, name):
+    """Platform key or a customer-managed key chosen among the registered ones (names only)."""
+    vault = access.get_vault(request.user, name, "change_settings")
+    current = key_name(vault)
+    key_names = list(CustomerKey.objects.order_by("name").values_list("name", flat=True))
+    initial = {"encryption": vault.encryption, "encryption_key": current or ""}
+    form = EncryptionForm(request.POST or None, key_names=key_names, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        changes = {"encryption": form.cleaned_data["encryption"]}
+        if changes["encryption"] == Encryption.CUSTOMER_MANAGED:
+            changes["encryption_key"] = form.cleaned_data["encryption_key"]
+        unchanged = changes["encryption"] == vault.encryption and (
+            changes.get("encryption_key") in (None, current)
+        )
+        try:
+            if not unchanged:
+                services.update_vault(vault, by=request.user, request=request, **changes)
+        except ApprovalRequired as exc:
+            return approval_pending(request, exc)
+        except ValidationError as exc:
+            vault.refresh_from_db()
+            apply_errors(form, exc)
+        else:
+            messages.success(request, "Nothing changed." if unchanged else "Encryption saved.")
+            return done(request, reverse("vault-encryption", args=[vault.name]))
+    context = vault_context(
+        request,
+        vault,
+        "encryption",
+        form=form,
+        current_key=current,
+        has_keys=bool(key_names),
+        has_protected=has_protected(vault),
+    )
+    return render(request, "vaults/vault_encryption.html", context)
 
 
 @login_required
@@ -216,8 +279,34 @@ def _item_context(request, vault: Vault, item: ProtectedVM, **extra) -> dict:
         jobs=jobs,
         active_jobs=active,
         backup_form=backup_form if can_backup else None,
+        **_protection(vault, item, caps, extra),
         **extra,
     )
+
+
+def _protection(vault: Vault, item: ProtectedVM, caps: dict, bound: dict) -> dict:
+    """The forms of the protection card, as far as the user's role and the item's state allow
+    (a bound form with errors from a failed POST replaces its blank one)."""
+    out: dict = {"stop_form": None, "resume_form": None, "policy_form": None}
+    state = item.state
+    policies = vault.policies.order_by("name")
+    if caps["stop_protection"] and state in lifecycle.STOPPABLE:
+        modes = lifecycle.stop_modes(vault)
+        if state == ItemState.PROTECTION_STOPPED:
+            modes = [m for m in modes if m != item.retention_mode]
+        out["stop_form"] = bound.pop("stop_form", None) or StopProtectionForm()
+        out["stop_modes"] = [(m, STOP_MODE_LABELS[m], STOP_MODE_HELP[m]) for m in modes]
+        out["immutable"] = lifecycle.is_immutable(vault)
+    if caps["resume_protection"] and state == ItemState.PROTECTION_STOPPED:
+        out["resume_form"] = bound.pop("resume_form", None) or PolicyChoiceForm(
+            policies=policies, required=False
+        )
+    if caps["change_item_policy"] and state != ItemState.SOFT_DELETED:
+        out["policy_form"] = bound.pop("policy_form", None) or PolicyChoiceForm(
+            policies=policies, initial={"policy": item.policy.name}
+        )
+    out["can_undelete"] = caps["undelete"] and state == ItemState.SOFT_DELETED
+    return out
 
 
 def _default_retain_until():
@@ -282,6 +371,175 @@ def item_repair_extension(request, name, vm_name):
             "on its next backup.",
         )
     return done(request, reverse("item-detail", args=[vault.name, item.vm.name]))
+
+
+# -- protection lifecycle (stop, resume, undelete, change policy, purge) ---------------------------
+
+
+def _item_refused(request, vault, item, exc, form_name: str, form):
+    """A refused lifecycle POST: the item page with the message next to the form (htmx gets
+    the protection card back with 200, since htmx swaps only 200s)."""
+    apply_errors(form, exc)
+    context = _item_context(request, vault, item, **{form_name: form})
+    status = 200 if request.htmx else 400
+    return render_page(
+        request, "vaults/item_detail.html", context, partial="protection", status=status
+    )
+
+
+def _item_url(vault, item) -> str:
+    return reverse("item-detail", args=[vault.name, item.vm.name])
+
+
+@login_required
+@require_POST
+def item_stop(request, name, vm_name):
+    vault = access.get_vault(request.user, name, "stop_protection")
+    item = _item(vault, vm_name)
+    form = StopProtectionForm(request.POST)
+    if form.is_valid():
+        mode = form.cleaned_data["mode"]
+        try:
+            lifecycle.stop_protection(item, by=request.user, request=request, mode=mode)
+        except ApprovalRequired as exc:
+            return approval_pending(request, exc)
+        except ValidationError as exc:
+            item.refresh_from_db()
+            return _item_refused(request, vault, item, exc, "stop_form", form)
+        if mode == lifecycle.DELETE_DATA:
+            messages.success(
+                request, f"Protection of {item.vm.name} stopped; its backup data was deleted."
+            )
+            return done(request, reverse("vault-recycle-bin", args=[vault.name]))
+        messages.success(request, f"Protection of {item.vm.name} stopped; its data is retained.")
+        return done(request, _item_url(vault, item))
+    return _item_refused(request, vault, item, ValidationError([]), "stop_form", form)
+
+
+@login_required
+@require_POST
+def item_resume(request, name, vm_name):
+    vault = access.get_vault(request.user, name, "resume_protection")
+    item = _item(vault, vm_name)
+    form = PolicyChoiceForm(request.POST, policies=vault.policies.all(), required=False)
+    if form.is_valid():
+        try:
+            lifecycle.resume_protection(
+                item, by=request.user, request=request, policy=form.cleaned_data["policy"]
+            )
+        except ApprovalRequired as exc:
+            return approval_pending(request, exc)
+        except ValidationError as exc:
+            item.refresh_from_db()
+            return _item_refused(request, vault, item, exc, "resume_form", form)
+        messages.success(request, f"Protection of {item.vm.name} resumed.")
+        return done(request, _item_url(vault, item))
+    return _item_refused(request, vault, item, ValidationError([]), "resume_form", form)
+
+
+@login_required
+@require_POST
+def item_change_policy(request, name, vm_name):
+    vault = access.get_vault(request.user, name, "change_item_policy")
+    item = _item(vault, vm_name)
+    form = PolicyChoiceForm(request.POST, policies=vault.policies.all())
+    if form.is_valid():
+        policy = form.cleaned_data["policy"]
+        try:
+            if policy.pk != item.policy_id:
+                services.update_item(item, by=request.user, request=request, policy=policy)
+        except ApprovalRequired as exc:
+            return approval_pending(request, exc)
+        except ValidationError as exc:
+            item = _item(vault, vm_name)
+            return _item_refused(request, vault, item, exc, "policy_form", form)
+        messages.success(request, f"{item.vm.name} is protected by policy {policy.name}.")
+        return done(request, _item_url(vault, item))
+    return _item_refused(request, vault, item, ValidationError([]), "policy_form", form)
+
+
+def _binned_item(vault: Vault, vm_name: str) -> ProtectedVM:
+    item = (
+        vault.protected_items.select_related("vm", "policy", "vault")
+        .filter(vm__name=vm_name, state=ItemState.SOFT_DELETED)
+        .order_by("-deleted_at", "-pk")
+        .first()
+    )
+    if item is None:
+        raise Http404("No such item in the recycle bin.")
+    return item
+
+
+def _back(request, fallback: str) -> str:
+    """The page a recycle-bin or alert action returns to (`next`, if it is ours)."""
+    nxt = request.POST.get("next", "")
+    if nxt and url_has_allowed_host_and_scheme(nxt, {request.get_host()}, request.is_secure()):
+        return nxt
+    return fallback
+
+
+@login_required
+@require_POST
+def item_undelete(request, name, vm_name):
+    vault = access.get_vault(request.user, name, "undelete")
+    item = _binned_item(vault, vm_name)
+    try:
+        lifecycle.undelete(item, by=request.user, request=request)
+    except ValidationError as exc:
+        messages.error(request, error_text(exc))
+        return done(request, _back(request, reverse("vault-recycle-bin", args=[vault.name])))
+    messages.success(
+        request, f"{item.vm.name} undeleted: protection stopped, its data is retained."
+    )
+    return done(request, _item_url(vault, item))
+
+
+@login_required
+@require_POST
+def item_purge(request, name, vm_name):
+    vault = access.get_vault(request.user, name, "stop_protection")
+    item = _binned_item(vault, vm_name)
+    try:
+        job = lifecycle.purge_now(item, by=request.user, request=request)
+    except ValidationError as exc:
+        messages.error(request, error_text(exc))
+        return done(request, _back(request, reverse("vault-recycle-bin", args=[vault.name])))
+    messages.success(request, f"Purge of {item.vm.name} queued (job {job.pk}).")
+    return done(request, reverse("job-detail", args=[vault.name, job.pk]))
+
+
+# -- the recycle bin ----------------------------------------------------------------------------
+
+
+def purge_allowed(vault: Vault) -> bool:
+    """Whether "Purge now" can succeed in the vault (the rules of `lifecycle.purge_now`, which
+    decides again): only with soft delete disabled and the vault not immutable."""
+    return vault.soft_delete_state == SoftDeleteState.DISABLED and not lifecycle.is_immutable(vault)
+
+
+@login_required
+def vault_recycle_bin(request, name):
+    vault = access.get_vault(request.user, name, "view")
+    entries = lifecycle.recycle_bin(vault, user=request.user)
+    caps = access.capabilities(request.user, vault)
+    context = vault_context(
+        request,
+        vault,
+        "recycle-bin",
+        entries=entries,
+        reasons=BinReason.choices,
+        purge_allowed=purge_allowed(vault),
+        purge_allowed_here=caps["stop_protection"] and purge_allowed(vault),
+    )
+    return render(request, "vaults/recycle_bin.html", context)
+
+
+@login_required
+def site_recycle_bin(request):
+    access.require_site(request.user, "view_recycle_bin")
+    entries = lifecycle.site_recycle_bin(user=request.user)
+    context = {"entries": entries, "reasons": BinReason.choices}
+    return render(request, "vaults/site_recycle_bin.html", context)
 
 
 @login_required

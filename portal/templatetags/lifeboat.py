@@ -44,6 +44,16 @@ TONES = {
     "snapshot": "busy",
     "snapshot_and_vault": "good",
     "vault": "neutral",
+    "pending": "warn",
+    "approved": "busy",
+    "executed": "good",
+    "rejected": "bad",
+    "expired": "muted",
+    "active": "bad",
+    "acknowledged": "warn",
+    "resolved": "good",
+    "sev0": "bad",
+    "sev1": "warn",
 }
 
 
@@ -80,3 +90,38 @@ def seconds(value) -> str:
 def lun(value) -> str:
     """-1 → "OS disk", 2 → "LUN 2"."""
     return "OS disk" if str(value) == "-1" else f"LUN {value}"
+
+
+@register.simple_tag(takes_context=True)
+def nav_state(context) -> dict:
+    """What the top navigation shows beyond links, in one query: the number of active alerts
+    in the vaults the user sees (`security.alerts.active_alert_count`, the badge) and whether
+    the user guards any vault (their "Approvals" entry)."""
+    request = context.get("request")
+    user = request.user if request else None
+    if not (user and user.is_authenticated):
+        return {"alerts": 0, "guard": False}
+    from django.contrib.auth import get_user_model
+    from django.db.models import Count, Exists, IntegerField, OuterRef, Subquery
+    from django.db.models.functions import Coalesce
+
+    from security.models import Alert, AlertStatus
+    from vaults.models import GuardApprover, VaultMembership
+
+    active = Alert.objects.filter(status=AlertStatus.ACTIVE)
+    if not access.is_site_admin(user):
+        # The vaults the user sees (access.visible_vault_ids), as a subquery.
+        active = active.filter(vault__in=VaultMembership.objects.filter(user=user).values("vault"))
+    # Every row has the same status, so grouping by it gives one row: the count.
+    count = active.order_by().values("status").annotate(n=Count("pk"))
+    row = (
+        get_user_model()
+        .objects.filter(pk=user.pk)
+        .annotate(
+            alerts=Coalesce(Subquery(count.values("n")[:1], output_field=IntegerField()), 0),
+            guard=Exists(GuardApprover.objects.filter(user=OuterRef("pk"))),
+        )
+        .values("alerts", "guard")
+        .first()
+    )
+    return row or {"alerts": 0, "guard": False}

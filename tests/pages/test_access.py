@@ -112,4 +112,4 @@ def test_it_keeps_its_query_budget(assert_query_budget, owner, vault):
         for _ in range(n):
             f.add_member(vault, f.make_user(), Role.READER)
 
-    assert_query_budget(owner, URL, make_rows, 7, marker="/remove/")
+    assert_query_budget(owner, URL, make_rows, 8, marker="/remove/")

@@ -43,7 +43,7 @@ def test_it_keeps_its_query_budget(assert_query_budget, reader, admin_user, tmp_
             f.make_rp(item)
             f.make_job(v, item)
 
-    assert_query_budget(reader, reverse("dashboard"), make_rows, 5, marker="/jobs/")
+    assert_query_budget(reader, reverse("dashboard"), make_rows, 6, marker="/jobs/")
 
 
 def test_it_keeps_its_query_budget_with_many_jobs_and_points_in_one_vault(
@@ -54,4 +54,4 @@ def test_it_keeps_its_query_budget_with_many_jobs_and_points_in_one_vault(
             f.make_rp(item, time=timezone.now() - timedelta(hours=i + 1))
             f.make_job(vault, item, status=[Status.COMPLETED, Status.FAILED][i % 2])
 
-    assert_query_budget(reader, reverse("dashboard"), make_rows, 5)
+    assert_query_budget(reader, reverse("dashboard"), make_rows, 6)

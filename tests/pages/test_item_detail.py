@@ -240,4 +240,4 @@ def test_it_keeps_its_query_budget(assert_query_budget, reader, vault, item):
             f.make_job(vault, item, created_by=reader)
         f.make_job(vault, item, status=Status.IN_PROGRESS)
 
-    assert_query_budget(reader, URL, make_rows, 9, marker="Crash-consistent")
+    assert_query_budget(reader, URL, make_rows, 10, marker="Crash-consistent")

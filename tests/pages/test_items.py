@@ -25,4 +25,4 @@ def test_it_keeps_its_query_budget(assert_query_budget, reader, vault, host):
         for _ in range(n):
             f.make_rp(f.make_protected_item(vault, f.make_vm(host)))
 
-    assert_query_budget(reader, URL, make_rows, 5, marker="/vaults/prod/items/vm")
+    assert_query_budget(reader, URL, make_rows, 6, marker="/vaults/prod/items/vm")

@@ -49,7 +49,7 @@ def test_it_keeps_its_query_budget(assert_query_budget, reader, vault, item):
         for _ in range(n):
             f.make_job(vault, item, created_by=reader)
 
-    assert_query_budget(reader, URL, make_rows, 7, marker="/vaults/prod/jobs/")
+    assert_query_budget(reader, URL, make_rows, 8, marker="/vaults/prod/jobs/")
 
 
 def _aged(job, days):
@@ -165,4 +165,4 @@ def test_it_keeps_its_query_budget_with_unfinished_jobs(assert_query_budget, ope
                 vault, item, created_by=operator, status=[Status.IN_PROGRESS, Status.FAILED][i % 2]
             )
 
-    assert_query_budget(operator, URL, make_rows, 7, marker="/vaults/prod/jobs/")
+    assert_query_budget(operator, URL, make_rows, 8, marker="/vaults/prod/jobs/")

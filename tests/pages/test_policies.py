@@ -51,4 +51,4 @@ def test_it_keeps_its_query_budget(assert_query_budget, reader, vault):
         for _ in range(n):
             f.make_policy(vault)
 
-    assert_query_budget(reader, URL, make_rows, 5, marker="Daily at 02:00")
+    assert_query_budget(reader, URL, make_rows, 6, marker="Daily at 02:00")

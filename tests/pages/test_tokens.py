@@ -56,4 +56,4 @@ def test_it_keeps_its_query_budget(assert_query_budget, reader):
         for i in range(n):
             ApiToken.issue(reader, f"t{i}")
 
-    assert_query_budget(reader, URL, make_rows, 4, marker="/revoke/")
+    assert_query_budget(reader, URL, make_rows, 5, marker="/revoke/")

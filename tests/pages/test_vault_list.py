@@ -28,4 +28,4 @@ def test_it_keeps_its_query_budget(assert_query_budget, reader, admin_user):
         for _ in range(n):
             f.add_member(f.make_vault(owner=admin_user), reader)
 
-    assert_query_budget(reader, reverse("vault-list"), make_rows, 4, marker='<td class="num">')
+    assert_query_budget(reader, reverse("vault-list"), make_rows, 5, marker='<td class="num">')

@@ -1,0 +1,27 @@
+"""Security pages (included at the root by `portal/page_urls.py`)."""
+
+from django.urls import path
+
+from security import views
+
+V = "vaults/<str:name>"
+APPROVAL = f"{V}/approvals/<int:approval_id>"
+ALERT = f"{V}/alerts/<int:alert_id>"
+
+urlpatterns = [
+    path("approvals/", views.my_approvals, name="my-approvals"),
+    path(f"{V}/approvals/", views.approval_list, name="approval-list"),
+    path(f"{APPROVAL}/", views.approval_detail, name="approval-detail"),
+    path(f"{APPROVAL}/approve/", views.approval_approve, name="approval-approve"),
+    path(f"{APPROVAL}/reject/", views.approval_reject, name="approval-reject"),
+    path("alerts/", views.site_alerts, name="site-alerts"),
+    path(f"{V}/alerts/", views.alert_list, name="alert-list"),
+    path(f"{V}/alerts/settings/", views.alert_settings, name="alert-settings"),
+    path(f"{ALERT}/acknowledge/", views.alert_acknowledge, name="alert-acknowledge"),
+    path(f"{ALERT}/resolve/", views.alert_resolve, name="alert-resolve"),
+    path("audit/", views.site_audit, name="site-audit"),
+    path(f"{V}/audit/", views.vault_audit, name="vault-audit"),
+    path("keys/", views.key_list, name="key-list"),
+    path("keys/<str:key_name>/enabled/", views.key_enabled, name="key-enabled"),
+    path("keys/<str:key_name>/rotate/", views.key_rotate, name="key-rotate"),
+]

@@ -57,9 +57,16 @@ def _approval_vault(user, name: str) -> Vault:
     return vault
 
 
-def _approval_context(request, vault: Vault, **extra) -> dict:
+def _require_view(user, vault: Vault) -> bool:
+    """`mua.require_view_approvals`, asking whether the user guards the vault only once."""
+    guard = mua.is_guard(user, vault)
+    if not guard:
+        mua.require_view_approvals(user, vault)
+    return guard
+
+
+def _approval_context(request, vault: Vault, guard: bool, **extra) -> dict:
     """Members get the vault's tabs; a guard approver who is not a member sees only this."""
-    guard = mua.is_guard(request.user, vault)
     context = vault_context(request, vault, "approvals", guard=guard, **extra)
     context["guard_only"] = not context["caps"]["view"]
     return context
@@ -91,15 +98,15 @@ def _status_filter(qs, wanted: str, now):
 def approval_list(request, name):
     """The vault's approval requests: contributor+ members and the vault's guard approvers."""
     vault = _approval_vault(request.user, name)
-    mua.require_view_approvals(request.user, vault)
+    guard = _require_view(request.user, vault)
     now = timezone.now()
     status = request.GET.get("status", "")
     status = status if status in ApprovalStatus.values else ""
     qs = _status_filter(
-        Approval.objects.filter(vault=vault).select_related("decided_by"), status, now
+        Approval.objects.filter(vault=vault).select_related("vault", "decided_by"), status, now
     )
     page = _page(request, qs)
-    context = _approval_context(request, vault, page=page, status=status)
+    context = _approval_context(request, vault, guard, page=page, status=status)
     context["approvals"] = _decorate(list(page.object_list), request.user, context["guard"], now)
     context["statuses"] = APPROVAL_STATUSES
     context["query"] = urlencode({"status": status}) if status else ""
@@ -120,9 +127,9 @@ def _approval(vault: Vault, approval_id: int) -> Approval:
 @login_required
 def approval_detail(request, name, approval_id):
     vault = _approval_vault(request.user, name)
-    mua.require_view_approvals(request.user, vault)
+    guard = _require_view(request.user, vault)
     approval = _approval(vault, approval_id)
-    context = _approval_context(request, vault)
+    context = _approval_context(request, vault, guard)
     context["approval"] = _decorate([approval], request.user, context["guard"], timezone.now())[0]
     return render(request, "security/approval_detail.html", context)
 

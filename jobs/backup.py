@@ -238,8 +238,8 @@ class EngineProgress:
         self.done = 0
         self.last_write = 0.0
         self.started = time.monotonic()
-        limit = float(_option("BACKUP_THROTTLE_MIBPS", 0) or 0)
-        self.throttle = limit * (1 << 20) if phase in ("snapshot", "transfer") else 0
+        limit = float(_option("THROTTLE_MIBPS", 0) or 0)
+        self.throttle = limit * (1 << 20)
 
     def __call__(self, p: engine.Progress) -> None:
         if self.throttle:  # keep bytes_done / elapsed at most the limit (tests, drills)

@@ -235,7 +235,7 @@ LIFEBOAT = {
     "MASTER_KEY_FILE": Path(os.environ.get("LIFEBOAT_MASTER_KEY_FILE", DATA_DIR / "master.key")),
     "DEMO_ROOT": Path(os.environ.get("LIFEBOAT_DEMO_ROOT", DATA_DIR / "demo")),
     # Caps backup and transfer reads (MiB/s; 0 = unlimited), e.g. to watch progress in tests.
-    "BACKUP_THROTTLE_MIBPS": float(os.environ.get("LIFEBOAT_BACKUP_THROTTLE_MIBPS", "0")),
+    "THROTTLE_MIBPS": float(os.environ.get("LIFEBOAT_THROTTLE_MIBPS", "0")),
 }
 
 LOGGING = {

@@ -3,7 +3,7 @@ browser, against a real django-q2 worker (`manage.py qcluster`) and a web server
 (`manage.py runserver`) that share the test's database.
 
 The VM's disk is a 48 MiB ext4 image holding 32 MiB of random data, and the worker's reads
-are throttled (LIFEBOAT_BACKUP_THROTTLE_MIBPS) so the progress is observable: the page must
+are throttled (LIFEBOAT_THROTTLE_MIBPS) so the progress is observable: the page must
 show at least two intermediate progress values before 100 %, and the new recovery point must
 appear in the list without a page load.
 """
@@ -95,7 +95,7 @@ def test_backup_now_shows_progress_and_the_new_recovery_point(
     operator.password = PBKDF2PasswordHasher().encode("pw-secret-1", "browsertest", 1000)
     operator.save(update_fields=["password"])
     f.add_member(w.vault, operator, Role.OPERATOR)
-    env = lifeboat_env({"LIFEBOAT_BACKUP_THROTTLE_MIBPS": THROTTLE_MIBPS})
+    env = lifeboat_env({"LIFEBOAT_THROTTLE_MIBPS": THROTTLE_MIBPS})
     start_worker(["qcluster"], env)
     base = _serve(start_worker, env)
     log_in(page, base, "browser-operator")

@@ -1,0 +1,42 @@
+"""A 64 MiB smoke run of the restore benchmark (bench/restore.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from engine.tests.tools import REPO, engine_env, require_tool
+
+
+def test_restore_benchmark_smoke_run(tmp_path: Path) -> None:
+    for name in ("mkfs.ext4", "cp", "cmp", "sync"):
+        require_tool(name)
+    work = tmp_path / "work"
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "restore.py"),
+            "--size",
+            "64M",
+            "--runs",
+            "1",
+            "--work",
+            str(work),
+        ],
+        cwd=REPO,
+        env=engine_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout
+    for row in ("| snapshot tier |", "| vault tier |", "| cp --sparse=always", "| target |"):
+        assert row in out, out
+    for name in ("snapshot tier", "vault tier", "cp --sparse=always"):
+        line = next(line for line in out.splitlines() if line.startswith(f"| {name}"))
+        assert line.rstrip().endswith("| yes |"), line
+    assert "first listed directory" in out
+    assert "restores byte-identical | cmp | MET |" in out
+    assert list(work.iterdir()) == []  # the work dir is cleaned up

@@ -121,3 +121,14 @@ def test_site_list_keeps_its_query_budget(assert_query_budget, operator, vault):
             made.append(make_alert(vault, len(made)))
 
     assert_query_budget(operator, reverse("site-alerts"), make_rows, 6, marker='class="alert-row"')
+
+
+def test_the_navigation_costs_one_query(rf, reader, vault, django_assert_num_queries):
+    from portal.templatetags.lifeboat import nav_state
+
+    make_alert(vault, 1)
+    request = rf.get("/")
+    request.user = reader
+    with django_assert_num_queries(1):
+        state = nav_state({"request": request})
+    assert state == {"alerts": active_alert_count(reader), "guard": False}

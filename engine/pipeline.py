@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import time
@@ -23,6 +24,29 @@ def default_threads() -> int:
     return max(2, min(8, os.cpu_count() or 2))
 
 
+_heap_kept = False
+
+
+def keep_heap() -> None:
+    """Keep freed chunk buffers on the heap instead of handing them back to the kernel.
+
+    glibc serves 1 MiB buffers with mmap (or trims the heap after each free), so every chunk
+    faulted fresh, zeroed pages in: about 3 page faults per KiB restored, which cost more than
+    decrypting and hashing (bench/README.md, "Restore"). The pipeline is bounded, so what is
+    kept is the memory it already peaked at. A no-op where glibc's mallopt is missing."""
+    global _heap_kept
+    if _heap_kept:
+        return
+    _heap_kept = True
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 64 << 20)
+    libc.mallopt(m_trim_threshold, 256 << 20)
+
+
 def run_bounded(
     tasks: Iterable[Callable[[], T] | T],
     on_result: Callable[[T], None],
@@ -34,6 +58,7 @@ def run_bounded(
     """Run callables from `tasks` on a pool, at most `window` in flight; non-callables are
     passed straight to on_result. Results are handled in submission order on this thread.
     Checks `cancel` before every submission; on any error waits for in-flight work."""
+    keep_heap()
     pending: deque[Future[T]] = deque()
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lifeboat") as pool:
         try:

@@ -245,28 +245,33 @@ def _check_decidable(approval: Approval, by) -> None:
     _expire_if_due(approval, timezone.now())
 
 
-def reject(approval: Approval, *, by, request=None, note: str = "") -> Approval:
+def _decide(approval: Approval, status: str, *, by, request, note: str) -> Approval:
+    """Record a guard approver's decision on a pending request (its own transaction)."""
     _check_decidable(approval, by)
     with transaction.atomic():
         locked = _lock_pending(approval, by)
-        locked.status = ApprovalStatus.REJECTED
+        locked.status = status
         locked.decided_by, locked.decided_at, locked.note = by, timezone.now(), note[:500]
         locked.save(update_fields=["status", "decided_by", "decided_at", "note"])
         audit.record(
-            "approval.reject",
+            f"approval.{'approve' if status == ApprovalStatus.APPROVED else 'reject'}",
             actor=by,
             request=request,
             vault=locked.vault,
             obj=locked,
             before={"status": ApprovalStatus.PENDING},
             after={
-                "status": ApprovalStatus.REJECTED,
+                "status": status,
                 "requested_by": locked.requested_by_name,
                 "operation": locked.operation,
                 "note": locked.note,
             },
         )
     return locked
+
+
+def reject(approval: Approval, *, by, request=None, note: str = "") -> Approval:
+    return _decide(approval, ApprovalStatus.REJECTED, by=by, request=request, note=note)
 
 
 def approve(approval: Approval, *, by, request=None, note: str = "") -> Approval:
@@ -279,26 +284,7 @@ def approve(approval: Approval, *, by, request=None, note: str = "") -> Approval
        requester's role and every other rule again and writes its own audit record.
     3. Mark it executed, or keep it approved with the error and raise `RuleBlocked` (409).
     """
-    _check_decidable(approval, by)
-    with transaction.atomic():
-        locked = _lock_pending(approval, by)
-        locked.status = ApprovalStatus.APPROVED
-        locked.decided_by, locked.decided_at, locked.note = by, timezone.now(), note[:500]
-        locked.save(update_fields=["status", "decided_by", "decided_at", "note"])
-        audit.record(
-            "approval.approve",
-            actor=by,
-            request=request,
-            vault=locked.vault,
-            obj=locked,
-            before={"status": ApprovalStatus.PENDING},
-            after={
-                "status": ApprovalStatus.APPROVED,
-                "requested_by": locked.requested_by_name,
-                "operation": locked.operation,
-                "note": locked.note,
-            },
-        )
+    locked = _decide(approval, ApprovalStatus.APPROVED, by=by, request=request, note=note)
     requester = locked.requested_by
     try:
         if requester is None or not requester.is_active:

@@ -27,11 +27,11 @@ from vaults.models import RecoveryPoint, RetentionMode
 GC_GRACE_SECONDS = 3600
 
 
-def _grace() -> float:
+def grace() -> float:
     return float(settings.LIFEBOAT.get("GC_GRACE_SECONDS", GC_GRACE_SECONDS))
 
 
-def _snapshot_stores(vault, kek) -> dict[int, engine.Store]:
+def snapshot_stores(vault, kek) -> dict[int, engine.Store]:
     hosts = Host.objects.filter(vms__protections__vault=vault).distinct()
     stores = {}
     for host in hosts:
@@ -41,7 +41,25 @@ def _snapshot_stores(vault, kek) -> dict[int, engine.Store]:
     return stores
 
 
-def _delete_from(store: engine.Store | None, rp_id: str) -> None:
+def open_stores(vault) -> tuple[engine.Store, dict[int, engine.Store]]:
+    """The vault store and the vault's snapshot stores by host id, or a JobError saying why."""
+    try:
+        kek = kek_for(vault)
+        return vault_store(vault, kek), snapshot_stores(vault, kek)
+    except engine.EngineError as e:
+        raise JobError(
+            "key_unavailable" if isinstance(e, engine.KeyUnavailable) else "store", str(e)
+        ) from e
+
+
+def delete_everywhere(rp, vstore: engine.Store, snaps: dict[int, engine.Store]) -> None:
+    """Remove an RP from both tiers, then from the catalog (stores first: see module doc)."""
+    delete_from(snaps.get(rp.protected_item.vm.host_id), str(rp.pk))
+    delete_from(vstore, str(rp.pk))
+    rp.delete()
+
+
+def delete_from(store: engine.Store | None, rp_id: str) -> None:
     if store is None:
         return
     try:
@@ -71,36 +89,27 @@ def run_cleanup(ctx: JobContext) -> None:
     vault = ctx.job.vault
     given = ctx.job.params.get("now")
     now = datetime.fromisoformat(given) if given else timezone.now()
-    try:
-        kek = kek_for(vault)
-        vstore = vault_store(vault, kek)
-        snaps = _snapshot_stores(vault, kek)
-    except engine.EngineError as e:
-        raise JobError(
-            "key_unavailable" if isinstance(e, engine.KeyUnavailable) else "store", str(e)
-        ) from e
+    vstore, snaps = open_stores(vault)
 
     tiered = 0
     for rp in RecoveryPoint.objects.filter(
         vault=vault, in_snapshot_tier=True, in_vault_tier=True, snapshot_expires_at__lte=now
     ).select_related("protected_item__vm"):
         ctx.check_cancel()
-        _delete_from(snaps.get(rp.protected_item.vm.host_id), str(rp.pk))
+        delete_from(snaps.get(rp.protected_item.vm.host_id), str(rp.pk))
         RecoveryPoint.objects.filter(pk=rp.pk).update(in_snapshot_tier=False)
         tiered += 1
 
     expired = 0
     for rp in expired_recovery_points(vault, now):
         ctx.check_cancel()
-        _delete_from(snaps.get(rp.protected_item.vm.host_id), str(rp.pk))
-        _delete_from(vstore, str(rp.pk))
-        rp.delete()
+        delete_everywhere(rp, vstore, snaps)
         expired += 1
 
     swept = {"chunks": 0, "bytes": 0}
     for store in [vstore, *snaps.values()]:
         ctx.check_cancel()
-        result = engine.gc(store, grace_seconds=_grace())
+        result = engine.gc(store, grace_seconds=grace())
         swept["chunks"] += result.chunks_swept
         swept["bytes"] += result.bytes_swept
     ctx.set_result(tiered=tiered, expired=expired, swept=swept)
@@ -108,11 +117,11 @@ def run_cleanup(ctx: JobContext) -> None:
 
 def run_gc(ctx: JobContext) -> None:
     vault = ctx.job.vault
-    kek = kek_for(vault)
-    stores = [vault_store(vault, kek), *_snapshot_stores(vault, kek).values()]
+    vstore, snaps = open_stores(vault)
+    stores = [vstore, *snaps.values()]
     swept = 0
     for store in stores:
-        swept += engine.gc(store, grace_seconds=_grace()).chunks_swept
+        swept += engine.gc(store, grace_seconds=grace()).chunks_swept
     ctx.set_result(chunks_swept=swept)
 
 

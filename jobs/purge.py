@@ -15,10 +15,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 import engine
-from jobs.lifecycle import _delete_from, _grace, _snapshot_stores
+from jobs.lifecycle import delete_everywhere, grace, open_stores
 from jobs.models import Job, Operation, Status
-from jobs.runner import JobContext, JobError, create_job
-from jobs.stores import kek_for, vault_store
+from jobs.runner import JobContext, create_job
 from vaults import audit
 from vaults.models import ItemState, ProtectedVM, RecoveryPoint, Vault
 
@@ -41,14 +40,7 @@ def run_purge(ctx: JobContext) -> None:
     vault = ctx.job.vault
     now = timezone.now()
     only_item = ctx.job.params.get("item")
-    try:
-        kek = kek_for(vault)
-        vstore = vault_store(vault, kek)
-        snaps = _snapshot_stores(vault, kek)
-    except engine.EngineError as e:
-        raise JobError(
-            "key_unavailable" if isinstance(e, engine.KeyUnavailable) else "store", str(e)
-        ) from e
+    vstore, snaps = open_stores(vault)
 
     rps = due_recovery_points(vault, now)
     items = due_items(vault, now)
@@ -57,9 +49,7 @@ def run_purge(ctx: JobContext) -> None:
     purged = 0
     for rp in rps:
         ctx.check_cancel()
-        _delete_from(snaps.get(rp.protected_item.vm.host_id), str(rp.pk))
-        _delete_from(vstore, str(rp.pk))
-        rp.delete()
+        delete_everywhere(rp, vstore, snaps)
         purged += 1
 
     gone = []
@@ -82,7 +72,7 @@ def run_purge(ctx: JobContext) -> None:
     swept = {"chunks": 0, "bytes": 0}
     for store in [vstore, *snaps.values()]:
         ctx.check_cancel()
-        result = engine.gc(store, grace_seconds=_grace())
+        result = engine.gc(store, grace_seconds=grace())
         swept["chunks"] += result.chunks_swept
         swept["bytes"] += result.bytes_swept
     ctx.set_result(recovery_points=purged, items=gone, swept=swept)

@@ -21,9 +21,18 @@ EXAMPLES = int(os.environ.get("LIFEBOAT_FUZZ_EXAMPLES", "25"))
 
 @pytest.fixture
 def api_schema(db):
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
     from portal.wsgi import application
 
-    return schemathesis.openapi.from_wsgi("/api/schema/", application)
+    # As Django's test client does: the raw WSGI app would otherwise close the connection
+    # that holds the test's transaction after every request (PostgreSQL).
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield schemathesis.openapi.from_wsgi("/api/schema/", application)
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")

@@ -155,15 +155,24 @@ class FileRecoverySessionDetailView(FileRecoverySessionView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+def _text(s: str | None) -> str | None:
+    """ext4 names need not be UTF-8; the engine keeps their bytes as surrogates, which JSON
+    cannot carry. Such names are shown with U+FFFD and flagged `utf8: false`."""
+    if s is None:
+        return None
+    return s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def entry_json(e) -> dict:
     return {
-        "name": e.name,
-        "path": e.path,
+        "name": _text(e.name),
+        "utf8": _text(e.path) == e.path,
+        "path": _text(e.path),
         "kind": e.kind,
         "size": e.size,
         "mtime": e.mtime.isoformat() if e.mtime else None,
         "mode": e.mode,
-        "target": e.target,
+        "target": _text(e.target),
     }
 
 

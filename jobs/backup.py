@@ -183,9 +183,14 @@ def enqueue_pending_transfers(now: datetime, vault_id: int | None = None) -> int
     ).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
     if vault_id is not None:
         pending = pending.filter(vault_id=vault_id)
-    pending = pending.exclude(
-        jobs__operation__in=[Operation.TRANSFER, Operation.BACKUP], jobs__status__in=ACTIVE
-    ).select_related("protected_item__vm")
+    # One subquery, so that both conditions hold for the same job (an exclude() across a
+    # multi-valued relation would match them on different jobs).
+    moving = Job.objects.filter(
+        operation__in=[Operation.TRANSFER, Operation.BACKUP],
+        status__in=ACTIVE,
+        recovery_point__isnull=False,
+    ).values("recovery_point")
+    pending = pending.exclude(pk__in=moving).select_related("protected_item__vm")
     created = 0
     for rp in pending:
         if rp.last_transfer_at and now - rp.last_transfer_at < _transfer_backoff(

@@ -21,38 +21,10 @@ from policies.retention import (
 )
 from policies.schedule import daily_representatives, run_times
 from policies.spec import MONTHS, RETENTION_RULES, WEEK_ORDINALS, WEEKDAYS, validate_policy
+from policies.tests.examples import EVERY4H, NIGHTLY
 from policies.tests.strategies import anchors, instants, policies
 
 BERLIN = ZoneInfo("Europe/Berlin")
-
-NIGHTLY: dict[str, Any] = {
-    "name": "Nightly",
-    "kind": "standard",
-    "timezone": "Europe/Berlin",
-    "consistency": "default",
-    "schedule": {"frequency": "daily", "time": "02:00"},
-    "instant_restore_days": 2,
-    "retention": {
-        "daily": {"days": 30},
-        "weekly": {"weeks": 12, "weekdays": ["sun"]},
-        "monthly": {"months": 60, "weeks": ["first"], "weekdays": ["sun"]},
-        "yearly": {"years": 10, "months": ["jan"], "days": [1, "last"]},
-    },
-}
-EVERY4H: dict[str, Any] = {
-    "name": "Every4h",
-    "kind": "enhanced",
-    "timezone": "UTC",
-    "consistency": "crash_only",
-    "schedule": {
-        "frequency": "hourly",
-        "interval_hours": 4,
-        "window_start": "08:00",
-        "window_hours": 24,
-    },
-    "instant_restore_days": 7,
-    "retention": {"daily": {"days": 180}},
-}
 
 
 def berlin(*args: int) -> datetime:

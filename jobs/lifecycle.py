@@ -106,23 +106,26 @@ def run_cleanup(ctx: JobContext) -> None:
         delete_everywhere(rp, vstore, snaps)
         expired += 1
 
+    swept = collect_garbage(ctx, vstore, snaps)
+    ctx.set_result(tiered=tiered, expired=expired, swept=swept)
+
+
+def collect_garbage(
+    ctx: JobContext, vstore: engine.Store, snaps: dict[int, engine.Store]
+) -> dict[str, int]:
+    """GC of the vault store and every snapshot store of the vault; chunks and bytes freed."""
     swept = {"chunks": 0, "bytes": 0}
     for store in [vstore, *snaps.values()]:
         ctx.check_cancel()
         result = engine.gc(store, grace_seconds=grace())
         swept["chunks"] += result.chunks_swept
         swept["bytes"] += result.bytes_swept
-    ctx.set_result(tiered=tiered, expired=expired, swept=swept)
+    return swept
 
 
 def run_gc(ctx: JobContext) -> None:
-    vault = ctx.job.vault
-    vstore, snaps = open_stores(vault)
-    stores = [vstore, *snaps.values()]
-    swept = 0
-    for store in stores:
-        swept += engine.gc(store, grace_seconds=grace()).chunks_swept
-    ctx.set_result(chunks_swept=swept)
+    vstore, snaps = open_stores(ctx.job.vault)
+    ctx.set_result(chunks_swept=collect_garbage(ctx, vstore, snaps)["chunks"])
 
 
 def run_verify(ctx: JobContext) -> None:

@@ -14,8 +14,7 @@ manifests are gone; the next purge finishes the job.
 from django.db.models import Q
 from django.utils import timezone
 
-import engine
-from jobs.lifecycle import delete_everywhere, grace, open_stores
+from jobs.lifecycle import collect_garbage, delete_everywhere, open_stores
 from jobs.models import Job, Operation, Status
 from jobs.runner import JobContext, create_job
 from vaults import audit
@@ -69,12 +68,7 @@ def run_purge(ctx: JobContext) -> None:
         gone.append(item.vm.name)
         item.delete()
 
-    swept = {"chunks": 0, "bytes": 0}
-    for store in [vstore, *snaps.values()]:
-        ctx.check_cancel()
-        result = engine.gc(store, grace_seconds=grace())
-        swept["chunks"] += result.chunks_swept
-        swept["bytes"] += result.bytes_swept
+    swept = collect_garbage(ctx, vstore, snaps)
     ctx.set_result(recovery_points=purged, items=gone, swept=swept)
 
 

@@ -260,8 +260,12 @@ class EngineProgress:
                 disk["done"] = disk["total"]
         if finished or now - self.last_write >= 0.5:
             self.last_write = now
-            self.ctx.set_result(progress={"phase": self.phase, "disks": self._json()})
-            self.ctx.progress(p.bytes_done, p.bytes_total, force=True)
+            self.ctx.progress(
+                p.bytes_done,
+                p.bytes_total,
+                force=True,
+                progress={"phase": self.phase, "disks": self._json()},
+            )
 
     def _json(self) -> list[dict]:
         return [{"lun": lun, **v} for lun, v in sorted(self.disks.items())]

@@ -78,17 +78,22 @@ class JobContext:
         sub.save(update_fields=["status", "ended_at", "message"])
 
     # -- progress --------------------------------------------------------------------------------
-    def progress(self, done: int, total: int | None = None, *, force: bool = False) -> None:
-        """Record bytes done; written at most twice a second unless forced."""
+    def progress(
+        self, done: int, total: int | None = None, *, force: bool = False, **result
+    ) -> None:
+        """Record bytes done (and any `result` keys) in one UPDATE, at most twice a second
+        unless forced."""
         now = time.monotonic()
         self.job.bytes_done = done
         if total is not None:
             self.job.bytes_total = total
+        self.job.result.update(result)
         if force or now - self._last_progress >= 0.5:
             self._last_progress = now
-            Job.objects.filter(pk=self.job.pk).update(
-                bytes_done=self.job.bytes_done, bytes_total=self.job.bytes_total
-            )
+            fields = {"bytes_done": self.job.bytes_done, "bytes_total": self.job.bytes_total}
+            if result:
+                fields["result"] = self.job.result
+            Job.objects.filter(pk=self.job.pk).update(**fields)
 
     def warn(self, code: str, message: str) -> None:
         self.warnings.append({"code": code, "message": message})

@@ -46,7 +46,10 @@ def vault_store(vault, kek: bytes | None = None) -> engine.Store:
 
 def snapshot_store(vault, host, kek: bytes | None = None) -> engine.Store:
     kek = kek or kek_for(vault)
-    vault_store(vault, kek)  # the snapshot store copies its wrapped keys
+    store = existing_snapshot_store(vault, host, kek)
+    if store is not None:
+        return store
+    vault_store(vault, kek)  # a new snapshot store copies the vault store's wrapped keys
     return _open_or_init(
         host.snapshot_store_path(vault), kek, codec=SNAPSHOT_CODEC, keys_from=vault.store_path
     )

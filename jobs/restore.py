@@ -10,7 +10,8 @@ What the request checked is checked again where the bytes are written: the reque
 the target directory with its symlinks resolved, and the job opens it by walking down from the
 allowed root without following any symlink, creates the disks relative to that open directory
 and never overwrites a name taken since (replace disks: only the very file it opened). A target
-that changed fails the job with `target_changed` before anything is put in place.
+that changed fails the job with `target_changed` before anything is put in place. A new VM's
+name is held by its job from the request on, so a second restore cannot write disks for it.
 """
 
 import contextlib
@@ -21,14 +22,14 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 import engine
 from engine.connectors import connector_for
 from inventory.models import Disk, Host, PowerState, VirtualMachine, name_validator
 from jobs.backup import EngineProgress, engine_error, mib, vm_spec
-from jobs.models import Job, Operation, Status
+from jobs.models import Job, Operation, Status, vm_name_holder
 from jobs.runner import JobCancelled, JobContext, JobError, create_job
 from jobs.stores import kek_for, snapshot_store, vault_store
 from vaults import access, audit
@@ -150,6 +151,7 @@ def request_restore(
                 raise ValidationError({"target.name": name_validator.message}) from None
             if VirtualMachine.objects.filter(name=name).exists():
                 raise ValidationError({"target.name": f"A VM named {name} already exists."})
+            _check_name_free(name)
             if kind == "create_vm" and Disk.OS_LUN not in luns:
                 raise ValidationError({"luns": "A new VM needs its OS disk (LUN -1)."})
             vm_name = name
@@ -181,26 +183,40 @@ def request_restore(
         params.update(host=vm.host_id, files={str(k): v for k, v in files.items()})
     _check_key(rp, tier)
 
-    with transaction.atomic():
-        subtasks = ["Take safety recovery point"] if kind == "replace_disks" else []
-        job = create_job(
-            operation=Operation.RESTORE,
-            vault=vault,
-            item=item,
-            recovery_point=rp,
-            by=by,
-            params=params,
-            subtasks=[*subtasks, "Restore data"],
-        )
-        audit.record(
-            f"restore.{kind}",
-            actor=by,
-            request=request,
-            vault=vault,
-            obj=rp,
-            after={k: v for k, v in params.items() if k != "files"} | {"job": job.pk},
-        )
+    try:
+        with transaction.atomic():
+            subtasks = ["Take safety recovery point"] if kind == "replace_disks" else []
+            job = create_job(
+                operation=Operation.RESTORE,
+                vault=vault,
+                item=item,
+                recovery_point=rp,
+                by=by,
+                params=params,
+                subtasks=[*subtasks, "Restore data"],
+                reserved_vm_name=params.get("name", ""),
+            )
+            audit.record(
+                f"restore.{kind}",
+                actor=by,
+                request=request,
+                vault=vault,
+                obj=rp,
+                after={k: v for k, v in params.items() if k != "files"} | {"job": job.pk},
+            )
+    except IntegrityError:
+        # A twin request reserved the name between the check above and this insert.
+        _check_name_free(params.get("name", ""))
+        raise
     return job
+
+
+def _check_name_free(name: str) -> None:
+    holder = vm_name_holder(name) if name else None
+    if holder is not None:
+        raise ValidationError(
+            {"target.name": f"Restore job {holder.pk} is already creating a VM named {name}."}
+        )
 
 
 def _replaced_files(vm: VirtualMachine, luns: list[int]) -> dict[int, str]:
@@ -378,20 +394,29 @@ def run_restore(ctx: JobContext) -> None:
 def _register_vm(
     ctx: JobContext, rp: RecoveryPoint, host: Host, files: dict[int, str], sizes: dict[int, int]
 ) -> VirtualMachine:
-    with transaction.atomic():
-        vm = VirtualMachine.objects.create(
-            name=ctx.job.params["name"],
-            host=host,
-            os_type=rp.protected_item.vm.os_type,
-            power_state=PowerState.STOPPED,
-        )
-        for lun, path in files.items():
-            Disk.objects.create(vm=vm, lun=lun, path=path, size=sizes[lun])
-        audit.record(
-            "vm.create_from_restore",
-            actor=ctx.job.created_by,
-            vault=rp.vault,
-            obj=vm,
-            after={"host": host.name, "disks": files},
-        )
+    name = ctx.job.params["name"]
+    try:
+        with transaction.atomic():
+            vm = VirtualMachine.objects.create(
+                name=name,
+                host=host,
+                os_type=rp.protected_item.vm.os_type,
+                power_state=PowerState.STOPPED,
+            )
+            for lun, path in files.items():
+                Disk.objects.create(vm=vm, lun=lun, path=path, size=sizes[lun])
+            audit.record(
+                "vm.create_from_restore",
+                actor=ctx.job.created_by,
+                vault=rp.vault,
+                obj=vm,
+                after={"host": host.name, "disks": files},
+            )
+    except IntegrityError as e:
+        # Only a VM created outside restores since the request can take the held name.
+        raise JobError(
+            "name_taken",
+            f"A VM named {name} was created while its disks were restored; the restored disks "
+            f"are kept at {', '.join(files.values())}.",
+        ) from e
     return vm

@@ -302,6 +302,34 @@ def test_a_file_created_at_the_target_name_after_the_request_is_left_alone(
 
 @needs_mkfs
 @pytest.mark.django_db(transaction=True)
+def test_a_second_create_vm_with_the_same_name_is_refused_when_asked(
+    api, backed_up, real_disks, host, operator, run_job, tmp_path
+):
+    other_dir = restores(host) / "other"
+    other_dir.mkdir()
+    first = {"host": host.pk, "path": str(restores(host)), "name": "web-01-copy"}
+    r1 = api(operator).post(url(backed_up), {"kind": "create_vm", "target": first})
+    assert r1.status_code == 202, r1.data
+    for path in (restores(host), other_dir):
+        r2 = api(operator).post(
+            url(backed_up), {"kind": "create_vm", "target": {**first, "path": str(path)}}
+        )
+        assert r2.status_code == 400, r2.data
+        assert f"job {r1.data['id']}" in r2.data["target.name"][0]
+    assert Job.objects.filter(operation=Operation.RESTORE).count() == 1
+
+    job = run_job(r1.data["id"])
+    assert job.status == Status.COMPLETED, job.error_message
+    vm = VirtualMachine.objects.get(name="web-01-copy")
+    for disk in vm.disks.all():
+        assert same_bytes(disk.path, real_disks[disk.lun]), disk.lun
+    # Once the VM exists, its name is taken by the VM itself.
+    r3 = api(operator).post(url(backed_up), {"kind": "create_vm", "target": first})
+    assert r3.status_code == 400 and "already exists" in r3.data["target.name"][0]
+
+
+@needs_mkfs
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("swapped", ["disk directory", "disk file"])
 def test_replace_disks_refuses_a_disk_swapped_for_a_symlink_after_the_request(
     api, backed_up, real_disks, vm, host, operator, run_job, tmp_path, swapped
@@ -331,6 +359,57 @@ def test_replace_disks_refuses_a_disk_swapped_for_a_symlink_after_the_request(
     moved = swap.with_name(f"{swap.name}.moved")
     assert (moved / disk0.name if swap == folder else moved).read_bytes() == kept
     assert not [p for p in tree(real_disks[0].parent) if "lifeboat-restore" in p]
+
+
+@needs_mkfs
+@pytest.mark.django_db(transaction=True)
+def test_a_twin_that_slips_past_the_check_is_refused_by_the_database(
+    api, backed_up, host, operator, monkeypatch
+):
+    """Two requests checked at the same moment: the second insert of the name is refused."""
+    from jobs import restore
+
+    target = {"host": host.pk, "path": str(restores(host)), "name": "web-01-copy"}
+    check_key = restore._check_key
+
+    def twin_first(rp, tier):
+        """The twin's own request runs to its end, just after this one's checks passed."""
+        check_key(rp, tier)
+        monkeypatch.setattr(restore, "_check_key", check_key)
+        restore.request_restore(rp, by=operator, kind="create_vm", target=target)
+
+    monkeypatch.setattr(restore, "_check_key", twin_first)
+    r = api(operator).post(url(backed_up), {"kind": "create_vm", "target": target})
+    assert r.status_code == 400, r.data
+    (twin,) = Job.objects.filter(operation=Operation.RESTORE)
+    assert r.data["target.name"] == [
+        f"Restore job {twin.pk} is already creating a VM named web-01-copy."
+    ]
+
+
+@needs_mkfs
+@pytest.mark.django_db(transaction=True)
+def test_a_new_vms_name_is_held_until_its_restore_finishes_however_it_ends(
+    api, backed_up, host, admin_user, operator
+):
+    from jobs import runner
+
+    target = {"host": host.pk, "path": str(restores(host)), "name": "web-01-copy"}
+    r = api(operator).post(url(backed_up), {"kind": "create_vm", "target": target})
+    assert r.status_code == 202, r.data
+    disk = restores(host) / "spare.img"
+    disk.write_bytes(b"\0" * 4096)
+    register = {"name": "web-01-copy", "host": host.pk, "disks": [{"lun": -1, "path": str(disk)}]}
+    refused_vm = api(admin_user).post(reverse("api-vm-list"), register)
+    assert refused_vm.status_code == 400, refused_vm.data
+    assert f"Restore job {r.data['id']}" in refused_vm.data["name"][0]
+
+    # Its worker dies: the reaper fails the job, which lets the name go.
+    long_ago = timezone.now() - runner.HEARTBEAT_TIMEOUT * 2
+    Job.objects.filter(pk=r.data["id"]).update(status=Status.IN_PROGRESS, heartbeat_at=long_ago)
+    assert runner.reap() == 1
+    again = api(operator).post(url(backed_up), {"kind": "create_vm", "target": target})
+    assert again.status_code == 202, again.data
 
 
 def test_replace_disks_refuses_disk_files_it_must_not_write(api, rp, vm, host, operator, tmp_path):

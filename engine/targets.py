@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from .errors import TargetChanged, TargetUnwritable
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-# O_NONBLOCK: a FIFO swapped in for a disk file must not hang the open.
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# O_PATH: the file is only identified, never read, so a FIFO swapped in for a disk file
+# cannot hang the open, and with O_NOFOLLOW a symlink is opened as itself, not followed.
+_FILE_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _RENAME_NOREPLACE = 1
 
@@ -102,19 +103,19 @@ def _kind_of(parent: int | None, name: str) -> str:
 
 
 def open_target_file(dir_fd: int, name: str, shown: str) -> int:
-    """Open the existing regular file a restore will replace, read-only, never through a
-    symlink (TargetChanged otherwise). Pass it as `RestoreTarget.replaces`."""
+    """Hold on to the existing regular file a restore will replace, never through a symlink
+    (TargetChanged otherwise). Pass it as `RestoreTarget.replaces`."""
     try:
         fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError as e:
         raise TargetChanged(f"{shown} no longer exists") from e
     except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise TargetChanged(f"{shown} is a symbolic link") from e
         raise TargetUnwritable(f"cannot open {shown}: {e.strerror}") from e
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
         os.close(fd)
-        raise TargetChanged(f"{shown} is not a regular file")
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+        raise TargetChanged(f"{shown} is {kind}")
     return fd
 
 

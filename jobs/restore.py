@@ -156,7 +156,7 @@ def request_restore(
                 raise ValidationError({"luns": "A new VM needs its OS disk (LUN -1)."})
             vm_name = name
         files = {lun: str(directory / _disk_file_name(vm_name, lun, rp)) for lun in luns}
-        taken = [f for f in files.values() if os.path.exists(f)]
+        taken = [f for f in files.values() if os.path.lexists(f)]
         if taken:
             raise ValidationError({"target.path": f"File(s) already exist: {', '.join(taken)}."})
         params.update(

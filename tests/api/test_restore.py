@@ -199,6 +199,16 @@ def test_it_refuses_to_overwrite_an_existing_file(api, rp, host, operator, ok_ta
     assert files_in(restores(host)) == [taken.name] and no_restore_queued()
 
 
+def test_it_refuses_a_dangling_symlink_at_the_target_name(
+    api, rp, host, operator, ok_target, tmp_path
+):
+    link = restores(host) / f"web-01-os-{rp.time:%Y%m%d-%H%M%S}.img"
+    link.symlink_to(tmp_path / "not-yet")
+    r = api(operator).post(url(rp), {"kind": "restore_disks", "target": ok_target})
+    assert r.status_code == 400 and "already exist" in r.data["target.path"][0]
+    assert not (tmp_path / "not-yet").exists() and no_restore_queued()
+
+
 def test_it_refuses_to_replace_the_disks_of_a_running_vm(api, rp, vm, host, operator):
     vm.power_state = "running"
     vm.save(update_fields=["power_state"])

@@ -29,6 +29,7 @@ from .errors import (
     StoreBusy,
     StoreExists,
     StoreNotFound,
+    TargetChanged,
     TargetUnwritable,
     WrongKey,
 )
@@ -61,6 +62,7 @@ from .model import (
 )
 from .restore import DiskReader, open_disk, restore
 from .store import DEFAULT_CHUNK_SIZE, DEFAULT_CODEC, Store
+from .targets import RestoreTarget, open_directory, open_target_file
 from .transfer import transfer
 
 
@@ -108,11 +110,13 @@ __all__ = [
     "RecoveryPointExists",
     "RecoveryPointNotFound",
     "RestoreResult",
+    "RestoreTarget",
     "SourceUnreadable",
     "Store",
     "StoreBusy",
     "StoreExists",
     "StoreNotFound",
+    "TargetChanged",
     "TargetUnwritable",
     "TransferResult",
     "VerifyReport",
@@ -124,8 +128,10 @@ __all__ = [
     "init_store",
     "list_recovery_points",
     "load_key_file",
+    "open_directory",
     "open_disk",
     "open_store",
+    "open_target_file",
     "parse_key_bytes",
     "platform_kek",
     "restore",

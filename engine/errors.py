@@ -49,6 +49,11 @@ class TargetUnwritable(EngineError):
     """A restore target could not be created or written."""
 
 
+class TargetChanged(TargetUnwritable):
+    """A restore target is no longer what its caller checked: a directory on its path became
+    a symlink, or its name was taken by (or swapped for) another file."""
+
+
 class Cancelled(EngineError):
     """The operation was cancelled by the caller; nothing was committed."""
 

@@ -17,7 +17,14 @@ from .errors import CorruptionError, Damage, DiskNotFound, TargetUnwritable
 from .formats import ZERO_DIGEST, ChunkDamaged, DiskIndex, decode_chunk, zeros
 from .model import CancelFn, ProgressFn, RestoreResult
 from .pipeline import Throttle, default_threads, round_robin, run_bounded
-from .store import Store, fsync_dir
+from .store import Store
+from .targets import (
+    RestoreTarget,
+    check_unchanged,
+    create_temp,
+    open_target_file,
+    put_in_place,
+)
 
 
 def fetch_chunk(
@@ -55,37 +62,40 @@ def _disk_of(body: dict[str, Any], lun: int) -> dict[str, Any]:
 def restore(
     store: Store,
     rp_id: str,
-    targets: Mapping[int, str | os.PathLike[str]],
+    targets: Mapping[int, str | os.PathLike[str] | RestoreTarget],
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     *,
     sync: bool = True,
     threads: int | None = None,
 ) -> RestoreResult:
-    """Restore the disks of rp_id named in targets ({lun: path}) as sparse files.
+    """Restore the disks of rp_id named in targets ({lun: target}) as sparse files.
 
+    A target is a `RestoreTarget` (an open directory and a name, see `engine.targets`) or a
+    path, whose directory is opened as given and whose existing file, if any, is replaced.
     Every chunk is decrypted, authenticated and its keyed id recomputed before it is written.
-    Output goes to a temp file beside each target, renamed over the target only when every
-    disk restored completely; on any error the temp files are removed and targets untouched.
+    Output goes to a temp file beside each target, put in place only when every disk restored
+    completely and no target changed meanwhile (TargetChanged); on any error the temp files
+    are removed and targets untouched.
     """
     started = time.monotonic()
     threads = threads or default_threads() + 1  # one more: writes to the target may block
-    with store.operation("restore", rp_id=rp_id):
+    with contextlib.ExitStack() as owned, store.operation("restore", rp_id=rp_id):
         body = store.read_manifest(rp_id)
-        plan: list[tuple[int, Path, DiskIndex]] = []
+        plan: list[tuple[int, RestoreTarget, DiskIndex]] = []
         for lun, target in targets.items():
             disk = _disk_of(body, int(lun))
-            plan.append((int(lun), Path(target), store.load_index(rp_id, disk)))
-        temps: list[tuple[int, Path, Path]] = []  # (fd, temp, final)
+            if not isinstance(target, RestoreTarget):
+                target = _path_target(target, owned)
+            plan.append((int(lun), target, store.load_index(rp_id, disk)))
+        temps: list[tuple[RestoreTarget, str, int]] = []  # (target, temp name, fd)
+        placed = 0
         try:
-            for _lun, final, idx in plan:
-                tmp = final.with_name(f".{final.name}.lifeboat-restore-{uuid.uuid4().hex[:10]}")
-                try:
-                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                except OSError as e:
-                    raise TargetUnwritable(f"cannot create {tmp}: {e.strerror}") from e
-                temps.append((fd, tmp, final))
-                os.ftruncate(fd, idx.disk_size)
+            for _lun, target, idx in plan:
+                check_unchanged(target)
+                tmp = f".{target.name}.lifeboat-restore-{uuid.uuid4().hex[:10]}"
+                temps.append((target, tmp, create_temp(target, tmp)))
+                os.ftruncate(temps[-1][2], idx.disk_size)
             throttle = Throttle(progress, "restore", sum(p[2].disk_size for p in plan))
             written = [0]
             zero_chunks = [0]
@@ -116,36 +126,55 @@ def restore(
                 throttle.add(ln)
 
             gens: list[Iterator[Callable[[], tuple[int, int]] | tuple[int, int]]] = [
-                tasks(t[0], p[0], p[2]) for t, p in zip(temps, plan, strict=True)
+                tasks(t[2], p[0], p[2]) for t, p in zip(temps, plan, strict=True)
             ]
             run_bounded(
                 round_robin(gens), on_result, threads=threads, window=threads * 3, cancel=cancel
             )
             throttle.finish()
-            for fd, _tmp, _final in temps:
-                if sync:
-                    os.fsync(fd)
-            for fd, tmp, final in temps:
-                os.close(fd)
-                os.replace(tmp, final)
-            temps_done = temps
-            temps = []
             if sync:
-                for d in {final.parent for _fd, _tmp, final in temps_done}:
-                    fsync_dir(d)
+                for _target, _tmp, fd in temps:
+                    os.fsync(fd)
+            # Every target is checked before the first is put in place, so a changed one
+            # leaves none of the restore's disks behind.
+            for target, _tmp, _fd in temps:
+                check_unchanged(target)
+            for target, tmp, _fd in temps:
+                put_in_place(target, tmp)
+                placed += 1
+            if sync:
+                for dir_fd in {t.dir_fd for t, _tmp, _fd in temps}:
+                    os.fsync(dir_fd)
         finally:
-            for fd, tmp, _final in temps:
+            for i, (target, tmp, fd) in enumerate(temps):
                 with contextlib.suppress(OSError):
                     os.close(fd)
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+                if i >= placed:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp, dir_fd=target.dir_fd)
     return RestoreResult(
         rp_id,
-        {lun: str(final) for lun, final, _ in plan},
+        {lun: target.shown for lun, target, _ in plan},
         written[0],
         zero_chunks[0],
         time.monotonic() - started,
     )
+
+
+def _path_target(path: str | os.PathLike[str], owned: contextlib.ExitStack) -> RestoreTarget:
+    """A target given as a path: its directory opened as given, an existing regular file
+    there replaced (a symlink is refused, never followed)."""
+    final = Path(path)
+    try:
+        dir_fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise TargetUnwritable(f"cannot open {final.parent}: {e.strerror}") from e
+    owned.callback(os.close, dir_fd)
+    replaces = None
+    if os.path.lexists(final):
+        replaces = open_target_file(dir_fd, final.name, str(final))
+        owned.callback(os.close, replaces)
+    return RestoreTarget(dir_fd, final.name, replaces, str(final))
 
 
 class DiskReader:

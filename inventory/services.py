@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from inventory.models import Disk, ExtensionState, Host, VirtualMachine
+from jobs.models import vm_name_holder
 from vaults import access, audit
 from vaults.models import ItemState, ProtectedVM
 
@@ -190,6 +191,11 @@ def _check_vm(vm: VirtualMachine) -> None:
         value = getattr(vm, field)
         if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
             errors.setdefault(field, []).append("Must be a list of strings.")
+    holder = vm_name_holder(vm.name)
+    if holder is not None:
+        errors.setdefault("name", []).append(
+            f"Restore job {holder.pk} is creating a VM with this name."
+        )
     if errors:
         raise ValidationError(errors)
 

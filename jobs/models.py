@@ -32,6 +32,7 @@ class Status(models.TextChoices):
 
 
 FINISHED = {Status.COMPLETED, Status.COMPLETED_WITH_WARNINGS, Status.FAILED, Status.CANCELLED}
+UNFINISHED = [Status.QUEUED, Status.IN_PROGRESS, Status.CANCELLING]
 
 
 class Job(models.Model):
@@ -67,6 +68,10 @@ class Job(models.Model):
     warnings = models.JSONField(default=list, blank=True)
     error_code = models.CharField(max_length=40, blank=True)
     error_message = models.TextField(blank=True)
+    # The name of the VM a create-VM restore will register. An unfinished job holds it, so a
+    # second restore cannot write disks for the same name; finishing (in any way, the
+    # reaper's included) releases it, and a completed job has created the VM by then.
+    reserved_vm_name = models.CharField(max_length=63, blank=True)
 
     objects = ScopedQuerySet.as_manager()
 
@@ -77,6 +82,13 @@ class Job(models.Model):
             models.Index(fields=["vault", "-created_at"], name="job_vault_created"),
             # The dispatcher and reaper: unfinished jobs by status.
             models.Index(fields=["status"], name="job_status"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["reserved_vm_name"],
+                condition=models.Q(status__in=UNFINISHED) & ~models.Q(reserved_vm_name=""),
+                name="job_one_unfinished_reservation_per_vm_name",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -99,6 +111,11 @@ class Job(models.Model):
         if self.started_at and self.ended_at:
             return self.ended_at - self.started_at
         return None
+
+
+def vm_name_holder(name: str) -> Job | None:
+    """The unfinished create-VM restore that holds `name`, if any."""
+    return Job.objects.filter(reserved_vm_name=name, status__in=UNFINISHED).first()
 
 
 class SubTask(models.Model):

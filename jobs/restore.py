@@ -5,23 +5,32 @@ never writes a byte. The engine writes each disk to a hidden temp file beside it
 (`.<name>.lifeboat-restore-<id>`) and renames it into place only when every chunk was verified
 and written: an interrupted restore leaves that clearly marked temp file, never a partial disk
 under the final name.
+
+What the request checked is checked again where the bytes are written: the request stores
+the target directory with its symlinks resolved, and the job opens it by walking down from the
+allowed root without following any symlink, creates the disks relative to that open directory
+and never overwrites a name taken since (replace disks: only the very file it opened). A target
+that changed fails the job with `target_changed` before anything is put in place. A new VM's
+name is held by its job from the request on, so a second restore cannot write disks for it.
 """
 
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 import engine
 from engine.connectors import connector_for
 from inventory.models import Disk, Host, PowerState, VirtualMachine, name_validator
 from jobs.backup import EngineProgress, engine_error, mib, vm_spec
-from jobs.models import Job, Operation, Status
-from jobs.runner import JobCancelled, JobContext, create_job
+from jobs.models import Job, Operation, Status, vm_name_holder
+from jobs.runner import JobCancelled, JobContext, JobError, create_job
 from jobs.stores import kek_for, snapshot_store, vault_store
 from vaults import access, audit
 from vaults.models import RecoveryPoint
@@ -68,7 +77,8 @@ def _check_target_dir(rp: RecoveryPoint, target) -> tuple[Host, Path]:
         raise ValidationError({"target.path": f"Directory {path} does not exist."})
     if not os.access(path, os.W_OK | os.X_OK):
         raise ValidationError({"target.path": f"Directory {path} is not writable."})
-    return host, Path(path)
+    # Resolved now, so the job can refuse any symlink it meets on the way down from the root.
+    return host, Path(os.path.realpath(path))
 
 
 def _check_key(rp: RecoveryPoint, tier: str) -> None:
@@ -141,11 +151,12 @@ def request_restore(
                 raise ValidationError({"target.name": name_validator.message}) from None
             if VirtualMachine.objects.filter(name=name).exists():
                 raise ValidationError({"target.name": f"A VM named {name} already exists."})
+            _check_name_free(name)
             if kind == "create_vm" and Disk.OS_LUN not in luns:
                 raise ValidationError({"luns": "A new VM needs its OS disk (LUN -1)."})
             vm_name = name
         files = {lun: str(directory / _disk_file_name(vm_name, lun, rp)) for lun in luns}
-        taken = [f for f in files.values() if os.path.exists(f)]
+        taken = [f for f in files.values() if os.path.lexists(f)]
         if taken:
             raise ValidationError({"target.path": f"File(s) already exist: {', '.join(taken)}."})
         params.update(
@@ -168,31 +179,108 @@ def request_restore(
         gone = sorted(set(luns) - vm_luns)
         if gone:
             raise ValidationError({"luns": f"{vm.name} no longer has LUN(s) {gone}."})
+        files = _replaced_files(vm, luns)
+        params.update(host=vm.host_id, files={str(k): v for k, v in files.items()})
     _check_key(rp, tier)
 
-    with transaction.atomic():
-        subtasks = ["Take safety recovery point"] if kind == "replace_disks" else []
-        job = create_job(
-            operation=Operation.RESTORE,
-            vault=vault,
-            item=item,
-            recovery_point=rp,
-            by=by,
-            params=params,
-            subtasks=[*subtasks, "Restore data"],
-        )
-        audit.record(
-            f"restore.{kind}",
-            actor=by,
-            request=request,
-            vault=vault,
-            obj=rp,
-            after={k: v for k, v in params.items() if k != "files"} | {"job": job.pk},
-        )
+    try:
+        with transaction.atomic():
+            subtasks = ["Take safety recovery point"] if kind == "replace_disks" else []
+            job = create_job(
+                operation=Operation.RESTORE,
+                vault=vault,
+                item=item,
+                recovery_point=rp,
+                by=by,
+                params=params,
+                subtasks=[*subtasks, "Restore data"],
+                reserved_vm_name=params.get("name", ""),
+            )
+            audit.record(
+                f"restore.{kind}",
+                actor=by,
+                request=request,
+                vault=vault,
+                obj=rp,
+                after={k: v for k, v in params.items() if k != "files"} | {"job": job.pk},
+            )
+    except IntegrityError:
+        # A twin request reserved the name between the check above and this insert.
+        _check_name_free(params.get("name", ""))
+        raise
     return job
 
 
-def _restore_into(ctx: JobContext, rp: RecoveryPoint, tier: str, targets: dict[int, str]):
+def _check_name_free(name: str) -> None:
+    holder = vm_name_holder(name) if name else None
+    if holder is not None:
+        raise ValidationError(
+            {"target.name": f"Restore job {holder.pk} is already creating a VM named {name}."}
+        )
+
+
+def _replaced_files(vm: VirtualMachine, luns: list[int]) -> dict[int, str]:
+    """The image files replace disks writes over, resolved now and checked against the host's
+    allowed roots, so the job writes exactly these files or refuses."""
+    files = {}
+    for disk in vm.disks.filter(lun__in=luns):
+        real = os.path.realpath(disk.path)
+        if not vm.host.allows(real):
+            raise ValidationError(
+                {
+                    "luns": f"LUN {disk.lun}: {disk.path} leads outside host {vm.host.name}'s "
+                    "allowed roots."
+                }
+            )
+        if not os.path.isfile(real):
+            raise ValidationError(
+                {
+                    "luns": f"LUN {disk.lun}: {disk.path} is not an image file; replace disks "
+                    "writes image files only."
+                }
+            )
+        files[disk.lun] = real
+    return files
+
+
+@contextlib.contextmanager
+def _opened_targets(
+    host: Host, files: dict[int, str], *, replacing: bool
+) -> Iterator[dict[int, engine.RestoreTarget]]:
+    """The checked targets opened once for the whole job, without following symlinks: each
+    directory walked down from its allowed root and, when replacing, each disk file itself."""
+    with contextlib.ExitStack() as opened:
+        dirs: dict[str, int] = {}
+        targets = {}
+        try:
+            for lun, path in files.items():
+                directory, name = os.path.split(path)
+                if directory not in dirs:
+                    dirs[directory] = engine.open_directory(directory, host.allowed_roots)
+                    opened.callback(os.close, dirs[directory])
+                replaces = None
+                if replacing:
+                    replaces = engine.open_target_file(dirs[directory], name, path)
+                    opened.callback(os.close, replaces)
+                targets[lun] = engine.RestoreTarget(dirs[directory], name, replaces, path)
+        except engine.EngineError as e:
+            raise _restore_error(e) from e
+        yield targets
+
+
+def _restore_error(e: engine.EngineError) -> JobError:
+    if isinstance(e, engine.TargetChanged):
+        return JobError(
+            "target_changed",
+            f"The restore target changed after the restore was requested, so nothing was "
+            f"written: {e}.",
+        )
+    return engine_error(e)
+
+
+def _restore_into(
+    ctx: JobContext, rp: RecoveryPoint, tier: str, targets: dict[int, engine.RestoreTarget]
+):
     vault = rp.vault
     try:
         kek = kek_for(vault)
@@ -211,14 +299,16 @@ def _restore_into(ctx: JobContext, rp: RecoveryPoint, tier: str, targets: dict[i
     except engine.Cancelled as e:
         raise JobCancelled() from e
     except engine.EngineError as e:
-        raise engine_error(e) from e
+        raise _restore_error(e) from e
 
 
-def _take_safety_rp(ctx: JobContext, rp: RecoveryPoint, luns: list[int]) -> RecoveryPoint:
-    """Back up the stopped VM's current disks before anything is overwritten."""
+def _take_safety_rp(ctx: JobContext, rp: RecoveryPoint, files: dict[int, str]) -> RecoveryPoint:
+    """Back up the files about to be replaced (the stopped VM's disks) before anything is
+    overwritten."""
     item, vault = rp.protected_item, rp.vault
     vm = item.vm
-    disks = [d for d in vm.disks.all() if d.lun in luns]
+    luns = sorted(files)
+    sizes = {d.lun: d.size for d in vm.disks.all()}
     now = timezone.now()
     safety_id = str(uuid.uuid4())
     expires = now + timedelta(days=SAFETY_DAYS)
@@ -227,7 +317,7 @@ def _take_safety_rp(ctx: JobContext, rp: RecoveryPoint, luns: list[int]) -> Reco
         result = engine.backup(
             engine.BackupRequest(
                 store=store,
-                disks=[engine.DiskSource(d.lun, d.path) for d in disks],
+                disks=[engine.DiskSource(lun, files[lun]) for lun in luns],
                 vm_name=vm.name,
                 consistency="crash",
                 tags=["on_demand"],
@@ -235,7 +325,7 @@ def _take_safety_rp(ctx: JobContext, rp: RecoveryPoint, luns: list[int]) -> Reco
                 labels={"vault": vault.name, "job": str(ctx.job.pk), "safety_for": str(rp.pk)},
                 rp_id=safety_id,
             ),
-            progress=EngineProgress(ctx, "safety", {d.lun: d.size for d in disks}),
+            progress=EngineProgress(ctx, "safety", {lun: sizes.get(lun, 0) for lun in luns}),
             cancel=ctx.cancelled,
         )
     except engine.Cancelled as e:
@@ -269,49 +359,64 @@ def run_restore(ctx: JobContext) -> None:
     rp = RecoveryPoint.objects.select_related(
         "vault", "protected_item__vm__host", "protected_item__policy"
     ).get(pk=params["rp"])
-    kind, tier, luns = params["kind"], params["tier"], params["luns"]
+    kind, tier = params["kind"], params["tier"]
+    host = Host.objects.get(pk=params["host"])
+    files = {int(k): v for k, v in params["files"].items()}
 
-    if kind == "replace_disks":
-        sub = ctx.start_subtask("Take safety recovery point")
-        safety = _take_safety_rp(ctx, rp, luns)
-        ctx.set_result(safety_recovery_point=str(safety.pk))
-        ctx.end_subtask(sub, Status.COMPLETED, f"Safety recovery point {safety.pk}")
-        targets = {d.lun: d.path for d in rp.protected_item.vm.disks.all() if d.lun in luns}
-    else:
-        targets = {int(k): v for k, v in params["files"].items()}
-
-    sub = ctx.start_subtask("Restore data")
-    result = _restore_into(ctx, rp, tier, targets)
+    replacing = kind == "replace_disks"
+    with _opened_targets(host, files, replacing=replacing) as targets:
+        if replacing:
+            sub = ctx.start_subtask("Take safety recovery point")
+            safety = _take_safety_rp(ctx, rp, files)
+            ctx.set_result(safety_recovery_point=str(safety.pk))
+            ctx.end_subtask(sub, Status.COMPLETED, f"Safety recovery point {safety.pk}")
+        sub = ctx.start_subtask("Restore data")
+        result = _restore_into(ctx, rp, tier, targets)
+    sizes = {d["lun"]: d["size"] for d in rp.disks}
     if kind == "create_vm":
-        host = Host.objects.get(pk=params["host"])
-        with transaction.atomic():
-            vm = VirtualMachine.objects.create(
-                name=params["name"],
-                host=host,
-                os_type=rp.protected_item.vm.os_type,
-                power_state=PowerState.STOPPED,
-            )
-            for lun, path in targets.items():
-                Disk.objects.create(vm=vm, lun=lun, path=path, size=os.path.getsize(path))
-            audit.record(
-                "vm.create_from_restore",
-                actor=ctx.job.created_by,
-                vault=rp.vault,
-                obj=vm,
-                after={"host": host.name, "disks": targets},
-            )
+        vm = _register_vm(ctx, rp, host, files, sizes)
         ctx.set_result(new_vm=vm.pk)
-    elif kind == "replace_disks":
-        for disk in rp.protected_item.vm.disks.filter(lun__in=luns):
-            Disk.objects.filter(pk=disk.pk).update(size=os.path.getsize(disk.path))
+    elif replacing:
+        for disk in rp.protected_item.vm.disks.filter(lun__in=files):
+            Disk.objects.filter(pk=disk.pk).update(size=sizes[disk.lun])
     ctx.set_result(
-        targets={str(k): v for k, v in targets.items()},
+        targets={str(k): v for k, v in files.items()},
         bytes_written=result.bytes_written,
         seconds=round(result.duration, 3),
     )
     ctx.end_subtask(
         sub,
         Status.COMPLETED,
-        f"{len(targets)} disk(s) restored from the {tier} tier, "
-        f"{mib(result.bytes_written)} written",
+        f"{len(files)} disk(s) restored from the {tier} tier, {mib(result.bytes_written)} written",
     )
+
+
+def _register_vm(
+    ctx: JobContext, rp: RecoveryPoint, host: Host, files: dict[int, str], sizes: dict[int, int]
+) -> VirtualMachine:
+    name = ctx.job.params["name"]
+    try:
+        with transaction.atomic():
+            vm = VirtualMachine.objects.create(
+                name=name,
+                host=host,
+                os_type=rp.protected_item.vm.os_type,
+                power_state=PowerState.STOPPED,
+            )
+            for lun, path in files.items():
+                Disk.objects.create(vm=vm, lun=lun, path=path, size=sizes[lun])
+            audit.record(
+                "vm.create_from_restore",
+                actor=ctx.job.created_by,
+                vault=rp.vault,
+                obj=vm,
+                after={"host": host.name, "disks": files},
+            )
+    except IntegrityError as e:
+        # Only a VM created outside restores since the request can take the held name.
+        raise JobError(
+            "name_taken",
+            f"A VM named {name} was created while its disks were restored; the restored disks "
+            f"are kept at {', '.join(files.values())}.",
+        ) from e
+    return vm

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 import uuid
 from collections import OrderedDict
@@ -52,6 +53,37 @@ def _disk_of(body: dict[str, Any], lun: int) -> dict[str, Any]:
     raise DiskNotFound(f"recovery point {body['rp_id']} has no disk with lun {lun}")
 
 
+_MARKER = re.compile(r"[A-Za-z0-9_]{1,40}")
+_TEMP_INFIX = ".lifeboat-restore-"
+
+
+def _temp_prefix(final: Path, marker: str) -> str:
+    return f".{final.name}{_TEMP_INFIX}{marker + '-' if marker else ''}"
+
+
+def restore_temp_files(target: str | os.PathLike[str], marker: str) -> list[Path]:
+    """The temp files that restores given `marker` left beside `target` (a killed process
+    cannot remove its own); only names of exactly that form, so another restore's are never
+    included."""
+    final = Path(target)
+    pattern = re.compile(re.escape(_temp_prefix(final, _check_marker(marker))) + "[0-9a-f]{10}")
+    try:
+        entries = list(os.scandir(final.parent))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(
+        Path(e.path)
+        for e in entries
+        if pattern.fullmatch(e.name) and e.is_file(follow_symlinks=False)
+    )
+
+
+def _check_marker(marker: str) -> str:
+    if marker and not _MARKER.fullmatch(marker):
+        raise ValueError("a restore marker is 1-40 letters, digits or underscores")
+    return marker
+
+
 def restore(
     store: Store,
     rp_id: str,
@@ -61,14 +93,18 @@ def restore(
     *,
     sync: bool = True,
     threads: int | None = None,
+    marker: str = "",
 ) -> RestoreResult:
     """Restore the disks of rp_id named in targets ({lun: path}) as sparse files.
 
     Every chunk is decrypted, authenticated and its keyed id recomputed before it is written.
-    Output goes to a temp file beside each target, renamed over the target only when every
-    disk restored completely; on any error the temp files are removed and targets untouched.
+    Output goes to a temp file beside each target (`.<name>.lifeboat-restore-[<marker>-]<hex>`),
+    renamed over the target only when every disk restored completely; on any error the temp
+    files are removed and targets untouched. A `marker` names the caller's work in the temp
+    names, so that what a killed process left is found again by `restore_temp_files`.
     """
     started = time.monotonic()
+    _check_marker(marker)
     threads = threads or default_threads() + 1  # one more: writes to the target may block
     with store.operation("restore", rp_id=rp_id):
         body = store.read_manifest(rp_id)
@@ -79,7 +115,7 @@ def restore(
         temps: list[tuple[int, Path, Path]] = []  # (fd, temp, final)
         try:
             for _lun, final, idx in plan:
-                tmp = final.with_name(f".{final.name}.lifeboat-restore-{uuid.uuid4().hex[:10]}")
+                tmp = final.with_name(_temp_prefix(final, marker) + uuid.uuid4().hex[:10])
                 try:
                     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 except OSError as e:

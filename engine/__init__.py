@@ -60,7 +60,7 @@ from .model import (
     TransferResult,
     VerifyReport,
 )
-from .restore import DiskReader, open_disk, restore
+from .restore import DiskReader, open_disk, restore, restore_temp_files
 from .store import DEFAULT_CHUNK_SIZE, DEFAULT_CODEC, Store
 from .targets import RestoreTarget, open_directory, open_target_file
 from .transfer import transfer
@@ -135,6 +135,7 @@ __all__ = [
     "parse_key_bytes",
     "platform_kek",
     "restore",
+    "restore_temp_files",
     "rewrap_keys",
     "scrub",
     "transfer",

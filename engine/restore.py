@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 import uuid
 from collections import OrderedDict
@@ -59,6 +60,39 @@ def _disk_of(body: dict[str, Any], lun: int) -> dict[str, Any]:
     raise DiskNotFound(f"recovery point {body['rp_id']} has no disk with lun {lun}")
 
 
+_MARKER = re.compile(r"[A-Za-z0-9_]{1,40}")
+_TEMP_INFIX = ".lifeboat-restore-"
+
+
+def _temp_prefix(name: str, marker: str) -> str:
+    return f".{name}{_TEMP_INFIX}{marker + '-' if marker else ''}"
+
+
+def restore_temp_files(target: str | os.PathLike[str], marker: str) -> list[Path]:
+    """The temp files that restores given `marker` left beside `target` (a killed process
+    cannot remove its own); only names of exactly that form, so another restore's are never
+    included."""
+    final = Path(target)
+    pattern = re.compile(
+        re.escape(_temp_prefix(final.name, _check_marker(marker))) + "[0-9a-f]{10}"
+    )
+    try:
+        entries = list(os.scandir(final.parent))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(
+        Path(e.path)
+        for e in entries
+        if pattern.fullmatch(e.name) and e.is_file(follow_symlinks=False)
+    )
+
+
+def _check_marker(marker: str) -> str:
+    if marker and not _MARKER.fullmatch(marker):
+        raise ValueError("a restore marker is 1-40 letters, digits or underscores")
+    return marker
+
+
 def restore(
     store: Store,
     rp_id: str,
@@ -68,17 +102,21 @@ def restore(
     *,
     sync: bool = True,
     threads: int | None = None,
+    marker: str = "",
 ) -> RestoreResult:
     """Restore the disks of rp_id named in targets ({lun: target}) as sparse files.
 
     A target is a `RestoreTarget` (an open directory and a name, see `engine.targets`) or a
     path, whose directory is opened as given and whose existing file, if any, is replaced.
     Every chunk is decrypted, authenticated and its keyed id recomputed before it is written.
-    Output goes to a temp file beside each target, put in place only when every disk restored
-    completely and no target changed meanwhile (TargetChanged); on any error the temp files
-    are removed and targets untouched.
+    Output goes to a temp file beside each target (`.<name>.lifeboat-restore-[<marker>-]<hex>`),
+    put in place only when every disk restored completely and no target changed meanwhile
+    (TargetChanged); on any error the temp files are removed and targets untouched. A `marker`
+    names the caller's work in the temp names, so that what a killed process left is found
+    again by `restore_temp_files`.
     """
     started = time.monotonic()
+    _check_marker(marker)
     threads = threads or default_threads() + 1  # one more: writes to the target may block
     with contextlib.ExitStack() as owned, store.operation("restore", rp_id=rp_id):
         body = store.read_manifest(rp_id)
@@ -93,7 +131,7 @@ def restore(
         try:
             for _lun, target, idx in plan:
                 check_unchanged(target)
-                tmp = f".{target.name}.lifeboat-restore-{uuid.uuid4().hex[:10]}"
+                tmp = _temp_prefix(target.name, marker) + uuid.uuid4().hex[:10]
                 temps.append((target, tmp, create_temp(target, tmp)))
                 os.ftruncate(temps[-1][2], idx.disk_size)
             throttle = Throttle(progress, "restore", sum(p[2].disk_size for p in plan))

@@ -33,6 +33,7 @@ from engine.connectors.hooks import clean_env, describe, run_process
 from inventory.models import ExtensionState
 from jobs import queue
 from jobs.models import Job, Operation, Status, SubTask
+from jobs.reconcile import lock_running_job, work_dir
 from jobs.runner import JobCancelled, JobContext, JobError, create_job
 from jobs.stores import kek_for, snapshot_store, vault_store
 from policies import retention, schedule
@@ -418,7 +419,7 @@ def _backup(ctx: JobContext, item: ProtectedVM) -> None:
             cancel=ctx.cancelled,
         )
 
-    workdir = Path(host.snapshot_root) / ".work" / f"job-{job.pk}"
+    workdir = work_dir(host, job.pk)
     try:
         outcome = connector.take_snapshot(
             spec,
@@ -437,6 +438,8 @@ def _backup(ctx: JobContext, item: ProtectedVM) -> None:
         raise JobError(e.code, e.message) from e
     except engine.EngineError as e:
         raise engine_error(e) from e
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)  # the connector removed its clones, not this
     result: engine.BackupResult = outcome.result
     if outcome.consistency != "crash":
         engine.update_manifest_metadata(snap, rp_id, consistency=outcome.consistency)
@@ -455,6 +458,7 @@ def _backup(ctx: JobContext, item: ProtectedVM) -> None:
         for d in result.disks
     ]
     with transaction.atomic():
+        lock_running_job(job.pk)
         rp = RecoveryPoint.objects.create(
             id=rp_id,
             vault=vault,
@@ -624,4 +628,4 @@ def after_worker_lost(job: Job) -> None:
             warnings=[*job.warnings, {"code": "thaw_after_worker_lost", "message": message}]
         )
     _set_item_status(item, Status.FAILED)
-    shutil.rmtree(Path(vm.host.snapshot_root) / ".work" / f"job-{job.pk}", ignore_errors=True)
+    shutil.rmtree(work_dir(vm.host, job.pk), ignore_errors=True)

@@ -11,6 +11,7 @@ The store is changed before the catalog, so a crash in between leaves a catalog 
 manifest is gone; the next cleanup finishes the job.
 """
 
+import time
 from datetime import datetime
 
 from django.conf import settings
@@ -25,10 +26,19 @@ from vaults.models import RecoveryPoint, RetentionMode
 
 # Chunks younger than this are never swept, so an in-flight backup keeps what it relies on.
 GC_GRACE_SECONDS = 3600
+# How long GC waits for a store's in-flight operations before it skips that store.
+GC_WAIT_SECONDS = 60
+# A garbage_collect job's parameter (jobs.reconcile): also sweep unreferenced chunks written up
+# to this instant, i.e. those of jobs that failed before it, however young.
+SWEEP_BEFORE = "sweep_before"
 
 
 def grace() -> float:
     return float(settings.LIFEBOAT.get("GC_GRACE_SECONDS", GC_GRACE_SECONDS))
+
+
+def gc_wait() -> float:
+    return float(settings.LIFEBOAT.get("GC_WAIT_SECONDS", GC_WAIT_SECONDS))
 
 
 def snapshot_stores(vault, kek) -> dict[int, engine.Store]:
@@ -111,13 +121,28 @@ def run_cleanup(ctx: JobContext) -> None:
 
 
 def collect_garbage(
-    ctx: JobContext, vstore: engine.Store, snaps: dict[int, engine.Store]
+    ctx: JobContext,
+    vstore: engine.Store,
+    snaps: dict[int, engine.Store],
+    grace_seconds: float | None = None,
 ) -> dict[str, int]:
-    """GC of the vault store and every snapshot store of the vault; chunks and bytes freed."""
+    """GC of the vault store and every snapshot store of the vault; chunks and bytes freed.
+
+    A store busy with a long operation (a backup, a transfer) is skipped with a warning rather
+    than failing the job: the next cleanup sweeps it.
+    """
     swept = {"chunks": 0, "bytes": 0}
     for store in [vstore, *snaps.values()]:
         ctx.check_cancel()
-        result = engine.gc(store, grace_seconds=grace())
+        try:
+            result = engine.gc(
+                store,
+                grace_seconds=grace() if grace_seconds is None else grace_seconds,
+                wait_seconds=gc_wait(),
+            )
+        except engine.StoreBusy as e:
+            ctx.warn("store_busy", f"Garbage collection skipped a busy store: {e}.")
+            continue
         swept["chunks"] += result.chunks_swept
         swept["bytes"] += result.bytes_swept
     return swept
@@ -125,7 +150,13 @@ def collect_garbage(
 
 def run_gc(ctx: JobContext) -> None:
     vstore, snaps = open_stores(ctx.job.vault)
-    ctx.set_result(chunks_swept=collect_garbage(ctx, vstore, snaps)["chunks"])
+    given = ctx.job.params.get(SWEEP_BEFORE)
+    grace_seconds = None
+    if given:
+        since = time.time() - datetime.fromisoformat(given).timestamp()
+        grace_seconds = min(grace(), max(0.0, since))
+    swept = collect_garbage(ctx, vstore, snaps, grace_seconds)
+    ctx.set_result(chunks_swept=swept["chunks"], bytes_swept=swept["bytes"])
 
 
 def run_verify(ctx: JobContext) -> None:

@@ -30,6 +30,7 @@ from engine.connectors import connector_for
 from inventory.models import Disk, Host, PowerState, VirtualMachine, name_validator
 from jobs.backup import EngineProgress, engine_error, mib, vm_spec
 from jobs.models import Job, Operation, Status, vm_name_holder
+from jobs.reconcile import record_recovery_point, restore_marker
 from jobs.runner import JobCancelled, JobContext, JobError, create_job
 from jobs.stores import kek_for, snapshot_store, vault_store
 from vaults import access, audit
@@ -295,6 +296,7 @@ def _restore_into(
             targets,
             progress=EngineProgress(ctx, "restore", sizes),
             cancel=ctx.cancelled,
+            marker=restore_marker(ctx.job.pk),
         )
     except engine.Cancelled as e:
         raise JobCancelled() from e
@@ -333,7 +335,8 @@ def _take_safety_rp(ctx: JobContext, rp: RecoveryPoint, files: dict[int, str]) -
     except engine.EngineError as e:
         raise engine_error(e) from e
     all_luns = [d.lun for d in vm.disks.all()]
-    return RecoveryPoint.objects.create(
+    return record_recovery_point(
+        ctx.job.pk,
         id=safety_id,
         vault=vault,
         protected_item=item,

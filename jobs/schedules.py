@@ -15,6 +15,9 @@ PERIODIC = [
     Periodic("lifeboat-dispatch", "jobs.tasks.dispatch", minutes=1),
     # Fails jobs whose worker stopped sending heartbeats.
     Periodic("lifeboat-reap", "jobs.tasks.reap", minutes=1),
+    # Manifests without a row whose job has finished, an early sweep of failed jobs' chunks,
+    # leftover restore temp files and work folders.
+    Periodic("lifeboat-reconcile", "jobs.tasks.reconcile", minutes=5),
     # Tiering, retention and garbage collection.
     Periodic("lifeboat-cleanup", "jobs.tasks.cleanup", minutes=60),
     # Purges recycle-bin entries whose soft-delete days have passed.

@@ -3,6 +3,7 @@
 import logging
 
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from jobs import runner
@@ -26,17 +27,29 @@ def reap() -> int:
     return runner.reap()
 
 
+def reconcile() -> dict:
+    """Stores against the catalog: orphan manifests of finished jobs deleted, an early sweep
+    after failed jobs, leftover temp files and work folders of finished jobs removed."""
+    from jobs import reconcile as reconciliation
+
+    return reconciliation.run()
+
+
 def cleanup(now=None) -> int:
-    """One cleanup job per vault that holds recovery points (tiering, retention, GC).
+    """One cleanup job per vault that holds recovery points or ran backups (tiering, retention,
+    GC): a vault whose every backup failed still has their chunks to free.
 
     A given `now` travels in the job's params so the job judges expiry at that instant (drills
     and tests); the scheduler passes none and the job uses its own clock.
     """
-    from vaults.models import Vault
+    from vaults.models import RecoveryPoint, Vault
 
     params = {"now": now.isoformat()} if now is not None else {}
     created = 0
-    for vault in Vault.objects.filter(recovery_points__isnull=False).distinct():
+    holds_data = Exists(RecoveryPoint.objects.filter(vault=OuterRef("pk"))) | Exists(
+        Job.objects.filter(vault=OuterRef("pk"), operation=Operation.BACKUP)
+    )
+    for vault in Vault.objects.filter(holds_data):
         busy = Job.objects.filter(
             vault=vault,
             operation=Operation.CLEANUP,

@@ -1,5 +1,6 @@
 """A restore whose worker dies leaves its target clearly marked incomplete, never a partial disk
-under the final name, and the job is failed by the reaper."""
+under the final name; the job is failed by the reaper and its temp file is removed by the
+reconcile step (only that job's, by its marked name)."""
 
 import signal
 from datetime import timedelta
@@ -7,7 +8,7 @@ from pathlib import Path
 
 from django.utils import timezone
 
-from jobs import restore, runner
+from jobs import restore, runner, tasks
 from jobs.models import Status
 from tests.backups.conftest import World, lifeboat_env, needs_e2fsprogs, run, wait_until
 
@@ -40,13 +41,22 @@ def test_killed_restore_leaves_only_a_marked_temp_file(shared_db, start_worker, 
     worker.kill(signal.SIGKILL)
 
     assert not final.exists()
+    marker = f".{final.name}.lifeboat-restore-job{restore_job.pk}-"
     leftovers = [p.name for p in target_dir.iterdir()]
-    assert leftovers and all(".lifeboat-restore-" in name for name in leftovers), leftovers
+    assert leftovers and all(name.startswith(marker) for name in leftovers), leftovers
+    # Another restore's temp file in the same folder is not this job's to remove.
+    foreign = target_dir / f".{final.name}.lifeboat-restore-job{restore_job.pk + 1}-0123456789"
+    foreign.write_bytes(b"another job's")
 
+    # While the job counts as running, its temp file stays.
+    assert tasks.reconcile()["restore_files_removed"] == 0
     later = timezone.now() + runner.HEARTBEAT_TIMEOUT + timedelta(seconds=30)
     assert runner.reap(now=later) == 1
     restore_job.refresh_from_db()
     assert (restore_job.status, restore_job.error_code) == (Status.FAILED, "worker_lost")
+    assert tasks.reconcile()["restore_files_removed"] == len(leftovers)
+    assert [p.name for p in target_dir.iterdir()] == [foreign.name]
+    foreign.unlink()
 
     # Asking again restores completely, byte for byte.
     again = run(

@@ -14,11 +14,13 @@ Besides the database, the key file is what an operator must back up:
 """
 
 import base64
+import os
 from pathlib import Path
 
 from django.conf import settings
 
 import engine
+from portal.private import make_private
 from security import alerts
 from security.models import MasterKey
 
@@ -61,7 +63,15 @@ def kek() -> bytes:
             f"master key fingerprint {have} does not match {want}, the master key installed "
             f"here: {path} holds another key; put the original file back"
         )
+    _keep_private(path)
     return key
+
+
+def _keep_private(path: Path) -> None:
+    """A key file put back by hand (from an export, say) has the umask's mode: make it 0600.
+    A file the service does not own keeps the mode its owner chose."""
+    if path.stat().st_uid == os.geteuid():
+        make_private(path, 0o600)
 
 
 def vault_kek(vault) -> bytes:

@@ -8,7 +8,7 @@
                                        somewhere safe, apart from the vault stores
 
 To put an exported key back, write its base64 (or hex) value into the master key file
-(`LIFEBOAT_MASTER_KEY_FILE`); `master_key fingerprint` then confirms it.
+(`LIFEBOAT_MASTER_KEY_FILE`); `master_key fingerprint` then confirms it and makes it 0600.
 """
 
 from django.core.management.base import BaseCommand, CommandError

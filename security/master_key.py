@@ -14,6 +14,7 @@ Besides the database, the key file is what an operator must back up:
 """
 
 import base64
+import logging
 import os
 from pathlib import Path
 
@@ -23,6 +24,8 @@ import engine
 from portal.private import make_private
 from security import alerts
 from security.models import MasterKey
+
+log = logging.getLogger(__name__)
 
 
 def key_path() -> Path:
@@ -69,9 +72,15 @@ def kek() -> bytes:
 
 def _keep_private(path: Path) -> None:
     """A key file put back by hand (from an export, say) has the umask's mode: make it 0600.
-    A file the service does not own keeps the mode its owner chose."""
-    if path.stat().st_uid == os.geteuid():
-        make_private(path, 0o600)
+
+    A file the service does not own keeps the mode its owner chose, and a file that cannot be
+    changed (a read-only mount) is still used: this is hygiene, not a condition of the key.
+    """
+    try:
+        if path.stat().st_uid == os.geteuid():
+            make_private(path, 0o600)
+    except OSError as e:
+        log.warning("master key file %s: cannot make it 0600: %s", path, e.strerror)
 
 
 def vault_kek(vault) -> bytes:

@@ -40,6 +40,8 @@ def _isolated_data_dir(request, tmp_path):
         "MASTER_KEY_FILE": tmp_path / "master.key",
         "DEMO_ROOT": tmp_path / "demo",
     }
+    # Installed as `manage.py bootstrap` installs it: nothing creates the key on demand.
+    importlib.import_module("engine").create_platform_kek(settings.LIFEBOAT["MASTER_KEY_FILE"])
 
 
 @pytest.fixture

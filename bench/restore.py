@@ -87,7 +87,7 @@ def run(args: argparse.Namespace, size: int, work: Path) -> int:
     staged = make_image(image, size, args.fill, work / "staging")
     shutil.rmtree(work / "staging")
 
-    kek = engine.platform_kek(work / "master.key")
+    kek = engine.create_platform_kek(work / "master.key")
     vault = engine.init_store(work / "vault", kek, codec=VAULT_CODEC)
     snap = engine.init_store(work / "snapshot", kek, codec=SNAPSHOT_CODEC, keys_from=work / "vault")
     print("backup to the snapshot tier, transfer to the vault tier ...", file=sys.stderr)

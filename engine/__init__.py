@@ -33,7 +33,7 @@ from .errors import (
     TargetUnwritable,
     WrongKey,
 )
-from .keys import load_key_file, parse_key_bytes, platform_kek
+from .keys import create_platform_kek, kek_fingerprint, load_key_file, parse_key_bytes, platform_kek
 from .maint import (
     delete_recovery_point,
     gc,
@@ -122,10 +122,12 @@ __all__ = [
     "VerifyReport",
     "WrongKey",
     "backup",
+    "create_platform_kek",
     "delete_recovery_point",
     "gc",
     "get_recovery_point",
     "init_store",
+    "kek_fingerprint",
     "list_recovery_points",
     "load_key_file",
     "open_directory",

@@ -1,13 +1,16 @@
-"""Command-line interface: init, backup, transfer, restore, verify, scrub, gc, ls, delete, rewrap.
+"""Command-line interface: create-key, init, backup, transfer, restore, verify, scrub, gc, ls,
+delete, rewrap.
 
 The key comes from --key-file (32 raw bytes, 64 hex digits or base64), or by default the
-platform master key at $LIFEBOAT_MASTER_KEY_FILE (created on first use).
+platform master key at $LIFEBOAT_MASTER_KEY_FILE, which `create-key` makes once (it is never
+created implicitly: a lost key must come back from its backup, not be replaced).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -25,9 +28,11 @@ from . import (
     Progress,
     RecoveryPoint,
     backup,
+    create_platform_kek,
     delete_recovery_point,
     gc,
     init_store,
+    kek_fingerprint,
     list_recovery_points,
     load_key_file,
     open_store,
@@ -38,6 +43,7 @@ from . import (
     transfer,
     verify,
 )
+from .keys import MASTER_KEY_ENV
 from .store import Store, iso
 
 
@@ -143,6 +149,22 @@ def _emit(args: argparse.Namespace, obj: Any, text: str) -> None:
         print(json.dumps(obj, indent=2, default=str))
     else:
         print(text)
+
+
+def cmd_create_key(args: argparse.Namespace) -> int:
+    path = args.path or args.key_file or os.environ.get(MASTER_KEY_ENV)
+    try:
+        kek = create_platform_kek(path)
+    except FileExistsError:
+        print(f"error: {path} exists; an existing key is never replaced", file=sys.stderr)
+        return 3
+    fingerprint = kek_fingerprint(kek)
+    _emit(
+        args,
+        {"path": path, "fingerprint": fingerprint},
+        f"created {path}, fingerprint {fingerprint}",
+    )
+    return 0
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -352,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser = add_parser  # type: ignore[method-assign]
 
+    s = sub.add_parser("create-key", help="create a new key file (32 random bytes, mode 0600)")
+    s.add_argument("path", nargs="?", help="default: --key-file or $LIFEBOAT_MASTER_KEY_FILE")
+
     s = sub.add_parser("init", help="create a store")
     s.add_argument("store")
     s.add_argument("--codec", default="zstd:1", help="none or zstd:<level> (default zstd:1)")
@@ -419,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     cancel = CancelFlag()
     cancel.install()
     try:
+        if args.cmd == "create-key":
+            return cmd_create_key(args)
         if args.cmd == "init":
             return cmd_init(args)
         if args.cmd == "backup":

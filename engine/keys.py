@@ -73,43 +73,65 @@ def parse_key_bytes(raw: bytes, source: str = "key") -> bytes:
 
 def load_key_file(path: str | os.PathLike[str]) -> bytes:
     """Load a customer-managed KEK from a file (raw, hex or base64); KeyUnavailable if unusable."""
+    return _read_key(Path(path), "key file")
+
+
+def _read_key(path: Path, what: str) -> bytes:
     try:
         with open(path, "rb") as f:
             raw = f.read(4096)
+    except FileNotFoundError as e:
+        raise KeyUnavailable(f"{what} {path} is missing") from e
     except OSError as e:
-        raise KeyUnavailable(f"key file {os.fspath(path)!s} unreadable: {e.strerror}") from e
-    return parse_key_bytes(raw, source=f"key file {os.fspath(path)}")
+        raise KeyUnavailable(f"{what} {path} unreadable: {e.strerror}") from e
+    return parse_key_bytes(raw, source=f"{what} {path}")
 
 
 def platform_kek(path: str | os.PathLike[str] | None = None) -> bytes:
-    """Create-or-load the platform master key (32 random bytes, file mode 0600).
+    """Load the platform master key; KeyUnavailable when its file is missing or unusable.
 
-    The path defaults to $LIFEBOAT_MASTER_KEY_FILE.
+    The path defaults to $LIFEBOAT_MASTER_KEY_FILE. The key is never created here: a new key
+    would not open the stores the lost one wraps, and backups made with it would be lost in
+    turn once the original file came back. `create_platform_kek` makes it, once.
     """
-    if path is None:
-        env = os.environ.get(MASTER_KEY_ENV)
-        if not env:
-            raise KeyUnavailable(f"no master key file: ${MASTER_KEY_ENV} is not set")
-        path = env
-    p = Path(path)
+    return _read_key(_master_key_path(path), "master key file")
+
+
+def create_platform_kek(path: str | os.PathLike[str] | None = None) -> bytes:
+    """Create the platform master key: 32 random bytes in a new file of mode 0600.
+
+    FileExistsError if the file exists: an existing key is never replaced.
+    """
+    p = _master_key_path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    key = os.urandom(KEY_LEN)
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return load_key_file(p)
-    except OSError as e:
-        raise KeyUnavailable(f"cannot create master key file {p}: {e.strerror}") from e
-    try:
-        os.write(fd, os.urandom(KEY_LEN))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            if os.write(fd, key) != KEY_LEN:
+                raise OSError(errno.EIO, "short write")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        p.unlink()  # a partial key file would pass for a key that never existed
+        raise
     _fsync_dir(p.parent)
-    return load_key_file(p)
+    return key
+
+
+def _master_key_path(path: str | os.PathLike[str] | None) -> Path:
+    if path is not None:
+        return Path(path)
+    env = os.environ.get(MASTER_KEY_ENV)
+    if not env:
+        raise KeyUnavailable(f"no master key file: ${MASTER_KEY_ENV} is not set")
+    return Path(env)
 
 
 def kek_fingerprint(kek: bytes) -> str:
-    """Short public fingerprint of a KEK, stored next to the wrapped keys for diagnostics."""
+    """Short public fingerprint of a KEK, stored next to the wrapped keys: it names the key a
+    store needs, so a wrong key is reported as such (it reveals nothing of the key)."""
     return blake3.blake3(kek, derive_key_context=FINGERPRINT_CONTEXT).hexdigest()[:16]
 
 
@@ -164,14 +186,26 @@ def unwrap_keys(doc_bytes: bytes, kek: bytes) -> KeySet:
     try:
         plain = AESGCM(kek).decrypt(blob[:12], blob[12:], _aad(vault_key_id))
     except InvalidTag as e:
-        want = doc.get("kek_fingerprint", "?")
-        raise WrongKey(
-            f"key (fingerprint {kek_fingerprint(kek)}) does not unwrap this store's keys "
-            f"(wrapped by fingerprint {want})"
-        ) from e
+        raise _unwrap_failure(kek_fingerprint(kek), doc.get("kek_fingerprint")) from e
     if len(plain) != 2 * KEY_LEN:
         raise KeyUnavailable("keys file holds keys of the wrong size")
     return KeySet(vault_key_id, plain[:KEY_LEN], plain[KEY_LEN:])
+
+
+def _unwrap_failure(have: str, want: object) -> KeyUnavailable:
+    """Name the cause: another key (fingerprints differ) or a damaged keys file (they match).
+
+    The fingerprint is not authenticated, so it only explains a failure; it never refuses a
+    key that opens the store. Stores whose keys file records none are read all the same.
+    """
+    if want is None:
+        return WrongKey(f"key fingerprint {have} does not unwrap this store's keys")
+    if want != have:
+        return WrongKey(f"key fingerprint {have} does not match the store's {want}")
+    return KeyUnavailable(
+        f"the store's keys file does not authenticate with its key (fingerprint {have}): "
+        "the file is damaged"
+    )
 
 
 def _fsync_dir(path: Path) -> None:

@@ -6,8 +6,6 @@ wrapped keys), so chunk ids match across tiers and one key-encryption key govern
 
 from pathlib import Path
 
-from django.conf import settings
-
 import engine
 
 # The vault tier trades CPU for space; the snapshot tier must be fast (instant restore).
@@ -19,13 +17,17 @@ def kek_for(vault) -> bytes:
     """The key-encryption key that wraps this vault's data keys.
 
     A customer-managed key comes from `security.keys` (KeyUnavailable naming the key when it is
-    disabled, missing or not the registered one); otherwise the platform master key.
+    disabled, missing or not the registered one); otherwise the platform master key from
+    `security.master_key` (KeyUnavailable, and a Sev-0 alert, when its file is missing or
+    holds another key: it is never recreated).
     """
     if vault.encryption == "customer_managed":
         from security.keys import customer_kek
 
         return customer_kek(vault)
-    return engine.platform_kek(Path(settings.LIFEBOAT["MASTER_KEY_FILE"]))
+    from security.master_key import vault_kek
+
+    return vault_kek(vault)
 
 
 def _open_or_init(path: Path, kek: bytes, **init_args) -> engine.Store:

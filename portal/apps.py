@@ -1,5 +1,11 @@
 from django.apps import AppConfig
+from django.db.backends.signals import connection_created
 
 
 class PortalConfig(AppConfig):
     name = "portal"
+
+    def ready(self):
+        from portal.private import private_sqlite_files
+
+        connection_created.connect(private_sqlite_files, dispatch_uid="portal-private-sqlite")

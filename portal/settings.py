@@ -3,6 +3,9 @@
 Embedded default: SQLite and the vault stores under LIFEBOAT_DATA_DIR (./var), a secret key
 generated once into that directory. LIFEBOAT_ENV=production refuses to start without an
 explicit SECRET_KEY and ALLOWED_HOSTS.
+
+The data directory is 0700 and the database, the secret key and the master key in it are 0600:
+a copy of the database holds live session keys, and the keys open sessions and vaults.
 """
 
 import os
@@ -12,9 +15,13 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from portal.private import DB_FILE_MODE, make_private
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("LIFEBOAT_DATA_DIR", BASE_DIR / "var")).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+make_private(DATA_DIR, 0o700)
 
 PRODUCTION = os.environ.get("LIFEBOAT_ENV", "").lower() == "production"
 
@@ -30,6 +37,7 @@ def _embedded_secret_key() -> str:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(50))
+    make_private(path, 0o600)
     return path.read_text().strip()
 
 
@@ -139,6 +147,10 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite would create the database 0644; created 0600 beforehand, its -wal and -shm files
+    # take the same mode. An existing database is tightened on connection (portal.private).
+    if not os.environ.get("DATABASE_URL"):
+        os.close(os.open(DATA_DIR / "lifeboat.sqlite3", os.O_WRONLY | os.O_CREAT, DB_FILE_MODE))
     # WAL lets the web server read while the worker writes; the busy timeout makes a writer
     # wait for the other instead of failing with "database is locked".
     DATABASES["default"]["OPTIONS"] = {

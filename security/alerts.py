@@ -40,7 +40,7 @@ SECURITY_KINDS = {
     "immutability_changed": "Immutability changed",
 }
 # Sev 1. backup/restore failures follow the vault's job-alert switch; an unavailable key is
-# always raised (backups stop until it is back).
+# always raised (backups stop until it is back), Sev 0 when it is the master key.
 JOB_KINDS = {
     "backup_failure": "Backup failed",
     "restore_failure": "Restore failed",
@@ -276,13 +276,8 @@ def on_job_finished(job) -> None:
     what = job.vm_name or "the vault"
     if job.status == Status.FAILED:
         if job.error_code == "key_unavailable":
-            fire(
-                vault,
-                "key_unavailable",
-                message=f"Backups and restores of vault {vault.name} fail: {job.error_message}",
-                dedup_key=f"key_unavailable:{vault.pk}",
-                obj=job,
-                once=False,
+            key_unavailable(
+                vault, f"Backups and restores of vault {vault.name} fail: {job.error_message}", job
             )
         kind = "backup_failure" if job.operation == Operation.BACKUP else "restore_failure"
         fire(
@@ -303,6 +298,26 @@ def on_job_finished(job) -> None:
                 dedup_key__startswith=f"backup_failure:{vault.pk}:{job.protected_item_id}:",
             ).exclude(status=AlertStatus.RESOLVED):
                 resolve_condition(alert.dedup_key)
+
+
+def key_unavailable(vault, message: str, obj=None) -> Alert | None:
+    """The vault's key cannot be used: one open alert per vault, counting occurrences.
+
+    Sev 0 for the platform master key (lost or swapped, it stops every vault that uses it and
+    is never recreated); Sev 1 for a customer-managed key, which its owner may disable.
+    """
+    from vaults.models import Encryption
+
+    platform = vault.encryption == Encryption.PLATFORM
+    return fire(
+        vault,
+        "key_unavailable",
+        message=message,
+        dedup_key=f"key_unavailable:{vault.pk}",
+        severity=Severity.SEV0 if platform else Severity.SEV1,
+        obj=obj,
+        once=False,
+    )
 
 
 def _purge_finished(job) -> None:

@@ -24,7 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 import engine
-from security import errors
+from security import errors, master_key
 from security.models import CustomerKey, VaultKey
 from vaults import access, audit
 from vaults.models import Encryption
@@ -283,21 +283,23 @@ def assign_key(vault, key: CustomerKey, *, by) -> dict:
             rule=errors.RULE_KEY_UNUSABLE,
             field="encryption_key",
         )
-    platform = engine.platform_kek(_master_key_file())
     paths = [vault.store_path, *(h.snapshot_store_path(vault) for h in Host.objects.all())]
-    for path in paths:
-        if (Path(path) / "keys.json").exists():
-            engine.rewrap_keys(path, platform, new)
+    existing = [path for path in paths if (Path(path) / "keys.json").exists()]
+    if existing:
+        try:
+            platform = master_key.kek()
+        except engine.KeyUnavailable as e:
+            raise errors.blocked(
+                f"The vault's stores cannot be re-wrapped: {e}.",
+                rule=errors.RULE_KEY_UNUSABLE,
+                field="encryption_key",
+            ) from e
+    for path in existing:
+        engine.rewrap_keys(path, platform, new)
     VaultKey.objects.create(
         vault=vault, key=key, path=key.path, fingerprint=key.fingerprint, version=key.version
     )
     return {"encryption_key": key.name}
-
-
-def _master_key_file():
-    from django.conf import settings
-
-    return Path(settings.LIFEBOAT["MASTER_KEY_FILE"])
 
 
 def customer_kek(vault) -> bytes:

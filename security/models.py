@@ -1,4 +1,5 @@
-"""MUA approvals, customer-managed keys, alerts, per-vault alert settings, login failures.
+"""MUA approvals, customer-managed keys, the master key's fingerprint, alerts, per-vault alert
+settings, login failures.
 
 Vault-scoped rows use `vaults.models.ScopedQuerySet`, so `.visible_to(user)` filters them
 through `vaults.access` like every other vault-scoped queryset.
@@ -128,6 +129,26 @@ class VaultKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.vault_id} uses {self.key_id} v{self.version}"
+
+
+class MasterKey(models.Model):
+    """The platform master key's fingerprint (one row), recorded when the key is installed.
+
+    The key lives only in its file (`LIFEBOAT["MASTER_KEY_FILE"]`); this row lets every server
+    tell the installed key from another one, including for a vault whose stores do not exist
+    yet, so a swapped file never wraps new data.
+    """
+
+    fingerprint = models.CharField(max_length=64)
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(id=1), name="master_key_single_row"),
+        ]
+
+    def __str__(self) -> str:
+        return f"master key {self.fingerprint}"
 
 
 # -- alerts --------------------------------------------------------------------------------------

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from engine import KeyUnavailable, WrongKey, load_key_file, platform_kek
+from engine import (
+    KeyUnavailable,
+    WrongKey,
+    create_platform_kek,
+    kek_fingerprint,
+    load_key_file,
+    platform_kek,
+)
 from engine.formats import (
     CHUNK_OVERHEAD,
     ChunkDamaged,
@@ -137,15 +145,60 @@ def test_key_file_formats(tmp_path: Path) -> None:
         load_key_file(tmp_path / "missing")
 
 
-def test_platform_kek_created_0600_then_loaded(
+def test_platform_kek_is_created_only_explicitly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "sub" / "master.key"
     monkeypatch.setenv("LIFEBOAT_MASTER_KEY_FILE", str(path))
-    k1 = platform_kek()
+    with pytest.raises(KeyUnavailable, match="master key file .* is missing"):
+        platform_kek()
+    assert not path.exists()  # loading never creates it
+    k1 = create_platform_kek()
     assert len(k1) == 32
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert platform_kek() == k1 == platform_kek(path)
+    with pytest.raises(FileExistsError):
+        create_platform_kek(path)  # an existing key is never replaced
+    assert platform_kek(path) == k1
+    path.unlink()
+    with pytest.raises(KeyUnavailable, match="missing"):
+        platform_kek()
+    assert not path.exists()
     monkeypatch.delenv("LIFEBOAT_MASTER_KEY_FILE")
     with pytest.raises(KeyUnavailable):
         platform_kek()
+
+
+def test_a_wrong_key_is_named_by_its_fingerprint() -> None:
+    keys, kek, other = new_keyset(), os.urandom(32), os.urandom(32)
+    doc = wrap_keys(keys, kek)
+    with pytest.raises(WrongKey) as e:
+        unwrap_keys(doc, other)
+    assert str(e.value) == (
+        f"key fingerprint {kek_fingerprint(other)} does not match the store's "
+        f"{kek_fingerprint(kek)}"
+    )
+
+
+def test_keys_files_without_a_fingerprint_are_still_read() -> None:
+    keys, kek = new_keyset(), os.urandom(32)
+    legacy = json.loads(wrap_keys(keys, kek))
+    del legacy["kek_fingerprint"]
+    doc = json.dumps(legacy).encode()
+    assert unwrap_keys(doc, kek) == keys
+    with pytest.raises(WrongKey, match="does not unwrap this store's keys"):
+        unwrap_keys(doc, os.urandom(32))
+
+
+def test_the_fingerprint_never_refuses_a_key_that_opens_the_store() -> None:
+    keys, kek = new_keyset(), os.urandom(32)
+    doc = json.loads(wrap_keys(keys, kek))
+    doc["kek_fingerprint"] = "0" * 16  # not authenticated: only explains failures
+    assert unwrap_keys(json.dumps(doc).encode(), kek) == keys
+    damaged = json.loads(wrap_keys(keys, kek))
+    blob = bytearray(base64.b64decode(damaged["wrapped"]))
+    blob[20] ^= 1
+    damaged["wrapped"] = base64.b64encode(bytes(blob)).decode()
+    with pytest.raises(KeyUnavailable, match="damaged") as e:
+        unwrap_keys(json.dumps(damaged).encode(), kek)
+    assert not isinstance(e.value, WrongKey)

@@ -17,6 +17,7 @@ from engine import (
     WrongKey,
     backup,
     init_store,
+    kek_fingerprint,
     list_recovery_points,
     open_store,
     restore,
@@ -106,11 +107,18 @@ def test_stores_with_different_keys_cannot_transfer(tmp_path: Path, kek: bytes) 
 
 
 def test_cli_uses_platform_master_key_by_default(tmp_path: Path) -> None:
-    env_key = tmp_path / "master.key"
+    env_key = tmp_path / "keys" / "platform.key"
     os.environ["LIFEBOAT_MASTER_KEY_FILE"] = str(env_key)
     try:
-        run_engine("init", str(tmp_path / "s"))
+        r = run_engine("init", str(tmp_path / "s"), check=False)
+        assert r.returncode == 3 and "is missing" in r.stderr  # never created implicitly
+        assert not env_key.exists() and not (tmp_path / "s").exists()
+        created = run_engine("create-key").stdout
         assert env_key.stat().st_mode & 0o777 == 0o600
+        assert kek_fingerprint(env_key.read_bytes()) in created
+        r = run_engine("create-key", check=False)
+        assert r.returncode == 3 and "never replaced" in r.stderr
+        run_engine("init", str(tmp_path / "s"))
         disk = _disk(tmp_path)
         rp = run_engine("-q", "backup", str(tmp_path / "s"), "--vm", "vm", "--disk", f"0={disk}")
         rp_id = rp.stdout.strip()

@@ -3,8 +3,8 @@
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
+from portal.client_address import client_ip
 from portal.models import ApiToken, hash_token
-from vaults.audit import client_ip
 
 
 class ApiTokenAuthentication(authentication.TokenAuthentication):

@@ -9,21 +9,25 @@ address, each for LOGIN_LOCKOUT_MINUTES (15) after the last failure. The address
 
 - `LockoutBackend` comes first in AUTHENTICATION_BACKENDS: while locked it raises
   PermissionDenied, which stops `authenticate()` before any password is checked — for the login
-  page and the API token endpoint alike.
+  page and the API token endpoint alike. (It also keeps API tokens through a hash upgrade.)
 - The `user_login_failed` signal records a failure; `user_logged_in` clears the username's.
 - `LockoutAuthenticationForm` (login page) and the token endpoint say "locked" in words.
 """
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.hashers import check_password
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.core.exceptions import PermissionDenied
 from django.dispatch import receiver
 from django.utils import timezone
 
+from portal.api.tokens import keep_tokens_on_rehash
 from portal.client_address import client_ip
 from security.models import LoginFailure
 from vaults import audit
@@ -103,7 +107,19 @@ class LockoutBackend(ModelBackend):
         lock = current_lock(username, client_ip(request)) if username else None
         if lock:
             raise PermissionDenied(lock.message)
-        return super().authenticate(request, username=username, password=password, **kwargs)
+        if username is None or password is None:
+            return None
+        # ModelBackend.authenticate, except for what a hash upgrade does to API tokens.
+        User = get_user_model()
+        try:
+            user = User._default_manager.get_by_natural_key(username)
+        except User.DoesNotExist:
+            User().set_password(password)  # as slow as a wrong password (Django #20760)
+            return None
+        upgrade = partial(keep_tokens_on_rehash, user)
+        if check_password(password, user.password, upgrade) and self.user_can_authenticate(user):
+            return user
+        return None
 
 
 @receiver(user_login_failed, dispatch_uid="security-login-failed")

@@ -32,6 +32,7 @@ from engine.connectors import (
 from engine.connectors.hooks import clean_env, describe, run_process
 from inventory.models import ExtensionState
 from jobs import queue
+from jobs.hook_details import THAW_AFTER_WORKER_LOST
 from jobs.models import Job, Operation, Status, SubTask
 from jobs.runner import JobCancelled, JobContext, JobError, create_job
 from jobs.stores import kek_for, snapshot_store, vault_store
@@ -621,7 +622,7 @@ def after_worker_lost(job: Job) -> None:
             else ("THAW FAILED after the worker was lost: " + " ".join(describe("thaw", result)))
         )
         Job.objects.filter(pk=job.pk).update(
-            warnings=[*job.warnings, {"code": "thaw_after_worker_lost", "message": message}]
+            warnings=[*job.warnings, {"code": THAW_AFTER_WORKER_LOST, "message": message}]
         )
     _set_item_status(item, Status.FAILED)
     shutil.rmtree(Path(vm.host.snapshot_root) / ".work" / f"job-{job.pk}", ignore_errors=True)

@@ -32,6 +32,7 @@ from engine.connectors import (
 from engine.connectors.hooks import clean_env, describe, run_process
 from inventory.models import ExtensionState
 from jobs import queue
+from jobs.hook_details import THAW_AFTER_WORKER_LOST
 from jobs.models import Job, Operation, Status, SubTask
 from jobs.reconcile import lock_running_job, work_dir
 from jobs.runner import JobCancelled, JobContext, JobError, create_job
@@ -625,7 +626,7 @@ def after_worker_lost(job: Job) -> None:
             else ("THAW FAILED after the worker was lost: " + " ".join(describe("thaw", result)))
         )
         Job.objects.filter(pk=job.pk).update(
-            warnings=[*job.warnings, {"code": "thaw_after_worker_lost", "message": message}]
+            warnings=[*job.warnings, {"code": THAW_AFTER_WORKER_LOST, "message": message}]
         )
     _set_item_status(item, Status.FAILED)
     shutil.rmtree(work_dir(vm.host, job.pk), ignore_errors=True)

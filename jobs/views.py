@@ -17,6 +17,7 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
+from jobs import hook_details
 from jobs.models import FINISHED, Job, Operation, Status
 from jobs.runner import request_cancel
 from portal.views import done, render_page
@@ -126,18 +127,21 @@ def job_detail(request, name, job_id):
         {**d, "percent": min(100, int(d["done"] * 100 / d["total"])) if d.get("total") else 0}
         for d in progress.get("disks") or []
     ]
+    details = access.can(request.user, vault, "view_hook_details")
+    shown = hook_details.warnings(job.warnings, details=details)
     context = vault_context(
         request,
         vault,
         "jobs",
         job=job,
         result=result,
+        error_message=hook_details.message(job.error_code, job.error_message, details=details),
         phase=progress.get("phase", ""),
         disks=disks,
         transfer=result.get("transfer") or {},
         consistencies=RPConsistency.choices,
-        loud_warnings=[w for w in job.warnings if w.get("code") == "thaw_failed"],
-        warnings=[w for w in job.warnings if w.get("code") != "thaw_failed"],
+        loud_warnings=[w for w in shown if w.get("code") == "thaw_failed"],
+        warnings=[w for w in shown if w.get("code") != "thaw_failed"],
         **_rates(job),
     )
     status = HTMX_STOP_POLLING if request.htmx and job.is_finished else 200

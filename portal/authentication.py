@@ -1,10 +1,11 @@
-"""`Authorization: Token <key>` against hashed, revocable API tokens."""
+"""`Authorization: Token <key>` against hashed, revocable API tokens of the current password."""
 
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
+from portal.api.tokens import revoke_tokens_of_old_passwords
+from portal.client_address import client_ip
 from portal.models import ApiToken, hash_token
-from vaults.audit import client_ip
 
 
 class ApiTokenAuthentication(authentication.TokenAuthentication):
@@ -31,4 +32,8 @@ class ApiTokenAuthentication(authentication.TokenAuthentication):
             raise exceptions.AuthenticationFailed("Token revoked.")
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
+        if token.outlived_its_password:
+            # The hash was written without a save (no signal revoked it): revoke it now.
+            revoke_tokens_of_old_passwords(token.user)
+            raise exceptions.AuthenticationFailed("Token revoked: the password changed.")
         return (token.user, token)

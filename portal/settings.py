@@ -15,6 +15,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from portal.client_address import parse_networks
 from portal.private import DB_FILE_MODE, make_private
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -242,6 +243,16 @@ LIFEBOAT = {
     "LOGIN_FAILURE_LIMIT": int(os.environ.get("LIFEBOAT_LOGIN_FAILURE_LIMIT", "5")),
     "LOGIN_FAILURE_WINDOW_MINUTES": int(os.environ.get("LIFEBOAT_LOGIN_WINDOW_MINUTES", "15")),
     "LOGIN_LOCKOUT_MINUTES": int(os.environ.get("LIFEBOAT_LOGIN_LOCKOUT_MINUTES", "15")),
+    # ... and this many failures from one address, whatever the usernames, lock the address.
+    "LOGIN_ADDRESS_FAILURE_LIMIT": int(
+        os.environ.get("LIFEBOAT_LOGIN_ADDRESS_FAILURE_LIMIT", "20")
+    ),
+    # Reverse proxies whose X-Forwarded-For is believed (addresses or networks). None by
+    # default: any client can write that header. Checked here so a typo stops the start.
+    "TRUSTED_PROXIES": [
+        str(n)
+        for n in parse_networks(tuple(os.environ.get("LIFEBOAT_TRUSTED_PROXIES", "").split(",")))
+    ],
     # Where vault stores live unless a vault names its own location.
     "VAULT_STORE_ROOT": Path(os.environ.get("LIFEBOAT_VAULT_STORE_ROOT", DATA_DIR / "vaults")),
     "MASTER_KEY_FILE": Path(os.environ.get("LIFEBOAT_MASTER_KEY_FILE", DATA_DIR / "master.key")),

@@ -22,6 +22,7 @@ from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.utils import timezone
 
+from jobs import hook_details
 from security import errors
 from security.models import Alert, AlertStatus, Severity, VaultAlertSettings
 from vaults import access, audit
@@ -280,11 +281,12 @@ def on_job_finished(job) -> None:
                 vault, f"Backups and restores of vault {vault.name} fail: {job.error_message}", job
             )
         kind = "backup_failure" if job.operation == Operation.BACKUP else "restore_failure"
+        # Every member reads the alert, readers too: hook details stay on the job page.
+        said = hook_details.message(job.error_code, job.error_message, details=False)
         fire(
             vault,
             kind,
-            message=f"{title(kind)} for {what} (job {job.pk}, {job.error_code or 'error'}): "
-            f"{job.error_message}",
+            message=f"{title(kind)} for {what} (job {job.pk}, {job.error_code or 'error'}): {said}",
             dedup_key=f"{kind}:{vault.pk}:{job.protected_item_id}:{job.error_code}",
             obj=job,
             once=False,

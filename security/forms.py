@@ -3,6 +3,7 @@
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 
+from portal.client_address import client_ip
 from security import lockout
 
 
@@ -10,7 +11,7 @@ class LockoutAuthenticationForm(AuthenticationForm):
     def clean(self):
         username = self.cleaned_data.get("username")
         if username:
-            until = lockout.locked_until(username, lockout.request_ip(self.request))
-            if until:
-                raise forms.ValidationError(lockout.lock_message(until), code="locked")
+            lock = lockout.current_lock(username, client_ip(self.request))
+            if lock:
+                raise forms.ValidationError(lock.message, code="locked")
         return super().clean()

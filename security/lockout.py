@@ -1,25 +1,34 @@
-"""Login lockout: after repeated failed sign-ins of one username from one address, refuse it.
+"""Login lockout: repeated failed sign-ins lock a username from an address, or a whole address.
 
-LIFEBOAT["LOGIN_FAILURE_LIMIT"] failures (default 5) within LOGIN_FAILURE_WINDOW_MINUTES
-(15) lock that username from that address for LOGIN_LOCKOUT_MINUTES (15) after the last
-failure. Failures are rows (`LoginFailure`), so every web process sees the same count.
+LIFEBOAT["LOGIN_FAILURE_LIMIT"] failures (default 5) of one username from one address within
+LOGIN_FAILURE_WINDOW_MINUTES (15) lock that username from that address, and
+LOGIN_ADDRESS_FAILURE_LIMIT failures (20) from one address, whatever the usernames, lock that
+address, each for LOGIN_LOCKOUT_MINUTES (15) after the last failure. The address is the one
+`portal.client_address` decides (a client cannot choose it with a header). Failures are rows
+(`LoginFailure`), so every web process sees the same count.
 
 - `LockoutBackend` comes first in AUTHENTICATION_BACKENDS: while locked it raises
   PermissionDenied, which stops `authenticate()` before any password is checked — for the login
-  page and the API token endpoint alike.
-- The `user_login_failed` signal records a failure; `user_logged_in` clears them.
+  page and the API token endpoint alike. (It also keeps API tokens through a hash upgrade.)
+- The `user_login_failed` signal records a failure; `user_logged_in` clears the username's.
 - `LockoutAuthenticationForm` (login page) and the token endpoint say "locked" in words.
 """
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.hashers import check_password
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.core.exceptions import PermissionDenied
 from django.dispatch import receiver
 from django.utils import timezone
 
+from portal.api.tokens import keep_tokens_on_rehash
+from portal.client_address import client_ip
 from security.models import LoginFailure
 from vaults import audit
 
@@ -30,6 +39,10 @@ def _opt(name: str, default: int) -> int:
 
 def limit() -> int:
     return _opt("LOGIN_FAILURE_LIMIT", 5)
+
+
+def address_limit() -> int:
+    return _opt("LOGIN_ADDRESS_FAILURE_LIMIT", 20)
 
 
 def window() -> timedelta:
@@ -44,44 +57,69 @@ def _norm(username) -> str:
     return str(username or "").strip().lower()[:150]
 
 
-def locked_until(username, ip, now=None):
-    """When the lock of this username from this address ends, or None if it is not locked."""
-    now = now or timezone.now()
-    recent = list(
-        LoginFailure.objects.filter(
-            username=_norm(username), ip=ip, time__gt=now - max(window(), lock_time())
+@dataclass(frozen=True)
+class Lock:
+    until: datetime
+    # True: every username from this address is locked, not only the one tried.
+    whole_address: bool
+
+    @property
+    def message(self) -> str:
+        minutes = max(1, int((self.until - timezone.now()).total_seconds() + 59) // 60)
+        whom = "from this address" if self.whole_address else "for this user from this address"
+        return (
+            f"Too many failed sign-ins {whom}; try again in "
+            f"{minutes} minute{'s' if minutes != 1 else ''}."
         )
+
+
+def _lock_end(failures, count: int, now: datetime) -> datetime | None:
+    """End of the lock that `count` of these failures within the window cause, if it holds."""
+    recent = list(
+        failures.filter(time__gt=now - max(window(), lock_time()))
         .order_by("-time")
-        .values_list("time", flat=True)[: limit()]
+        .values_list("time", flat=True)[:count]
     )
-    if len(recent) < limit() or recent[0] - recent[-1] > window():
+    if len(recent) < count or recent[0] - recent[-1] > window():
         return None
     until = recent[0] + lock_time()
     return until if until > now else None
 
 
-def request_ip(request) -> str | None:
-    return audit.client_ip(request)
-
-
-def lock_message(until) -> str:
-    minutes = max(1, int((until - timezone.now()).total_seconds() + 59) // 60)
-    return (
-        "Too many failed sign-ins for this user from this address; try again in "
-        f"{minutes} minute{'s' if minutes != 1 else ''}."
-    )
+def current_lock(username, ip, now=None) -> Lock | None:
+    """The lock that refuses this username from this address now, if any."""
+    now = now or timezone.now()
+    # An unknown address is not locked as a whole: that would lock out every such client.
+    if ip is not None:
+        until = _lock_end(LoginFailure.objects.filter(ip=ip), address_limit(), now)
+        if until:
+            return Lock(until, whole_address=True)
+    until = _lock_end(LoginFailure.objects.filter(username=_norm(username), ip=ip), limit(), now)
+    return Lock(until, whole_address=False) if until else None
 
 
 class LockoutBackend(ModelBackend):
-    """The model backend, refusing every attempt while the username+address is locked.
+    """The model backend, refusing every attempt while the username or address is locked.
 
     It is the only backend, so sessions made by `login()`/`force_login()` resolve through it."""
 
     def authenticate(self, request, username=None, password=None, **kwargs):
-        until = locked_until(username, request_ip(request)) if username else None
-        if until:
-            raise PermissionDenied(lock_message(until))
-        return super().authenticate(request, username=username, password=password, **kwargs)
+        lock = current_lock(username, client_ip(request)) if username else None
+        if lock:
+            raise PermissionDenied(lock.message)
+        if username is None or password is None:
+            return None
+        # ModelBackend.authenticate, except for what a hash upgrade does to API tokens.
+        User = get_user_model()
+        try:
+            user = User._default_manager.get_by_natural_key(username)
+        except User.DoesNotExist:
+            User().set_password(password)  # as slow as a wrong password (Django #20760)
+            return None
+        upgrade = partial(keep_tokens_on_rehash, user)
+        if check_password(password, user.password, upgrade) and self.user_can_authenticate(user):
+            return user
+        return None
 
 
 @receiver(user_login_failed, dispatch_uid="security-login-failed")
@@ -89,25 +127,24 @@ def _record_failure(sender, credentials, request=None, **kwargs) -> None:
     username = _norm(credentials.get("username"))
     if not username:
         return
-    ip = request_ip(request)
-    if locked_until(username, ip):
+    ip = client_ip(request)
+    if current_lock(username, ip):
         return  # attempts while locked do not extend the lock
     LoginFailure.objects.create(username=username, ip=ip)
-    until = locked_until(username, ip)
-    if until:
+    lock = current_lock(username, ip)
+    if lock:
+        who = {} if lock.whole_address else {"username": username}
         audit.record(
             "login.lockout",
             actor=None,
             request=request,
-            after={"username": username, "ip": ip, "until": until.isoformat()},
+            after={**who, "ip": ip, "until": lock.until.isoformat()},
         )
 
 
 @receiver(user_logged_in, dispatch_uid="security-login-succeeded")
 def _clear_failures(sender, request, user, **kwargs) -> None:
-    LoginFailure.objects.filter(
-        username=_norm(user.get_username()), ip=request_ip(request)
-    ).delete()
+    LoginFailure.objects.filter(username=_norm(user.get_username()), ip=client_ip(request)).delete()
 
 
 def purge_old(now=None) -> int:

@@ -247,8 +247,10 @@ class LoginFailure(models.Model):
 
     class Meta:
         indexes = [
-            # lockout.failures: recent failures of one username from one address.
+            # lockout.current_lock: recent failures of one username from one address.
             models.Index(fields=["username", "ip", "time"], name="login_failure_lookup"),
+            # lockout.current_lock: recent failures from one address, whatever the username.
+            models.Index(fields=["ip", "time"], name="login_failure_by_address"),
         ]
 
     def __str__(self) -> str:

@@ -26,6 +26,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
+from portal.client_address import client_ip
 from security import errors
 from security.errors import ApprovalRequired
 from security.models import Approval, ApprovalStatus
@@ -122,7 +123,7 @@ def gate(
         requested_by=by,
         requested_by_name=by.get_username(),
         requested_at=now,
-        source_ip=audit.client_ip(request),
+        source_ip=client_ip(request),
         expires_at=now + timedelta(hours=approval_hours()),
     )
     _save_request(approval)

@@ -13,7 +13,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404
 
-from vaults.models import GuardApprover, Role, Vault, VaultMembership
+from vaults.models import GuardApprover, ItemState, ProtectedVM, Role, Vault, VaultMembership
 
 RANK = {Role.READER: 1, Role.OPERATOR: 2, Role.CONTRIBUTOR: 3, Role.OWNER: 4}
 
@@ -25,6 +25,9 @@ ACTIONS: dict[str, str] = {
     "restore": Role.OPERATOR,
     "file_recovery": Role.OPERATOR,
     "cancel_job": Role.OPERATOR,
+    # Consistency hooks (script paths, parameters, freeze/thaw and probe commands) and what they
+    # printed: readers see that a hook failed, not what it is or said.
+    "view_hook_details": Role.OPERATOR,
     # Operators answer failed backups and restores; resolving an alert closes it for everybody.
     "acknowledge_alert": Role.OPERATOR,
     "resolve_alert": Role.CONTRIBUTOR,
@@ -151,6 +154,23 @@ def visible_vms(user) -> QuerySet:
     if ids is None:
         return qs
     return qs.filter(host__linked_vaults__in=ids).distinct()
+
+
+def hook_detail_vm_ids(user) -> set[int] | None:
+    """VMs whose hook configuration the user may see: those protected (not in the recycle bin)
+    in a vault where the user may `view_hook_details`; None means all of them (site admin,
+    who manages the hosts). Seeing a VM through a linked host is not enough."""
+    if is_site_admin(user):
+        return None
+    if not (user and user.is_authenticated and user.is_active):
+        return set()
+    least = RANK[ACTIONS["view_hook_details"]]
+    vaults = [pk for pk, role in _roles(user).items() if RANK[role] >= least]
+    return set(
+        ProtectedVM.objects.filter(vault__in=vaults)
+        .exclude(state=ItemState.SOFT_DELETED)
+        .values_list("vm_id", flat=True)
+    )
 
 
 def visible_hosts(user) -> QuerySet:

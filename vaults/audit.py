@@ -1,16 +1,7 @@
 """Writing the audit log: every state change goes through `record`."""
 
+from portal.client_address import client_ip
 from vaults.models import AuditEvent
-
-
-def client_ip(request) -> str | None:
-    if request is None:
-        return None
-    # Behind a proxy, the deployment sets the header; the first hop is the client.
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-    if forwarded:
-        return forwarded.split(",")[0].strip() or None
-    return request.META.get("REMOTE_ADDR") or None
 
 
 def record(

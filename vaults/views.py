@@ -24,6 +24,7 @@ from django_htmx.http import HTMX_STOP_POLLING
 
 from inventory import services as inventory_services
 from inventory.models import Disk, Host, VirtualMachine
+from jobs import hook_details
 from jobs.backup import ACTIVE, ON_DEMAND_DEFAULT_DAYS, SCHEDULABLE, backup_now
 from jobs.models import Operation
 from jobs.restore import request_restore
@@ -279,6 +280,11 @@ def _item_context(request, vault: Vault, item: ProtectedVM, **extra) -> dict:
         jobs=jobs,
         active_jobs=active,
         backup_form=backup_form if can_backup else None,
+        extension_message=hook_details.message(
+            item.vm.extension_code,
+            item.vm.extension_message,
+            details=caps["view_hook_details"],
+        ),
         **_protection(vault, item, caps, extra),
         **extra,
     )

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from inventory.models import Host, OSType, PowerState
+from jobs import hook_details
 from portal.api.serializers import StrictModelSerializer, StrictSerializer
 
 
@@ -24,13 +25,29 @@ class DiskSerializer(StrictSerializer):
     size = serializers.IntegerField(read_only=True)
 
 
+# The extension's hook configuration: shown with `view_hook_details` only (as is the VM's
+# power probe command, another command run on the host).
+HOOK_FIELDS = (
+    "pre_script",
+    "pre_script_params",
+    "post_script",
+    "post_script_params",
+    "freeze_command",
+    "thaw_command",
+)
+
+
 class BlankAsNullCharField(serializers.CharField):
     def to_representation(self, value):
         return value or None
 
 
 class ExtensionSerializer(StrictSerializer):
-    """The backup extension: its state (read-only) and its consistency-hook configuration."""
+    """The backup extension: its state (read-only) and its consistency-hook configuration.
+
+    Scripts, their parameters and the freeze/thaw commands are shown to site administrators
+    and to operators and above of a vault that protects the VM; to anybody else they are left
+    out, and `message` says in general words what `code` means."""
 
     ignore_read_only = True
 
@@ -65,3 +82,17 @@ class VmSerializer(StrictSerializer):
     extension = ExtensionSerializer(source="*", required=False)
     disks = DiskSerializer(many=True, help_text="Exactly one OS disk (lun -1).")
     created_at = serializers.DateTimeField(read_only=True)
+
+    def to_representation(self, vm):
+        data = super().to_representation(vm)
+        # Set by the views from access.hook_detail_vm_ids (None: every VM); absent: none.
+        shown = self.context.get("hook_vm_ids", set())
+        if shown is not None and vm.pk not in shown:
+            data.pop("power_probe_command", None)
+            extension = data["extension"]
+            for name in HOOK_FIELDS:
+                extension.pop(name, None)
+            extension["message"] = hook_details.message(
+                vm.extension_code, vm.extension_message, details=False
+            )
+        return data

@@ -84,6 +84,12 @@ class VmView(ApiView):
             return VirtualMachine.objects.none()
         return access.visible_vms(self.request.user).prefetch_related("disks").order_by("name")
 
+    def get_serializer_context(self):
+        context = super().get_serializer_context()
+        if not self.schema_only:
+            context["hook_vm_ids"] = access.hook_detail_vm_ids(self.request.user)
+        return context
+
 
 class VmListView(ListModelMixin, VmView):
     get = ApiListView.get

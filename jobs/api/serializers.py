@@ -4,6 +4,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from jobs import hook_details
 from jobs.models import Job, Operation, Status, SubTask
 
 # Parameter keys whose values are never shown (a key file, a passphrase, a token...).
@@ -68,6 +69,7 @@ class JobSerializer(serializers.ModelSerializer):
     snapshot_method = serializers.SerializerMethodField()
     freeze_seconds = serializers.SerializerMethodField()
     transfer = serializers.SerializerMethodField()
+    error_message = serializers.SerializerMethodField()
     warnings = serializers.SerializerMethodField()
 
     class Meta:
@@ -167,9 +169,18 @@ class JobSerializer(serializers.ModelSerializer):
         """The vault transfer's counters (chunks and bytes copied), once it ran."""
         return self._result(job, "transfer")
 
+    @property
+    def _hook_details(self) -> bool:
+        """Set by the views from `view_hook_details`; without it, hook details stay hidden."""
+        return bool(self.context.get("hook_details"))
+
+    def get_error_message(self, job) -> str:
+        return hook_details.message(job.error_code, job.error_message, details=self._hook_details)
+
     @extend_schema_field(WarningSerializer(many=True))
     def get_warnings(self, job) -> list:
-        return job.warnings or []
+        """Hook problems name their scripts and quote their output to operators and above."""
+        return hook_details.warnings(job.warnings or [], details=self._hook_details)
 
 
 class JobDetailSerializer(JobSerializer):

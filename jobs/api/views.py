@@ -7,9 +7,20 @@ from jobs.models import Job
 from jobs.runner import JobFinished, cancel_job
 from portal.api.base import ApiListView, ApiView
 from portal.api.exceptions import Conflict
+from vaults import access
 
 
-class JobListView(ApiListView):
+class HookDetailsMixin:
+    """Jobs of the URL's vault show hook details to those who may `view_hook_details`."""
+
+    def get_serializer_context(self):
+        context = super().get_serializer_context()
+        if self.vault is not None:
+            context["hook_details"] = access.can(self.request.user, self.vault, "view_hook_details")
+        return context
+
+
+class JobListView(HookDetailsMixin, ApiListView):
     """The vault's jobs, newest first."""
 
     serializer_class = JobSerializer
@@ -43,7 +54,7 @@ class JobListView(ApiListView):
         return qs.order_by("-created_at", "-id")
 
 
-class JobDetailView(ApiView):
+class JobDetailView(HookDetailsMixin, ApiView):
     serializer_class = JobDetailSerializer
     vault_actions = {"GET": "view"}
     lookup_url_kwarg = "job_id"
@@ -62,7 +73,7 @@ class JobDetailView(ApiView):
         return Response(self.get_serializer(self.get_object()).data)
 
 
-class JobCancelView(ApiView):
+class JobCancelView(HookDetailsMixin, ApiView):
     serializer_class = JobDetailSerializer
     vault_actions = {"POST": "cancel_job"}
     lookup_url_kwarg = "job_id"

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from portal.api.base import ApiListView, ApiView
 from portal.api.serializers import StrictSerializer
 from portal.api.tokens import DEFAULT_NAME, issue_token, revoke_token
+from portal.client_address import client_ip
 from portal.models import ApiToken
 from security import lockout
 
@@ -47,11 +48,9 @@ class ObtainTokenView(ApiView):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        until = lockout.locked_until(data["username"], lockout.request_ip(request))
-        if until:
-            raise Throttled(
-                wait=(until - timezone.now()).total_seconds(), detail=lockout.lock_message(until)
-            )
+        lock = lockout.current_lock(data["username"], client_ip(request))
+        if lock:
+            raise Throttled(wait=(lock.until - timezone.now()).total_seconds(), detail=lock.message)
         user = authenticate(request, username=data["username"], password=data["password"])
         if user is None or not user.is_active:
             raise AuthenticationFailed("Unable to log in with the given username and password.")

@@ -340,6 +340,8 @@ CSV_COLUMNS = [
 
 
 def _cell(value) -> str:
+    if value is None:
+        return ""
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
     # A spreadsheet runs cells that start with these as formulas.
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
@@ -356,18 +358,22 @@ def csv_response(qs, filename: str) -> StreamingHttpResponse:
     def rows():
         yield writer.writerow(CSV_COLUMNS)
         for e in qs.iterator(chunk_size=500):
+            # Every cell is escaped, whatever its column: none is safe by construction.
             yield writer.writerow(
                 [
-                    e.time.isoformat(),
-                    _cell(e.actor_name),
-                    _cell(e.action),
-                    _cell(e.vault_name),
-                    _cell(e.object_type),
-                    _cell(e.object_id),
-                    _cell(e.object_repr),
-                    e.source_ip or "",
-                    _cell(e.before) if e.before is not None else "",
-                    _cell(e.after) if e.after is not None else "",
+                    _cell(value)
+                    for value in (
+                        e.time.isoformat(),
+                        e.actor_name,
+                        e.action,
+                        e.vault_name,
+                        e.object_type,
+                        e.object_id,
+                        e.object_repr,
+                        e.source_ip,
+                        e.before,
+                        e.after,
+                    )
                 ]
             )
 

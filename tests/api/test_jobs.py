@@ -55,7 +55,7 @@ def test_it_shows_a_job_with_its_sub_tasks(api, item, reader):
         item.vault,
         item,
         status=Status.COMPLETED_WITH_WARNINGS,
-        warnings=["Transfer to vault failed; will retry."],
+        warnings=[{"code": "transfer_failed", "message": "Transfer to vault failed; will retry."}],
         bytes_total=100,
         bytes_done=40,
     )
@@ -70,7 +70,9 @@ def test_it_shows_a_job_with_its_sub_tasks(api, item, reader):
         ("Transfer data to vault", "failed"),
     ]
     assert r.data["subtasks"][1]["message"] == "disk full"
-    assert r.data["warnings"] == ["Transfer to vault failed; will retry."]
+    assert r.data["warnings"] == [
+        {"code": "transfer_failed", "message": "Transfer to vault failed; will retry."}
+    ]
     assert r.data["error_code"] is None
     assert {"started_at", "ended_at", "created_at", "error_message", "bytes_done"} <= set(r.data)
 
@@ -131,7 +133,13 @@ def test_it_shows_progress_totals_and_an_eta_while_a_job_runs(api, item, reader)
     assert 90 <= d["throughput"] <= 100  # about 1000 bytes in 10 s
     assert 19 <= d["eta_seconds"] <= 21  # 2000 bytes left at that rate
     assert d["params"] == {"on_demand": True, "retain_until": "2031-01-01T00:00:00+00:00"}
-    assert d["warnings"] == [{"code": "pre_script_failed", "message": "exit 3"}]
+    # A reader learns that the pre-script failed; what it printed is for operators.
+    assert d["warnings"] == [
+        {
+            "code": "pre_script_failed",
+            "message": "The pre-script failed. Operators see the details.",
+        }
+    ]
     assert d["consistency"] is None and d["recovery_point"] is None
 
 

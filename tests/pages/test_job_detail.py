@@ -31,8 +31,8 @@ def test_reader_sees_subtasks_bytes_and_errors(login, reader, vault, item):
         vault,
         item,
         status=Status.FAILED,
-        error_code="freeze_failed",
-        error_message="fsfreeze timed out",
+        error_code="disk_not_found",
+        error_message="disk image(s) missing",
         bytes_total=2048,
         bytes_done=1024,
     )
@@ -40,7 +40,12 @@ def test_reader_sees_subtasks_bytes_and_errors(login, reader, vault, item):
     response = login(reader).get(url(job))
     assert response.status_code == 200
     html = response.content.decode()
-    for text in ("Take snapshot", "freeze_failed", "fsfreeze timed out", "1.0\xa0KB of 2.0\xa0KB"):
+    for text in (
+        "Take snapshot",
+        "disk_not_found",
+        "disk image(s) missing",
+        "1.0\xa0KB of 2.0\xa0KB",
+    ):
         assert text in html
 
 
@@ -114,7 +119,7 @@ def test_it_shows_per_disk_progress_rates_and_eta(login, reader, vault, item):
     assert 'id="job-eta"' in html and 'id="job-rate"' in html
 
 
-def test_it_shows_backup_results_consistency_and_hook_log(login, reader, vault, item):
+def test_it_shows_backup_results_consistency_and_hook_log(login, operator, vault, item):
     job = f.make_job(
         vault,
         item,
@@ -129,7 +134,7 @@ def test_it_shows_backup_results_consistency_and_hook_log(login, reader, vault, 
             "transfer": {"chunks_copied": 3, "bytes_copied": 3 << 20, "chunks_present": 29},
         },
     )
-    html = login(reader).get(url(job)).content.decode()
+    html = login(operator).get(url(job)).content.decode()
     for text in (
         "Application-consistent",
         "reflink",
@@ -146,7 +151,7 @@ def test_it_shows_backup_results_consistency_and_hook_log(login, reader, vault, 
     assert 'id="job-eta"' not in html
 
 
-def test_thaw_failed_is_shown_loudly(login, reader, vault, item):
+def test_thaw_failed_is_shown_loudly(login, operator, vault, item):
     job = f.make_job(
         vault,
         item,
@@ -156,7 +161,7 @@ def test_thaw_failed_is_shown_loudly(login, reader, vault, item):
             {"code": "post_script_failed", "message": "post.sh exited 2"},
         ],
     )
-    html = login(reader).get(url(job)).content.decode()
+    html = login(operator).get(url(job)).content.decode()
     loud = html[html.index('id="loud-warnings"') :]
     assert "fsfreeze -u exited 1" in loud[: loud.index("</div>")]
     assert "post.sh exited 2" in html[html.index('id="job-warnings"') :]

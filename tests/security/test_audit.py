@@ -5,6 +5,7 @@ import io
 
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.db import connection
 from django.urls import reverse
 
 from vaults import audit, services
@@ -126,3 +127,35 @@ def test_security_operations_are_audited(api, vault, owner, item, operator):
     e = AuditEvent.objects.get(action="alert.acknowledge")
     assert e.actor == operator and e.before == {"status": "active"}
     assert e.after["status"] == "acknowledged"
+
+
+def test_every_csv_cell_is_escaped(api, admin_user):
+    # A row from before addresses were checked (SQLite keeps any text in an IP column; the
+    # inet column of PostgreSQL refuses it) and names that start with formula characters:
+    # no column is safe by construction.
+    formula = '=HYPERLINK("http://evil.example","x")'
+    ip = formula if connection.vendor == "sqlite" else "192.0.2.1"
+    AuditEvent.objects.create(
+        actor_name="@admin",
+        action="note",
+        object_type="+Thing",
+        object_id="-1",
+        object_repr="\tname",
+        source_ip=ip,
+        after=-5,
+    )
+    response = api(admin_user).get(reverse("api-audit-export"), {"action": "note"})
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    cells = rows[1]
+    assert [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")] == []
+    assert cells[1:] == [
+        "'@admin",
+        "note",
+        "",
+        "'+Thing",
+        "'-1",
+        "'\tname",
+        "'" + ip if ip == formula else ip,
+        "",
+        "'-5",
+    ]

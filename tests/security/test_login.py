@@ -49,9 +49,9 @@ def test_the_lock_covers_the_api_token_endpoint(api, owner):
 def test_the_lock_ends_after_the_lockout_time(client, owner):
     for _ in range(5):
         page_login(client, "owner", "wrong")
-    assert lockout.locked_until("owner", "10.0.0.1")
+    assert lockout.current_lock("owner", "10.0.0.1")
     LoginFailure.objects.update(time=timezone.now() - timedelta(minutes=16))
-    assert lockout.locked_until("owner", "10.0.0.1") is None
+    assert lockout.current_lock("owner", "10.0.0.1") is None
     assert page_login(client, "owner", "pw-secret-1").status_code == 302
 
 
@@ -61,7 +61,7 @@ def test_failures_spread_beyond_the_window_do_not_lock(owner):
         LoginFailure.objects.create(
             username="owner", ip="10.0.0.1", time=now - timedelta(minutes=minutes)
         )
-    assert lockout.locked_until("owner", "10.0.0.1", now) is None
+    assert lockout.current_lock("owner", "10.0.0.1", now) is None
 
 
 def test_a_successful_login_clears_the_failures(client, owner):
@@ -74,7 +74,7 @@ def test_a_successful_login_clears_the_failures(client, owner):
 def test_usernames_are_compared_case_insensitively(client, owner):
     for name in ("owner", "OWNER", "Owner", "owner ", "oWner"):
         page_login(client, name, "wrong")
-    assert lockout.locked_until("owner", "10.0.0.1")
+    assert lockout.current_lock("owner", "10.0.0.1")
 
 
 def test_tokens_record_last_use_and_are_revocable(api, owner):

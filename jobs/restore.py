@@ -211,7 +211,8 @@ def _restore_into(ctx: JobContext, rp: RecoveryPoint, tier: str, targets: dict[i
     except engine.Cancelled as e:
         raise JobCancelled() from e
     except engine.EngineError as e:
-        raise engine_error(e) from e
+        folders = ", ".join(sorted({str(Path(t).parent) for t in targets.values()}))
+        raise engine_error(e, f"The restore target's disk ({folders})") from e
 
 
 def _take_safety_rp(ctx: JobContext, rp: RecoveryPoint, luns: list[int]) -> RecoveryPoint:
@@ -241,7 +242,9 @@ def _take_safety_rp(ctx: JobContext, rp: RecoveryPoint, luns: list[int]) -> Reco
     except engine.Cancelled as e:
         raise JobCancelled() from e
     except engine.EngineError as e:
-        raise engine_error(e) from e
+        raise engine_error(
+            e, f"The snapshot disk of host {vm.host.name} ({vm.host.snapshot_root})"
+        ) from e
     all_luns = [d.lun for d in vm.disks.all()]
     return RecoveryPoint.objects.create(
         id=safety_id,

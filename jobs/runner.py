@@ -8,6 +8,7 @@ A heartbeat thread writes `heartbeat_at` while the handler runs; `reap` fails jo
 heartbeat stopped (the worker died), so nothing stays "in progress" forever.
 """
 
+import errno
 import importlib
 import logging
 import threading
@@ -50,6 +51,32 @@ class JobError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+# A write that failed for want of space: the disk (or the user's quota on it) is full.
+_FULL_DISK = {errno.ENOSPC, errno.EDQUOT}
+
+
+def full_disk(e: BaseException) -> OSError | None:
+    """The OSError saying a disk is full, if that is why `e` happened (it or any cause)."""
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in _FULL_DISK:
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def full_disk_reason(e: BaseException, where: str) -> str:
+    """ "<where> is full (<why>)", where names the disk, e.g. "The snapshot disk of host h1"."""
+    full = full_disk(e) or e
+    return f"{where} is full ({getattr(full, 'strerror', None) or full})"
+
+
+def no_space(e: BaseException, where: str) -> JobError:
+    return JobError("no_space", f"{full_disk_reason(e, where)}. Free space there, then try again.")
 
 
 class JobContext:
@@ -176,6 +203,18 @@ def _job_finished(job: Job) -> None:
         log.exception("alert hook failed for job %s", job.pk)
 
 
+def _unexpected(job: Job, e: Exception) -> JobError:
+    """A failure no handler named: a full disk says so; anything else is a bug, logged loudly."""
+    full = full_disk(e)
+    if full is not None:
+        where = (
+            f"The disk holding {full.filename}" if full.filename else "A disk this job writes to"
+        )
+        return no_space(e, where)
+    log.exception("job %s failed", job.pk)
+    return JobError("internal_error", f"{type(e).__name__}: {e}")
+
+
 def run_job(job_id: int) -> str:
     """Entry point of every django-q2 delivery. Returns the final status (for the q2 log)."""
     close_old_connections()
@@ -191,15 +230,9 @@ def run_job(job_id: int) -> str:
         finish(job, Status.CANCELLED, message="Cancelled on request.", warnings=ctx.warnings)
     except JobError as e:
         finish(job, Status.FAILED, code=e.code, message=e.message, warnings=ctx.warnings)
-    except Exception as e:  # a bug or an unexpected failure: the job says so, loudly
-        log.exception("job %s failed", job.pk)
-        finish(
-            job,
-            Status.FAILED,
-            code="internal_error",
-            message=f"{type(e).__name__}: {e}",
-            warnings=ctx.warnings,
-        )
+    except Exception as e:
+        error = _unexpected(job, e)
+        finish(job, Status.FAILED, code=error.code, message=error.message, warnings=ctx.warnings)
     else:
         status = Status.COMPLETED_WITH_WARNINGS if ctx.warnings else Status.COMPLETED
         finish(job, status, warnings=ctx.warnings)

@@ -622,14 +622,15 @@ def run_transfer(ctx: JobContext) -> None:
         raise JobError(ctx.warnings[-1]["code"], ctx.warnings[-1]["message"])
 
 
-def after_worker_lost(job: Job) -> None:
-    """A backup's worker died: its freeze watchdog died with it, so thaw the VM now (a thaw of
-    a VM that is not frozen is harmless), record the failure on the item, drop the work dir."""
+def after_backup_lost(job: Job) -> None:
+    """A backup failed without its worker (worker lost, or never delivered): record the
+    failure on the item. A lost worker's freeze watchdog died with it, so thaw the VM now (a
+    thaw of a VM that is not frozen is harmless), and drop its work dir."""
     item = job.protected_item
     if item is None:
         return
     vm = item.vm
-    if vm.freeze_enabled and vm.thaw_command:
+    if job.error_code == "worker_lost" and vm.freeze_enabled and vm.thaw_command:
         result = run_process(
             ["/bin/sh", "-c", vm.thaw_command],
             timeout=max(vm.freeze_timeout, 10),

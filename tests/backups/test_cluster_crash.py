@@ -1,12 +1,13 @@
 """A whole django-q2 cluster killed with kill -9 strands nothing: the jobs it had taken but not
-run, run once a cluster is back.
+run, run once a cluster is back; `manage.py worker` brings it back and stops it in bounded time.
 
-Real `manage.py qcluster` processes. The queue's `retry` (how long a cluster
+Real `manage.py qcluster` / `manage.py worker` processes. The queue's `retry` (how long a cluster
 may hold a message it took) is a few seconds here instead of minutes, so the tests take seconds.
 """
 
 import os
 import signal
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -79,3 +80,73 @@ def test_jobs_taken_by_a_killed_cluster_run_after_a_restart(
     # "Backup now" works again for every VM.
     assert waiting[0].backup_now().status == Status.QUEUED
     assert busy.backup_now().status == Status.QUEUED
+
+
+def processes() -> list[tuple[int, str, int, int]]:
+    """(pid, state, parent pid, process group) of every process."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            state, ppid, pgid = stat.rsplit(")", 1)[1].split()[:3]
+            found.append((int(entry.name), state, int(ppid), int(pgid)))
+    return found
+
+
+def cluster_of(supervisor_pid: int) -> int | None:
+    """The pid of the cluster `manage.py worker` runs (its child)."""
+    return next((pid for pid, _, ppid, _ in processes() if ppid == supervisor_pid), None)
+
+
+def running_in_group(pgid: int) -> list[int]:
+    """Processes of the group that still run (a killed one may stay a zombie a moment)."""
+    return [pid for pid, state, _, group in processes() if group == pgid and state != "Z"]
+
+
+def test_the_worker_command_restarts_a_killed_cluster_and_stops_in_bounded_time(
+    shared_db, start_worker, tmp_path, hooks_dir
+):
+    env = lifeboat_env({"LIFEBOAT_QUEUE_RETRY_SECONDS": str(RETRY)})
+    hanging, pid_file = hanging_world(tmp_path / "hang", hooks_dir)
+    quick = World(tmp_path / "quick")
+    supervisor = start_worker(["worker", "--grace", "2"], env)
+    try:
+        first = wait_until(lambda: cluster_of(supervisor.proc.pid), 30, what="a cluster started")
+        job = hanging.backup_now()
+        wait_until(pid_file.exists, 60, step=0.1, what="the cluster started the backup")
+        os.killpg(first, signal.SIGKILL)  # kill -9 of the whole cluster tree
+        end_hook(pid_file)
+        pid_file.unlink()
+
+        # The supervisor starts a new cluster, which runs the next backup.
+        second = wait_until(
+            lambda: (pid := cluster_of(supervisor.proc.pid)) != first and pid,
+            30,
+            what="a new cluster",
+        )
+        assert run_to_end(quick.backup_now()) in DONE
+        runner.reap(timezone.now() + runner.HEARTBEAT_TIMEOUT + timedelta(seconds=30))
+        job.refresh_from_db()
+        assert job.error_code == "worker_lost"
+
+        # Stopping while a job hangs takes the grace period, not the job's time; nothing of
+        # the cluster is left running.
+        hanging.backup_now()
+        wait_until(pid_file.exists, 60, step=0.1, what="the new cluster started a backup")
+        began = time.monotonic()
+        supervisor.proc.send_signal(signal.SIGTERM)
+        supervisor.proc.wait(timeout=20)
+        assert time.monotonic() - began < 10
+        assert running_in_group(second) == []
+    finally:
+        end_hook(pid_file)
+
+
+def run_to_end(job) -> str:
+    wait_until(lambda: Job.objects.get(pk=job.pk).status in (*DONE, Status.FAILED), 90, step=0.2)
+    job.refresh_from_db()
+    assert job.status in DONE, job.error_message
+    return job.status

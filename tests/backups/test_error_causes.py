@@ -92,3 +92,20 @@ def test_any_job_that_fills_a_disk_fails_as_no_space(tmp_path, small_disk, monke
     job = run(runner.create_job(operation=Operation.VERIFY, params={"path": str(full / "big")}))
     assert (job.status, job.error_code) == (Status.FAILED, "no_space"), job.error_message
     assert "is full (No space left on device)" in job.error_message
+
+
+def test_a_disk_image_gone_when_the_engine_opens_it_is_disk_not_found(tmp_path):
+    """Between the connector's check and the engine's read (or in a replace-disks restore's
+    safety backup), a vanished image is named as such too, not as an unreadable source."""
+    import engine
+    from jobs.backup import engine_error
+
+    w = World(tmp_path)
+    gone = tmp_path / "gone.img"
+    request = engine.BackupRequest(
+        store=w.snapshot_store(), disks=[engine.DiskSource(-1, str(gone))], vm_name="vm"
+    )
+    with pytest.raises(engine.SourceUnreadable) as raised:
+        engine.backup(request)
+    error = engine_error(raised.value)
+    assert (error.code, str(gone) in error.message) == ("disk_not_found", True)

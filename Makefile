@@ -13,14 +13,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# Web server and one django-q2 worker in one terminal; Ctrl-C stops both.
+# Web server, the django-q2 worker (restarted when it dies: `manage.py worker`) and the lab's
+# writers in one terminal. Ctrl-C stops them all and waits until they have stopped (the worker
+# gives a running job 10 s, then kills it).
 run: $(VENV)/.installed
 	$(PY) manage.py migrate --no-input
 	$(PY) manage.py sync_schedules
 	$(PY) manage.py bootstrap
 	$(PY) manage.py collectstatic --no-input -v 0
-	@trap 'kill 0' INT TERM EXIT; \
-	$(PY) manage.py qcluster & \
+	@trap 'trap "" INT TERM; trap - EXIT; kill 0; wait' INT TERM EXIT; \
+	$(PY) manage.py worker & \
 	$(PY) manage.py lab writers & \
 	$(PY) manage.py runserver --noreload $(HOST):$(PORT)
 

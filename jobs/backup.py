@@ -35,7 +35,15 @@ from jobs import queue
 from jobs.hook_details import THAW_AFTER_WORKER_LOST
 from jobs.models import Job, Operation, Status, SubTask
 from jobs.reconcile import lock_running_job, work_dir
-from jobs.runner import JobCancelled, JobContext, JobError, create_job
+from jobs.runner import (
+    JobCancelled,
+    JobContext,
+    JobError,
+    create_job,
+    full_disk,
+    full_disk_reason,
+    no_space,
+)
 from jobs.stores import kek_for, snapshot_store, vault_store
 from policies import retention, schedule
 from policies.models import BackupPolicy, Consistency
@@ -273,7 +281,13 @@ class EngineProgress:
         return [{"lun": lun, **v} for lun, v in sorted(self.disks.items())]
 
 
-def engine_error(e: engine.EngineError) -> JobError:
+def engine_error(e: engine.EngineError, where: str = "A disk this job writes to") -> JobError:
+    """The job error for an engine failure; `where` names the disk the job writes to, for when
+    that disk is full."""
+    if full_disk(e) is not None:
+        return no_space(e, where)
+    if isinstance(e, engine.SourceUnreadable) and isinstance(e.__cause__, FileNotFoundError):
+        return JobError("disk_not_found", f"A disk image is missing: {e}")
     if isinstance(e, engine.KeyUnavailable):
         return JobError("key_unavailable", f"The vault's encryption key is unavailable: {e}")
     if isinstance(e, engine.SourceUnreadable):
@@ -397,12 +411,11 @@ def _backup(ctx: JobContext, item: ProtectedVM) -> None:
     if parent is not None and not snap.has_manifest(str(parent)):
         parent = None  # e.g. removed by tiering meanwhile: a full read, still deduplicated
     rp_id = str(uuid.uuid4())
-    sizes = {d.lun: d.path for d in spec.disks}
-    progress = EngineProgress(
-        ctx, "snapshot", {lun: Path(p).stat().st_size for lun, p in sizes.items()}
-    )
+    snapshot_disk = f"The snapshot disk of host {host.name} ({host.snapshot_root})"
 
     def capture(views) -> engine.BackupResult:
+        # Sized here, from the views: the connector has checked that every disk exists.
+        progress = EngineProgress(ctx, "snapshot", {v.lun: v.path.stat().st_size for v in views})
         return engine.backup(
             engine.BackupRequest(
                 store=snap,
@@ -438,7 +451,11 @@ def _backup(ctx: JobContext, item: ProtectedVM) -> None:
             ctx.warn(code, message)
         raise JobError(e.code, e.message) from e
     except engine.EngineError as e:
-        raise engine_error(e) from e
+        raise engine_error(e, snapshot_disk) from e
+    except OSError as e:
+        if full_disk(e) is None:
+            raise
+        raise no_space(e, snapshot_disk) from e
     finally:
         shutil.rmtree(workdir, ignore_errors=True)  # the connector removed its clones, not this
     result: engine.BackupResult = outcome.result
@@ -563,12 +580,15 @@ def transfer_rp(ctx: JobContext, rp: RecoveryPoint, sub: SubTask) -> bool:
         RecoveryPoint.objects.filter(pk=rp.pk).update(
             transfer_attempts=rp.transfer_attempts + 1, last_transfer_at=timezone.now()
         )
+        code, why = "transfer_failed", str(e)
+        if full_disk(e) is not None:
+            code, why = "no_space", full_disk_reason(e, f"the vault disk ({vault.store_path})")
         ctx.warn(
-            "transfer_failed",
-            f"Transfer to the vault tier failed: {e}. The snapshot is "
-            "kept and the transfer will be retried.",
+            code,
+            f"Transfer to the vault tier failed: {why}. The snapshot is kept and the transfer "
+            "will be retried.",
         )
-        ctx.end_subtask(sub, Status.FAILED, str(e))
+        ctx.end_subtask(sub, Status.FAILED, why)
         return False
     RecoveryPoint.objects.filter(pk=rp.pk).update(
         in_vault_tier=True,
@@ -604,17 +624,18 @@ def run_transfer(ctx: JobContext) -> None:
         return
     if not transfer_rp(ctx, rp, sub):
         # The job itself failed its one purpose; the RP keeps waiting for the next retry.
-        raise JobError("transfer_failed", ctx.warnings[-1]["message"])
+        raise JobError(ctx.warnings[-1]["code"], ctx.warnings[-1]["message"])
 
 
-def after_worker_lost(job: Job) -> None:
-    """A backup's worker died: its freeze watchdog died with it, so thaw the VM now (a thaw of
-    a VM that is not frozen is harmless), record the failure on the item, drop the work dir."""
+def after_backup_lost(job: Job) -> None:
+    """A backup failed without its worker (worker lost, or never delivered): record the
+    failure on the item. A lost worker's freeze watchdog died with it, so thaw the VM now (a
+    thaw of a VM that is not frozen is harmless), and drop its work dir."""
     item = job.protected_item
     if item is None:
         return
     vm = item.vm
-    if vm.freeze_enabled and vm.thaw_command:
+    if job.error_code == "worker_lost" and vm.freeze_enabled and vm.thaw_command:
         result = run_process(
             ["/bin/sh", "-c", vm.thaw_command],
             timeout=max(vm.freeze_timeout, 10),

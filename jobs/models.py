@@ -59,6 +59,10 @@ class Job(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+    # Messages sent to the task queue for this job, and when the last one went (None: at
+    # creation). The reaper re-sends the message of a queued job that no worker holds.
+    deliveries = models.PositiveSmallIntegerField(default=1)
+    delivered_at = models.DateTimeField(null=True, blank=True)
     # Written by the running worker; the reaper fails jobs whose heartbeat stopped.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     bytes_total = models.BigIntegerField(default=0)

@@ -265,18 +265,19 @@ def _opened_targets(
                     opened.callback(os.close, replaces)
                 targets[lun] = engine.RestoreTarget(dirs[directory], name, replaces, path)
         except engine.EngineError as e:
-            raise _restore_error(e) from e
+            folders = ", ".join(sorted({os.path.dirname(p) for p in files.values()}))
+            raise _restore_error(e, f"The restore target's disk ({folders})") from e
         yield targets
 
 
-def _restore_error(e: engine.EngineError) -> JobError:
+def _restore_error(e: engine.EngineError, where: str) -> JobError:
     if isinstance(e, engine.TargetChanged):
         return JobError(
             "target_changed",
             f"The restore target changed after the restore was requested, so nothing was "
             f"written: {e}.",
         )
-    return engine_error(e)
+    return engine_error(e, where)
 
 
 def _restore_into(
@@ -301,7 +302,8 @@ def _restore_into(
     except engine.Cancelled as e:
         raise JobCancelled() from e
     except engine.EngineError as e:
-        raise _restore_error(e) from e
+        folders = ", ".join(sorted({str(Path(t.shown).parent) for t in targets.values()}))
+        raise _restore_error(e, f"The restore target's disk ({folders})") from e
 
 
 def _take_safety_rp(ctx: JobContext, rp: RecoveryPoint, files: dict[int, str]) -> RecoveryPoint:
@@ -333,7 +335,9 @@ def _take_safety_rp(ctx: JobContext, rp: RecoveryPoint, files: dict[int, str]) -
     except engine.Cancelled as e:
         raise JobCancelled() from e
     except engine.EngineError as e:
-        raise engine_error(e) from e
+        raise engine_error(
+            e, f"The snapshot disk of host {vm.host.name} ({vm.host.snapshot_root})"
+        ) from e
     all_luns = [d.lun for d in vm.disks.all()]
     return record_recovery_point(
         ctx.job.pk,

@@ -8,14 +8,17 @@ A heartbeat thread writes `heartbeat_at` while the handler runs; `reap` fails jo
 heartbeat stopped (the worker died), so nothing stays "in progress" forever.
 """
 
+import errno
 import importlib
 import logging
 import threading
 import time
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import close_old_connections, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from jobs.models import Job, Operation, Status, SubTask
@@ -50,6 +53,32 @@ class JobError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+# A write that failed for want of space: the disk (or the user's quota on it) is full.
+_FULL_DISK = {errno.ENOSPC, errno.EDQUOT}
+
+
+def full_disk(e: BaseException) -> OSError | None:
+    """The OSError saying a disk is full, if that is why `e` happened (it or any cause)."""
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in _FULL_DISK:
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def full_disk_reason(e: BaseException, where: str) -> str:
+    """ "<where> is full (<why>)", where names the disk, e.g. "The snapshot disk of host h1"."""
+    full = full_disk(e) or e
+    return f"{where} is full ({getattr(full, 'strerror', None) or full})"
+
+
+def no_space(e: BaseException, where: str) -> JobError:
+    return JobError("no_space", f"{full_disk_reason(e, where)}. Free space there, then try again.")
 
 
 class JobContext:
@@ -176,11 +205,23 @@ def _job_finished(job: Job) -> None:
         log.exception("alert hook failed for job %s", job.pk)
 
 
+def _unexpected(job: Job, e: Exception) -> JobError:
+    """A failure no handler named: a full disk says so; anything else is a bug, logged loudly."""
+    full = full_disk(e)
+    if full is not None:
+        where = (
+            f"The disk holding {full.filename}" if full.filename else "A disk this job writes to"
+        )
+        return no_space(e, where)
+    log.exception("job %s failed", job.pk)
+    return JobError("internal_error", f"{type(e).__name__}: {e}")
+
+
 def run_job(job_id: int) -> str:
     """Entry point of every django-q2 delivery. Returns the final status (for the q2 log)."""
     close_old_connections()
     job = claim(job_id)
-    if job is None:
+    if job is None:  # delivered again (see jobs.queue): already taken, or cancelled
         return "not claimed"
     heartbeat = _Heartbeat(job.pk)
     heartbeat.start()
@@ -191,15 +232,9 @@ def run_job(job_id: int) -> str:
         finish(job, Status.CANCELLED, message="Cancelled on request.", warnings=ctx.warnings)
     except JobError as e:
         finish(job, Status.FAILED, code=e.code, message=e.message, warnings=ctx.warnings)
-    except Exception as e:  # a bug or an unexpected failure: the job says so, loudly
-        log.exception("job %s failed", job.pk)
-        finish(
-            job,
-            Status.FAILED,
-            code="internal_error",
-            message=f"{type(e).__name__}: {e}",
-            warnings=ctx.warnings,
-        )
+    except Exception as e:
+        error = _unexpected(job, e)
+        finish(job, Status.FAILED, code=error.code, message=error.message, warnings=ctx.warnings)
     else:
         status = Status.COMPLETED_WITH_WARNINGS if ctx.warnings else Status.COMPLETED
         finish(job, status, warnings=ctx.warnings)
@@ -285,34 +320,135 @@ def cancel_job(job: Job, *, by, request=None) -> Job:
     return job
 
 
+# What a job lost with its worker left behind, and what happens next.
+AFTER_WORKER_LOST = {
+    Operation.BACKUP: "Nothing it was writing was committed. The next scheduled backup will "
+    "try again.",
+    Operation.TRANSFER: "The snapshot is kept and the transfer will be retried.",
+    Operation.RESTORE: "A restored disk is put in place only once it is complete, so no target "
+    "holds a partial disk. Ask for the restore again.",
+    Operation.CLEANUP: "The hourly cleanup runs it again.",
+    Operation.PURGE: "The hourly purge finishes it.",
+    Operation.DELETE_BACKUP_DATA: "The hourly purge finishes it.",
+    Operation.UPDATE_KEY: "Ask for the key update again; it resumes where this one stopped.",
+}
+
+
+def worker_lost_message(operation: str) -> str:
+    then = AFTER_WORKER_LOST.get(operation, "Start it again if it is still needed.")
+    return f"The worker running this job stopped responding. {then}"
+
+
+def _fail_unfinished(
+    job_id: int, statuses: list[str], *, code: str, message: str, why: str, now
+) -> Job | None:
+    """Fail a job that no worker will finish (if it is still in one of `statuses`), as `finish`
+    would: its sub-tasks end too (`why` in short) and its alerts fire. None if it moved on."""
+    updated = Job.objects.filter(pk=job_id, status__in=statuses).update(
+        status=Status.FAILED, ended_at=now, error_code=code, error_message=message
+    )
+    if not updated:
+        return None
+    SubTask.objects.filter(job_id=job_id, status__in=[Status.QUEUED, Status.IN_PROGRESS]).update(
+        status=Status.FAILED, ended_at=now, message=why
+    )
+    job = Job.objects.select_related("vault", "protected_item__vm__host").get(pk=job_id)
+    if job.operation == Operation.BACKUP:
+        from jobs.backup import after_backup_lost
+
+        try:
+            after_backup_lost(job)
+        except Exception:
+            log.exception("cleaning up after the lost backup job %s failed", job_id)
+    _job_finished(job)
+    return job
+
+
 def reap(now=None) -> int:
     """Fail jobs whose worker died (no heartbeat for HEARTBEAT_TIMEOUT)."""
     now = now or timezone.now()
-    dead = Job.objects.filter(
-        status__in=[Status.IN_PROGRESS, Status.CANCELLING],
-        heartbeat_at__lt=now - HEARTBEAT_TIMEOUT,
-    )
-    ids = list(dead.values_list("pk", flat=True))
-    for job_id in ids:
-        updated = Job.objects.filter(
-            pk=job_id, status__in=[Status.IN_PROGRESS, Status.CANCELLING]
-        ).update(
-            status=Status.FAILED,
-            ended_at=now,
-            error_code="worker_lost",
-            error_message="The worker running this job stopped responding; nothing it was "
-            "writing was committed. The next scheduled run will try again.",
+    running = [Status.IN_PROGRESS, Status.CANCELLING]
+    dead = Job.objects.filter(status__in=running, heartbeat_at__lt=now - HEARTBEAT_TIMEOUT)
+    ids = list(dead.values_list("pk", "operation"))
+    for job_id, operation in ids:
+        _fail_unfinished(
+            job_id,
+            running,
+            code="worker_lost",
+            message=worker_lost_message(operation),
+            why="Worker lost.",
+            now=now,
         )
-        if updated:
-            SubTask.objects.filter(
-                job_id=job_id, status__in=[Status.QUEUED, Status.IN_PROGRESS]
-            ).update(status=Status.FAILED, ended_at=now, message="Worker lost.")
-            job = Job.objects.select_related("protected_item__vm__host").get(pk=job_id)
-            if job.operation == Operation.BACKUP:
-                from jobs.backup import after_worker_lost
-
-                try:
-                    after_worker_lost(job)
-                except Exception:
-                    log.exception("cleaning up after the lost worker of job %s failed", job_id)
     return len(ids)
+
+
+def _option(name: str, default):
+    return settings.LIFEBOAT.get(name, default)
+
+
+def redeliver(now=None) -> dict:
+    """Re-send the message of queued jobs that no worker will run, or fail them.
+
+    A queued job whose last message went out more than REDELIVER_AFTER_MINUTES ago and that
+    has no message in the broker (none waiting, none held by a worker: see `jobs.queue`) was
+    lost in delivery; it gets a new message, at most REDELIVERIES times, then fails as
+    `not_delivered`. Jobs whose message is still in the broker are left alone: they wait for
+    a free worker, or for the lock of a cluster that died to run out.
+    """
+    from jobs import queue
+
+    now = now or timezone.now()
+    after = timedelta(minutes=float(_option("REDELIVER_AFTER_MINUTES", 5)))
+    limit = int(_option("REDELIVERIES", 3))
+    stale = list(
+        Job.objects.filter(status=Status.QUEUED)
+        .filter(
+            Q(delivered_at__lt=now - after)
+            | Q(delivered_at__isnull=True, created_at__lt=now - after)
+        )
+        .values_list("pk", "deliveries")
+    )
+    if not stale:
+        return {"redelivered": 0, "not_delivered": 0}
+    held = queue.with_message([pk for pk, _ in stale])
+    counts = {"redelivered": 0, "not_delivered": 0}
+    for job_id, deliveries in stale:
+        if job_id in held:
+            continue
+        if deliveries > limit:
+            counts["not_delivered"] += _not_delivered(job_id, deliveries, now)
+        else:
+            counts["redelivered"] += _send_again(job_id, deliveries, now)
+    if counts["redelivered"] or counts["not_delivered"]:
+        log.warning("queued jobs whose message was lost: %s", counts)
+    return counts
+
+
+def _send_again(job_id: int, deliveries: int, now) -> bool:
+    from jobs import queue
+
+    with transaction.atomic():
+        # Conditional, so that two reapers at once send one message, not two.
+        sent = Job.objects.filter(pk=job_id, status=Status.QUEUED, deliveries=deliveries).update(
+            deliveries=deliveries + 1, delivered_at=now
+        )
+        if sent:
+            queue.deliver(job_id)
+    return bool(sent)
+
+
+def _not_delivered(job_id: int, deliveries: int, now) -> bool:
+    message = (
+        f"This job never started: its task-queue message was lost {deliveries} times. Check "
+        "that the workers (manage.py worker) are running and share the web server's SECRET_KEY "
+        "and database."
+    )
+    failed = _fail_unfinished(
+        job_id,
+        [Status.QUEUED],
+        code="not_delivered",
+        message=message,
+        why="Never started.",
+        now=now,
+    )
+    return failed is not None

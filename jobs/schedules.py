@@ -13,7 +13,7 @@ class Periodic:
 PERIODIC = [
     # Enqueues due backups and starts queued transfers within each vault's limit.
     Periodic("lifeboat-dispatch", "jobs.tasks.dispatch", minutes=1),
-    # Fails jobs whose worker stopped sending heartbeats.
+    # Fails jobs whose worker stopped sending heartbeats; re-sends lost queue messages.
     Periodic("lifeboat-reap", "jobs.tasks.reap", minutes=1),
     # Manifests without a row whose job has finished, an early sweep of failed jobs' chunks,
     # leftover restore temp files and work folders.

@@ -23,8 +23,9 @@ def dispatch(now=None) -> dict:
     }
 
 
-def reap() -> int:
-    return runner.reap()
+def reap(now=None) -> dict:
+    """Fail jobs whose worker died; re-send (or fail) queued jobs whose message was lost."""
+    return {"worker_lost": runner.reap(now), **runner.redeliver(now)}
 
 
 def reconcile() -> dict:

@@ -10,6 +10,7 @@ a copy of the database holds live session keys, and the keys open sessions and v
 
 import os
 import secrets
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -210,14 +211,19 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-# django-q2 only delivers jobs; our Job rows are the truth. `retry` is a visibility timeout,
-# so it sits well above `timeout`, and a failed delivery is never retried by django-q2.
+# django-q2 only delivers jobs; our Job rows are the truth. `retry` is how long a cluster may
+# hold a message it took without acknowledging it; then any cluster takes it again. It is far
+# below `timeout` (a backup may run for hours) on purpose: running a message twice is harmless
+# (a job is claimed once; the second delivery finds it taken), while a long `retry` strands
+# every message a killed cluster had taken, its queued jobs included, for that long. Failed
+# deliveries are not retried by django-q2: the reaper re-sends lost messages (jobs.runner).
+warnings.filterwarnings("ignore", message="Retry and timeout are misconfigured")
 Q_CLUSTER = {
     "name": "lifeboat",
     "orm": "default",
     "workers": int(os.environ.get("LIFEBOAT_WORKERS", "2")),
     "timeout": 6 * 3600,
-    "retry": 7 * 3600,
+    "retry": int(os.environ.get("LIFEBOAT_QUEUE_RETRY_SECONDS", "300")),
     "max_attempts": 1,
     "ack_failures": True,
     "catch_up": False,
@@ -257,6 +263,10 @@ LIFEBOAT = {
     "VAULT_STORE_ROOT": Path(os.environ.get("LIFEBOAT_VAULT_STORE_ROOT", DATA_DIR / "vaults")),
     "MASTER_KEY_FILE": Path(os.environ.get("LIFEBOAT_MASTER_KEY_FILE", DATA_DIR / "master.key")),
     "DEMO_ROOT": Path(os.environ.get("LIFEBOAT_DEMO_ROOT", DATA_DIR / "demo")),
+    # A queued job whose task-queue message is gone this long gets a new one, so many times,
+    # then fails as `not_delivered` (the reaper, jobs.runner.redeliver).
+    "REDELIVER_AFTER_MINUTES": float(os.environ.get("LIFEBOAT_REDELIVER_AFTER_MINUTES", "5")),
+    "REDELIVERIES": 3,
     # Caps backup and transfer reads (MiB/s; 0 = unlimited), e.g. to watch progress in tests.
     "THROTTLE_MIBPS": float(os.environ.get("LIFEBOAT_THROTTLE_MIBPS", "0")),
 }

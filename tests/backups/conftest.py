@@ -99,6 +99,29 @@ def hooks_dir(tmp_path) -> Path:
 
 
 @pytest.fixture
+def small_disk():
+    """`small_disk(path, size)` mounts a tmpfs of `size` (e.g. "1m") at `path`: a real file
+    system that fills up, so writes fail with ENOSPC as on a full disk. Needs root."""
+    mounted: list[Path] = []
+
+    def mount(path: Path, size: str = "1m") -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+            capture_output=True,
+            text=True,
+        )
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs (needs root): {r.stderr.strip()}")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in reversed(mounted):
+        subprocess.run(["umount", "--lazy", str(path)], check=False)
+
+
+@pytest.fixture
 def quick_heartbeat_off(monkeypatch):
     """In-process runs share the test's transaction: keep the heartbeat thread quiet."""
     from jobs import runner

@@ -1,0 +1,105 @@
+"""`manage.py worker`: django-q2's cluster (`manage.py qcluster`), restarted when it dies and
+stopped in bounded time.
+
+Restart: a cluster that exits (killed, out of memory, a crash) is started again, after a pause
+that grows while it keeps dying at once. Whatever the dead cluster left behind in its process
+group (django-q2's sentinel and workers outlive a killed main process) is killed first, so two
+clusters never run side by side.
+
+Stop (SIGINT, SIGTERM, SIGHUP): django-q2 stops gracefully on SIGTERM by waiting for its workers, and
+they finish the running task and every task the cluster had already taken first; with tasks
+that run for hours that stop can take hours. So the cluster gets SIGTERM, `--grace` seconds,
+then its whole process group is killed. A job killed that way is failed by the reaper
+(`worker_lost`); messages the cluster had taken but not run are taken again by the next cluster
+once their lock runs out (`Q_CLUSTER["retry"]`, see jobs.queue).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+# Restart pauses: 1 s, doubling while the cluster keeps dying within STABLE seconds.
+FIRST_PAUSE, MAX_PAUSE, STABLE = 1.0, 30.0, 60.0
+TICK = 0.1
+
+
+class Command(BaseCommand):
+    help = "Run the django-q2 cluster; restart it when it dies; stop it within --grace seconds."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--grace",
+            type=float,
+            default=10.0,
+            help="seconds a stopping cluster may take before it is killed (default 10)",
+        )
+
+    def handle(self, *args, grace: float, **options):
+        self.stopping = False
+
+        def on_signal(signum, frame):
+            self.stopping = True
+
+        # SIGHUP too: a closed terminal must not leave the cluster (in its own session) behind.
+        stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        old = {s: signal.signal(s, on_signal) for s in stops}
+        try:
+            self.supervise(grace)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def say(self, message: str) -> None:
+        self.stderr.write(f"worker: {message}")
+
+    def supervise(self, grace: float) -> None:
+        argv = [sys.executable, str(settings.BASE_DIR / "manage.py"), "qcluster"]
+        pause = FIRST_PAUSE
+        while not self.stopping:
+            started = time.monotonic()
+            # Its own session: a terminal's Ctrl-C reaches this process only, which then stops
+            # the cluster as a whole; and the group can be killed without killing us.
+            cluster = subprocess.Popen(argv, start_new_session=True)
+            self.say(f"cluster started (pid {cluster.pid})")
+            while cluster.poll() is None and not self.stopping:
+                time.sleep(TICK)
+            if self.stopping:
+                self.stop(cluster, grace)
+                return
+            kill_group(cluster.pid)
+            pause = (
+                FIRST_PAUSE if time.monotonic() - started > STABLE else min(pause * 2, MAX_PAUSE)
+            )
+            self.say(f"cluster exited with code {cluster.returncode}; restarting in {pause:.0f} s")
+            deadline = time.monotonic() + pause
+            while not self.stopping and time.monotonic() < deadline:
+                time.sleep(TICK)
+
+    def stop(self, cluster: subprocess.Popen, grace: float) -> None:
+        self.say(f"stopping the cluster (at most {grace:g} s)")
+        cluster.send_signal(signal.SIGTERM)
+        try:
+            cluster.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.say("the cluster did not stop in time: killing it")
+        kill_group(cluster.pid)
+        cluster.wait()
+        self.say("stopped")
+
+
+def kill_group(pgid: int, wait: float = 5.0) -> None:
+    """SIGKILL every process left in the cluster's process group, and wait (a little) until
+    the group is gone."""
+    deadline = time.monotonic() + wait
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+        while time.monotonic() < deadline:
+            time.sleep(TICK)
+            os.killpg(pgid, 0)
+    except ProcessLookupError:
+        pass

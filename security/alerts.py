@@ -40,11 +40,13 @@ SECURITY_KINDS = {
     "immutability_changed": "Immutability changed",
 }
 # Sev 1. backup/restore failures follow the vault's job-alert switch; an unavailable key is
-# always raised (backups stop until it is back).
+# always raised (backups stop until it is back), and so is damaged backup data (what it held
+# cannot be restored).
 JOB_KINDS = {
     "backup_failure": "Backup failed",
     "restore_failure": "Restore failed",
     "key_unavailable": "Encryption key unavailable",
+    "corruption": "Backup data damaged",
 }
 SWITCHABLE = {"backup_failure", "restore_failure"}
 UPCOMING_PURGE_WINDOW = timedelta(days=2)
@@ -303,6 +305,32 @@ def on_job_finished(job) -> None:
                 dedup_key__startswith=f"backup_failure:{vault.pk}:{job.protected_item_id}:",
             ).exclude(status=AlertStatus.RESOLVED):
                 resolve_condition(alert.dedup_key)
+
+
+def corruption_key(vault_id, rp_id=None) -> str:
+    """Damage is a condition of a recovery point (or, when no one RP is named, of the vault's
+    stores): one open alert each, however often the damage is met again."""
+    return f"corruption:{vault_id}:{rp_id or 'stores'}"
+
+
+def data_damaged(rp, message: str) -> Alert | None:
+    """Damaged stored data met while reading `rp` outside a job (file recovery)."""
+    return fire(
+        rp.vault,
+        "corruption",
+        message=message,
+        dedup_key=corruption_key(rp.vault_id, rp.pk),
+        obj=rp,
+        once=False,
+    )
+
+
+def open_damage_alert(rp) -> Alert | None:
+    return (
+        Alert.objects.filter(dedup_key=corruption_key(rp.vault_id, rp.pk))
+        .exclude(status=AlertStatus.RESOLVED)
+        .first()
+    )
 
 
 def _purge_finished(job) -> None:

@@ -6,8 +6,7 @@ value before a byte is written, and audit. Actions look recovery points up inclu
 soft-deleted ones, so the answer says "undelete it first" instead of a bare 404.
 """
 
-from django.http import Http404, StreamingHttpResponse
-from django.utils.http import content_disposition_header
+from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -199,10 +198,13 @@ class FileListView(ApiView):
         rp = recovery_point(self)
         q = request.query_params
         disk, partition, path = q.get("disk"), q.get("partition"), q.get("path") or "/"
-        entries = file_recovery.list_dir(
-            rp, request.user, disk=disk, partition=partition, path=path
-        )
-        parts = file_recovery.partitions(rp, request.user, disk)
+        try:
+            entries = file_recovery.list_dir(
+                rp, request.user, disk=disk, partition=partition, path=path
+            )
+            parts = file_recovery.partitions(rp, request.user, disk)
+        except file_recovery.Unreadable as e:
+            raise Conflict(str(e)) from e
         return Response(
             {
                 "disk": int(disk),
@@ -239,15 +241,15 @@ class FileDownloadView(ApiView):
         q = request.query_params
         if not q.get("path"):
             raise serializers.ValidationError({"path": ["Give the path of a file or folder."]})
-        name, content_type, body = file_recovery.download(
-            rp,
-            request.user,
-            disk=q.get("disk"),
-            partition=q.get("partition"),
-            path=q["path"],
-            request=request,
-        )
-        response = StreamingHttpResponse(body, content_type=content_type)
-        response["Content-Disposition"] = content_disposition_header(True, name)
-        response["X-Content-Type-Options"] = "nosniff"
-        return response
+        try:
+            download = file_recovery.download(
+                rp,
+                request.user,
+                disk=q.get("disk"),
+                partition=q.get("partition"),
+                path=q["path"],
+                request=request,
+            )
+        except file_recovery.Unreadable as e:
+            raise Conflict(str(e)) from e
+        return download.response(download.name)

@@ -269,6 +269,8 @@ def on_job_finished(job) -> None:
 
     if job.vault_id is None:
         return
+    if job.status == Status.FAILED and job.error_code == "corruption":
+        _damage_found(job)
     if job.operation in (Operation.PURGE, Operation.DELETE_BACKUP_DATA):
         _purge_finished(job)
         return
@@ -330,6 +332,19 @@ def open_damage_alert(rp) -> Alert | None:
         Alert.objects.filter(dedup_key=corruption_key(rp.vault_id, rp.pk))
         .exclude(status=AlertStatus.RESOLVED)
         .first()
+    )
+
+
+def _damage_found(job) -> None:
+    """A backup, transfer, restore or verify job that failed on damaged stored data."""
+    fire(
+        job.vault,
+        "corruption",
+        message=f"{job.get_operation_display()} job {job.pk} found damaged data in vault "
+        f"{job.vault.name}: {job.error_message}",
+        dedup_key=corruption_key(job.vault_id, job.recovery_point_id),
+        obj=job,
+        once=False,
     )
 
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 import engine
 from security.models import Alert
-from tests.damage import flip_chunks_holding
+from tests.damage import flip_chunk, flip_chunks_holding
 from vaults.models import AuditEvent, FileRecoverySession
 
 pytestmark = pytest.mark.django_db
@@ -307,3 +307,16 @@ def test_over_http_the_client_sees_a_failed_transfer_never_a_whole_one(damaged_b
     assert folder.status == 200 and folder.getheader("Content-Length") is None
     with pytest.raises(ConnectionResetError):
         folder.read()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_damaged_file_system_is_shown_not_crashed(opened):
+    client, rp, _ = opened
+    flip_chunk(rp, -1, 0)  # the superblock's chunk
+    response = client.get(urls(rp)["files"], {"disk": "-1"})
+    assert response.status_code == 409
+    assert "damaged" in response.context["browse"]["error"]
+    assert 'id="damage-notice"' in response.content.decode()
+    htmx = client.get(urls(rp)["files"], {"disk": "-1"}, **HTMX)
+    assert htmx.status_code == 200 and "damaged" in htmx.content.decode()  # htmx swaps it in
+    assert Alert.objects.get(kind="corruption").occurrences == 2

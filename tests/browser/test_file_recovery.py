@@ -48,17 +48,26 @@ def test_operator_browses_and_downloads_a_file(
     assert open(download.path(), "rb").read() == files["/data/sub/deeper/blob.bin"]
 
 
+REPORT, BLOB = "/data/sub/report.txt", "/data/sub/deeper/blob.bin"
+
+
+@pytest.fixture
+def damaged_rp(real_rp):
+    """`real_rp` with the start of report.txt and the end of blob.bin damaged (its first MiB
+    stays readable). A fixture, so the ORM runs before Playwright: in the test body it would
+    open a second database connection that nothing closes."""
+    rp, files, image = real_rp
+    flip_chunks_holding(rp, -1, image, files[REPORT][:512], files[BLOB][-1024:-512])
+    return rp
+
+
 def test_a_damaged_download_fails_in_the_browser_and_the_page_says_so(
-    transactional_db, runserver, operator, real_rp, page
+    transactional_db, runserver, operator, damaged_rp, page
 ):
     """Served as `manage.py runserver` serves (portal/server.py)."""
-    rp, files, image = real_rp
-    report, blob = "/data/sub/report.txt", "/data/sub/deeper/blob.bin"
-    # The start of report.txt and the end of blob.bin (its first MiB stays readable).
-    flip_chunks_holding(rp, -1, image, files[report][:512], files[blob][-1024:-512])
     base = f"http://localhost:{runserver.port}"
     log_in(page, base, "operator")
-    files_url = base + reverse("rp-files", args=["prod", "files-01", rp.pk])
+    files_url = base + reverse("rp-files", args=["prod", "files-01", damaged_rp.pk])
     page.goto(files_url)
     page.click("#open-session")
     page.wait_for_selector("#end-session")
@@ -67,7 +76,7 @@ def test_a_damaged_download_fails_in_the_browser_and_the_page_says_so(
     page.goto(files_url + "?disk=-1&path=%2Fdata%2Fsub")
     page.locator("#entries tr", has_text="report.txt").locator("a.download").click()
     page.wait_for_selector("#damage-notice")
-    assert "damaged" in page.inner_text("#listing") and report in page.inner_text("#listing")
+    assert "damaged" in page.inner_text("#listing") and REPORT in page.inner_text("#listing")
 
     # Damage further in: the download has begun, and the browser marks it failed.
     page.goto(files_url + "?disk=-1&path=%2Fdata%2Fsub%2Fdeeper")
@@ -75,4 +84,4 @@ def test_a_damaged_download_fails_in_the_browser_and_the_page_says_so(
         page.locator("#entries tr", has_text="blob.bin").locator("a.download").click()
     assert info.value.failure() is not None
     page.reload()
-    assert blob in page.inner_text("#damage-notice")
+    assert BLOB in page.inner_text("#damage-notice")

@@ -186,11 +186,20 @@ def partition_json(p) -> dict:
     }
 
 
+DAMAGED = OpenApiResponse(
+    description="The recovery point could not be read (its stored data is damaged: a Sev-1 "
+    "alert was raised); `detail` says what and where."
+)
+
+
 class FileListView(ApiView):
     vault_actions = {"GET": "file_recovery"}
     serializer_class = DirectoryListingSerializer
 
-    @extend_schema(parameters=[FileQuerySerializer], responses={200: DirectoryListingSerializer})
+    @extend_schema(
+        parameters=[FileQuerySerializer],
+        responses={200: DirectoryListingSerializer, 409: DAMAGED},
+    )
     def get(self, request, vault_name: str, vm_name: str, rp_id):
         """List one directory of a disk in the recovery point (operators, with an open
         session). Not paginated: a listing is one directory, returned whole, with the
@@ -232,11 +241,14 @@ class FileDownloadView(ApiView):
 
     @extend_schema(
         parameters=[FileQuerySerializer],
-        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, 409: DAMAGED},
     )
     def get(self, request, vault_name: str, vm_name: str, rp_id):
         """Download a file as it is, or a folder as a zip archive (operators, with an open
-        session). The body streams; the name is in Content-Disposition (RFC 6266/5987)."""
+        session). The body streams; the name is in Content-Disposition (RFC 6266/5987). A
+        file has a Content-Length; damaged data met after the first bytes aborts the
+        connection (a zip then has no central directory), so a cut-short body never passes
+        for a whole one."""
         rp = recovery_point(self)
         q = request.query_params
         if not q.get("path"):

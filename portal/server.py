@@ -19,7 +19,10 @@ RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 seconds: close() sends RST, n
 
 
 def is_reset(sock: socket.socket) -> bool:
-    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, len(RESET)) == RESET
+    try:
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, len(RESET)) == RESET
+    except OSError:  # already closed
+        return False
 
 
 class ServerHandler(basehttp.ServerHandler):
@@ -45,7 +48,7 @@ class RequestHandler(basehttp.WSGIRequestHandler):
         if not is_reset(self.connection):
             try:
                 self.connection.shutdown(socket.SHUT_WR)
-            except OSError:
+            except (AttributeError, OSError):
                 pass
 
     def handle_one_request(self):

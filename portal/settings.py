@@ -95,6 +95,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # Before WhiteNoise and staticfiles: its `runserver` wraps theirs (portal/server.py).
+    "portal",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
@@ -102,7 +104,6 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "django_q",
-    "portal",
     "inventory",
     "vaults",
     "policies",

@@ -41,11 +41,13 @@ SECURITY_KINDS = {
     "immutability_changed": "Immutability changed",
 }
 # Sev 1. backup/restore failures follow the vault's job-alert switch; an unavailable key is
-# always raised (backups stop until it is back), Sev 0 when it is the master key.
+# always raised (backups stop until it is back; Sev 0 when it is the master key), and so is
+# damaged backup data (what it held cannot be restored).
 JOB_KINDS = {
     "backup_failure": "Backup failed",
     "restore_failure": "Restore failed",
     "key_unavailable": "Encryption key unavailable",
+    "corruption": "Backup data damaged",
 }
 SWITCHABLE = {"backup_failure", "restore_failure"}
 UPCOMING_PURGE_WINDOW = timedelta(days=2)
@@ -268,6 +270,8 @@ def on_job_finished(job) -> None:
 
     if job.vault_id is None:
         return
+    if job.status == Status.FAILED and job.error_code == "corruption":
+        _damage_found(job)
     if job.operation in (Operation.PURGE, Operation.DELETE_BACKUP_DATA):
         _purge_finished(job)
         return
@@ -318,6 +322,45 @@ def key_unavailable(vault, message: str, obj=None) -> Alert | None:
         dedup_key=f"key_unavailable:{vault.pk}",
         severity=Severity.SEV0 if platform else Severity.SEV1,
         obj=obj,
+        once=False,
+    )
+
+
+def corruption_key(vault_id, rp_id=None) -> str:
+    """Damage is a condition of a recovery point (or, when no one RP is named, of the vault's
+    stores): one open alert each, however often the damage is met again."""
+    return f"corruption:{vault_id}:{rp_id or 'stores'}"
+
+
+def data_damaged(rp, message: str) -> Alert | None:
+    """Damaged stored data met while reading `rp` outside a job (file recovery)."""
+    return fire(
+        rp.vault,
+        "corruption",
+        message=message,
+        dedup_key=corruption_key(rp.vault_id, rp.pk),
+        obj=rp,
+        once=False,
+    )
+
+
+def open_damage_alert(rp) -> Alert | None:
+    return (
+        Alert.objects.filter(dedup_key=corruption_key(rp.vault_id, rp.pk))
+        .exclude(status=AlertStatus.RESOLVED)
+        .first()
+    )
+
+
+def _damage_found(job) -> None:
+    """A backup, transfer, restore or verify job that failed on damaged stored data."""
+    fire(
+        job.vault,
+        "corruption",
+        message=f"{job.get_operation_display()} job {job.pk} found damaged data in vault "
+        f"{job.vault.name}: {job.error_message}",
+        dedup_key=corruption_key(job.vault_id, job.recovery_point_id),
+        obj=job,
         once=False,
     )
 

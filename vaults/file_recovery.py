@@ -5,27 +5,47 @@ The file system is read through the engine's random-access reader over the RP's 
 fetched and verified; nothing is mounted and nothing needs root. Browsing needs an open
 session for that RP and user: read-only, audited, expiring, and it can be ended at once.
 Pages and the API both call these functions.
+
+Damaged stored data is never served as a success. A chunk that fails its check stops the
+read: before the first byte of a download (or during a listing) the caller gets `Unreadable`
+(pages and the API answer 409); later, the download's iterator raises, so the web server
+aborts the connection and the client sees a body shorter than its Content-Length (a folder's
+zip also lacks its central directory). Either way the damage is logged, audited for a download,
+and raised as a Sev-1 alert on the recovery point, which the file-recovery page shows.
 """
 
+import logging
 import mimetypes
 import posixpath
 import queue
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import StreamingHttpResponse
 from django.utils import timezone
+from django.utils.http import content_disposition_header
 
 import engine
 import engine.fs as efs
 from jobs.stores import kek_for
+from security import alerts
 from vaults import access, audit
+from vaults.forms import lun_label
 from vaults.models import FileRecoverySession, RecoveryPoint
 
+log = logging.getLogger(__name__)
+
 DEFAULT_SESSION_HOURS = 12
+
+
+class Unreadable(Exception):
+    """Reading the recovery point failed (damaged stored data, or a file system that
+    contradicts itself); the text says what and where, for the user."""
 
 
 def session_lifetime() -> timedelta:
@@ -129,19 +149,80 @@ def _partition(value) -> int | None:
         raise ValidationError({"partition": "Must be a partition number."}) from None
 
 
+def _damage(exc: BaseException) -> engine.CorruptionError | None:
+    """The chunk check that failed under `exc`: the file-system layer reports a failed disk
+    read as its own error, caused by the engine's."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, engine.CorruptionError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _reading_failed(rp: RecoveryPoint, what: str, exc: BaseException) -> str:
+    """Log a failed read of `rp` (`what`: which read, of what) and raise the alert that
+    damage deserves; the sentence for the user."""
+    damage = _damage(exc)
+    if damage is None:
+        log.error("recovery point %s (vault %s): %s failed: %s", rp.pk, rp.vault, what, exc)
+        return f"{what[:1].upper()}{what[1:]} failed: {exc}"
+    where = damage.details[0] if damage.details else damage
+    log.error(
+        "recovery point %s (vault %s): %s failed on damaged stored data: %s",
+        rp.pk,
+        rp.vault,
+        what,
+        where,
+    )
+    alerts.data_damaged(
+        rp,
+        f"The recovery point of {rp.protected_item.vm.name} taken {rp.time:%Y-%m-%d %H:%M} UTC "
+        f"is damaged: the {what} failed ({where}). What the damaged part held cannot be "
+        "recovered from this recovery point; use another one and verify the vault.",
+    )
+    return (
+        f"The stored data of this recovery point is damaged: the {what} failed ({where}). "
+        "An alert was raised; try another recovery point."
+    )
+
+
+def _what(action: str, lun: int, partition, path: str) -> str:
+    part = f", partition {partition}" if partition not in (None, "") else ""
+    return f"{action} {path} ({lun_label(lun)}{part})"
+
+
+def _key_unavailable(e: engine.KeyUnavailable) -> ValidationError:
+    return ValidationError({"detail": f"The vault's encryption key is unavailable: {e}"})
+
+
 @contextmanager
-def _opened(rp: RecoveryPoint, disk, partition) -> Iterator[efs.FileSystem]:
-    lun, part = _disk_lun(rp, disk), _partition(partition)
+def _reading(rp: RecoveryPoint, what: str) -> Iterator[None]:
+    """Engine errors in the block become `Unreadable`, logged (and alerted when the stored
+    data is damaged)."""
     try:
-        reader = engine.open_disk(_store_for(rp), str(rp.pk), lun)
+        yield
     except engine.KeyUnavailable as e:
-        raise ValidationError({"detail": f"The vault's encryption key is unavailable: {e}"}) from e
+        raise _key_unavailable(e) from e
+    except engine.EngineError as e:
+        raise Unreadable(_reading_failed(rp, what, e)) from e
+
+
+@contextmanager
+def _opened(rp: RecoveryPoint, disk, partition, store=None) -> Iterator[efs.FileSystem]:
+    """The file system of a disk (and partition) of `rp`; engine errors pass through."""
+    lun, part = _disk_lun(rp, disk), _partition(partition)
+    reader = engine.open_disk(store or _store_for(rp), str(rp.pk), lun)
     try:
         try:
             fs = efs.open_filesystem(reader, part)
         except efs.PartitionNotFound as e:
             raise ValidationError({"partition": str(e)}) from e
         except efs.UnsupportedFilesystem as e:
+            if _damage(e) is not None:
+                raise
             raise ValidationError({"partition": str(e)}) from e
         with fs:
             yield fs
@@ -152,75 +233,142 @@ def _opened(rp: RecoveryPoint, disk, partition) -> Iterator[efs.FileSystem]:
 def partitions(rp: RecoveryPoint, user, disk) -> list[efs.Partition]:
     require_session(rp, user)
     lun = _disk_lun(rp, disk)
-    with engine.open_disk(_store_for(rp), str(rp.pk), lun) as reader:
-        return efs.list_partitions(reader)
+    with _reading(rp, f"listing of the partitions ({lun_label(lun)})"):
+        with engine.open_disk(_store_for(rp), str(rp.pk), lun) as reader:
+            return efs.list_partitions(reader)
 
 
 def list_dir(rp: RecoveryPoint, user, *, disk, partition=None, path="/") -> list[efs.Entry]:
     require_session(rp, user)
-    with _opened(rp, disk, partition) as fs:
+    path = path or "/"
+    what = _what("listing of", _disk_lun(rp, disk), partition, path)
+    with _reading(rp, what), _opened(rp, disk, partition) as fs:
         try:
-            return fs.listdir(path or "/")
+            return fs.listdir(path)
         except (efs.PathNotFound, efs.NotADirectory) as e:
             raise ValidationError({"path": str(e)}) from e
 
 
-def download(rp: RecoveryPoint, user, *, disk, partition=None, path, request=None):
-    """(file name, content type, byte iterator): a file as it is, a folder as a zip archive.
+@dataclass(frozen=True)
+class Download:
+    """What a download response needs: the byte stream, and `size` (the Content-Length) for
+    a single file; a folder's zip is as long as it turns out."""
 
-    The iterator opens its own reader, so the response can stream after this returns."""
+    name: str
+    content_type: str
+    chunks: Iterator[bytes]
+    size: int | None
+
+    def response(self, filename: str) -> StreamingHttpResponse:
+        """The streamed response, named `filename`. A file's Content-Length lets the client
+        tell a body cut short by a failed read from the whole file."""
+        response = StreamingHttpResponse(self.chunks, content_type=self.content_type)
+        if self.size is not None:
+            response["Content-Length"] = str(self.size)
+        response["Content-Disposition"] = content_disposition_header(True, filename)
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+def download(rp: RecoveryPoint, user, *, disk, partition=None, path, request=None) -> Download:
+    """A file as it is, or a folder as a zip archive, checked as it streams.
+
+    The first piece is read here, so damage at the start is `Unreadable` before any response.
+    The stream opens its own reader, so the response can stream after this returns; if a
+    later piece fails, it raises (it never just ends)."""
     require_session(rp, user)
-    with _opened(rp, disk, partition) as fs:
-        try:
-            entry = fs.stat(path)
-        except efs.PathNotFound as e:
-            raise ValidationError({"path": str(e)}) from e
-    if entry.kind not in ("file", "dir"):
-        raise ValidationError({"path": f"{path} is a {entry.kind}, not a file or folder."})
+    what = _what("download of", _disk_lun(rp, disk), partition, path)
+    details = {"disk": disk, "partition": partition, "path": path}
+    try:
+        with _opened(rp, disk, partition) as fs:
+            try:
+                entry = fs.stat(path)
+            except efs.PathNotFound as e:
+                raise ValidationError({"path": str(e)}) from e
+        if entry.kind not in ("file", "dir"):
+            raise ValidationError({"path": f"{path} is a {entry.kind}, not a file or folder."})
+        details["kind"] = entry.kind
+        if entry.kind == "file":
+            name = posixpath.basename(path) or "file"
+            content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            size = entry.size
+            chunks = _file_bytes(rp, disk, partition, path)
+        else:
+            name, content_type, size = efs.archive_name(path, "zip"), "application/zip", None
+            chunks = _archive_bytes(rp, disk, partition, path)
+        first = next(chunks, b"")
+    except engine.KeyUnavailable as e:
+        raise _key_unavailable(e) from e
+    except engine.EngineError as e:
+        raise Unreadable(_failed_download(rp, user, request, what, details, e)) from e
     audit.record(
         "file_recovery.download",
         actor=user,
         request=request,
         vault=rp.vault,
         obj=rp,
-        after={"disk": disk, "partition": partition, "path": path, "kind": entry.kind},
+        after=details,
     )
+    stream = _checked(rp, user, request, what, details, first, chunks)
+    return Download(name, content_type, stream, size)
 
-    if entry.kind == "file":
-        name = posixpath.basename(path) or "file"
 
-        def file_bytes() -> Iterator[bytes]:
-            with _opened(rp, disk, partition) as fs:
-                yield from fs.read_file(path)
+def _failed_download(rp, user, request, what: str, details: dict, exc: BaseException) -> str:
+    text = _reading_failed(rp, what, exc)
+    audit.record(
+        "file_recovery.download_failed",
+        actor=user,
+        request=request,
+        vault=rp.vault,
+        obj=rp,
+        after={**details, "error": text},
+    )
+    return text
 
-        return name, mimetypes.guess_type(name)[0] or "application/octet-stream", file_bytes()
 
-    def archive_bytes() -> Iterator[bytes]:
-        # The archive is written by a thread into a bounded queue, so memory stays small
-        # however big the folder is, and the file system is used by that one thread only.
-        sink = _QueueWriter()
+def _checked(
+    rp, user, request, what: str, details: dict, first: bytes, rest: Iterator[bytes]
+) -> Iterator[bytes]:
+    """`first`, then `rest`; a failure part-way is logged, audited and alerted, then raised
+    again, so the server aborts the response instead of ending it as if it were whole."""
+    try:
+        yield first
+        yield from rest
+    except Exception as e:
+        _failed_download(rp, user, request, what, details, e)
+        raise
 
-        def produce() -> None:
-            try:
-                with _opened(rp, disk, partition) as fs:
-                    efs.archive_folder(fs, path, sink, fmt="zip")
-            except BaseException as e:  # handed to the consumer, which re-raises it
-                sink.queue.put(e)
-            else:
-                sink.queue.put(None)
 
-        worker = threading.Thread(target=produce, daemon=True, name="file-recovery-archive")
-        worker.start()
+def _file_bytes(rp: RecoveryPoint, disk, partition, path: str) -> Iterator[bytes]:
+    with _opened(rp, disk, partition) as fs:
+        yield from fs.read_file(path)
+
+
+def _archive_bytes(rp: RecoveryPoint, disk, partition, path: str) -> Iterator[bytes]:
+    # The archive is written by a thread into a bounded queue, so memory stays small
+    # however big the folder is, and the file system is used by that one thread only.
+    sink = _QueueWriter()
+    store = _store_for(rp)  # here: the thread needs no database
+
+    def produce() -> None:
         try:
-            while (item := sink.queue.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            sink.closed = True
-            worker.join(timeout=1)
+            with _opened(rp, disk, partition, store) as fs:
+                efs.archive_folder(fs, path, sink, fmt="zip")
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            sink.queue.put(e)
+        else:
+            sink.queue.put(None)
 
-    return efs.archive_name(path, "zip"), "application/zip", archive_bytes()
+    worker = threading.Thread(target=produce, daemon=True, name="file-recovery-archive")
+    worker.start()
+    try:
+        while (item := sink.queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        sink.closed = True
+        worker.join(timeout=1)
 
 
 class _QueueWriter:

@@ -10,12 +10,11 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db.models import OuterRef, Prefetch
-from django.http import Http404, StreamingHttpResponse
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import (
-    content_disposition_header,
     url_has_allowed_host_and_scheme,
     urlencode,
 )
@@ -40,6 +39,7 @@ from portal.views import (
     live_rps,
     render_page,
 )
+from security import alerts
 from security.errors import ApprovalRequired
 from security.keys import has_protected, key_name
 from security.models import CustomerKey
@@ -829,6 +829,7 @@ def _files_context(request, vault, rp, session, **extra) -> dict:
         item=rp.protected_item,
         rp=rp,
         session=session,
+        damage=alerts.open_damage_alert(rp),
         disks=[
             {**d, "label": lun_label(d["lun"]), "query": _query(disk=d["lun"])} for d in rp.disks
         ],
@@ -889,6 +890,9 @@ def rp_files(request, name, vm_name, rp_id):
     except ValidationError as exc:
         browse["error"] = error_text(exc)
         status = 200 if request.htmx else 400
+    except file_recovery.Unreadable as exc:
+        browse["error"] = str(exc)
+        status = 200 if request.htmx else 409
     context = _files_context(request, vault, rp, session, browse=browse)
     return render_page(request, "vaults/rp_files.html", context, partial="listing", status=status)
 
@@ -948,7 +952,7 @@ def rp_files_download(request, name, vm_name, rp_id):
         return render(request, "vaults/rp_files.html", context, status=403)
     path = request.GET.get("path") or ""
     try:
-        filename, content_type, chunks = file_recovery.download(
+        download = file_recovery.download(
             rp,
             request.user,
             disk=request.GET.get("disk"),
@@ -956,11 +960,11 @@ def rp_files_download(request, name, vm_name, rp_id):
             path=path,
             request=request,
         )
-    except ValidationError as exc:
-        browse = {"error": error_text(exc), "disk": request.GET.get("disk", "")}
+    except (ValidationError, file_recovery.Unreadable) as exc:
+        # The download links are plain links: this page replaces the one the user was on.
+        unreadable = isinstance(exc, file_recovery.Unreadable)
+        text = str(exc) if unreadable else error_text(exc)
+        browse = {"error": text, "disk": request.GET.get("disk", "")}
         context = _files_context(request, vault, rp, session, browse=browse)
-        return render(request, "vaults/rp_files.html", context, status=400)
-    response = StreamingHttpResponse(chunks, content_type=content_type)
-    response["Content-Disposition"] = content_disposition_header(True, safe_filename(filename))
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
+        return render(request, "vaults/rp_files.html", context, status=409 if unreadable else 400)
+    return download.response(safe_filename(download.name))

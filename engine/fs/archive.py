@@ -9,6 +9,8 @@ Both formats write strictly forward, so ``out`` may be unseekable (an HTTP respo
   Info-ZIP style (mode ``S_IFLNK``, link text as content).  Opens natively on Windows.
 
 Memory stays bounded (one chunk at a time).  Device nodes, FIFOs and sockets are skipped.
+An archive that fails part-way is left unfinished -- a zip without its central directory, a
+tar without its end-of-archive blocks -- so it can never be taken for a whole one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import stat as statmod
 import tarfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
@@ -113,9 +117,54 @@ def _tarinfo(e: Entry, name: str, type_: bytes) -> tarfile.TarInfo:
     return ti
 
 
+class _CutOnError:
+    """``out`` as zipfile writes to it, until a failure cuts it off.
+
+    zipfile finishes an archive as its context managers unwind, exception or not: the open
+    member's data descriptor, then the central directory. Written after a failure, those
+    would make a cut-short archive read as whole (a short member, the rest missing). Once
+    cut, writes are dropped, so a failed archive has no central directory and no zip reader
+    opens it.
+    """
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self.cut = False
+
+    @contextmanager
+    def cut_on_error(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            self.cut = True
+            raise
+
+    def write(self, data: bytes, /) -> int:
+        return len(data) if self.cut else self._out.write(data)
+
+    def flush(self) -> None:
+        if not self.cut:
+            self._out.flush()
+
+    def tell(self) -> int:
+        return self._out.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._out.seek(offset, whence)
+
+    def close(self) -> None:
+        pass  # ``out`` is the caller's to close
+
+
 def _zip(fs: FileSystem, top: Entry, out: BinaryIO, arcroot: str) -> ArchiveStats:
     stats = ArchiveStats()
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+    sink = _CutOnError(out)
+    # Each ``cut_on_error`` sits inside the writer it guards, so it cuts before that writer
+    # closes.
+    with (
+        zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf,
+        sink.cut_on_error(),
+    ):
         for dirpath, _dirs, files in fs.walk(top.path):
             here = fs.stat(dirpath) if dirpath != top.path else top
             name = _arcname(top, arcroot, dirpath)
@@ -131,7 +180,11 @@ def _zip(fs: FileSystem, top: Entry, out: BinaryIO, arcroot: str) -> ArchiveStat
                     zi = _zipinfo(e, member, statmod.S_IFREG)
                     zi.compress_type = zipfile.ZIP_DEFLATED
                     zi.file_size = e.size
-                    with fs.open_file(e.path) as stream, zf.open(zi, "w") as w:
+                    with (
+                        fs.open_file(e.path) as stream,
+                        zf.open(zi, "w") as w,
+                        sink.cut_on_error(),
+                    ):
                         while chunk := stream.read(_CHUNK):
                             w.write(chunk)
                     stats.files += 1

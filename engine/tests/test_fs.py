@@ -467,6 +467,37 @@ def test_zip_to_a_seekable_file_and_archive_errors(fs: FileSystem, tmp_path: Pat
         archive_folder(fs, "/", io.BytesIO(), "rar")  # type: ignore[arg-type]
 
 
+def _fs_failing_inside(ext4: Path, path: str) -> FileSystem:
+    """The file system of ``ext4`` whose disk fails under one data block in the middle of
+    ``path``: everything before that block reads fine."""
+    debugfs = require_tool("debugfs")
+    out = subprocess.run(
+        [debugfs, "-R", f"blocks {path}", str(ext4)], capture_output=True, text=True
+    ).stdout
+    block = int(out.split()[100])
+    src = _FailingSource(FileByteSource(ext4), block * 4096, block * 4096 + 4096)
+    return open_filesystem(src, cache_block_size=4096)
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar"])
+@pytest.mark.parametrize("seekable", [False, True], ids=["stream", "file"])
+def test_a_failed_archive_never_looks_whole(ext4: Path, fmt: str, seekable: bool) -> None:
+    fs = _fs_failing_inside(ext4, "/docs/big.bin")
+    sink: _Unseekable | io.BytesIO = io.BytesIO() if seekable else _Unseekable()
+    with pytest.raises(SourceReadError, match="backing store unavailable"):
+        archive_folder(fs, "/docs", sink, fmt)  # type: ignore[arg-type]
+    data = sink.getvalue() if isinstance(sink, io.BytesIO) else bytes(sink.buf)
+    assert data  # members before the failure were written out
+    if fmt == "zip":  # no central directory: no zip reader opens it
+        assert not zipfile.is_zipfile(io.BytesIO(data))
+    else:  # no end-of-archive blocks and a member cut short: reading it fails
+        with pytest.raises(tarfile.ReadError):
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+                for member in tar:
+                    if member.isfile():
+                        tar.extractfile(member).read()  # type: ignore[union-attr]
+
+
 # --------------------------------------------------------------------------- sources, threads
 
 

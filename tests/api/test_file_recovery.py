@@ -10,8 +10,11 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+import engine
+from security.models import Alert
 from tests import factories as f
 from tests.api.conftest import DATA_FILES, OS_FILES, needs_mkfs
+from tests.damage import flip_chunk, flip_chunks_holding
 from vaults.models import AuditEvent, FileRecoverySession
 
 
@@ -267,3 +270,47 @@ def test_it_keeps_the_session_list_query_count_flat(api, rp, operator, assert_fl
         lambda n: [open_session(rp, operator) for _ in range(n)],
         budget=6,
     )
+
+
+# -- damaged data -------------------------------------------------------------------------------
+
+
+@needs_mkfs
+@pytest.mark.django_db(transaction=True)
+def test_a_damaged_file_is_refused_with_409_before_any_byte(api, backed_up, operator, real_disks):
+    open_session(backed_up, operator)
+    table = DATA_FILES["db/table.dat"]
+    flip_chunks_holding(backed_up, 0, real_disks[0], table[len(table) // 2 :][:4096])
+    r = api(operator).get(download_url(backed_up), {"disk": 0, "path": "/db/table.dat"})
+    assert r.status_code == 409, r
+    assert "damaged" in r.json()["detail"] and "/db/table.dat" in r.json()["detail"]
+    alert = Alert.objects.get(kind="corruption")
+    assert alert.object_id == str(backed_up.pk) and alert.severity == "sev1"
+    assert AuditEvent.objects.filter(action="file_recovery.download_failed").count() == 1
+
+
+@needs_mkfs
+@pytest.mark.django_db(transaction=True)
+def test_a_damaged_folder_streams_no_valid_zip(api, backed_up, operator, real_disks):
+    open_session(backed_up, operator)
+    table = DATA_FILES["db/table.dat"]
+    flip_chunks_holding(backed_up, 0, real_disks[0], table[len(table) // 2 :][:4096])
+    r = api(operator).get(download_url(backed_up), {"disk": 0, "path": "/"})
+    assert r.status_code == 200 and r["Content-Type"] == "application/zip"
+    received = bytearray()
+    with pytest.raises(engine.EngineError):
+        for piece in r.streaming_content:
+            received += piece
+    assert not zipfile.is_zipfile(io.BytesIO(bytes(received)))
+    assert Alert.objects.filter(kind="corruption").count() == 1
+
+
+@needs_mkfs
+@pytest.mark.django_db(transaction=True)
+def test_a_damaged_file_system_lists_as_409_not_500(api, backed_up, operator):
+    open_session(backed_up, operator)
+    flip_chunk(backed_up, -1, 0)  # the superblock's chunk
+    r = api(operator).get(files_url(backed_up), {"disk": -1})
+    assert r.status_code == 409
+    assert "damaged" in r.json()["detail"]
+    assert Alert.objects.get(kind="corruption").object_id == str(backed_up.pk)

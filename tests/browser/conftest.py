@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pages.conftest import real_rp  # noqa: F401  (a real recovery point, shared)
+from tests.pages.conftest import real_rp, runserver  # noqa: F401  (shared fixtures)
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]

@@ -95,3 +95,36 @@ def real_rp(vault, host, admin_user, monkeypatch):
     job.refresh_from_db()
     assert job.status == "completed", (job.error_code, job.error_message)
     return job.recovery_point, files, image
+
+
+# -- the pages over real HTTP, served as `manage.py runserver` serves them ------------------------
+
+
+@pytest.fixture
+def runserver(transactional_db):
+    """A live server thread with `runserver`'s server class (portal/server.py); `.port`.
+
+    An in-memory SQLite test database is shared with the server thread, as Django's own live
+    server does."""
+    from django.core.servers.basehttp import ThreadedWSGIServer
+    from django.db import connections
+    from django.test.testcases import LiveServerThread
+
+    from portal.server import WSGIServer
+
+    class Thread(LiveServerThread):
+        server_class = type("Server", (ThreadedWSGIServer, WSGIServer), {})
+
+    shared = {c.alias: c for c in connections.all() if c.vendor == "sqlite" and c.is_in_memory_db()}
+    for conn in shared.values():
+        conn.inc_thread_sharing()
+    thread = Thread("localhost", lambda app: app, connections_override=shared)
+    thread.daemon = True
+    thread.start()
+    thread.is_ready.wait()
+    if thread.error:
+        raise thread.error
+    yield thread
+    thread.terminate()
+    for conn in shared.values():
+        conn.dec_thread_sharing()

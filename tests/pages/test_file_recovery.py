@@ -1,11 +1,16 @@
+import http.client
 import io
 import zipfile
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+import engine
+from security.models import Alert
+from tests.damage import flip_chunk, flip_chunks_holding
 from vaults.models import AuditEvent, FileRecoverySession
 
 pytestmark = pytest.mark.django_db
@@ -193,3 +198,125 @@ def test_a_missing_path_and_a_bad_disk_are_shown_not_crashed(opened):
     download = client.get(u["files-download"], {"disk": "-1", "path": "/nope"})
     assert download.status_code == 400
     assert not AuditEvent.objects.filter(action="file_recovery.download").exists()
+
+
+# -- damaged data: never served as a success ---------------------------------------------------
+
+BLOB, REPORT = "/data/sub/deeper/blob.bin", "/data/sub/report.txt"
+
+
+def collect_until_failure(response) -> bytes:
+    """The bytes a client would have received before the stream failed (it must fail)."""
+    received = bytearray()
+    with pytest.raises(engine.EngineError):
+        for piece in response.streaming_content:
+            received += piece
+    return bytes(received)
+
+
+@pytest.fixture
+def damaged_blob(opened, real_rp):
+    """`opened`, with one byte flipped in the stored chunk that holds the end of blob.bin
+    (its first MiB, which a download reads first, stays intact)."""
+    client, rp, files = opened
+    flip_chunks_holding(rp, -1, real_rp[2], files[BLOB][-1024:-512])
+    return client, rp, files
+
+
+@pytest.mark.django_db(transaction=True)
+def test_damage_in_the_middle_of_a_file_aborts_its_download(damaged_blob, caplog):
+    client, rp, files = damaged_blob
+    response = client.get(urls(rp)["files-download"], {"disk": "-1", "path": BLOB})
+    assert response.status_code == 200
+    # The client knows how much to expect, so a cut-short body can never pass as the file.
+    assert int(response["Content-Length"]) == len(files[BLOB])
+    received = collect_until_failure(response)
+    assert 0 < len(received) < len(files[BLOB])
+    assert received == files[BLOB][: len(received)]
+
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any(str(rp.pk) in m and BLOB in m and "OS disk" in m for m in logged), logged
+    failed = AuditEvent.objects.get(action="file_recovery.download_failed")
+    assert failed.object_id == str(rp.pk) and failed.after["path"] == BLOB
+    assert "damaged" in failed.after["error"]
+    alert = Alert.objects.get(kind="corruption")
+    assert (alert.severity, alert.object_type, alert.object_id) == (
+        "sev1",
+        "RecoveryPoint",
+        str(rp.pk),
+    )
+    assert BLOB in alert.message
+
+    # Another attempt fails the same way and counts on the same alert: one per recovery point.
+    collect_until_failure(client.get(urls(rp)["files-download"], {"disk": "-1", "path": BLOB}))
+    alert = Alert.objects.get(kind="corruption")
+    assert alert.occurrences == 2
+
+    page = client.get(urls(rp)["files"]).content.decode()
+    assert 'id="damage-notice"' in page and BLOB in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_damaged_folder_download_is_never_a_valid_zip(damaged_blob):
+    client, rp, files = damaged_blob
+    response = client.get(urls(rp)["files-download"], {"disk": "-1", "path": "/data/sub"})
+    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+    received = collect_until_failure(response)
+    assert received  # the archive had started
+    assert not zipfile.is_zipfile(io.BytesIO(received))
+    with pytest.raises(zipfile.BadZipFile):
+        zipfile.ZipFile(io.BytesIO(received))
+    assert Alert.objects.filter(kind="corruption", object_id=str(rp.pk)).count() == 1
+    failed = AuditEvent.objects.get(action="file_recovery.download_failed")
+    assert failed.after["path"] == "/data/sub"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_damage_at_the_start_of_a_file_is_refused_before_any_byte(opened, real_rp):
+    client, rp, files = opened
+    flip_chunks_holding(rp, -1, real_rp[2], files[REPORT][:512])
+    response = client.get(urls(rp)["files-download"], {"disk": "-1", "path": REPORT})
+    assert response.status_code == 409
+    assert not response.streaming
+    error = response.context["browse"]["error"]
+    assert "damaged" in error and REPORT in error
+    assert 'id="damage-notice"' in response.content.decode()
+    assert Alert.objects.filter(kind="corruption", object_id=str(rp.pk)).count() == 1
+    assert AuditEvent.objects.filter(action="file_recovery.download_failed").count() == 1
+    assert not AuditEvent.objects.filter(action="file_recovery.download").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_over_http_the_client_sees_a_failed_transfer_never_a_whole_one(damaged_blob, runserver):
+    client, rp, files = damaged_blob
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
+
+    def get(path):
+        conn = http.client.HTTPConnection("localhost", runserver.port, timeout=30)
+        url = urls(rp)["files-download"] + "?" + urlencode({"disk": -1, "path": path})
+        conn.request("GET", url, headers={"Cookie": cookie})
+        return conn.getresponse()
+
+    response = get(BLOB)
+    assert response.status == 200
+    assert int(response.getheader("Content-Length")) == len(files[BLOB])
+    # The connection is reset part-way: whatever arrived is less than the Content-Length.
+    with pytest.raises((http.client.IncompleteRead, ConnectionResetError)):
+        response.read()
+    folder = get("/data/sub")
+    assert folder.status == 200 and folder.getheader("Content-Length") is None
+    with pytest.raises(ConnectionResetError):
+        folder.read()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_damaged_file_system_is_shown_not_crashed(opened):
+    client, rp, _ = opened
+    flip_chunk(rp, -1, 0)  # the superblock's chunk
+    response = client.get(urls(rp)["files"], {"disk": "-1"})
+    assert response.status_code == 409
+    assert "damaged" in response.context["browse"]["error"]
+    assert 'id="damage-notice"' in response.content.decode()
+    htmx = client.get(urls(rp)["files"], {"disk": "-1"}, **HTMX)
+    assert htmx.status_code == 200 and "damaged" in htmx.content.decode()  # htmx swaps it in
+    assert Alert.objects.get(kind="corruption").occurrences == 2

@@ -46,6 +46,30 @@ def test_security_alerts_cannot_be_turned_off(vault, owner):
     assert Alert.objects.filter(kind="soft_delete_disabled").count() == 1
 
 
+def test_damaged_data_found_by_a_job_raises_a_sev1_alert_even_with_job_alerts_off(
+    vault, item, owner
+):
+    alerts.update_settings(vault, by=owner, job_alerts=False)
+    failed_job(vault, None, operation=Operation.VERIFY, code="corruption")
+    alert = Alert.objects.get(kind="corruption")
+    assert alert.severity == "sev1" and alert.message.startswith("Verify job")
+    failed_job(vault, None, operation=Operation.VERIFY, code="corruption")
+    assert Alert.objects.get(kind="corruption").occurrences == 2  # one condition, counted
+
+    # A restore that meets damage in its recovery point, then a download from the same
+    # recovery point: one alert for that recovery point.
+    rp = f.make_rp(item)
+    job = f.make_job(vault, item, operation=Operation.RESTORE, status=Status.IN_PROGRESS)
+    job.recovery_point = rp
+    job.save(update_fields=["recovery_point"])
+    runner.finish(job, Status.FAILED, code="corruption", message="Stored data is damaged: …")
+    alerts.data_damaged(rp, "A download failed on damaged data.")
+    on_rp = Alert.objects.get(kind="corruption", object_type="Job", object_id=str(job.pk))
+    assert on_rp.occurrences == 2 and on_rp.message == "A download failed on damaged data."
+    assert alerts.open_damage_alert(rp) == on_rp
+    assert not Alert.objects.filter(kind="restore_failure").exists()  # switched off
+
+
 def test_delete_backup_data_alert(vault, item, contributor):
     lifecycle.stop_protection(item, by=contributor, mode="delete_data")
     alert = Alert.objects.get(kind="delete_backup_data")

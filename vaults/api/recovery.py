@@ -6,8 +6,7 @@ value before a byte is written, and audit. Actions look recovery points up inclu
 soft-deleted ones, so the answer says "undelete it first" instead of a bare 404.
 """
 
-from django.http import Http404, StreamingHttpResponse
-from django.utils.http import content_disposition_header
+from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -187,11 +186,20 @@ def partition_json(p) -> dict:
     }
 
 
+DAMAGED = OpenApiResponse(
+    description="The recovery point could not be read (its stored data is damaged: a Sev-1 "
+    "alert was raised); `detail` says what and where."
+)
+
+
 class FileListView(ApiView):
     vault_actions = {"GET": "file_recovery"}
     serializer_class = DirectoryListingSerializer
 
-    @extend_schema(parameters=[FileQuerySerializer], responses={200: DirectoryListingSerializer})
+    @extend_schema(
+        parameters=[FileQuerySerializer],
+        responses={200: DirectoryListingSerializer, 409: DAMAGED},
+    )
     def get(self, request, vault_name: str, vm_name: str, rp_id):
         """List one directory of a disk in the recovery point (operators, with an open
         session). Not paginated: a listing is one directory, returned whole, with the
@@ -199,10 +207,13 @@ class FileListView(ApiView):
         rp = recovery_point(self)
         q = request.query_params
         disk, partition, path = q.get("disk"), q.get("partition"), q.get("path") or "/"
-        entries = file_recovery.list_dir(
-            rp, request.user, disk=disk, partition=partition, path=path
-        )
-        parts = file_recovery.partitions(rp, request.user, disk)
+        try:
+            entries = file_recovery.list_dir(
+                rp, request.user, disk=disk, partition=partition, path=path
+            )
+            parts = file_recovery.partitions(rp, request.user, disk)
+        except file_recovery.Unreadable as e:
+            raise Conflict(str(e)) from e
         return Response(
             {
                 "disk": int(disk),
@@ -230,24 +241,27 @@ class FileDownloadView(ApiView):
 
     @extend_schema(
         parameters=[FileQuerySerializer],
-        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, 409: DAMAGED},
     )
     def get(self, request, vault_name: str, vm_name: str, rp_id):
         """Download a file as it is, or a folder as a zip archive (operators, with an open
-        session). The body streams; the name is in Content-Disposition (RFC 6266/5987)."""
+        session). The body streams; the name is in Content-Disposition (RFC 6266/5987). A
+        file has a Content-Length; damaged data met after the first bytes aborts the
+        connection (a zip then has no central directory), so a cut-short body never passes
+        for a whole one."""
         rp = recovery_point(self)
         q = request.query_params
         if not q.get("path"):
             raise serializers.ValidationError({"path": ["Give the path of a file or folder."]})
-        name, content_type, body = file_recovery.download(
-            rp,
-            request.user,
-            disk=q.get("disk"),
-            partition=q.get("partition"),
-            path=q["path"],
-            request=request,
-        )
-        response = StreamingHttpResponse(body, content_type=content_type)
-        response["Content-Disposition"] = content_disposition_header(True, name)
-        response["X-Content-Type-Options"] = "nosniff"
-        return response
+        try:
+            download = file_recovery.download(
+                rp,
+                request.user,
+                disk=q.get("disk"),
+                partition=q.get("partition"),
+                path=q["path"],
+                request=request,
+            )
+        except file_recovery.Unreadable as e:
+            raise Conflict(str(e)) from e
+        return download.response(download.name)

@@ -1,0 +1,78 @@
+"""The web server of `manage.py runserver` (and so of `make run`): Django's, except that a
+response whose body fails after its headers went out resets the connection.
+
+A streamed body (a file or a folder of a recovery point) can fail part-way, for instance on a
+damaged chunk; the view's iterator then raises. Django's server logs that and carries on: with a
+Content-Length it keeps the connection open and waits for the next request while the client
+waits for the rest of the body, and without one it closes the connection as if the body were
+complete. Here the connection is reset instead (TCP RST), so every client sees a failed
+transfer, whatever the headers said. Production WSGI servers (gunicorn, uWSGI) drop the
+connection in that case too.
+"""
+
+import socket
+import struct
+
+from django.core.servers import basehttp
+
+RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 seconds: close() sends RST, not FIN
+
+
+def is_reset(sock: socket.socket) -> bool:
+    try:
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, len(RESET)) == RESET
+    except OSError:  # already closed
+        return False
+
+
+class ServerHandler(basehttp.ServerHandler):
+    def handle_error(self):
+        super().handle_error()
+        if self.headers_sent:  # too late for an error page: the body is cut short
+            self.request_handler.reset()
+
+
+class RequestHandler(basehttp.WSGIRequestHandler):
+    def reset(self) -> None:
+        """Abort the connection when it closes: no more requests on it, no FIN (a FIN would
+        end a body without a Content-Length as if it were complete), and the close sends RST."""
+        self.close_connection = True
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
+
+    def handle(self):
+        # Django's, without the orderly shutdown of a reset connection.
+        self.close_connection = True
+        self.handle_one_request()
+        while not self.close_connection:
+            self.handle_one_request()
+        if not is_reset(self.connection):
+            try:
+                self.connection.shutdown(socket.SHUT_WR)
+            except (AttributeError, OSError):
+                pass
+
+    def handle_one_request(self):
+        # Django's, with the ServerHandler above (Django names its own class in this method).
+        self.raw_requestline = self.rfile.readline(65537)
+        if len(self.raw_requestline) > 65536:
+            self.requestline = ""
+            self.request_version = ""
+            self.command = ""
+            self.send_error(414)
+            return
+        if not self.parse_request():
+            return
+        handler = ServerHandler(self.rfile, self.wfile, self.get_stderr(), self.get_environ())
+        handler.request_handler = self
+        handler.run(self.server.get_app())
+
+
+class WSGIServer(basehttp.WSGIServer):
+    def finish_request(self, request, client_address):
+        RequestHandler(request, client_address, self)
+
+    def shutdown_request(self, request):
+        if is_reset(request):
+            self.close_request(request)  # the RST, once the handler has let go of it
+        else:
+            super().shutdown_request(request)

@@ -23,9 +23,8 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from jobs import hook_details
-from security import errors
 from security.models import Alert, AlertStatus, Severity, VaultAlertSettings
-from vaults import access, audit
+from vaults import access, audit, rules
 from vaults.models import AuditEvent, Role, SoftDeleteState
 
 log = logging.getLogger(__name__)
@@ -441,9 +440,9 @@ def periodic(now=None) -> dict:
 def acknowledge(alert: Alert, *, by, request=None) -> Alert:
     access.require(by, alert.vault, "acknowledge_alert")
     if alert.status != AlertStatus.ACTIVE:
-        raise errors.blocked(
+        raise rules.blocked(
             f"The alert is {alert.status}; only an active alert is acknowledged.",
-            rule=errors.RULE_ALERT_STATE,
+            rule=rules.RULE_ALERT_STATE,
         )
     with transaction.atomic():
         alert.status, alert.acknowledged_by, alert.acknowledged_at = (
@@ -467,7 +466,7 @@ def acknowledge(alert: Alert, *, by, request=None) -> Alert:
 def resolve(alert: Alert, *, by, request=None) -> Alert:
     access.require(by, alert.vault, "resolve_alert")
     if alert.status == AlertStatus.RESOLVED:
-        raise errors.blocked("The alert is already resolved.", rule=errors.RULE_ALERT_STATE)
+        raise rules.blocked("The alert is already resolved.", rule=rules.RULE_ALERT_STATE)
     before = alert.status
     with transaction.atomic():
         alert.status, alert.resolved_by, alert.resolved_at = (

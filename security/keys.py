@@ -24,9 +24,9 @@ from django.db import transaction
 from django.utils import timezone
 
 import engine
-from security import errors, master_key
+from security import master_key
 from security.models import CustomerKey, VaultKey
-from vaults import access, audit
+from vaults import access, audit, rules
 from vaults.models import Encryption
 
 FINGERPRINT_CONTEXT = b"lifeboat customer-managed key fingerprint v1\0"
@@ -129,24 +129,24 @@ def rotate_key(key: CustomerKey, *, by, request=None, path: str) -> list:
     """
     access.require_site(by, "manage_keys")
     if not key.enabled:
-        raise errors.blocked(
+        raise rules.blocked(
             f"Key {key.name} is disabled; enable it before rotating.",
-            rule=errors.RULE_KEY_UNUSABLE,
+            rule=rules.RULE_KEY_UNUSABLE,
         )
     new = _valid_key_file(path)
     fp = fingerprint(new)
     if fp == key.fingerprint:
         raise ValidationError({"path": "This file holds the key's current version."})
     if key.assignments.filter(version__lt=key.version).exists():
-        raise errors.blocked(
+        raise rules.blocked(
             f"A rotation of key {key.name} is still in progress; wait for its update_key jobs "
             "to finish.",
-            rule=errors.RULE_KEY_ROTATION,
+            rule=rules.RULE_KEY_ROTATION,
         )
     problem = key_problem(key)
     if problem:
-        raise errors.blocked(
-            f"The current version cannot be read: {problem}.", rule=errors.RULE_KEY_UNUSABLE
+        raise rules.blocked(
+            f"The current version cannot be read: {problem}.", rule=rules.RULE_KEY_UNUSABLE
         )
     before = _summary(key)
     jobs = []
@@ -222,10 +222,10 @@ def check_vault_encryption(vault, changes: dict) -> CustomerKey | None:
     wanted = changes.get("encryption", vault.encryption)
     name = changes.get("encryption_key")
     if vault.encryption == Encryption.CUSTOMER_MANAGED and wanted != Encryption.CUSTOMER_MANAGED:
-        raise errors.blocked(
+        raise rules.blocked(
             "A vault that uses a customer-managed key cannot go back to the platform key (the "
             "choice is irreversible).",
-            rule=errors.RULE_CMK_IRREVERSIBLE,
+            rule=rules.RULE_CMK_IRREVERSIBLE,
             field="encryption",
         )
     if name is None:
@@ -244,10 +244,10 @@ def check_vault_encryption(vault, changes: dict) -> CustomerKey | None:
     if key is None:
         raise ValidationError({"encryption_key": f"No registered key named {name}."})
     if vault.encryption == Encryption.PLATFORM and has_protected(vault):
-        raise errors.blocked(
+        raise rules.blocked(
             f"Vault {vault.name} has protected VMs (now or before): its encryption can only be "
             "switched to a customer-managed key before the first protection.",
-            rule=errors.RULE_CMK_AFTER_PROTECTION,
+            rule=rules.RULE_CMK_AFTER_PROTECTION,
             field="encryption",
         )
     current = VaultKey.objects.filter(vault=vault).first()
@@ -255,9 +255,9 @@ def check_vault_encryption(vault, changes: dict) -> CustomerKey | None:
         return None
     problem = key_problem(key)
     if problem:
-        raise errors.blocked(
+        raise rules.blocked(
             f"The key cannot be used: {problem}.",
-            rule=errors.RULE_KEY_UNUSABLE,
+            rule=rules.RULE_KEY_UNUSABLE,
             field="encryption_key",
         )
     return key
@@ -278,9 +278,9 @@ def assign_key(vault, key: CustomerKey, *, by) -> dict:
         return {"encryption_key": key.name, "job": job.pk}
     new = read_key_file(key.path, key.name)
     if fingerprint(new) != key.fingerprint:
-        raise errors.blocked(
+        raise rules.blocked(
             f"The file of key {key.name} holds a different key.",
-            rule=errors.RULE_KEY_UNUSABLE,
+            rule=rules.RULE_KEY_UNUSABLE,
             field="encryption_key",
         )
     paths = [vault.store_path, *(h.snapshot_store_path(vault) for h in Host.objects.all())]
@@ -289,9 +289,9 @@ def assign_key(vault, key: CustomerKey, *, by) -> dict:
         try:
             platform = master_key.kek()
         except engine.KeyUnavailable as e:
-            raise errors.blocked(
+            raise rules.blocked(
                 f"The vault's stores cannot be re-wrapped: {e}.",
-                rule=errors.RULE_KEY_UNUSABLE,
+                rule=rules.RULE_KEY_UNUSABLE,
                 field="encryption_key",
             ) from e
     for path in existing:

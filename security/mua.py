@@ -27,16 +27,32 @@ from django.db import transaction
 from django.utils import timezone
 
 from portal.client_address import client_ip
-from security import errors
-from security.errors import ApprovalRequired
 from security.models import Approval, ApprovalStatus
-from vaults import access, audit
+from vaults import access, audit, rules
 from vaults.models import GuardApprover, SoftDeleteState
 
 DEFAULT_HOURS = 24
 
 # The approval whose operation is running now (set only by `approve`).
 _executing: ContextVar[Approval | None] = ContextVar("lifeboat_mua_executing", default=None)
+
+
+class ApprovalRequired(ValidationError):
+    """The operation waits for a guard approver (MUA); nothing was changed (API: 202).
+
+    `approval` is the pending request. A caller inside an enclosing `transaction.atomic()`
+    loses the row when the block rolls back on this exception: call `persist()` where the
+    exception is caught (the API's exception handler does) to write it again.
+    """
+
+    def __init__(self, approval, message: str):
+        super().__init__({"detail": [message]})
+        self.approval = approval
+        self.text = message
+
+    def persist(self):
+        self.approval = ensure_saved(self.approval)
+        return self.approval
 
 
 def approval_hours() -> float:
@@ -232,10 +248,10 @@ def _lock_pending(approval: Approval, by) -> Approval:
     """Call inside a transaction, after `_check_decidable`."""
     locked = Approval.objects.select_for_update().select_related("vault").get(pk=approval.pk)
     if locked.current_status() != ApprovalStatus.PENDING:
-        raise errors.blocked(
+        raise rules.blocked(
             f"Approval request {locked.pk} is {locked.current_status()}; only a pending "
             "request can be decided, and an expired or rejected one does nothing.",
-            rule=errors.RULE_APPROVAL_STATE,
+            rule=rules.RULE_APPROVAL_STATE,
         )
     return locked
 
@@ -314,9 +330,9 @@ def approve(approval: Approval, *, by, request=None, note: str = "") -> Approval
         message = " ".join(e.messages) if isinstance(e, ValidationError) else str(e)
         locked.error = message
         locked.save(update_fields=["error"])
-        raise errors.blocked(
+        raise rules.blocked(
             f"Approval request {locked.pk} is approved, but the operation could not run: {message}",
-            rule=errors.RULE_APPROVAL_FAILED,
+            rule=rules.RULE_APPROVAL_FAILED,
         ) from e
     return locked
 
@@ -413,10 +429,10 @@ def check_enable(vault, changes: dict) -> None:
     """Turning MUA on needs somebody to approve: at least one guard approver."""
     if changes.get("mua_enabled") is True and not vault.mua_enabled:
         if not GuardApprover.objects.filter(vault=vault).exists():
-            raise errors.blocked(
+            raise rules.blocked(
                 f"Vault {vault.name} has no guard approver: a site administrator assigns one "
                 "before multi-user authorization can be enabled.",
-                rule=errors.RULE_MUA_NO_GUARD,
+                rule=rules.RULE_MUA_NO_GUARD,
                 field="mua_enabled",
             )
 
@@ -428,8 +444,8 @@ def check_guard_removal(ga) -> None:
         vault.mua_enabled
         and not GuardApprover.objects.filter(vault=vault).exclude(pk=ga.pk).exists()
     ):
-        raise errors.blocked(
+        raise rules.blocked(
             f"{ga.user.username} is the last guard approver of vault {vault.name}, which has "
             "multi-user authorization on; assign another one first.",
-            rule=errors.RULE_MUA_LAST_GUARD,
+            rule=rules.RULE_MUA_LAST_GUARD,
         )

@@ -50,13 +50,22 @@ from vaults import access, audit
 from vaults.models import (
     BinReason,
     FileRecoverySession,
-    Immutability,
     ItemState,
     ProtectedVM,
     RecoveryPoint,
     RetentionMode,
     SoftDeleteState,
     Vault,
+)
+from vaults.rules import (
+    RULE_ALWAYS_ON,
+    RULE_ITEM_STATE,
+    RULE_JOB_RUNNING,
+    RULE_PURGE_DUE,
+    RULE_SOFT_DELETE_ENABLED,
+    RULE_VM_PROTECTED,
+    RuleBlocked,
+    immutability_blocks,
 )
 
 DELETE_DATA = "delete_data"
@@ -68,49 +77,11 @@ STOPPABLE = (
     ItemState.PROTECTION_STOPPED,
 )
 
-# Rule names (the API's 409 body carries them as "rule").
-RULE_IMMUTABILITY = "immutability"
-RULE_IMMUTABILITY_LOCKED = "immutability_locked"
-RULE_IMMUTABILITY_LOCK_ORDER = "immutability_lock_order"
-RULE_ALWAYS_ON = "soft_delete_always_on"
-RULE_SOFT_DELETE_ENABLED = "soft_delete_enabled"
-RULE_ITEM_STATE = "item_state"
-RULE_JOB_RUNNING = "job_running"
-RULE_VM_PROTECTED = "vm_protected_elsewhere"
-RULE_PURGE_DUE = "purge_due"
-
-
-class RuleBlocked(ValidationError):
-    """A rule of the domain refuses the operation as things stand (the API answers 409).
-
-    A Django `ValidationError` keyed by `field`, so pages that show errors by field keep
-    working; `rule` names the rule and `text` is the message.
-    """
-
-    def __init__(self, message: str, *, rule: str, field: str = "detail"):
-        super().__init__({field: [message]})
-        self.rule = rule
-        self.field = field
-        self.text = message
-
-
-def is_immutable(vault: Vault) -> bool:
-    return vault.immutability != Immutability.DISABLED
-
 
 def stop_modes(vault: Vault) -> list[str]:
     """The stop-protection modes the vault offers now (no delete data while immutable)."""
     modes = [RetentionMode.RETAIN_FOREVER.value, RetentionMode.RETAIN_AS_PER_POLICY.value]
-    return modes if is_immutable(vault) else [*modes, DELETE_DATA]
-
-
-def immutability_blocks(what: str, vault: Vault, *, field: str = "detail") -> RuleBlocked:
-    label = "locked" if vault.immutability == Immutability.LOCKED else "unlocked"
-    return RuleBlocked(
-        f"Vault {vault.name} is immutable ({label}): {what}",
-        rule=RULE_IMMUTABILITY,
-        field=field,
-    )
+    return modes if vault.is_immutable else [*modes, DELETE_DATA]
 
 
 def _summary(item: ProtectedVM) -> dict:
@@ -201,7 +172,7 @@ def _delete_data(item: ProtectedVM, *, by, request=None) -> ProtectedVM:
     from jobs.runner import create_job
 
     vault = item.vault
-    if is_immutable(vault):
+    if vault.is_immutable:
         raise immutability_blocks(
             "stop protection with delete data is not allowed; stop protection and retain the "
             "data instead.",
@@ -421,7 +392,7 @@ def purge_now(item: ProtectedVM, *, by, request=None):
             "bin until its purge date and nobody can purge it early.",
             rule=RULE_ALWAYS_ON,
         )
-    if is_immutable(vault):
+    if vault.is_immutable:
         raise immutability_blocks("recovery points cannot be purged before their time.", vault)
     if vault.soft_delete_state == SoftDeleteState.ENABLED:
         raise RuleBlocked(
@@ -508,7 +479,7 @@ def recompute_retention(item: ProtectedVM, *, by=None, now: datetime | None = No
         if rp.soft_deleted_at is None:
             cut = expires <= now and (old is None or old > now)
             if cut and not forever and rp.time != newest:
-                if is_immutable(vault):
+                if vault.is_immutable:
                     raise immutability_blocks(
                         "recovery points cannot be deleted before their expiry.", vault
                     )

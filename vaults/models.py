@@ -90,6 +90,14 @@ class Vault(models.Model):
         return self.name
 
     @property
+    def is_immutable(self) -> bool:
+        return self.immutability != Immutability.DISABLED
+
+    @property
+    def immutability_locked(self) -> bool:
+        return self.immutability == Immutability.LOCKED
+
+    @property
     def store_path(self) -> Path:
         if self.store_location:
             return Path(self.store_location)

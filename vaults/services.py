@@ -11,8 +11,7 @@ from django.db import IntegrityError, transaction
 from inventory.models import VirtualMachine
 from policies.models import BackupPolicy, PolicyKind
 from policies.spec import validate_policy
-from vaults import access, audit, lifecycle
-from vaults.lifecycle import RuleBlocked
+from vaults import access, audit, lifecycle, rules
 from vaults.models import (
     Encryption,
     GuardApprover,
@@ -24,6 +23,7 @@ from vaults.models import (
     Vault,
     VaultMembership,
 )
+from vaults.rules import RuleBlocked
 
 VAULT_SETTINGS = (
     "store_location",
@@ -76,20 +76,20 @@ def _check_setting_transitions(vault: Vault, changes: dict) -> dict:
     if vault.soft_delete_state == SoftDeleteState.ALWAYS_ON and new_sd != SoftDeleteState.ALWAYS_ON:
         raise RuleBlocked(
             "Always-on soft delete cannot be turned off (it is irreversible).",
-            rule=lifecycle.RULE_ALWAYS_ON,
+            rule=rules.RULE_ALWAYS_ON,
             field="soft_delete_state",
         )
     new_imm = changes.get("immutability", vault.immutability)
     if vault.immutability == Immutability.LOCKED and new_imm != Immutability.LOCKED:
         raise RuleBlocked(
             "Locked immutability is irreversible.",
-            rule=lifecycle.RULE_IMMUTABILITY_LOCKED,
+            rule=rules.RULE_IMMUTABILITY_LOCKED,
             field="immutability",
         )
     if new_imm == Immutability.LOCKED and vault.immutability == Immutability.DISABLED:
         raise RuleBlocked(
             "Enable immutability (unlocked) before locking it.",
-            rule=lifecycle.RULE_IMMUTABILITY_LOCK_ORDER,
+            rule=rules.RULE_IMMUTABILITY_LOCK_ORDER,
             field="immutability",
         )
     if "store_location" in changes and changes["store_location"] != vault.store_location:
@@ -274,14 +274,14 @@ def update_policy(policy: BackupPolicy, rep: dict, *, by, request=None) -> Backu
     if errors:
         raise _policy_errors(errors)
     items = policy.protected_items.exclude(state=ItemState.SOFT_DELETED)
-    if lifecycle.is_immutable(vault):
+    if vault.is_immutable:
         # DESIGN: an immutable vault blocks reducing retention, for everybody — by the rules
         # and for every existing recovery point of the policy's items.
         from policies.retention import retention_reductions
 
         reasons = retention_reductions(policy.representation(), cleaned, lifecycle.rp_times(items))
         if reasons:
-            raise lifecycle.immutability_blocks(
+            raise rules.immutability_blocks(
                 "a policy's retention cannot be reduced. " + " ".join(reasons),
                 vault,
                 field="retention",
@@ -447,7 +447,7 @@ def update_item(item: ProtectedVM, *, by, request=None, **changes) -> ProtectedV
         raise ValidationError({f: "This field cannot be changed here." for f in sorted(unknown)})
     if item.state == ItemState.SOFT_DELETED:
         raise RuleBlocked(
-            "The item is soft-deleted; undelete it first.", rule=lifecycle.RULE_ITEM_STATE
+            "The item is soft-deleted; undelete it first.", rule=rules.RULE_ITEM_STATE
         )
     policy = changes.get("policy", item.policy)
     if policy.vault_id != vault.pk:
@@ -466,14 +466,14 @@ def update_item(item: ProtectedVM, *, by, request=None, **changes) -> ProtectedV
     if errors:
         raise ValidationError(errors)
     moved = policy.pk != item.policy_id
-    if moved and lifecycle.is_immutable(vault):
+    if moved and vault.is_immutable:
         from policies.retention import retention_reductions
 
         reasons = retention_reductions(
             item.policy.representation(), policy.representation(), lifecycle.rp_times([item])
         )
         if reasons:
-            raise lifecycle.immutability_blocks(
+            raise rules.immutability_blocks(
                 f"an item cannot move to a policy with lower retention ({policy.name}: "
                 + " ".join(reasons)
                 + ")",

@@ -40,9 +40,9 @@ from portal.views import (
     render_page,
 )
 from security import alerts
-from security.errors import ApprovalRequired
 from security.keys import has_protected, key_name
 from security.models import CustomerKey
+from security.mua import ApprovalRequired
 from vaults import access, file_recovery, lifecycle, services
 from vaults.forms import (
     STOP_MODE_HELP,
@@ -302,7 +302,7 @@ def _protection(vault: Vault, item: ProtectedVM, caps: dict, bound: dict) -> dic
             modes = [m for m in modes if m != item.retention_mode]
         out["stop_form"] = bound.pop("stop_form", None) or StopProtectionForm()
         out["stop_modes"] = [(m, STOP_MODE_LABELS[m], STOP_MODE_HELP[m]) for m in modes]
-        out["immutable"] = lifecycle.is_immutable(vault)
+        out["immutable"] = vault.is_immutable
     if caps["resume_protection"] and state == ItemState.PROTECTION_STOPPED:
         out["resume_form"] = bound.pop("resume_form", None) or PolicyChoiceForm(
             policies=policies, required=False
@@ -520,7 +520,7 @@ def item_purge(request, name, vm_name):
 def purge_allowed(vault: Vault) -> bool:
     """Whether "Purge now" can succeed in the vault (the rules of `lifecycle.purge_now`, which
     decides again): only with soft delete disabled and the vault not immutable."""
-    return vault.soft_delete_state == SoftDeleteState.DISABLED and not lifecycle.is_immutable(vault)
+    return vault.soft_delete_state == SoftDeleteState.DISABLED and not vault.is_immutable
 
 
 @login_required

@@ -48,8 +48,8 @@ class Conflict(exceptions.APIException):
 
 
 def exception_handler(exc, context):
-    from security.errors import ApprovalRequired
-    from vaults.lifecycle import RuleBlocked
+    from security.mua import ApprovalRequired
+    from vaults.rules import RuleBlocked
 
     if isinstance(exc, ApprovalRequired):
         # MUA: nothing changed; the request waits for a guard approver (202 + its id).

@@ -22,6 +22,7 @@ from tests.api.clients import PersonaClient
 from tests.backups.conftest import churn, make_ext4, needs_e2fsprogs, run
 from vaults import lifecycle, services
 from vaults.models import Role
+from vaults.rules import RuleBlocked
 
 __all__ = ["needs_e2fsprogs", "run", "churn"]
 
@@ -147,7 +148,7 @@ def _domain_outcome(call) -> tuple:
 
     try:
         call()
-    except lifecycle.RuleBlocked as e:
+    except RuleBlocked as e:
         assert e.text and e.rule
         return ("blocked", e.rule)
     except PermissionDenied:

@@ -25,7 +25,7 @@ def mua(vault):
 
 
 def request_disable_soft_delete(vault, user) -> Approval:
-    from security.errors import ApprovalRequired
+    from security.mua import ApprovalRequired
 
     with pytest.raises(ApprovalRequired) as caught:
         services.update_vault(vault, by=user, soft_delete_state="disabled")

@@ -9,12 +9,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from security import mua
-from security.errors import ApprovalRequired
 from security.models import Alert, Approval
+from security.mua import ApprovalRequired
 from tests import factories as f
 from vaults import services
-from vaults.lifecycle import RuleBlocked
 from vaults.models import AuditEvent, GuardApprover, ProtectedVM, Vault
+from vaults.rules import RuleBlocked
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,8 @@ from django.utils import timezone
 
 from jobs import restore, runner
 from jobs.models import Status
-from tests.backups.conftest import World, lifeboat_env, needs_e2fsprogs, run, wait_until
+from tests.backups.conftest import World, lifeboat_env, needs_e2fsprogs, run
+from tests.conftest import wait_until
 
 pytestmark = needs_e2fsprogs
 

@@ -14,7 +14,8 @@ import pytest
 from inventory.lab import images, scripts
 from inventory.lab.control import proc_state, wait_stopped
 from inventory.lab.ring import check_bytes, check_ring, read_ring, ring_extents
-from tests.lab.conftest import fsck_clean, highest, ls, needs_e2fsprogs, wait_until
+from tests.conftest import wait_until
+from tests.lab.conftest import fsck_clean, highest, ls, needs_e2fsprogs
 
 pytestmark = needs_e2fsprogs
 

@@ -22,10 +22,11 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 from django.core.management import call_command
-from django.test import override_settings
+from django.test import Client, override_settings
+from django.test.client import ClientHandler
 from django.urls import get_resolver, reverse
 from django.utils import timezone
-from rest_framework.test import APIClient
+from rest_framework.test import APIClient, ForceAuthClientHandler
 
 from inventory.models import VirtualMachine
 from jobs import backup, runner
@@ -691,8 +692,8 @@ class World:
             "MASTER_KEY_FILE": root / "master.key",
             "DEMO_ROOT": root / "demo",
         }
-        self.personas: dict = {}
         self.names: dict = {}
+        self.sessions: dict[str, str] = {}  # persona → the key of its logged-in session
         self.files_when_built: dict = {}
 
     def files(self) -> dict[str, tuple[int, int] | None]:
@@ -701,11 +702,13 @@ class World:
         A directory counts by its presence only: a read takes a lease file in the store and
         drops it again, which leaves nothing behind but the directory's modification time.
         """
-        found = {}
-        for path in self.root.rglob("*"):
-            st = path.lstat()
-            file = not path.is_dir()
-            found[str(path.relative_to(self.root))] = (st.st_size, st.st_mtime_ns) if file else None
+        found: dict[str, tuple[int, int] | None] = {}
+        for folder, dirs, names in os.walk(self.root):
+            for name in dirs:
+                found[os.path.join(folder, name)] = None
+            for name in names:
+                st = os.lstat(os.path.join(folder, name))
+                found[os.path.join(folder, name)] = (st.st_size, st.st_mtime_ns)
         return found
 
 
@@ -829,6 +832,16 @@ def _real_rp(personas: dict) -> dict:
     return {"real_rp": rp.pk, "session": sessions}
 
 
+def _sessions(personas: dict) -> dict[str, str]:
+    """A logged-in session of every persona (a case sends its cookie: no login per case)."""
+    sessions = {}
+    for name, user in personas.items():
+        client = Client()
+        client.force_login(user)
+        sessions[name] = client.cookies[django_settings.SESSION_COOKIE_NAME].value
+    return sessions
+
+
 def _job_alert() -> dict:
     """A failed backup of web-01 and the Sev-1 alert it raises. Made after the real backup,
     whose success would resolve it."""
@@ -845,10 +858,11 @@ def world(django_db_setup, django_db_blocker, tmp_path_factory):
     try:
         with django_db_blocker.unblock():
             with override_settings(LIFEBOAT=world.lifeboat, PASSWORD_HASHERS=FAST_HASHER):
-                world.personas = _personas()
-                world.names = _scenario(world.root, world.personas)
-                world.names.update(_real_rp(world.personas))
+                personas = _personas()
+                world.names = _scenario(world.root, personas)
+                world.names.update(_real_rp(personas))
                 world.names.update(_job_alert())
+                world.sessions = _sessions(personas)
         world.files_when_built = world.files()
         yield world
     finally:
@@ -856,11 +870,26 @@ def world(django_db_setup, django_db_blocker, tmp_path_factory):
             call_command("flush", verbosity=0, interactive=False)
 
 
+@pytest.fixture(scope="module")
+def handlers():
+    """The request handlers of this module's clients, page and API. A handler loads the
+    middleware on its first request, and WhiteNoise then indexes every static file: a fresh
+    client per case spent more time there than on its request."""
+    # As the test clients make them: CSRF is not enforced.
+    return {"page": ClientHandler(False), "api": ForceAuthClientHandler(False)}
+
+
+@pytest.fixture
+def _isolated_data_dir():
+    """Replaces the root conftest's data directories of each test: every case here uses the
+    world's (see `names`), so it needs no directory of its own."""
+
+
 @pytest.fixture
 def names(world, db, settings):
-    """The world's names for one case, run in a transaction that is rolled back after it.
-    (The root conftest's autouse data directories come first; these replace them.)"""
+    """The world's names for one case, run in a transaction that is rolled back after it."""
     settings.LIFEBOAT = world.lifeboat
+    settings.PASSWORD_HASHERS = FAST_HASHER
     return world.names
 
 
@@ -892,17 +921,17 @@ def _row_id(row):
 
 @pytest.mark.parametrize("row", [pytest.param(r, id=_row_id(r)) for r in MATRIX])
 @pytest.mark.parametrize("persona", PERSONAS)
-def test_matrix(row, persona, world, names, client):
+def test_matrix(row, persona, world, names, handlers):
     name, method, kwargs, body, expected = row
     codes = dict(zip(PERSONAS, expected.split(), strict=True))
     api = name.startswith("api-")
     if "{real_rp}" in repr(row) and "real_rp" not in names:
         pytest.skip("mkfs.ext4 is needed for a real recovery point")
     url = reverse(name, kwargs=_fill(kwargs, names, persona))
-    if api:
-        client = APIClient()
+    client = APIClient() if api else Client()
+    client.handler = handlers["api" if api else "page"]
     if persona != "anon":
-        client.force_login(world.personas[persona])
+        client.cookies[django_settings.SESSION_COOKIE_NAME] = world.sessions[persona]
     response = _request(client, method, url, _fill(body, names, persona), api)
     assert response.status_code == int(codes[persona]), (
         f"{persona} {method} {url}: {response.status_code}, expected {codes[persona]}: "

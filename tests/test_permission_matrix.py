@@ -7,24 +7,41 @@ when a named URL has no row.
 Columns: admin, owner, contributor, operator, reader, approver (guard approver of the vault,
 not a member), outsider (logged in, no role), anon (not logged in). Pages send anonymous users
 to the login page (302); the API answers 401/403 to them.
+
+The world the rows refer to is built once per module (per xdist worker) and each case runs in
+a transaction rolled back after its request, so a row that changes data leaves the next case
+the same world.
 """
 
 import os
 import shutil
 import subprocess
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
+from django.core.management import call_command
+from django.test import Client, override_settings
+from django.test.client import ClientHandler
 from django.urls import get_resolver, reverse
 from django.utils import timezone
-from rest_framework.test import APIClient
+from rest_framework.test import APIClient, ForceAuthClientHandler
 
-from jobs import runner
+from inventory.models import VirtualMachine
+from jobs import backup, runner
+from jobs.models import Job
 from portal.models import ApiToken
 from security.keys import fingerprint
 from security.models import Alert, Approval, CustomerKey
 from tests import factories as f
-from vaults.models import GuardApprover, Role, VaultMembership
+from vaults.models import (
+    FileRecoverySession,
+    GuardApprover,
+    ProtectedVM,
+    Role,
+    VaultMembership,
+)
 
 PERSONAS = ("admin", "owner", "contributor", "operator", "reader", "approver", "outsider", "anon")
 
@@ -656,11 +673,67 @@ MATRIX.append(
 )
 
 
-@pytest.fixture
-def scenario(vault, personas, host, vm, item, rp, job, tmp_path):
-    """Everything the rows refer to, named."""
+FAST_HASHER = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+class World:
+    """Everything the rows refer to, built once per module and committed.
+
+    Each case runs inside pytest-django's transaction, rolled back after it, so a row that
+    changes data hands the next case the same world. Files on disk are not rolled back: a
+    case fails if its request changed any (such a row would need a world of its own).
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.lifeboat = {
+            **django_settings.LIFEBOAT,
+            "VAULT_STORE_ROOT": root / "vault-stores",
+            "MASTER_KEY_FILE": root / "master.key",
+            "DEMO_ROOT": root / "demo",
+        }
+        self.names: dict = {}
+        self.sessions: dict[str, str] = {}  # persona → the key of its logged-in session
+        self.files_when_built: dict = {}
+
+    def files(self) -> dict[str, tuple[int, int] | None]:
+        """Every path under the world's root; a file with its size and modification time.
+
+        A directory counts by its presence only: a read takes a lease file in the store and
+        drops it again, which leaves nothing behind but the directory's modification time.
+        """
+        found: dict[str, tuple[int, int] | None] = {}
+        for folder, dirs, names in os.walk(self.root):
+            for name in dirs:
+                found[os.path.join(folder, name)] = None
+            for name in names:
+                st = os.lstat(os.path.join(folder, name))
+                found[os.path.join(folder, name)] = (st.st_size, st.st_mtime_ns)
+        return found
+
+
+def _personas() -> dict:
+    return {
+        "admin": f.make_user("admin", superuser=True),
+        **{name: f.make_user(name) for name in PERSONAS[1:-1]},
+    }
+
+
+def _scenario(root: Path, personas: dict) -> dict:
+    """Vault `prod` with a member of every role, a guard approver and a protected VM with a
+    recovery point and a job (as the shared fixtures make it), plus what the rows name."""
     admin = personas["admin"]
-    host3 = f.make_host(tmp_path / "host3", name="host3")
+    host = f.make_host(root / "host1", name="host1")
+    vault = f.make_vault("prod", owner=admin)
+    for role in (Role.OWNER, Role.CONTRIBUTOR, Role.OPERATOR, Role.READER):
+        f.add_member(vault, personas[role], role)
+    GuardApprover.objects.create(vault=vault, user=personas["approver"], assigned_by=admin)
+    vault.linked_hosts.add(host)
+    vm = f.make_vm(host, name="web-01", disks=((-1, 4 << 20), (0, 2 << 20)))
+    item = f.make_protected_item(vault, vm)
+    rp = f.make_rp(item)
+    job = f.make_job(vault, item)
+    host3 = f.make_host(root / "host3", name="host3")
     stopped = f.make_protected_item(
         vault,
         f.make_vm(host, name="old-01"),
@@ -680,10 +753,10 @@ def scenario(vault, personas, host, vm, item, rp, job, tmp_path):
     f.add_member(empty, personas["contributor"], Role.CONTRIBUTOR)
     f.add_member(empty, personas["operator"], Role.OPERATOR)
     f.add_member(empty, personas["reader"], Role.READER)
-    host2 = f.make_host(tmp_path / "host2", name="host2")
+    host2 = f.make_host(root / "host2", name="host2")
     vault.linked_hosts.add(host2)
     vm2 = f.make_vm(host, name="db-01")
-    spare_disk = tmp_path / "host1" / "disks" / "spare.img"
+    spare_disk = root / "host1" / "disks" / "spare.img"
     spare_disk.write_bytes(b"\0" * 4096)
     token, _ = ApiToken.issue(personas["owner"], "matrix")
     approval = Approval.objects.create(
@@ -696,17 +769,14 @@ def scenario(vault, personas, host, vm, item, rp, job, tmp_path):
         requested_by_name="owner",
         expires_at=timezone.now() + timedelta(hours=24),
     )
-    failed = f.make_job(vault, item, status="in_progress")
-    runner.finish(failed, "failed", code="x", message="boom")  # raises a Sev-1 job alert
-    k1, k9 = tmp_path / "k1.key", tmp_path / "k9.key"
+    k1, k9 = root / "k1.key", root / "k9.key"
     k1.write_bytes(b"\x01" * 32)
     k9.write_bytes(b"\x02" * 32)
     CustomerKey.objects.create(name="k1", path=str(k1), fingerprint=fingerprint(k1.read_bytes()))
-    spare_dir = tmp_path / "spare"
+    spare_dir = root / "spare"
     spare_dir.mkdir()
     return {
         "approval": approval.pk,
-        "alert": Alert.objects.get(vault=vault).pk,
         "key_file": str(k9),
         "host3": host3.pk,
         "queued_job": queued.pk,
@@ -728,25 +798,28 @@ def scenario(vault, personas, host, vm, item, rp, job, tmp_path):
     }
 
 
-@pytest.fixture
-def real_rp(scenario, item, personas):
+def _real_rp(personas: dict) -> dict:
     """A real recovery point of web-01 (an ext4 OS disk holding /hello.txt), with an open
-    file-recovery session for every persona (the session alone grants nothing)."""
-    from jobs import backup, runner
-    from vaults.models import FileRecoverySession
-
+    file-recovery session for every persona (the session alone grants nothing). Empty when
+    mkfs.ext4 is missing: the rows that need it then skip."""
     mkfs = shutil.which("mkfs.ext4") or "/usr/sbin/mkfs.ext4"
     if not os.path.exists(mkfs):
-        pytest.skip("mkfs.ext4 is needed for a real recovery point")
+        return {}
+    item = ProtectedVM.objects.get(vault__name="prod", vm__name="web-01")
     disk = item.vm.disks.get(lun=-1)
     staging = os.path.join(os.path.dirname(disk.path), "stage")
     os.makedirs(staging)
     with open(os.path.join(staging, "hello.txt"), "w") as out:
         out.write("hello\n")
     subprocess.run([mkfs, "-q", "-F", "-d", staging, disk.path], check=True)
-    job = backup.backup_now(item, by=personas["admin"])
-    assert runner.run_job(job.pk) in ("completed", "completed_with_warnings")
-    rp = item.recovery_points.order_by("-time").first()
+    # Stopped, the VM is read as it is on any file system: one outcome, no live-read warning.
+    VirtualMachine.objects.filter(pk=item.vm_id).update(power_state="stopped")
+    with pytest.MonkeyPatch.context() as mp:
+        # The backup runs in this process: no heartbeat thread beside the test's connection.
+        mp.setattr(runner, "HEARTBEAT_SECONDS", 3600)
+        job = backup.backup_now(item, by=personas["admin"])
+        assert runner.run_job(job.pk) == "completed"
+    rp = Job.objects.get(pk=job.pk).recovery_point
     sessions = {
         name: FileRecoverySession.objects.create(
             vault=item.vault,
@@ -756,7 +829,68 @@ def real_rp(scenario, item, personas):
         ).pk
         for name, user in personas.items()
     }
-    return rp.pk, sessions
+    return {"real_rp": rp.pk, "session": sessions}
+
+
+def _sessions(personas: dict) -> dict[str, str]:
+    """A logged-in session of every persona (a case sends its cookie: no login per case)."""
+    sessions = {}
+    for name, user in personas.items():
+        client = Client()
+        client.force_login(user)
+        sessions[name] = client.cookies[django_settings.SESSION_COOKIE_NAME].value
+    return sessions
+
+
+def _job_alert() -> dict:
+    """A failed backup of web-01 and the Sev-1 alert it raises. Made after the real backup,
+    whose success would resolve it."""
+    item = ProtectedVM.objects.get(vault__name="prod", vm__name="web-01")
+    failed = f.make_job(item.vault, item, status="in_progress")
+    runner.finish(failed, "failed", code="x", message="boom")
+    return {"alert": Alert.objects.get(vault=item.vault).pk}
+
+
+@pytest.fixture(scope="module")
+def world(django_db_setup, django_db_blocker, tmp_path_factory):
+    """The world, committed once for this module's cases and flushed after them."""
+    world = World(tmp_path_factory.mktemp("matrix-world"))
+    try:
+        with django_db_blocker.unblock():
+            with override_settings(LIFEBOAT=world.lifeboat, PASSWORD_HASHERS=FAST_HASHER):
+                personas = _personas()
+                world.names = _scenario(world.root, personas)
+                world.names.update(_real_rp(personas))
+                world.names.update(_job_alert())
+                world.sessions = _sessions(personas)
+        world.files_when_built = world.files()
+        yield world
+    finally:
+        with django_db_blocker.unblock():
+            call_command("flush", verbosity=0, interactive=False)
+
+
+@pytest.fixture(scope="module")
+def handlers():
+    """The request handlers of this module's clients, page and API. A handler loads the
+    middleware on its first request, and WhiteNoise then indexes every static file: a fresh
+    client per case spent more time there than on its request."""
+    # As the test clients make them: CSRF is not enforced.
+    return {"page": ClientHandler(False), "api": ForceAuthClientHandler(False)}
+
+
+@pytest.fixture
+def _isolated_data_dir():
+    """Replaces the root conftest's data directories of each test: every case here uses the
+    world's (see `names`), so it needs no directory of its own."""
+
+
+@pytest.fixture
+def names(world, db, settings):
+    """The world's names for one case, run in a transaction that is rolled back after it."""
+    settings.LIFEBOAT = world.lifeboat
+    settings.PASSWORD_HASHERS = FAST_HASHER
+    return world.names
 
 
 def _fill(value, names: dict, persona: str):
@@ -785,38 +919,26 @@ def _row_id(row):
     return f"{row[0]}-{row[1]}"
 
 
-def _needs_real_rp(row) -> bool:
-    return "{real_rp}" in repr(row)
-
-
-def _param(row):
-    # Rows on a real recovery point run a real backup job, which manages its own database
-    # connection, so they need a transactional test database; the rest stay fast.
-    marks = [pytest.mark.django_db(transaction=True)] if _needs_real_rp(row) else []
-    return pytest.param(row, marks=marks, id=_row_id(row))
-
-
-@pytest.mark.parametrize("row", [_param(r) for r in MATRIX])
+@pytest.mark.parametrize("row", [pytest.param(r, id=_row_id(r)) for r in MATRIX])
 @pytest.mark.parametrize("persona", PERSONAS)
-def test_matrix(row, persona, scenario, personas, client, request):
+def test_matrix(row, persona, world, names, handlers):
     name, method, kwargs, body, expected = row
     codes = dict(zip(PERSONAS, expected.split(), strict=True))
     api = name.startswith("api-")
-    names = dict(scenario)
-    if _needs_real_rp(row):
-        names["real_rp"], names["session"] = request.getfixturevalue("real_rp")
+    if "{real_rp}" in repr(row) and "real_rp" not in names:
+        pytest.skip("mkfs.ext4 is needed for a real recovery point")
     url = reverse(name, kwargs=_fill(kwargs, names, persona))
-    if api:
-        client = APIClient()
+    client = APIClient() if api else Client()
+    client.handler = handlers["api" if api else "page"]
     if persona != "anon":
-        client.force_login(personas[persona])
+        client.cookies[django_settings.SESSION_COOKIE_NAME] = world.sessions[persona]
     response = _request(client, method, url, _fill(body, names, persona), api)
-    if os.environ.get("MATRIX_DISCOVER"):
-        print(f"MATRIX {name} {method} {persona} {response.status_code}")
-        return
     assert response.status_code == int(codes[persona]), (
         f"{persona} {method} {url}: {response.status_code}, expected {codes[persona]}: "
         f"{response.content[:300]!r}"
+    )
+    assert world.files() == world.files_when_built, (
+        f"{persona} {method} {url} changed files on disk, which the rollback cannot undo"
     )
 
 

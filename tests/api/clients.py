@@ -21,3 +21,12 @@ class PersonaClient(JsonClient):
         if self.persona is not None:
             access.forget(self.persona)
         return super().request(**kwargs)
+
+
+def persona_client(user=None) -> PersonaClient:
+    """An API client acting as `user` (None: anonymous)."""
+    client = PersonaClient()
+    if user is not None:
+        client.persona = user
+        client.force_authenticate(user)
+    return client

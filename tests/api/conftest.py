@@ -9,29 +9,6 @@ from pathlib import Path
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from rest_framework.test import APIClient
-
-from tests.api.clients import PersonaClient
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hasher(settings):
-    # The personas' passwords are hashed per test; the real hasher is slow by design.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def api():
-    """`api(user)` → an API client acting as `user` (None: anonymous)."""
-
-    def make(user=None) -> APIClient:
-        client = PersonaClient()
-        if user is not None:
-            client.persona = user
-            client.force_authenticate(user)
-        return client
-
-    return make
 
 
 @pytest.fixture
@@ -111,14 +88,12 @@ def real_disks(vm):
 
 
 @pytest.fixture
-def run_job(monkeypatch):
+def run_job(quiet_heartbeat):
     """`run_job(job_id)` runs a job in this process, as a worker would; returns it fresh.
 
     Needs `@pytest.mark.django_db(transaction=True)`: the runner manages its connection."""
     from jobs import runner
     from jobs.models import Job
-
-    monkeypatch.setattr(runner, "HEARTBEAT_SECONDS", 3600)
 
     def run(job_id: int):
         runner.run_job(job_id)

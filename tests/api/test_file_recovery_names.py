@@ -24,8 +24,10 @@ def test_a_non_utf8_name_is_listed_with_a_replacement_character(
 
     os_disk = vm.disks.get(lun=-1)
     make_ext4(Path(os_disk.path), {**OS_FILES, NOT_UTF8: b"latin-1 name\n"})
+    vm.power_state = "stopped"  # read as is, without a live-read warning on any file system
+    vm.save(update_fields=["power_state"])
     job = run_job(backup_now(item, by=admin_user).pk)
-    assert job.status in ("completed", "completed_with_warnings"), job.error_message
+    assert job.status == "completed", (job.error_message, job.warnings)
     rp = job.recovery_point
     FileRecoverySession.objects.create(
         vault=rp.vault,

@@ -12,7 +12,6 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,16 +25,6 @@ needs_e2fsprogs = pytest.mark.skipif(
 )
 REPO = Path(__file__).resolve().parents[2]
 MIB = 1 << 20
-
-
-def wait_until(predicate, timeout: float = 30.0, step: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"{what} not met within {timeout}s")
 
 
 def make_ext4(path: Path, mib: int = 16, *, files: dict[str, bytes] | None = None) -> Path:
@@ -119,14 +108,6 @@ def small_disk():
     yield mount
     for path in reversed(mounted):
         subprocess.run(["umount", "--lazy", str(path)], check=False)
-
-
-@pytest.fixture
-def quick_heartbeat_off(monkeypatch):
-    """In-process runs share the test's transaction: keep the heartbeat thread quiet."""
-    from jobs import runner
-
-    monkeypatch.setattr(runner, "HEARTBEAT_SECONDS", 3600)
 
 
 def lifeboat_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -17,9 +17,9 @@ from tests.backups.conftest import (
     lifeboat_env,
     needs_e2fsprogs,
     run,
-    wait_until,
     write_script,
 )
+from tests.conftest import wait_until
 from vaults.models import RecoveryPoint
 
 pytestmark = needs_e2fsprogs
@@ -60,7 +60,7 @@ def test_a_running_backup_is_cancelled_while_the_snapshot_is_taken(tmp_path, hoo
     t = threading.Thread(target=work)
     t.start()
     try:
-        wait_until(started.exists, 20, what="pre-script started")
+        wait_until(started.exists, 20, step=0.05, what="pre-script started")
         assert runner.request_cancel(job) is True
         assert job.status == Status.CANCELLING
     finally:

@@ -24,9 +24,9 @@ from tests.backups.conftest import (
     lifeboat_env,
     needs_e2fsprogs,
     same_bytes,
-    wait_until,
     write_script,
 )
+from tests.conftest import wait_until
 from vaults.models import RecoveryPoint
 
 pytestmark = needs_e2fsprogs

@@ -15,7 +15,8 @@ from inventory.lab import scripts
 from inventory.lab.control import Lab
 from inventory.lab.ring import check_ring, ring_extents
 from jobs.models import Status
-from tests.backups.conftest import World, needs_e2fsprogs, run, wait_until
+from tests.backups.conftest import World, needs_e2fsprogs, run
+from tests.conftest import wait_until
 
 pytestmark = [needs_e2fsprogs, pytest.mark.django_db(transaction=True)]
 
@@ -71,7 +72,7 @@ def lab_vm(tmp_path):
         extents = ring_extents(image)
         slots = sum(length for _, length in extents) // 512
         # Let the writer lap the ring, so every slot holds a record.
-        wait_until(lambda: (check_ring(image, extents).highest_seq or 0) > 2 * slots, 20)
+        wait_until(lambda: (check_ring(image, extents).highest_seq or 0) > 2 * slots, 20, step=0.05)
         return w, image, extents
 
     yield make
@@ -103,7 +104,7 @@ def test_frozen_backup_restores_a_consistent_ring(tmp_path, lab_vm, monkeypatch)
     assert report.ok, report.summary()
     assert report.records == report.slots and report.empty == 0
     # The writer went on after the thaw: the live ring is ahead of the restored one.
-    wait_until(lambda: check_ring(image, extents).highest_seq > report.highest_seq, 10)
+    wait_until(lambda: check_ring(image, extents).highest_seq > report.highest_seq, 10, step=0.05)
 
 
 def test_unfrozen_paused_capture_is_caught_by_the_ring_check(tmp_path, lab_vm, monkeypatch):

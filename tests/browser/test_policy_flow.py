@@ -55,11 +55,8 @@ def pytest_runtest_makereport(item, call):
 
 
 def test_admin_creates_a_vault_and_fixes_an_invalid_policy(
-    transactional_db, live_server, admin_user, page, settings
+    transactional_db, live_server, admin_user, page
 ):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    admin_user.set_password("pw-secret-1")
-    admin_user.save()
     base = live_server.url
 
     page.goto(f"{base}/login/")

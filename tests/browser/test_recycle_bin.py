@@ -10,11 +10,8 @@ pytestmark = [pytest.mark.browser, needs_chromium]
 
 
 def test_contributor_deletes_finds_and_undeletes_an_item(
-    transactional_db, live_server, page, settings, vault, contributor, item, rp
+    transactional_db, live_server, page, vault, contributor, item, rp
 ):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    contributor.set_password("pw-secret-1")
-    contributor.save()
     base = live_server.url
     confirms = []
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -23,16 +22,6 @@ needs_e2fsprogs = pytest.mark.skipif(
 )
 SMALL_MIB = 24  # images in tests: 16-32 MiB
 FAST_RATE = 5000.0  # records/s per image: the 4096-slot ring laps in under a second
-
-
-def wait_until(predicate, timeout: float = 10.0, step: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def highest(image: Path) -> int:

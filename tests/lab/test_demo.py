@@ -22,7 +22,8 @@ from inventory.management.commands.lab import Command as LabCommand
 from inventory.models import Disk, Host, VirtualMachine
 from policies.models import BackupPolicy
 from tests import factories as f
-from tests.lab.conftest import SMALL_MIB, fsck_clean, highest, ls, needs_e2fsprogs, wait_until
+from tests.conftest import wait_until
+from tests.lab.conftest import SMALL_MIB, fsck_clean, highest, ls, needs_e2fsprogs
 from vaults.models import AuditEvent, ItemState, ProtectedVM, Vault
 
 pytestmark = [needs_e2fsprogs, pytest.mark.django_db]

@@ -18,23 +18,19 @@ from jobs.backup import TAKE_SNAPSHOT, TRANSFER, backup_now
 from jobs.models import Operation
 from jobs.runner import create_job
 from tests import factories as f
-from tests.api.clients import PersonaClient
+from tests.api.clients import persona_client as client
 from tests.backups.conftest import churn, make_ext4, needs_e2fsprogs, run
 from vaults import lifecycle, services
 from vaults.models import Role
 from vaults.rules import RuleBlocked
 
-__all__ = ["needs_e2fsprogs", "run", "churn"]
+__all__ = ["needs_e2fsprogs", "run", "churn", "client"]
 
 
 @pytest.fixture(autouse=True)
-def _quiet(settings, monkeypatch):
-    """Fast hashing for personas, no heartbeat thread, GC without a grace window."""
-    from jobs import runner
-
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+def _quiet(settings, quiet_heartbeat):
+    """Jobs run in this process; GC without a grace window."""
     settings.LIFEBOAT = {**settings.LIFEBOAT, "GC_GRACE_SECONDS": 0}
-    monkeypatch.setattr(runner, "HEARTBEAT_SECONDS", 3600)
 
 
 class Lab:
@@ -111,13 +107,6 @@ class Lab:
 @pytest.fixture
 def lab(transactional_db, tmp_path):
     return Lab(tmp_path)
-
-
-def client(user) -> PersonaClient:
-    c = PersonaClient()
-    c.persona = user
-    c.force_authenticate(user)
-    return c
 
 
 def item_url(name: str, item, action: str | None = None) -> str:

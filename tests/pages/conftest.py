@@ -46,12 +46,6 @@ def assert_query_budget(client, django_assert_max_num_queries):
     return check
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    # The personas' passwords are hashed once per test; a fast hasher keeps the pages suite quick.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 # -- a real recovery point ----------------------------------------------------------------------
 
 MIB = 1 << 20
@@ -69,7 +63,7 @@ def real_files() -> dict[str, bytes]:
 
 
 @pytest.fixture
-def real_rp(vault, host, admin_user, monkeypatch):
+def real_rp(vault, host, admin_user, quiet_heartbeat):
     """A stopped VM `files-01` whose OS disk is a real ext4 image, protected in `prod` and
     backed up in this process (snapshot and vault tier): `(rp, files, image)`.
 
@@ -82,8 +76,6 @@ def real_rp(vault, host, admin_user, monkeypatch):
     missing = images.missing_tools()
     if missing:
         pytest.skip(f"e2fsprogs tools missing: {', '.join(missing)}")
-    # The in-process run shares the test's database: keep the heartbeat thread quiet.
-    monkeypatch.setattr(runner, "HEARTBEAT_SECONDS", 3600)
     files = real_files()
     image = Path(host.allowed_roots[0]) / "files-01-os.img"
     images.make_image(image, 16, "files01", files)

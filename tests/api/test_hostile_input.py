@@ -125,6 +125,14 @@ def test_nul_in_the_address_is_a_400(client, vault, admin_user, url):
     assert r.status_code == 400, r.content
 
 
+def test_nul_in_a_cookie_is_a_400(client, vault, admin_user):
+    client.cookies["sessionid"] = "abcdefgh\x00ijkl"
+    for url in ("/vaults/", "/api/v1/vaults/"):
+        r = client.get(url)
+        assert r.status_code == 400, r.content
+        assert "Cookies" in r.content.decode()
+
+
 def test_nul_in_a_page_form_is_a_400(client, admin_user, tmp_path):
     key = tmp_path / "k1.key"
     key.write_bytes(b"\x01" * 32)

@@ -137,11 +137,37 @@ def _disk_size(path: str) -> int | None:
         return None
 
 
+def _same_file_key(path: str) -> tuple:
+    """What two paths share when they name the same disk: the device or the file (inode)
+    they lead to, so neither '..', a symlink nor a hard link disguises it; the resolved path
+    when nothing is there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ("path", os.path.realpath(path))
+    if stat.S_ISBLK(st.st_mode):
+        return ("device", st.st_rdev)
+    return ("file", st.st_dev, st.st_ino)
+
+
+def _disk_owners(vm: VirtualMachine | None) -> dict[tuple, str]:
+    """Every registered disk of the other VMs, by what it is on disk → its VM's name.
+
+    Compared as files, not as stored strings, so a row written by any route (or before paths
+    were stored resolved) is still found.
+    """
+    others = Disk.objects.select_related("vm").only("path", "vm__name")
+    if vm is not None:
+        others = others.exclude(vm=vm)
+    return {_same_file_key(d.path): d.vm.name for d in others}
+
+
 def clean_disks(host: Host, disks, vm: VirtualMachine | None = None) -> list[dict]:
     """[{"lun", "path"}] → [{"lun", "path", "size"}], or ValidationError on `disks`.
 
     LUNs are unique, exactly one is the OS disk (-1), each path resolves inside the host's
-    allowed roots, exists, and belongs to no other VM.
+    allowed roots, exists, and is a file of no other VM. Paths are stored resolved (symlinks
+    and '..' gone), as they were checked: a symlink changed later cannot move a disk.
     """
     problems: list[str] = []
     luns = [d["lun"] for d in disks]
@@ -150,28 +176,25 @@ def clean_disks(host: Host, disks, vm: VirtualMachine | None = None) -> list[dic
     dupes = sorted({lun for lun in luns if luns.count(lun) > 1 and lun != Disk.OS_LUN})
     if dupes:
         problems.append(f"LUN(s) {', '.join(map(str, dupes))} appear more than once.")
-    paths = [os.path.realpath(d["path"]) for d in disks]
-    if len(set(paths)) != len(paths):
+    keys = [_same_file_key(d["path"]) for d in disks]
+    if len(set(keys)) != len(keys):
         problems.append("Two disks name the same file.")
-    others = Disk.objects.filter(path__in=[d["path"] for d in disks])
-    if vm is not None:
-        others = others.exclude(vm=vm)
-    taken = {d.path: d.vm.name for d in others.select_related("vm")}
+    taken = _disk_owners(vm)
     out = []
-    for d in disks:
+    for d, key in zip(disks, keys, strict=True):
         lun, path = d["lun"], d["path"]
         if not os.path.isabs(path):
             problems.append(f"LUN {lun}: {path} is not an absolute path.")
         elif not host.allows(path):
             problems.append(f"LUN {lun}: {path} is outside host {host.name}'s allowed roots.")
-        elif path in taken:
-            problems.append(f"LUN {lun}: {path} is already a disk of VM {taken[path]}.")
+        elif key in taken:
+            problems.append(f"LUN {lun}: {path} is already a disk of VM {taken[key]}.")
         else:
             size = _disk_size(path)
             if size is None:
                 problems.append(f"LUN {lun}: {path} is not an existing file or block device.")
             else:
-                out.append({"lun": lun, "path": path, "size": size})
+                out.append({"lun": lun, "path": os.path.realpath(path), "size": size})
     if problems:
         raise ValidationError({"disks": problems})
     return out

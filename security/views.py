@@ -24,6 +24,7 @@ from rest_framework import serializers
 
 from portal.views import apply_errors, done, error_text, render_page
 from security import alerts, keys, mua
+from security.api.serializers import AuditFilterSerializer, SiteAuditFilterSerializer
 from security.api.views import filter_audit
 from security.models import Alert, AlertStatus, Approval, ApprovalStatus, CustomerKey, VaultKey
 from vaults import access
@@ -313,14 +314,12 @@ def alert_settings(request, name):
 
 # -- audit log ----------------------------------------------------------------------------------------
 
-AUDIT_FILTERS = ("action", "actor", "object_type", "since", "until")
 
-
-def _audit_page(request, base, filters: tuple[str, ...]) -> dict:
-    params = {k: request.GET.get(k, "").strip() for k in filters}
+def _audit_page(request, base, filters) -> dict:
+    params = {k: request.GET.get(k, "").strip() for k in filters().fields}
     error = ""
     try:
-        qs = filter_audit(base, params)
+        qs = filter_audit(base, params, filters)
     except serializers.ValidationError as exc:
         detail = exc.detail if isinstance(exc.detail, dict) else {"detail": exc.detail}
         error = " ".join(str(m) for msgs in detail.values() for m in msgs)
@@ -338,7 +337,7 @@ def vault_audit(request, name):
         request,
         vault,
         "audit",
-        **_audit_page(request, AuditEvent.objects.filter(vault=vault), AUDIT_FILTERS),
+        **_audit_page(request, AuditEvent.objects.filter(vault=vault), AuditFilterSerializer),
     )
     export = reverse("api-vault-audit-export", kwargs={"vault_name": vault.name})
     context["export_url"] = f"{export}?{context['query']}" if context["query"] else export
@@ -350,7 +349,7 @@ def vault_audit(request, name):
 def site_audit(request):
     """Every vault's audit log and site-wide events (site admins)."""
     access.require_site(request.user, "view_site_audit")
-    context = _audit_page(request, AuditEvent.objects.all(), (*AUDIT_FILTERS, "vault"))
+    context = _audit_page(request, AuditEvent.objects.all(), SiteAuditFilterSerializer)
     export = reverse("api-audit-export")
     context["export_url"] = f"{export}?{context['query']}" if context["query"] else export
     context["action_url"] = reverse("site-audit")

@@ -5,6 +5,8 @@ actor's role through `vaults.access`, validates, changes the rows in one transac
 the audit log. Rule violations raise `ValidationError` keyed by the field at fault.
 """
 
+import os
+
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
@@ -55,6 +57,9 @@ def create_vault(*, by, request=None, name: str, **fields) -> Vault:
         )
     if Vault.objects.filter(name__iexact=name).exists():
         raise ValidationError({"name": "A vault with this name already exists."})
+    errors = _store_location_errors(Vault(name=name, store_location=fields.get("store_location")))
+    if errors:
+        raise ValidationError(errors)
     with transaction.atomic():
         vault = Vault.create(name=name, owner=by, **fields)
         audit.record(
@@ -66,6 +71,26 @@ def create_vault(*, by, request=None, name: str, **fields) -> Vault:
             after={"name": vault.name, **vault_settings(vault)},
         )
     return vault
+
+
+def _store_location_errors(vault: Vault) -> dict:
+    """A vault's store is an absolute directory that is no other vault's store, and neither
+    lies inside one nor holds one: a shared store would mix two vaults' keys and let one
+    vault's cleanup count the other's recovery points as its own orphans."""
+    if vault.store_location and not os.path.isabs(vault.store_location):
+        return {
+            "store_location": "Give an absolute directory on the server, or leave it empty "
+            "for the default location."
+        }
+    mine = os.path.realpath(vault.store_path)
+    for other in Vault.objects.exclude(pk=vault.pk):
+        theirs = os.path.realpath(other.store_path)
+        if os.path.commonpath([mine, theirs]) in (mine, theirs):
+            return {
+                "store_location": f"{mine} would share the store {theirs} of vault "
+                f"{other.name}; give each vault a directory of its own."
+            }
+    return {}
 
 
 def _check_setting_transitions(vault: Vault, changes: dict) -> dict:
@@ -95,6 +120,9 @@ def _check_setting_transitions(vault: Vault, changes: dict) -> dict:
     if "store_location" in changes and changes["store_location"] != vault.store_location:
         if vault.protected_items.exists() or vault.recovery_points.exists():
             errors["store_location"] = "The vault store cannot move while the vault holds data."
+        else:
+            moved = Vault(pk=vault.pk, name=vault.name, store_location=changes["store_location"])
+            errors.update(_store_location_errors(moved))
     return errors
 
 

@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from jobs import hook_details
 from jobs.models import Job, Operation, Status, SubTask
+from portal.api.filters import CommaChoices, FilterSerializer, MomentField
 
 # Parameter keys whose values are never shown (a key file, a passphrase, a token...).
 SECRET_KEY_RE = re.compile(r"secret|password|passphrase|token|credential|key", re.IGNORECASE)
@@ -191,27 +192,10 @@ class JobDetailSerializer(JobSerializer):
         read_only_fields = fields
 
 
-class CommaChoices(serializers.CharField):
-    """`a,b` → ["a", "b"], each one of `choices`."""
-
-    def __init__(self, choices, **kwargs):
-        self.allowed = [c for c, _ in choices]
-        super().__init__(**kwargs)
-
-    def to_internal_value(self, data):
-        values = [v.strip() for v in super().to_internal_value(data).split(",") if v.strip()]
-        bad = [v for v in values if v not in self.allowed]
-        if bad:
-            raise serializers.ValidationError(
-                f"Unknown value {', '.join(bad)}; use {', '.join(self.allowed)}."
-            )
-        return values
-
-
-class JobFilterSerializer(serializers.Serializer):
+class JobFilterSerializer(FilterSerializer):
     status = CommaChoices(Status.choices, required=False, help_text="One or more, comma-separated.")
     operation = CommaChoices(
         Operation.choices, required=False, help_text="One or more, comma-separated."
     )
     vm = serializers.CharField(required=False, help_text="VM name.")
-    since = serializers.DateTimeField(required=False, help_text="Created at or after (ISO 8601).")
+    since = MomentField(required=False, help_text="Created at or after: an ISO date or date-time.")

@@ -2,16 +2,15 @@
 
 from rest_framework.generics import GenericAPIView
 from rest_framework.mixins import ListModelMixin
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 
 from vaults.api.permissions import VaultAccess
 
 
 class ApiView(GenericAPIView):
-    """JSON only, so every value has a JSON type the strict serializers can check."""
+    """JSON only (`DEFAULT_PARSER_CLASSES`), so every value has a JSON type the strict
+    serializers can check."""
 
-    parser_classes = [JSONParser]
     permission_classes = [IsAuthenticated, VaultAccess]
     # Set by VaultAccess on URLs with a <vault_name>.
     vault = None

@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from portal.api.filters import FilterSerializer, MomentField
 from portal.api.serializers import StrictSerializer
 from security import alerts, keys
 from security.models import Alert, AlertStatus, Approval, ApprovalStatus, CustomerKey, Severity
@@ -41,6 +42,14 @@ class ApprovalSerializer(serializers.ModelSerializer):
         """pending, approved, rejected, expired or executed (a pending request past its
         expiry reads expired)."""
         return approval.current_status()
+
+
+class ApprovalFilterSerializer(FilterSerializer):
+    status = serializers.ChoiceField(
+        choices=ApprovalStatus.choices,
+        required=False,
+        help_text="A pending request past its expiry counts as expired.",
+    )
 
 
 class DecisionSerializer(StrictSerializer):
@@ -164,6 +173,14 @@ class AlertSerializer(serializers.ModelSerializer):
         return alerts.title(alert.kind)
 
 
+class AlertFilterSerializer(FilterSerializer):
+    status = serializers.ChoiceField(choices=AlertStatus.choices, required=False)
+    severity = serializers.ChoiceField(choices=Severity.choices, required=False)
+    kind = serializers.ChoiceField(
+        choices=sorted({**alerts.SECURITY_KINDS, **alerts.JOB_KINDS}.items()), required=False
+    )
+
+
 class AlertSettingsSerializer(StrictSerializer):
     job_alerts = serializers.BooleanField(
         help_text="Sev-1 job alerts (backup and restore failures). Security alerts (Sev 0) "
@@ -176,6 +193,23 @@ class AlertCountSerializer(serializers.Serializer):
 
 
 # -- audit --------------------------------------------------------------------------------------------------
+
+
+class AuditFilterSerializer(FilterSerializer):
+    action = serializers.CharField(
+        required=False,
+        help_text="Exact action, e.g. vault.update; a trailing dot matches a family (vault.).",
+    )
+    actor = serializers.CharField(required=False, help_text="Username.")
+    object_type = serializers.CharField(
+        required=False, help_text="e.g. Vault, ProtectedVM, Approval."
+    )
+    since = MomentField(required=False, help_text="ISO date or date-time (inclusive).")
+    until = MomentField(end=True, required=False, help_text="ISO date or date-time (inclusive).")
+
+
+class SiteAuditFilterSerializer(AuditFilterSerializer):
+    vault = serializers.CharField(required=False, help_text="Vault name.")
 
 
 class AuditEventSerializer(serializers.ModelSerializer):

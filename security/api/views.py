@@ -13,14 +13,12 @@ Who may do what (DESIGN §2; decided in `vaults.access` and `security.mua`):
 
 import csv
 import json
-from datetime import UTC, datetime, time
 
 from django.http import Http404, StreamingHttpResponse
 from django.utils import timezone
-from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import renderers, serializers, status
+from rest_framework import renderers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
@@ -28,10 +26,13 @@ from portal.api.base import ApiListView, ApiView
 from security import alerts, keys, mua
 from security.api.serializers import (
     AlertCountSerializer,
+    AlertFilterSerializer,
     AlertSerializer,
     AlertSettingsSerializer,
+    ApprovalFilterSerializer,
     ApprovalSerializer,
     AuditEventSerializer,
+    AuditFilterSerializer,
     DecisionSerializer,
     KeyCreateSerializer,
     KeyPublicSerializer,
@@ -39,8 +40,9 @@ from security.api.serializers import (
     KeyRotateSerializer,
     KeySerializer,
     KeyUpdateSerializer,
+    SiteAuditFilterSerializer,
 )
-from security.models import Alert, AlertStatus, Approval, CustomerKey, Severity, VaultAlertSettings
+from security.models import Alert, Approval, ApprovalStatus, CustomerKey, VaultAlertSettings
 from vaults import access
 from vaults.models import AuditEvent, Vault
 
@@ -82,27 +84,21 @@ class _ApprovalView(ApiView):
         return approval
 
 
-STATUS_PARAM = OpenApiParameter(
-    "status", str, description="pending, approved, rejected, expired or executed"
-)
-
-
 class ApprovalList(_ApprovalView):
-    @extend_schema(parameters=[STATUS_PARAM], responses=ApprovalSerializer(many=True))
+    @extend_schema(parameters=[ApprovalFilterSerializer], responses=ApprovalSerializer(many=True))
     def get(self, request, vault_name: str):
         """The vault's approval requests, newest first (`?status=` filters)."""
         qs = self.get_queryset()
-        wanted = request.query_params.get("status")
-        if wanted:
-            now = timezone.now()
-            if wanted == "pending":
-                qs = qs.filter(status="pending", expires_at__gt=now)
-            elif wanted == "expired":
-                qs = qs.filter(status__in=["pending", "expired"]).exclude(
-                    status="pending", expires_at__gt=now
-                )
-            else:
-                qs = qs.filter(status=wanted)
+        wanted = ApprovalFilterSerializer.values(request.query_params).get("status")
+        now = timezone.now()
+        if wanted == ApprovalStatus.PENDING:
+            qs = qs.filter(status=wanted, expires_at__gt=now)
+        elif wanted == ApprovalStatus.EXPIRED:
+            qs = qs.filter(status__in=[ApprovalStatus.PENDING, wanted]).exclude(
+                status=ApprovalStatus.PENDING, expires_at__gt=now
+            )
+        elif wanted:
+            qs = qs.filter(status=wanted)
         page = self.paginate_queryset(qs)
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
@@ -227,22 +223,9 @@ class AlertList(ApiListView):
         if self.schema_only:
             return Alert.objects.none()
         qs = Alert.objects.filter(vault=self.vault).select_related("acknowledged_by", "resolved_by")
-        params = self.request.query_params
-        if params.get("status") in AlertStatus.values:
-            qs = qs.filter(status=params["status"])
-        if params.get("severity") in Severity.values:
-            qs = qs.filter(severity=params["severity"])
-        if params.get("kind"):
-            qs = qs.filter(kind=params["kind"])
-        return qs
+        return qs.filter(**AlertFilterSerializer.values(self.request.query_params))
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("status", str, description="active, acknowledged or resolved"),
-            OpenApiParameter("severity", str, description="sev0 or sev1"),
-            OpenApiParameter("kind", str),
-        ]
-    )
+    @extend_schema(parameters=[AlertFilterSerializer])
     def get(self, request, *args, **kwargs):
         """The vault's alerts, newest first."""
         return self.list(request, *args, **kwargs)
@@ -382,52 +365,29 @@ def csv_response(qs, filename: str) -> StreamingHttpResponse:
     return response
 
 
-def _when(value: str, field: str, end: bool = False) -> datetime:
-    parsed = parse_datetime(value)
-    if parsed is None:
-        day = parse_date(value)
-        if day is None:
-            raise serializers.ValidationError(
-                {field: ["Give an ISO date (2025-01-31) or date-time (2025-01-31T12:00:00Z)."]}
-            )
-        parsed = datetime.combine(day, time.max if end else time.min)
-    if timezone.is_naive(parsed):
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed
+FORMAT_PARAM = OpenApiParameter("format", str, description="csv: the whole filtered log as CSV.")
 
 
-AUDIT_PARAMS = [
-    OpenApiParameter(
-        "action",
-        str,
-        description="Exact action, e.g. vault.update; a trailing dot matches a family (vault.).",
-    ),
-    OpenApiParameter("actor", str, description="Username."),
-    OpenApiParameter("object_type", str, description="e.g. Vault, ProtectedVM, Approval."),
-    OpenApiParameter("since", str, description="ISO date or date-time (inclusive)."),
-    OpenApiParameter("until", str, description="ISO date or date-time (inclusive)."),
-    OpenApiParameter("format", str, description="csv: the whole filtered log as CSV."),
-]
-
-
-def filter_audit(qs, params):
-    if params.get("action"):
-        action = params["action"]
+def filter_audit(qs, params, filters=AuditFilterSerializer):
+    """`qs` narrowed by the filters in `params`; a bad value raises ValidationError on it."""
+    f = filters.values(params)
+    if "action" in f:
+        action = f["action"]
         qs = (
             qs.filter(action__startswith=action)
             if action.endswith(".")
             else qs.filter(action=action)
         )
-    if params.get("actor"):
-        qs = qs.filter(actor_name=params["actor"])
-    if params.get("object_type"):
-        qs = qs.filter(object_type=params["object_type"])
-    if params.get("since"):
-        qs = qs.filter(time__gte=_when(params["since"], "since"))
-    if params.get("until"):
-        qs = qs.filter(time__lte=_when(params["until"], "until", end=True))
-    if params.get("vault"):
-        qs = qs.filter(vault_name=params["vault"])
+    if "actor" in f:
+        qs = qs.filter(actor_name=f["actor"])
+    if "object_type" in f:
+        qs = qs.filter(object_type=f["object_type"])
+    if "since" in f:
+        qs = qs.filter(time__gte=f["since"])
+    if "until" in f:
+        qs = qs.filter(time__lte=f["until"])
+    if "vault" in f:
+        qs = qs.filter(vault_name=f["vault"])
     return qs
 
 
@@ -435,6 +395,7 @@ class _AuditList(ApiListView):
     serializer_class = AuditEventSerializer
     renderer_classes = [renderers.JSONRenderer, CSVRenderer]
     export = False
+    filters = AuditFilterSerializer
 
     def base_queryset(self):
         raise NotImplementedError
@@ -445,7 +406,7 @@ class _AuditList(ApiListView):
     def get_queryset(self):
         if self.schema_only:
             return AuditEvent.objects.none()
-        return filter_audit(self.base_queryset(), self.request.query_params)
+        return filter_audit(self.base_queryset(), self.request.query_params, self.filters)
 
     def get(self, request, *args, **kwargs):
         if self.export or request.accepted_renderer.format == "csv":
@@ -462,7 +423,7 @@ class VaultAuditList(_AuditList):
     def filename(self) -> str:
         return f"lifeboat-audit-{self.vault.name}-{timezone.now():%Y%m%d-%H%M%S}.csv"
 
-    @extend_schema(parameters=AUDIT_PARAMS)
+    @extend_schema(parameters=[AuditFilterSerializer, FORMAT_PARAM])
     def get(self, request, *args, **kwargs):
         """The vault's audit log, newest first (owners and site admins); `?format=csv` exports
         the whole filtered log."""
@@ -472,7 +433,9 @@ class VaultAuditList(_AuditList):
 class VaultAuditExport(VaultAuditList):
     export = True
 
-    @extend_schema(parameters=AUDIT_PARAMS[:-1], responses={(200, "text/csv"): OpenApiTypes.STR})
+    @extend_schema(
+        parameters=[AuditFilterSerializer], responses={(200, "text/csv"): OpenApiTypes.STR}
+    )
     def get(self, request, *args, **kwargs):
         """The vault's filtered audit log as CSV."""
         return _AuditList.get(self, request, *args, **kwargs)
@@ -480,6 +443,7 @@ class VaultAuditExport(VaultAuditList):
 
 class SiteAuditList(_AuditList):
     site_actions = {"GET": "view_site_audit"}
+    filters = SiteAuditFilterSerializer
 
     def base_queryset(self):
         return AuditEvent.objects.all()
@@ -487,7 +451,7 @@ class SiteAuditList(_AuditList):
     def filename(self) -> str:
         return f"lifeboat-audit-{timezone.now():%Y%m%d-%H%M%S}.csv"
 
-    @extend_schema(parameters=[*AUDIT_PARAMS, OpenApiParameter("vault", str)])
+    @extend_schema(parameters=[SiteAuditFilterSerializer, FORMAT_PARAM])
     def get(self, request, *args, **kwargs):
         """The whole audit log (site admins); `?format=csv` exports it."""
         return super().get(request, *args, **kwargs)
@@ -497,7 +461,7 @@ class SiteAuditExport(SiteAuditList):
     export = True
 
     @extend_schema(
-        parameters=[*AUDIT_PARAMS[:-1], OpenApiParameter("vault", str)],
+        parameters=[SiteAuditFilterSerializer],
         responses={(200, "text/csv"): OpenApiTypes.STR},
     )
     def get(self, request, *args, **kwargs):

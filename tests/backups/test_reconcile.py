@@ -25,9 +25,9 @@ from tests.backups.conftest import (
     lifeboat_env,
     needs_e2fsprogs,
     run,
-    wait_until,
     write_script,
 )
+from tests.conftest import wait_until
 from vaults.models import RecoveryPoint
 
 pytestmark = needs_e2fsprogs
@@ -191,7 +191,11 @@ def test_reconcile_decides_by_the_job_that_wrote_the_manifest(tmp_path, settings
 
 
 def cancelled_mid_capture(tmp_path: Path, settings) -> tuple[World, engine.Store]:
-    """A backup cancelled in the middle of its capture: no manifest, some chunks written."""
+    """A backup cancelled in the middle of its capture: no manifest, some chunks written.
+
+    The backup runs in a thread beside the test's own queries: callers use `shared_db`, since
+    SQLite's in-memory test database refuses one connection while the other writes ("table is
+    locked") instead of waiting."""
     # 2 MiB/s makes the 16 MiB capture take long enough to be cancelled in the middle.
     settings.LIFEBOAT = {**settings.LIFEBOAT, "THROTTLE_MIBPS": 2}
     w = World(tmp_path)
@@ -217,8 +221,9 @@ def cancelled_mid_capture(tmp_path: Path, settings) -> tuple[World, engine.Store
     return w, snap
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_failed_backup_that_wrote_chunks_is_swept_at_once(tmp_path, settings, monkeypatch):
+def test_a_failed_backup_that_wrote_chunks_is_swept_at_once(
+    shared_db, tmp_path, settings, monkeypatch
+):
     """Reconciliation queues one sweep that frees a cancelled backup's chunks without waiting
     for the grace window."""
     monkeypatch.setattr(runner, "HEARTBEAT_SECONDS", 3600)
@@ -232,8 +237,7 @@ def test_a_failed_backup_that_wrote_chunks_is_swept_at_once(tmp_path, settings, 
     assert tasks.reconcile()["sweeps_queued"] == 0
 
 
-@pytest.mark.django_db(transaction=True)
-def test_cleanup_frees_a_vault_whose_only_backup_failed(tmp_path, settings, monkeypatch):
+def test_cleanup_frees_a_vault_whose_only_backup_failed(shared_db, tmp_path, settings, monkeypatch):
     """A vault without a single recovery point still gets its hourly cleanup, so the chunks of
     its failed backups are freed once the grace window has passed."""
     monkeypatch.setattr(runner, "HEARTBEAT_SECONDS", 3600)
@@ -266,8 +270,9 @@ def test_finished_jobs_leave_no_work_folders(tmp_path):
     assert sorted(p.name for p in work.iterdir()) == sorted([f"job-{running.pk}", "job-999999"])
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_sweep_skips_a_busy_store_and_sweeps_the_others(tmp_path, settings, monkeypatch):
+def test_a_sweep_skips_a_busy_store_and_sweeps_the_others(
+    shared_db, tmp_path, settings, monkeypatch
+):
     """A store held by a long operation (another VM's backup) does not fail the sweep: it is
     skipped with a warning, and the vault's other stores are swept."""
     monkeypatch.setattr(runner, "HEARTBEAT_SECONDS", 3600)

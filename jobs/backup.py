@@ -1,4 +1,4 @@
-"""The backup flow (DESIGN §3): schedule → extension → take snapshot → transfer to vault.
+"""Running backups (DESIGN §3): take snapshot → transfer to vault. Queueing is `jobs.backup_queue`.
 
 A backup job has two sub-tasks. "Take snapshot" runs the VM's consistency hooks around a
 point-in-time capture of every selected disk into the host's snapshot-tier store; the recovery
@@ -11,218 +11,53 @@ import logging
 import shutil
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 import engine
 from engine.connectors import (
+    Connector,
     ConnectorError,
     DiskSpec,
+    DiskView,
     HookConfig,
     SnapshotCancelled,
+    SnapshotOutcome,
     VMSpec,
     connector_for,
 )
 from engine.connectors.hooks import clean_env, describe, run_process
-from inventory.models import ExtensionState
-from jobs import queue
+from inventory.models import ExtensionState, PowerState, VirtualMachine
+from jobs import runner
+from jobs.backup_queue import SCHEDULABLE, TAKE_SNAPSHOT, TRANSFER
 from jobs.hook_details import THAW_AFTER_WORKER_LOST
-from jobs.models import Job, Operation, Status, SubTask
-from jobs.reconcile import lock_running_job, work_dir
+from jobs.models import ON_DEMAND_TAG, Job, Operation, Param, Status, SubTask
+from jobs.reconcile import record_recovery_point, work_dir
 from jobs.runner import (
     JobCancelled,
     JobContext,
     JobError,
-    create_job,
     full_disk,
     full_disk_reason,
     no_space,
+    option,
 )
 from jobs.stores import kek_for, snapshot_store, vault_store
 from policies import retention, schedule
-from policies.models import BackupPolicy, Consistency
-from vaults import access, audit
-from vaults.models import ItemState, ProtectedVM, RecoveryPoint, Vault
+from policies.models import Consistency
+from policies.schedule import Policy
+from vaults.models import ItemState, ProtectedVM, RecoveryPoint, RPConsistency, Vault
 
 log = logging.getLogger(__name__)
 
-TAKE_SNAPSHOT = "Take snapshot"
-TRANSFER = "Transfer data to vault"
-ACTIVE = [Status.QUEUED, Status.IN_PROGRESS, Status.CANCELLING]
-SCHEDULABLE = [ItemState.INITIAL_BACKUP_PENDING, ItemState.PROTECTED, ItemState.PROTECTION_ERROR]
-ON_DEMAND_DEFAULT_DAYS = 30
 
-
-def _option(name: str, default):
-    return settings.LIFEBOAT.get(name, default)
-
-
-# -- enqueueing ------------------------------------------------------------------------------------
-
-
-class BackupBusy(ValidationError):
-    """A backup of the item is already queued or running (one backup of a VM at a time).
-
-    A ValidationError, so pages show it like any refusal; the API answers 409 Conflict."""
-
-
-def _active_backup(item: ProtectedVM) -> Job | None:
-    return Job.objects.filter(
-        protected_item=item, operation=Operation.BACKUP, status__in=ACTIVE
-    ).first()
-
-
-def backup_now(item: ProtectedVM, *, by, request=None, retain_until=None) -> Job:
-    """ "Backup now": an on-demand backup kept until `retain_until` (default 30 days)."""
-    access.require(by, item.vault, "backup_now")
-    if item.state not in SCHEDULABLE:
-        raise ValidationError(
-            {
-                "detail": f"{item.vm.name} is {item.get_state_display().lower()}; resume "
-                "protection before backing it up."
-            }
-        )
-    now = timezone.now()
-    if retain_until is None:
-        retain_until = now + timedelta(days=ON_DEMAND_DEFAULT_DAYS)
-    try:
-        expires = retention.expiry_for_on_demand(now, retain_until)
-    except ValueError as e:
-        raise ValidationError({"retain_until": str(e)}) from None
-    with transaction.atomic():
-        # Lock the item so two clicks cannot both pass the one-backup-at-a-time check.
-        ProtectedVM.objects.select_for_update().filter(pk=item.pk).first()
-        running = _active_backup(item)
-        if running is not None:
-            raise BackupBusy(
-                {
-                    "detail": f"A backup of {item.vm.name} is already {running.status.replace('_', ' ')} "
-                    f"(job {running.pk})."
-                }
-            )
-        job = create_job(
-            operation=Operation.BACKUP,
-            vault=item.vault,
-            item=item,
-            by=by,
-            params={"on_demand": True, "retain_until": expires.isoformat()},
-            subtasks=[TAKE_SNAPSHOT, TRANSFER],
-        )
-        audit.record(
-            "backup.now",
-            actor=by,
-            request=request,
-            vault=item.vault,
-            obj=item,
-            after={"job": job.pk, "retain_until": expires.isoformat()},
-        )
-    return job
-
-
-def enqueue_due_backups(now: datetime) -> int:
-    """The dispatcher's tick: one backup job per due item, in bulk.
-
-    Queries do not grow with the number of items that are not due: one for the items, one for
-    their policies, one for items already busy; then a bulk insert of jobs and sub-tasks, one
-    UPDATE per distinct slot, and one django-q2 message per due job.
-    """
-    rows = list(
-        ProtectedVM.objects.filter(state__in=SCHEDULABLE).values_list(
-            "pk", "vault_id", "policy_id", "last_scheduled_slot", "created_at", "vm__name"
-        )
-    )
-    if not rows:
-        return 0
-    policy_ids = {r[2] for r in rows}
-    reps = {p.pk: p.representation() for p in BackupPolicy.objects.filter(pk__in=policy_ids)}
-    # Every item of a policy shares its latest slot, so it is computed once per policy.
-    latest = {pid: schedule.previous_run(rep, now) for pid, rep in reps.items()}
-    busy = set(
-        Job.objects.filter(operation=Operation.BACKUP, status__in=ACTIVE).values_list(
-            "protected_item_id", flat=True
-        )
-    )
-    due: list[tuple[int, int, datetime, str]] = []
-    for pk, vault_id, policy_id, last_slot, created_at, vm_name in rows:
-        slot = latest[policy_id]
-        # A new protection waits for its first slot after it was enabled.
-        if slot > (last_slot or created_at) and pk not in busy:
-            due.append((pk, vault_id, slot, vm_name))
-    if not due:
-        return 0
-    with transaction.atomic():
-        jobs = Job.objects.bulk_create(
-            Job(
-                operation=Operation.BACKUP,
-                vault_id=vault_id,
-                protected_item_id=pk,
-                vm_name=vm_name,
-                params={"slot": slot.isoformat()},
-            )
-            for pk, vault_id, slot, vm_name in due
-        )
-        SubTask.objects.bulk_create(
-            SubTask(job=job, order=i, name=name)
-            for job in jobs
-            for i, name in enumerate((TAKE_SNAPSHOT, TRANSFER))
-        )
-        by_slot: dict[datetime, list[int]] = {}
-        for pk, _, slot, _ in due:
-            by_slot.setdefault(slot, []).append(pk)
-        for slot, pks in by_slot.items():
-            ProtectedVM.objects.filter(pk__in=pks).update(last_scheduled_slot=slot)
-        queue.deliver_many([job.pk for job in jobs])
-    return len(jobs)
-
-
-def _transfer_backoff(attempts: int) -> timedelta:
-    """5 min, 10, 20, … at most 4 h between retries of a failed transfer."""
-    return timedelta(minutes=min(5 * 2 ** max(attempts - 1, 0), 240))
-
-
-def enqueue_pending_transfers(now: datetime, vault_id: int | None = None) -> int:
-    """Retry transfers that failed: one `transfer` job per RP whose backoff has passed."""
-    pending = RecoveryPoint.objects.filter(
-        transfer_due=True, in_vault_tier=False, in_snapshot_tier=True, soft_deleted_at=None
-    ).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-    if vault_id is not None:
-        pending = pending.filter(vault_id=vault_id)
-    # One subquery, so that both conditions hold for the same job (an exclude() across a
-    # multi-valued relation would match them on different jobs).
-    moving = Job.objects.filter(
-        operation__in=[Operation.TRANSFER, Operation.BACKUP],
-        status__in=ACTIVE,
-        recovery_point__isnull=False,
-    ).values("recovery_point")
-    pending = pending.exclude(pk__in=moving).select_related("protected_item__vm")
-    created = 0
-    for rp in pending:
-        if rp.last_transfer_at and now - rp.last_transfer_at < _transfer_backoff(
-            rp.transfer_attempts
-        ):
-            continue
-        create_job(
-            operation=Operation.TRANSFER,
-            vault_id=rp.vault_id,
-            item=rp.protected_item,
-            recovery_point=rp,
-            params={"rp": str(rp.pk)},
-            subtasks=[TRANSFER],
-        )
-        created += 1
-    return created
-
-
-# -- running ---------------------------------------------------------------------------------------
-
-
-def vm_spec(vm, luns: list[int]) -> VMSpec:
+def vm_spec(vm: VirtualMachine, luns: list[int]) -> VMSpec:
     return VMSpec(
         name=vm.name,
         declared_power_state=vm.power_state,
@@ -247,14 +82,13 @@ def vm_spec(vm, luns: list[int]) -> VMSpec:
 class EngineProgress:
     """Engine progress → job bytes and per-disk progress, written at most twice a second."""
 
-    def __init__(self, ctx: JobContext, phase: str, sizes: dict[int, int]):
+    def __init__(self, ctx: JobContext, phase: str, sizes: dict[int, int]) -> None:
         self.ctx, self.phase = ctx, phase
         self.disks = {lun: {"done": 0, "total": size} for lun, size in sizes.items()}
         self.done = 0
         self.last_write = 0.0
         self.started = time.monotonic()
-        limit = float(_option("THROTTLE_MIBPS", 0) or 0)
-        self.throttle = limit * (1 << 20)
+        self.throttle = option("THROTTLE_MIBPS", 0) * (1 << 20)
 
     def __call__(self, p: engine.Progress) -> None:
         if self.throttle:  # keep bytes_done / elapsed at most the limit (tests, drills)
@@ -277,7 +111,7 @@ class EngineProgress:
                 progress={"phase": self.phase, "disks": self._json()},
             )
 
-    def _json(self) -> list[dict]:
+    def _json(self) -> list[dict[str, int]]:
         return [{"lun": lun, **v} for lun, v in sorted(self.disks.items())]
 
 
@@ -297,56 +131,87 @@ def engine_error(e: engine.EngineError, where: str = "A disk this job writes to"
     return JobError(type(e).__name__.lower(), str(e))
 
 
-def _slot_is_days_last(rep: dict, slot: datetime) -> bool:
+def mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+# -- the retention plan ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetentionPlan:
+    """Tags, expiries and whether this backup goes to the vault tier, decided before the VM is
+    touched. `slot`: the schedule slot a scheduled backup ran for (None for on-demand ones)."""
+
+    tags: list[str]
+    expires_at: datetime
+    retain_until: datetime | None
+    snapshot_expires_at: datetime
+    transfer: bool
+    slot: datetime | None
+
+
+def _slot_is_days_last(rep: Policy, slot: datetime) -> bool:
     return schedule.slot_day(rep, schedule.next_run(rep, slot)) != schedule.slot_day(rep, slot)
 
 
-def _plan_retention(item: ProtectedVM, job: Job, now: datetime) -> dict:
-    """Tags, expiry and whether this backup goes to the vault tier."""
+def _goes_to_vault(item: ProtectedVM, rep: Policy, slot: datetime, now: datetime) -> bool:
+    """Only the day's last backup of an hourly policy goes to the vault; if that one failed, the
+    next day's first. Every backup of the other policies goes.
+
+    A backup belongs to its slot's day, not to the day it ran (retention's rule), so the earlier
+    backups are placed by their slot (on-demand ones by time). Only what backups made counts:
+    a restore's safety recovery point is no part of the schedule."""
+    if rep["schedule"]["frequency"] != "hourly":
+        return True
+    day = schedule.slot_day(rep, slot)
+    rows = item.recovery_points.filter(
+        time__gte=min(slot, now) - timedelta(days=3),
+        soft_deleted_at=None,
+        jobs__operation=Operation.BACKUP,
+    ).values_list("slot", "time", "transfer_due", "in_vault_tier")
+    recent = [(rp_slot or t, due, sent) for rp_slot, t, due, sent in rows]
+    first_of_day = not any(schedule.slot_day(rep, t) == day for t, _, _ in recent)
+    yesterday_sent = any(
+        schedule.slot_day(rep, t) == day - timedelta(days=1) and (due or sent)
+        for t, due, sent in recent
+    )
+    return _slot_is_days_last(rep, slot) or (first_of_day and not yesterday_sent)
+
+
+def _plan_retention(item: ProtectedVM, job: Job, now: datetime) -> RetentionPlan:
     policy = item.policy
-    rep = policy.representation()
     snapshot_until = now + timedelta(days=policy.instant_restore_days)
-    if job.params.get("on_demand"):
-        expires = datetime.fromisoformat(job.params["retain_until"])
-        return {
-            "tags": ["on_demand"],
-            "expires_at": expires,
-            "retain_until": expires,
-            "snapshot_expires_at": min(snapshot_until, expires),
-            "transfer": True,
-        }
-    slot = datetime.fromisoformat(job.params["slot"]) if "slot" in job.params else now
-    transfer = True
-    if rep["schedule"]["frequency"] == "hourly":
-        # Only the day's last backup goes to the vault; if that one failed, the next day's first.
-        # A backup belongs to its slot's day, not to the day it ran (retention's rule), so the
-        # earlier backups are placed by the slot their job ran for (on-demand ones by time).
-        day = schedule.slot_day(rep, slot)
-        rows = item.recovery_points.filter(
-            time__gte=min(slot, now) - timedelta(days=3),
-            soft_deleted_at=None,
-            jobs__operation=Operation.BACKUP,
-        ).values_list("jobs__params__slot", "time", "transfer_due", "in_vault_tier")
-        recent = [(datetime.fromisoformat(s) if s else t, due, sent) for s, t, due, sent in rows]
-        first_of_day = not any(schedule.slot_day(rep, t) == day for t, _, _ in recent)
-        yesterday_sent = any(
-            schedule.slot_day(rep, t) == day - timedelta(days=1) and (due or sent)
-            for t, due, sent in recent
+    if job.params.get(Param.ON_DEMAND):
+        expires = datetime.fromisoformat(job.params[Param.RETAIN_UNTIL])
+        return RetentionPlan(
+            tags=[ON_DEMAND_TAG],
+            expires_at=expires,
+            retain_until=expires,
+            snapshot_expires_at=min(snapshot_until, expires),
+            transfer=True,
+            slot=None,
         )
-        transfer = _slot_is_days_last(rep, slot) or (first_of_day and not yesterday_sent)
-    tags, expires = retention.tags_and_expiry(rep, slot, is_daily_last=transfer)
-    return {
-        "tags": tags,
-        "expires_at": expires,
-        "retain_until": None,
-        "snapshot_expires_at": min(snapshot_until, expires),
-        "transfer": transfer,
-    }
+    rep = policy.representation()
+    slot = datetime.fromisoformat(job.params[Param.SLOT]) if Param.SLOT in job.params else None
+    transfer = _goes_to_vault(item, rep, slot or now, now)
+    tags, expires = retention.tags_and_expiry(rep, slot or now, is_daily_last=transfer)
+    return RetentionPlan(
+        tags=tags,
+        expires_at=expires,
+        retain_until=None,
+        snapshot_expires_at=min(snapshot_until, expires),
+        transfer=transfer,
+        slot=slot,
+    )
+
+
+# -- the item ------------------------------------------------------------------------------------
 
 
 def _set_item_status(item: ProtectedVM, status: str) -> None:
     """Record the last backup's outcome; a failure puts an active item in protection error."""
-    fields = {"last_backup_at": timezone.now(), "last_backup_status": status}
+    fields: dict[str, Any] = {"last_backup_at": timezone.now(), "last_backup_status": status}
     if status in (Status.COMPLETED, Status.COMPLETED_WITH_WARNINGS):
         fields["state"] = ItemState.PROTECTED
     elif status == Status.FAILED:
@@ -354,12 +219,14 @@ def _set_item_status(item: ProtectedVM, status: str) -> None:
     ProtectedVM.objects.filter(pk=item.pk, state__in=SCHEDULABLE).update(**fields)
 
 
-def _check_extension(ctx: JobContext, vm, spec: VMSpec, connector) -> None:
+def _check_extension(
+    ctx: JobContext, vm: VirtualMachine, spec: VMSpec, connector: Connector
+) -> None:
     """Install/validate the backup extension on a running VM's first backup (and after a
     failure, so a repaired configuration heals on the next run)."""
-    if connector.probe_power_state(spec) == "stopped":
+    if connector.probe_power_state(spec) == PowerState.STOPPED:
         return
-    if vm.extension_state == ExtensionState.INSTALLED and not ctx.job.params.get("repair"):
+    if vm.extension_state == ExtensionState.INSTALLED and not ctx.job.params.get(Param.REPAIR):
         return
     status = connector.validate_extension(spec)
     vm.extension_state = ExtensionState.INSTALLED if status.ok else ExtensionState.FAILED
@@ -370,6 +237,36 @@ def _check_extension(ctx: JobContext, vm, spec: VMSpec, connector) -> None:
         raise JobError(status.code, status.message)
 
 
+def after_backup_lost(job: Job) -> None:
+    """A backup failed without its worker (worker lost, or never delivered): record the
+    failure on the item. A lost worker's freeze watchdog died with it, so thaw the VM now (a
+    thaw of a VM that is not frozen is harmless), and drop its work dir."""
+    item = job.protected_item
+    if item is None:
+        return
+    vm = item.vm
+    if job.error_code == "worker_lost" and vm.freeze_enabled and vm.thaw_command:
+        result = run_process(
+            ["/bin/sh", "-c", vm.thaw_command],
+            timeout=max(vm.freeze_timeout, 10),
+            env=clean_env(vm.name, "thaw"),
+        )
+        message = (
+            "Thawed after the worker was lost."
+            if result.ok
+            else ("THAW FAILED after the worker was lost: " + " ".join(describe("thaw", result)))
+        )
+        Job.objects.filter(pk=job.pk).update(
+            warnings=[*job.warnings, {"code": THAW_AFTER_WORKER_LOST, "message": message}]
+        )
+    _set_item_status(item, Status.FAILED)
+    shutil.rmtree(work_dir(vm.host, job.pk), ignore_errors=True)
+
+
+# -- the backup job ------------------------------------------------------------------------------
+
+
+@runner.handles(Operation.BACKUP, on_worker_lost=after_backup_lost)
 def run_backup(ctx: JobContext) -> None:
     job = ctx.job
     item = ProtectedVM.objects.select_related("vm__host", "policy", "vault").get(
@@ -385,66 +282,134 @@ def run_backup(ctx: JobContext) -> None:
 
 
 def _backup(ctx: JobContext, item: ProtectedVM) -> None:
-    job, vm, vault, policy = ctx.job, item.vm, item.vault, item.policy
-    host = vm.host
-    all_luns = [d.lun for d in vm.disks.all()]
-    luns = item.selected_luns(all_luns)
+    vm = item.vm
+    luns = item.selected_luns([d.lun for d in vm.disks.all()])
     spec = vm_spec(vm, luns)
-    connector = connector_for(host.connector)
+    connector = connector_for(vm.host.connector)
     _check_extension(ctx, vm, spec, connector)
+    rp = take_snapshot(ctx, item, spec, connector)
+    sub = ctx.subtask(TRANSFER)
+    if not rp.transfer_due:
+        ctx.end_subtask(
+            sub,
+            Status.COMPLETED,
+            "Not needed: only the day's last backup of an hourly policy goes to the vault tier.",
+        )
+        return
+    transfer_rp(ctx, rp, sub)
 
-    # 1. Take snapshot ----------------------------------------------------------------------------
+
+# -- 1. take snapshot ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a snapshot is taken into, and as what, decided before the VM is touched."""
+
+    store: engine.Store
+    rp_id: str
+    parent: str | None
+    taken_at: datetime
+    plan: RetentionPlan
+
+
+def take_snapshot(
+    ctx: JobContext, item: ProtectedVM, spec: VMSpec, connector: Connector
+) -> RecoveryPoint:
+    """The "Take snapshot" sub-task: capture the selected disks between the VM's consistency
+    hooks into the snapshot store, then record the recovery point."""
     sub = ctx.start_subtask(TAKE_SNAPSHOT)
+    snapshot = _prepare_snapshot(ctx.job, item)
+    outcome = _capture(ctx, item, spec, connector, snapshot)
+    for code, message in outcome.warnings:
+        ctx.warn(code, message)
+    rp = _record_snapshot(ctx.job, item, spec, snapshot, outcome)
+    result = outcome.result
+    ctx.set_result(
+        recovery_point=snapshot.rp_id,
+        consistency=outcome.consistency,
+        snapshot_method=outcome.method,
+        freeze_seconds=round(outcome.freeze_seconds, 3),
+        hook_log=outcome.hook_log[-40:],
+        bytes_read=result.bytes_read,
+        bytes_changed=result.bytes_changed,
+        bytes_stored=result.bytes_stored,
+        disks=rp.disks,
+        snapshot_seconds=round(result.duration, 3),
+    )
+    ctx.end_subtask(
+        sub,
+        Status.COMPLETED,
+        f"{outcome.consistency.replace('_', '-')}-consistent ({outcome.method}); "
+        f"frozen {outcome.freeze_seconds:.2f} s; {mib(result.bytes_changed)} changed, "
+        f"{mib(result.bytes_stored)} stored",
+    )
+    return rp
+
+
+def _prepare_snapshot(job: Job, item: ProtectedVM) -> Snapshot:
+    """The snapshot store, the new RP's id, its parent (the newest snapshot the store still
+    holds, for change detection) and its retention."""
     try:
-        kek = kek_for(vault)
-        snap = snapshot_store(vault, host, kek)
+        store = snapshot_store(item.vault, item.vm.host, kek_for(item.vault))
     except engine.EngineError as e:
         raise engine_error(e) from e
     now = timezone.now()
-    plan = _plan_retention(item, job, now)
     parent = (
         item.recovery_points.filter(in_snapshot_tier=True, soft_deleted_at=None)
         .order_by("-time")
         .values_list("pk", flat=True)
         .first()
     )
-    if parent is not None and not snap.has_manifest(str(parent)):
+    if parent is not None and not store.has_manifest(str(parent)):
         parent = None  # e.g. removed by tiering meanwhile: a full read, still deduplicated
-    rp_id = str(uuid.uuid4())
+    return Snapshot(
+        store=store,
+        rp_id=str(uuid.uuid4()),
+        parent=str(parent) if parent else None,
+        taken_at=now,
+        plan=_plan_retention(item, job, now),
+    )
+
+
+def _capture(
+    ctx: JobContext, item: ProtectedVM, spec: VMSpec, connector: Connector, snapshot: Snapshot
+) -> SnapshotOutcome[engine.BackupResult]:
+    """Run the connector's snapshot (hooks, freeze, clones) around the engine's backup, and
+    raise the consistency the hooks reached into the committed manifest."""
+    host = item.vm.host
     snapshot_disk = f"The snapshot disk of host {host.name} ({host.snapshot_root})"
 
-    def capture(views) -> engine.BackupResult:
+    def capture(views: list[DiskView]) -> engine.BackupResult:
         # Sized here, from the views: the connector has checked that every disk exists.
         progress = EngineProgress(ctx, "snapshot", {v.lun: v.path.stat().st_size for v in views})
         return engine.backup(
             engine.BackupRequest(
-                store=snap,
+                store=snapshot.store,
                 disks=[engine.DiskSource(v.lun, str(v.path)) for v in views],
-                vm_name=vm.name,
-                parent=str(parent) if parent else None,
+                vm_name=spec.name,
+                parent=snapshot.parent,
                 # Provisional and conservative; raised below once the hooks' outcome is known.
-                consistency="crash",
-                tags=plan["tags"],
-                retain_until=plan["expires_at"],
-                labels={"vault": vault.name, "job": str(job.pk)},
-                rp_id=rp_id,
+                consistency=RPConsistency.CRASH,
+                tags=snapshot.plan.tags,
+                retain_until=snapshot.plan.expires_at,
+                labels={"vault": item.vault.name, "job": str(ctx.job.pk)},
+                rp_id=snapshot.rp_id,
             ),
             progress=progress,
             cancel=ctx.cancelled,
         )
 
-    workdir = work_dir(host, job.pk)
+    workdir = work_dir(host, ctx.job.pk)
     try:
         outcome = connector.take_snapshot(
             spec,
-            crash_only=policy.consistency == Consistency.CRASH_ONLY,
+            crash_only=item.policy.consistency == Consistency.CRASH_ONLY,
             workdir=workdir,
             capture=capture,
             cancel=ctx.cancelled,
         )
-    except engine.Cancelled as e:
-        raise JobCancelled() from e
-    except SnapshotCancelled as e:
+    except (engine.Cancelled, SnapshotCancelled) as e:
         raise JobCancelled() from e
     except ConnectorError as e:
         for code, message in getattr(e, "warnings", []):
@@ -458,12 +423,24 @@ def _backup(ctx: JobContext, item: ProtectedVM) -> None:
         raise no_space(e, snapshot_disk) from e
     finally:
         shutil.rmtree(workdir, ignore_errors=True)  # the connector removed its clones, not this
-    result: engine.BackupResult = outcome.result
-    if outcome.consistency != "crash":
-        engine.update_manifest_metadata(snap, rp_id, consistency=outcome.consistency)
-    for code, message in outcome.warnings:
-        ctx.warn(code, message)
+    if outcome.consistency != RPConsistency.CRASH:
+        engine.update_manifest_metadata(
+            snapshot.store, snapshot.rp_id, consistency=outcome.consistency
+        )
+    return outcome
 
+
+def _record_snapshot(
+    job: Job,
+    item: ProtectedVM,
+    spec: VMSpec,
+    snapshot: Snapshot,
+    outcome: SnapshotOutcome[engine.BackupResult],
+) -> RecoveryPoint:
+    """The recovery point row of the committed manifest (stores before catalog), and the job's
+    link to it."""
+    luns = [d.lun for d in spec.disks]
+    all_luns = [d.lun for d in item.vm.disks.all()]
     disks = [
         {
             "lun": d.lun,
@@ -473,69 +450,43 @@ def _backup(ctx: JobContext, item: ProtectedVM) -> None:
             "bytes_stored": d.bytes_stored,
             "change_detection": d.change_detection,
         }
-        for d in result.disks
+        for d in outcome.result.disks
     ]
+    plan = snapshot.plan
     with transaction.atomic():
-        lock_running_job(job.pk)
-        rp = RecoveryPoint.objects.create(
-            id=rp_id,
-            vault=vault,
-            protected_item=item,
-            parent_id=parent,
-            time=now,
-            consistency=outcome.consistency,
-            in_snapshot_tier=True,
-            in_vault_tier=False,
-            snapshot_expires_at=plan["snapshot_expires_at"],
-            tags=plan["tags"],
-            expires_at=plan["expires_at"],
-            retain_until=plan["retain_until"],
-            disks=disks,
-            included_luns=luns,
-            excluded_luns=[lun for lun in all_luns if lun not in luns],
-            size_bytes=sum(d["size"] for d in disks),
-            transfer_due=plan["transfer"],
+        rp = record_recovery_point(
+            job.pk,
+            RecoveryPoint(
+                id=snapshot.rp_id,
+                vault=item.vault,
+                protected_item=item,
+                parent_id=snapshot.parent,
+                time=snapshot.taken_at,
+                slot=plan.slot,
+                consistency=outcome.consistency,
+                in_snapshot_tier=True,
+                in_vault_tier=False,
+                snapshot_expires_at=plan.snapshot_expires_at,
+                tags=plan.tags,
+                expires_at=plan.expires_at,
+                retain_until=plan.retain_until,
+                disks=disks,
+                included_luns=luns,
+                excluded_luns=[lun for lun in all_luns if lun not in luns],
+                size_bytes=sum(d["size"] for d in disks),
+                transfer_due=plan.transfer,
+            ),
         )
         Job.objects.filter(pk=job.pk).update(recovery_point=rp)
-    ctx.set_result(
-        recovery_point=rp_id,
-        consistency=outcome.consistency,
-        snapshot_method=outcome.method,
-        freeze_seconds=round(outcome.freeze_seconds, 3),
-        hook_log=outcome.hook_log[-40:],
-        bytes_read=result.bytes_read,
-        bytes_changed=result.bytes_changed,
-        bytes_stored=result.bytes_stored,
-        disks=disks,
-        snapshot_seconds=round(result.duration, 3),
-    )
-    ctx.end_subtask(
-        sub,
-        Status.COMPLETED,
-        f"{outcome.consistency.replace('_', '-')}-consistent ({outcome.method}); "
-        f"frozen {outcome.freeze_seconds:.2f} s; {mib(result.bytes_changed)} changed, "
-        f"{mib(result.bytes_stored)} stored",
-    )
-
-    # 2. Transfer data to vault ------------------------------------------------------------------
-    sub = ctx.subtask(TRANSFER)
-    if not plan["transfer"]:
-        ctx.end_subtask(
-            sub,
-            Status.COMPLETED,
-            "Not needed: only the day's last backup of an hourly policy goes to the vault tier.",
-        )
-        return
-    transfer_rp(ctx, rp, sub)
+    return rp
 
 
-def mib(n: int) -> str:
-    return f"{n / (1 << 20):.1f} MiB"
+# -- 2. transfer data to vault ---------------------------------------------------------------------
 
 
 def _acquire_transfer_slot(ctx: JobContext, vault: Vault, sub: SubTask) -> None:
     """Wait until fewer than TRANSFERS_PER_VAULT transfers of this vault are running."""
-    limit = int(_option("TRANSFERS_PER_VAULT", 2))
+    limit = int(option("TRANSFERS_PER_VAULT", 2))
     while True:
         with transaction.atomic():
             Vault.objects.select_for_update().filter(pk=vault.pk).first()
@@ -565,7 +516,8 @@ def transfer_rp(ctx: JobContext, rp: RecoveryPoint, sub: SubTask) -> bool:
         kek = kek_for(vault)
         src = snapshot_store(vault, host, kek)
         dst = vault_store(vault, kek)
-        if _option("FAIL_TRANSFERS", False):  # operators' switch for drills and tests
+        # Operators' switch for drills and tests.
+        if settings.LIFEBOAT.get("FAIL_TRANSFERS", False):
             raise engine.EngineError("transfers are disabled by LIFEBOAT['FAIL_TRANSFERS']")
         result = engine.transfer(
             src,
@@ -613,10 +565,11 @@ def transfer_rp(ctx: JobContext, rp: RecoveryPoint, sub: SubTask) -> bool:
     return True
 
 
+@runner.handles(Operation.TRANSFER)
 def run_transfer(ctx: JobContext) -> None:
     """A retried transfer of one RP (operation `transfer`)."""
     rp = RecoveryPoint.objects.select_related("vault", "protected_item__vm__host").get(
-        pk=ctx.job.params["rp"]
+        pk=ctx.job.params[Param.RP]
     )
     sub = ctx.subtask(TRANSFER)
     if rp.in_vault_tier or not rp.transfer_due:
@@ -625,29 +578,3 @@ def run_transfer(ctx: JobContext) -> None:
     if not transfer_rp(ctx, rp, sub):
         # The job itself failed its one purpose; the RP keeps waiting for the next retry.
         raise JobError(ctx.warnings[-1]["code"], ctx.warnings[-1]["message"])
-
-
-def after_backup_lost(job: Job) -> None:
-    """A backup failed without its worker (worker lost, or never delivered): record the
-    failure on the item. A lost worker's freeze watchdog died with it, so thaw the VM now (a
-    thaw of a VM that is not frozen is harmless), and drop its work dir."""
-    item = job.protected_item
-    if item is None:
-        return
-    vm = item.vm
-    if job.error_code == "worker_lost" and vm.freeze_enabled and vm.thaw_command:
-        result = run_process(
-            ["/bin/sh", "-c", vm.thaw_command],
-            timeout=max(vm.freeze_timeout, 10),
-            env=clean_env(vm.name, "thaw"),
-        )
-        message = (
-            "Thawed after the worker was lost."
-            if result.ok
-            else ("THAW FAILED after the worker was lost: " + " ".join(describe("thaw", result)))
-        )
-        Job.objects.filter(pk=job.pk).update(
-            warnings=[*job.warnings, {"code": THAW_AFTER_WORKER_LOST, "message": message}]
-        )
-    _set_item_status(item, Status.FAILED)
-    shutil.rmtree(work_dir(vm.host, job.pk), ignore_errors=True)

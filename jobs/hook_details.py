@@ -7,7 +7,7 @@ Everybody else gets the problem's code and the sentence below for it.
 
 from engine.connectors import spec
 
-# jobs.backup.after_worker_lost: the thaw run again after a backup's worker died.
+# jobs.backup.after_backup_lost: the thaw run again after a backup's worker died.
 THAW_AFTER_WORKER_LOST = "thaw_after_worker_lost"
 
 SUMMARIES = {

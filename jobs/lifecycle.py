@@ -14,34 +14,32 @@ manifest is gone; the next cleanup finishes the job.
 import time
 from datetime import datetime
 
-from django.conf import settings
 from django.db.models import Max
 from django.utils import timezone
 
 import engine
 from inventory.models import Host
-from jobs.runner import JobContext, JobError
+from jobs import runner
+from jobs.models import Operation, Param
+from jobs.runner import JobContext, JobError, option
 from jobs.stores import existing_snapshot_store, kek_for, vault_store
-from vaults.models import RecoveryPoint, RetentionMode
+from vaults.models import RecoveryPoint, RetentionMode, Vault
 
 # Chunks younger than this are never swept, so an in-flight backup keeps what it relies on.
 GC_GRACE_SECONDS = 3600
 # How long GC waits for a store's in-flight operations before it skips that store.
 GC_WAIT_SECONDS = 60
-# A garbage_collect job's parameter (jobs.reconcile): also sweep unreferenced chunks written up
-# to this instant, i.e. those of jobs that failed before it, however young.
-SWEEP_BEFORE = "sweep_before"
 
 
 def grace() -> float:
-    return float(settings.LIFEBOAT.get("GC_GRACE_SECONDS", GC_GRACE_SECONDS))
+    return option("GC_GRACE_SECONDS", GC_GRACE_SECONDS)
 
 
 def gc_wait() -> float:
-    return float(settings.LIFEBOAT.get("GC_WAIT_SECONDS", GC_WAIT_SECONDS))
+    return option("GC_WAIT_SECONDS", GC_WAIT_SECONDS)
 
 
-def snapshot_stores(vault, kek) -> dict[int, engine.Store]:
+def snapshot_stores(vault: Vault, kek: bytes) -> dict[int, engine.Store]:
     hosts = Host.objects.filter(vms__protections__vault=vault).distinct()
     stores = {}
     for host in hosts:
@@ -51,7 +49,7 @@ def snapshot_stores(vault, kek) -> dict[int, engine.Store]:
     return stores
 
 
-def open_stores(vault) -> tuple[engine.Store, dict[int, engine.Store]]:
+def open_stores(vault: Vault) -> tuple[engine.Store, dict[int, engine.Store]]:
     """The vault store and the vault's snapshot stores by host id, or a JobError saying why."""
     try:
         kek = kek_for(vault)
@@ -62,7 +60,9 @@ def open_stores(vault) -> tuple[engine.Store, dict[int, engine.Store]]:
         ) from e
 
 
-def delete_everywhere(rp, vstore: engine.Store, snaps: dict[int, engine.Store]) -> None:
+def delete_everywhere(
+    rp: RecoveryPoint, vstore: engine.Store, snaps: dict[int, engine.Store]
+) -> None:
     """Remove an RP from both tiers, then from the catalog (stores first: see module doc)."""
     delete_from(snaps.get(rp.protected_item.vm.host_id), str(rp.pk))
     delete_from(vstore, str(rp.pk))
@@ -78,7 +78,7 @@ def delete_from(store: engine.Store | None, rp_id: str) -> None:
         pass
 
 
-def expired_recovery_points(vault, now):
+def expired_recovery_points(vault: Vault, now: datetime) -> list[RecoveryPoint]:
     """RPs of the vault that retention deletes now (never an item's latest)."""
     latest = (
         RecoveryPoint.objects.filter(vault=vault, soft_deleted_at=None)
@@ -95,9 +95,10 @@ def expired_recovery_points(vault, now):
     return [rp for rp in candidates if rp.time != newest.get(rp.protected_item_id)]
 
 
+@runner.handles(Operation.CLEANUP)
 def run_cleanup(ctx: JobContext) -> None:
-    vault = ctx.job.vault
-    given = ctx.job.params.get("now")
+    vault = ctx.vault
+    given = ctx.job.params.get(Param.NOW)
     now = datetime.fromisoformat(given) if given else timezone.now()
     vstore, snaps = open_stores(vault)
 
@@ -148,9 +149,10 @@ def collect_garbage(
     return swept
 
 
+@runner.handles(Operation.GARBAGE_COLLECT)
 def run_gc(ctx: JobContext) -> None:
-    vstore, snaps = open_stores(ctx.job.vault)
-    given = ctx.job.params.get(SWEEP_BEFORE)
+    vstore, snaps = open_stores(ctx.vault)
+    given = ctx.job.params.get(Param.SWEEP_BEFORE)
     grace_seconds = None
     if given:
         since = time.time() - datetime.fromisoformat(given).timestamp()
@@ -159,8 +161,9 @@ def run_gc(ctx: JobContext) -> None:
     ctx.set_result(chunks_swept=swept["chunks"], bytes_swept=swept["bytes"])
 
 
+@runner.handles(Operation.VERIFY)
 def run_verify(ctx: JobContext) -> None:
-    vault = ctx.job.vault
+    vault = ctx.vault
     store = vault_store(vault, kek_for(vault))
     report = engine.verify(store, cancel=ctx.cancelled)
     ctx.set_result(

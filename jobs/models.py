@@ -1,5 +1,7 @@
 """Jobs: the truth about every unit of work. django-q2 only delivers them."""
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
 
@@ -32,7 +34,59 @@ class Status(models.TextChoices):
 
 
 FINISHED = {Status.COMPLETED, Status.COMPLETED_WITH_WARNINGS, Status.FAILED, Status.CANCELLED}
+# Not finished yet: waiting for a worker, or held by one.
 UNFINISHED = [Status.QUEUED, Status.IN_PROGRESS, Status.CANCELLING]
+# Held by a worker (its heartbeat runs; only it, or the reaper, finishes the job).
+RUNNING = [Status.IN_PROGRESS, Status.CANCELLING]
+
+# Operations done in the catalog at once: their job row only records them and is never
+# delivered to a worker, so no handler runs them.
+RECORD_ONLY = {Operation.CONFIGURE_BACKUP, Operation.DISABLE_BACKUP, Operation.UNDELETE}
+
+
+class RestoreKind(models.TextChoices):
+    RESTORE_DISKS = "restore_disks", "Restore disks"
+    CREATE_VM = "create_vm", "Create new VM"
+    REPLACE_DISKS = "replace_disks", "Replace existing disks"
+
+
+class RestoreTier(models.TextChoices):
+    AUTO = "auto", "Automatic (snapshot tier when it still holds the point)"
+    SNAPSHOT = "snapshot", "Snapshot tier"
+    VAULT = "vault", "Vault tier"
+
+
+class Param:
+    """Keys of `Job.params` that a job's code reads back: one name each, so whoever queues a
+    job and whoever runs it agree."""
+
+    # backup: an on-demand backup ("backup now") kept until RETAIN_UNTIL, or a scheduled one of
+    # SLOT (retention judges the slot's day); REPAIR: validate the backup extension again.
+    ON_DEMAND = "on_demand"
+    RETAIN_UNTIL = "retain_until"
+    SLOT = "slot"
+    REPAIR = "repair"
+    # transfer and restore: the recovery point's id.
+    RP = "rp"
+    # restore: what (RestoreKind), from where (RestoreTier), which disks, onto which host, the
+    # target directory, the disk files by LUN and a new VM's name.
+    KIND = "kind"
+    TIER = "tier"
+    LUNS = "luns"
+    HOST = "host"
+    PATH = "path"
+    FILES = "files"
+    NAME = "name"
+    # cleanup: the instant expiry is judged at (drills and tests); purge: only this item.
+    NOW = "now"
+    ITEM = "item"
+    # garbage_collect: also sweep unreferenced chunks written up to this instant.
+    SWEEP_BEFORE = "sweep_before"
+
+
+# The retention tag of recovery points kept until a chosen date (backup now, a restore's
+# safety recovery point) instead of by the policy.
+ON_DEMAND_TAG = "on_demand"
 
 
 class Job(models.Model):
@@ -111,7 +165,7 @@ class Job(models.Model):
         return min(100, int(self.bytes_done * 100 / self.bytes_total))
 
     @property
-    def duration(self):
+    def duration(self) -> timedelta | None:
         if self.started_at and self.ended_at:
             return self.ended_at - self.started_at
         return None

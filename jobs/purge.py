@@ -11,34 +11,37 @@ frees the chunks no remaining manifest uses. A crash in between leaves catalog r
 manifests are gone; the next purge finishes the job.
 """
 
-from django.db.models import Q
+from datetime import datetime
+
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from jobs import runner
 from jobs.lifecycle import collect_garbage, delete_everywhere, open_stores
-from jobs.models import Job, Operation, Status
+from jobs.models import UNFINISHED, Job, Operation, Param
 from jobs.runner import JobContext, create_job
 from vaults import audit
 from vaults.models import ItemState, ProtectedVM, RecoveryPoint, Vault
 
-ACTIVE = [Status.QUEUED, Status.IN_PROGRESS, Status.CANCELLING]
 
-
-def due_recovery_points(vault, now):
+def due_recovery_points(vault: Vault, now: datetime) -> QuerySet[RecoveryPoint]:
     return RecoveryPoint.objects.filter(
         vault=vault, soft_deleted_at__isnull=False, purge_at__lte=now
     ).select_related("protected_item__vm")
 
 
-def due_items(vault, now):
+def due_items(vault: Vault, now: datetime) -> QuerySet[ProtectedVM]:
     return ProtectedVM.objects.filter(
         vault=vault, state=ItemState.SOFT_DELETED, purge_at__lte=now
     ).select_related("vm")
 
 
+@runner.handles(Operation.PURGE)
+@runner.handles(Operation.DELETE_BACKUP_DATA)
 def run_purge(ctx: JobContext) -> None:
-    vault = ctx.job.vault
+    vault = ctx.vault
     now = timezone.now()
-    only_item = ctx.job.params.get("item")
+    only_item = ctx.job.params.get(Param.ITEM)
     vstore, snaps = open_stores(vault)
 
     rps = due_recovery_points(vault, now)
@@ -60,7 +63,7 @@ def run_purge(ctx: JobContext) -> None:
             before={
                 "vm": item.vm.name,
                 "deleted_at": item.deleted_at.isoformat() if item.deleted_at else None,
-                "purge_at": item.purge_at.isoformat(),
+                "purge_at": item.purge_at.isoformat() if item.purge_at else None,
                 "soft_delete_state": item.deleted_soft_delete_state,
             },
             after={"job": ctx.job.pk},
@@ -72,14 +75,14 @@ def run_purge(ctx: JobContext) -> None:
     ctx.set_result(recovery_points=purged, items=gone, swept=swept)
 
 
-def vaults_with_due_entries(now):
+def vaults_with_due_entries(now: datetime) -> QuerySet[Vault]:
     return Vault.objects.filter(
         Q(recovery_points__soft_deleted_at__isnull=False, recovery_points__purge_at__lte=now)
         | Q(protected_items__state=ItemState.SOFT_DELETED, protected_items__purge_at__lte=now)
     ).distinct()
 
 
-def enqueue_due_purges(now=None) -> int:
+def enqueue_due_purges(now: datetime | None = None) -> int:
     """One `purge` job per vault with due recycle-bin entries (unless one is already queued)."""
     now = now or timezone.now()
     created = 0
@@ -87,7 +90,7 @@ def enqueue_due_purges(now=None) -> int:
         busy = Job.objects.filter(
             vault=vault,
             operation__in=[Operation.PURGE, Operation.DELETE_BACKUP_DATA],
-            status__in=ACTIVE,
+            status__in=UNFINISHED,
         ).exists()
         if not busy:
             create_job(operation=Operation.PURGE, vault=vault)

@@ -44,21 +44,20 @@ from django.utils import timezone
 
 import engine
 from inventory.models import Host
-from jobs.lifecycle import SWEEP_BEFORE, delete_from
-from jobs.models import FINISHED, Job, Operation, Status
+from jobs.lifecycle import delete_from
+from jobs.models import FINISHED, RUNNING, Job, Operation, Param, RestoreKind, Status
 from jobs.runner import JobError, create_job
 from jobs.stores import existing_snapshot_store, kek_for
 from vaults.models import RecoveryPoint, Vault
 
 log = logging.getLogger(__name__)
 
-RUNNING = [Status.IN_PROGRESS, Status.CANCELLING]
 ENDED_BADLY = [Status.FAILED, Status.CANCELLED]
 # Jobs that commit manifests: backups, and restores that replace disks (their safety RP).
 MANIFEST_WRITERS = [Operation.BACKUP, Operation.RESTORE]
 # Jobs whose failure can leave chunks that no manifest references.
 CHUNK_WRITERS = Q(operation__in=[Operation.BACKUP, Operation.TRANSFER]) | Q(
-    operation=Operation.RESTORE, params__kind="replace_disks"
+    (f"params__{Param.KIND}", RestoreKind.REPLACE_DISKS), operation=Operation.RESTORE
 )
 # Recorded in a restore job's result once its temp files were looked for (and removed).
 LEFTOVERS = "temp_files_removed"
@@ -90,11 +89,12 @@ def lock_running_job(job_id: int) -> None:
         )
 
 
-def record_recovery_point(job_id: int, **fields) -> RecoveryPoint:
-    """Create a recovery point row for a job that still runs (see `lock_running_job`)."""
+def record_recovery_point(job_id: int, rp: RecoveryPoint) -> RecoveryPoint:
+    """Save a new recovery point row for a job that still runs (see `lock_running_job`)."""
     with transaction.atomic():
         lock_running_job(job_id)
-        return RecoveryPoint.objects.create(**fields)
+        rp.save(force_insert=True)
+        return rp
 
 
 def run() -> dict[str, int]:
@@ -197,7 +197,8 @@ def _job_id(rp: engine.RecoveryPoint) -> int | None:
 
 def _writer(vault: Vault, rp: engine.RecoveryPoint, jobs: dict[int, Job]) -> Job | None:
     """The job of this vault that wrote the manifest, or None when that cannot be told."""
-    job = jobs.get(_job_id(rp))
+    job_id = _job_id(rp)
+    job = jobs.get(job_id) if job_id is not None else None
     if job is None or job.vault_id != vault.pk or job.operation not in MANIFEST_WRITERS:
         return None
     # A job id handed out again after the database went back to an older copy belongs to a
@@ -214,14 +215,14 @@ def queue_sweep(vault: Vault, deleted: list[Job]) -> int:
     """Queue one garbage_collect job when failed jobs (or deleted orphans) left chunks that no
     sweep has covered yet; 1 if queued."""
     sweeps = Job.objects.filter(
-        vault=vault, operation=Operation.GARBAGE_COLLECT, params__has_key=SWEEP_BEFORE
+        vault=vault, operation=Operation.GARBAGE_COLLECT, params__has_key=Param.SWEEP_BEFORE
     )
     if sweeps.exclude(status__in=FINISHED).exists():
         return 0
     last = sweeps.order_by("-created_at", "-id").values_list("params", flat=True).first()
     # A sweep that failed counts as done too: the hourly cleanup remains the backstop, and
     # retrying every few minutes would only repeat the failure.
-    swept = datetime.fromisoformat(last[SWEEP_BEFORE]) if last else None
+    swept = datetime.fromisoformat(last[Param.SWEEP_BEFORE]) if last else None
     failed = Job.objects.filter(
         CHUNK_WRITERS, vault=vault, status__in=ENDED_BADLY, bytes_done__gt=0, ended_at__isnull=False
     )
@@ -233,7 +234,9 @@ def queue_sweep(vault: Vault, deleted: list[Job]) -> int:
         return 0
     cutoff = max([*ends, swept] if swept is not None else ends)
     create_job(
-        operation=Operation.GARBAGE_COLLECT, vault=vault, params={SWEEP_BEFORE: cutoff.isoformat()}
+        operation=Operation.GARBAGE_COLLECT,
+        vault=vault,
+        params={Param.SWEEP_BEFORE: cutoff.isoformat()},
     )
     return 1
 
@@ -270,14 +273,14 @@ def remove_restore_leftovers() -> int:
 
 def _restore_targets(job: Job) -> list[str]:
     """Where the restore wrote: the files it was given, or the VM disks it replaced."""
-    files = job.params.get("files")
+    files = job.params.get(Param.FILES)
     if files:
         return list(files.values())
     item = job.protected_item
     if item is None:
         return []
     return list(
-        item.vm.disks.filter(lun__in=job.params.get("luns", [])).values_list("path", flat=True)
+        item.vm.disks.filter(lun__in=job.params.get(Param.LUNS, [])).values_list("path", flat=True)
     )
 
 

@@ -20,25 +20,39 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.http import HttpRequest
 from django.utils import timezone
 
 import engine
 from engine.connectors import connector_for
 from inventory.models import Disk, Host, PowerState, VirtualMachine, name_validator
+from jobs import runner
 from jobs.backup import EngineProgress, engine_error, mib, vm_spec
-from jobs.models import Job, Operation, Status, vm_name_holder
+from jobs.models import (
+    ON_DEMAND_TAG,
+    Job,
+    Operation,
+    Param,
+    RestoreKind,
+    RestoreTier,
+    Status,
+    vm_name_holder,
+)
 from jobs.reconcile import record_recovery_point, restore_marker
 from jobs.runner import JobCancelled, JobContext, JobError, create_job
 from jobs.stores import kek_for, snapshot_store, vault_store
 from vaults import access, audit
-from vaults.models import RecoveryPoint
+from vaults.models import ProtectedVM, RecoveryPoint, RPConsistency
 
-KINDS = ("restore_disks", "create_vm", "replace_disks")
-TIERS = ("auto", "snapshot", "vault")
 SAFETY_DAYS = 30
+# A restore job's sub-tasks (replace disks takes a safety recovery point first).
+TAKE_SAFETY_RP = "Take safety recovery point"
+RESTORE_DATA = "Restore data"
 
 
 def _disk_file_name(vm_name: str, lun: int, rp: RecoveryPoint) -> str:
@@ -46,17 +60,99 @@ def _disk_file_name(vm_name: str, lun: int, rp: RecoveryPoint) -> str:
     return f"{vm_name}-{disk}-{rp.time:%Y%m%d-%H%M%S}.img"
 
 
+# -- the request -----------------------------------------------------------------------------------
+
+
+def request_restore(
+    rp: RecoveryPoint,
+    *,
+    by: User,
+    request: HttpRequest | None = None,
+    kind: str | None = None,
+    luns: list[int] | None = None,
+    tier: str = RestoreTier.AUTO,
+    target: dict[str, Any] | None = None,
+) -> Job:
+    """Validate a restore request completely, then queue its job.
+
+    1. The user may restore in the vault; the recovery point may be restored (not in the
+       recycle bin, not expired unless it is the item's latest).
+    2. The kind, the tier and the disks are ones this recovery point offers.
+    3. The target: a directory the files can be written to, or the stopped VM's own disks.
+    4. The tier's store holds the recovery point and the vault's key opens it.
+    5. The job is queued with everything the checks resolved, and audited."""
+    access.require(by, rp.vault, "restore")
+    _check_restorable(rp)
+    if kind not in RestoreKind.values:
+        raise ValidationError({"kind": f"Choose one of: {', '.join(RestoreKind.values)}."})
+    if tier not in RestoreTier.values:
+        raise ValidationError({"tier": f"Choose one of: {', '.join(RestoreTier.values)}."})
+    luns = _checked_luns(rp, kind, luns)
+    tier = _choose_tier(rp, tier)
+    params: dict[str, Any] = {
+        Param.RP: str(rp.pk),
+        Param.KIND: kind,
+        Param.LUNS: sorted(luns),
+        Param.TIER: tier,
+    }
+    if kind == RestoreKind.REPLACE_DISKS:
+        params.update(_replace_target(rp.protected_item, luns, target))
+    else:
+        params.update(_new_files_target(rp, kind, luns, target))
+    _check_key(rp, tier)
+    return _queue_restore(rp, kind, params, by=by, request=request)
+
+
+def _check_restorable(rp: RecoveryPoint) -> None:
+    if rp.soft_deleted_at is not None:
+        raise ValidationError({"detail": "This recovery point is soft-deleted; undelete it first."})
+    if rp.expires_at is not None and rp.expires_at <= timezone.now():
+        newest = rp.protected_item.recovery_points.filter(soft_deleted_at=None)
+        latest = newest.order_by("-time").first()
+        if latest is None or latest.pk != rp.pk:
+            raise ValidationError({"detail": "This recovery point has expired."})
+
+
+def _checked_luns(rp: RecoveryPoint, kind: str, luns: object) -> list[int]:
+    """The LUNs to restore (default: all the recovery point holds), each one it holds."""
+    rp_luns = [d["lun"] for d in rp.disks]
+    if luns is None:
+        luns = rp_luns
+    if (
+        not isinstance(luns, list)
+        or not luns
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in luns)
+    ):
+        raise ValidationError({"luns": "Give a non-empty list of LUNs (integers)."})
+    missing = sorted(set(luns) - set(rp_luns))
+    if missing:
+        raise ValidationError(
+            {
+                "luns": f"LUN(s) {', '.join(map(str, missing))} are not in this recovery point "
+                f"(it holds {', '.join(map(str, sorted(rp_luns)))})."
+            }
+        )
+    if rp.excluded_luns and kind != RestoreKind.RESTORE_DISKS:
+        raise ValidationError(
+            {
+                "kind": "This recovery point holds only some of the VM's disks (selective disk "
+                "backup), so only restore_disks is offered."
+            }
+        )
+    return luns
+
+
 def _choose_tier(rp: RecoveryPoint, tier: str) -> str:
-    if tier == "snapshot" and not rp.in_snapshot_tier:
+    if tier == RestoreTier.SNAPSHOT and not rp.in_snapshot_tier:
         raise ValidationError({"tier": "This recovery point is no longer in the snapshot tier."})
-    if tier == "vault" and not rp.in_vault_tier:
+    if tier == RestoreTier.VAULT and not rp.in_vault_tier:
         raise ValidationError({"tier": "This recovery point has not reached the vault tier yet."})
-    if tier == "auto":
-        return "snapshot" if rp.in_snapshot_tier else "vault"
+    if tier == RestoreTier.AUTO:
+        return RestoreTier.SNAPSHOT if rp.in_snapshot_tier else RestoreTier.VAULT
     return tier
 
 
-def _check_target_dir(rp: RecoveryPoint, target) -> tuple[Host, Path]:
+def _check_target_dir(rp: RecoveryPoint, target: object) -> tuple[Host, Path]:
     if not isinstance(target, dict):
         raise ValidationError({"target": 'Give {"host": <id>, "path": "<directory>"}.'})
     host_id, path = target.get("host"), target.get("path")
@@ -82,10 +178,70 @@ def _check_target_dir(rp: RecoveryPoint, target) -> tuple[Host, Path]:
     return host, Path(os.path.realpath(path))
 
 
+def _new_files_target(
+    rp: RecoveryPoint, kind: str, luns: list[int], target: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Restore disks, create VM: new image files in a checked directory of a linked host (and,
+    for a new VM, a name nobody has or holds)."""
+    host, directory = _check_target_dir(rp, target)
+    vm_name = rp.protected_item.vm.name
+    if kind == RestoreKind.CREATE_VM:
+        vm_name = _checked_new_vm_name(target)
+        if Disk.OS_LUN not in luns:
+            raise ValidationError({"luns": "A new VM needs its OS disk (LUN -1)."})
+    files = {lun: str(directory / _disk_file_name(vm_name, lun, rp)) for lun in luns}
+    taken = [f for f in files.values() if os.path.lexists(f)]
+    if taken:
+        raise ValidationError({"target.path": f"File(s) already exist: {', '.join(taken)}."})
+    params: dict[str, Any] = {
+        Param.HOST: host.pk,
+        Param.PATH: str(directory),
+        Param.FILES: {str(k): v for k, v in files.items()},
+    }
+    if kind == RestoreKind.CREATE_VM:
+        params[Param.NAME] = vm_name
+    return params
+
+
+def _checked_new_vm_name(target: dict[str, Any] | None) -> str:
+    given = (target or {}).get("name")
+    name = given if isinstance(given, str) else ""  # refused below, as an empty name is
+    try:
+        name_validator(name)
+    except ValidationError:
+        raise ValidationError({"target.name": name_validator.message}) from None
+    if VirtualMachine.objects.filter(name=name).exists():
+        raise ValidationError({"target.name": f"A VM named {name} already exists."})
+    _check_name_free(name)
+    return name
+
+
+def _replace_target(
+    item: ProtectedVM, luns: list[int], target: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Replace disks: the stopped VM's own image files, checked now."""
+    if target not in (None, {}):
+        raise ValidationError(
+            {"target": "Replace disks writes over the VM's own disks; give no target."}
+        )
+    vm = item.vm
+    power = connector_for(vm.host.connector).probe_power_state(vm_spec(vm, luns))
+    if power != PowerState.STOPPED:
+        raise ValidationError(
+            {"detail": f"{vm.name} is {power}; stop the VM before replacing its disks."}
+        )
+    vm_luns = {d.lun for d in vm.disks.all()}
+    gone = sorted(set(luns) - vm_luns)
+    if gone:
+        raise ValidationError({"luns": f"{vm.name} no longer has LUN(s) {gone}."})
+    files = _replaced_files(vm, luns)
+    return {Param.HOST: vm.host_id, Param.FILES: {str(k): v for k, v in files.items()}}
+
+
 def _check_key(rp: RecoveryPoint, tier: str) -> None:
     try:
         kek = kek_for(rp.vault)
-        if tier == "vault":
+        if tier == RestoreTier.VAULT:
             store = engine.open_store(rp.vault.store_path, kek)
         else:
             store = engine.open_store(rp.protected_item.vm.host.snapshot_store_path(rp.vault), kek)
@@ -97,117 +253,39 @@ def _check_key(rp: RecoveryPoint, tier: str) -> None:
         raise ValidationError({"tier": f"The {tier} tier store is missing: {e}"}) from e
 
 
-def request_restore(
-    rp: RecoveryPoint, *, by, request=None, kind=None, luns=None, tier="auto", target=None
+def _queue_restore(
+    rp: RecoveryPoint,
+    kind: str,
+    params: dict[str, Any],
+    *,
+    by: User,
+    request: HttpRequest | None,
 ) -> Job:
-    """Validate a restore request completely, then queue its job."""
-    vault, item = rp.vault, rp.protected_item
-    access.require(by, vault, "restore")
-    now = timezone.now()
-    if rp.soft_deleted_at is not None:
-        raise ValidationError({"detail": "This recovery point is soft-deleted; undelete it first."})
-    if rp.expires_at is not None and rp.expires_at <= now:
-        newest = item.recovery_points.filter(soft_deleted_at=None).order_by("-time").first()
-        if newest is None or newest.pk != rp.pk:
-            raise ValidationError({"detail": "This recovery point has expired."})
-    if kind not in KINDS:
-        raise ValidationError({"kind": f"Choose one of: {', '.join(KINDS)}."})
-    if tier not in TIERS:
-        raise ValidationError({"tier": f"Choose one of: {', '.join(TIERS)}."})
-    rp_luns = [d["lun"] for d in rp.disks]
-    if luns is None:
-        luns = rp_luns
-    if (
-        not isinstance(luns, list)
-        or not luns
-        or not all(isinstance(x, int) and not isinstance(x, bool) for x in luns)
-    ):
-        raise ValidationError({"luns": "Give a non-empty list of LUNs (integers)."})
-    missing = sorted(set(luns) - set(rp_luns))
-    if missing:
-        raise ValidationError(
-            {
-                "luns": f"LUN(s) {', '.join(map(str, missing))} are not in this recovery point "
-                f"(it holds {', '.join(map(str, sorted(rp_luns)))})."
-            }
-        )
-    if rp.excluded_luns and kind != "restore_disks":
-        raise ValidationError(
-            {
-                "kind": "This recovery point holds only some of the VM's disks (selective disk "
-                "backup), so only restore_disks is offered."
-            }
-        )
-    tier = _choose_tier(rp, tier)
-    params: dict = {"rp": str(rp.pk), "kind": kind, "luns": sorted(luns), "tier": tier}
-
-    if kind in ("restore_disks", "create_vm"):
-        host, directory = _check_target_dir(rp, target)
-        vm_name = item.vm.name
-        if kind == "create_vm":
-            name = target.get("name")
-            try:
-                name_validator(name if isinstance(name, str) else "")
-            except ValidationError:
-                raise ValidationError({"target.name": name_validator.message}) from None
-            if VirtualMachine.objects.filter(name=name).exists():
-                raise ValidationError({"target.name": f"A VM named {name} already exists."})
-            _check_name_free(name)
-            if kind == "create_vm" and Disk.OS_LUN not in luns:
-                raise ValidationError({"luns": "A new VM needs its OS disk (LUN -1)."})
-            vm_name = name
-        files = {lun: str(directory / _disk_file_name(vm_name, lun, rp)) for lun in luns}
-        taken = [f for f in files.values() if os.path.lexists(f)]
-        if taken:
-            raise ValidationError({"target.path": f"File(s) already exist: {', '.join(taken)}."})
-        params.update(
-            host=host.pk, path=str(directory), files={str(k): v for k, v in files.items()}
-        )
-        if kind == "create_vm":
-            params["name"] = vm_name
-    else:
-        if target not in (None, {}):
-            raise ValidationError(
-                {"target": "Replace disks writes over the VM's own disks; give no target."}
-            )
-        vm = item.vm
-        power = connector_for(vm.host.connector).probe_power_state(vm_spec(vm, luns))
-        if power != PowerState.STOPPED:
-            raise ValidationError(
-                {"detail": f"{vm.name} is {power}; stop the VM before replacing its disks."}
-            )
-        vm_luns = {d.lun for d in vm.disks.all()}
-        gone = sorted(set(luns) - vm_luns)
-        if gone:
-            raise ValidationError({"luns": f"{vm.name} no longer has LUN(s) {gone}."})
-        files = _replaced_files(vm, luns)
-        params.update(host=vm.host_id, files={str(k): v for k, v in files.items()})
-    _check_key(rp, tier)
-
+    """The restore job (holding a new VM's name), audited."""
     try:
         with transaction.atomic():
-            subtasks = ["Take safety recovery point"] if kind == "replace_disks" else []
+            subtasks = [TAKE_SAFETY_RP] if kind == RestoreKind.REPLACE_DISKS else []
             job = create_job(
                 operation=Operation.RESTORE,
-                vault=vault,
-                item=item,
+                vault=rp.vault,
+                item=rp.protected_item,
                 recovery_point=rp,
                 by=by,
                 params=params,
-                subtasks=[*subtasks, "Restore data"],
-                reserved_vm_name=params.get("name", ""),
+                subtasks=[*subtasks, RESTORE_DATA],
+                reserved_vm_name=params.get(Param.NAME, ""),
             )
             audit.record(
                 f"restore.{kind}",
                 actor=by,
                 request=request,
-                vault=vault,
+                vault=rp.vault,
                 obj=rp,
-                after={k: v for k, v in params.items() if k != "files"} | {"job": job.pk},
+                after={k: v for k, v in params.items() if k != Param.FILES} | {"job": job.pk},
             )
     except IntegrityError:
         # A twin request reserved the name between the check above and this insert.
-        _check_name_free(params.get("name", ""))
+        _check_name_free(params.get(Param.NAME, ""))
         raise
     return job
 
@@ -223,7 +301,7 @@ def _check_name_free(name: str) -> None:
 def _replaced_files(vm: VirtualMachine, luns: list[int]) -> dict[int, str]:
     """The image files replace disks writes over, resolved now and checked against the host's
     allowed roots, so the job writes exactly these files or refuses."""
-    files = {}
+    files: dict[int, str] = {}
     for disk in vm.disks.filter(lun__in=luns):
         real = os.path.realpath(disk.path)
         if not vm.host.allows(real):
@@ -252,7 +330,7 @@ def _opened_targets(
     directory walked down from its allowed root and, when replacing, each disk file itself."""
     with contextlib.ExitStack() as opened:
         dirs: dict[str, int] = {}
-        targets = {}
+        targets: dict[int, engine.RestoreTarget] = {}
         try:
             for lun, path in files.items():
                 directory, name = os.path.split(path)
@@ -282,11 +360,11 @@ def _restore_error(e: engine.EngineError, where: str) -> JobError:
 
 def _restore_into(
     ctx: JobContext, rp: RecoveryPoint, tier: str, targets: dict[int, engine.RestoreTarget]
-):
+) -> engine.RestoreResult:
     vault = rp.vault
     try:
         kek = kek_for(vault)
-        if tier == "vault":
+        if tier == RestoreTier.VAULT:
             store = vault_store(vault, kek)
         else:
             store = snapshot_store(vault, rp.protected_item.vm.host, kek)
@@ -323,8 +401,8 @@ def _take_safety_rp(ctx: JobContext, rp: RecoveryPoint, files: dict[int, str]) -
                 store=store,
                 disks=[engine.DiskSource(lun, files[lun]) for lun in luns],
                 vm_name=vm.name,
-                consistency="crash",
-                tags=["on_demand"],
+                consistency=RPConsistency.CRASH,
+                tags=[ON_DEMAND_TAG],
                 retain_until=expires,
                 labels={"vault": vault.name, "job": str(ctx.job.pk), "safety_for": str(rp.pk)},
                 rp_id=safety_id,
@@ -341,46 +419,49 @@ def _take_safety_rp(ctx: JobContext, rp: RecoveryPoint, files: dict[int, str]) -
     all_luns = [d.lun for d in vm.disks.all()]
     return record_recovery_point(
         ctx.job.pk,
-        id=safety_id,
-        vault=vault,
-        protected_item=item,
-        time=now,
-        consistency="crash",
-        in_snapshot_tier=True,
-        snapshot_expires_at=now + timedelta(days=item.policy.instant_restore_days),
-        tags=["on_demand"],
-        expires_at=expires,
-        retain_until=expires,
-        disks=[
-            {"lun": d.lun, "size": d.size, "bytes_stored": d.bytes_stored} for d in result.disks
-        ],
-        included_luns=luns,
-        excluded_luns=[lun for lun in all_luns if lun not in luns],
-        size_bytes=sum(d.size for d in result.disks),
-        transfer_due=True,
+        RecoveryPoint(
+            id=safety_id,
+            vault=vault,
+            protected_item=item,
+            time=now,
+            consistency=RPConsistency.CRASH,
+            in_snapshot_tier=True,
+            snapshot_expires_at=now + timedelta(days=item.policy.instant_restore_days),
+            tags=[ON_DEMAND_TAG],
+            expires_at=expires,
+            retain_until=expires,
+            disks=[
+                {"lun": d.lun, "size": d.size, "bytes_stored": d.bytes_stored} for d in result.disks
+            ],
+            included_luns=luns,
+            excluded_luns=[lun for lun in all_luns if lun not in luns],
+            size_bytes=sum(d.size for d in result.disks),
+            transfer_due=True,
+        ),
     )
 
 
+@runner.handles(Operation.RESTORE)
 def run_restore(ctx: JobContext) -> None:
     params = ctx.job.params
     rp = RecoveryPoint.objects.select_related(
         "vault", "protected_item__vm__host", "protected_item__policy"
-    ).get(pk=params["rp"])
-    kind, tier = params["kind"], params["tier"]
-    host = Host.objects.get(pk=params["host"])
-    files = {int(k): v for k, v in params["files"].items()}
+    ).get(pk=params[Param.RP])
+    kind, tier = params[Param.KIND], params[Param.TIER]
+    host = Host.objects.get(pk=params[Param.HOST])
+    files = {int(k): v for k, v in params[Param.FILES].items()}
 
-    replacing = kind == "replace_disks"
+    replacing = kind == RestoreKind.REPLACE_DISKS
     with _opened_targets(host, files, replacing=replacing) as targets:
         if replacing:
-            sub = ctx.start_subtask("Take safety recovery point")
+            sub = ctx.start_subtask(TAKE_SAFETY_RP)
             safety = _take_safety_rp(ctx, rp, files)
             ctx.set_result(safety_recovery_point=str(safety.pk))
             ctx.end_subtask(sub, Status.COMPLETED, f"Safety recovery point {safety.pk}")
-        sub = ctx.start_subtask("Restore data")
+        sub = ctx.start_subtask(RESTORE_DATA)
         result = _restore_into(ctx, rp, tier, targets)
     sizes = {d["lun"]: d["size"] for d in rp.disks}
-    if kind == "create_vm":
+    if kind == RestoreKind.CREATE_VM:
         vm = _register_vm(ctx, rp, host, files, sizes)
         ctx.set_result(new_vm=vm.pk)
     elif replacing:
@@ -401,7 +482,7 @@ def run_restore(ctx: JobContext) -> None:
 def _register_vm(
     ctx: JobContext, rp: RecoveryPoint, host: Host, files: dict[int, str], sizes: dict[int, int]
 ) -> VirtualMachine:
-    name = ctx.job.params["name"]
+    name = ctx.job.params[Param.NAME]
     try:
         with transaction.atomic():
             vm = VirtualMachine.objects.create(

@@ -6,40 +6,40 @@
 3. Finish: completed, completed with warnings, cancelled or failed, with the error's code.
 A heartbeat thread writes `heartbeat_at` while the handler runs; `reap` fails jobs whose
 heartbeat stopped (the worker died), so nothing stays "in progress" forever.
+
+The runner knows no job kind: each registers its handler (and what to do when its worker is
+lost) with `@handles(operation)` where it is defined, and apps that react to finished jobs
+(alerts) receive `jobs.signals.job_finished`. So the runner imports nothing that runs jobs.
 """
 
 import errno
-import importlib
 import logging
 import threading
 import time
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import close_old_connections, connection, transaction
 from django.db.models import Q
+from django.http import HttpRequest
 from django.utils import timezone
 
-from jobs.models import Job, Operation, Status, SubTask
+from jobs import queue
+from jobs.models import RUNNING, UNFINISHED, Job, Operation, Status, SubTask
+from jobs.signals import job_finished
+from vaults import access, audit
+from vaults.models import ProtectedVM, RecoveryPoint, Vault
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 10
 # A job whose heartbeat is older than this is declared dead by the reaper.
 HEARTBEAT_TIMEOUT = timedelta(minutes=2)
-
-HANDLERS = {
-    Operation.BACKUP: "jobs.backup.run_backup",
-    Operation.TRANSFER: "jobs.backup.run_transfer",
-    Operation.RESTORE: "jobs.restore.run_restore",
-    Operation.CLEANUP: "jobs.lifecycle.run_cleanup",
-    Operation.GARBAGE_COLLECT: "jobs.lifecycle.run_gc",
-    Operation.VERIFY: "jobs.lifecycle.run_verify",
-    Operation.PURGE: "jobs.purge.run_purge",
-    Operation.DELETE_BACKUP_DATA: "jobs.purge.run_purge",
-    Operation.UPDATE_KEY: "security.keys.run_update_key",
-}
 
 
 class JobCancelled(Exception):
@@ -49,7 +49,7 @@ class JobCancelled(Exception):
 class JobError(Exception):
     """A failure with a code and a message meant for the person reading the job."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -82,12 +82,19 @@ def no_space(e: BaseException, where: str) -> JobError:
 
 
 class JobContext:
-    def __init__(self, job: Job):
+    def __init__(self, job: Job) -> None:
         self.job = job
-        self.warnings: list[dict] = list(job.warnings)
+        self.warnings: list[dict[str, str]] = list(job.warnings)
         self._last_progress = 0.0
         self._last_cancel_check = 0.0
         self._cancelled = False
+
+    @property
+    def vault(self) -> Vault:
+        """The vault the job works on (every kind but a site-wide one has one)."""
+        if self.job.vault is None:
+            raise JobError("internal_error", f"This {self.job.operation} job has no vault.")
+        return self.job.vault
 
     # -- sub-tasks -------------------------------------------------------------------------------
     def subtask(self, name: str) -> SubTask:
@@ -108,7 +115,7 @@ class JobContext:
 
     # -- progress --------------------------------------------------------------------------------
     def progress(
-        self, done: int, total: int | None = None, *, force: bool = False, **result
+        self, done: int, total: int | None = None, *, force: bool = False, **result: object
     ) -> None:
         """Record bytes done (and any `result` keys) in one UPDATE, at most twice a second
         unless forced."""
@@ -119,7 +126,10 @@ class JobContext:
         self.job.result.update(result)
         if force or now - self._last_progress >= 0.5:
             self._last_progress = now
-            fields = {"bytes_done": self.job.bytes_done, "bytes_total": self.job.bytes_total}
+            fields: dict[str, Any] = {
+                "bytes_done": self.job.bytes_done,
+                "bytes_total": self.job.bytes_total,
+            }
             if result:
                 fields["result"] = self.job.result
             Job.objects.filter(pk=self.job.pk).update(**fields)
@@ -128,7 +138,7 @@ class JobContext:
         self.warnings.append({"code": code, "message": message})
         Job.objects.filter(pk=self.job.pk).update(warnings=self.warnings)
 
-    def set_result(self, **values) -> None:
+    def set_result(self, **values: object) -> None:
         self.job.result.update(values)
         Job.objects.filter(pk=self.job.pk).update(result=self.job.result)
 
@@ -148,7 +158,7 @@ class JobContext:
 
 
 class _Heartbeat(threading.Thread):
-    def __init__(self, job_id: int):
+    def __init__(self, job_id: int) -> None:
         super().__init__(daemon=True, name=f"heartbeat-{job_id}")
         self.job_id = job_id
         self.stop = threading.Event()
@@ -161,9 +171,46 @@ class _Heartbeat(threading.Thread):
             connection.close()
 
 
-def _handler(operation: str):
-    module, _, name = HANDLERS[operation].rpartition(".")
-    return getattr(importlib.import_module(module), name)
+# -- the registry of job kinds ---------------------------------------------------------------------
+
+Handler = Callable[[JobContext], None]
+WorkerLostHook = Callable[[Job], None]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """How jobs of one operation run: the handler a worker calls, and what happens after such
+    a job failed without its worker (lost while it ran, or its message never arrived)."""
+
+    handler: Handler
+    on_worker_lost: WorkerLostHook | None = None
+
+
+# Filled when the modules that run jobs are imported (each app's AppConfig.ready imports them).
+REGISTRY: dict[str, JobKind] = {}
+
+
+def handles(
+    operation: Operation, *, on_worker_lost: WorkerLostHook | None = None
+) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler of `operation` jobs."""
+
+    def register(handler: Handler) -> Handler:
+        kind = JobKind(handler, on_worker_lost)
+        if REGISTRY.setdefault(operation, kind) != kind:
+            raise ValueError(f"{operation} jobs already have a handler: {REGISTRY[operation]}")
+        return handler
+
+    return register
+
+
+def job_kind(operation: str) -> JobKind:
+    """The registered kind of `operation`; a job nobody registered fails loudly, naming it."""
+    kind = REGISTRY.get(operation)
+    if kind is None:
+        log.error("no handler is registered for %s jobs", operation)
+        raise JobError("internal_error", f"No handler is registered for {operation} jobs.")
+    return kind
 
 
 def claim(job_id: int) -> Job | None:
@@ -176,33 +223,39 @@ def claim(job_id: int) -> Job | None:
     return Job.objects.get(pk=job_id)
 
 
-def finish(job: Job, status: str, *, code: str = "", message: str = "", warnings=None) -> None:
-    fields = {"status": status, "ended_at": timezone.now(), "heartbeat_at": timezone.now()}
+def finish(
+    job: Job,
+    status: str,
+    *,
+    code: str = "",
+    message: str = "",
+    warnings: list[dict[str, str]] | None = None,
+) -> None:
+    now = timezone.now()
+    fields: dict[str, Any] = {"status": status, "ended_at": now, "heartbeat_at": now}
     if code or message:
         fields.update(error_code=code, error_message=message)
     if warnings is not None:
         fields["warnings"] = warnings
     # Only a job still running may be finished, so a reaped job is not resurrected.
-    Job.objects.filter(pk=job.pk, status__in=[Status.IN_PROGRESS, Status.CANCELLING]).update(
-        **fields
-    )
+    Job.objects.filter(pk=job.pk, status__in=RUNNING).update(**fields)
     if status in (Status.FAILED, Status.CANCELLED):
-        SubTask.objects.filter(job=job, status__in=[Status.QUEUED, Status.IN_PROGRESS]).update(
-            status=status, ended_at=fields["ended_at"]
-        )
+        SubTask.objects.filter(job=job, status__in=UNFINISHED).update(status=status, ended_at=now)
     for key, value in fields.items():
         setattr(job, key, value)
-    _job_finished(job)
+    _announce_finished(job)
 
 
-def _job_finished(job: Job) -> None:
-    """Alerts for failed backups and restores (and their recovery); never fails the job."""
-    try:
-        from security.alerts import on_job_finished
-
-        on_job_finished(job)
-    except Exception:
-        log.exception("alert hook failed for job %s", job.pk)
+def _announce_finished(job: Job) -> None:
+    """Send `job_finished` (alerts subscribe to it); a receiver that fails never fails the job."""
+    for receiver, outcome in job_finished.send_robust(sender=Job, job=job):
+        if isinstance(outcome, Exception):
+            log.error(
+                "%s failed for finished job %s",
+                getattr(receiver, "__qualname__", receiver),
+                job.pk,
+                exc_info=outcome,
+            )
 
 
 def _unexpected(job: Job, e: Exception) -> JobError:
@@ -227,7 +280,7 @@ def run_job(job_id: int) -> str:
     heartbeat.start()
     ctx = JobContext(job)
     try:
-        _handler(job.operation)(ctx)
+        job_kind(job.operation).handler(ctx)
     except JobCancelled:
         finish(job, Status.CANCELLED, message="Cancelled on request.", warnings=ctx.warnings)
     except JobError as e:
@@ -247,31 +300,42 @@ def run_job(job_id: int) -> str:
 def create_job(
     *,
     operation: str,
-    vault=None,
-    item=None,
-    by=None,
-    params=None,
-    subtasks=(),
+    vault: Vault | None = None,
+    item: ProtectedVM | None = None,
+    by: User | None = None,
+    params: dict[str, Any] | None = None,
+    subtasks: Sequence[str] = (),
     deliver: bool = True,
-    **fields,
+    recovery_point: RecoveryPoint | None = None,
+    reserved_vm_name: str = "",
+    status: str = Status.QUEUED,
+    started_at: datetime | None = None,
+    ended_at: datetime | None = None,
+    result: dict[str, Any] | None = None,
 ) -> Job:
-    """Create a queued job (and its sub-tasks) and deliver it once the transaction commits."""
-    from jobs.queue import deliver as deliver_job
+    """Create a queued job (and its sub-tasks) and deliver it once the transaction commits.
 
+    A catalog-only operation's record is created finished (`status`, `started_at`, `ended_at`,
+    `result`) and not delivered."""
     with transaction.atomic():
         job = Job.objects.create(
             operation=operation,
             vault=vault,
             protected_item=item,
-            vm_name=item.vm.name if item is not None else fields.pop("vm_name", ""),
+            recovery_point=recovery_point,
+            vm_name=item.vm.name if item is not None else "",
             created_by=by,
             params=params or {},
-            **fields,
+            reserved_vm_name=reserved_vm_name,
+            status=status,
+            started_at=started_at,
+            ended_at=ended_at,
+            result=result or {},
         )
         for order, name in enumerate(subtasks):
             SubTask.objects.create(job=job, order=order, name=name)
         if deliver:
-            deliver_job(job.pk)
+            queue.deliver(job.pk)
     return job
 
 
@@ -294,13 +358,14 @@ class JobFinished(ValidationError):
     """The job has already finished, so there is nothing to cancel (the API answers 409)."""
 
 
-def cancel_job(job: Job, *, by, request=None) -> Job:
-    """Cancel a job for a user (operators): checked, then `request_cancel`, then audited.
+def cancel_job(job: Job, *, by: User, request: HttpRequest | None = None) -> Job:
+    """Cancel a job for a user (operators): checked, then `request_cancel`, then audited. The
+    one way pages and the API cancel a job.
 
     A queued job is cancelled at once, a running one becomes cancelling; a job already
     cancelling is left as it is. A finished job raises `JobFinished`."""
-    from vaults import access, audit
-
+    if job.vault is None:
+        raise PermissionDenied("Only the system cancels jobs that belong to no vault.")
     access.require(by, job.vault, "cancel_job")
     before = job.status
     if not request_cancel(job) and job.status != Status.CANCELLING:
@@ -321,7 +386,7 @@ def cancel_job(job: Job, *, by, request=None) -> Job:
 
 
 # What a job lost with its worker left behind, and what happens next.
-AFTER_WORKER_LOST = {
+AFTER_WORKER_LOST: dict[str, str] = {
     Operation.BACKUP: "Nothing it was writing was committed. The next scheduled backup will "
     "try again.",
     Operation.TRANSFER: "The snapshot is kept and the transfer will be retried.",
@@ -340,40 +405,39 @@ def worker_lost_message(operation: str) -> str:
 
 
 def _fail_unfinished(
-    job_id: int, statuses: list[str], *, code: str, message: str, why: str, now
+    job_id: int, statuses: Sequence[str], *, code: str, message: str, why: str, now: datetime
 ) -> Job | None:
     """Fail a job that no worker will finish (if it is still in one of `statuses`), as `finish`
-    would: its sub-tasks end too (`why` in short) and its alerts fire. None if it moved on."""
+    would: its sub-tasks end too (`why` in short), its kind's on-worker-lost hook runs and
+    `job_finished` is sent. None if it moved on."""
     updated = Job.objects.filter(pk=job_id, status__in=statuses).update(
         status=Status.FAILED, ended_at=now, error_code=code, error_message=message
     )
     if not updated:
         return None
-    SubTask.objects.filter(job_id=job_id, status__in=[Status.QUEUED, Status.IN_PROGRESS]).update(
+    SubTask.objects.filter(job_id=job_id, status__in=UNFINISHED).update(
         status=Status.FAILED, ended_at=now, message=why
     )
     job = Job.objects.select_related("vault", "protected_item__vm__host").get(pk=job_id)
-    if job.operation == Operation.BACKUP:
-        from jobs.backup import after_backup_lost
-
+    kind = REGISTRY.get(job.operation)
+    if kind is not None and kind.on_worker_lost is not None:
         try:
-            after_backup_lost(job)
+            kind.on_worker_lost(job)
         except Exception:
-            log.exception("cleaning up after the lost backup job %s failed", job_id)
-    _job_finished(job)
+            log.exception("cleaning up after the lost %s job %s failed", job.operation, job_id)
+    _announce_finished(job)
     return job
 
 
-def reap(now=None) -> int:
+def reap(now: datetime | None = None) -> int:
     """Fail jobs whose worker died (no heartbeat for HEARTBEAT_TIMEOUT)."""
     now = now or timezone.now()
-    running = [Status.IN_PROGRESS, Status.CANCELLING]
-    dead = Job.objects.filter(status__in=running, heartbeat_at__lt=now - HEARTBEAT_TIMEOUT)
+    dead = Job.objects.filter(status__in=RUNNING, heartbeat_at__lt=now - HEARTBEAT_TIMEOUT)
     ids = list(dead.values_list("pk", "operation"))
     for job_id, operation in ids:
         _fail_unfinished(
             job_id,
-            running,
+            RUNNING,
             code="worker_lost",
             message=worker_lost_message(operation),
             why="Worker lost.",
@@ -382,11 +446,13 @@ def reap(now=None) -> int:
     return len(ids)
 
 
-def _option(name: str, default):
-    return settings.LIFEBOAT.get(name, default)
+def option(name: str, default: float) -> float:
+    """A number of settings.LIFEBOAT (operators and tests tune them), or `default`."""
+    value: Any = settings.LIFEBOAT.get(name, default)
+    return float(value)
 
 
-def redeliver(now=None) -> dict:
+def redeliver(now: datetime | None = None) -> dict[str, int]:
     """Re-send the message of queued jobs that no worker will run, or fail them.
 
     A queued job whose last message went out more than REDELIVER_AFTER_MINUTES ago and that
@@ -395,11 +461,9 @@ def redeliver(now=None) -> dict:
     `not_delivered`. Jobs whose message is still in the broker are left alone: they wait for
     a free worker, or for the lock of a cluster that died to run out.
     """
-    from jobs import queue
-
     now = now or timezone.now()
-    after = timedelta(minutes=float(_option("REDELIVER_AFTER_MINUTES", 5)))
-    limit = int(_option("REDELIVERIES", 3))
+    after = timedelta(minutes=option("REDELIVER_AFTER_MINUTES", 5))
+    limit = int(option("REDELIVERIES", 3))
     stale = list(
         Job.objects.filter(status=Status.QUEUED)
         .filter(
@@ -408,10 +472,10 @@ def redeliver(now=None) -> dict:
         )
         .values_list("pk", "deliveries")
     )
-    if not stale:
-        return {"redelivered": 0, "not_delivered": 0}
-    held = queue.with_message([pk for pk, _ in stale])
     counts = {"redelivered": 0, "not_delivered": 0}
+    if not stale:
+        return counts
+    held = queue.with_message([pk for pk, _ in stale])
     for job_id, deliveries in stale:
         if job_id in held:
             continue
@@ -424,9 +488,7 @@ def redeliver(now=None) -> dict:
     return counts
 
 
-def _send_again(job_id: int, deliveries: int, now) -> bool:
-    from jobs import queue
-
+def _send_again(job_id: int, deliveries: int, now: datetime) -> bool:
     with transaction.atomic():
         # Conditional, so that two reapers at once send one message, not two.
         sent = Job.objects.filter(pk=job_id, status=Status.QUEUED, deliveries=deliveries).update(
@@ -437,7 +499,7 @@ def _send_again(job_id: int, deliveries: int, now) -> bool:
     return bool(sent)
 
 
-def _not_delivered(job_id: int, deliveries: int, now) -> bool:
+def _not_delivered(job_id: int, deliveries: int, now: datetime) -> bool:
     message = (
         f"This job never started: its task-queue message was lost {deliveries} times. Check "
         "that the workers (manage.py worker) are running and share the web server's SECRET_KEY "

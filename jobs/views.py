@@ -6,40 +6,52 @@ once nothing is, the view answers 286, which tells htmx to stop polling.
 """
 
 from datetime import timedelta
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_POST
 from django_htmx.http import HTMX_STOP_POLLING
+from django_htmx.middleware import HtmxDetails
 
 from jobs import hook_details
-from jobs.models import FINISHED, Job, Operation, Status
-from jobs.runner import request_cancel
-from portal.views import done, render_page
+from jobs.models import Job, Operation, Status
+from jobs.runner import JobFinished, cancel_job
+from portal.views import done, error_text, render_page
 from vaults import access
 from vaults.models import RPConsistency
 from vaults.views import vault_context
+
+
+class PageRequest(HttpRequest):
+    """A request to a page: signed in (every page here is login_required), htmx-aware."""
+
+    user: User
+    htmx: HtmxDetails
+
 
 PAGE_SIZE = 50
 DAYS = [(1, "24 hours"), (7, "7 days"), (30, "30 days"), (90, "90 days"), (0, "All time")]
 DEFAULT_DAYS = 7
 
 
-def _days(value) -> int:
+def _days(value: str | None) -> int:
     try:
-        days = int(value)
-    except (TypeError, ValueError):
+        days = int(value or "")
+    except ValueError:
         return DEFAULT_DAYS
     return days if days in dict(DAYS) else DEFAULT_DAYS
 
 
 @login_required
-def job_list(request, name):
+def job_list(request: PageRequest, name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "view")
     vault_jobs = Job.objects.visible_to(request.user).filter(vault=vault)
     jobs = vault_jobs.select_related("created_by")
@@ -62,7 +74,7 @@ def job_list(request, name):
     page = Paginator(jobs.order_by("-created_at", "-id"), PAGE_SIZE).get_page(
         request.GET.get("page")
     )
-    filters = {"status": status, "operation": operation, "vm": vm}
+    filters: dict[str, str | int] = {"status": status, "operation": operation, "vm": vm}
     filters["days"] = days if days != DEFAULT_DAYS else ""
     query = urlencode({k: v for k, v in filters.items() if v != ""})
     vm_names = (
@@ -95,7 +107,7 @@ def job_list(request, name):
     )
 
 
-def _rates(job: Job) -> dict:
+def _rates(job: Job) -> dict[str, Any]:
     """Throughput of the running phase (bytes done / its elapsed time) and the time left."""
     if job.is_finished or not job.bytes_done:
         return {}
@@ -112,7 +124,7 @@ def _rates(job: Job) -> dict:
 
 
 @login_required
-def job_detail(request, name, job_id):
+def job_detail(request: PageRequest, name: str, job_id: int) -> HttpResponse:
     vault = access.get_vault(request.user, name, "view")
     job = get_object_or_404(
         Job.objects.visible_to(request.user)
@@ -150,20 +162,21 @@ def job_detail(request, name, job_id):
 
 @login_required
 @require_POST
-def job_cancel(request, name, job_id):
+def job_cancel(request: PageRequest, name: str, job_id: int) -> HttpResponse:
     vault = access.get_vault(request.user, name, "cancel_job")
     job = get_object_or_404(Job.objects.filter(vault=vault), pk=job_id)
-    if job.status in FINISHED:
-        messages.error(request, f"Job {job.pk} has already finished.")
-    elif request_cancel(job):
-        messages.success(
-            request,
-            "Job cancelled."
-            if job.status == Status.CANCELLED
-            else "Cancelling: the job stops at its next check.",
-        )
+    before = job.status
+    try:
+        cancel_job(job, by=request.user, request=request)
+    except JobFinished as e:
+        messages.error(request, error_text(e))
     else:
-        messages.info(request, f"Job {job.pk} is already {job.get_status_display().lower()}.")
+        if job.status == before:
+            messages.info(request, f"Job {job.pk} is already {job.get_status_display().lower()}.")
+        elif job.status == Status.CANCELLED:
+            messages.success(request, "Job cancelled.")
+        else:
+            messages.success(request, "Cancelling: the job stops at its next check.")
     back = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
         back = reverse("job-detail", args=[vault.name, job.pk])

@@ -2,7 +2,8 @@
 
 Security alerts are derived from the audit log: every state change is recorded there, so a
 receiver on new `AuditEvent` rows sees each event exactly once, whichever page, API call or job
-made it. Job alerts come from `jobs.runner.finish` (`on_job_finished`). The upcoming-purge
+made it. Job alerts come from `on_job_finished`, a receiver of `jobs.signals.job_finished`
+(connected in `SecurityConfig.ready`). The upcoming-purge
 alert is a periodic check (`check_upcoming_purges`, jobs/schedules.py).
 
 Each alert names its event with a dedup key. `fire(..., once=True)` (events: one audit event,
@@ -23,6 +24,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from jobs import hook_details
+from jobs.models import Job, Operation, Status
 from security.models import Alert, AlertStatus, Severity, VaultAlertSettings
 from vaults import access, audit, rules
 from vaults.models import AuditEvent, Role, SoftDeleteState
@@ -263,11 +265,9 @@ def _on_audit_event(sender, instance: AuditEvent, created: bool, **kwargs) -> No
 # -- job alerts --------------------------------------------------------------------------------------
 
 
-def on_job_finished(job) -> None:
-    """Called by jobs.runner.finish for every job that ends."""
-    from jobs.models import Operation, Status
-
-    if job.vault_id is None:
+def on_job_finished(sender: type[Job], *, job: Job, **kwargs: object) -> None:
+    """Receives `jobs.signals.job_finished` for every job that ends."""
+    if job.vault is None:
         return
     if job.status == Status.FAILED and job.error_code == "corruption":
         _damage_found(job)

@@ -24,6 +24,8 @@ from django.db import transaction
 from django.utils import timezone
 
 import engine
+from jobs import runner
+from jobs.models import Operation
 from security import master_key
 from security.models import CustomerKey, VaultKey
 from vaults import access, audit, rules
@@ -323,6 +325,7 @@ def customer_kek(vault) -> bytes:
 # -- the update_key job ----------------------------------------------------------------------------------
 
 
+@runner.handles(Operation.UPDATE_KEY)
 def run_update_key(ctx) -> None:
     """Re-wrap the vault store and every snapshot store of the vault to the job's key file.
 

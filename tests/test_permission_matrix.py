@@ -30,7 +30,7 @@ from rest_framework.test import APIClient, ForceAuthClientHandler
 
 import engine
 from inventory.models import VirtualMachine
-from jobs import backup, runner
+from jobs import backup_queue, runner
 from jobs.models import Job
 from portal.models import ApiToken
 from security.keys import fingerprint
@@ -821,7 +821,7 @@ def _real_rp(personas: dict) -> dict:
     with pytest.MonkeyPatch.context() as mp:
         # The backup runs in this process: no heartbeat thread beside the test's connection.
         mp.setattr(runner, "HEARTBEAT_SECONDS", 3600)
-        job = backup.backup_now(item, by=personas["admin"])
+        job = backup_queue.backup_now(item, by=personas["admin"])
         assert runner.run_job(job.pk) == "completed"
     rp = Job.objects.get(pk=job.pk).recovery_point
     sessions = {

@@ -168,7 +168,7 @@ def stop_protection(item: ProtectedVM, *, by, request=None, mode: str) -> Protec
 
 
 def _delete_data(item: ProtectedVM, *, by, request=None) -> ProtectedVM:
-    from jobs.models import Job, Operation, Status
+    from jobs.models import RUNNING, Job, Operation, Param
     from jobs.runner import create_job
 
     vault = item.vault
@@ -196,7 +196,7 @@ def _delete_data(item: ProtectedVM, *, by, request=None) -> ProtectedVM:
             Job.objects.filter(
                 protected_item=item,
                 operation__in=[Operation.BACKUP, Operation.TRANSFER, Operation.RESTORE],
-                status__in=[Status.IN_PROGRESS, Status.CANCELLING],
+                status__in=RUNNING,
             )
             .order_by("pk")
             .first()
@@ -244,7 +244,7 @@ def _delete_data(item: ProtectedVM, *, by, request=None) -> ProtectedVM:
                 vault=vault,
                 item=item,
                 by=by,
-                params={"item": item.pk},
+                params={Param.ITEM: item.pk},
             )
         audit.record(
             "protection.stop",
@@ -379,7 +379,7 @@ def undelete(item: ProtectedVM, *, by, request=None) -> ProtectedVM:
 def purge_now(item: ProtectedVM, *, by, request=None):
     """Purge a soft-deleted item at once (a `purge` job). Only while the vault's soft delete is
     disabled and the vault is not immutable; never while soft delete is always on."""
-    from jobs.models import Operation
+    from jobs.models import Operation, Param
     from jobs.runner import create_job
 
     vault = item.vault
@@ -407,7 +407,7 @@ def purge_now(item: ProtectedVM, *, by, request=None):
         item.save(update_fields=["purge_at"])
         item.recovery_points.filter(soft_deleted_at__isnull=False).update(purge_at=now)
         job = create_job(
-            operation=Operation.PURGE, vault=vault, item=item, by=by, params={"item": item.pk}
+            operation=Operation.PURGE, vault=vault, item=item, by=by, params={Param.ITEM: item.pk}
         )
         audit.record(
             "recycle_bin.purge_now",
@@ -424,25 +424,14 @@ def purge_now(item: ProtectedVM, *, by, request=None):
 # -- retention recompute ---------------------------------------------------------------------------
 
 
-def _slots(rps: list[RecoveryPoint]) -> dict:
-    """Each scheduled RP's backup slot (retention's day), from the job that made it."""
-    from jobs.models import Job, Operation
-
-    rows = Job.objects.filter(
-        recovery_point__in=[rp.pk for rp in rps], operation=Operation.BACKUP
-    ).values_list("recovery_point_id", "params__slot")
-    return {rp_id: datetime.fromisoformat(slot) for rp_id, slot in rows if slot}
-
-
 def rp_times(items) -> list[datetime]:
     """Slot times of the live scheduled RPs of `items` (for `retention_reductions`)."""
-    rps = list(
-        RecoveryPoint.objects.filter(
-            protected_item__in=items, soft_deleted_at=None, retain_until=None
-        )
+    from jobs.models import ON_DEMAND_TAG
+
+    rps = RecoveryPoint.objects.filter(
+        protected_item__in=items, soft_deleted_at=None, retain_until=None
     )
-    slots = _slots(rps)
-    return [slots.get(rp.pk, rp.time) for rp in rps if "on_demand" not in rp.tags]
+    return [rp.slot or rp.time for rp in rps if ON_DEMAND_TAG not in rp.tags]
 
 
 def recompute_retention(item: ProtectedVM, *, by=None, now: datetime | None = None) -> dict:
@@ -451,6 +440,7 @@ def recompute_retention(item: ProtectedVM, *, by=None, now: datetime | None = No
 
     Call inside the transaction that changed the policy. Counts of what changed are returned.
     """
+    from jobs.models import ON_DEMAND_TAG
     from policies.retention import tags_and_expiry
 
     now = now or timezone.now()
@@ -461,17 +451,16 @@ def recompute_retention(item: ProtectedVM, *, by=None, now: datetime | None = No
             Q(soft_deleted_at=None) | Q(soft_delete_reason=BinReason.RETENTION_REDUCED)
         ).order_by("time")
     )
-    slots = _slots(rps)
     newest = max((rp.time for rp in rps if rp.soft_deleted_at is None), default=None)
     forever = item.retention_mode == RetentionMode.RETAIN_FOREVER
     binning = vault.soft_delete_state != SoftDeleteState.DISABLED
     changed: list[RecoveryPoint] = []
     binned = returned = 0
     for rp in rps:
-        if rp.retain_until is not None or "on_demand" in rp.tags:
+        if rp.retain_until is not None or ON_DEMAND_TAG in rp.tags:
             continue
         tags, expires = tags_and_expiry(
-            rep, slots.get(rp.pk, rp.time), is_daily_last=rp.in_vault_tier or rp.transfer_due
+            rep, rp.slot or rp.time, is_daily_last=rp.in_vault_tier or rp.transfer_due
         )
         old = rp.expires_at
         touched = tags != rp.tags or expires != old

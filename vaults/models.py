@@ -297,6 +297,9 @@ class RecoveryPoint(models.Model):
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     time = models.DateTimeField()
+    # The schedule slot a scheduled backup ran for: retention places the RP on that slot's day,
+    # whenever it ran. None when no slot made it (on demand, a restore's safety RP).
+    slot = models.DateTimeField(null=True, blank=True)
     consistency = models.CharField(max_length=12, choices=RPConsistency)
     in_snapshot_tier = models.BooleanField(default=True)
     in_vault_tier = models.BooleanField(default=False)

@@ -24,8 +24,8 @@ from django_htmx.http import HTMX_STOP_POLLING
 from inventory import services as inventory_services
 from inventory.models import Disk, Host, VirtualMachine
 from jobs import hook_details
-from jobs.backup import ACTIVE, ON_DEMAND_DEFAULT_DAYS, SCHEDULABLE, backup_now
-from jobs.models import Operation
+from jobs.backup_queue import ON_DEMAND_DEFAULT_DAYS, backup_now, backup_refusal
+from jobs.models import UNFINISHED
 from jobs.restore import request_restore
 from policies.models import BackupPolicy
 from portal.views import (
@@ -260,13 +260,9 @@ def _item_context(request, vault: Vault, item: ProtectedVM, **extra) -> dict:
     rps = list(item.recovery_points.filter(soft_deleted_at__isnull=True).order_by("-time"))
     groups = [(t, t.label, [rp for rp in rps if rp.type == t]) for t in TIERS]
     jobs = list(item.jobs.select_related("created_by").order_by("-created_at", "-id")[:RECENT_JOBS])
-    active = list(item.jobs.filter(status__in=ACTIVE).order_by("-created_at", "-id"))
+    active = list(item.jobs.filter(status__in=UNFINISHED).order_by("-created_at", "-id"))
     caps = access.capabilities(request.user, vault)
-    can_backup = (
-        caps["backup_now"]
-        and item.state in SCHEDULABLE
-        and not any(j.operation == Operation.BACKUP for j in active)
-    )
+    can_backup = caps["backup_now"] and backup_refusal(item, active) is None
     backup_form = extra.pop("backup_form", None)
     if can_backup and backup_form is None:
         backup_form = BackupNowForm(initial={"retain_until": _default_retain_until()})

@@ -1,4 +1,5 @@
 import re
+from typing import Any
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
@@ -13,7 +14,7 @@ SECRET_KEY_RE = re.compile(r"secret|password|passphrase|token|credential|key", r
 REDACTED = "********"
 
 
-def without_secrets(value):
+def without_secrets(value: Any) -> Any:
     """`params` as shown to readers: values under secret-looking keys are masked."""
     if isinstance(value, dict):
         return {
@@ -107,25 +108,25 @@ class JobSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    def get_error_code(self, job) -> str | None:
+    def get_error_code(self, job: Job) -> str | None:
         return job.error_code or None
 
-    def get_duration_seconds(self, job) -> float | None:
+    def get_duration_seconds(self, job: Job) -> float | None:
         d = job.duration
         return d.total_seconds() if d is not None else None
 
-    def get_throughput_bytes_per_second(self, job) -> int | None:
+    def get_throughput_bytes_per_second(self, job: Job) -> int | None:
         """Bytes done over the time run so far (or in all, once finished)."""
         if job.started_at is None:
             return None
         seconds = ((job.ended_at or timezone.now()) - job.started_at).total_seconds()
         return int(job.bytes_done / seconds) if seconds > 0 else None
 
-    def get_throughput(self, job) -> int | None:
+    def get_throughput(self, job: Job) -> int | None:
         """Bytes per second (the same as `throughput_bytes_per_second`)."""
         return self.get_throughput_bytes_per_second(job)
 
-    def get_eta_seconds(self, job) -> int | None:
+    def get_eta_seconds(self, job: Job) -> int | None:
         """Seconds left at the current throughput, while the job runs and its size is known."""
         if job.status != Status.IN_PROGRESS or not job.bytes_total:
             return None
@@ -134,39 +135,39 @@ class JobSerializer(serializers.ModelSerializer):
             return None
         return max(0, round((job.bytes_total - job.bytes_done) / rate))
 
-    def get_params(self, job) -> dict:
+    def get_params(self, job: Job) -> dict:
         """What the job was asked to do; secret-looking values are masked."""
         return without_secrets(job.params or {})
 
     @extend_schema_field(ProgressSerializer(allow_null=True))
-    def get_progress(self, job) -> dict | None:
+    def get_progress(self, job: Job) -> dict | None:
         """The current phase and each disk's bytes done of its size, while known."""
         return (job.result or {}).get("progress")
 
-    def _result(self, job, key):
+    def _result(self, job: Job, key: str) -> Any:
         return (job.result or {}).get(key)
 
-    def get_bytes_read(self, job) -> int | None:
+    def get_bytes_read(self, job: Job) -> int | None:
         return self._result(job, "bytes_read")
 
-    def get_bytes_changed(self, job) -> int | None:
+    def get_bytes_changed(self, job: Job) -> int | None:
         return self._result(job, "bytes_changed")
 
-    def get_bytes_stored(self, job) -> int | None:
+    def get_bytes_stored(self, job: Job) -> int | None:
         return self._result(job, "bytes_stored")
 
-    def get_consistency(self, job) -> str | None:
+    def get_consistency(self, job: Job) -> str | None:
         """application, file_system or crash (backups, once the snapshot is taken)."""
         return self._result(job, "consistency")
 
-    def get_snapshot_method(self, job) -> str | None:
+    def get_snapshot_method(self, job: Job) -> str | None:
         return self._result(job, "snapshot_method")
 
-    def get_freeze_seconds(self, job) -> float | None:
+    def get_freeze_seconds(self, job: Job) -> float | None:
         return self._result(job, "freeze_seconds")
 
     @extend_schema_field(serializers.DictField(allow_null=True))
-    def get_transfer(self, job) -> dict | None:
+    def get_transfer(self, job: Job) -> dict | None:
         """The vault transfer's counters (chunks and bytes copied), once it ran."""
         return self._result(job, "transfer")
 
@@ -175,11 +176,11 @@ class JobSerializer(serializers.ModelSerializer):
         """Set by the views from `view_hook_details`; without it, hook details stay hidden."""
         return bool(self.context.get("hook_details"))
 
-    def get_error_message(self, job) -> str:
+    def get_error_message(self, job: Job) -> str:
         return hook_details.message(job.error_code, job.error_message, details=self._hook_details)
 
     @extend_schema_field(WarningSerializer(many=True))
-    def get_warnings(self, job) -> list:
+    def get_warnings(self, job: Job) -> list:
         """Hook problems name their scripts and quote their output to operators and above."""
         return hook_details.warnings(job.warnings or [], details=self._hook_details)
 

@@ -1,32 +1,44 @@
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.exceptions import NotAuthenticated
+from rest_framework.request import Request
 from rest_framework.response import Response
 
 from jobs.api.serializers import JobDetailSerializer, JobFilterSerializer, JobSerializer
 from jobs.models import Job
-from jobs.runner import JobFinished, cancel_job
+from jobs.runner import cancel_job
 from portal.api.base import ApiListView, ApiView
-from portal.api.exceptions import Conflict
 from vaults import access
 
 
-class HookDetailsMixin:
+def signed_in(request: Request) -> User:
+    """The request's user, who is signed in (IsAuthenticated lets nobody else through)."""
+    if not isinstance(request.user, User):
+        raise NotAuthenticated()
+    return request.user
+
+
+class VaultJobsView(ApiView):
     """Jobs of the URL's vault show hook details to those who may `view_hook_details`."""
 
-    def get_serializer_context(self):
+    def get_serializer_context(self) -> dict[str, Any]:
         context = super().get_serializer_context()
         if self.vault is not None:
             context["hook_details"] = access.can(self.request.user, self.vault, "view_hook_details")
         return context
 
 
-class JobListView(HookDetailsMixin, ApiListView):
+class JobListView(VaultJobsView, ApiListView):
     """The vault's jobs, newest first."""
 
     serializer_class = JobSerializer
     vault_actions = {"GET": "view"}
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Job]:
         if self.schema_only:
             return Job.objects.none()
         return (
@@ -36,10 +48,10 @@ class JobListView(HookDetailsMixin, ApiListView):
         )
 
     @extend_schema(parameters=[JobFilterSerializer])
-    def get(self, request, vault_name: str):
+    def get(self, request: Request, vault_name: str) -> Response:
         return self.list(request)
 
-    def filter_queryset(self, qs):
+    def filter_queryset(self, qs: QuerySet[Any, Any]) -> QuerySet[Any, Any]:
         f = JobFilterSerializer.values(self.request.query_params)
         if "status" in f:
             qs = qs.filter(status__in=f["status"])
@@ -52,12 +64,12 @@ class JobListView(HookDetailsMixin, ApiListView):
         return qs.order_by("-created_at", "-id")
 
 
-class JobDetailView(HookDetailsMixin, ApiView):
+class JobDetailView(VaultJobsView):
     serializer_class = JobDetailSerializer
     vault_actions = {"GET": "view"}
     lookup_url_kwarg = "job_id"
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Job]:
         if self.schema_only:
             return Job.objects.none()
         return (
@@ -67,11 +79,11 @@ class JobDetailView(HookDetailsMixin, ApiView):
             .prefetch_related("subtasks")
         )
 
-    def get(self, request, job_id: int, vault_name: str):
+    def get(self, request: Request, job_id: int, vault_name: str) -> Response:
         return Response(self.get_serializer(self.get_object()).data)
 
 
-class JobCancelView(HookDetailsMixin, ApiView):
+class JobCancelView(VaultJobsView):
     serializer_class = JobDetailSerializer
     vault_actions = {"POST": "cancel_job"}
     lookup_url_kwarg = "job_id"
@@ -84,13 +96,9 @@ class JobCancelView(HookDetailsMixin, ApiView):
             409: OpenApiResponse(description="The job has already finished."),
         },
     )
-    def post(self, request, job_id: int, vault_name: str):
+    def post(self, request: Request, job_id: int, vault_name: str) -> Response:
         """Cancel a job (operators): a queued job is cancelled at once, a running one becomes
         `cancelling` and stops at its next check. A finished job answers 409."""
-        job = self.get_object()
-        try:
-            cancel_job(job, by=request.user, request=request)
-        except JobFinished as e:
-            raise Conflict.from_django(e) from None
+        cancel_job(self.get_object(), by=signed_in(request), request=request)
         job = self.get_object()
         return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)

@@ -105,7 +105,7 @@ def run_job(quiet_heartbeat):
 @pytest.fixture
 def backed_up(real_disks, item, admin_user, run_job):
     """A real recovery point of `item`: a backup taken and transferred, in this process."""
-    from jobs.backup import backup_now
+    from jobs.backup_queue import backup_now
 
     job = run_job(backup_now(item, by=admin_user).pk)
     assert job.status == "completed", (job.error_code, job.error_message)

@@ -20,7 +20,7 @@ def test_a_non_utf8_name_is_listed_with_a_replacement_character(
 ):
     from pathlib import Path
 
-    from jobs.backup import backup_now
+    from jobs.backup_queue import backup_now
 
     os_disk = vm.disks.get(lun=-1)
     make_ext4(Path(os_disk.path), {**OS_FILES, NOT_UTF8: b"latin-1 name\n"})

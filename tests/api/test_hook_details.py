@@ -17,7 +17,7 @@ from django.test import Client
 from django.urls import reverse
 
 from inventory.models import Disk, VirtualMachine
-from jobs.backup import backup_now
+from jobs.backup_queue import backup_now
 from tests import factories as f
 from tests.api.conftest import OS_FILES, make_ext4, needs_mkfs
 from vaults.models import ItemState, Role

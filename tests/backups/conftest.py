@@ -265,7 +265,7 @@ class World:
         return target
 
     def backup_now(self):
-        from jobs.backup import backup_now
+        from jobs.backup_queue import backup_now
 
         return backup_now(self.item, by=self.admin)
 

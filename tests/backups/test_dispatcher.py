@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from jobs import runner, tasks
-from jobs.backup import enqueue_due_backups
+from jobs.backup_queue import enqueue_due_backups
 from jobs.models import Job, Operation, Status
 from tests import factories as f
 from tests.backups.conftest import World, needs_e2fsprogs, run
@@ -76,7 +76,7 @@ def test_one_backup_of_a_vm_at_a_time(setup):
 def test_backup_now_is_refused_while_a_scheduled_backup_is_queued(setup):
     from django.core.exceptions import ValidationError
 
-    from jobs.backup import backup_now
+    from jobs.backup_queue import backup_now
 
     it = item(setup, "vm1", created=NOW - timedelta(days=3))
     enqueue_due_backups(NOW)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from jobs import restore
-from jobs.backup import enqueue_pending_transfers
+from jobs.backup_queue import enqueue_pending_transfers
 from jobs.models import Job, Operation, Status
 from security.models import Alert
 from tests.backups.conftest import World, needs_e2fsprogs, run
@@ -88,7 +88,7 @@ def test_any_job_that_fills_a_disk_fails_as_no_space(tmp_path, small_disk, monke
     from jobs import runner
 
     full = small_disk(tmp_path / "full", "64k")
-    monkeypatch.setitem(runner.HANDLERS, Operation.VERIFY, f"{__name__}.fill_disk")
+    monkeypatch.setitem(runner.REGISTRY, Operation.VERIFY, runner.JobKind(fill_disk))
     job = run(runner.create_job(operation=Operation.VERIFY, params={"path": str(full / "big")}))
     assert (job.status, job.error_code) == (Status.FAILED, "no_space"), job.error_message
     assert "is full (No space left on device)" in job.error_message

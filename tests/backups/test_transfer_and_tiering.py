@@ -7,7 +7,7 @@ from django.utils import timezone
 
 import engine
 from jobs import runner, tasks
-from jobs.backup import enqueue_pending_transfers
+from jobs.backup_queue import enqueue_pending_transfers
 from jobs.models import Job, Operation, Status
 from tests.backups.conftest import World, aside, needs_e2fsprogs, run, same_bytes
 from vaults.models import RecoveryPoint

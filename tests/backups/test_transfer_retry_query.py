@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from jobs.backup import enqueue_pending_transfers
+from jobs.backup_queue import enqueue_pending_transfers
 from jobs.models import Job, Operation, Status
 from tests import factories as f
 

@@ -14,7 +14,7 @@ from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 
 from inventory.models import Disk, VirtualMachine
-from jobs.backup import TAKE_SNAPSHOT, TRANSFER, backup_now
+from jobs.backup_queue import TAKE_SNAPSHOT, TRANSFER, backup_now
 from jobs.models import Operation
 from jobs.runner import create_job
 from tests import factories as f

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from jobs import tasks
-from jobs.backup import enqueue_due_backups
+from jobs.backup_queue import enqueue_due_backups
 from jobs.models import Job, Operation, Status
 from tests import factories as f
 from tests.lifecycle.conftest import needs_e2fsprogs, run
@@ -108,7 +108,7 @@ def test_roles_and_states(lab, ops):
 def test_backup_now_is_refused_while_stopped(lab, mode):
     from django.core.exceptions import ValidationError
 
-    from jobs.backup import backup_now
+    from jobs.backup_queue import backup_now
     from vaults import lifecycle
 
     item = lab.protect("web")

@@ -71,7 +71,7 @@ def real_rp(vault, host, admin_user, quiet_heartbeat):
     from inventory.lab import images
     from inventory.models import Disk, VirtualMachine
     from jobs import runner
-    from jobs.backup import backup_now
+    from jobs.backup_queue import backup_now
 
     missing = images.missing_tools()
     if missing:

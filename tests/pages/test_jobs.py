@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from jobs.models import Job, Operation, Status
 from tests import factories as f
+from vaults.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -128,11 +129,26 @@ def test_operator_asks_a_running_job_to_stop(login, operator, vault, item):
     assert running.status == Status.CANCELLING
 
 
+def test_cancelling_from_the_page_is_audited_as_from_the_api(login, operator, vault, item):
+    running = f.make_job(vault, item, status=Status.IN_PROGRESS)
+    client = login(operator)
+    client.post(cancel_url(running))
+    event = AuditEvent.objects.get(action="job.cancel")
+    assert event.actor == operator and event.vault == vault
+    assert event.object_id == str(running.pk)
+    assert (event.before, event.after) == ({"status": "in_progress"}, {"status": "cancelling"})
+    # Asking again while it stops changes nothing, so nothing more is recorded.
+    response = client.post(cancel_url(running), follow=True)
+    assert f"Job {running.pk} is already cancelling." in response.content.decode()
+    assert AuditEvent.objects.filter(action="job.cancel").count() == 1
+
+
 def test_cancel_of_a_finished_job_changes_nothing(login, operator, job):
     response = login(operator).post(cancel_url(job), follow=True)
     assert "already finished" in response.content.decode()
     job.refresh_from_db()
     assert job.status == Status.COMPLETED
+    assert not AuditEvent.objects.filter(action="job.cancel").exists()
 
 
 def test_cancel_ignores_an_offsite_next(login, operator, vault, item):

@@ -9,7 +9,7 @@ from django.core.cache import cache
 
 from engine.stats import INDEX_HEADER, store_stats
 from jobs import runner
-from jobs.backup import backup_now
+from jobs.backup_queue import backup_now
 from vaults.storage import vault_storage
 
 MIB = 1 << 20

@@ -1,6 +1,6 @@
 """Backup now, restore, and file-level recovery of one protected item's recovery points.
 
-The views only translate: the domain functions (`jobs.backup.backup_now`,
+The views only translate: the domain functions (`jobs.backup_queue.backup_now`,
 `jobs.restore.request_restore`, `vaults.file_recovery`) check the role again, validate every
 value before a byte is written, and audit. Actions look recovery points up including
 soft-deleted ones, so the answer says "undelete it first" instead of a bare 404.
@@ -15,11 +15,10 @@ from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.response import Response
 
 from jobs.api.serializers import JobDetailSerializer
-from jobs.backup import BackupBusy, backup_now
+from jobs.backup_queue import backup_now
 from jobs.models import Job
 from jobs.restore import request_restore
 from portal.api.base import ApiListView, ApiView
-from portal.api.exceptions import Conflict
 from vaults import file_recovery
 from vaults.api.serializers import (
     BackupNowSerializer,
@@ -75,15 +74,12 @@ class BackupNowView(ApiView):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         item = get_item(self.vault, request.user, vm_name)
-        try:
-            job = backup_now(
-                item,
-                by=request.user,
-                request=request,
-                retain_until=serializer.validated_data.get("retain_until"),
-            )
-        except BackupBusy as e:
-            raise Conflict.from_django(e) from None
+        job = backup_now(
+            item,
+            by=request.user,
+            request=request,
+            retain_until=serializer.validated_data.get("retain_until"),
+        )
         return job_response(job)
 
 
@@ -207,13 +203,10 @@ class FileListView(ApiView):
         rp = recovery_point(self)
         q = request.query_params
         disk, partition, path = q.get("disk"), q.get("partition"), q.get("path") or "/"
-        try:
-            entries = file_recovery.list_dir(
-                rp, request.user, disk=disk, partition=partition, path=path
-            )
-            parts = file_recovery.partitions(rp, request.user, disk)
-        except file_recovery.Unreadable as e:
-            raise Conflict(str(e)) from e
+        entries = file_recovery.list_dir(
+            rp, request.user, disk=disk, partition=partition, path=path
+        )
+        parts = file_recovery.partitions(rp, request.user, disk)
         return Response(
             {
                 "disk": int(disk),
@@ -253,15 +246,12 @@ class FileDownloadView(ApiView):
         q = request.query_params
         if not q.get("path"):
             raise serializers.ValidationError({"path": ["Give the path of a file or folder."]})
-        try:
-            download = file_recovery.download(
-                rp,
-                request.user,
-                disk=q.get("disk"),
-                partition=q.get("partition"),
-                path=q["path"],
-                request=request,
-            )
-        except file_recovery.Unreadable as e:
-            raise Conflict(str(e)) from e
+        download = file_recovery.download(
+            rp,
+            request.user,
+            disk=q.get("disk"),
+            partition=q.get("partition"),
+            path=q["path"],
+            request=request,
+        )
         return download.response(download.name)

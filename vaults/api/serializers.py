@@ -3,7 +3,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from jobs.restore import KINDS, TIERS
+from jobs.models import RestoreKind, RestoreTier
 from portal.api.serializers import UNKNOWN, StrictModelSerializer, StrictSerializer
 from vaults import access
 from vaults.models import (
@@ -272,14 +272,16 @@ class RestoreTargetField(serializers.JSONField):
 
 
 class RestoreSerializer(StrictSerializer):
-    kind = serializers.ChoiceField(choices=[(k, k) for k in KINDS])
+    kind = serializers.ChoiceField(choices=RestoreKind.values)
     luns = serializers.ListField(
         child=serializers.IntegerField(),
         required=False,
         allow_null=True,
         help_text="Disks to restore; default every disk of the recovery point.",
     )
-    tier = serializers.ChoiceField(choices=[(t, t) for t in TIERS], required=False, default="auto")
+    tier = serializers.ChoiceField(
+        choices=RestoreTier.values, required=False, default=RestoreTier.AUTO
+    )
     target = RestoreTargetField(
         required=False,
         allow_null=True,

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django_q.models import Schedule
@@ -8,7 +10,7 @@ from jobs.schedules import PERIODIC
 class Command(BaseCommand):
     help = "Create or update the periodic schedules declared in jobs/schedules.py."
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         names = [p.name for p in PERIODIC]
         with transaction.atomic():
             for p in PERIODIC:

@@ -19,6 +19,9 @@ import signal
 import subprocess
 import sys
 import time
+from argparse import ArgumentParser
+from types import FrameType
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -31,7 +34,7 @@ TICK = 0.1
 class Command(BaseCommand):
     help = "Run the django-q2 cluster; restart it when it dies; stop it within --grace seconds."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument(
             "--grace",
             type=float,
@@ -39,10 +42,10 @@ class Command(BaseCommand):
             help="seconds a stopping cluster may take before it is killed (default 10)",
         )
 
-    def handle(self, *args, grace: float, **options):
+    def handle(self, *args: Any, grace: float, **options: Any) -> None:
         self.stopping = False
 
-        def on_signal(signum, frame):
+        def on_signal(signum: int, frame: FrameType | None) -> None:
             self.stopping = True
 
         # SIGHUP too: a closed terminal must not leave the cluster (in its own session) behind.

@@ -107,8 +107,8 @@ def request_restore(
     if rp.soft_deleted_at is not None:
         raise ValidationError({"detail": "This recovery point is soft-deleted; undelete it first."})
     if rp.expires_at is not None and rp.expires_at <= now:
-        newest = item.recovery_points.filter(soft_deleted_at=None).order_by("-time").first()
-        if newest is None or newest.pk != rp.pk:
+        latest = RecoveryPoint.objects.latest_of(item)
+        if latest is None or latest.pk != rp.pk:
             raise ValidationError({"detail": "This recovery point has expired."})
     if kind not in KINDS:
         raise ValidationError({"kind": f"Choose one of: {', '.join(KINDS)}."})

@@ -23,7 +23,7 @@ from jobs.runner import request_cancel
 from portal.views import done, render_page
 from vaults import access
 from vaults.models import RPConsistency
-from vaults.views import vault_context
+from vaults.views.common import vault_context
 
 PAGE_SIZE = 50
 DAYS = [(1, "24 hours"), (7, "7 days"), (30, "30 days"), (90, "90 days"), (0, "All time")]
@@ -41,7 +41,7 @@ def _days(value) -> int:
 @login_required
 def job_list(request, name):
     vault = access.get_vault(request.user, name, "view")
-    vault_jobs = Job.objects.visible_to(request.user).filter(vault=vault)
+    vault_jobs = access.visible(Job.objects.all(), request.user).filter(vault=vault)
     jobs = vault_jobs.select_related("created_by")
     status = request.GET.get("status", "")
     operation = request.GET.get("operation", "")
@@ -115,7 +115,7 @@ def _rates(job: Job) -> dict:
 def job_detail(request, name, job_id):
     vault = access.get_vault(request.user, name, "view")
     job = get_object_or_404(
-        Job.objects.visible_to(request.user)
+        access.visible(Job.objects.all(), request.user)
         .filter(vault=vault)
         .select_related("protected_item__vm", "recovery_point", "created_by")
         .prefetch_related("subtasks"),

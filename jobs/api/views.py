@@ -30,7 +30,7 @@ class JobListView(HookDetailsMixin, ApiListView):
         if self.schema_only:
             return Job.objects.none()
         return (
-            Job.objects.visible_to(self.request.user)
+            access.visible(Job.objects.all(), self.request.user)
             .filter(vault=self.vault)
             .select_related("created_by")
         )
@@ -61,7 +61,7 @@ class JobDetailView(HookDetailsMixin, ApiView):
         if self.schema_only:
             return Job.objects.none()
         return (
-            Job.objects.visible_to(self.request.user)
+            access.visible(Job.objects.all(), self.request.user)
             .filter(vault=self.vault)
             .select_related("created_by")
             .prefetch_related("subtasks")

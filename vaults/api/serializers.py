@@ -16,7 +16,7 @@ from vaults.models import (
     Vault,
     VaultMembership,
 )
-from vaults.services import VAULT_SETTINGS
+from vaults.services.vaults import VAULT_SETTINGS
 
 
 class HostIdsField(serializers.ListField):

@@ -9,7 +9,7 @@ Every view, viewset and template that acts for a user asks this module. Rules (D
 - Guard approvers see their vault's approval requests only, not the vault.
 """
 
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
@@ -158,10 +158,16 @@ def visible_vault_ids(user: AnyUser) -> list[int] | None:
     return list(_roles(signed_in))
 
 
-Rows = TypeVar("Rows", bound=VaultQuerySet | ScopedQuerySet)
+Scoped = TypeVar("Scoped", bound=ScopedQuerySet[Any])
 
 
-def visible(rows: Rows, user: AnyUser) -> Rows:
+@overload
+def visible(rows: VaultQuerySet, user: AnyUser) -> VaultQuerySet: ...
+@overload
+def visible(rows: Scoped, user: AnyUser) -> Scoped: ...
+def visible(
+    rows: VaultQuerySet | ScopedQuerySet[Any], user: AnyUser
+) -> VaultQuerySet | ScopedQuerySet[Any]:
     """Vaults, or vault-scoped rows, narrowed to those the user may see."""
     return rows.in_vaults(visible_vault_ids(user))
 

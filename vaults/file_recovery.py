@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import BinaryIO, cast
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -62,7 +63,7 @@ class Unreadable(Exception):
 
 
 def session_lifetime() -> timedelta:
-    return timedelta(hours=float(settings.LIFEBOAT.get("FILE_RECOVERY_HOURS", 12)))
+    return timedelta(hours=float(str(settings.LIFEBOAT.get("FILE_RECOVERY_HOURS", 12))))
 
 
 def _store_for(rp: RecoveryPoint) -> engine.Store:
@@ -149,8 +150,8 @@ def require_session(rp: RecoveryPoint, user: User) -> FileRecoverySession:
 def _disk_lun(rp: RecoveryPoint, disk: Param) -> int:
     luns = [d["lun"] for d in rp.disks]
     try:
-        lun = int(disk)
-    except (TypeError, ValueError):
+        lun = int(disk if disk is not None else "")
+    except ValueError:
         raise ValidationError({"disk": f"Give a LUN of this recovery point: {luns}."}) from None
     if lun not in luns:
         raise ValidationError({"disk": f"LUN {lun} is not in this recovery point ({luns})."})
@@ -158,11 +159,11 @@ def _disk_lun(rp: RecoveryPoint, disk: Param) -> int:
 
 
 def _partition(value: Param) -> int | None:
-    if value in (None, ""):
+    if value is None or value == "":
         return None
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except ValueError:
         raise ValidationError({"partition": "Must be a partition number."}) from None
 
 
@@ -286,7 +287,9 @@ class Download:
         response = StreamingHttpResponse(self.chunks, content_type=self.content_type)
         if self.size is not None:
             response["Content-Length"] = str(self.size)
-        response["Content-Disposition"] = content_disposition_header(True, filename)
+        disposition = content_disposition_header(True, filename)
+        assert disposition is not None  # an attachment always has one
+        response["Content-Disposition"] = disposition
         response["X-Content-Type-Options"] = "nosniff"
         return response
 
@@ -395,7 +398,8 @@ def _archive_bytes(rp: RecoveryPoint, disk: Param, partition: Param, path: str) 
     def produce() -> None:
         try:
             with _opened(rp, disk, partition, store) as fs:
-                efs.archive_folder(fs, path, sink, fmt="zip")
+                # The zip writer needs only write, flush and tell of a file.
+                efs.archive_folder(fs, path, cast(BinaryIO, sink), fmt="zip")
         except BaseException as e:  # handed to the consumer, which re-raises it
             sink.queue.put(e)
         else:

@@ -242,7 +242,7 @@ class RestoreForm(forms.Form):
 
 # -- protection lifecycle -------------------------------------------------------------------------
 
-STOP_MODE_HELP = {
+STOP_MODE_HELP: dict[str, str] = {
     StopMode.RETAIN_FOREVER: "Backups stop; every recovery point is kept until you resume "
     "protection or delete the data.",
     StopMode.RETAIN_AS_PER_POLICY: "Backups stop; recovery points expire as the policy says, "

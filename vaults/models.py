@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
@@ -121,15 +121,15 @@ class Vault(models.Model):
     def store_path(self) -> Path:
         if self.store_location:
             return Path(self.store_location)
-        return Path(settings.LIFEBOAT["VAULT_STORE_ROOT"]) / self.name
+        return Path(str(settings.LIFEBOAT["VAULT_STORE_ROOT"])) / self.name
 
     @classmethod
-    def create(cls, *, name: str, owner: AbstractBaseUser, **settings_fields: Any) -> "Vault":
+    def create(cls, *, name: str, owner: User, **settings_fields: Any) -> "Vault":
         """Create a vault, make `owner` its owner and give it DefaultPolicy.
 
         Only site administrators create vaults.
         """
-        if not getattr(owner, "is_superuser", False):
+        if not owner.is_superuser:
             raise PermissionDenied("Only site administrators create vaults.")
         vault = cls(name=name, created_by=owner, **settings_fields)
         vault.full_clean()
@@ -237,8 +237,11 @@ class ScopedQuerySet(models.QuerySet[_Row]):
         return self if ids is None else self.filter(vault__in=ids)
 
 
-class ProtectedVMQuerySet(ScopedQuerySet["ProtectedVM"]):
-    def named(self, vm_name: str) -> "ProtectedVM | None":
+_Item = TypeVar("_Item", bound="ProtectedVM")
+
+
+class ProtectedVMQuerySet(ScopedQuerySet[_Item]):
+    def named(self, vm_name: str) -> _Item | None:
         """The item a VM name means among these: the live one if there is one (a soft-deleted
         item and a newer live one may share the VM), else the newest."""
         binned_last = Case(
@@ -313,7 +316,7 @@ class ProtectedVM(models.Model):
             # A VM is protected in at most one vault at a time (soft-deleted items don't count).
             models.UniqueConstraint(
                 fields=["vm"],
-                condition=~Q(state="soft_deleted"),
+                condition=~Q(state=ItemState.SOFT_DELETED),
                 name="vm_protected_once",
             ),
         ]

@@ -9,7 +9,7 @@ import hashlib
 from dataclasses import dataclass
 
 from django.core.cache import cache
-from django.db.models import Q, Sum
+from django.db.models import Q, QuerySet, Sum
 
 from engine.stats import StoreStats, store_stats
 from inventory.models import Host
@@ -47,7 +47,7 @@ class VaultStorage:
         return self.vault_tier.compression_ratio
 
 
-def _snapshot_hosts(vault: Vault):
+def _snapshot_hosts(vault: Vault) -> QuerySet[Host]:
     """Linked hosts plus the hosts of the vault's protected VMs (a host may be unlinked later)."""
     return Host.objects.filter(Q(linked_vaults=vault) | Q(vms__protections__vault=vault)).distinct()
 

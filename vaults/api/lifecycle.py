@@ -136,7 +136,8 @@ class _BinList(ApiView):
     serializer_class = BinEntrySerializer
 
     def respond(self, entries: list[BinEntry]) -> Response:
-        page = self.paginate_queryset(entries)
+        # DRF pages any sequence; its stubs know querysets only.
+        page: list[BinEntry] | None = self.paginate_queryset(entries)  # type: ignore[arg-type]
         return self.get_paginated_response(BinEntrySerializer(page, many=True).data)
 
 

@@ -6,10 +6,11 @@ value before a byte is written, and audit. Actions look recovery points up inclu
 soft-deleted ones, so the answer says "undelete it first" instead of a bare 404.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import Http404, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -141,8 +142,10 @@ class FileRecoverySessionView(RecoveryPointAction):
         """The caller's own sessions for the URL's recovery point, newest first."""
         if self.schema_only:
             return FileRecoverySession.objects.none()
+        user = self.request.user
+        assert isinstance(user, User)  # IsAuthenticated let the request in
         return FileRecoverySession.objects.filter(
-            recovery_point=self.recovery_point(), user=self.request.user
+            recovery_point=self.recovery_point(), user=user
         ).order_by("-created_at")
 
 
@@ -229,8 +232,8 @@ class FileListView(RecoveryPointAction):
             raise Conflict(str(e)) from e
         return Response(
             {
-                "disk": int(disk),
-                "partition": int(partition) if partition not in (None, "") else None,
+                "disk": int(str(disk)),
+                "partition": int(partition) if partition else None,
                 "path": path,
                 "partitions": [partition_json(p) for p in parts],
                 "entries": [entry_json(e) for e in entries],
@@ -241,16 +244,17 @@ class FileListView(RecoveryPointAction):
 class AnyAccept(BaseContentNegotiation):
     """The download answers bytes whatever `Accept` says; its errors are still JSON."""
 
-    def select_parser(self, request: Request, parsers: Sequence[BaseParser]) -> BaseParser | None:
-        return parsers[0] if parsers else None
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
+        return next(iter(parsers), None)
 
     def select_renderer(
         self,
         request: Request,
-        renderers: Sequence[BaseRenderer],
+        renderers: Iterable[BaseRenderer],
         format_suffix: str | None = None,
     ) -> tuple[BaseRenderer, str]:
-        return renderers[0], renderers[0].media_type
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
 
 
 class FileDownloadView(RecoveryPointAction):

@@ -33,7 +33,14 @@ from vaults.api.serializers import (
     VaultCreateSerializer,
     VaultSerializer,
 )
-from vaults.models import GuardApprover, ProtectedVM, RecoveryPoint, Vault, VaultMembership
+from vaults.models import (
+    GuardApprover,
+    ProtectedVM,
+    ProtectedVMQuerySet,
+    RecoveryPoint,
+    Vault,
+    VaultMembership,
+)
 from vaults.protection import ItemChanges, protect_vm, update_item
 from vaults.services.hosts import set_linked_hosts
 from vaults.services.members import (
@@ -255,7 +262,7 @@ class GuardApproverDetailView(UrlVault, ApiView):
 # -- protected items --------------------------------------------------------------------------
 
 
-def items_of(vault: Vault, user: AnyUser) -> QuerySet[ProtectedVM]:
+def items_of(vault: Vault, user: AnyUser) -> ProtectedVMQuerySet:
     return (
         access.visible(ProtectedVM.objects.all(), user)
         .filter(vault=vault)

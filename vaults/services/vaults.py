@@ -64,7 +64,9 @@ def create_vault(
         )
     if Vault.objects.filter(name__iexact=name).exists():
         raise ValidationError({"name": "A vault with this name already exists."})
-    errors = _store_location_errors(Vault(name=name, store_location=fields.get("store_location")))
+    errors = _store_location_errors(
+        Vault(name=name, store_location=fields.get("store_location", ""))
+    )
     if errors:
         raise ValidationError(errors)
     with transaction.atomic():

@@ -65,11 +65,11 @@ def rp_restore(request: AuthedRequest, name: str, vm_name: str, rp_id: UUID) -> 
 # -- file recovery ----------------------------------------------------------------------------------
 
 
-def _query(**params: object) -> str | None:
+def _query(**params: str | int | None) -> str | None:
     """A query string of the non-empty params; None when a value cannot be sent as UTF-8
     (a file name that is not valid UTF-8 on ext4)."""
     try:
-        return urlencode({k: v for k, v in params.items() if v not in (None, "")})
+        return urlencode({k: v for k, v in params.items() if v is not None and v != ""})
     except UnicodeEncodeError:
         return None
 
@@ -257,9 +257,11 @@ def rp_files_download(
         )
     except (ValidationError, file_recovery.Unreadable) as exc:
         # The download links are plain links: this page replaces the one the user was on.
-        unreadable = isinstance(exc, file_recovery.Unreadable)
-        text = str(exc) if unreadable else error_text(exc)
+        if isinstance(exc, file_recovery.Unreadable):
+            text, status = str(exc), 409
+        else:
+            text, status = error_text(exc), 400
         browse = {"error": text, "disk": request.GET.get("disk", "")}
         context = _files_context(request, vault, rp, session, browse=browse)
-        return render(request, "vaults/rp_files.html", context, status=409 if unreadable else 400)
+        return render(request, "vaults/rp_files.html", context, status=status)
     return download.response(safe_filename(download.name))

@@ -19,7 +19,6 @@ from django.http import Http404
 from inventory.models import Host, VirtualMachine
 from vaults.models import (
     GuardApprover,
-    ItemState,
     ProtectedVM,
     Role,
     ScopedQuerySet,
@@ -192,11 +191,7 @@ def hook_detail_vm_ids(user: AnyUser) -> set[int] | None:
         return set()
     least = RANK[ACTIONS["view_hook_details"]]
     vaults = [pk for pk, role in _roles(signed_in).items() if RANK[role] >= least]
-    return set(
-        ProtectedVM.objects.filter(vault__in=vaults)
-        .exclude(state=ItemState.SOFT_DELETED)
-        .values_list("vm_id", flat=True)
-    )
+    return set(ProtectedVM.objects.filter(vault__in=vaults).live().values_list("vm_id", flat=True))
 
 
 def visible_hosts(user: AnyUser) -> QuerySet[Host]:

@@ -241,6 +241,10 @@ _Item = TypeVar("_Item", bound="ProtectedVM")
 
 
 class ProtectedVMQuerySet(ScopedQuerySet[_Item]):
+    def live(self) -> Self:
+        """Items outside the recycle bin (a VM has at most one)."""
+        return self.exclude(state=ItemState.SOFT_DELETED)
+
     def named(self, vm_name: str) -> _Item | None:
         """The item a VM name means among these: the live one if there is one (a soft-deleted
         item and a newer live one may share the VM), else the newest."""

@@ -163,7 +163,7 @@ def _protect_errors(vault: Vault, vm: VirtualMachine, policy: BackupPolicy) -> d
     if not vault.linked_hosts.filter(pk=vm.host_id).exists():
         errors["vm"] = f"{vm.name} runs on host {vm.host.name}, which is not linked to this vault."
         return errors
-    current = ProtectedVM.objects.filter(vm=vm).exclude(state=ItemState.SOFT_DELETED).first()
+    current = ProtectedVM.objects.live().filter(vm=vm).first()
     if current is not None:
         errors["vm"] = f"{vm.name} is already protected in vault {current.vault.name}."
     elif ProtectedVM.objects.filter(vault=vault, vm=vm, state=ItemState.SOFT_DELETED).exists():
@@ -433,7 +433,7 @@ def _bin_item(item: ProtectedVM, *, by: User, now: datetime) -> int:
     item.deleted_soft_delete_state, item.deleted_soft_delete_days = state, days
     item.save()
     rps = item.recovery_points
-    binned = rps.filter(soft_deleted_at=None).update(
+    binned = rps.live().update(
         soft_deleted_at=now,
         soft_deleted_by=by,
         soft_delete_reason=BinReason.ITEM_DELETED,
@@ -496,7 +496,7 @@ def resume_protection(
     before = lifecycle.state_summary(item)
     now = timezone.now()
     with transaction.atomic():
-        has_rps = item.recovery_points.filter(soft_deleted_at=None).exists()
+        has_rps = item.recovery_points.live().exists()
         item.state = ItemState.PROTECTED if has_rps else ItemState.INITIAL_BACKUP_PENDING
         item.retention_mode = ""
         item.stopped_at = item.stopped_by = None
@@ -540,12 +540,7 @@ def _refuse_undelete(item: ProtectedVM) -> None:
             f"The data of {item.vm.name} is being purged and cannot be undeleted.",
             rule=RULE_PURGE_DUE,
         )
-    other = (
-        ProtectedVM.objects.filter(vm_id=item.vm_id)
-        .exclude(state=ItemState.SOFT_DELETED)
-        .select_related("vault")
-        .first()
-    )
+    other = ProtectedVM.objects.live().filter(vm_id=item.vm_id).select_related("vault").first()
     if other is not None:
         raise RuleBlocked(
             f"{item.vm.name} is protected in vault {other.vault.name} now; stop its protection "

@@ -53,12 +53,7 @@ def _snapshot_hosts(vault: Vault) -> QuerySet[Host]:
 
 
 def vault_storage(vault: Vault) -> VaultStorage:
-    logical = (
-        vault.recovery_points.filter(soft_deleted_at__isnull=True).aggregate(n=Sum("size_bytes"))[
-            "n"
-        ]
-        or 0
-    )
+    logical = vault.recovery_points.live().aggregate(n=Sum("size_bytes"))["n"] or 0
     places = [("Vault tier", str(vault.store_path))] + [
         (f"Snapshot tier on {host.name}", str(host.snapshot_store_path(vault)))
         for host in sorted(_snapshot_hosts(vault), key=lambda h: h.name)

@@ -9,7 +9,7 @@ from django.http import HttpRequest
 
 from inventory.models import Host
 from vaults import access, audit
-from vaults.models import ItemState, ProtectedVM, Vault
+from vaults.models import ProtectedVM, Vault
 
 
 def link_host(
@@ -50,7 +50,7 @@ def set_linked_hosts(
     busy = sorted(
         set(
             ProtectedVM.objects.filter(vault=vault, vm__host__in=dropped)
-            .exclude(state=ItemState.SOFT_DELETED)
+            .live()
             .values_list("vm__host__name", flat=True)
         )
     )

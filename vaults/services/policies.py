@@ -12,7 +12,7 @@ from policies.retention import retention_reductions
 from policies.spec import validate_policy
 from security import mua
 from vaults import access, audit, lifecycle, rules
-from vaults.models import ItemState, Vault
+from vaults.models import Vault
 
 Representation = dict[str, Any]
 NAME_TAKEN = "A policy with this name already exists in this vault."
@@ -56,7 +56,7 @@ def update_policy(
         errors = {"name": [NAME_TAKEN]}
     if errors:
         raise _policy_errors(errors)
-    items = policy.protected_items.exclude(state=ItemState.SOFT_DELETED)
+    items = policy.protected_items.live()
     cut = retention_reductions(policy.representation(), cleaned, lifecycle.rp_times(items))
     if vault.is_immutable and cut:
         # DESIGN: an immutable vault blocks reducing retention, for everybody — by the rules

@@ -18,7 +18,7 @@ from inventory import services as inventory_services
 from jobs import hook_details
 from jobs.backup import ACTIVE, ON_DEMAND_DEFAULT_DAYS, SCHEDULABLE, backup_now
 from jobs.models import Operation
-from portal.views import apply_errors, count_of, done, error_text, live_rps, render_page
+from portal.views import apply_errors, count_of, done, error_text, render_page
 from vaults import access
 from vaults.forms import (
     STOP_MODE_HELP,
@@ -26,7 +26,7 @@ from vaults.forms import (
     PolicyChoiceForm,
     StopProtectionForm,
 )
-from vaults.models import ItemState, ProtectedVM, RPType, StopMode, Vault
+from vaults.models import ItemState, ProtectedVM, RecoveryPoint, RPType, StopMode, Vault
 from vaults.protection import STOPPABLE, stop_modes
 from vaults.views.common import AuthedRequest, item_of, item_url, vault_context
 
@@ -40,7 +40,10 @@ def item_list(request: AuthedRequest, name: str) -> HttpResponse:
     items = (
         vault.protected_items.select_related("vm", "vm__host", "policy")
         .annotate(
-            rp_count=count_of(live_rps().filter(protected_item=OuterRef("pk")), "protected_item")
+            rp_count=count_of(
+                RecoveryPoint.objects.live().filter(protected_item=OuterRef("pk")),
+                "protected_item",
+            )
         )
         .order_by("vm__name")
     )

@@ -16,7 +16,7 @@ from portal.views import apply_errors, approval_pending, done, render_page
 from security.mua import ApprovalRequired
 from vaults import access
 from vaults.forms import PolicyChoiceForm, ProtectForm, StopProtectionForm
-from vaults.models import ItemState, ProtectedVM, StopMode, Vault
+from vaults.models import ProtectedVM, StopMode, Vault
 from vaults.protection import protect_vm, resume_protection, stop_protection, update_item
 from vaults.views.common import AuthedRequest, item_of, item_url, vault_context
 from vaults.views.items import item_context
@@ -25,7 +25,7 @@ from vaults.views.items import item_context
 @login_required
 def protect(request: AuthedRequest, name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "protect")
-    protected = ProtectedVM.objects.exclude(state=ItemState.SOFT_DELETED).values("vm")
+    protected = ProtectedVM.objects.live().values("vm")
     vms = (
         access.visible_vms(request.user)
         .filter(host__in=vault.linked_hosts.all())

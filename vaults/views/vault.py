@@ -17,8 +17,6 @@ from portal.views import (
     count_of,
     done,
     error_text,
-    live_items,
-    live_rps,
 )
 from vaults import access
 from vaults.forms import VaultCreateForm
@@ -58,8 +56,8 @@ def vault_create(request: AuthedRequest) -> HttpResponse:
 def vault_detail(request: AuthedRequest, name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "view")
     counts = {
-        "items": live_items().filter(vault=vault).count(),
-        "rps": live_rps().filter(vault=vault).count(),
+        "items": vault.protected_items.live().count(),
+        "rps": vault.recovery_points.live().count(),
         "policies": vault.policies.count(),
         "soft_deleted": vault.protected_items.filter(state=ItemState.SOFT_DELETED).count(),
     }

@@ -29,6 +29,11 @@ from django.db import transaction
 from inventory.lab import images, layout, scripts
 from inventory.lab.control import Lab
 from inventory.models import Disk, Host, VirtualMachine
+from vaults.models import ProtectedVM, Vault
+from vaults.protection import protect_vm
+from vaults.services.hosts import link_host
+from vaults.services.policies import create_policy
+from vaults.services.vaults import create_vault
 
 # Kept for callers of the first version.
 DEMO_HOST = layout.HOST
@@ -118,9 +123,6 @@ def ensure_demo_lab(*, disk_mib: int | None = None) -> list[str]:
     ``images.LabToolMissing`` when e2fsprogs (mkfs.ext4, debugfs, e2fsck) is not installed
     and ``DemoLabError`` when there is no site administrator yet.
     """
-    from vaults import services
-    from vaults.models import ProtectedVM, Vault
-
     images.require_tools()
     admin = _site_admin()
     lab_ = lab()
@@ -153,13 +155,13 @@ def ensure_demo_lab(*, disk_mib: int | None = None) -> list[str]:
             created.append(f"host {host.name}")
         vault = Vault.objects.filter(name=layout.VAULT).first()
         if vault is None:
-            vault = services.create_vault(by=admin, name=layout.VAULT)
+            vault = create_vault(by=admin, name=layout.VAULT)
             created.append(f"vault {vault.name}")
         if not vault.linked_hosts.filter(pk=host.pk).exists():
-            services.link_host(vault, host, by=admin)
+            link_host(vault, host, by=admin)
         for rep in EXTRA_POLICIES:
             if not vault.policies.filter(name=rep["name"]).exists():
-                services.create_policy(vault, rep, by=admin)
+                create_policy(vault, rep, by=admin)
                 created.append(f"policy {rep['name']}")
         default_policy = vault.policies.get(name="DefaultPolicy")
 
@@ -175,7 +177,7 @@ def ensure_demo_lab(*, disk_mib: int | None = None) -> list[str]:
                         vm=vm, lun=disk.lun, path=str(path), size=path.stat().st_size
                     )
             if vm.host_id == host.pk and not ProtectedVM.objects.filter(vm=vm).exists():
-                services.protect_vm(vault, by=admin, vm=vm, policy=default_policy)
+                protect_vm(vault, by=admin, vm=vm, policy=default_policy)
                 protected.append(vm.name)
             if lab_.power(vm.name) is None:
                 lab_.set_power(

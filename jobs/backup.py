@@ -37,7 +37,7 @@ from inventory.models import ExtensionState, PowerState, VirtualMachine
 from jobs import runner
 from jobs.backup_queue import SCHEDULABLE, TAKE_SNAPSHOT, TRANSFER
 from jobs.hook_details import THAW_AFTER_WORKER_LOST
-from jobs.models import ON_DEMAND_TAG, Job, Operation, Param, Status, SubTask
+from jobs.models import Job, Operation, Param, Status, SubTask
 from jobs.reconcile import record_recovery_point, work_dir
 from jobs.runner import (
     JobCancelled,
@@ -185,7 +185,7 @@ def _plan_retention(item: ProtectedVM, job: Job, now: datetime) -> RetentionPlan
     if job.params.get(Param.ON_DEMAND):
         expires = datetime.fromisoformat(job.params[Param.RETAIN_UNTIL])
         return RetentionPlan(
-            tags=[ON_DEMAND_TAG],
+            tags=[RecoveryPoint.ON_DEMAND],
             expires_at=expires,
             retain_until=expires,
             snapshot_expires_at=min(snapshot_until, expires),

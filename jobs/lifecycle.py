@@ -14,7 +14,6 @@ manifest is gone; the next cleanup finishes the job.
 import time
 from datetime import datetime
 
-from django.db.models import Max
 from django.utils import timezone
 
 import engine
@@ -80,19 +79,13 @@ def delete_from(store: engine.Store | None, rp_id: str) -> None:
 
 def expired_recovery_points(vault: Vault, now: datetime) -> list[RecoveryPoint]:
     """RPs of the vault that retention deletes now (never an item's latest)."""
-    latest = (
-        RecoveryPoint.objects.filter(vault=vault, soft_deleted_at=None)
-        .values("protected_item")
-        .annotate(newest=Max("time"))
-        .values_list("protected_item", "newest")
-    )
-    newest = dict(latest)
-    candidates = (
-        RecoveryPoint.objects.filter(vault=vault, soft_deleted_at=None, expires_at__lte=now)
+    return list(
+        RecoveryPoint.objects.live()
+        .filter(vault=vault, expires_at__lte=now)
         .exclude(protected_item__retention_mode=RetentionMode.RETAIN_FOREVER)
+        .except_latest()
         .select_related("protected_item__vm")
     )
-    return [rp for rp in candidates if rp.time != newest.get(rp.protected_item_id)]
 
 
 @runner.handles(Operation.CLEANUP)

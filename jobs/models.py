@@ -84,11 +84,6 @@ class Param:
     SWEEP_BEFORE = "sweep_before"
 
 
-# The retention tag of recovery points kept until a chosen date (backup now, a restore's
-# safety recovery point) instead of by the policy.
-ON_DEMAND_TAG = "on_demand"
-
-
 class Job(models.Model):
     vault = models.ForeignKey(
         "vaults.Vault", null=True, blank=True, on_delete=models.CASCADE, related_name="jobs"

@@ -13,7 +13,7 @@ manifests are gone; the next purge finishes the job.
 
 from datetime import datetime
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from jobs import runner
@@ -21,19 +21,19 @@ from jobs.lifecycle import collect_garbage, delete_everywhere, open_stores
 from jobs.models import UNFINISHED, Job, Operation, Param
 from jobs.runner import JobContext, create_job
 from vaults import audit
-from vaults.models import ItemState, ProtectedVM, RecoveryPoint, Vault
+from vaults.models import ProtectedVM, RecoveryPoint, Vault
 
 
 def due_recovery_points(vault: Vault, now: datetime) -> QuerySet[RecoveryPoint]:
-    return RecoveryPoint.objects.filter(
-        vault=vault, soft_deleted_at__isnull=False, purge_at__lte=now
-    ).select_related("protected_item__vm")
+    return (
+        RecoveryPoint.objects.purge_due(now)
+        .filter(vault=vault)
+        .select_related("protected_item__vm")
+    )
 
 
 def due_items(vault: Vault, now: datetime) -> QuerySet[ProtectedVM]:
-    return ProtectedVM.objects.filter(
-        vault=vault, state=ItemState.SOFT_DELETED, purge_at__lte=now
-    ).select_related("vm")
+    return ProtectedVM.objects.purge_due(now).filter(vault=vault).select_related("vm")
 
 
 @runner.handles(Operation.PURGE)
@@ -76,10 +76,7 @@ def run_purge(ctx: JobContext) -> None:
 
 
 def vaults_with_due_entries(now: datetime) -> QuerySet[Vault]:
-    return Vault.objects.filter(
-        Q(recovery_points__soft_deleted_at__isnull=False, recovery_points__purge_at__lte=now)
-        | Q(protected_items__state=ItemState.SOFT_DELETED, protected_items__purge_at__lte=now)
-    ).distinct()
+    return Vault.objects.with_purge_due(now)
 
 
 def enqueue_due_purges(now: datetime | None = None) -> int:

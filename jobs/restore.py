@@ -34,7 +34,6 @@ from inventory.models import Disk, Host, PowerState, VirtualMachine, name_valida
 from jobs import runner
 from jobs.backup import EngineProgress, engine_error, mib, vm_spec
 from jobs.models import (
-    ON_DEMAND_TAG,
     Job,
     Operation,
     Param,
@@ -107,8 +106,7 @@ def _check_restorable(rp: RecoveryPoint) -> None:
     if rp.soft_deleted_at is not None:
         raise ValidationError({"detail": "This recovery point is soft-deleted; undelete it first."})
     if rp.expires_at is not None and rp.expires_at <= timezone.now():
-        newest = rp.protected_item.recovery_points.filter(soft_deleted_at=None)
-        latest = newest.order_by("-time").first()
+        latest = RecoveryPoint.objects.latest_of(rp.protected_item)
         if latest is None or latest.pk != rp.pk:
             raise ValidationError({"detail": "This recovery point has expired."})
 
@@ -402,7 +400,7 @@ def _take_safety_rp(ctx: JobContext, rp: RecoveryPoint, files: dict[int, str]) -
                 disks=[engine.DiskSource(lun, files[lun]) for lun in luns],
                 vm_name=vm.name,
                 consistency=RPConsistency.CRASH,
-                tags=[ON_DEMAND_TAG],
+                tags=[RecoveryPoint.ON_DEMAND],
                 retain_until=expires,
                 labels={"vault": vault.name, "job": str(ctx.job.pk), "safety_for": str(rp.pk)},
                 rp_id=safety_id,
@@ -427,7 +425,7 @@ def _take_safety_rp(ctx: JobContext, rp: RecoveryPoint, files: dict[int, str]) -
             consistency=RPConsistency.CRASH,
             in_snapshot_tier=True,
             snapshot_expires_at=now + timedelta(days=item.policy.instant_restore_days),
-            tags=[ON_DEMAND_TAG],
+            tags=[RecoveryPoint.ON_DEMAND],
             expires_at=expires,
             retain_until=expires,
             disks=[

@@ -27,7 +27,7 @@ from jobs.runner import JobFinished, cancel_job
 from portal.views import done, error_text, render_page
 from vaults import access
 from vaults.models import RPConsistency
-from vaults.views import vault_context
+from vaults.views.common import vault_context
 
 
 class PageRequest(HttpRequest):
@@ -53,7 +53,7 @@ def _days(value: str | None) -> int:
 @login_required
 def job_list(request: PageRequest, name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "view")
-    vault_jobs = Job.objects.visible_to(request.user).filter(vault=vault)
+    vault_jobs = access.visible(Job.objects.all(), request.user).filter(vault=vault)
     jobs = vault_jobs.select_related("created_by")
     status = request.GET.get("status", "")
     operation = request.GET.get("operation", "")
@@ -127,7 +127,7 @@ def _rates(job: Job) -> dict[str, Any]:
 def job_detail(request: PageRequest, name: str, job_id: int) -> HttpResponse:
     vault = access.get_vault(request.user, name, "view")
     job = get_object_or_404(
-        Job.objects.visible_to(request.user)
+        access.visible(Job.objects.all(), request.user)
         .filter(vault=vault)
         .select_related("protected_item__vm", "recovery_point", "created_by")
         .prefetch_related("subtasks"),

@@ -7,11 +7,10 @@ policy is `validate_policy`'s, whose error keys (`schedule.interval_hours`,
 
 from django import forms
 
+from policies.models import Consistency, PolicyKind
 from policies.spec import (
-    CONSISTENCIES,
     FREQUENCIES,
     HOURLY_INTERVALS,
-    KINDS,
     MONTHS,
     WEEK_ORDINALS,
     WEEKDAYS,
@@ -39,19 +38,14 @@ def _count(label, help_text):
 class PolicyForm(forms.Form):
     name = forms.CharField(max_length=50, required=False)
     kind = forms.ChoiceField(
-        choices=[(k, k.capitalize()) for k in KINDS],
+        choices=PolicyKind.choices,
         help_text="Enhanced adds hourly schedules, up to 30 instant-restore days and "
         "selective disk backup.",
     )
     timezone = forms.CharField(
         max_length=64, initial="UTC", help_text="IANA name, e.g. Europe/Berlin"
     )
-    consistency = forms.ChoiceField(
-        choices=[
-            (c, {"default": "Default", "crash_only": "Crash-consistent only"}[c])
-            for c in CONSISTENCIES
-        ]
-    )
+    consistency = forms.ChoiceField(choices=Consistency.choices)
 
     schedule_frequency = forms.ChoiceField(
         label="Frequency", choices=[(f, f.capitalize()) for f in FREQUENCIES]

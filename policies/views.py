@@ -11,8 +11,9 @@ from django.views.decorators.http import require_POST
 from policies.forms import PolicyForm
 from policies.spec import default_policy, retention_summary
 from portal.views import count_of, done, error_text, live_items, render_page
-from vaults import access, services
-from vaults.views import vault_context
+from vaults import access
+from vaults.services.policies import check_policy, create_policy, delete_policy, update_policy
+from vaults.views.common import vault_context
 
 # A POST carrying this parameter only validates: the form partial comes back, nothing is saved.
 VALIDATE_ONLY = "_validate"
@@ -55,16 +56,14 @@ def _policy_form_page(request, vault, policy=None):
         rep = form.representation()
         validate_only = VALIDATE_ONLY in request.POST
         if validate_only or form.errors:
-            form.add_policy_errors(
-                services.check_policy(vault, rep, by=request.user, policy=policy)
-            )
+            form.add_policy_errors(check_policy(vault, rep, by=request.user, policy=policy))
         else:
             try:
                 if policy is None:
-                    policy = services.create_policy(vault, rep, by=request.user, request=request)
+                    policy = create_policy(vault, rep, by=request.user, request=request)
                     messages.success(request, f"Policy {policy.name} created.")
                 else:
-                    policy = services.update_policy(policy, rep, by=request.user, request=request)
+                    policy = update_policy(policy, rep, by=request.user, request=request)
                     messages.success(request, f"Policy {policy.name} saved.")
             except ValidationError as exc:
                 form.add_policy_errors(exc.message_dict)
@@ -98,7 +97,7 @@ def policy_delete(request, name, policy):
     vault = access.get_vault(request.user, name, "manage_policies")
     policy = get_object_or_404(vault.policies, name=policy)
     try:
-        services.delete_policy(policy, by=request.user, request=request)
+        delete_policy(policy, by=request.user, request=request)
     except ValidationError as exc:
         messages.error(request, error_text(exc))
     else:

@@ -6,7 +6,7 @@ from django.urls import include, path
 from inventory import views as inventory_views
 from portal import views
 from security.forms import LockoutAuthenticationForm
-from vaults import views as vault_views
+from vaults.views import recycle_bin as recycle_bin_views
 
 urlpatterns = [
     path(
@@ -19,7 +19,7 @@ urlpatterns = [
     path("account/tokens/", views.tokens, name="account-tokens"),
     path("account/tokens/<int:pk>/revoke/", views.token_revoke, name="account-token-revoke"),
     path("vaults/", include("vaults.urls")),
-    path("recycle-bin/", vault_views.site_recycle_bin, name="site-recycle-bin"),
+    path("recycle-bin/", recycle_bin_views.site_recycle_bin, name="site-recycle-bin"),
     path("", include("security.urls")),
     path("inventory/hosts/", inventory_views.host_list, name="host-list"),
     path("inventory/hosts/new/", inventory_views.host_create, name="host-create"),

@@ -22,7 +22,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from jobs.models import Job, Status
 from portal.forms import TokenForm
 from portal.models import ApiToken
-from vaults import audit
+from vaults import access, audit
 from vaults.models import ItemState, ProtectedVM, RecoveryPoint, Vault
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -106,10 +106,10 @@ def annotate_vault_counts(vaults):
 @login_required
 def dashboard(request):
     user = request.user
-    vaults = list(annotate_vault_counts(Vault.objects.visible_to(user)))
+    vaults = list(annotate_vault_counts(access.visible(Vault.objects.all(), user)))
     since = timezone.now() - timedelta(hours=24)
     by_status = dict(
-        Job.objects.visible_to(user)
+        access.visible(Job.objects.all(), user)
         .filter(created_at__gte=since)
         .order_by()
         .values_list("status")

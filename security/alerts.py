@@ -512,4 +512,4 @@ def active_alert_count(user) -> int:
     """Active alerts in the vaults the user sees (the navigation badge)."""
     if not (user and user.is_authenticated):
         return 0
-    return Alert.objects.visible_to(user).filter(status=AlertStatus.ACTIVE).count()
+    return access.visible(Alert.objects.all(), user).filter(status=AlertStatus.ACTIVE).count()

@@ -360,26 +360,26 @@ def _run(approval: Approval, requester, request) -> None:
 
 
 def _run_vault_update(approval, requester, request):
-    from vaults import services
+    from vaults.services.vaults import update_vault
 
-    services.update_vault(approval.vault, by=requester, request=request, **approval.params)
+    update_vault(approval.vault, by=requester, request=request, **approval.params)
 
 
 def _run_policy_update(approval, requester, request):
     from policies.models import BackupPolicy
-    from vaults import services
+    from vaults.services.policies import update_policy
 
     p = approval.params
     policy = BackupPolicy.objects.filter(vault=approval.vault, pk=p["policy"]).first()
     if policy is None:
         raise ValidationError({"detail": "The policy no longer exists."})
-    services.update_policy(policy, p["representation"], by=requester, request=request)
+    update_policy(policy, p["representation"], by=requester, request=request)
 
 
 def _run_item_update(approval, requester, request):
     from policies.models import BackupPolicy
-    from vaults import services
     from vaults.models import ProtectedVM
+    from vaults.protection import update_item
 
     p = approval.params
     item = ProtectedVM.objects.filter(vault=approval.vault, pk=p["item"]).first()
@@ -391,19 +391,19 @@ def _run_item_update(approval, requester, request):
         if policy is None:
             raise ValidationError({"detail": "The target policy no longer exists."})
         changes["policy"] = policy
-    services.update_item(item, by=requester, request=request, **changes)
+    update_item(item, by=requester, request=request, **changes)
 
 
 def _run_stop_protection(approval, requester, request):
-    from vaults import lifecycle
     from vaults.models import ProtectedVM
+    from vaults.protection import stop_protection
 
     p = approval.params
     item = ProtectedVM.objects.filter(vault=approval.vault, pk=p["item"]).first()
     if item is None:
         raise ValidationError({"detail": "The protected item no longer exists."})
     kwargs = {k: v for k, v in p.items() if k != "item"}
-    lifecycle.stop_protection(item, by=requester, request=request, **kwargs)
+    stop_protection(item, by=requester, request=request, **kwargs)
 
 
 OPERATIONS = {

@@ -29,7 +29,7 @@ from security.api.views import filter_audit
 from security.models import Alert, AlertStatus, Approval, ApprovalStatus, CustomerKey, VaultKey
 from vaults import access
 from vaults.models import AuditEvent, Vault
-from vaults.views import vault_context
+from vaults.views.common import vault_context
 
 PAGE_SIZE = 50
 
@@ -251,7 +251,7 @@ def site_alerts(request):
     """Alerts of every vault the user sees."""
     status = _alert_status(request)
     qs = _filter_alerts(
-        Alert.objects.visible_to(request.user).select_related(
+        access.visible(Alert.objects.all(), request.user).select_related(
             "vault", "acknowledged_by", "resolved_by"
         ),
         status,

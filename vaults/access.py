@@ -9,13 +9,28 @@ Every view, viewset and template that acts for a user asks this module. Rules (D
 - Guard approvers see their vault's approval requests only, not the vault.
 """
 
+from typing import Any, TypeVar, overload
+
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404
 
-from vaults.models import GuardApprover, ItemState, ProtectedVM, Role, Vault, VaultMembership
+from inventory.models import Host, VirtualMachine
+from vaults.models import (
+    GuardApprover,
+    ProtectedVM,
+    Role,
+    ScopedQuerySet,
+    Vault,
+    VaultMembership,
+    VaultQuerySet,
+)
 
-RANK = {Role.READER: 1, Role.OPERATOR: 2, Role.CONTRIBUTOR: 3, Role.OWNER: 4}
+# Whoever a request acts for: a signed-in user or nobody.
+AnyUser = User | AnonymousUser | None
+
+RANK: dict[str, int] = {Role.READER: 1, Role.OPERATOR: 2, Role.CONTRIBUTOR: 3, Role.OWNER: 4}
 
 # Action → the least role that may do it.
 ACTIONS: dict[str, str] = {
@@ -54,44 +69,53 @@ ADMIN_ACTIONS = {
 }
 
 
-def _roles(user) -> dict[int, str]:
+def _roles(user: User) -> dict[int, str]:
     """The user's role in each vault, loaded once per user object (one query per request)."""
-    cached = getattr(user, "_lifeboat_roles", None)
+    cached: dict[int, str] | None = getattr(user, "_lifeboat_roles", None)
     if cached is None:
         cached = dict(VaultMembership.objects.filter(user=user).values_list("vault_id", "role"))
-        user._lifeboat_roles = cached
+        setattr(user, "_lifeboat_roles", cached)  # noqa: B010 -- a cache the User model lacks
     return cached
 
 
-def forget(user) -> None:
+def forget(user: User) -> None:
     """Drop the cached roles after a membership change made within the same request."""
     if hasattr(user, "_lifeboat_roles"):
-        del user._lifeboat_roles
+        delattr(user, "_lifeboat_roles")
 
 
-def is_site_admin(user) -> bool:
-    return bool(user and user.is_authenticated and user.is_active and user.is_superuser)
-
-
-def role_of(user, vault: Vault) -> str | None:
-    if not (user and user.is_authenticated and user.is_active):
+def _signed_in(user: AnyUser) -> User | None:
+    """The user if signed in and active; None for nobody, anonymous or deactivated."""
+    if user is None or isinstance(user, AnonymousUser) or not user.is_active:
         return None
-    if user.is_superuser:
+    return user
+
+
+def is_site_admin(user: AnyUser) -> bool:
+    signed_in = _signed_in(user)
+    return signed_in is not None and signed_in.is_superuser
+
+
+def role_of(user: AnyUser, vault: Vault) -> str | None:
+    signed_in = _signed_in(user)
+    if signed_in is None:
+        return None
+    if signed_in.is_superuser:
         return Role.OWNER
-    return _roles(user).get(vault.pk)
+    return _roles(signed_in).get(vault.pk)
 
 
-def can(user, vault: Vault, action: str) -> bool:
+def can(user: AnyUser, vault: Vault, action: str) -> bool:
     role = role_of(user, vault)
     return role is not None and RANK[role] >= RANK[ACTIONS[action]]
 
 
-def can_site(user, action: str) -> bool:
+def can_site(user: AnyUser, action: str) -> bool:
     assert action in ADMIN_ACTIONS, action
     return is_site_admin(user)
 
 
-def require(user, vault: Vault, action: str) -> None:
+def require(user: AnyUser, vault: Vault, action: str) -> None:
     """Raise 404 when the vault is invisible to the user, 403 when the role is too low."""
     if role_of(user, vault) is None:
         raise Http404("No such vault.")
@@ -99,21 +123,21 @@ def require(user, vault: Vault, action: str) -> None:
         raise PermissionDenied(f"Your role in vault {vault.name} does not allow this.")
 
 
-def require_site(user, action: str) -> None:
+def require_site(user: AnyUser, action: str) -> None:
     if not can_site(user, action):
         raise PermissionDenied("Only site administrators may do this.")
 
 
-def capabilities(user, vault: Vault) -> dict[str, bool]:
+def capabilities(user: AnyUser, vault: Vault) -> dict[str, bool]:
     """Every action → allowed, for templates (which never test roles themselves)."""
     return {action: can(user, vault, action) for action in ACTIONS}
 
 
-def site_capabilities(user) -> dict[str, bool]:
+def site_capabilities(user: AnyUser) -> dict[str, bool]:
     return {action: can_site(user, action) for action in ADMIN_ACTIONS}
 
 
-def get_vault(user, name: str, action: str = "view") -> Vault:
+def get_vault(user: AnyUser, name: str, action: str = "view") -> Vault:
     """The named vault if the user may do `action` in it; 404 if invisible, 403 if not allowed."""
     try:
         vault = Vault.objects.get(name=name)
@@ -123,32 +147,32 @@ def get_vault(user, name: str, action: str = "view") -> Vault:
     return vault
 
 
-def visible_vault_ids(user) -> list[int] | None:
+def visible_vault_ids(user: AnyUser) -> list[int] | None:
     """Ids of the vaults the user sees; None means all of them (site admin)."""
-    if not (user and user.is_authenticated and user.is_active):
+    signed_in = _signed_in(user)
+    if signed_in is None:
         return []
-    if user.is_superuser:
+    if signed_in.is_superuser:
         return None
-    return list(_roles(user))
+    return list(_roles(signed_in))
 
 
-def scope(qs: QuerySet, user, vault_path: str = "vault") -> QuerySet:
-    """Filter any vault-scoped queryset down to what the user may see."""
-    ids = visible_vault_ids(user)
-    if ids is None:
-        return qs
-    return qs.filter(**{f"{vault_path}__in": ids})
+Scoped = TypeVar("Scoped", bound=ScopedQuerySet[Any])
 
 
-def scope_vaults(qs: QuerySet, user) -> QuerySet:
-    ids = visible_vault_ids(user)
-    return qs if ids is None else qs.filter(pk__in=ids)
+@overload
+def visible(rows: VaultQuerySet, user: AnyUser) -> VaultQuerySet: ...
+@overload
+def visible(rows: Scoped, user: AnyUser) -> Scoped: ...
+def visible(
+    rows: VaultQuerySet | ScopedQuerySet[Any], user: AnyUser
+) -> VaultQuerySet | ScopedQuerySet[Any]:
+    """Vaults, or vault-scoped rows, narrowed to those the user may see."""
+    return rows.in_vaults(visible_vault_ids(user))
 
 
-def visible_vms(user) -> QuerySet:
+def visible_vms(user: AnyUser) -> QuerySet[VirtualMachine]:
     """VMs of the hosts linked to the user's vaults; all of them for site admins."""
-    from inventory.models import VirtualMachine
-
     qs = VirtualMachine.objects.all()
     ids = visible_vault_ids(user)
     if ids is None:
@@ -156,26 +180,21 @@ def visible_vms(user) -> QuerySet:
     return qs.filter(host__linked_vaults__in=ids).distinct()
 
 
-def hook_detail_vm_ids(user) -> set[int] | None:
+def hook_detail_vm_ids(user: AnyUser) -> set[int] | None:
     """VMs whose hook configuration the user may see: those protected (not in the recycle bin)
     in a vault where the user may `view_hook_details`; None means all of them (site admin,
     who manages the hosts). Seeing a VM through a linked host is not enough."""
     if is_site_admin(user):
         return None
-    if not (user and user.is_authenticated and user.is_active):
+    signed_in = _signed_in(user)
+    if signed_in is None:
         return set()
     least = RANK[ACTIONS["view_hook_details"]]
-    vaults = [pk for pk, role in _roles(user).items() if RANK[role] >= least]
-    return set(
-        ProtectedVM.objects.filter(vault__in=vaults)
-        .exclude(state=ItemState.SOFT_DELETED)
-        .values_list("vm_id", flat=True)
-    )
+    vaults = [pk for pk, role in _roles(signed_in).items() if RANK[role] >= least]
+    return set(ProtectedVM.objects.filter(vault__in=vaults).live().values_list("vm_id", flat=True))
 
 
-def visible_hosts(user) -> QuerySet:
-    from inventory.models import Host
-
+def visible_hosts(user: AnyUser) -> QuerySet[Host]:
     qs = Host.objects.all()
     ids = visible_vault_ids(user)
     if ids is None:
@@ -183,8 +202,9 @@ def visible_hosts(user) -> QuerySet:
     return qs.filter(linked_vaults__in=ids).distinct()
 
 
-def approvable_vault_ids(user) -> list[int]:
+def approvable_vault_ids(user: AnyUser) -> list[int]:
     """Vaults whose MUA approval requests this user may decide (guard approvers only)."""
-    if not (user and user.is_authenticated and user.is_active):
+    signed_in = _signed_in(user)
+    if signed_in is None:
         return []
-    return list(GuardApprover.objects.filter(user=user).values_list("vault_id", flat=True))
+    return list(GuardApprover.objects.filter(user=signed_in).values_list("vault_id", flat=True))

@@ -1,26 +1,31 @@
 """Writing the audit log: every state change goes through `record`."""
 
+from typing import Any
+
+from django.contrib.auth.models import AnonymousUser, User
+from django.db.models import Model
+from django.http import HttpRequest
+
 from portal.client_address import client_ip
-from vaults.models import AuditEvent
+from vaults.models import AuditEvent, Vault
 
 
 def record(
     action: str,
     *,
-    actor=None,
-    request=None,
-    vault=None,
-    obj=None,
-    before: dict | None = None,
-    after: dict | None = None,
+    actor: User | AnonymousUser | None = None,
+    request: HttpRequest | None = None,
+    vault: Vault | None = None,
+    obj: Model | None = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
 ) -> AuditEvent:
     if actor is None and request is not None:
         actor = request.user
-    if actor is not None and not actor.is_authenticated:
-        actor = None
+    by = None if actor is None or isinstance(actor, AnonymousUser) else actor
     return AuditEvent.objects.create(
-        actor=actor,
-        actor_name=actor.get_username() if actor else "system",
+        actor=by,
+        actor_name=by.get_username() if by else "system",
         action=action,
         vault=vault,
         vault_name=vault.name if vault else "",

@@ -23,10 +23,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import BinaryIO, cast
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import StreamingHttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 from django.utils.http import content_disposition_header
 
@@ -35,12 +37,24 @@ import engine.fs as efs
 from jobs.stores import kek_for
 from security import alerts
 from vaults import access, audit
-from vaults.forms import lun_label
-from vaults.models import FileRecoverySession, RecoveryPoint
+from vaults.models import FileRecoverySession, RecoveryPoint, lun_label
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SESSION_HOURS = 12
+# A disk, partition or path as a page's query string or the API's parameters give it.
+Param = str | int | None
+
+
+def display_name(name: str) -> str:
+    """A file name as pages and the API show it. ext4 names need not be UTF-8: the engine keeps
+    such bytes as lone surrogates (so the path still opens), which no page or JSON can carry;
+    they are shown as U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def is_utf8(name: str) -> bool:
+    """Whether the name is shown as it is on disk (`display_name` changes nothing)."""
+    return display_name(name) == name
 
 
 class Unreadable(Exception):
@@ -49,7 +63,7 @@ class Unreadable(Exception):
 
 
 def session_lifetime() -> timedelta:
-    return timedelta(hours=float(settings.LIFEBOAT.get("FILE_RECOVERY_HOURS", 12)))
+    return timedelta(hours=float(str(settings.LIFEBOAT.get("FILE_RECOVERY_HOURS", 12))))
 
 
 def _store_for(rp: RecoveryPoint) -> engine.Store:
@@ -66,7 +80,9 @@ def _store_for(rp: RecoveryPoint) -> engine.Store:
     return engine.open_store(rp.vault.store_path, kek)
 
 
-def open_session(rp: RecoveryPoint, *, by, request=None) -> FileRecoverySession:
+def open_session(
+    rp: RecoveryPoint, *, by: User, request: HttpRequest | None = None
+) -> FileRecoverySession:
     access.require(by, rp.vault, "file_recovery")
     if rp.soft_deleted_at is not None:
         raise ValidationError({"detail": "This recovery point is soft-deleted; undelete it first."})
@@ -93,7 +109,9 @@ def open_session(rp: RecoveryPoint, *, by, request=None) -> FileRecoverySession:
     return session
 
 
-def end_session(session: FileRecoverySession, *, by, request=None) -> None:
+def end_session(
+    session: FileRecoverySession, *, by: User, request: HttpRequest | None = None
+) -> None:
     access.require(by, session.vault, "file_recovery")
     if session.ended_at is None:
         session.ended_at = timezone.now()
@@ -108,7 +126,7 @@ def end_session(session: FileRecoverySession, *, by, request=None) -> None:
         )
 
 
-def current_session(rp: RecoveryPoint, user) -> FileRecoverySession | None:
+def current_session(rp: RecoveryPoint, user: User) -> FileRecoverySession | None:
     return (
         FileRecoverySession.objects.filter(
             recovery_point=rp, user=user, ended_at=None, expires_at__gt=timezone.now()
@@ -118,7 +136,7 @@ def current_session(rp: RecoveryPoint, user) -> FileRecoverySession | None:
     )
 
 
-def require_session(rp: RecoveryPoint, user) -> FileRecoverySession:
+def require_session(rp: RecoveryPoint, user: User) -> FileRecoverySession:
     access.require(user, rp.vault, "file_recovery")
     session = current_session(rp, user)
     if session is None:
@@ -129,23 +147,23 @@ def require_session(rp: RecoveryPoint, user) -> FileRecoverySession:
     return session
 
 
-def _disk_lun(rp: RecoveryPoint, disk) -> int:
+def _disk_lun(rp: RecoveryPoint, disk: Param) -> int:
     luns = [d["lun"] for d in rp.disks]
     try:
-        lun = int(disk)
-    except (TypeError, ValueError):
+        lun = int(disk if disk is not None else "")
+    except ValueError:
         raise ValidationError({"disk": f"Give a LUN of this recovery point: {luns}."}) from None
     if lun not in luns:
         raise ValidationError({"disk": f"LUN {lun} is not in this recovery point ({luns})."})
     return lun
 
 
-def _partition(value) -> int | None:
-    if value in (None, ""):
+def _partition(value: Param) -> int | None:
+    if value is None or value == "":
         return None
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except ValueError:
         raise ValidationError({"partition": "Must be a partition number."}) from None
 
 
@@ -189,7 +207,7 @@ def _reading_failed(rp: RecoveryPoint, what: str, exc: BaseException) -> str:
     )
 
 
-def _what(action: str, lun: int, partition, path: str) -> str:
+def _what(action: str, lun: int, partition: Param, path: str) -> str:
     part = f", partition {partition}" if partition not in (None, "") else ""
     return f"{action} {path} ({lun_label(lun)}{part})"
 
@@ -211,7 +229,9 @@ def _reading(rp: RecoveryPoint, what: str) -> Iterator[None]:
 
 
 @contextmanager
-def _opened(rp: RecoveryPoint, disk, partition, store=None) -> Iterator[efs.FileSystem]:
+def _opened(
+    rp: RecoveryPoint, disk: Param, partition: Param, store: engine.Store | None = None
+) -> Iterator[efs.FileSystem]:
     """The file system of a disk (and partition) of `rp`; engine errors pass through."""
     lun, part = _disk_lun(rp, disk), _partition(partition)
     reader = engine.open_disk(store or _store_for(rp), str(rp.pk), lun)
@@ -230,7 +250,7 @@ def _opened(rp: RecoveryPoint, disk, partition, store=None) -> Iterator[efs.File
         reader.close()
 
 
-def partitions(rp: RecoveryPoint, user, disk) -> list[efs.Partition]:
+def partitions(rp: RecoveryPoint, user: User, disk: Param) -> list[efs.Partition]:
     require_session(rp, user)
     lun = _disk_lun(rp, disk)
     with _reading(rp, f"listing of the partitions ({lun_label(lun)})"):
@@ -238,7 +258,9 @@ def partitions(rp: RecoveryPoint, user, disk) -> list[efs.Partition]:
             return efs.list_partitions(reader)
 
 
-def list_dir(rp: RecoveryPoint, user, *, disk, partition=None, path="/") -> list[efs.Entry]:
+def list_dir(
+    rp: RecoveryPoint, user: User, *, disk: Param, partition: Param = None, path: str = "/"
+) -> list[efs.Entry]:
     require_session(rp, user)
     path = path or "/"
     what = _what("listing of", _disk_lun(rp, disk), partition, path)
@@ -265,12 +287,22 @@ class Download:
         response = StreamingHttpResponse(self.chunks, content_type=self.content_type)
         if self.size is not None:
             response["Content-Length"] = str(self.size)
-        response["Content-Disposition"] = content_disposition_header(True, filename)
+        disposition = content_disposition_header(True, filename)
+        assert disposition is not None  # an attachment always has one
+        response["Content-Disposition"] = disposition
         response["X-Content-Type-Options"] = "nosniff"
         return response
 
 
-def download(rp: RecoveryPoint, user, *, disk, partition=None, path, request=None) -> Download:
+def download(
+    rp: RecoveryPoint,
+    user: User,
+    *,
+    disk: Param,
+    partition: Param = None,
+    path: str,
+    request: HttpRequest | None = None,
+) -> Download:
     """A file as it is, or a folder as a zip archive, checked as it streams.
 
     The first piece is read here, so damage at the start is `Unreadable` before any response.
@@ -278,7 +310,7 @@ def download(rp: RecoveryPoint, user, *, disk, partition=None, path, request=Non
     later piece fails, it raises (it never just ends)."""
     require_session(rp, user)
     what = _what("download of", _disk_lun(rp, disk), partition, path)
-    details = {"disk": disk, "partition": partition, "path": path}
+    details: dict[str, Param] = {"disk": disk, "partition": partition, "path": path}
     try:
         with _opened(rp, disk, partition) as fs:
             try:
@@ -313,7 +345,14 @@ def download(rp: RecoveryPoint, user, *, disk, partition=None, path, request=Non
     return Download(name, content_type, stream, size)
 
 
-def _failed_download(rp, user, request, what: str, details: dict, exc: BaseException) -> str:
+def _failed_download(
+    rp: RecoveryPoint,
+    user: User,
+    request: HttpRequest | None,
+    what: str,
+    details: dict[str, Param],
+    exc: BaseException,
+) -> str:
     text = _reading_failed(rp, what, exc)
     audit.record(
         "file_recovery.download_failed",
@@ -327,7 +366,13 @@ def _failed_download(rp, user, request, what: str, details: dict, exc: BaseExcep
 
 
 def _checked(
-    rp, user, request, what: str, details: dict, first: bytes, rest: Iterator[bytes]
+    rp: RecoveryPoint,
+    user: User,
+    request: HttpRequest | None,
+    what: str,
+    details: dict[str, Param],
+    first: bytes,
+    rest: Iterator[bytes],
 ) -> Iterator[bytes]:
     """`first`, then `rest`; a failure part-way is logged, audited and alerted, then raised
     again, so the server aborts the response instead of ending it as if it were whole."""
@@ -339,12 +384,12 @@ def _checked(
         raise
 
 
-def _file_bytes(rp: RecoveryPoint, disk, partition, path: str) -> Iterator[bytes]:
+def _file_bytes(rp: RecoveryPoint, disk: Param, partition: Param, path: str) -> Iterator[bytes]:
     with _opened(rp, disk, partition) as fs:
         yield from fs.read_file(path)
 
 
-def _archive_bytes(rp: RecoveryPoint, disk, partition, path: str) -> Iterator[bytes]:
+def _archive_bytes(rp: RecoveryPoint, disk: Param, partition: Param, path: str) -> Iterator[bytes]:
     # The archive is written by a thread into a bounded queue, so memory stays small
     # however big the folder is, and the file system is used by that one thread only.
     sink = _QueueWriter()
@@ -353,7 +398,8 @@ def _archive_bytes(rp: RecoveryPoint, disk, partition, path: str) -> Iterator[by
     def produce() -> None:
         try:
             with _opened(rp, disk, partition, store) as fs:
-                efs.archive_folder(fs, path, sink, fmt="zip")
+                # The zip writer needs only write, flush and tell of a file.
+                efs.archive_folder(fs, path, cast(BinaryIO, sink), fmt="zip")
         except BaseException as e:  # handed to the consumer, which re-raises it
             sink.queue.put(e)
         else:
@@ -374,11 +420,11 @@ def _archive_bytes(rp: RecoveryPoint, disk, partition, path: str) -> Iterator[by
 class _QueueWriter:
     """A non-seekable file object whose writes go into a bounded queue."""
 
-    def __init__(self):
-        self.queue: queue.Queue = queue.Queue(maxsize=16)
+    def __init__(self) -> None:
+        self.queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
         self.closed = False
 
-    def write(self, data) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         chunk = bytes(data)
         while True:
             if self.closed:

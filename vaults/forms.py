@@ -1,9 +1,26 @@
-"""Forms for the vault pages. They only parse input; `vaults.services` decides and saves."""
+"""Forms for the vault pages. They only parse input; the domain modules (`vaults.services.*`,
+`vaults.protection`, `jobs.restore`) decide and save."""
+
+from typing import Any, cast
 
 from django import forms
-from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
+from django.db.models import QuerySet
 
-from vaults.models import Immutability, Role, SoftDeleteState, vault_name_validator
+from inventory.models import Host, VirtualMachine
+from policies.models import BackupPolicy
+from vaults.models import (
+    Encryption,
+    Immutability,
+    RecoveryPoint,
+    Role,
+    SoftDeleteState,
+    StopMode,
+    Vault,
+    lun_label,
+    vault_name_validator,
+)
+from vaults.services.vaults import VaultChanges, VaultSettings
 
 
 class VaultSettingsForm(forms.Form):
@@ -22,12 +39,17 @@ class VaultSettingsForm(forms.Form):
 
     FIELDS = ("soft_delete_state", "soft_delete_days", "immutability", "mua_enabled")
 
-    def changes(self, vault) -> dict:
-        return {
+    @classmethod
+    def initial_for(cls, vault: Vault) -> dict[str, Any]:
+        return {f: getattr(vault, f) for f in cls.FIELDS}
+
+    def changes(self, vault: Vault) -> VaultChanges:
+        changed = {
             f: self.cleaned_data[f]
             for f in self.FIELDS
             if self.cleaned_data[f] != getattr(vault, f)
         }
+        return cast(VaultChanges, changed)
 
 
 class VaultCreateForm(VaultSettingsForm):
@@ -50,12 +72,12 @@ class VaultCreateForm(VaultSettingsForm):
 
     field_order = ["name", "store_location"]
 
-    def settings(self) -> dict:
-        return {f: self.cleaned_data[f] for f in (*self.FIELDS, "store_location")}
+    def settings(self) -> VaultSettings:
+        chosen = {f: self.cleaned_data[f] for f in (*self.FIELDS, "store_location")}
+        return cast(VaultSettings, chosen)
 
 
-def _user_by_name(username: str):
-    User = get_user_model()
+def _user_by_name(username: str) -> User:
     try:
         return User.objects.get(username=username, is_active=True)
     except User.DoesNotExist:
@@ -66,23 +88,30 @@ class MemberForm(forms.Form):
     username = forms.CharField(max_length=150)
     role = forms.ChoiceField(choices=Role.choices, initial=Role.READER)
 
-    def clean_username(self):
+    def clean_username(self) -> User:
         return _user_by_name(self.cleaned_data["username"].strip())
 
 
 class GuardForm(forms.Form):
     username = forms.CharField(max_length=150, label="Guard approver")
 
-    def clean_username(self):
+    def clean_username(self) -> User:
         return _user_by_name(self.cleaned_data["username"].strip())
 
 
 class HostLinkForm(forms.Form):
-    host = forms.ModelChoiceField(queryset=None, empty_label=None)
+    host = forms.ModelChoiceField(queryset=Host.objects.none(), empty_label=None)
 
-    def __init__(self, *args, hosts, **kwargs):
+    def __init__(self, *args: Any, hosts: QuerySet[Host], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["host"].queryset = hosts
+        field = self.fields["host"]
+        assert isinstance(field, forms.ModelChoiceField)
+        field.queryset = hosts
+
+
+def _choose_from(field: forms.Field, rows: QuerySet[Any]) -> None:
+    assert isinstance(field, forms.ModelChoiceField)
+    field.queryset = rows
 
 
 def parse_luns(text: str) -> list[int]:
@@ -102,8 +131,12 @@ class ProtectForm(forms.Form):
         ("exclude", "Every disk except these data disks"),
     ]
 
-    vm = forms.ModelChoiceField(queryset=None, label="Virtual machine", to_field_name="name")
-    policy = forms.ModelChoiceField(queryset=None, to_field_name="name", empty_label=None)
+    vm = forms.ModelChoiceField(
+        queryset=VirtualMachine.objects.none(), label="Virtual machine", to_field_name="name"
+    )
+    policy = forms.ModelChoiceField(
+        queryset=BackupPolicy.objects.none(), to_field_name="name", empty_label=None
+    )
     disk_selection = forms.ChoiceField(
         choices=SELECTION,
         initial="all",
@@ -114,13 +147,19 @@ class ProtectForm(forms.Form):
         required=False, label="Data-disk LUNs", help_text="Comma- or space-separated, e.g. 0, 2"
     )
 
-    def __init__(self, *args, vms, policies, **kwargs):
+    def __init__(
+        self,
+        *args: Any,
+        vms: QuerySet[VirtualMachine],
+        policies: QuerySet[BackupPolicy],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["vm"].queryset = vms
-        self.fields["policy"].queryset = policies
+        _choose_from(self.fields["vm"], vms)
+        _choose_from(self.fields["policy"], policies)
 
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
         selection = data.get("disk_selection")
         data["included_luns"] = data["excluded_luns"] = None
         if selection in ("include", "exclude"):
@@ -157,10 +196,6 @@ RESTORE_TIERS = [
 ]
 
 
-def lun_label(lun: int) -> str:
-    return "OS disk" if lun == -1 else f"LUN {lun}"
-
-
 class RestoreForm(forms.Form):
     """Parses the restore page; `jobs.restore.request_restore` checks everything else."""
 
@@ -173,15 +208,20 @@ class RestoreForm(forms.Form):
     path = forms.CharField(required=False, max_length=500, label="Target directory")
     name = forms.CharField(required=False, max_length=63, label="New VM name")
 
-    def __init__(self, *args, rp, hosts, selective: bool, **kwargs):
+    def __init__(
+        self, *args: Any, rp: RecoveryPoint, hosts: list[Host], selective: bool, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         sizes = {d["lun"]: d.get("size", 0) for d in rp.disks}
-        self.fields["luns"].choices = [(lun, lun_label(lun)) for lun in sorted(sizes)]
-        self.fields["luns"].initial = sorted(sizes)
-        self.fields["host"].choices = [("", "—")] + [(h.pk, h.name) for h in hosts]
+        luns, host, kind = self.fields["luns"], self.fields["host"], self.fields["kind"]
+        assert isinstance(luns, forms.ChoiceField) and isinstance(host, forms.ChoiceField)
+        assert isinstance(kind, forms.ChoiceField)
+        luns.choices = [(lun, lun_label(lun)) for lun in sorted(sizes)]
+        luns.initial = sorted(sizes)
+        host.choices = [("", "—")] + [(h.pk, h.name) for h in hosts]
         if selective:
-            self.fields["kind"].choices = RESTORE_KINDS[:1]
-        self.fields["kind"].initial = "restore_disks"
+            kind.choices = RESTORE_KINDS[:1]
+        kind.initial = "restore_disks"
         roots = "; ".join(f"{h.name}: {', '.join(h.allowed_roots)}" for h in hosts)
         self.fields["path"].help_text = (
             f"An existing directory inside the host's allowed roots ({roots})."
@@ -190,9 +230,9 @@ class RestoreForm(forms.Form):
         )
         self.fields["name"].help_text = "Only for “Create new VM”: registered on the target host."
 
-    def request_args(self) -> dict:
+    def request_args(self) -> dict[str, Any]:
         data = self.cleaned_data
-        target = None
+        target: dict[str, Any] | None = None
         if data["kind"] != "replace_disks":
             target = {"host": data["host"], "path": data["path"]}
             if data["kind"] == "create_vm":
@@ -202,34 +242,35 @@ class RestoreForm(forms.Form):
 
 # -- protection lifecycle -------------------------------------------------------------------------
 
-STOP_MODE_LABELS = {
-    "retain_forever": "Retain backup data forever",
-    "retain_as_per_policy": "Retain backup data as per policy",
-    "delete_data": "Delete backup data",
-}
-STOP_MODE_HELP = {
-    "retain_forever": "Backups stop; every recovery point is kept until you resume protection "
-    "or delete the data.",
-    "retain_as_per_policy": "Backups stop; recovery points expire as the policy says, but the "
-    "latest one is kept forever.",
-    "delete_data": "Backups stop and the item with all its recovery points goes to the recycle "
-    "bin for the vault's soft-delete days (deleted at once when soft delete is disabled).",
+STOP_MODE_HELP: dict[str, str] = {
+    StopMode.RETAIN_FOREVER: "Backups stop; every recovery point is kept until you resume "
+    "protection or delete the data.",
+    StopMode.RETAIN_AS_PER_POLICY: "Backups stop; recovery points expire as the policy says, "
+    "but the latest one is kept forever.",
+    StopMode.DELETE_DATA: "Backups stop and the item with all its recovery points goes to the "
+    "recycle bin for the vault's soft-delete days (deleted at once when soft delete is "
+    "disabled).",
 }
 
 
 class StopProtectionForm(forms.Form):
-    """Every mode parses; `vaults.lifecycle.stop_protection` decides which the vault allows
+    """Every mode parses; `vaults.protection.stop_protection` decides which the vault allows
     (the page only offers `stop_modes(vault)`)."""
 
-    mode = forms.ChoiceField(choices=list(STOP_MODE_LABELS.items()), widget=forms.RadioSelect)
+    mode = forms.ChoiceField(choices=StopMode.choices, widget=forms.RadioSelect)
 
 
 class PolicyChoiceForm(forms.Form):
-    policy = forms.ModelChoiceField(queryset=None, to_field_name="name", empty_label=None)
+    policy = forms.ModelChoiceField(
+        queryset=BackupPolicy.objects.none(), to_field_name="name", empty_label=None
+    )
 
-    def __init__(self, *args, policies, required: bool = True, **kwargs):
+    def __init__(
+        self, *args: Any, policies: QuerySet[BackupPolicy], required: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         field = self.fields["policy"]
+        assert isinstance(field, forms.ModelChoiceField)
         field.queryset = policies
         field.required = required
         if not required:
@@ -237,22 +278,19 @@ class PolicyChoiceForm(forms.Form):
 
 
 class EncryptionForm(forms.Form):
-    encryption = forms.ChoiceField(choices=[], widget=forms.RadioSelect)
+    encryption = forms.ChoiceField(choices=Encryption.choices, widget=forms.RadioSelect)
     encryption_key = forms.ChoiceField(
         required=False, label="Customer-managed key", choices=[], help_text=""
     )
 
-    def __init__(self, *args, key_names, **kwargs):
-        from vaults.models import Encryption
-
+    def __init__(self, *args: Any, key_names: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["encryption"].choices = Encryption.choices
-        self.fields["encryption_key"].choices = [("", "—")] + [(n, n) for n in key_names]
+        key = self.fields["encryption_key"]
+        assert isinstance(key, forms.ChoiceField)
+        key.choices = [("", "—")] + [(n, n) for n in key_names]
 
-    def clean(self):
-        from vaults.models import Encryption
-
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
         if data.get("encryption") == Encryption.CUSTOMER_MANAGED and not data.get("encryption_key"):
             self.add_error("encryption_key", "Choose one of the registered keys.")
         return data

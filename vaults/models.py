@@ -5,13 +5,22 @@ A vault is the access boundary: every vault-scoped queryset is filtered through
 """
 
 import uuid
+from datetime import datetime
 from pathlib import Path
+from typing import Any, Self, TypeVar
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import BooleanField, Case, Exists, OuterRef, Q, Subquery, Value, When
+from django.utils import timezone
+
+from policies.models import BackupPolicy
+from policies.spec import default_policy
+
+_Row = TypeVar("_Row", bound=models.Model)
 
 vault_name_validator = RegexValidator(
     r"^[A-Za-z][A-Za-z0-9-]{1,49}$",
@@ -23,6 +32,11 @@ def not_reserved(value: str) -> None:
     """Names that would collide with page URLs such as /vaults/new/."""
     if value.lower() in {"new"}:
         raise ValidationError(f"{value!r} is reserved; choose another name.")
+
+
+def lun_label(lun: int) -> str:
+    """How pages and messages name a disk: -1 is the OS disk, others by LUN."""
+    return "OS disk" if lun == -1 else f"LUN {lun}"
 
 
 class Role(models.TextChoices):
@@ -49,11 +63,17 @@ class Encryption(models.TextChoices):
     CUSTOMER_MANAGED = "customer_managed", "Customer-managed key"
 
 
-class VaultQuerySet(models.QuerySet):
-    def visible_to(self, user):
-        from vaults import access
+class VaultQuerySet(models.QuerySet["Vault"]):
+    def in_vaults(self, ids: list[int] | None) -> Self:
+        """These vaults among `ids` (None: all of them); `vaults.access.visible` decides the ids."""
+        return self if ids is None else self.filter(pk__in=ids)
 
-        return access.scope_vaults(self, user)
+    def with_purge_due(self, now: datetime) -> Self:
+        """Vaults whose recycle bin holds an entry due for purging at `now`."""
+        return self.filter(
+            Exists(RecoveryPoint.objects.purge_due(now).filter(vault=OuterRef("pk")))
+            | Exists(ProtectedVM.objects.purge_due(now).filter(vault=OuterRef("pk")))
+        )
 
 
 class Vault(models.Model):
@@ -101,17 +121,14 @@ class Vault(models.Model):
     def store_path(self) -> Path:
         if self.store_location:
             return Path(self.store_location)
-        return Path(settings.LIFEBOAT["VAULT_STORE_ROOT"]) / self.name
+        return Path(str(settings.LIFEBOAT["VAULT_STORE_ROOT"])) / self.name
 
     @classmethod
-    def create(cls, *, name: str, owner, **settings_fields) -> "Vault":
+    def create(cls, *, name: str, owner: User, **settings_fields: Any) -> "Vault":
         """Create a vault, make `owner` its owner and give it DefaultPolicy.
 
         Only site administrators create vaults.
         """
-        from policies.models import BackupPolicy
-        from policies.spec import default_policy
-
         if not owner.is_superuser:
             raise PermissionDenied("Only site administrators create vaults.")
         vault = cls(name=name, created_by=owner, **settings_fields)
@@ -193,15 +210,60 @@ class BinReason(models.TextChoices):
     RETENTION_REDUCED = "retention_reduced", "Retention reduced"
 
 
-class ScopedQuerySet(models.QuerySet):
-    """A queryset of vault-scoped rows; `vault_path` names the lookup to the vault."""
+class StopMode(models.TextChoices):
+    """How protection stops: the data is retained (the item's `RetentionMode`) or deleted."""
 
-    vault_path = "vault"
+    RETAIN_FOREVER = RetentionMode.RETAIN_FOREVER.value, "Retain backup data forever"
+    RETAIN_AS_PER_POLICY = (
+        RetentionMode.RETAIN_AS_PER_POLICY.value,
+        "Retain backup data as per policy",
+    )
+    DELETE_DATA = "delete_data", "Delete backup data"
 
-    def visible_to(self, user):
-        from vaults import access
 
-        return access.scope(self, user, self.vault_path)
+class BinKind(models.TextChoices):
+    """What a recycle-bin entry holds."""
+
+    ITEM = "item", "Protected VM"
+    RECOVERY_POINT = "recovery_point", "Recovery point"
+
+
+class ScopedQuerySet(models.QuerySet[_Row]):
+    """A queryset of vault-scoped rows (each has a `vault`); `vaults.access.visible` narrows it
+    to what a user may see."""
+
+    def in_vaults(self, ids: list[int] | None) -> Self:
+        """The rows of the vaults `ids` (None: every vault)."""
+        return self if ids is None else self.filter(vault__in=ids)
+
+
+_Item = TypeVar("_Item", bound="ProtectedVM")
+
+
+class ProtectedVMQuerySet(ScopedQuerySet[_Item]):
+    def live(self) -> Self:
+        """Items outside the recycle bin (a VM has at most one)."""
+        return self.exclude(state=ItemState.SOFT_DELETED)
+
+    def named(self, vm_name: str) -> _Item | None:
+        """The item a VM name means among these: the live one if there is one (a soft-deleted
+        item and a newer live one may share the VM), else the newest."""
+        binned_last = Case(
+            When(state=ItemState.SOFT_DELETED, then=Value(True)),
+            default=Value(False),
+            output_field=BooleanField(),
+        )
+        return (
+            self.filter(vm__name=vm_name)
+            .annotate(binned=binned_last)
+            .order_by("binned", "-created_at", "-pk")
+            .first()
+        )
+
+    def purge_due(self, now: datetime) -> Self:
+        """Soft-deleted items whose purge time has passed by the real clock: the purge job
+        takes them, and nobody can undelete them any more."""
+        return self.filter(state=ItemState.SOFT_DELETED, purge_at__lte=now)
 
 
 class ProtectedVM(models.Model):
@@ -243,7 +305,7 @@ class ProtectedVM(models.Model):
     deleted_soft_delete_state = models.CharField(max_length=10, choices=SoftDeleteState, blank=True)
     deleted_soft_delete_days = models.PositiveSmallIntegerField(null=True, blank=True)
 
-    objects = ScopedQuerySet.as_manager()
+    objects = ProtectedVMQuerySet.as_manager()
 
     class Meta:
         ordering = ["vault", "vm__name"]
@@ -258,7 +320,7 @@ class ProtectedVM(models.Model):
             # A VM is protected in at most one vault at a time (soft-deleted items don't count).
             models.UniqueConstraint(
                 fields=["vm"],
-                condition=~Q(state="soft_deleted"),
+                condition=~Q(state=ItemState.SOFT_DELETED),
                 name="vm_protected_once",
             ),
         ]
@@ -286,7 +348,40 @@ class RPConsistency(models.TextChoices):
     CRASH = "crash", "Crash-consistent"
 
 
+class RecoveryPointQuerySet(ScopedQuerySet["RecoveryPoint"]):
+    # The one order that names an item's latest recovery point (time ties broken by id).
+    LATEST_FIRST = ("-time", "-pk")
+
+    def live(self) -> Self:
+        """Recovery points outside the recycle bin."""
+        return self.filter(soft_deleted_at=None)
+
+    def latest_of(self, item: "ProtectedVM") -> "RecoveryPoint | None":
+        """The item's latest live recovery point. It is always kept, whatever its expiry says
+        (retention recompute, cleanup, protection stopped as per policy), and stays
+        restorable."""
+        live = RecoveryPoint.objects.live().filter(protected_item=item)
+        return live.order_by(*self.LATEST_FIRST).first()
+
+    def except_latest(self) -> Self:
+        """These recovery points without the latest live one of each item (see `latest_of`)."""
+        latest = (
+            RecoveryPoint.objects.live()
+            .filter(protected_item=OuterRef("protected_item"))
+            .order_by(*self.LATEST_FIRST)
+            .values("pk")[:1]
+        )
+        return self.exclude(pk=Subquery(latest))
+
+    def purge_due(self, now: datetime) -> Self:
+        """Recycle-bin entries whose purge time has passed by the real clock (the purge job's)."""
+        return self.filter(soft_deleted_at__isnull=False, purge_at__lte=now)
+
+
 class RecoveryPoint(models.Model):
+    # The tag of a backup taken on demand (kept until its own retain-until date).
+    ON_DEMAND = "on_demand"
+
     # Chosen by the engine and written into the store's manifest: survives a catalog rebuild.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     vault = models.ForeignKey(Vault, on_delete=models.PROTECT, related_name="recovery_points")
@@ -326,7 +421,7 @@ class RecoveryPoint(models.Model):
     purge_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ScopedQuerySet.as_manager()
+    objects = RecoveryPointQuerySet.as_manager()
 
     class Meta:
         ordering = ["-time"]
@@ -353,6 +448,11 @@ class RecoveryPoint(models.Model):
     def get_type_display(self) -> str:
         return RPType(self.type).label
 
+    @property
+    def is_on_demand(self) -> bool:
+        """Taken on demand: kept until its own retain-until date, whatever the policy says."""
+        return self.retain_until is not None or self.ON_DEMAND in self.tags
+
 
 class FileRecoverySession(models.Model):
     """Read-only access to one recovery point's files, audited and expiring (Azure: 12 h)."""
@@ -377,17 +477,15 @@ class FileRecoverySession(models.Model):
     def __str__(self) -> str:
         return f"File recovery of {self.recovery_point_id} by {self.user}"
 
-    def is_open(self, now=None) -> bool:
-        from django.utils import timezone
-
+    def is_open(self, now: datetime | None = None) -> bool:
         return self.ended_at is None and self.expires_at > (now or timezone.now())
 
 
-class AuditQuerySet(ScopedQuerySet):
-    def update(self, **kwargs):
+class AuditQuerySet(ScopedQuerySet["AuditEvent"]):
+    def update(self, **kwargs: Any) -> int:
         raise PermissionDenied("The audit log is append-only.")
 
-    def delete(self):
+    def delete(self) -> tuple[int, dict[str, int]]:
         raise PermissionDenied("The audit log is append-only.")
 
 
@@ -420,10 +518,10 @@ class AuditEvent(models.Model):
     def __str__(self) -> str:
         return f"{self.time:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action}"
 
-    def save(self, *args, **kwargs):
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None:
             raise PermissionDenied("The audit log is append-only.")
         super().save(*args, **kwargs)
 
-    def delete(self, *args, **kwargs):
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise PermissionDenied("The audit log is append-only.")

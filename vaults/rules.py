@@ -5,6 +5,8 @@ the rule's name). A missing role stays `PermissionDenied` (403); a critical oper
 for a guard approver is `security.mua.ApprovalRequired` (202).
 """
 
+from typing import Protocol
+
 from django.core.exceptions import ValidationError
 
 # Rule names (the API's 409 body carries them as "rule").
@@ -36,7 +38,7 @@ class RuleBlocked(ValidationError):
     working; `rule` names the rule and `text` is the message.
     """
 
-    def __init__(self, message: str, *, rule: str, field: str = "detail"):
+    def __init__(self, message: str, *, rule: str, field: str = "detail") -> None:
         super().__init__({field: [message]})
         self.rule = rule
         self.field = field
@@ -47,7 +49,17 @@ def blocked(message: str, *, rule: str, field: str = "detail") -> RuleBlocked:
     return RuleBlocked(message, rule=rule, field=field)
 
 
-def immutability_blocks(what: str, vault, *, field: str = "detail") -> RuleBlocked:
+class ImmutableVault(Protocol):
+    """What the immutability refusal says of a vault (`vaults.models.Vault` has it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def immutability_locked(self) -> bool: ...
+
+
+def immutability_blocks(what: str, vault: ImmutableVault, *, field: str = "detail") -> RuleBlocked:
     """The refusal of an operation that would lose data early in an immutable vault."""
     label = "locked" if vault.immutability_locked else "unlocked"
     return RuleBlocked(

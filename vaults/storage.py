@@ -9,7 +9,7 @@ import hashlib
 from dataclasses import dataclass
 
 from django.core.cache import cache
-from django.db.models import Q, Sum
+from django.db.models import Q, QuerySet, Sum
 
 from engine.stats import StoreStats, store_stats
 from inventory.models import Host
@@ -47,18 +47,13 @@ class VaultStorage:
         return self.vault_tier.compression_ratio
 
 
-def _snapshot_hosts(vault: Vault):
+def _snapshot_hosts(vault: Vault) -> QuerySet[Host]:
     """Linked hosts plus the hosts of the vault's protected VMs (a host may be unlinked later)."""
     return Host.objects.filter(Q(linked_vaults=vault) | Q(vms__protections__vault=vault)).distinct()
 
 
 def vault_storage(vault: Vault) -> VaultStorage:
-    logical = (
-        vault.recovery_points.filter(soft_deleted_at__isnull=True).aggregate(n=Sum("size_bytes"))[
-            "n"
-        ]
-        or 0
-    )
+    logical = vault.recovery_points.live().aggregate(n=Sum("size_bytes"))["n"] or 0
     places = [("Vault tier", str(vault.store_path))] + [
         (f"Snapshot tier on {host.name}", str(host.snapshot_store_path(vault)))
         for host in sorted(_snapshot_hosts(vault), key=lambda h: h.name)

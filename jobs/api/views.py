@@ -42,7 +42,7 @@ class JobListView(VaultJobsView, ApiListView):
         if self.schema_only:
             return Job.objects.none()
         return (
-            Job.objects.visible_to(self.request.user)
+            access.visible(Job.objects.all(), self.request.user)
             .filter(vault=self.vault)
             .select_related("created_by")
         )
@@ -73,7 +73,7 @@ class JobDetailView(VaultJobsView):
         if self.schema_only:
             return Job.objects.none()
         return (
-            Job.objects.visible_to(self.request.user)
+            access.visible(Job.objects.all(), self.request.user)
             .filter(vault=self.vault)
             .select_related("created_by")
             .prefetch_related("subtasks")

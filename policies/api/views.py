@@ -16,7 +16,7 @@ from policies.models import BackupPolicy
 from policies.spec import merge_patch
 from portal.api.base import ApiListView, ApiView
 from portal.api.serializers import READ_ONLY
-from vaults import services
+from vaults.services.policies import create_policy, delete_policy, update_policy
 
 # Shown by GET, accepted back unchanged, never written.
 READ_ONLY_EXTRAS = ("protected_items",)
@@ -60,7 +60,7 @@ class PolicyListView(ApiListView):
     @extend_schema(responses={201: PolicySerializer})
     def post(self, request, vault_name: str):
         rep = body_without_extras(request.data, {"protected_items": 0})
-        policy = services.create_policy(self.vault, rep, by=request.user, request=request)
+        policy = create_policy(self.vault, rep, by=request.user, request=request)
         policy = policies_of(self.vault).get(pk=policy.pk)
         return Response(show(policy), status=status.HTTP_201_CREATED)
 
@@ -81,7 +81,7 @@ class PolicyDetailView(ApiView):
             raise Http404("No such policy.") from None
 
     def _updated(self, policy: BackupPolicy, rep: dict) -> Response:
-        policy = services.update_policy(policy, rep, by=self.request.user, request=self.request)
+        policy = update_policy(policy, rep, by=self.request.user, request=self.request)
         return Response(show(policies_of(self.vault).get(pk=policy.pk)))
 
     def get(self, request, vault_name: str, policy_name: str):
@@ -101,5 +101,5 @@ class PolicyDetailView(ApiView):
     @extend_schema(responses={204: None})
     def delete(self, request, vault_name: str, policy_name: str):
         """Delete a policy no protected item uses."""
-        services.delete_policy(self.get_policy(), by=request.user, request=request)
+        delete_policy(self.get_policy(), by=request.user, request=request)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,4 +1,7 @@
+from datetime import timedelta
+
 from django.urls import reverse
+from django.utils.dateparse import parse_datetime
 
 from tests import factories as f
 from vaults.models import AuditEvent, ItemState, ProtectedVM
@@ -90,6 +93,24 @@ def test_reader_reads_an_item(api, rp, reader):
     assert r.status_code == 200
     assert r.data["state"] == "protected" and r.data["recovery_points"] == 1
     assert api(reader).get(detail("nope")).status_code == 404
+
+
+def test_a_vm_name_means_the_same_item_on_the_page_and_in_the_api(
+    api, client, vault, vm, item, reader
+):
+    """The live item if there is one, else the newest: a soft-deleted item of the VM that is
+    newer than its live one does not hide it from either door."""
+    binned = f.make_protected_item(vault, vm, state=ItemState.SOFT_DELETED)
+    ProtectedVM.objects.filter(pk=binned.pk).update(created_at=item.created_at + timedelta(days=1))
+    r = api(reader).get(detail("web-01"))
+    assert r.status_code == 200 and r.data["state"] == "protected"
+    client.force_login(reader)
+    page = client.get(reverse("item-detail", args=["prod", "web-01"]))
+    assert page.status_code == 200 and page.context["item"] == item
+    ProtectedVM.objects.filter(pk=item.pk).update(state=ItemState.SOFT_DELETED)
+    newest = ProtectedVM.objects.get(pk=binned.pk).created_at
+    assert parse_datetime(api(reader).get(detail("web-01")).data["created_at"]) == newest
+    assert client.get(reverse("item-detail", args=["prod", "web-01"])).context["item"] == binned
 
 
 def test_contributor_moves_an_item_to_another_policy(api, item, contributor):

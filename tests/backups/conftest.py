@@ -222,7 +222,7 @@ class World:
     def __init__(self, root: Path, *, disks=((-1, 16),), policy_rep=None, protect=True, **vm):
         from inventory.models import Disk, VirtualMachine
         from tests import factories as f
-        from vaults import services
+        from vaults.protection import protect_vm
 
         self.admin = f.make_user(f"admin-{root.name}"[:30], superuser=True)
         self.vault = f.make_vault(owner=self.admin)
@@ -243,9 +243,7 @@ class World:
             self.policy = self.vault.policies.get()
         self.item = None
         if protect:
-            self.item = services.protect_vm(
-                self.vault, by=self.admin, vm=self.vm, policy=self.policy
-            )
+            self.item = protect_vm(self.vault, by=self.admin, vm=self.vm, policy=self.policy)
 
     def snapshot_store(self):
         from jobs.stores import snapshot_store

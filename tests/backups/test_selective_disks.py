@@ -5,7 +5,7 @@ import pytest
 import engine
 from jobs.models import Status
 from tests.backups.conftest import World, aside, needs_e2fsprogs, run, same_bytes
-from vaults import services
+from vaults.protection import protect_vm
 
 pytestmark = [needs_e2fsprogs, pytest.mark.django_db(transaction=True)]
 
@@ -33,7 +33,7 @@ def test_only_selected_disks_are_backed_up(tmp_path, selection, included, exclud
         freeze_command="true",
         thaw_command="true",
     )
-    w.item = services.protect_vm(w.vault, by=w.admin, vm=w.vm, policy=w.policy, **selection)
+    w.item = protect_vm(w.vault, by=w.admin, vm=w.vm, policy=w.policy, **selection)
     expected = {lun: aside(w.images[lun], "now") for lun in included}
     job = run(w.backup_now())
     assert job.status == Status.COMPLETED, job.error_message

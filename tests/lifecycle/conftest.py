@@ -20,9 +20,12 @@ from jobs.runner import create_job
 from tests import factories as f
 from tests.api.clients import persona_client as client
 from tests.backups.conftest import churn, make_ext4, needs_e2fsprogs, run
-from vaults import lifecycle, services
+from vaults import lifecycle
 from vaults.models import Role
+from vaults.protection import protect_vm, resume_protection, stop_protection, undelete, update_item
 from vaults.rules import RuleBlocked
+from vaults.services.policies import update_policy
+from vaults.services.vaults import update_vault
 
 __all__ = ["needs_e2fsprogs", "run", "churn", "client"]
 
@@ -64,7 +67,7 @@ class Lab:
 
     def protect(self, name: str, *, copy_of: Path | None = None, policy=None):
         vm = self.vm(name, copy_of=copy_of)
-        item = services.protect_vm(self.vault, by=self.admin, vm=vm, policy=policy or self.policy)
+        item = protect_vm(self.vault, by=self.admin, vm=vm, policy=policy or self.policy)
         self.items[name] = item
         return item
 
@@ -183,34 +186,26 @@ class DomainOps:
         return type(item).objects.select_related("vault", "vm", "policy").get(pk=item.pk)
 
     def stop(self, item, user, mode):
-        return _domain_outcome(
-            lambda: lifecycle.stop_protection(self._fresh(item), by=user, mode=mode)
-        )
+        return _domain_outcome(lambda: stop_protection(self._fresh(item), by=user, mode=mode))
 
     def resume(self, item, user, policy=None):
-        return _domain_outcome(
-            lambda: lifecycle.resume_protection(self._fresh(item), by=user, policy=policy)
-        )
+        return _domain_outcome(lambda: resume_protection(self._fresh(item), by=user, policy=policy))
 
     def undelete(self, item, user):
-        return _domain_outcome(lambda: lifecycle.undelete(self._fresh(item), by=user))
+        return _domain_outcome(lambda: undelete(self._fresh(item), by=user))
 
     def purge_now(self, item, user):
         return _domain_outcome(lambda: lifecycle.purge_now(self._fresh(item), by=user))
 
     def move(self, item, user, policy):
-        return _domain_outcome(
-            lambda: services.update_item(self._fresh(item), by=user, policy=policy)
-        )
+        return _domain_outcome(lambda: update_item(self._fresh(item), by=user, policy=policy))
 
     def edit_policy(self, policy, user, retention):
         from policies.models import BackupPolicy
 
         def call():
             fresh = BackupPolicy.objects.get(pk=policy.pk)
-            services.update_policy(
-                fresh, {**fresh.representation(), "retention": retention}, by=user
-            )
+            update_policy(fresh, {**fresh.representation(), "retention": retention}, by=user)
 
         return _domain_outcome(call)
 
@@ -218,7 +213,7 @@ class DomainOps:
         from vaults.models import Vault
 
         return _domain_outcome(
-            lambda: services.update_vault(Vault.objects.get(pk=vault.pk), by=user, **changes)
+            lambda: update_vault(Vault.objects.get(pk=vault.pk), by=user, **changes)
         )
 
 

@@ -12,6 +12,7 @@ from tests import factories as f
 from tests.lifecycle.conftest import needs_e2fsprogs, run
 from vaults import lifecycle
 from vaults.models import ProtectedVM, RecoveryPoint, Vault
+from vaults.protection import stop_modes, stop_protection, update_item
 
 pytestmark = needs_e2fsprogs
 
@@ -71,10 +72,8 @@ def test_moving_to_a_shorter_policy_bins_and_moving_back_returns(lab, ops):
 def test_binned_rps_are_purged_after_their_days(lab):
     item = lab.protect("web")
     rps = three_scheduled(lab, item)
-    from vaults import services
-
     short = f.make_policy(lab.vault, "Daily7", retention={"daily": {"days": 7}})
-    services.update_item(item, by=lab.admin, policy=short)
+    update_item(item, by=lab.admin, policy=short)
     RecoveryPoint.objects.filter(soft_deleted_at__isnull=False).update(
         purge_at=timezone.now() - timedelta(seconds=1)
     )
@@ -107,7 +106,7 @@ def test_immutability_blocks_every_early_loss(lab, ops, level):
     # A missing role is still 403, not 409.
     assert ops.stop(item, lab.reader, "delete_data") == ("forbidden",)
     # Stop protection offers only the retain modes, and they work.
-    assert lifecycle.stop_modes(lab.vault) == ["retain_forever", "retain_as_per_policy"]
+    assert stop_modes(lab.vault) == ["retain_forever", "retain_as_per_policy"]
     assert ops.stop(item, lab.contributor, "retain_as_per_policy") == ("ok",)
     # Raising retention is fine.
     assert ops.edit_policy(lab.policy, lab.contributor, {"daily": {"days": 60}}) == ("ok",)
@@ -119,7 +118,7 @@ def test_immutability_blocks_purging_items_deleted_before_it(lab, ops):
     item = lab.protect("web")
     lab.backup(item)
     Vault.objects.filter(pk=lab.vault.pk).update(soft_delete_state="disabled")
-    lifecycle.stop_protection(item, by=lab.admin, mode="delete_data")
+    stop_protection(item, by=lab.admin, mode="delete_data")
     Job.objects.filter(operation=Operation.DELETE_BACKUP_DATA).delete()  # not run yet
     ProtectedVM.objects.filter(pk=item.pk).update(
         deleted_soft_delete_state="enabled", purge_at=timezone.now() + timedelta(days=14)

@@ -14,8 +14,10 @@ from jobs.models import Job, Operation, Status
 from tests import factories as f
 from tests.backups.conftest import aside, same_bytes
 from tests.lifecycle.conftest import churn, client, needs_e2fsprogs, run
-from vaults import lifecycle, services
+from vaults import lifecycle
 from vaults.models import ItemState, ProtectedVM, RecoveryPoint, Vault
+from vaults.protection import protect_vm, stop_protection
+from vaults.services.vaults import update_vault
 
 pytestmark = needs_e2fsprogs
 
@@ -82,7 +84,7 @@ def test_delete_data_goes_to_the_bin_and_undelete_restores_identical_disks(lab, 
     assert r.data["count"] == 0
 
     # Settings changed later do not govern the deleted item.
-    services.update_vault(lab.vault, by=lab.admin, soft_delete_days=14)
+    update_vault(lab.vault, by=lab.admin, soft_delete_days=14)
     item.refresh_from_db()
     assert item.purge_at == item.deleted_at + timedelta(days=30)
 
@@ -120,7 +122,7 @@ def test_soft_delete_disabled_deletes_at_once(lab, ops):
     assert not lab.vault_store().has_manifest(str(rp.pk))
     assert not lab.snapshot_store().has_manifest(str(rp.pk))
     # The VM can be protected again in the same vault.
-    services.protect_vm(lab.vault, by=lab.admin, vm=item.vm, policy=lab.policy)
+    protect_vm(lab.vault, by=lab.admin, vm=item.vm, policy=lab.policy)
 
 
 def test_the_vm_of_a_soft_deleted_item_can_be_protected_in_another_vault(lab, ops):
@@ -131,10 +133,10 @@ def test_the_vm_of_a_soft_deleted_item_can_be_protected_in_another_vault(lab, op
     other.linked_hosts.add(lab.host)
     # Not in the same vault (undelete instead) ...
     with pytest.raises(Exception) as refused:
-        services.protect_vm(lab.vault, by=lab.admin, vm=item.vm, policy=lab.policy)
+        protect_vm(lab.vault, by=lab.admin, vm=item.vm, policy=lab.policy)
     assert "soft-deleted" in str(refused.value)
     # ... but in another one: the partial unique constraint allows it.
-    moved = services.protect_vm(other, by=lab.admin, vm=item.vm, policy=other.policies.get())
+    moved = protect_vm(other, by=lab.admin, vm=item.vm, policy=other.policies.get())
     assert moved.state == ItemState.INITIAL_BACKUP_PENDING
     # Undeleting the old item now would protect the VM twice: refused, 409.
     assert ops.undelete(item, lab.contributor) == ("blocked", "vm_protected_elsewhere")
@@ -158,7 +160,7 @@ def test_purge_after_expiry_frees_only_the_chunks_of_that_item(lab):
     lab.backup(a)
     assert lab.chunk_files() > only_b
 
-    lifecycle.stop_protection(a, by=lab.admin, mode="delete_data")
+    stop_protection(a, by=lab.admin, mode="delete_data")
     # Before the purge date nothing is purged, whatever runs.
     assert purge_jobs_run() == []
     assert lab.chunk_files() > only_b
@@ -219,7 +221,7 @@ def test_purge_now_needs_soft_delete_disabled(lab, ops):
 def test_recycle_bin_queries_and_upcoming_purges(lab):
     a, b = lab.protect("a"), lab.protect("b")
     lab.backup(a)
-    lifecycle.stop_protection(a, by=lab.contributor, mode="delete_data")
+    stop_protection(a, by=lab.contributor, mode="delete_data")
     other = f.make_vault("other", owner=lab.admin)
     now = timezone.now()
     assert [e.vm_name for e in lifecycle.recycle_bin(lab.vault, user=lab.reader)] == ["a"]

@@ -109,9 +109,9 @@ def test_backup_now_is_refused_while_stopped(lab, mode):
     from django.core.exceptions import ValidationError
 
     from jobs.backup_queue import backup_now
-    from vaults import lifecycle
+    from vaults.protection import stop_protection
 
     item = lab.protect("web")
-    lifecycle.stop_protection(item, by=lab.admin, mode=mode)
+    stop_protection(item, by=lab.admin, mode=mode)
     with pytest.raises(ValidationError):
         backup_now(ProtectedVM.objects.get(pk=item.pk), by=lab.admin)

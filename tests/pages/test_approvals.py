@@ -9,8 +9,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from security.models import Approval
-from vaults import services
 from vaults.models import GuardApprover, Vault
+from vaults.services.vaults import update_vault
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +28,7 @@ def request_disable_soft_delete(vault, user) -> Approval:
     from security.mua import ApprovalRequired
 
     with pytest.raises(ApprovalRequired) as caught:
-        services.update_vault(vault, by=user, soft_delete_state="disabled")
+        update_vault(vault, by=user, soft_delete_state="disabled")
     return caught.value.approval
 
 

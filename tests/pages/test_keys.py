@@ -5,7 +5,7 @@ import pytest
 from django.urls import reverse
 
 from security.models import CustomerKey, VaultKey
-from vaults import services
+from vaults.services.vaults import update_vault
 
 pytestmark = pytest.mark.django_db
 
@@ -49,7 +49,7 @@ def test_rotate_queues_update_key_jobs_and_links_them(
 ):
     client = login(admin_user)
     client.post(URL, {"name": "k1", "path": key_file(tmp_path, "k1.key", 1)})
-    services.update_vault(vault, by=contributor, encryption="customer_managed", encryption_key="k1")
+    update_vault(vault, by=contributor, encryption="customer_managed", encryption_key="k1")
     new = key_file(tmp_path, "k1-v2.key", 2)
     response = client.post(reverse("key-rotate", args=["k1"]), {"path": new}, follow=True)
     key = CustomerKey.objects.get(name="k1")

@@ -8,8 +8,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests import factories as f
-from vaults import lifecycle
 from vaults.models import Vault
+from vaults.protection import stop_protection
 
 pytestmark = pytest.mark.django_db
 
@@ -19,7 +19,7 @@ URL = "/vaults/prod/recycle-bin/"
 def binned(vault, host, name, by):
     item = f.make_protected_item(vault, f.make_vm(host, name=name))
     f.make_rp(item)
-    return lifecycle.stop_protection(item, by=by, mode="delete_data")
+    return stop_protection(item, by=by, mode="delete_data")
 
 
 def test_it_lists_deleted_items_with_who_when_and_days_left(

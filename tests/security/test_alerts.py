@@ -12,7 +12,9 @@ from jobs.models import Job, Operation, Status
 from security import alerts
 from security.models import Alert, VaultAlertSettings
 from tests import factories as f
-from vaults import lifecycle, services
+from vaults.protection import stop_protection
+from vaults.services.policies import update_policy
+from vaults.services.vaults import update_vault
 
 pytestmark = pytest.mark.django_db
 
@@ -27,22 +29,20 @@ def test_a_security_event_fires_once_and_mails_the_owners(
     vault, owner, mailoutbox, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        services.update_vault(
-            vault, by=owner, soft_delete_state="disabled", immutability="unlocked"
-        )
+        update_vault(vault, by=owner, soft_delete_state="disabled", immutability="unlocked")
     kinds = sorted(Alert.objects.values_list("kind", flat=True))
     assert kinds == ["immutability_changed", "soft_delete_disabled"]
     assert all(a.severity == "sev0" for a in Alert.objects.all())
     assert len(mailoutbox) == 2 and all("owner@example.test" in m.to for m in mailoutbox)
     # The same settings saved again are no new event.
     with django_capture_on_commit_callbacks(execute=True):
-        services.update_vault(vault, by=owner, soft_delete_days=20)
+        update_vault(vault, by=owner, soft_delete_days=20)
     assert Alert.objects.count() == 2 and len(mailoutbox) == 2
 
 
 def test_security_alerts_cannot_be_turned_off(vault, owner):
     alerts.update_settings(vault, by=owner, job_alerts=False)
-    services.update_vault(vault, by=owner, soft_delete_state="disabled")
+    update_vault(vault, by=owner, soft_delete_state="disabled")
     assert Alert.objects.filter(kind="soft_delete_disabled").count() == 1
 
 
@@ -71,7 +71,7 @@ def test_damaged_data_found_by_a_job_raises_a_sev1_alert_even_with_job_alerts_of
 
 
 def test_delete_backup_data_alert(vault, item, contributor):
-    lifecycle.stop_protection(item, by=contributor, mode="delete_data")
+    stop_protection(item, by=contributor, mode="delete_data")
     alert = Alert.objects.get(kind="delete_backup_data")
     assert alert.object_type == "ProtectedVM" and alert.object_id == str(item.pk)
 
@@ -79,13 +79,13 @@ def test_delete_backup_data_alert(vault, item, contributor):
 def test_retention_reduced_alert(vault, owner):
     policy = f.make_policy(vault, "P", retention={"daily": {"days": 60}})
     rep = policy.representation()
-    services.update_policy(policy, {**rep, "retention": {"daily": {"days": 30}}}, by=owner)
+    update_policy(policy, {**rep, "retention": {"daily": {"days": 30}}}, by=owner)
     alert = Alert.objects.get(kind="retention_reduced")
     assert "policy P" in alert.message
 
 
 def test_upcoming_purge_alert_fires_once_two_days_ahead(vault, item, rp, contributor, mailoutbox):
-    lifecycle.stop_protection(item, by=contributor, mode="delete_data")
+    stop_protection(item, by=contributor, mode="delete_data")
     item.refresh_from_db()
     now = timezone.now()
     assert alerts.check_upcoming_purges(now) == 0  # 14 days away

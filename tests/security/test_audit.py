@@ -8,8 +8,10 @@ from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.urls import reverse
 
-from vaults import audit, services
+from vaults import audit
 from vaults.models import AuditEvent
+from vaults.services.policies import create_policy
+from vaults.services.vaults import update_vault
 
 pytestmark = pytest.mark.django_db
 
@@ -18,9 +20,9 @@ URL = reverse("api-vault-audit-list", args=["prod"])
 
 @pytest.fixture
 def events(vault, owner, contributor):
-    services.update_vault(vault, by=owner, soft_delete_days=30)
-    services.update_vault(vault, by=contributor, soft_delete_days=40)
-    services.create_policy(
+    update_vault(vault, by=owner, soft_delete_days=30)
+    update_vault(vault, by=contributor, soft_delete_days=40)
+    create_policy(
         vault,
         {
             "name": "Nightly",

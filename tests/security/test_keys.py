@@ -17,8 +17,9 @@ from security import keys
 from security.models import Alert, CustomerKey, VaultKey
 from tests import factories as f
 from tests.backups.conftest import World, aside, churn, needs_e2fsprogs, run, same_bytes
-from vaults import services
 from vaults.models import AuditEvent, RecoveryPoint
+from vaults.protection import protect_vm
+from vaults.services.vaults import update_vault
 
 pytestmark = pytest.mark.django_db
 
@@ -125,11 +126,11 @@ def test_a_vault_whose_items_are_gone_still_counts_as_having_protected(
     v = f.make_vault("once", owner=admin_user)
     v.linked_hosts.add(host)
     vm = f.make_vm(host, "gone-vm")
-    item = services.protect_vm(v, by=admin_user, vm=vm, policy=v.policies.get())
+    item = protect_vm(v, by=admin_user, vm=vm, policy=v.policies.get())
     item.delete()  # the purge removes catalog rows; the audit log remembers
     assert keys.has_protected(v)
     with pytest.raises(ValidationError) as e:
-        services.update_vault(v, by=admin_user, encryption="customer_managed", encryption_key="k1")
+        update_vault(v, by=admin_user, encryption="customer_managed", encryption_key="k1")
     assert "before the first protection" in str(e.value)
 
 
@@ -159,7 +160,7 @@ def test_an_existing_empty_store_is_rewrapped_on_the_switch(admin_user, k1, host
     v.linked_hosts.add(host)
     stores.snapshot_store(v, host)  # both tiers initialised with the platform key
     platform = engine.platform_kek(settings.LIFEBOAT["MASTER_KEY_FILE"])
-    services.update_vault(v, by=admin_user, encryption="customer_managed", encryption_key="k1")
+    update_vault(v, by=admin_user, encryption="customer_managed", encryption_key="k1")
     v.refresh_from_db()
     kek = Path(k1.path).read_bytes()
     assert stores.kek_for(v) == kek
@@ -178,8 +179,8 @@ def test_changing_the_key_of_a_cmk_vault_is_gated_and_runs_a_job(
     from security.models import Approval
 
     # A vault that chose k1 before protecting anything, now with MUA on.
-    services.update_vault(vault, by=admin_user, encryption="customer_managed", encryption_key="k1")
-    services.update_vault(vault, by=admin_user, mua_enabled=True)
+    update_vault(vault, by=admin_user, encryption="customer_managed", encryption_key="k1")
+    update_vault(vault, by=admin_user, mua_enabled=True)
     k2 = keys.register_key(by=admin_user, name="k2", path=str(key_file(tmp_path / "keys/k2")))
     url = reverse("api-vault-detail", args=["prod"])
     r = api(contributor).patch(url, {"encryption_key": "k2", "encryption": "customer_managed"})
@@ -209,9 +210,9 @@ def test_cmk_backups_rotation_and_a_missing_key(
     w = World(tmp_path, protect=False, disks=((-1, 16),), power_state="stopped")
     key_path = key_file(tmp_path / "keys" / "k1-v1.key")
     key = keys.register_key(by=w.admin, name="k1", path=str(key_path))
-    services.update_vault(w.vault, by=w.admin, encryption="customer_managed", encryption_key="k1")
+    update_vault(w.vault, by=w.admin, encryption="customer_managed", encryption_key="k1")
     w.vault.refresh_from_db()
-    w.item = services.protect_vm(w.vault, by=w.admin, vm=w.vm, policy=w.policy)
+    w.item = protect_vm(w.vault, by=w.admin, vm=w.vm, policy=w.policy)
     image = w.images[-1]
 
     # Two backups under v1 of the key.
@@ -292,7 +293,7 @@ def test_rotation_is_site_admin_work(api, contributor, admin_user, k1, tmp_path)
 
 def test_disabling_a_key_is_audited_per_vault(api, admin_user, k1):
     v = f.make_vault("fresh", owner=admin_user)
-    services.update_vault(v, by=admin_user, encryption="customer_managed", encryption_key="k1")
+    update_vault(v, by=admin_user, encryption="customer_managed", encryption_key="k1")
     r = api(admin_user).patch(reverse("api-key-detail", args=["k1"]), {"enabled": False})
     assert r.status_code == 200 and r.data["enabled"] is False
     assert AuditEvent.objects.filter(action="vault.key_disable", vault=v).exists()

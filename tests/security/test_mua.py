@@ -12,9 +12,10 @@ from security import mua
 from security.models import Alert, Approval
 from security.mua import ApprovalRequired
 from tests import factories as f
-from vaults import services
 from vaults.models import AuditEvent, GuardApprover, ProtectedVM, Vault
+from vaults.protection import stop_protection
 from vaults.rules import RuleBlocked
+from vaults.services.vaults import update_vault
 
 pytestmark = pytest.mark.django_db
 
@@ -89,7 +90,7 @@ def test_superusers_neither_skip_nor_self_approve(api, mua_vault, admin_user):
     assert mua_vault.mua_enabled is True
     # The domain function refuses the same way.
     with pytest.raises(ApprovalRequired):
-        services.update_vault(mua_vault, by=admin_user, mua_enabled=False)
+        update_vault(mua_vault, by=admin_user, mua_enabled=False)
 
 
 def test_site_admin_who_is_not_guard_cannot_approve(api, mua_vault, contributor, admin_user, owner):
@@ -126,7 +127,7 @@ def test_expired_request_does_nothing(api, mua_vault, contributor, approver, set
 
 def test_expire_due_marks_pending_requests(mua_vault, contributor):
     with pytest.raises(ApprovalRequired):
-        services.update_vault(mua_vault, by=contributor, soft_delete_state="disabled")
+        update_vault(mua_vault, by=contributor, soft_delete_state="disabled")
     assert mua.expire_due(timezone.now() + timedelta(hours=25)) == 1
     assert Approval.objects.get().status == "expired"
     assert AuditEvent.objects.filter(action="approval.expire").exists()
@@ -280,13 +281,13 @@ def test_the_requester_losing_the_role_blocks_execution(api, mua_vault, contribu
 
 def test_gate_lets_through_exactly_the_approval_being_executed(mua_vault, contributor):
     with pytest.raises(ApprovalRequired) as e:
-        services.update_vault(mua_vault, by=contributor, soft_delete_state="disabled")
+        update_vault(mua_vault, by=contributor, soft_delete_state="disabled")
     approval = e.value.approval
     with mua.executing(approval):
         # Another critical change is not covered by this approval.
         with pytest.raises(ApprovalRequired):
-            services.update_vault(mua_vault, by=contributor, mua_enabled=False)
-        services.update_vault(mua_vault, by=contributor, soft_delete_state="disabled")
+            update_vault(mua_vault, by=contributor, mua_enabled=False)
+        update_vault(mua_vault, by=contributor, soft_delete_state="disabled")
     mua_vault.refresh_from_db()
     assert mua_vault.soft_delete_state == "disabled" and mua_vault.mua_enabled is True
 
@@ -296,7 +297,7 @@ def test_the_request_survives_an_enclosing_transaction(mua_vault, contributor):
 
     with pytest.raises(ApprovalRequired) as e:
         with transaction.atomic():
-            services.update_vault(mua_vault, by=contributor, soft_delete_state="disabled")
+            update_vault(mua_vault, by=contributor, soft_delete_state="disabled")
     assert not Approval.objects.exists()  # rolled back with the block
     approval = e.value.persist()
     assert Approval.objects.get() == approval
@@ -355,13 +356,11 @@ def test_mua_off_changes_run_at_once(api, vault, contributor):
 
 
 def test_domain_function_raises_approval_required(mua_vault, contributor, item):
-    from vaults import lifecycle
-
     with pytest.raises(ApprovalRequired):
-        lifecycle.stop_protection(item, by=contributor, mode="delete_data")
+        stop_protection(item, by=contributor, mode="delete_data")
     assert ProtectedVM.objects.get(pk=item.pk).state == "protected"
     with pytest.raises(RuleBlocked):
-        services.update_vault(
+        update_vault(
             mua_vault,
             by=contributor,
             encryption="platform",

@@ -11,14 +11,18 @@ On a vault-scoped URL a non-member gets 404 for every method (the vault does not
 them) and a member whose role is too low gets 403. The vault is then left on `view.vault`.
 """
 
+from typing import Any
+
 from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from vaults import access
 
 SAFE = ("GET", "HEAD", "OPTIONS")
 
 
-def _action(actions: dict[str, str], method: str) -> str | None:
+def _action(actions: dict[str, str], method: str | None) -> str | None:
     if method in actions:
         return actions[method]
     if method in SAFE:
@@ -27,7 +31,7 @@ def _action(actions: dict[str, str], method: str) -> str | None:
 
 
 class VaultAccess(BasePermission):
-    def has_permission(self, request, view) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         user = request.user
         if not (user and user.is_authenticated):
             return False
@@ -38,13 +42,14 @@ class VaultAccess(BasePermission):
             action = _action(getattr(view, "vault_actions", {}), request.method)
             if action is not None:
                 access.require(user, vault, action)
-            view.vault = vault
+            # ApiView declares `vault`; a permission class sees any APIView.
+            setattr(view, "vault", vault)  # noqa: B010
         site_action = _action(getattr(view, "site_actions", {}), request.method)
         if site_action is not None:
             access.require_site(user, site_action)
         return True
 
-    def has_object_permission(self, request, view, obj) -> bool:
+    def has_object_permission(self, request: Request, view: APIView, obj: Any) -> bool:
         site_action = _action(getattr(view, "object_site_actions", {}), request.method)
         if site_action is not None:
             access.require_site(request.user, site_action)

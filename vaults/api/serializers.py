@@ -1,11 +1,17 @@
+from datetime import date, datetime
+from typing import Any
+
+from django.db.models import Manager
 from django.utils.dateparse import parse_date
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from inventory.models import Host
 from jobs.models import RestoreKind, RestoreTier
 from portal.api.serializers import UNKNOWN, StrictModelSerializer, StrictSerializer
 from vaults import access
+from vaults.access import AnyUser
 from vaults.models import (
     FileRecoverySession,
     GuardApprover,
@@ -16,7 +22,7 @@ from vaults.models import (
     Vault,
     VaultMembership,
 )
-from vaults.services import VAULT_SETTINGS
+from vaults.services.vaults import VAULT_SETTINGS
 
 
 class HostIdsField(serializers.ListField):
@@ -24,28 +30,30 @@ class HostIdsField(serializers.ListField):
 
     child = serializers.IntegerField()
 
-    def to_representation(self, value):
+    # The stubs' ListField shows lists; this one shows the hosts of a related manager.
+    def to_representation(self, value: "Manager[Host]") -> list[int]:  # type: ignore[override]
         return sorted(h.pk for h in value.all())
 
 
 class EncryptionKeyField(serializers.CharField):
     """The name of the vault's customer-managed key, read from its assignment."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(source="*", **kwargs)
 
-    def to_representation(self, vault):
+    # A CharField of the whole vault (source="*"), shown as its key's name or null.
+    def to_representation(self, vault: Vault) -> str | None:  # type: ignore[override]
         # Views select_related("key_assignment__key"), so this reads no row per vault.
         assignment = getattr(vault, "key_assignment", None)
         return assignment.key.name if assignment is not None else None
 
-    def validate_empty_values(self, data):
+    def validate_empty_values(self, data: Any) -> tuple[bool, Any]:
         # null (a GET body sent back for a platform-key vault) names no key: no change.
         if data is None:
             return True, {"encryption_key": None}
         return super().validate_empty_values(data)
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> dict[str, str]:  # type: ignore[override]
         return {"encryption_key": super().to_internal_value(data)}
 
 
@@ -75,13 +83,14 @@ class VaultSerializer(StrictModelSerializer):
         ]
         read_only_fields = ["name", "created_at"]
 
-    def _user(self):
-        return self.context["request"].user
+    def _user(self) -> AnyUser:
+        user: AnyUser = self.context["request"].user
+        return user
 
-    def get_role(self, vault) -> str | None:
+    def get_role(self, vault: Vault) -> str | None:
         return access.role_of(self._user(), vault)
 
-    def get_capabilities(self, vault) -> dict[str, bool]:
+    def get_capabilities(self, vault: Vault) -> dict[str, bool]:
         return access.capabilities(self._user(), vault)
 
 
@@ -126,7 +135,7 @@ class GuardApproverCreateSerializer(StrictSerializer):
 class LunsField(serializers.ListField):
     child = serializers.IntegerField()
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("allow_null", True)
         kwargs.setdefault("required", False)
         super().__init__(**kwargs)
@@ -135,7 +144,8 @@ class LunsField(serializers.ListField):
 class BlankAsNullCharField(serializers.CharField):
     """Model text fields that are empty until set show as null (enums have no "" value)."""
 
-    def to_representation(self, value):
+    # Shown as null where the stubs' CharField shows text.
+    def to_representation(self, value: str) -> str | None:  # type: ignore[override]
         return value or None
 
 
@@ -182,7 +192,11 @@ class TiersSerializer(serializers.Serializer):
 
 class RecoveryPointSerializer(serializers.ModelSerializer):
     type = serializers.ChoiceField(choices=RPType.choices, read_only=True)
-    parent = serializers.UUIDField(source="parent_id", read_only=True, allow_null=True)
+    # The API's `parent` field; DRF moves declared fields off the class, so it never shadows
+    # Field.parent, which the stubs cannot tell.
+    parent = serializers.UUIDField(  # type: ignore[assignment]
+        source="parent_id", read_only=True, allow_null=True
+    )
     tiers = TiersSerializer(source="*", read_only=True)
 
     class Meta:
@@ -221,7 +235,7 @@ class DateOrDateTimeField(serializers.Field):
         "invalid": "Give an ISO date (YYYY-MM-DD) or datetime (YYYY-MM-DDThh:mm:ssZ).",
     }
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> date | datetime:
         if not isinstance(data, str):
             self.fail("invalid")
         try:
@@ -235,7 +249,7 @@ class DateOrDateTimeField(serializers.Field):
         except serializers.ValidationError:
             self.fail("invalid")
 
-    def to_representation(self, value):
+    def to_representation(self, value: date | datetime) -> str:
         return value.isoformat()
 
 
@@ -263,7 +277,8 @@ class RestoreTargetField(serializers.JSONField):
     """A JSON object with `host`, `path` and (create_vm) `name`; other keys are refused as
     `target.<key>`, the way the restore service names the keys it checks."""
 
-    def to_internal_value(self, data):
+    # A JSON object or null (never a list, which the stubs' JSONField also allows).
+    def to_internal_value(self, data: Any) -> dict[str, Any] | None:  # type: ignore[override]
         if data is None:
             return None
         if not isinstance(data, dict):
@@ -288,7 +303,7 @@ class RestoreSerializer(StrictSerializer):
         help_text="restore_disks, create_vm: where to write; replace_disks: none.",
     )
 
-    def validate(self, attrs):
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         target = attrs.get("target")
         if isinstance(target, dict):
             unknown = sorted(set(target) - set(TARGET_KEYS))
@@ -306,7 +321,7 @@ class FileRecoverySessionSerializer(serializers.ModelSerializer):
         fields = ["id", "recovery_point", "created_at", "expires_at", "ended_at", "is_open"]
         read_only_fields = fields
 
-    def get_is_open(self, session) -> bool:
+    def get_is_open(self, session: FileRecoverySession) -> bool:
         return session.is_open()
 
 

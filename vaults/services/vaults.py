@@ -1,0 +1,215 @@
+"""A vault's settings, and creating and deleting vaults."""
+
+import os
+from collections.abc import Mapping
+from typing import Any, TypedDict, Unpack
+
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.http import HttpRequest
+
+from security import keys, mua
+from vaults import access, audit, rules
+from vaults.models import Encryption, Immutability, SoftDeleteState, Vault
+from vaults.rules import RuleBlocked
+
+
+class VaultSettings(TypedDict, total=False):
+    """A vault's settings, as pages and the API name them."""
+
+    store_location: str
+    soft_delete_state: str
+    soft_delete_days: int
+    immutability: str
+    mua_enabled: bool
+    encryption: str
+
+
+class VaultChanges(VaultSettings, total=False):
+    """What `update_vault` may change: the settings, and `encryption_key`, the name of a
+    registered customer-managed key that becomes the vault's key."""
+
+    encryption_key: str
+
+
+VAULT_SETTINGS = tuple(VaultSettings.__annotations__)
+
+
+def vault_settings(vault: Vault) -> dict[str, Any]:
+    return {
+        **{f: getattr(vault, f) for f in VAULT_SETTINGS},
+        "encryption_key": keys.key_name(vault),
+    }
+
+
+def _unknown_fields(given: Mapping[str, object], known: set[str]) -> None:
+    unknown = set(given) - known
+    if unknown:
+        raise ValidationError({f: "Unknown field." for f in sorted(unknown)})
+
+
+def create_vault(
+    *,
+    by: User,
+    request: HttpRequest | None = None,
+    name: str,
+    **fields: Unpack[VaultSettings],
+) -> Vault:
+    access.require_site(by, "create_vault")
+    _unknown_fields(fields, set(VAULT_SETTINGS))
+    if fields.get("encryption", Encryption.PLATFORM) != Encryption.PLATFORM:
+        raise ValidationError(
+            {"encryption": "Create the vault first, then choose its key (encryption_key)."}
+        )
+    if Vault.objects.filter(name__iexact=name).exists():
+        raise ValidationError({"name": "A vault with this name already exists."})
+    errors = _store_location_errors(
+        Vault(name=name, store_location=fields.get("store_location", ""))
+    )
+    if errors:
+        raise ValidationError(errors)
+    with transaction.atomic():
+        vault = Vault.create(name=name, owner=by, **fields)
+        audit.record(
+            "vault.create",
+            actor=by,
+            request=request,
+            vault=vault,
+            obj=vault,
+            after={"name": vault.name, **vault_settings(vault)},
+        )
+    return vault
+
+
+def _store_location_errors(vault: Vault) -> dict[str, str]:
+    """A vault's store is an absolute directory that is no other vault's store, and neither
+    lies inside one nor holds one: a shared store would mix two vaults' keys and let one
+    vault's cleanup count the other's recovery points as its own orphans."""
+    if vault.store_location and not os.path.isabs(vault.store_location):
+        return {
+            "store_location": "Give an absolute directory on the server, or leave it empty "
+            "for the default location."
+        }
+    mine = os.path.realpath(vault.store_path)
+    for other in Vault.objects.exclude(pk=vault.pk):
+        theirs = os.path.realpath(other.store_path)
+        if os.path.commonpath([mine, theirs]) in (mine, theirs):
+            return {
+                "store_location": f"{mine} would share the store {theirs} of vault "
+                f"{other.name}; give each vault a directory of its own."
+            }
+    return {}
+
+
+def _check_setting_transitions(vault: Vault, changes: VaultChanges) -> dict[str, str]:
+    """Irreversible settings stay put, for everybody (site admins included): those refusals
+    raise `RuleBlocked` (409 in the API); the other errors are returned by field."""
+    errors = {}
+    new_sd = changes.get("soft_delete_state", vault.soft_delete_state)
+    if vault.soft_delete_state == SoftDeleteState.ALWAYS_ON and new_sd != SoftDeleteState.ALWAYS_ON:
+        raise RuleBlocked(
+            "Always-on soft delete cannot be turned off (it is irreversible).",
+            rule=rules.RULE_ALWAYS_ON,
+            field="soft_delete_state",
+        )
+    new_imm = changes.get("immutability", vault.immutability)
+    if vault.immutability == Immutability.LOCKED and new_imm != Immutability.LOCKED:
+        raise RuleBlocked(
+            "Locked immutability is irreversible.",
+            rule=rules.RULE_IMMUTABILITY_LOCKED,
+            field="immutability",
+        )
+    if new_imm == Immutability.LOCKED and vault.immutability == Immutability.DISABLED:
+        raise RuleBlocked(
+            "Enable immutability (unlocked) before locking it.",
+            rule=rules.RULE_IMMUTABILITY_LOCK_ORDER,
+            field="immutability",
+        )
+    if "store_location" in changes and changes["store_location"] != vault.store_location:
+        if vault.protected_items.exists() or vault.recovery_points.exists():
+            errors["store_location"] = "The vault store cannot move while the vault holds data."
+        else:
+            moved = Vault(pk=vault.pk, name=vault.name, store_location=changes["store_location"])
+            errors.update(_store_location_errors(moved))
+    return errors
+
+
+def update_vault(
+    vault: Vault,
+    *,
+    by: User,
+    request: HttpRequest | None = None,
+    **changes: Unpack[VaultChanges],
+) -> Vault:
+    """Change vault settings, all or nothing.
+
+    `encryption_key` (a registered customer-managed key's name) chooses the vault's key. With
+    MUA on, a critical change waits whole for a guard approver (`security.mua.gate`).
+    """
+    access.require(by, vault, "change_settings")
+    _unknown_fields(changes, set(VaultChanges.__annotations__))
+    if changes.get("store_location", vault.store_location) != vault.store_location:
+        # The store location names a directory on the server, like disk paths: site admins only.
+        access.require_site(by, "create_vault")
+    errors = _check_setting_transitions(vault, changes)
+    if errors:
+        raise ValidationError(errors)
+    new_key = keys.check_vault_encryption(vault, dict(changes))
+    mua.check_enable(vault, dict(changes))
+    mua.gate(
+        vault,
+        "vault.update",
+        by=by,
+        request=request,
+        params=dict(changes),
+        reasons=mua.vault_update_reasons(vault, dict(changes)),
+    )
+    settings: dict[str, Any] = {k: v for k, v in changes.items() if k != "encryption_key"}
+    if new_key is not None:
+        settings["encryption"] = Encryption.CUSTOMER_MANAGED
+    before = vault_settings(vault)
+    for field, value in settings.items():
+        setattr(vault, field, value)
+    vault.full_clean(exclude=["name"])
+    with transaction.atomic():
+        vault.save()
+        after = vault_settings(vault)
+        if new_key is not None:
+            after.update(keys.assign_key(vault, new_key, by=by))
+        audit.record(
+            "vault.update",
+            actor=by,
+            request=request,
+            vault=vault,
+            obj=vault,
+            before=before,
+            after=after,
+        )
+    return vault
+
+
+def delete_vault(vault: Vault, *, by: User, request: HttpRequest | None = None) -> None:
+    access.require(by, vault, "delete_vault")
+    holdings = vault.holdings()
+    if any(holdings.values()):
+        raise ValidationError(
+            {
+                "detail": (
+                    f"Vault {vault.name} still holds {holdings['protected_items']} protected "
+                    f"item(s) and {holdings['recovery_points']} recovery point(s). Stop "
+                    "protection with delete data for every item and wait for the recycle bin "
+                    "to be purged first."
+                )
+            }
+        )
+    with transaction.atomic():
+        audit.record(
+            "vault.delete",
+            actor=by,
+            request=request,
+            vault=None,
+            obj=vault,
+            before={"name": vault.name, **vault_settings(vault)},
+        )
+        vault.delete()

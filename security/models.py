@@ -1,7 +1,7 @@
 """MUA approvals, customer-managed keys, the master key's fingerprint, alerts, per-vault alert
 settings, login failures.
 
-Vault-scoped rows use `vaults.models.ScopedQuerySet`, so `.visible_to(user)` filters them
+Vault-scoped rows use `vaults.models.ScopedQuerySet`, so `access.visible(rows, user)` filters them
 through `vaults.access` like every other vault-scoped queryset.
 """
 

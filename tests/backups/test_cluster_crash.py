@@ -16,7 +16,8 @@ from django_q.models import OrmQ
 
 from jobs import runner
 from jobs.models import Job, Status
-from tests.backups.conftest import World, lifeboat_env, needs_e2fsprogs, wait_until, write_script
+from tests.backups.conftest import World, lifeboat_env, needs_e2fsprogs, write_script
+from tests.conftest import wait_until
 
 pytestmark = needs_e2fsprogs
 

@@ -25,9 +25,9 @@ from tests.backups.conftest import (
     lifeboat_env,
     needs_e2fsprogs,
     run,
-    wait_until,
     write_script,
 )
+from tests.conftest import wait_until
 from vaults.models import RecoveryPoint
 
 pytestmark = needs_e2fsprogs

@@ -44,11 +44,17 @@ from jobs.runner import (
     full_disk_reason,
     no_space,
 )
-from jobs.stores import kek_for, snapshot_store, vault_store
 from policies import retention, schedule
 from policies.models import BackupPolicy, Consistency
+from security.kek import kek_for
 from vaults import access, audit
 from vaults.models import ItemState, ProtectedVM, RecoveryPoint, Vault
+from vaults.stores import (
+    SNAPSHOT,
+    open_or_create_snapshot_store,
+    open_or_create_vault_store,
+    rp_store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -397,7 +403,7 @@ def _backup(ctx: JobContext, item: ProtectedVM) -> None:
     sub = ctx.start_subtask(TAKE_SNAPSHOT)
     try:
         kek = kek_for(vault)
-        snap = snapshot_store(vault, host, kek)
+        snap = open_or_create_snapshot_store(vault, host, kek)
     except engine.EngineError as e:
         raise engine_error(e) from e
     now = timezone.now()
@@ -558,13 +564,12 @@ def transfer_rp(ctx: JobContext, rp: RecoveryPoint, sub: SubTask) -> bool:
     """Copy one RP from its snapshot store to the vault store. False (with a warning) on failure:
     the snapshot stays, and a later transfer job retries."""
     vault = rp.vault
-    host = rp.protected_item.vm.host
     _acquire_transfer_slot(ctx, vault, sub)
     sizes = {d["lun"]: d["size"] for d in rp.disks}
     try:
         kek = kek_for(vault)
-        src = snapshot_store(vault, host, kek)
-        dst = vault_store(vault, kek)
+        src = rp_store(rp, SNAPSHOT, kek)
+        dst = open_or_create_vault_store(vault, kek)
         if _option("FAIL_TRANSFERS", False):  # operators' switch for drills and tests
             raise engine.EngineError("transfers are disabled by LIFEBOAT['FAIL_TRANSFERS']")
         result = engine.transfer(

@@ -39,7 +39,7 @@ def run_purge(ctx: JobContext) -> None:
     vault = ctx.job.vault
     now = timezone.now()
     only_item = ctx.job.params.get("item")
-    vstore, snaps = open_stores(vault)
+    stores = open_stores(vault)
 
     rps = due_recovery_points(vault, now)
     items = due_items(vault, now)
@@ -48,7 +48,7 @@ def run_purge(ctx: JobContext) -> None:
     purged = 0
     for rp in rps:
         ctx.check_cancel()
-        delete_everywhere(rp, vstore, snaps)
+        delete_everywhere(rp, stores)
         purged += 1
 
     gone = []
@@ -68,7 +68,7 @@ def run_purge(ctx: JobContext) -> None:
         gone.append(item.vm.name)
         item.delete()
 
-    swept = collect_garbage(ctx, vstore, snaps)
+    swept = collect_garbage(ctx, stores)
     ctx.set_result(recovery_points=purged, items=gone, swept=swept)
 
 

@@ -32,9 +32,10 @@ from jobs.backup import EngineProgress, engine_error, mib, vm_spec
 from jobs.models import Job, Operation, Status, vm_name_holder
 from jobs.reconcile import record_recovery_point, restore_marker
 from jobs.runner import JobCancelled, JobContext, JobError, create_job
-from jobs.stores import kek_for, snapshot_store, vault_store
+from security.kek import kek_for
 from vaults import access, audit
 from vaults.models import RecoveryPoint
+from vaults.stores import open_or_create_snapshot_store, preferred_tier, rp_store
 
 KINDS = ("restore_disks", "create_vm", "replace_disks")
 TIERS = ("auto", "snapshot", "vault")
@@ -52,7 +53,7 @@ def _choose_tier(rp: RecoveryPoint, tier: str) -> str:
     if tier == "vault" and not rp.in_vault_tier:
         raise ValidationError({"tier": "This recovery point has not reached the vault tier yet."})
     if tier == "auto":
-        return "snapshot" if rp.in_snapshot_tier else "vault"
+        return preferred_tier(rp)
     return tier
 
 
@@ -84,17 +85,13 @@ def _check_target_dir(rp: RecoveryPoint, target) -> tuple[Host, Path]:
 
 def _check_key(rp: RecoveryPoint, tier: str) -> None:
     try:
-        kek = kek_for(rp.vault)
-        if tier == "vault":
-            store = engine.open_store(rp.vault.store_path, kek)
-        else:
-            store = engine.open_store(rp.protected_item.vm.host.snapshot_store_path(rp.vault), kek)
+        store = rp_store(rp, tier)
         if not store.has_manifest(str(rp.pk)):
             raise ValidationError({"tier": f"The {tier} tier no longer holds this recovery point."})
     except engine.KeyUnavailable as e:
         raise ValidationError({"detail": f"The vault's encryption key is unavailable: {e}"}) from e
     except engine.StoreNotFound as e:
-        raise ValidationError({"tier": f"The {tier} tier store is missing: {e}"}) from e
+        raise ValidationError({"tier": f"The {tier} tier cannot be read: {e}."}) from e
 
 
 def request_restore(
@@ -283,13 +280,8 @@ def _restore_error(e: engine.EngineError, where: str) -> JobError:
 def _restore_into(
     ctx: JobContext, rp: RecoveryPoint, tier: str, targets: dict[int, engine.RestoreTarget]
 ):
-    vault = rp.vault
     try:
-        kek = kek_for(vault)
-        if tier == "vault":
-            store = vault_store(vault, kek)
-        else:
-            store = snapshot_store(vault, rp.protected_item.vm.host, kek)
+        store = rp_store(rp, tier)
         sizes = {d["lun"]: d["size"] for d in rp.disks if d["lun"] in targets}
         return engine.restore(
             store,
@@ -317,7 +309,7 @@ def _take_safety_rp(ctx: JobContext, rp: RecoveryPoint, files: dict[int, str]) -
     safety_id = str(uuid.uuid4())
     expires = now + timedelta(days=SAFETY_DAYS)
     try:
-        store = snapshot_store(vault, vm.host, kek_for(vault))
+        store = open_or_create_snapshot_store(vault, vm.host, kek_for(vault))
         result = engine.backup(
             engine.BackupRequest(
                 store=store,

@@ -2,7 +2,8 @@
 
 Security alerts are derived from the audit log: every state change is recorded there, so a
 receiver on new `AuditEvent` rows sees each event exactly once, whichever page, API call or job
-made it. Job alerts come from `jobs.runner.finish` (`on_job_finished`). The upcoming-purge
+made it. Job alerts come from `jobs.runner.finish` (`on_job_finished`); a key that cannot be
+read is announced by the key reader (`security.signals.key_unavailable`). The upcoming-purge
 alert is a periodic check (`check_upcoming_purges`, jobs/schedules.py).
 
 Each alert names its event with a dedup key. `fire(..., once=True)` (events: one audit event,
@@ -23,9 +24,14 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from jobs import hook_details
+from jobs.models import Operation, Status
+from policies.models import BackupPolicy
+from policies.retention import reduces_retention, retention_reductions
+from security import mua, signals
 from security.models import Alert, AlertStatus, Severity, VaultAlertSettings
 from vaults import access, audit, rules
-from vaults.models import AuditEvent, Role, SoftDeleteState
+from vaults.lifecycle import upcoming_purges
+from vaults.models import AuditEvent, Encryption, Role, SoftDeleteState, Vault
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +185,6 @@ def _vault_update(event: AuditEvent) -> list[tuple[str, str]]:
 
 
 def _policy_update(event: AuditEvent) -> list[tuple[str, str]]:
-    from policies.retention import retention_reductions
-
     try:
         reasons = retention_reductions(event.before or {}, event.after or {})
     except Exception:  # a representation from an older version: nothing to compare
@@ -197,9 +201,6 @@ def _policy_update(event: AuditEvent) -> list[tuple[str, str]]:
 
 
 def _item_update(event: AuditEvent) -> list[tuple[str, str]]:
-    from policies.models import BackupPolicy
-    from policies.retention import reduces_retention
-
     before, after = event.before or {}, event.after or {}
     if before.get("policy") == after.get("policy") or event.vault is None:
         return []
@@ -265,8 +266,6 @@ def _on_audit_event(sender, instance: AuditEvent, created: bool, **kwargs) -> No
 
 def on_job_finished(job) -> None:
     """Called by jobs.runner.finish for every job that ends."""
-    from jobs.models import Operation, Status
-
     if job.vault_id is None:
         return
     if job.status == Status.FAILED and job.error_code == "corruption":
@@ -311,8 +310,6 @@ def key_unavailable(vault, message: str, obj=None) -> Alert | None:
     Sev 0 for the platform master key (lost or swapped, it stops every vault that uses it and
     is never recreated); Sev 1 for a customer-managed key, which its owner may disable.
     """
-    from vaults.models import Encryption
-
     platform = vault.encryption == Encryption.PLATFORM
     return fire(
         vault,
@@ -323,6 +320,11 @@ def key_unavailable(vault, message: str, obj=None) -> Alert | None:
         obj=obj,
         once=False,
     )
+
+
+@receiver(signals.key_unavailable, dispatch_uid="security-alerts-key-unavailable")
+def _on_key_unavailable(sender: object, vault: Vault, message: str, **kwargs: object) -> None:
+    key_unavailable(vault, message)
 
 
 def corruption_key(vault_id, rp_id=None) -> str:
@@ -365,8 +367,6 @@ def _damage_found(job) -> None:
 
 
 def _purge_finished(job) -> None:
-    from jobs.models import Status
-
     result = job.result or {}
     items, rps = result.get("items") or [], result.get("recovery_points") or 0
     if job.status not in (Status.COMPLETED, Status.COMPLETED_WITH_WARNINGS) or not (items or rps):
@@ -397,9 +397,6 @@ def resolve_condition(dedup_key: str) -> int:
 def check_upcoming_purges(now=None) -> int:
     """One Sev-0 alert per recycle-bin entry purged within 2 days (each entry and purge time
     fires once, however often the check runs)."""
-    from vaults.lifecycle import upcoming_purges
-    from vaults.models import Vault
-
     now = now or timezone.now()
     entries = upcoming_purges(now, UPCOMING_PURGE_WINDOW)
     vaults = {v.name: v for v in Vault.objects.filter(name__in={e.vault for e in entries})}
@@ -429,8 +426,6 @@ def check_upcoming_purges(now=None) -> int:
 
 def periodic(now=None) -> dict:
     """The security app's periodic work: upcoming purges, expired approvals."""
-    from security import mua
-
     return {"upcoming_purges": check_upcoming_purges(now), "approvals_expired": mua.expire_due(now)}
 
 

@@ -9,38 +9,24 @@ that reveals nothing of the key) so a file that now holds another key is caught,
   a CMK (`vaults.services.update_vault` with `encryption_key`); irreversible. Existing stores
   of such a vault (created empty) are re-wrapped at once. A CMK vault may move to another
   registered key: a gated (MUA) change that runs as an update_key job.
-- `customer_kek(vault)` is what `jobs.stores.kek_for` returns for CMK vaults; a disabled,
-  missing, unreadable or different key raises `engine.KeyUnavailable` naming the key, which
-  backups and restores report as `key_unavailable` (and the job-failure hook raises a Sev-1
-  alert). Putting the file back or re-enabling the key heals it.
+- Reading a vault's key (`security.kek.customer_kek`) is below this module: opening stores
+  needs it, key management does not come with it.
 """
 
-import hashlib
 import os
-from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 import engine
+from jobs import runner
+from jobs.models import Operation
 from security import master_key
+from security.kek import customer_kek, fingerprint, read_key_file
 from security.models import CustomerKey, VaultKey
-from vaults import access, audit, rules
-from vaults.models import Encryption
-
-FINGERPRINT_CONTEXT = b"lifeboat customer-managed key fingerprint v1\0"
-
-
-def fingerprint(kek: bytes) -> str:
-    return hashlib.sha256(FINGERPRINT_CONTEXT + kek).hexdigest()[:32]
-
-
-def read_key_file(path: str, name: str) -> bytes:
-    try:
-        return engine.load_key_file(path)
-    except engine.KeyUnavailable as e:
-        raise engine.KeyUnavailable(f"customer-managed key {name}: {e}") from e
+from vaults import access, audit, rules, stores
+from vaults.models import AuditEvent, Encryption
 
 
 def key_problem(key: CustomerKey) -> str:
@@ -178,10 +164,7 @@ def rotate_key(key: CustomerKey, *, by, request=None, path: str) -> list:
 
 
 def _update_key_job(vault, key: CustomerKey, *, by):
-    from jobs.models import Operation
-    from jobs.runner import create_job
-
-    return create_job(
+    return runner.create_job(
         operation=Operation.UPDATE_KEY,
         vault=vault,
         by=by,
@@ -205,8 +188,6 @@ def key_name(vault) -> str | None:
 def has_protected(vault) -> bool:
     """True once the vault has protected anything, even if the items are long gone (the
     append-only audit log remembers every protection.enable)."""
-    from vaults.models import AuditEvent
-
     return (
         vault.protected_items.exists()
         or vault.recovery_points.exists()
@@ -270,8 +251,6 @@ def assign_key(vault, key: CustomerKey, *, by) -> dict:
     already exists (made empty by an earlier job) now, and assign. From another CMK: queue an
     update_key job that re-wraps every store and then moves the assignment.
     """
-    from inventory.models import Host
-
     current = VaultKey.objects.filter(vault=vault).first()
     if current is not None:
         job = _update_key_job(vault, key, by=by)
@@ -283,8 +262,7 @@ def assign_key(vault, key: CustomerKey, *, by) -> dict:
             rule=rules.RULE_KEY_UNUSABLE,
             field="encryption_key",
         )
-    paths = [vault.store_path, *(h.snapshot_store_path(vault) for h in Host.objects.all())]
-    existing = [path for path in paths if (Path(path) / "keys.json").exists()]
+    existing = stores.existing_store_paths(vault)
     if existing:
         try:
             platform = master_key.kek()
@@ -302,24 +280,6 @@ def assign_key(vault, key: CustomerKey, *, by) -> dict:
     return {"encryption_key": key.name}
 
 
-def customer_kek(vault) -> bytes:
-    """The KEK of a CMK vault, or `engine.KeyUnavailable` naming the key and the cause."""
-    vk = VaultKey.objects.select_related("key").filter(vault=vault).first()
-    if vk is None:
-        raise engine.KeyUnavailable(
-            f"vault {vault.name} is set to a customer-managed key but has none assigned"
-        )
-    if not vk.key.enabled:
-        raise engine.KeyUnavailable(f"customer-managed key {vk.key.name} is disabled")
-    kek = read_key_file(vk.path, vk.key.name)
-    if fingerprint(kek) != vk.fingerprint:
-        raise engine.WrongKey(
-            f"customer-managed key {vk.key.name}: the file {vk.path} holds a different key "
-            "than the one the vault is wrapped with"
-        )
-    return kek
-
-
 # -- the update_key job ----------------------------------------------------------------------------------
 
 
@@ -332,37 +292,35 @@ def run_update_key(ctx) -> None:
        accepted when the new key opens it.
     3. Move the vault's assignment to the new file/key, audited.
     """
-    from inventory.models import Host
-    from jobs.runner import JobError
-
     job = ctx.job
     vault, p = job.vault, job.params
     key = CustomerKey.objects.filter(name=p.get("key")).first()
     if key is None:
-        raise JobError("key_unavailable", f"customer-managed key {p.get('key')} is not registered")
+        raise runner.JobError(
+            "key_unavailable", f"customer-managed key {p.get('key')} is not registered"
+        )
     try:
         old = customer_kek(vault)
         new = read_key_file(p["path"], key.name)
     except engine.KeyUnavailable as e:
-        raise JobError("key_unavailable", f"The vault's encryption key is unavailable: {e}") from e
+        raise runner.JobError(
+            "key_unavailable", f"The vault's encryption key is unavailable: {e}"
+        ) from e
     if fingerprint(new) != p["fingerprint"]:
-        raise JobError(
+        raise runner.JobError(
             "key_unavailable",
             f"customer-managed key {key.name}: the file {p['path']} no longer holds the key "
             "it held when the rotation was asked for",
         )
-    paths = [vault.store_path, *(h.snapshot_store_path(vault) for h in Host.objects.all())]
     done = 0
-    for path in paths:
-        if not (Path(path) / "keys.json").exists():
-            continue
+    for path in stores.existing_store_paths(vault):
         try:
             engine.rewrap_keys(path, old, new)
         except engine.WrongKey:
             try:
                 engine.open_store(path, new)  # re-run: this store already has the new wrap
             except engine.EngineError as e:
-                raise JobError("key_unavailable", f"store {path}: {e}") from e
+                raise runner.JobError("key_unavailable", f"store {path}: {e}") from e
         done += 1
         ctx.check_cancel()
     vk = VaultKey.objects.get(vault=vault)

@@ -41,11 +41,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
+from django.http import HttpRequest
 from django.utils import timezone
 
+from security import mua
+from security.models import Approval
 from vaults import access, audit
 from vaults.models import (
     BinReason,
@@ -179,8 +183,6 @@ def _delete_data(item: ProtectedVM, *, by, request=None) -> ProtectedVM:
             vault,
             field="mode",
         )
-    from security import mua
-
     mua.gate(
         vault,
         "protection.stop",
@@ -610,3 +612,19 @@ def upcoming_purges(
     """Bin entries purged within `within` from `now` (the "upcoming purge" alert; system use)."""
     now = now or timezone.now()
     return _entries(None, now, purge_between=(now, now + within))
+
+
+# -- re-run of a gated operation (MUA runs it once a guard approver approves) ----------------------
+
+
+def _rerun_stop_protection(
+    approval: Approval, requester: User, request: HttpRequest | None
+) -> ProtectedVM:
+    p = approval.params
+    item = ProtectedVM.objects.filter(vault=approval.vault, pk=p["item"]).first()
+    if item is None:
+        raise ValidationError({"detail": "The protected item no longer exists."})
+    return stop_protection(item, by=requester, request=request, mode=p["mode"])
+
+
+mua.register("protection.stop", _rerun_stop_protection)

@@ -7,12 +7,16 @@ the audit log. Rule violations raise `ValidationError` keyed by the field at fau
 
 import os
 
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.http import HttpRequest
 
 from inventory.models import VirtualMachine
 from policies.models import BackupPolicy, PolicyKind
 from policies.spec import validate_policy
+from security import keys, mua
+from security.models import Approval
 from vaults import access, audit, lifecycle, rules
 from vaults.models import (
     Encryption,
@@ -38,9 +42,10 @@ VAULT_SETTINGS = (
 
 
 def vault_settings(vault: Vault) -> dict:
-    from security.keys import key_name
-
-    return {**{f: getattr(vault, f) for f in VAULT_SETTINGS}, "encryption_key": key_name(vault)}
+    return {
+        **{f: getattr(vault, f) for f in VAULT_SETTINGS},
+        "encryption_key": keys.key_name(vault),
+    }
 
 
 # -- vaults -----------------------------------------------------------------------------------
@@ -132,8 +137,6 @@ def update_vault(vault: Vault, *, by, request=None, **changes) -> Vault:
     `encryption_key` (a registered customer-managed key's name) chooses the vault's key. With
     MUA on, a critical change waits whole for a guard approver (`security.mua.gate`).
     """
-    from security import keys, mua
-
     access.require(by, vault, "change_settings")
     unknown = set(changes) - set(VAULT_SETTINGS) - {"encryption_key"}
     if unknown:
@@ -315,7 +318,6 @@ def update_policy(policy: BackupPolicy, rep: dict, *, by, request=None) -> Backu
                 field="retention",
             )
     from policies.retention import retention_reductions
-    from security import mua
 
     cut = retention_reductions(policy.representation(), cleaned, lifecycle.rp_times(items))
     mua.gate(
@@ -510,7 +512,6 @@ def update_item(item: ProtectedVM, *, by, request=None, **changes) -> ProtectedV
             )
     if moved:
         from policies.retention import reduces_retention
-        from security import mua
 
         mua.gate(
             vault,
@@ -648,8 +649,6 @@ def add_guard_approver(vault: Vault, *, by, request=None, user) -> GuardApprover
 
 def remove_guard_approver(ga: GuardApprover, *, by, request=None) -> None:
     access.require_site(by, "assign_guard")
-    from security import mua
-
     mua.check_guard_removal(ga)
     with transaction.atomic():
         audit.record(
@@ -661,3 +660,45 @@ def remove_guard_approver(ga: GuardApprover, *, by, request=None) -> None:
             before={"user": ga.user.username},
         )
         ga.delete()
+
+
+# -- re-runs of gated operations (MUA runs them once a guard approver approves) -------------------
+
+
+def _rerun_vault_update(approval: Approval, requester: User, request: HttpRequest | None) -> Vault:
+    return update_vault(approval.vault, by=requester, request=request, **approval.params)
+
+
+mua.register("vault.update", _rerun_vault_update)
+
+
+def _rerun_policy_update(
+    approval: Approval, requester: User, request: HttpRequest | None
+) -> BackupPolicy:
+    p = approval.params
+    policy = BackupPolicy.objects.filter(vault=approval.vault, pk=p["policy"]).first()
+    if policy is None:
+        raise ValidationError({"detail": "The policy no longer exists."})
+    return update_policy(policy, p["representation"], by=requester, request=request)
+
+
+mua.register("policy.update", _rerun_policy_update)
+
+
+def _rerun_item_update(
+    approval: Approval, requester: User, request: HttpRequest | None
+) -> ProtectedVM:
+    p = approval.params
+    item = ProtectedVM.objects.filter(vault=approval.vault, pk=p["item"]).first()
+    if item is None:
+        raise ValidationError({"detail": "The protected item no longer exists."})
+    changes = dict(p["changes"])
+    if "policy" in changes:
+        policy = BackupPolicy.objects.filter(vault=approval.vault, pk=changes["policy"]).first()
+        if policy is None:
+            raise ValidationError({"detail": "The target policy no longer exists."})
+        changes["policy"] = policy
+    return update_item(item, by=requester, request=request, **changes)
+
+
+mua.register("protection.update", _rerun_item_update)

@@ -14,19 +14,22 @@ that reveals nothing of the key) so a file that now holds another key is caught,
 """
 
 import os
+from typing import Any
 
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.http import HttpRequest
 from django.utils import timezone
 
 import engine
 from jobs import runner
-from jobs.models import Operation
+from jobs.models import Job, Operation
 from security import master_key
 from security.kek import customer_kek, fingerprint, read_key_file
 from security.models import CustomerKey, VaultKey
 from vaults import access, audit, rules, stores
-from vaults.models import AuditEvent, Encryption
+from vaults.models import AuditEvent, Encryption, Vault
 
 
 def key_problem(key: CustomerKey) -> str:
@@ -42,7 +45,7 @@ def key_problem(key: CustomerKey) -> str:
     return ""
 
 
-def _valid_key_file(path) -> bytes:
+def _valid_key_file(path: object) -> bytes:
     if not isinstance(path, str) or not os.path.isabs(path):
         raise ValidationError({"path": "Give the absolute path of the key file on the server."})
     try:
@@ -51,7 +54,7 @@ def _valid_key_file(path) -> bytes:
         raise ValidationError({"path": str(e)}) from None
 
 
-def _summary(key: CustomerKey) -> dict:
+def _summary(key: CustomerKey) -> dict[str, object]:
     return {
         "name": key.name,
         "path": key.path,
@@ -64,7 +67,9 @@ def _summary(key: CustomerKey) -> dict:
 # -- site administration --------------------------------------------------------------------------
 
 
-def register_key(*, by, request=None, name: str, path: str) -> CustomerKey:
+def register_key(
+    *, by: User, request: HttpRequest | None = None, name: str, path: str
+) -> CustomerKey:
     access.require_site(by, "manage_keys")
     kek = _valid_key_file(path)
     if CustomerKey.objects.filter(name__iexact=name).exists():
@@ -77,7 +82,9 @@ def register_key(*, by, request=None, name: str, path: str) -> CustomerKey:
     return key
 
 
-def set_key_enabled(key: CustomerKey, enabled: bool, *, by, request=None) -> CustomerKey:
+def set_key_enabled(
+    key: CustomerKey, enabled: bool, *, by: User, request: HttpRequest | None = None
+) -> CustomerKey:
     """Disable (backups and restores of its vaults fail) or re-enable a key."""
     access.require_site(by, "manage_keys")
     if key.enabled == enabled:
@@ -107,7 +114,9 @@ def set_key_enabled(key: CustomerKey, enabled: bool, *, by, request=None) -> Cus
     return key
 
 
-def rotate_key(key: CustomerKey, *, by, request=None, path: str) -> list:
+def rotate_key(
+    key: CustomerKey, *, by: User, request: HttpRequest | None = None, path: str
+) -> list[Job]:
     """Point the key at a new file and queue one update_key job per vault using it.
 
     Each vault keeps reading its stores with the file it is wrapped with until its job has
@@ -163,7 +172,7 @@ def rotate_key(key: CustomerKey, *, by, request=None, path: str) -> list:
     return jobs
 
 
-def _update_key_job(vault, key: CustomerKey, *, by):
+def _update_key_job(vault: Vault, key: CustomerKey, *, by: User) -> Job:
     return runner.create_job(
         operation=Operation.UPDATE_KEY,
         vault=vault,
@@ -180,12 +189,12 @@ def _update_key_job(vault, key: CustomerKey, *, by):
 # -- vaults -------------------------------------------------------------------------------------------
 
 
-def key_name(vault) -> str | None:
+def key_name(vault: Vault) -> str | None:
     vk = VaultKey.objects.filter(vault=vault).select_related("key").first()
     return vk.key.name if vk is not None else None
 
 
-def has_protected(vault) -> bool:
+def has_protected(vault: Vault) -> bool:
     """True once the vault has protected anything, even if the items are long gone (the
     append-only audit log remembers every protection.enable)."""
     return (
@@ -195,7 +204,7 @@ def has_protected(vault) -> bool:
     )
 
 
-def check_vault_encryption(vault, changes: dict) -> CustomerKey | None:
+def check_vault_encryption(vault: Vault, changes: dict[str, Any]) -> CustomerKey | None:
     """Validate an encryption change of `update_vault`; the key to move to, or None.
 
     `changes` may hold `encryption` and `encryption_key` (a registered key's name).
@@ -244,7 +253,7 @@ def check_vault_encryption(vault, changes: dict) -> CustomerKey | None:
     return key
 
 
-def assign_key(vault, key: CustomerKey, *, by) -> dict:
+def assign_key(vault: Vault, key: CustomerKey, *, by: User) -> dict[str, object]:
     """Make `key` the vault's key-encryption key; call inside the vault update's transaction.
 
     From the platform key (the vault never protected anything): re-wrap any store that
@@ -283,7 +292,7 @@ def assign_key(vault, key: CustomerKey, *, by) -> dict:
 # -- the update_key job ----------------------------------------------------------------------------------
 
 
-def run_update_key(ctx) -> None:
+def run_update_key(ctx: runner.JobContext) -> None:
     """Re-wrap the vault store and every snapshot store of the vault to the job's key file.
 
     1. Read the current KEK (the vault's assignment) and the new one (checked against the
@@ -294,6 +303,7 @@ def run_update_key(ctx) -> None:
     """
     job = ctx.job
     vault, p = job.vault, job.params
+    assert vault is not None  # update_key jobs are queued for a vault (_update_key_job)
     key = CustomerKey.objects.filter(name=p.get("key")).first()
     if key is None:
         raise runner.JobError(

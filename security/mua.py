@@ -61,7 +61,8 @@ class ApprovalRequired(ValidationError):
 
 
 def approval_hours() -> float:
-    return float(str(settings.LIFEBOAT.get("MUA_APPROVAL_HOURS", DEFAULT_HOURS)))
+    hours: Any = settings.LIFEBOAT.get("MUA_APPROVAL_HOURS", DEFAULT_HOURS)
+    return float(hours)
 
 
 def canonical(params: dict[str, Any]) -> dict[str, Any]:

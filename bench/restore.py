@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 import engine  # noqa: E402
 import engine.fs  # noqa: E402
 
-SNAPSHOT_CODEC = "none"  # jobs/stores.py
+SNAPSHOT_CODEC = "none"  # vaults/stores.py
 VAULT_CODEC = "zstd:1"
 
 TARGET_SNAPSHOT = 0.85  # x cp's throughput

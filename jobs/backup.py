@@ -48,11 +48,17 @@ from jobs.runner import (
     no_space,
     option,
 )
-from jobs.stores import kek_for, snapshot_store, vault_store
 from policies import retention, schedule
 from policies.models import Consistency
 from policies.schedule import Policy
+from security.kek import kek_for
 from vaults.models import ItemState, ProtectedVM, RecoveryPoint, RPConsistency, Vault
+from vaults.stores import (
+    SNAPSHOT,
+    open_or_create_snapshot_store,
+    open_or_create_vault_store,
+    rp_store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +357,7 @@ def _prepare_snapshot(job: Job, item: ProtectedVM) -> Snapshot:
     """The snapshot store, the new RP's id, its parent (the newest snapshot the store still
     holds, for change detection) and its retention."""
     try:
-        store = snapshot_store(item.vault, item.vm.host, kek_for(item.vault))
+        store = open_or_create_snapshot_store(item.vault, item.vm.host, kek_for(item.vault))
     except engine.EngineError as e:
         raise engine_error(e) from e
     now = timezone.now()
@@ -509,13 +515,12 @@ def transfer_rp(ctx: JobContext, rp: RecoveryPoint, sub: SubTask) -> bool:
     """Copy one RP from its snapshot store to the vault store. False (with a warning) on failure:
     the snapshot stays, and a later transfer job retries."""
     vault = rp.vault
-    host = rp.protected_item.vm.host
     _acquire_transfer_slot(ctx, vault, sub)
     sizes = {d["lun"]: d["size"] for d in rp.disks}
     try:
         kek = kek_for(vault)
-        src = snapshot_store(vault, host, kek)
-        dst = vault_store(vault, kek)
+        src = rp_store(rp, SNAPSHOT, kek)
+        dst = open_or_create_vault_store(vault, kek)
         # Operators' switch for drills and tests.
         if settings.LIFEBOAT.get("FAIL_TRANSFERS", False):
             raise engine.EngineError("transfers are disabled by LIFEBOAT['FAIL_TRANSFERS']")

@@ -21,8 +21,8 @@ from inventory.models import Host
 from jobs import runner
 from jobs.models import Operation, Param
 from jobs.runner import JobContext, JobError, option
-from jobs.stores import existing_snapshot_store, kek_for, vault_store
 from vaults.models import RecoveryPoint, RetentionMode, Vault
+from vaults.stores import SNAPSHOT, VAULT, VaultStores, existing_stores, open_vault_store
 
 # Chunks younger than this are never swept, so an in-flight backup keeps what it relies on.
 GC_GRACE_SECONDS = 3600
@@ -38,33 +38,23 @@ def gc_wait() -> float:
     return option("GC_WAIT_SECONDS", GC_WAIT_SECONDS)
 
 
-def snapshot_stores(vault: Vault, kek: bytes) -> dict[int, engine.Store]:
-    hosts = Host.objects.filter(vms__protections__vault=vault).distinct()
-    stores = {}
-    for host in hosts:
-        store = existing_snapshot_store(vault, host, kek)
-        if store is not None:
-            stores[host.pk] = store
-    return stores
+def _store_error(e: engine.EngineError) -> JobError:
+    return JobError("key_unavailable" if isinstance(e, engine.KeyUnavailable) else "store", str(e))
 
 
-def open_stores(vault: Vault) -> tuple[engine.Store, dict[int, engine.Store]]:
-    """The vault store and the vault's snapshot stores by host id, or a JobError saying why."""
+def open_stores(vault: Vault) -> VaultStores:
+    """The vault's existing stores (none is created here), or a JobError saying why."""
+    hosts = list(Host.objects.filter(vms__protections__vault=vault).distinct())
     try:
-        kek = kek_for(vault)
-        return vault_store(vault, kek), snapshot_stores(vault, kek)
+        return existing_stores(vault, hosts)
     except engine.EngineError as e:
-        raise JobError(
-            "key_unavailable" if isinstance(e, engine.KeyUnavailable) else "store", str(e)
-        ) from e
+        raise _store_error(e) from e
 
 
-def delete_everywhere(
-    rp: RecoveryPoint, vstore: engine.Store, snaps: dict[int, engine.Store]
-) -> None:
+def delete_everywhere(rp: RecoveryPoint, stores: VaultStores) -> None:
     """Remove an RP from both tiers, then from the catalog (stores first: see module doc)."""
-    delete_from(snaps.get(rp.protected_item.vm.host_id), str(rp.pk))
-    delete_from(vstore, str(rp.pk))
+    delete_from(stores.holding(rp, SNAPSHOT), str(rp.pk))
+    delete_from(stores.holding(rp, VAULT), str(rp.pk))
     rp.delete()
 
 
@@ -93,32 +83,29 @@ def run_cleanup(ctx: JobContext) -> None:
     vault = ctx.vault
     given = ctx.job.params.get(Param.NOW)
     now = datetime.fromisoformat(given) if given else timezone.now()
-    vstore, snaps = open_stores(vault)
+    stores = open_stores(vault)
 
     tiered = 0
     for rp in RecoveryPoint.objects.filter(
         vault=vault, in_snapshot_tier=True, in_vault_tier=True, snapshot_expires_at__lte=now
     ).select_related("protected_item__vm"):
         ctx.check_cancel()
-        delete_from(snaps.get(rp.protected_item.vm.host_id), str(rp.pk))
+        delete_from(stores.holding(rp, SNAPSHOT), str(rp.pk))
         RecoveryPoint.objects.filter(pk=rp.pk).update(in_snapshot_tier=False)
         tiered += 1
 
     expired = 0
     for rp in expired_recovery_points(vault, now):
         ctx.check_cancel()
-        delete_everywhere(rp, vstore, snaps)
+        delete_everywhere(rp, stores)
         expired += 1
 
-    swept = collect_garbage(ctx, vstore, snaps)
+    swept = collect_garbage(ctx, stores)
     ctx.set_result(tiered=tiered, expired=expired, swept=swept)
 
 
 def collect_garbage(
-    ctx: JobContext,
-    vstore: engine.Store,
-    snaps: dict[int, engine.Store],
-    grace_seconds: float | None = None,
+    ctx: JobContext, stores: VaultStores, grace_seconds: float | None = None
 ) -> dict[str, int]:
     """GC of the vault store and every snapshot store of the vault; chunks and bytes freed.
 
@@ -126,7 +113,7 @@ def collect_garbage(
     than failing the job: the next cleanup sweeps it.
     """
     swept = {"chunks": 0, "bytes": 0}
-    for store in [vstore, *snaps.values()]:
+    for store in stores.all():
         ctx.check_cancel()
         try:
             result = engine.gc(
@@ -144,20 +131,22 @@ def collect_garbage(
 
 @runner.handles(Operation.GARBAGE_COLLECT)
 def run_gc(ctx: JobContext) -> None:
-    vstore, snaps = open_stores(ctx.vault)
+    stores = open_stores(ctx.vault)
     given = ctx.job.params.get(Param.SWEEP_BEFORE)
     grace_seconds = None
     if given:
         since = time.time() - datetime.fromisoformat(given).timestamp()
         grace_seconds = min(grace(), max(0.0, since))
-    swept = collect_garbage(ctx, vstore, snaps, grace_seconds)
+    swept = collect_garbage(ctx, stores, grace_seconds)
     ctx.set_result(chunks_swept=swept["chunks"], bytes_swept=swept["bytes"])
 
 
 @runner.handles(Operation.VERIFY)
 def run_verify(ctx: JobContext) -> None:
-    vault = ctx.vault
-    store = vault_store(vault, kek_for(vault))
+    try:
+        store = open_vault_store(ctx.vault)
+    except engine.EngineError as e:
+        raise _store_error(e) from e
     report = engine.verify(store, cancel=ctx.cancelled)
     ctx.set_result(
         recovery_points=len(report.rps_checked),

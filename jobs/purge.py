@@ -42,7 +42,7 @@ def run_purge(ctx: JobContext) -> None:
     vault = ctx.vault
     now = timezone.now()
     only_item = ctx.job.params.get(Param.ITEM)
-    vstore, snaps = open_stores(vault)
+    stores = open_stores(vault)
 
     rps = due_recovery_points(vault, now)
     items = due_items(vault, now)
@@ -51,7 +51,7 @@ def run_purge(ctx: JobContext) -> None:
     purged = 0
     for rp in rps:
         ctx.check_cancel()
-        delete_everywhere(rp, vstore, snaps)
+        delete_everywhere(rp, stores)
         purged += 1
 
     gone = []
@@ -71,7 +71,7 @@ def run_purge(ctx: JobContext) -> None:
         gone.append(item.vm.name)
         item.delete()
 
-    swept = collect_garbage(ctx, vstore, snaps)
+    swept = collect_garbage(ctx, stores)
     ctx.set_result(recovery_points=purged, items=gone, swept=swept)
 
 

@@ -47,8 +47,8 @@ from inventory.models import Host
 from jobs.lifecycle import delete_from
 from jobs.models import FINISHED, RUNNING, Job, Operation, Param, RestoreKind, Status
 from jobs.runner import JobError, create_job
-from jobs.stores import existing_snapshot_store, kek_for
 from vaults.models import RecoveryPoint, Vault
+from vaults.stores import existing_stores
 
 log = logging.getLogger(__name__)
 
@@ -128,27 +128,12 @@ def run() -> dict[str, int]:
 # -- 1. orphan manifests -------------------------------------------------------------------------
 
 
-def vault_stores(vault: Vault, hosts: list[Host]) -> list[engine.Store]:
-    """The vault's existing stores (none is created here): its vault store, its snapshot stores."""
-    kek = kek_for(vault)
-    stores: dict[Path, engine.Store] = {}
-    try:
-        stores[vault.store_path] = engine.open_store(vault.store_path, kek)
-    except engine.StoreNotFound:
-        pass
-    for host in hosts:
-        store = existing_snapshot_store(vault, host, kek)
-        if store is not None:
-            stores[store.path] = store
-    return list(stores.values())
-
-
 def remove_orphan_manifests(vault: Vault, hosts: list[Host]) -> tuple[list[Job], int]:
     """Delete the manifests without a row whose job has finished; (their jobs, how many
     manifests without a row were left alone because their writer cannot be told)."""
     recorded = {str(pk) for pk in vault.recovery_points.values_list("pk", flat=True)}
     unrecorded: list[tuple[engine.Store, engine.RecoveryPoint]] = []
-    for store in vault_stores(vault, hosts):
+    for store in existing_stores(vault, hosts).all():
         for rp_id in store.list_rp_ids():
             if rp_id in recorded:
                 continue

@@ -44,9 +44,10 @@ from jobs.models import (
 )
 from jobs.reconcile import record_recovery_point, restore_marker
 from jobs.runner import JobCancelled, JobContext, JobError, create_job
-from jobs.stores import kek_for, snapshot_store, vault_store
+from security.kek import kek_for
 from vaults import access, audit
 from vaults.models import ProtectedVM, RecoveryPoint, RPConsistency
+from vaults.stores import open_or_create_snapshot_store, preferred_tier, rp_store
 
 SAFETY_DAYS = 30
 # A restore job's sub-tasks (replace disks takes a safety recovery point first).
@@ -146,7 +147,7 @@ def _choose_tier(rp: RecoveryPoint, tier: str) -> str:
     if tier == RestoreTier.VAULT and not rp.in_vault_tier:
         raise ValidationError({"tier": "This recovery point has not reached the vault tier yet."})
     if tier == RestoreTier.AUTO:
-        return RestoreTier.SNAPSHOT if rp.in_snapshot_tier else RestoreTier.VAULT
+        return preferred_tier(rp)
     return tier
 
 
@@ -238,17 +239,13 @@ def _replace_target(
 
 def _check_key(rp: RecoveryPoint, tier: str) -> None:
     try:
-        kek = kek_for(rp.vault)
-        if tier == RestoreTier.VAULT:
-            store = engine.open_store(rp.vault.store_path, kek)
-        else:
-            store = engine.open_store(rp.protected_item.vm.host.snapshot_store_path(rp.vault), kek)
+        store = rp_store(rp, tier)
         if not store.has_manifest(str(rp.pk)):
             raise ValidationError({"tier": f"The {tier} tier no longer holds this recovery point."})
     except engine.KeyUnavailable as e:
         raise ValidationError({"detail": f"The vault's encryption key is unavailable: {e}"}) from e
     except engine.StoreNotFound as e:
-        raise ValidationError({"tier": f"The {tier} tier store is missing: {e}"}) from e
+        raise ValidationError({"tier": f"The {tier} tier cannot be read: {e}."}) from e
 
 
 def _queue_restore(
@@ -359,13 +356,8 @@ def _restore_error(e: engine.EngineError, where: str) -> JobError:
 def _restore_into(
     ctx: JobContext, rp: RecoveryPoint, tier: str, targets: dict[int, engine.RestoreTarget]
 ) -> engine.RestoreResult:
-    vault = rp.vault
     try:
-        kek = kek_for(vault)
-        if tier == RestoreTier.VAULT:
-            store = vault_store(vault, kek)
-        else:
-            store = snapshot_store(vault, rp.protected_item.vm.host, kek)
+        store = rp_store(rp, tier)
         sizes = {d["lun"]: d["size"] for d in rp.disks if d["lun"] in targets}
         return engine.restore(
             store,
@@ -393,7 +385,7 @@ def _take_safety_rp(ctx: JobContext, rp: RecoveryPoint, files: dict[int, str]) -
     safety_id = str(uuid.uuid4())
     expires = now + timedelta(days=SAFETY_DAYS)
     try:
-        store = snapshot_store(vault, vm.host, kek_for(vault))
+        store = open_or_create_snapshot_store(vault, vm.host, kek_for(vault))
         result = engine.backup(
             engine.BackupRequest(
                 store=store,

@@ -3,7 +3,8 @@
 Security alerts are derived from the audit log: every state change is recorded there, so a
 receiver on new `AuditEvent` rows sees each event exactly once, whichever page, API call or job
 made it. Job alerts come from `on_job_finished`, a receiver of `jobs.signals.job_finished`
-(connected in `SecurityConfig.ready`). The upcoming-purge
+(connected in `SecurityConfig.ready`); a key that cannot be read is announced by the key reader
+(`security.signals.key_unavailable`). The upcoming-purge
 alert is a periodic check (`check_upcoming_purges`, jobs/schedules.py).
 
 Each alert names its event with a dedup key. `fire(..., once=True)` (events: one audit event,
@@ -14,20 +15,26 @@ transaction commits.
 """
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.mail import send_mail
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
+from django.http import HttpRequest
 from django.utils import timezone
 
 from jobs import hook_details
 from jobs.models import Job, Operation, Status
+from policies.models import BackupPolicy
+from policies.retention import reduces_retention, retention_reductions
+from security import mua, signals
 from security.models import Alert, AlertStatus, Severity, VaultAlertSettings
 from vaults import access, audit, rules
-from vaults.models import AuditEvent, Role, SoftDeleteState
+from vaults.lifecycle import upcoming_purges
+from vaults.models import AuditEvent, Encryption, RecoveryPoint, Role, SoftDeleteState, Vault
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +65,19 @@ def title(kind: str) -> str:
     return SECURITY_KINDS.get(kind) or JOB_KINDS.get(kind) or kind
 
 
-def job_alerts_enabled(vault) -> bool:
+def job_alerts_enabled(vault: Vault) -> bool:
     s = VaultAlertSettings.objects.filter(vault=vault).first()
     return True if s is None else s.job_alerts
 
 
 def fire(
-    vault,
+    vault: Vault,
     kind: str,
     *,
     message: str,
     dedup_key: str,
     severity: str | None = None,
-    obj=None,
+    obj: models.Model | None = None,
     ref: tuple[str, str, str] | None = None,
     once: bool = True,
 ) -> Alert | None:
@@ -113,7 +120,7 @@ def fire(
     return alert
 
 
-def owner_emails(vault) -> list[str]:
+def owner_emails(vault: Vault) -> list[str]:
     emails = (
         vault.memberships.filter(role=Role.OWNER, user__is_active=True)
         .exclude(user__email="")
@@ -181,8 +188,6 @@ def _vault_update(event: AuditEvent) -> list[tuple[str, str]]:
 
 
 def _policy_update(event: AuditEvent) -> list[tuple[str, str]]:
-    from policies.retention import retention_reductions
-
     try:
         reasons = retention_reductions(event.before or {}, event.after or {})
     except Exception:  # a representation from an older version: nothing to compare
@@ -199,26 +204,22 @@ def _policy_update(event: AuditEvent) -> list[tuple[str, str]]:
 
 
 def _item_update(event: AuditEvent) -> list[tuple[str, str]]:
-    from policies.models import BackupPolicy
-    from policies.retention import reduces_retention
-
     before, after = event.before or {}, event.after or {}
-    if before.get("policy") == after.get("policy") or event.vault is None:
+    was, now = before.get("policy"), after.get("policy")
+    if not isinstance(was, str) or not isinstance(now, str) or was == now or event.vault is None:
         return []
     reps = {
         p.name: p.representation()
-        for p in BackupPolicy.objects.filter(
-            vault=event.vault, name__in=[before.get("policy"), after.get("policy")]
-        )
+        for p in BackupPolicy.objects.filter(vault=event.vault, name__in=[was, now])
     }
-    old, new = reps.get(before.get("policy")), reps.get(after.get("policy"))
+    old, new = reps.get(was), reps.get(now)
     if old is None or new is None or not reduces_retention(old, new):
         return []
     return [
         (
             "retention_reduced",
-            f"{event.actor_name} moved {event.object_repr} from policy {before.get('policy')} "
-            f"to {after.get('policy')}, which keeps its recovery points for less time.",
+            f"{event.actor_name} moved {event.object_repr} from policy {was} to {now}, which "
+            "keeps its recovery points for less time.",
         )
     ]
 
@@ -246,15 +247,18 @@ AUDIT_RULES = {
 
 
 @receiver(post_save, sender=AuditEvent, dispatch_uid="security-alerts-from-audit")
-def _on_audit_event(sender, instance: AuditEvent, created: bool, **kwargs) -> None:
-    if not created or instance.vault_id is None:
-        return
+def _on_audit_event(
+    sender: type[AuditEvent], instance: AuditEvent, created: bool, **kwargs: object
+) -> None:
     rule = AUDIT_RULES.get(instance.action)
-    if rule is None:
+    if not created or rule is None:
+        return
+    vault = instance.vault
+    if vault is None:
         return
     for kind, message in rule(instance):
         fire(
-            instance.vault,
+            vault,
             kind,
             message=message,
             dedup_key=f"audit:{instance.pk}:{kind}",
@@ -305,14 +309,12 @@ def on_job_finished(sender: type[Job], *, job: Job, **kwargs: object) -> None:
                 resolve_condition(alert.dedup_key)
 
 
-def key_unavailable(vault, message: str, obj=None) -> Alert | None:
+def key_unavailable(vault: Vault, message: str, obj: Job | None = None) -> Alert | None:
     """The vault's key cannot be used: one open alert per vault, counting occurrences.
 
     Sev 0 for the platform master key (lost or swapped, it stops every vault that uses it and
     is never recreated); Sev 1 for a customer-managed key, which its owner may disable.
     """
-    from vaults.models import Encryption
-
     platform = vault.encryption == Encryption.PLATFORM
     return fire(
         vault,
@@ -325,13 +327,18 @@ def key_unavailable(vault, message: str, obj=None) -> Alert | None:
     )
 
 
-def corruption_key(vault_id, rp_id=None) -> str:
+@receiver(signals.key_unavailable, dispatch_uid="security-alerts-key-unavailable")
+def _on_key_unavailable(sender: object, vault: Vault, message: str, **kwargs: object) -> None:
+    key_unavailable(vault, message)
+
+
+def corruption_key(vault_id: int, rp_id: object = None) -> str:
     """Damage is a condition of a recovery point (or, when no one RP is named, of the vault's
     stores): one open alert each, however often the damage is met again."""
     return f"corruption:{vault_id}:{rp_id or 'stores'}"
 
 
-def data_damaged(rp, message: str) -> Alert | None:
+def data_damaged(rp: RecoveryPoint, message: str) -> Alert | None:
     """Damaged stored data met while reading `rp` outside a job (file recovery)."""
     return fire(
         rp.vault,
@@ -343,7 +350,7 @@ def data_damaged(rp, message: str) -> Alert | None:
     )
 
 
-def open_damage_alert(rp) -> Alert | None:
+def open_damage_alert(rp: RecoveryPoint) -> Alert | None:
     return (
         Alert.objects.filter(dedup_key=corruption_key(rp.vault_id, rp.pk))
         .exclude(status=AlertStatus.RESOLVED)
@@ -351,31 +358,33 @@ def open_damage_alert(rp) -> Alert | None:
     )
 
 
-def _damage_found(job) -> None:
+def _damage_found(job: Job) -> None:
     """A backup, transfer, restore or verify job that failed on damaged stored data."""
+    vault = job.vault
+    assert vault is not None  # on_job_finished passes on the jobs of a vault only
     fire(
-        job.vault,
+        vault,
         "corruption",
         message=f"{job.get_operation_display()} job {job.pk} found damaged data in vault "
-        f"{job.vault.name}: {job.error_message}",
-        dedup_key=corruption_key(job.vault_id, job.recovery_point_id),
+        f"{vault.name}: {job.error_message}",
+        dedup_key=corruption_key(vault.pk, job.recovery_point_id),
         obj=job,
         once=False,
     )
 
 
-def _purge_finished(job) -> None:
-    from jobs.models import Status
-
+def _purge_finished(job: Job) -> None:
     result = job.result or {}
     items, rps = result.get("items") or [], result.get("recovery_points") or 0
     if job.status not in (Status.COMPLETED, Status.COMPLETED_WITH_WARNINGS) or not (items or rps):
         return
     what = f"{rps} recovery point(s)" + (f" and item(s) {', '.join(items)}" if items else "")
+    vault = job.vault
+    assert vault is not None  # on_job_finished passes on the jobs of a vault only
     fire(
-        job.vault,
+        vault,
         "purge_complete",
-        message=f"Purged permanently from vault {job.vault.name}: {what} (job {job.pk}). "
+        message=f"Purged permanently from vault {vault.name}: {what} (job {job.pk}). "
         "This data can no longer be undeleted.",
         dedup_key=f"purge_complete:{job.pk}",
         obj=job,
@@ -394,12 +403,9 @@ def resolve_condition(dedup_key: str) -> int:
 # -- the periodic check ------------------------------------------------------------------------------
 
 
-def check_upcoming_purges(now=None) -> int:
+def check_upcoming_purges(now: datetime | None = None) -> int:
     """One Sev-0 alert per recycle-bin entry purged within 2 days (each entry and purge time
     fires once, however often the check runs)."""
-    from vaults.lifecycle import upcoming_purges
-    from vaults.models import Vault
-
     now = now or timezone.now()
     entries = upcoming_purges(now, UPCOMING_PURGE_WINDOW)
     vaults = {v.name: v for v in Vault.objects.filter(name__in={e.vault for e in entries})}
@@ -427,17 +433,15 @@ def check_upcoming_purges(now=None) -> int:
     return raised
 
 
-def periodic(now=None) -> dict:
+def periodic(now: datetime | None = None) -> dict[str, int]:
     """The security app's periodic work: upcoming purges, expired approvals."""
-    from security import mua
-
     return {"upcoming_purges": check_upcoming_purges(now), "approvals_expired": mua.expire_due(now)}
 
 
 # -- people acting on alerts --------------------------------------------------------------------------
 
 
-def acknowledge(alert: Alert, *, by, request=None) -> Alert:
+def acknowledge(alert: Alert, *, by: User, request: HttpRequest | None = None) -> Alert:
     access.require(by, alert.vault, "acknowledge_alert")
     if alert.status != AlertStatus.ACTIVE:
         raise rules.blocked(
@@ -463,7 +467,7 @@ def acknowledge(alert: Alert, *, by, request=None) -> Alert:
     return alert
 
 
-def resolve(alert: Alert, *, by, request=None) -> Alert:
+def resolve(alert: Alert, *, by: User, request: HttpRequest | None = None) -> Alert:
     access.require(by, alert.vault, "resolve_alert")
     if alert.status == AlertStatus.RESOLVED:
         raise rules.blocked("The alert is already resolved.", rule=rules.RULE_ALERT_STATE)
@@ -487,7 +491,9 @@ def resolve(alert: Alert, *, by, request=None) -> Alert:
     return alert
 
 
-def update_settings(vault, *, by, request=None, job_alerts: bool) -> VaultAlertSettings:
+def update_settings(
+    vault: Vault, *, by: User, request: HttpRequest | None = None, job_alerts: bool
+) -> VaultAlertSettings:
     access.require(by, vault, "change_settings")
     s, _ = VaultAlertSettings.objects.get_or_create(vault=vault)
     if s.job_alerts == job_alerts:
@@ -508,7 +514,7 @@ def update_settings(vault, *, by, request=None, job_alerts: bool) -> VaultAlertS
     return s
 
 
-def active_alert_count(user) -> int:
+def active_alert_count(user: User | AnonymousUser | None) -> int:
     """Active alerts in the vaults the user sees (the navigation badge)."""
     if not (user and user.is_authenticated):
         return 0

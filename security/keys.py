@@ -6,43 +6,30 @@ that reveals nothing of the key) so a file that now holds another key is caught,
 - Site admins register keys (`register_key`), disable/enable them (`set_key_enabled`) and
   rotate them (`rotate_key`: one update_key job per vault using the key).
 - A vault contributor switches a vault that never protected anything from the platform key to
-  a CMK (`vaults.services.update_vault` with `encryption_key`); irreversible. Existing stores
+  a CMK (`vaults.services.vaults.update_vault` with `encryption_key`); irreversible. Existing stores
   of such a vault (created empty) are re-wrapped at once. A CMK vault may move to another
   registered key: a gated (MUA) change that runs as an update_key job.
-- `customer_kek(vault)` is what `jobs.stores.kek_for` returns for CMK vaults; a disabled,
-  missing, unreadable or different key raises `engine.KeyUnavailable` naming the key, which
-  backups and restores report as `key_unavailable` (and the job-failure hook raises a Sev-1
-  alert). Putting the file back or re-enabling the key heals it.
+- Reading a vault's key (`security.kek.customer_kek`) is below this module: opening stores
+  needs it, key management does not come with it.
 """
 
-import hashlib
 import os
-from pathlib import Path
+from typing import Any
 
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.http import HttpRequest
 from django.utils import timezone
 
 import engine
 from jobs import runner
-from jobs.models import Operation
+from jobs.models import Job, Operation
 from security import master_key
+from security.kek import customer_kek, fingerprint, read_key_file
 from security.models import CustomerKey, VaultKey
-from vaults import access, audit, rules
-from vaults.models import Encryption
-
-FINGERPRINT_CONTEXT = b"lifeboat customer-managed key fingerprint v1\0"
-
-
-def fingerprint(kek: bytes) -> str:
-    return hashlib.sha256(FINGERPRINT_CONTEXT + kek).hexdigest()[:32]
-
-
-def read_key_file(path: str, name: str) -> bytes:
-    try:
-        return engine.load_key_file(path)
-    except engine.KeyUnavailable as e:
-        raise engine.KeyUnavailable(f"customer-managed key {name}: {e}") from e
+from vaults import access, audit, rules, stores
+from vaults.models import AuditEvent, Encryption, Vault
 
 
 def key_problem(key: CustomerKey) -> str:
@@ -58,7 +45,7 @@ def key_problem(key: CustomerKey) -> str:
     return ""
 
 
-def _valid_key_file(path) -> bytes:
+def _valid_key_file(path: object) -> bytes:
     if not isinstance(path, str) or not os.path.isabs(path):
         raise ValidationError({"path": "Give the absolute path of the key file on the server."})
     try:
@@ -67,7 +54,7 @@ def _valid_key_file(path) -> bytes:
         raise ValidationError({"path": str(e)}) from None
 
 
-def _summary(key: CustomerKey) -> dict:
+def _summary(key: CustomerKey) -> dict[str, object]:
     return {
         "name": key.name,
         "path": key.path,
@@ -80,7 +67,9 @@ def _summary(key: CustomerKey) -> dict:
 # -- site administration --------------------------------------------------------------------------
 
 
-def register_key(*, by, request=None, name: str, path: str) -> CustomerKey:
+def register_key(
+    *, by: User, request: HttpRequest | None = None, name: str, path: str
+) -> CustomerKey:
     access.require_site(by, "manage_keys")
     kek = _valid_key_file(path)
     if CustomerKey.objects.filter(name__iexact=name).exists():
@@ -93,7 +82,9 @@ def register_key(*, by, request=None, name: str, path: str) -> CustomerKey:
     return key
 
 
-def set_key_enabled(key: CustomerKey, enabled: bool, *, by, request=None) -> CustomerKey:
+def set_key_enabled(
+    key: CustomerKey, enabled: bool, *, by: User, request: HttpRequest | None = None
+) -> CustomerKey:
     """Disable (backups and restores of its vaults fail) or re-enable a key."""
     access.require_site(by, "manage_keys")
     if key.enabled == enabled:
@@ -123,7 +114,9 @@ def set_key_enabled(key: CustomerKey, enabled: bool, *, by, request=None) -> Cus
     return key
 
 
-def rotate_key(key: CustomerKey, *, by, request=None, path: str) -> list:
+def rotate_key(
+    key: CustomerKey, *, by: User, request: HttpRequest | None = None, path: str
+) -> list[Job]:
     """Point the key at a new file and queue one update_key job per vault using it.
 
     Each vault keeps reading its stores with the file it is wrapped with until its job has
@@ -179,11 +172,8 @@ def rotate_key(key: CustomerKey, *, by, request=None, path: str) -> list:
     return jobs
 
 
-def _update_key_job(vault, key: CustomerKey, *, by):
-    from jobs.models import Operation
-    from jobs.runner import create_job
-
-    return create_job(
+def _update_key_job(vault: Vault, key: CustomerKey, *, by: User) -> Job:
+    return runner.create_job(
         operation=Operation.UPDATE_KEY,
         vault=vault,
         by=by,
@@ -199,16 +189,14 @@ def _update_key_job(vault, key: CustomerKey, *, by):
 # -- vaults -------------------------------------------------------------------------------------------
 
 
-def key_name(vault) -> str | None:
+def key_name(vault: Vault) -> str | None:
     vk = VaultKey.objects.filter(vault=vault).select_related("key").first()
     return vk.key.name if vk is not None else None
 
 
-def has_protected(vault) -> bool:
+def has_protected(vault: Vault) -> bool:
     """True once the vault has protected anything, even if the items are long gone (the
     append-only audit log remembers every protection.enable)."""
-    from vaults.models import AuditEvent
-
     return (
         vault.protected_items.exists()
         or vault.recovery_points.exists()
@@ -216,7 +204,7 @@ def has_protected(vault) -> bool:
     )
 
 
-def check_vault_encryption(vault, changes: dict) -> CustomerKey | None:
+def check_vault_encryption(vault: Vault, changes: dict[str, Any]) -> CustomerKey | None:
     """Validate an encryption change of `update_vault`; the key to move to, or None.
 
     `changes` may hold `encryption` and `encryption_key` (a registered key's name).
@@ -265,15 +253,13 @@ def check_vault_encryption(vault, changes: dict) -> CustomerKey | None:
     return key
 
 
-def assign_key(vault, key: CustomerKey, *, by) -> dict:
+def assign_key(vault: Vault, key: CustomerKey, *, by: User) -> dict[str, object]:
     """Make `key` the vault's key-encryption key; call inside the vault update's transaction.
 
     From the platform key (the vault never protected anything): re-wrap any store that
     already exists (made empty by an earlier job) now, and assign. From another CMK: queue an
     update_key job that re-wraps every store and then moves the assignment.
     """
-    from inventory.models import Host
-
     current = VaultKey.objects.filter(vault=vault).first()
     if current is not None:
         job = _update_key_job(vault, key, by=by)
@@ -285,8 +271,7 @@ def assign_key(vault, key: CustomerKey, *, by) -> dict:
             rule=rules.RULE_KEY_UNUSABLE,
             field="encryption_key",
         )
-    paths = [vault.store_path, *(h.snapshot_store_path(vault) for h in Host.objects.all())]
-    existing = [path for path in paths if (Path(path) / "keys.json").exists()]
+    existing = stores.existing_store_paths(vault)
     if existing:
         try:
             platform = master_key.kek()
@@ -304,29 +289,11 @@ def assign_key(vault, key: CustomerKey, *, by) -> dict:
     return {"encryption_key": key.name}
 
 
-def customer_kek(vault) -> bytes:
-    """The KEK of a CMK vault, or `engine.KeyUnavailable` naming the key and the cause."""
-    vk = VaultKey.objects.select_related("key").filter(vault=vault).first()
-    if vk is None:
-        raise engine.KeyUnavailable(
-            f"vault {vault.name} is set to a customer-managed key but has none assigned"
-        )
-    if not vk.key.enabled:
-        raise engine.KeyUnavailable(f"customer-managed key {vk.key.name} is disabled")
-    kek = read_key_file(vk.path, vk.key.name)
-    if fingerprint(kek) != vk.fingerprint:
-        raise engine.WrongKey(
-            f"customer-managed key {vk.key.name}: the file {vk.path} holds a different key "
-            "than the one the vault is wrapped with"
-        )
-    return kek
-
-
 # -- the update_key job ----------------------------------------------------------------------------------
 
 
 @runner.handles(Operation.UPDATE_KEY)
-def run_update_key(ctx) -> None:
+def run_update_key(ctx: runner.JobContext) -> None:
     """Re-wrap the vault store and every snapshot store of the vault to the job's key file.
 
     1. Read the current KEK (the vault's assignment) and the new one (checked against the
@@ -335,37 +302,36 @@ def run_update_key(ctx) -> None:
        accepted when the new key opens it.
     3. Move the vault's assignment to the new file/key, audited.
     """
-    from inventory.models import Host
-    from jobs.runner import JobError
-
     job = ctx.job
     vault, p = job.vault, job.params
+    assert vault is not None  # update_key jobs are queued for a vault (_update_key_job)
     key = CustomerKey.objects.filter(name=p.get("key")).first()
     if key is None:
-        raise JobError("key_unavailable", f"customer-managed key {p.get('key')} is not registered")
+        raise runner.JobError(
+            "key_unavailable", f"customer-managed key {p.get('key')} is not registered"
+        )
     try:
         old = customer_kek(vault)
         new = read_key_file(p["path"], key.name)
     except engine.KeyUnavailable as e:
-        raise JobError("key_unavailable", f"The vault's encryption key is unavailable: {e}") from e
+        raise runner.JobError(
+            "key_unavailable", f"The vault's encryption key is unavailable: {e}"
+        ) from e
     if fingerprint(new) != p["fingerprint"]:
-        raise JobError(
+        raise runner.JobError(
             "key_unavailable",
             f"customer-managed key {key.name}: the file {p['path']} no longer holds the key "
             "it held when the rotation was asked for",
         )
-    paths = [vault.store_path, *(h.snapshot_store_path(vault) for h in Host.objects.all())]
     done = 0
-    for path in paths:
-        if not (Path(path) / "keys.json").exists():
-            continue
+    for path in stores.existing_store_paths(vault):
         try:
             engine.rewrap_keys(path, old, new)
         except engine.WrongKey:
             try:
                 engine.open_store(path, new)  # re-run: this store already has the new wrap
             except engine.EngineError as e:
-                raise JobError("key_unavailable", f"store {path}: {e}") from e
+                raise runner.JobError("key_unavailable", f"store {path}: {e}") from e
         done += 1
         ctx.check_cancel()
     vk = VaultKey.objects.get(vault=vault)

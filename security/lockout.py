@@ -17,14 +17,18 @@ address, each for LOGIN_LOCKOUT_MINUTES (15) after the last failure. The address
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.hashers import check_password
+from django.contrib.auth.models import User
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.dispatch import receiver
+from django.http import HttpRequest
 from django.utils import timezone
 
 from portal.api.tokens import keep_tokens_on_rehash
@@ -34,7 +38,8 @@ from vaults import audit
 
 
 def _opt(name: str, default: int) -> int:
-    return int(settings.LIFEBOAT.get(name, default))
+    value: Any = settings.LIFEBOAT.get(name, default)  # a number, or its text from the environment
+    return int(value)
 
 
 def limit() -> int:
@@ -53,7 +58,7 @@ def lock_time() -> timedelta:
     return timedelta(minutes=_opt("LOGIN_LOCKOUT_MINUTES", 15))
 
 
-def _norm(username) -> str:
+def _norm(username: object) -> str:
     return str(username or "").strip().lower()[:150]
 
 
@@ -73,7 +78,7 @@ class Lock:
         )
 
 
-def _lock_end(failures, count: int, now: datetime) -> datetime | None:
+def _lock_end(failures: QuerySet[LoginFailure], count: int, now: datetime) -> datetime | None:
     """End of the lock that `count` of these failures within the window cause, if it holds."""
     recent = list(
         failures.filter(time__gt=now - max(window(), lock_time()))
@@ -86,7 +91,7 @@ def _lock_end(failures, count: int, now: datetime) -> datetime | None:
     return until if until > now else None
 
 
-def current_lock(username, ip, now=None) -> Lock | None:
+def current_lock(username: str, ip: str | None, now: datetime | None = None) -> Lock | None:
     """The lock that refuses this username from this address now, if any."""
     now = now or timezone.now()
     # An unknown address is not locked as a whole: that would lock out every such client.
@@ -103,7 +108,13 @@ class LockoutBackend(ModelBackend):
 
     It is the only backend, so sessions made by `login()`/`force_login()` resolve through it."""
 
-    def authenticate(self, request, username=None, password=None, **kwargs):
+    def authenticate(
+        self,
+        request: HttpRequest | None,
+        username: str | None = None,
+        password: str | None = None,
+        **kwargs: Any,
+    ) -> User | None:
         lock = current_lock(username, client_ip(request)) if username else None
         if lock:
             raise PermissionDenied(lock.message)
@@ -123,7 +134,12 @@ class LockoutBackend(ModelBackend):
 
 
 @receiver(user_login_failed, dispatch_uid="security-login-failed")
-def _record_failure(sender, credentials, request=None, **kwargs) -> None:
+def _record_failure(
+    sender: str,
+    credentials: dict[str, Any],
+    request: HttpRequest | None = None,
+    **kwargs: object,
+) -> None:
     username = _norm(credentials.get("username"))
     if not username:
         return
@@ -143,11 +159,11 @@ def _record_failure(sender, credentials, request=None, **kwargs) -> None:
 
 
 @receiver(user_logged_in, dispatch_uid="security-login-succeeded")
-def _clear_failures(sender, request, user, **kwargs) -> None:
+def _clear_failures(sender: type[User], request: HttpRequest, user: User, **kwargs: object) -> None:
     LoginFailure.objects.filter(username=_norm(user.get_username()), ip=client_ip(request)).delete()
 
 
-def purge_old(now=None) -> int:
+def purge_old(now: datetime | None = None) -> int:
     """Drop failures too old to matter (periodic)."""
     now = now or timezone.now()
     cutoff = now - max(window(), lock_time()) - timedelta(days=1)

@@ -6,8 +6,9 @@ one wraps, and whatever it wrapped meanwhile would be lost in turn once the orig
 The database records the installed key's fingerprint, so afterwards a missing file, or a file
 holding another key, is `engine.KeyUnavailable` (`WrongKey`) for every use of the key: backups,
 transfers, restores, file recovery, garbage collection and the stores of a new vault. Jobs
-report it as `key_unavailable`, and each vault that tries raises a Sev-0 alert
-(`security.alerts.key_unavailable`). Putting the right file back heals.
+report it as `key_unavailable`, and each vault that tries announces it
+(`security.signals.key_unavailable`, on which `security.alerts` raises a Sev-0 alert). Putting
+the right file back heals.
 
 Besides the database, the key file is what an operator must back up:
 `manage.py master_key export` prints it.
@@ -22,14 +23,15 @@ from django.conf import settings
 
 import engine
 from portal.private import make_private
-from security import alerts
+from security import signals
 from security.models import MasterKey
+from vaults.models import Encryption, RecoveryPoint, Vault
 
 log = logging.getLogger(__name__)
 
 
 def key_path() -> Path:
-    return Path(settings.LIFEBOAT["MASTER_KEY_FILE"])
+    return Path(str(settings.LIFEBOAT["MASTER_KEY_FILE"]))
 
 
 def recorded_fingerprint() -> str | None:
@@ -83,15 +85,17 @@ def _keep_private(path: Path) -> None:
         log.warning("master key file %s: cannot make it 0600: %s", path, e.strerror)
 
 
-def vault_kek(vault) -> bytes:
-    """The master key for one of its vaults; when it cannot be used, the vault's Sev-0 alert."""
+def vault_kek(vault: Vault) -> bytes:
+    """The master key for one of its vaults; when it cannot be used, `key_unavailable` is
+    announced for the vault (its Sev-0 alert) and KeyUnavailable raised."""
     try:
         return kek()
     except engine.KeyUnavailable as e:
-        alerts.key_unavailable(
-            vault,
-            f"The master key is unavailable: backups, restores and file recovery in vault "
-            f"{vault.name} fail until it is back. {e}",
+        signals.key_unavailable.send(
+            sender=Vault,
+            vault=vault,
+            message=f"The master key is unavailable: backups, restores and file recovery in "
+            f"vault {vault.name} fail until it is back. {e}",
         )
         raise
 
@@ -124,8 +128,6 @@ def install() -> str:
 
 
 def _platform_vaults_with_data() -> list[str]:
-    from vaults.models import Encryption, RecoveryPoint, Vault
-
     platform = Vault.objects.filter(encryption=Encryption.PLATFORM).order_by("name")
     with_points = set(
         RecoveryPoint.objects.filter(vault__in=platform).values_list("vault__name", flat=True)
@@ -133,7 +135,7 @@ def _platform_vaults_with_data() -> list[str]:
     return [v.name for v in platform if v.name in with_points or _has_store(v.store_path)]
 
 
-def _has_store(path) -> bool:
+def _has_store(path: Path) -> bool:
     return (Path(path) / "keys.json").exists()
 
 

@@ -5,6 +5,8 @@ Vault-scoped rows use `vaults.models.ScopedQuerySet`, so `access.visible(rows, u
 through `vaults.access` like every other vault-scoped queryset.
 """
 
+from datetime import datetime
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -60,6 +62,11 @@ class Approval(models.Model):
 
     objects = ScopedQuerySet.as_manager()
 
+    # Not columns: what the approvals pages show of each row (security.views._decorate).
+    shown_status: str
+    can_decide: bool
+    own: bool
+
     class Meta:
         ordering = ["-requested_at", "-id"]
         indexes = [
@@ -70,7 +77,7 @@ class Approval(models.Model):
     def __str__(self) -> str:
         return f"{self.operation} in {self.vault_id} by {self.requested_by_name} ({self.status})"
 
-    def current_status(self, now=None) -> str:
+    def current_status(self, now: datetime | None = None) -> str:
         """The status as of `now`: a pending request past its expiry is expired."""
         if self.status == ApprovalStatus.PENDING and self.expires_at <= (now or timezone.now()):
             return ApprovalStatus.EXPIRED
@@ -197,6 +204,11 @@ class Alert(models.Model):
     resolved_at = models.DateTimeField(null=True, blank=True)
 
     objects = ScopedQuerySet.as_manager()
+
+    # Not columns: what the alerts pages show of each row (security.views._alert_rows).
+    can_ack: bool
+    can_resolve: bool
+    title: str
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -16,20 +16,25 @@ with lower retention), stop protection with delete data, disable MUA, change the
 """
 
 import json
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest
 from django.utils import timezone
 
 from portal.client_address import client_ip
 from security.models import Approval, ApprovalStatus
 from vaults import access, audit, rules
-from vaults.models import GuardApprover, SoftDeleteState
+from vaults.models import GuardApprover, ProtectedVM, SoftDeleteState, Vault
 
 DEFAULT_HOURS = 24
 
@@ -45,27 +50,28 @@ class ApprovalRequired(ValidationError):
     exception is caught (the API's exception handler does) to write it again.
     """
 
-    def __init__(self, approval, message: str):
+    def __init__(self, approval: Approval, message: str) -> None:
         super().__init__({"detail": [message]})
         self.approval = approval
         self.text = message
 
-    def persist(self):
+    def persist(self) -> Approval:
         self.approval = ensure_saved(self.approval)
         return self.approval
 
 
 def approval_hours() -> float:
-    return float(settings.LIFEBOAT.get("MUA_APPROVAL_HOURS", DEFAULT_HOURS))
+    hours: Any = settings.LIFEBOAT.get("MUA_APPROVAL_HOURS", DEFAULT_HOURS)
+    return float(hours)
 
 
-def canonical(params: dict) -> dict:
+def canonical(params: dict[str, Any]) -> dict[str, Any]:
     """`params` as JSON would store them, so a re-entered call compares equal."""
     return json.loads(json.dumps(params, cls=DjangoJSONEncoder, sort_keys=True))
 
 
 @contextmanager
-def executing(approval: Approval):
+def executing(approval: Approval) -> Iterator[Approval]:
     token = _executing.set(approval)
     try:
         yield approval
@@ -76,7 +82,7 @@ def executing(approval: Approval):
 # -- what is critical ------------------------------------------------------------------------------
 
 
-def vault_update_reasons(vault, changes: dict) -> list[str]:
+def vault_update_reasons(vault: Vault, changes: dict[str, Any]) -> list[str]:
     """The MUA rules a vault settings change touches (empty: not critical)."""
     reasons = []
     new_sd = changes.get("soft_delete_state", vault.soft_delete_state)
@@ -95,7 +101,14 @@ def vault_update_reasons(vault, changes: dict) -> list[str]:
 
 
 def gate(
-    vault, operation: str, *, by, request=None, params: dict, reasons: list[str], summary: str = ""
+    vault: Vault,
+    operation: str,
+    *,
+    by: User,
+    request: HttpRequest | None = None,
+    params: dict[str, Any],
+    reasons: list[str],
+    summary: str = "",
 ) -> Approval | None:
     """Let the operation run, or record a pending approval and raise `ApprovalRequired`.
 
@@ -185,7 +198,7 @@ def ensure_saved(approval: Approval) -> Approval:
 # -- who sees and decides ---------------------------------------------------------------------------
 
 
-def is_guard(user, vault) -> bool:
+def is_guard(user: User | AnonymousUser | None, vault: Vault) -> bool:
     return bool(
         user
         and user.is_authenticated
@@ -194,7 +207,7 @@ def is_guard(user, vault) -> bool:
     )
 
 
-def require_view_approvals(user, vault) -> None:
+def require_view_approvals(user: User | AnonymousUser, vault: Vault) -> None:
     """Guard approvers and members who may change settings see the vault's approvals.
 
     404 for anybody who neither sees the vault nor guards it; 403 for a member below
@@ -205,12 +218,10 @@ def require_view_approvals(user, vault) -> None:
     access.require(user, vault, "change_settings")
 
 
-def require_decide(user, approval: Approval) -> None:
+def require_decide(user: User, approval: Approval) -> None:
     vault = approval.vault
     if not is_guard(user, vault):
         if access.role_of(user, vault) is None:
-            from django.http import Http404
-
             raise Http404("No such vault.")
         raise PermissionDenied(
             f"Only a guard approver of vault {vault.name} decides its approval requests."
@@ -219,14 +230,14 @@ def require_decide(user, approval: Approval) -> None:
         raise PermissionDenied("Nobody approves or rejects their own request (two-person rule).")
 
 
-def visible_approvals(user, vault):
+def visible_approvals(user: User, vault: Vault) -> QuerySet[Approval]:
     return Approval.objects.filter(vault=vault)
 
 
 # -- deciding ------------------------------------------------------------------------------------------
 
 
-def _expire_if_due(approval: Approval, now) -> None:
+def _expire_if_due(approval: Approval, now: datetime) -> None:
     if approval.current_status(now) == ApprovalStatus.EXPIRED and (
         approval.status == ApprovalStatus.PENDING
     ):
@@ -244,7 +255,7 @@ def _expire_if_due(approval: Approval, now) -> None:
         )
 
 
-def _lock_pending(approval: Approval, by) -> Approval:
+def _lock_pending(approval: Approval, by: User) -> Approval:
     """Call inside a transaction, after `_check_decidable`."""
     locked = Approval.objects.select_for_update().select_related("vault").get(pk=approval.pk)
     if locked.current_status() != ApprovalStatus.PENDING:
@@ -256,13 +267,15 @@ def _lock_pending(approval: Approval, by) -> Approval:
     return locked
 
 
-def _check_decidable(approval: Approval, by) -> None:
+def _check_decidable(approval: Approval, by: User) -> None:
     require_decide(by, approval)
     # Written before the decision's transaction, so a refused decision keeps the expiry.
     _expire_if_due(approval, timezone.now())
 
 
-def _decide(approval: Approval, status: str, *, by, request, note: str) -> Approval:
+def _decide(
+    approval: Approval, status: str, *, by: User, request: HttpRequest | None, note: str
+) -> Approval:
     """Record a guard approver's decision on a pending request (its own transaction)."""
     _check_decidable(approval, by)
     with transaction.atomic():
@@ -287,11 +300,15 @@ def _decide(approval: Approval, status: str, *, by, request, note: str) -> Appro
     return locked
 
 
-def reject(approval: Approval, *, by, request=None, note: str = "") -> Approval:
+def reject(
+    approval: Approval, *, by: User, request: HttpRequest | None = None, note: str = ""
+) -> Approval:
     return _decide(approval, ApprovalStatus.REJECTED, by=by, request=request, note=note)
 
 
-def approve(approval: Approval, *, by, request=None, note: str = "") -> Approval:
+def approve(
+    approval: Approval, *, by: User, request: HttpRequest | None = None, note: str = ""
+) -> Approval:
     """Approve and run the operation on behalf of the requester.
 
     1. Lock the request; refuse unless it is pending, unexpired and `by` is another guard
@@ -337,7 +354,7 @@ def approve(approval: Approval, *, by, request=None, note: str = "") -> Approval
     return locked
 
 
-def expire_due(now=None) -> int:
+def expire_due(now: datetime | None = None) -> int:
     """Mark pending requests past their expiry as expired (periodic; also done lazily)."""
     now = now or timezone.now()
     count = 0
@@ -351,70 +368,27 @@ def expire_due(now=None) -> int:
 
 # -- running an approved operation ------------------------------------------------------------------
 
+# A gated operation's re-run: (approval, requester, request) -> anything. It calls the domain
+# function again with the approval's params, on behalf of the requester.
+Rerun = Callable[[Approval, User, HttpRequest | None], object]
 
-def _run(approval: Approval, requester, request) -> None:
-    runner = OPERATIONS.get(approval.operation)
-    if runner is None:
+# operation → its re-run, registered by the module that owns the operation.
+_reruns: dict[str, Rerun] = {}
+
+
+def register(operation: str, rerun: Rerun) -> None:
+    """Make `approve` run `operation` with `rerun` (called once, where the operation lives)."""
+    _reruns[operation] = rerun
+
+
+def _run(approval: Approval, requester: User, request: HttpRequest | None) -> None:
+    rerun = _reruns.get(approval.operation)
+    if rerun is None:
         raise ValidationError({"detail": f"Unknown operation {approval.operation}."})
-    runner(approval, requester, request)
+    rerun(approval, requester, request)
 
 
-def _run_vault_update(approval, requester, request):
-    from vaults.services.vaults import update_vault
-
-    update_vault(approval.vault, by=requester, request=request, **approval.params)
-
-
-def _run_policy_update(approval, requester, request):
-    from policies.models import BackupPolicy
-    from vaults.services.policies import update_policy
-
-    p = approval.params
-    policy = BackupPolicy.objects.filter(vault=approval.vault, pk=p["policy"]).first()
-    if policy is None:
-        raise ValidationError({"detail": "The policy no longer exists."})
-    update_policy(policy, p["representation"], by=requester, request=request)
-
-
-def _run_item_update(approval, requester, request):
-    from policies.models import BackupPolicy
-    from vaults.models import ProtectedVM
-    from vaults.protection import update_item
-
-    p = approval.params
-    item = ProtectedVM.objects.filter(vault=approval.vault, pk=p["item"]).first()
-    if item is None:
-        raise ValidationError({"detail": "The protected item no longer exists."})
-    changes = dict(p["changes"])
-    if "policy" in changes:
-        policy = BackupPolicy.objects.filter(vault=approval.vault, pk=changes["policy"]).first()
-        if policy is None:
-            raise ValidationError({"detail": "The target policy no longer exists."})
-        changes["policy"] = policy
-    update_item(item, by=requester, request=request, **changes)
-
-
-def _run_stop_protection(approval, requester, request):
-    from vaults.models import ProtectedVM
-    from vaults.protection import stop_protection
-
-    p = approval.params
-    item = ProtectedVM.objects.filter(vault=approval.vault, pk=p["item"]).first()
-    if item is None:
-        raise ValidationError({"detail": "The protected item no longer exists."})
-    kwargs = {k: v for k, v in p.items() if k != "item"}
-    stop_protection(item, by=requester, request=request, **kwargs)
-
-
-OPERATIONS = {
-    "vault.update": _run_vault_update,
-    "policy.update": _run_policy_update,
-    "protection.update": _run_item_update,
-    "protection.stop": _run_stop_protection,
-}
-
-
-def item_update_params(item, changes: dict) -> dict:
+def item_update_params(item: ProtectedVM, changes: dict[str, Any]) -> dict[str, Any]:
     """`update_item`'s changes as JSON (the policy by id)."""
     out = dict(changes)
     if "policy" in out and out["policy"] is not None and hasattr(out["policy"], "pk"):
@@ -425,7 +399,7 @@ def item_update_params(item, changes: dict) -> dict:
 # -- rules about MUA itself ------------------------------------------------------------------------
 
 
-def check_enable(vault, changes: dict) -> None:
+def check_enable(vault: Vault, changes: dict[str, Any]) -> None:
     """Turning MUA on needs somebody to approve: at least one guard approver."""
     if changes.get("mua_enabled") is True and not vault.mua_enabled:
         if not GuardApprover.objects.filter(vault=vault).exists():
@@ -437,7 +411,7 @@ def check_enable(vault, changes: dict) -> None:
             )
 
 
-def check_guard_removal(ga) -> None:
+def check_guard_removal(ga: GuardApprover) -> None:
     """The last guard approver of a vault with MUA on stays: nobody could approve otherwise."""
     vault = ga.vault
     if (

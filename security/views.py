@@ -7,13 +7,18 @@ Every change is made by the domain functions (`mua.approve`, `alerts.acknowledge
 `keys.rotate_key`, …), which check the role again.
 """
 
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Paginator
-from django.db.models import Prefetch
-from django.http import Http404
+from django.core.paginator import Page, Paginator
+from django.db.models import Prefetch, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
@@ -22,6 +27,7 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_POST
 from rest_framework import serializers
 
+from jobs.models import Job
 from portal.views import apply_errors, done, error_text, render_page
 from security import alerts, keys, mua
 from security.api.serializers import AuditFilterSerializer, SiteAuditFilterSerializer
@@ -34,11 +40,17 @@ from vaults.views.common import vault_context
 PAGE_SIZE = 50
 
 
-def _page(request, qs):
+class SignedInRequest(HttpRequest):
+    """A request `login_required` let through: its user is signed in."""
+
+    user: User
+
+
+def _page(request: HttpRequest, qs: QuerySet[Any]) -> Page[Any]:
     return Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
 
 
-def _back(request, fallback: str) -> str:
+def _back(request: HttpRequest, fallback: str) -> str:
     """Where an action returns: `next` when it is a URL of this site, else `fallback`."""
     nxt = request.POST.get("next", "")
     if nxt and url_has_allowed_host_and_scheme(nxt, {request.get_host()}, request.is_secure()):
@@ -51,14 +63,14 @@ def _back(request, fallback: str) -> str:
 APPROVAL_STATUSES = ApprovalStatus.choices
 
 
-def _approval_vault(user, name: str) -> Vault:
+def _approval_vault(name: str) -> Vault:
     vault = Vault.objects.filter(name=name).first()
     if vault is None:
         raise Http404("No such vault.")
     return vault
 
 
-def _require_view(user, vault: Vault) -> bool:
+def _require_view(user: User, vault: Vault) -> bool:
     """`mua.require_view_approvals`, asking whether the user guards the vault only once."""
     guard = mua.is_guard(user, vault)
     if not guard:
@@ -66,14 +78,16 @@ def _require_view(user, vault: Vault) -> bool:
     return guard
 
 
-def _approval_context(request, vault: Vault, guard: bool, **extra) -> dict:
+def _approval_context(
+    request: SignedInRequest, vault: Vault, guard: bool, **extra: object
+) -> dict[str, Any]:
     """Members get the vault's tabs; a guard approver who is not a member sees only this."""
     context = vault_context(request, vault, "approvals", guard=guard, **extra)
     context["guard_only"] = not context["caps"]["view"]
     return context
 
 
-def _decorate(approvals, user, guard: bool, now) -> list:
+def _decorate(approvals: list[Approval], user: User, guard: bool, now: datetime) -> list[Approval]:
     for a in approvals:
         a.shown_status = a.current_status(now)
         a.can_decide = (
@@ -83,7 +97,7 @@ def _decorate(approvals, user, guard: bool, now) -> list:
     return approvals
 
 
-def _status_filter(qs, wanted: str, now):
+def _status_filter(qs: QuerySet[Approval], wanted: str, now: datetime) -> QuerySet[Approval]:
     if wanted == ApprovalStatus.PENDING:
         return qs.filter(status=ApprovalStatus.PENDING, expires_at__gt=now)
     if wanted == ApprovalStatus.EXPIRED:
@@ -96,9 +110,9 @@ def _status_filter(qs, wanted: str, now):
 
 
 @login_required
-def approval_list(request, name):
+def approval_list(request: SignedInRequest, name: str) -> HttpResponse:
     """The vault's approval requests: contributor+ members and the vault's guard approvers."""
-    vault = _approval_vault(request.user, name)
+    vault = _approval_vault(name)
     guard = _require_view(request.user, vault)
     now = timezone.now()
     status = request.GET.get("status", "")
@@ -126,8 +140,8 @@ def _approval(vault: Vault, approval_id: int) -> Approval:
 
 
 @login_required
-def approval_detail(request, name, approval_id):
-    vault = _approval_vault(request.user, name)
+def approval_detail(request: SignedInRequest, name: str, approval_id: int) -> HttpResponse:
+    vault = _approval_vault(name)
     guard = _require_view(request.user, vault)
     approval = _approval(vault, approval_id)
     context = _approval_context(request, vault, guard)
@@ -135,8 +149,14 @@ def approval_detail(request, name, approval_id):
     return render(request, "security/approval_detail.html", context)
 
 
-def _decide(request, name, approval_id, decide, verb: str):
-    vault = _approval_vault(request.user, name)
+def _decide(
+    request: SignedInRequest,
+    name: str,
+    approval_id: int,
+    decide: Callable[..., Approval],
+    verb: str,
+) -> HttpResponse:
+    vault = _approval_vault(name)
     # As the API: nobody who neither guards nor sees the vault learns it exists (404);
     # mua.require_decide answers 403 to members and to the requester.
     if not mua.is_guard(request.user, vault) and access.role_of(request.user, vault) is None:
@@ -162,18 +182,18 @@ def _decide(request, name, approval_id, decide, verb: str):
 
 @login_required
 @require_POST
-def approval_approve(request, name, approval_id):
+def approval_approve(request: SignedInRequest, name: str, approval_id: int) -> HttpResponse:
     return _decide(request, name, approval_id, mua.approve, "approved")
 
 
 @login_required
 @require_POST
-def approval_reject(request, name, approval_id):
+def approval_reject(request: SignedInRequest, name: str, approval_id: int) -> HttpResponse:
     return _decide(request, name, approval_id, mua.reject, "rejected")
 
 
 @login_required
-def my_approvals(request):
+def my_approvals(request: SignedInRequest) -> HttpResponse:
     """Pending requests of the vaults the user guards (the guard approver's inbox)."""
     now = timezone.now()
     qs = (
@@ -193,7 +213,7 @@ def my_approvals(request):
 # -- alerts ----------------------------------------------------------------------------------------
 
 
-def _alert_rows(qs, user) -> list:
+def _alert_rows(qs: Iterable[Alert], user: User) -> list[Alert]:
     rows = list(qs)
     for a in rows:
         a.can_ack = a.status == AlertStatus.ACTIVE and access.can(
@@ -206,12 +226,12 @@ def _alert_rows(qs, user) -> list:
     return rows
 
 
-def _alert_status(request) -> str:
+def _alert_status(request: HttpRequest) -> str:
     status = request.GET.get("status", "open")
     return status if status in ("open", "all", *AlertStatus.values) else "open"
 
 
-def _filter_alerts(qs, status: str):
+def _filter_alerts(qs: QuerySet[Alert], status: str) -> QuerySet[Alert]:
     if status == "open":
         return qs.exclude(status=AlertStatus.RESOLVED)
     if status in AlertStatus.values:
@@ -223,7 +243,7 @@ ALERT_FILTERS = [("open", "Open"), *AlertStatus.choices, ("all", "All")]
 
 
 @login_required
-def alert_list(request, name):
+def alert_list(request: SignedInRequest, name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "view")
     status = _alert_status(request)
     qs = _filter_alerts(
@@ -247,7 +267,7 @@ def alert_list(request, name):
 
 
 @login_required
-def site_alerts(request):
+def site_alerts(request: SignedInRequest) -> HttpResponse:
     """Alerts of every vault the user sees."""
     status = _alert_status(request)
     qs = _filter_alerts(
@@ -275,7 +295,14 @@ def _alert(vault: Vault, alert_id: int) -> Alert:
     return alert
 
 
-def _alert_action(request, name, alert_id, action: str, operation, verb: str):
+def _alert_action(
+    request: SignedInRequest,
+    name: str,
+    alert_id: int,
+    action: str,
+    operation: Callable[..., Alert],
+    verb: str,
+) -> HttpResponse:
     vault = access.get_vault(request.user, name, action)
     alert = _alert(vault, alert_id)
     try:
@@ -289,7 +316,7 @@ def _alert_action(request, name, alert_id, action: str, operation, verb: str):
 
 @login_required
 @require_POST
-def alert_acknowledge(request, name, alert_id):
+def alert_acknowledge(request: SignedInRequest, name: str, alert_id: int) -> HttpResponse:
     return _alert_action(
         request, name, alert_id, "acknowledge_alert", alerts.acknowledge, "acknowledged"
     )
@@ -297,13 +324,13 @@ def alert_acknowledge(request, name, alert_id):
 
 @login_required
 @require_POST
-def alert_resolve(request, name, alert_id):
+def alert_resolve(request: SignedInRequest, name: str, alert_id: int) -> HttpResponse:
     return _alert_action(request, name, alert_id, "resolve_alert", alerts.resolve, "resolved")
 
 
 @login_required
 @require_POST
-def alert_settings(request, name):
+def alert_settings(request: SignedInRequest, name: str) -> HttpResponse:
     """The vault's Sev-1 job-alert switch (security alerts cannot be turned off)."""
     vault = access.get_vault(request.user, name, "change_settings")
     enabled = request.POST.get("job_alerts") in ("on", "true", "1")
@@ -315,8 +342,12 @@ def alert_settings(request, name):
 # -- audit log ----------------------------------------------------------------------------------------
 
 
-def _audit_page(request, base, filters) -> dict:
-    params = {k: request.GET.get(k, "").strip() for k in filters().fields}
+def _audit_page(
+    request: HttpRequest,
+    base: QuerySet[AuditEvent],
+    filters: type[AuditFilterSerializer],
+) -> dict[str, Any]:
+    params = {k: request.GET.get(k, "").strip() for k in filters().fields.keys()}
     error = ""
     try:
         qs = filter_audit(base, params, filters)
@@ -330,7 +361,7 @@ def _audit_page(request, base, filters) -> dict:
 
 
 @login_required
-def vault_audit(request, name):
+def vault_audit(request: SignedInRequest, name: str) -> HttpResponse:
     """The vault's audit log (owners and site admins)."""
     vault = access.get_vault(request.user, name, "view_audit")
     context = vault_context(
@@ -346,7 +377,7 @@ def vault_audit(request, name):
 
 
 @login_required
-def site_audit(request):
+def site_audit(request: SignedInRequest) -> HttpResponse:
     """Every vault's audit log and site-wide events (site admins)."""
     access.require_site(request.user, "view_site_audit")
     context = _audit_page(request, AuditEvent.objects.all(), SiteAuditFilterSerializer)
@@ -369,14 +400,14 @@ class KeyRegisterForm(forms.Form):
     )
 
 
-def _keys():
+def _keys() -> QuerySet[CustomerKey]:
     return CustomerKey.objects.prefetch_related(
         Prefetch("assignments", queryset=VaultKey.objects.select_related("vault"))
     ).order_by("name")
 
 
 @login_required
-def key_list(request):
+def key_list(request: SignedInRequest) -> HttpResponse:
     access.require_site(request.user, "manage_keys")
     form = KeyRegisterForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -400,7 +431,7 @@ def _key(name: str) -> CustomerKey:
 
 @login_required
 @require_POST
-def key_enabled(request, key_name):
+def key_enabled(request: SignedInRequest, key_name: str) -> HttpResponse:
     access.require_site(request.user, "manage_keys")
     key = _key(key_name)
     enabled = request.POST.get("enabled") in ("on", "true", "1")
@@ -409,9 +440,16 @@ def key_enabled(request, key_name):
     return done(request, reverse("key-list"))
 
 
+def _job_link(job: Job) -> tuple[str, int, str]:
+    """The URL, id and vault name of a vault's job."""
+    vault = job.vault
+    assert vault is not None  # rotate_key queues one job per vault
+    return reverse("job-detail", args=[vault.name, job.pk]), job.pk, vault.name
+
+
 @login_required
 @require_POST
-def key_rotate(request, key_name):
+def key_rotate(request: SignedInRequest, key_name: str) -> HttpResponse:
     access.require_site(request.user, "manage_keys")
     key = _key(key_name)
     path = request.POST.get("path", "").strip()
@@ -424,7 +462,7 @@ def key_rotate(request, key_name):
     links = format_html_join(
         ", ",
         '<a href="{}">job {} ({})</a>',
-        ((reverse("job-detail", args=[j.vault.name, j.pk]), j.pk, j.vault.name) for j in jobs),
+        (_job_link(job) for job in jobs),
     )
     if jobs:
         messages.success(

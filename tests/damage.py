@@ -8,16 +8,14 @@ otherwise), so the damage is met whichever tier is read.
 from pathlib import Path
 
 import engine
-from jobs.stores import kek_for
+from vaults.stores import SNAPSHOT, VAULT, rp_store
 
 
 def _stores(rp) -> list[engine.Store]:
-    kek = kek_for(rp.vault)
-    paths = [rp.vault.store_path, rp.protected_item.vm.host.snapshot_store_path(rp.vault)]
     stores = []
-    for path in paths:
+    for tier in (VAULT, SNAPSHOT):
         try:
-            store = engine.open_store(path, kek)
+            store = rp_store(rp, tier)
         except engine.StoreNotFound:
             continue
         if store.has_manifest(str(rp.pk)):

@@ -34,10 +34,10 @@ from django.utils.http import content_disposition_header
 
 import engine
 import engine.fs as efs
-from jobs.stores import kek_for
 from security import alerts
 from vaults import access, audit
 from vaults.models import FileRecoverySession, RecoveryPoint, lun_label
+from vaults.stores import read_store
 
 log = logging.getLogger(__name__)
 
@@ -66,20 +66,6 @@ def session_lifetime() -> timedelta:
     return timedelta(hours=float(str(settings.LIFEBOAT.get("FILE_RECOVERY_HOURS", 12))))
 
 
-def _store_for(rp: RecoveryPoint) -> engine.Store:
-    """The snapshot tier when it still holds the RP (fast, local), else the vault tier."""
-    kek = kek_for(rp.vault)
-    if rp.in_snapshot_tier:
-        path = rp.protected_item.vm.host.snapshot_store_path(rp.vault)
-        try:
-            store = engine.open_store(path, kek)
-            if store.has_manifest(str(rp.pk)):
-                return store
-        except engine.StoreNotFound:
-            pass
-    return engine.open_store(rp.vault.store_path, kek)
-
-
 def open_session(
     rp: RecoveryPoint, *, by: User, request: HttpRequest | None = None
 ) -> FileRecoverySession:
@@ -87,7 +73,7 @@ def open_session(
     if rp.soft_deleted_at is not None:
         raise ValidationError({"detail": "This recovery point is soft-deleted; undelete it first."})
     try:
-        _store_for(rp)
+        read_store(rp)
     except engine.KeyUnavailable as e:
         raise ValidationError({"detail": f"The vault's encryption key is unavailable: {e}"}) from e
     except engine.EngineError as e:
@@ -234,7 +220,7 @@ def _opened(
 ) -> Iterator[efs.FileSystem]:
     """The file system of a disk (and partition) of `rp`; engine errors pass through."""
     lun, part = _disk_lun(rp, disk), _partition(partition)
-    reader = engine.open_disk(store or _store_for(rp), str(rp.pk), lun)
+    reader = engine.open_disk(store or read_store(rp), str(rp.pk), lun)
     try:
         try:
             fs = efs.open_filesystem(reader, part)
@@ -254,7 +240,7 @@ def partitions(rp: RecoveryPoint, user: User, disk: Param) -> list[efs.Partition
     require_session(rp, user)
     lun = _disk_lun(rp, disk)
     with _reading(rp, f"listing of the partitions ({lun_label(lun)})"):
-        with engine.open_disk(_store_for(rp), str(rp.pk), lun) as reader:
+        with engine.open_disk(read_store(rp), str(rp.pk), lun) as reader:
             return efs.list_partitions(reader)
 
 
@@ -393,7 +379,7 @@ def _archive_bytes(rp: RecoveryPoint, disk: Param, partition: Param, path: str) 
     # The archive is written by a thread into a bounded queue, so memory stays small
     # however big the folder is, and the file system is used by that one thread only.
     sink = _QueueWriter()
-    store = _store_for(rp)  # here: the thread needs no database
+    store = read_store(rp)  # here: the thread needs no database
 
     def produce() -> None:
         try:

@@ -42,6 +42,7 @@ from policies import schedule
 from policies.models import BackupPolicy, PolicyKind
 from policies.retention import reduces_retention, retention_reductions
 from security import mua
+from security.models import Approval
 from vaults import access, audit, lifecycle
 from vaults.models import (
     BinReason,
@@ -585,3 +586,38 @@ def undelete(item: ProtectedVM, *, by: User, request: HttpRequest | None = None)
             f"{item.vm.name} was protected elsewhere meanwhile.", rule=RULE_VM_PROTECTED
         ) from None
     return item
+
+
+# -- re-runs of gated operations (MUA runs them once a guard approver approves) ---------------
+
+
+def _rerun_item_update(
+    approval: Approval, requester: User, request: HttpRequest | None
+) -> ProtectedVM:
+    p = approval.params
+    item = ProtectedVM.objects.filter(vault=approval.vault, pk=p["item"]).first()
+    if item is None:
+        raise ValidationError({"detail": "The protected item no longer exists."})
+    changes = dict(p["changes"])
+    if "policy" in changes:
+        policy = BackupPolicy.objects.filter(vault=approval.vault, pk=changes["policy"]).first()
+        if policy is None:
+            raise ValidationError({"detail": "The target policy no longer exists."})
+        changes["policy"] = policy
+    return update_item(item, by=requester, request=request, **changes)
+
+
+mua.register("protection.update", _rerun_item_update)
+
+
+def _rerun_stop_protection(
+    approval: Approval, requester: User, request: HttpRequest | None
+) -> ProtectedVM:
+    p = approval.params
+    item = ProtectedVM.objects.filter(vault=approval.vault, pk=p["item"]).first()
+    if item is None:
+        raise ValidationError({"detail": "The protected item no longer exists."})
+    return stop_protection(item, by=requester, request=request, mode=p["mode"])
+
+
+mua.register("protection.stop", _rerun_stop_protection)

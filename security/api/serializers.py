@@ -1,3 +1,5 @@
+from typing import Any
+
 from rest_framework import serializers
 
 from portal.api.filters import FilterSerializer, MomentField
@@ -38,7 +40,7 @@ class ApprovalSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    def get_status(self, approval) -> str:
+    def get_status(self, approval: Approval) -> str:
         """pending, approved, rejected, expired or executed (a pending request past its
         expiry reads expired)."""
         return approval.current_status()
@@ -92,14 +94,14 @@ class KeySerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    def get_vaults(self, key) -> list[dict]:
+    def get_vaults(self, key: CustomerKey) -> list[dict[str, Any]]:
         """Vaults using the key; `version` below the key's means its re-wrap is pending."""
         return [
             {"vault": a.vault.name, "version": a.version}
             for a in sorted(key.assignments.all(), key=lambda a: a.vault.name)
         ]
 
-    def get_problem(self, key) -> str:
+    def get_problem(self, key: CustomerKey) -> str:
         """Why the key cannot be used now (disabled, file missing or different); "" if usable."""
         return keys.key_problem(key)
 
@@ -169,7 +171,7 @@ class AlertSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    def get_title(self, alert) -> str:
+    def get_title(self, alert: Alert) -> str:
         return alerts.title(alert.kind)
 
 

@@ -13,13 +13,19 @@ Who may do what (DESIGN §2; decided in `vaults.access` and `security.mua`):
 
 import csv
 import json
+from collections.abc import Iterator, Mapping
+from typing import Any, cast
 
+from django.contrib.auth.models import User
+from django.db.models import QuerySet
 from django.http import Http404, StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import renderers, status
+from rest_framework import renderers, serializers, status
+from rest_framework.exceptions import NotAuthenticated
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
 from rest_framework.response import Response
 
 from portal.api.base import ApiListView, ApiView
@@ -47,10 +53,24 @@ from vaults import access
 from vaults.models import AuditEvent, Vault
 
 
-def _body(serializer_class, request) -> dict:
+def _body(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
     serializer = serializer_class(data=request.data if request.data is not None else {})
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
+
+
+def _caller(request: Request) -> User:
+    """The signed-in caller (every view here requires IsAuthenticated first)."""
+    user = request.user
+    if not user.is_authenticated:
+        raise NotAuthenticated()
+    return user
+
+
+def _url_vault(view: ApiView) -> Vault:
+    """The vault the URL names: VaultAccess resolved it, and checked the caller, before any
+    handler runs."""
+    return cast(Vault, view.vault)
 
 
 # -- approvals -------------------------------------------------------------------------------------
@@ -62,20 +82,25 @@ class _ApprovalView(ApiView):
     permission_classes = [IsAuthenticated]
     serializer_class = ApprovalSerializer
 
-    def initial(self, request, *args, **kwargs):
+    approval_vault: Vault
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
-        self.vault = Vault.objects.filter(name=kwargs.get("vault_name")).first()
-        if self.vault is None:
+        vault = Vault.objects.filter(name=kwargs.get("vault_name")).first()
+        if vault is None:
             raise Http404("No such vault.")
-        self.check_vault(request.user)
+        self.approval_vault = vault
+        self.check_vault(_caller(request))
 
-    def check_vault(self, user) -> None:
-        mua.require_view_approvals(user, self.vault)
+    def check_vault(self, user: User) -> None:
+        mua.require_view_approvals(user, self.approval_vault)
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Approval]:
         if self.schema_only:
             return Approval.objects.none()
-        return Approval.objects.filter(vault=self.vault).select_related("vault", "decided_by")
+        return Approval.objects.filter(vault=self.approval_vault).select_related(
+            "vault", "decided_by"
+        )
 
     def get_approval(self, approval_id: int) -> Approval:
         approval = self.get_queryset().filter(pk=approval_id).first()
@@ -86,7 +111,7 @@ class _ApprovalView(ApiView):
 
 class ApprovalList(_ApprovalView):
     @extend_schema(parameters=[ApprovalFilterSerializer], responses=ApprovalSerializer(many=True))
-    def get(self, request, vault_name: str):
+    def get(self, request: Request, vault_name: str) -> Response:
         """The vault's approval requests, newest first (`?status=` filters)."""
         qs = self.get_queryset()
         wanted = ApprovalFilterSerializer.values(request.query_params).get("status")
@@ -104,37 +129,38 @@ class ApprovalList(_ApprovalView):
 
 
 class ApprovalDetail(_ApprovalView):
-    def get(self, request, vault_name: str, approval_id: int):
+    def get(self, request: Request, vault_name: str, approval_id: int) -> Response:
         return Response(self.get_serializer(self.get_approval(approval_id)).data)
 
 
 class _Decision(_ApprovalView):
-    def check_vault(self, user) -> None:
+    def check_vault(self, user: User) -> None:
         # Deciding is checked per request by mua.require_decide (guard approver, not requester).
-        if not mua.is_guard(user, self.vault) and access.role_of(user, self.vault) is None:
+        vault = self.approval_vault
+        if not mua.is_guard(user, vault) and access.role_of(user, vault) is None:
             raise Http404("No such vault.")
 
 
 class ApprovalApprove(_Decision):
     @extend_schema(request=DecisionSerializer, responses={200: ApprovalSerializer})
-    def post(self, request, vault_name: str, approval_id: int):
+    def post(self, request: Request, vault_name: str, approval_id: int) -> Response:
         """Approve (guard approvers other than the requester): the operation runs at once on
         behalf of the requester. 409 when the request is no longer pending or the operation
         cannot run any more."""
         data = _body(DecisionSerializer, request)
         approval = mua.approve(
-            self.get_approval(approval_id), by=request.user, request=request, note=data["note"]
+            self.get_approval(approval_id), by=_caller(request), request=request, note=data["note"]
         )
         return Response(self.get_serializer(approval).data)
 
 
 class ApprovalReject(_Decision):
     @extend_schema(request=DecisionSerializer, responses={200: ApprovalSerializer})
-    def post(self, request, vault_name: str, approval_id: int):
+    def post(self, request: Request, vault_name: str, approval_id: int) -> Response:
         """Reject (guard approvers other than the requester); nothing runs."""
         data = _body(DecisionSerializer, request)
         approval = mua.reject(
-            self.get_approval(approval_id), by=request.user, request=request, note=data["note"]
+            self.get_approval(approval_id), by=_caller(request), request=request, note=data["note"]
         )
         return Response(self.get_serializer(approval).data)
 
@@ -145,24 +171,26 @@ class ApprovalReject(_Decision):
 class KeyList(ApiListView):
     site_actions = {"POST": "manage_keys"}
 
-    def get_serializer_class(self):
+    def get_serializer_class(self) -> type[serializers.ModelSerializer]:
         if access.is_site_admin(self.request.user):
             return KeySerializer
         return KeyPublicSerializer
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[CustomerKey]:
         return CustomerKey.objects.prefetch_related("assignments__vault").order_by("name")
 
     @extend_schema(responses=KeySerializer(many=True))
-    def get(self, request, *args, **kwargs):
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Registered customer-managed keys (site admins see paths, fingerprints, vaults)."""
         return self.list(request, *args, **kwargs)
 
     @extend_schema(request=KeyCreateSerializer, responses={201: KeySerializer})
-    def post(self, request):
+    def post(self, request: Request) -> Response:
         """Register a key by reference to a file on the server (site admins)."""
         data = _body(KeyCreateSerializer, request)
-        key = keys.register_key(by=request.user, request=request, **data)
+        key = keys.register_key(
+            by=_caller(request), request=request, name=data["name"], path=data["path"]
+        )
         return Response(KeySerializer(key).data, status=status.HTTP_201_CREATED)
 
 
@@ -170,26 +198,26 @@ class KeyDetail(ApiView):
     serializer_class = KeySerializer
 
     def get_key(self, key_name: str) -> CustomerKey:
-        key = CustomerKey.objects.prefetch_related("assignments__vault").filter(name=key_name)
-        key = key.first()
+        keys_ = CustomerKey.objects.prefetch_related("assignments__vault")
+        key = keys_.filter(name=key_name).first()
         if key is None:
             raise Http404("No such key.")
         return key
 
     @extend_schema(responses=KeySerializer)
-    def get(self, request, key_name: str):
+    def get(self, request: Request, key_name: str) -> Response:
         key = self.get_key(key_name)
         if access.is_site_admin(request.user):
             return Response(KeySerializer(key).data)
         return Response(KeyPublicSerializer(key).data)
 
     @extend_schema(request=KeyUpdateSerializer, responses=KeySerializer)
-    def patch(self, request, key_name: str):
+    def patch(self, request: Request, key_name: str) -> Response:
         """Disable or re-enable the key (site admins)."""
         access.require_site(request.user, "manage_keys")
         key = self.get_key(key_name)
         data = _body(KeyUpdateSerializer, request)
-        key = keys.set_key_enabled(key, data["enabled"], by=request.user, request=request)
+        key = keys.set_key_enabled(key, data["enabled"], by=_caller(request), request=request)
         return Response(KeySerializer(self.get_key(key.name)).data)
 
 
@@ -198,13 +226,13 @@ class KeyRotate(ApiView):
     serializer_class = KeyRotateSerializer
 
     @extend_schema(request=KeyRotateSerializer, responses={202: KeyRotateResultSerializer})
-    def post(self, request, key_name: str):
+    def post(self, request: Request, key_name: str) -> Response:
         """Point the key at a new file; one update_key job per vault re-wraps its stores."""
         key = CustomerKey.objects.filter(name=key_name).first()
         if key is None:
             raise Http404("No such key.")
         data = _body(KeyRotateSerializer, request)
-        jobs = keys.rotate_key(key, by=request.user, request=request, path=data["path"])
+        jobs = keys.rotate_key(key, by=_caller(request), request=request, path=data["path"])
         key = CustomerKey.objects.prefetch_related("assignments__vault").get(pk=key.pk)
         return Response(
             {"key": KeySerializer(key).data, "jobs": [j.pk for j in jobs]},
@@ -219,14 +247,16 @@ class AlertList(ApiListView):
     serializer_class = AlertSerializer
     vault_actions = {"GET": "view"}
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Alert]:
         if self.schema_only:
             return Alert.objects.none()
-        qs = Alert.objects.filter(vault=self.vault).select_related("acknowledged_by", "resolved_by")
+        qs = Alert.objects.filter(vault=_url_vault(self)).select_related(
+            "acknowledged_by", "resolved_by"
+        )
         return qs.filter(**AlertFilterSerializer.values(self.request.query_params))
 
     @extend_schema(parameters=[AlertFilterSerializer])
-    def get(self, request, *args, **kwargs):
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """The vault's alerts, newest first."""
         return self.list(request, *args, **kwargs)
 
@@ -235,7 +265,11 @@ class _AlertView(ApiView):
     serializer_class = AlertSerializer
 
     def get_alert(self, alert_id: int) -> Alert:
-        alert = Alert.objects.filter(vault=self.vault, pk=alert_id).select_related("vault").first()
+        alert = (
+            Alert.objects.filter(vault=_url_vault(self), pk=alert_id)
+            .select_related("vault")
+            .first()
+        )
         if alert is None:
             raise Http404("No such alert.")
         return alert
@@ -244,7 +278,7 @@ class _AlertView(ApiView):
 class AlertDetail(_AlertView):
     vault_actions = {"GET": "view"}
 
-    def get(self, request, vault_name: str, alert_id: int):
+    def get(self, request: Request, vault_name: str, alert_id: int) -> Response:
         return Response(self.get_serializer(self.get_alert(alert_id)).data)
 
 
@@ -252,9 +286,9 @@ class AlertAcknowledge(_AlertView):
     vault_actions = {"POST": "acknowledge_alert"}
 
     @extend_schema(request=None, responses=AlertSerializer)
-    def post(self, request, vault_name: str, alert_id: int):
+    def post(self, request: Request, vault_name: str, alert_id: int) -> Response:
         """Acknowledge an active alert (operators and above)."""
-        alert = alerts.acknowledge(self.get_alert(alert_id), by=request.user, request=request)
+        alert = alerts.acknowledge(self.get_alert(alert_id), by=_caller(request), request=request)
         return Response(self.get_serializer(alert).data)
 
 
@@ -262,9 +296,9 @@ class AlertResolve(_AlertView):
     vault_actions = {"POST": "resolve_alert"}
 
     @extend_schema(request=None, responses=AlertSerializer)
-    def post(self, request, vault_name: str, alert_id: int):
+    def post(self, request: Request, vault_name: str, alert_id: int) -> Response:
         """Resolve an alert (contributors and above)."""
-        alert = alerts.resolve(self.get_alert(alert_id), by=request.user, request=request)
+        alert = alerts.resolve(self.get_alert(alert_id), by=_caller(request), request=request)
         return Response(self.get_serializer(alert).data)
 
 
@@ -272,24 +306,26 @@ class AlertSettings(ApiView):
     serializer_class = AlertSettingsSerializer
     vault_actions = {"GET": "view", "PATCH": "change_settings"}
 
-    def _current(self) -> dict:
-        s = VaultAlertSettings.objects.filter(vault=self.vault).first()
+    def _current(self) -> dict[str, bool]:
+        s = VaultAlertSettings.objects.filter(vault=_url_vault(self)).first()
         return {"job_alerts": True if s is None else s.job_alerts}
 
-    def get(self, request, vault_name: str):
+    def get(self, request: Request, vault_name: str) -> Response:
         return Response(self._current())
 
-    def patch(self, request, vault_name: str):
+    def patch(self, request: Request, vault_name: str) -> Response:
         """Turn the vault's Sev-1 job alerts on or off (contributors and above)."""
         data = _body(AlertSettingsSerializer, request)
-        alerts.update_settings(self.vault, by=request.user, request=request, **data)
+        alerts.update_settings(
+            _url_vault(self), by=_caller(request), request=request, job_alerts=data["job_alerts"]
+        )
         return Response(self._current())
 
 
 class AlertCount(ApiView):
     serializer_class = AlertCountSerializer
 
-    def get(self, request):
+    def get(self, request: Request) -> Response:
         """Active alerts in the vaults the caller sees (the navigation badge)."""
         return Response({"active": alerts.active_alert_count(request.user)})
 
@@ -304,7 +340,12 @@ class CSVRenderer(renderers.BaseRenderer):
     format = "csv"
     charset = "utf-8"
 
-    def render(self, data, accepted_media_type=None, renderer_context=None):
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
+    ) -> bytes:
         return json.dumps(data).encode() if data is not None else b""
 
 
@@ -322,7 +363,7 @@ CSV_COLUMNS = [
 ]
 
 
-def _cell(value) -> str:
+def _cell(value: object) -> str:
     if value is None:
         return ""
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
@@ -331,14 +372,14 @@ def _cell(value) -> str:
 
 
 class _Echo:
-    def write(self, value):
+    def write(self, value: str) -> str:
         return value
 
 
-def csv_response(qs, filename: str) -> StreamingHttpResponse:
+def csv_response(qs: QuerySet[AuditEvent], filename: str) -> StreamingHttpResponse:
     writer = csv.writer(_Echo())
 
-    def rows():
+    def rows() -> Iterator[str]:
         yield writer.writerow(CSV_COLUMNS)
         for e in qs.iterator(chunk_size=500):
             # Every cell is escaped, whatever its column: none is safe by construction.
@@ -368,7 +409,11 @@ def csv_response(qs, filename: str) -> StreamingHttpResponse:
 FORMAT_PARAM = OpenApiParameter("format", str, description="csv: the whole filtered log as CSV.")
 
 
-def filter_audit(qs, params, filters=AuditFilterSerializer):
+def filter_audit(
+    qs: QuerySet[AuditEvent],
+    params: Mapping[str, Any],
+    filters: type[AuditFilterSerializer] = AuditFilterSerializer,
+) -> QuerySet[AuditEvent]:
     """`qs` narrowed by the filters in `params`; a bad value raises ValidationError on it."""
     f = filters.values(params)
     if "action" in f:
@@ -397,18 +442,18 @@ class _AuditList(ApiListView):
     export = False
     filters = AuditFilterSerializer
 
-    def base_queryset(self):
+    def base_queryset(self) -> QuerySet[AuditEvent]:
         raise NotImplementedError
 
     def filename(self) -> str:
         raise NotImplementedError
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[AuditEvent]:
         if self.schema_only:
             return AuditEvent.objects.none()
         return filter_audit(self.base_queryset(), self.request.query_params, self.filters)
 
-    def get(self, request, *args, **kwargs):
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response | StreamingHttpResponse:
         if self.export or request.accepted_renderer.format == "csv":
             return csv_response(self.get_queryset(), self.filename())
         return self.list(request, *args, **kwargs)
@@ -417,14 +462,14 @@ class _AuditList(ApiListView):
 class VaultAuditList(_AuditList):
     vault_actions = {"GET": "view_audit"}
 
-    def base_queryset(self):
-        return AuditEvent.objects.filter(vault=self.vault)
+    def base_queryset(self) -> QuerySet[AuditEvent]:
+        return AuditEvent.objects.filter(vault=_url_vault(self))
 
     def filename(self) -> str:
-        return f"lifeboat-audit-{self.vault.name}-{timezone.now():%Y%m%d-%H%M%S}.csv"
+        return f"lifeboat-audit-{_url_vault(self).name}-{timezone.now():%Y%m%d-%H%M%S}.csv"
 
     @extend_schema(parameters=[AuditFilterSerializer, FORMAT_PARAM])
-    def get(self, request, *args, **kwargs):
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response | StreamingHttpResponse:
         """The vault's audit log, newest first (owners and site admins); `?format=csv` exports
         the whole filtered log."""
         return super().get(request, *args, **kwargs)
@@ -436,7 +481,7 @@ class VaultAuditExport(VaultAuditList):
     @extend_schema(
         parameters=[AuditFilterSerializer], responses={(200, "text/csv"): OpenApiTypes.STR}
     )
-    def get(self, request, *args, **kwargs):
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response | StreamingHttpResponse:
         """The vault's filtered audit log as CSV."""
         return _AuditList.get(self, request, *args, **kwargs)
 
@@ -445,14 +490,14 @@ class SiteAuditList(_AuditList):
     site_actions = {"GET": "view_site_audit"}
     filters = SiteAuditFilterSerializer
 
-    def base_queryset(self):
+    def base_queryset(self) -> QuerySet[AuditEvent]:
         return AuditEvent.objects.all()
 
     def filename(self) -> str:
         return f"lifeboat-audit-{timezone.now():%Y%m%d-%H%M%S}.csv"
 
     @extend_schema(parameters=[SiteAuditFilterSerializer, FORMAT_PARAM])
-    def get(self, request, *args, **kwargs):
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response | StreamingHttpResponse:
         """The whole audit log (site admins); `?format=csv` exports it."""
         return super().get(request, *args, **kwargs)
 
@@ -464,6 +509,6 @@ class SiteAuditExport(SiteAuditList):
         parameters=[SiteAuditFilterSerializer],
         responses={(200, "text/csv"): OpenApiTypes.STR},
     )
-    def get(self, request, *args, **kwargs):
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response | StreamingHttpResponse:
         """The whole filtered audit log as CSV (site admins)."""
         return _AuditList.get(self, request, *args, **kwargs)

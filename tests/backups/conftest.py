@@ -246,14 +246,14 @@ class World:
             self.item = protect_vm(self.vault, by=self.admin, vm=self.vm, policy=self.policy)
 
     def snapshot_store(self):
-        from jobs.stores import snapshot_store
+        from vaults.stores import open_or_create_snapshot_store
 
-        return snapshot_store(self.vault, self.host)
+        return open_or_create_snapshot_store(self.vault, self.host)
 
     def vault_store(self):
-        from jobs.stores import vault_store
+        from vaults.stores import open_or_create_vault_store
 
-        return vault_store(self.vault)
+        return open_or_create_vault_store(self.vault)
 
     def restore(self, store, rp_id, lun: int) -> Path:
         import engine

@@ -20,7 +20,7 @@ from jobs.runner import create_job
 from tests import factories as f
 from tests.api.clients import persona_client as client
 from tests.backups.conftest import churn, make_ext4, needs_e2fsprogs, run
-from vaults import lifecycle
+from vaults import lifecycle, stores
 from vaults.models import Role
 from vaults.protection import protect_vm, resume_protection, stop_protection, undelete, update_item
 from vaults.rules import RuleBlocked
@@ -94,14 +94,10 @@ class Lab:
         return job.recovery_point
 
     def vault_store(self):
-        from jobs.stores import vault_store
-
-        return vault_store(self.vault)
+        return stores.open_or_create_vault_store(self.vault)
 
     def snapshot_store(self):
-        from jobs.stores import snapshot_store
-
-        return snapshot_store(self.vault, self.host)
+        return stores.open_or_create_snapshot_store(self.vault, self.host)
 
     def chunk_files(self) -> int:
         return sum(1 for p in (Path(self.vault.store_path) / "chunks").rglob("*") if p.is_file())

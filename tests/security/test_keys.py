@@ -10,13 +10,13 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 import engine
-from jobs import stores
 from jobs.models import Operation
 from jobs.restore import request_restore
-from security import keys
+from security import kek, keys
 from security.models import Alert, CustomerKey, VaultKey
 from tests import factories as f
 from tests.backups.conftest import World, aside, churn, needs_e2fsprogs, run, same_bytes
+from vaults import stores
 from vaults.models import AuditEvent, RecoveryPoint
 from vaults.protection import protect_vm
 from vaults.services.vaults import update_vault
@@ -46,7 +46,7 @@ def test_site_admins_register_keys_by_reference(api, admin_user, tmp_path):
     assert r.data["path"] == str(path) and r.data["enabled"] and r.data["version"] == 1
     assert r.data["problem"] == ""
     key = CustomerKey.objects.get(name="ops-key")
-    assert key.fingerprint == keys.fingerprint(path.read_bytes())
+    assert key.fingerprint == kek.fingerprint(path.read_bytes())
     # The key material is nowhere in the database row or the audit record.
     assert path.read_bytes().hex() not in str(CustomerKey.objects.values().get())
     assert AuditEvent.objects.filter(action="key.create", actor=admin_user).exists()
@@ -158,14 +158,14 @@ def test_unknown_or_unusable_keys_are_refused(api, admin_user, k1):
 def test_an_existing_empty_store_is_rewrapped_on_the_switch(admin_user, k1, host):
     v = f.make_vault("pre", owner=admin_user)
     v.linked_hosts.add(host)
-    stores.snapshot_store(v, host)  # both tiers initialised with the platform key
+    stores.open_or_create_snapshot_store(v, host)  # both tiers initialised with the platform key
     platform = engine.platform_kek(settings.LIFEBOAT["MASTER_KEY_FILE"])
     update_vault(v, by=admin_user, encryption="customer_managed", encryption_key="k1")
     v.refresh_from_db()
-    kek = Path(k1.path).read_bytes()
-    assert stores.kek_for(v) == kek
+    cmk = Path(k1.path).read_bytes()
+    assert kek.kek_for(v) == cmk
     for path in (v.store_path, host.snapshot_store_path(v)):
-        engine.open_store(path, kek)
+        engine.open_store(path, cmk)
         with pytest.raises(engine.WrongKey):
             engine.open_store(path, platform)
 
@@ -298,4 +298,4 @@ def test_disabling_a_key_is_audited_per_vault(api, admin_user, k1):
     assert r.status_code == 200 and r.data["enabled"] is False
     assert AuditEvent.objects.filter(action="vault.key_disable", vault=v).exists()
     with pytest.raises(engine.KeyUnavailable, match="k1 is disabled"):
-        stores.kek_for(v)
+        kek.kek_for(v)

@@ -17,11 +17,10 @@ from django.core.management import CommandError, call_command
 
 import engine
 from engine.keys import kek_fingerprint
-from jobs import stores
 from jobs.restore import request_restore
 from security.models import Alert, MasterKey
 from tests.backups.conftest import World, needs_e2fsprogs, run
-from vaults import file_recovery
+from vaults import file_recovery, stores
 
 pytestmark = pytest.mark.django_db
 
@@ -178,7 +177,7 @@ def test_no_key_is_created_for_an_install_whose_vaults_hold_data(fresh_key, rp):
 
 def test_nothing_creates_the_key_on_demand(fresh_key, vault, host):
     with pytest.raises(engine.KeyUnavailable, match="master_key create"):
-        stores.vault_store(vault)
+        stores.open_or_create_vault_store(vault)
     assert not fresh_key.exists() and not vault.store_path.exists()
     alert = Alert.objects.get(kind="key_unavailable", vault=vault)
     assert alert.severity == "sev0"

@@ -1,7 +1,11 @@
 """Multi-user authorization: critical operations wait for a guard approver, through the API
 and the domain functions alike."""
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core import mail
@@ -20,6 +24,7 @@ from vaults.services.vaults import update_vault
 pytestmark = pytest.mark.django_db
 
 VAULT = reverse("api-vault-detail", args=["prod"])
+REPO = Path(__file__).resolve().parents[2]
 
 
 def approvals_url(*args):
@@ -268,6 +273,40 @@ def test_an_approved_operation_that_can_no_longer_run_says_why(
     assert r.status_code == 409 and r.data["rule"] == "approval_operation_failed"
     approval = Approval.objects.get()
     assert approval.status == "approved" and "Always-on" in approval.error
+
+
+def test_an_approved_operation_nobody_registered_fails_with_a_409_and_changes_nothing(
+    api, mua_vault, contributor, approver
+):
+    r = api(contributor).patch(VAULT, {"soft_delete_state": "disabled"})
+    Approval.objects.filter(pk=r.data["approval"]).update(operation="vault.rename")
+    r = approve(api, approver, r.data["approval"])
+    assert r.status_code == 409 and r.data["rule"] == "approval_operation_failed"
+    approval = Approval.objects.get()
+    assert approval.status == "approved" and "Unknown operation vault.rename" in approval.error
+    mua_vault.refresh_from_db()
+    assert mua_vault.soft_delete_state == "enabled"
+
+
+def test_every_gated_operation_can_run_in_a_process_that_imported_only_mua(tmp_path):
+    """The operations register their re-runs at start-up, not when a page happens to load
+    their module: a fresh process (a worker, a shell) approves them too."""
+    script = (
+        "import django; django.setup(); from security import mua; "
+        "print(' '.join(sorted(mua._reruns)))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings"}
+    env["LIFEBOAT_DATA_DIR"] = str(tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [
+        "policy.update",
+        "protection.stop",
+        "protection.update",
+        "vault.update",
+    ]
 
 
 def test_the_requester_losing_the_role_blocks_execution(api, mua_vault, contributor, approver):

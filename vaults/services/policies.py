@@ -11,6 +11,7 @@ from policies.models import BackupPolicy
 from policies.retention import retention_reductions
 from policies.spec import validate_policy
 from security import mua
+from security.models import Approval
 from vaults import access, audit, lifecycle, rules
 from vaults.models import Vault
 
@@ -137,3 +138,19 @@ def check_policy(
         if others.exists():
             errors = {"name": [NAME_TAKEN]}
     return errors
+
+
+# -- re-runs of gated operations (MUA runs them once a guard approver approves) ---------------
+
+
+def _rerun_policy_update(
+    approval: Approval, requester: User, request: HttpRequest | None
+) -> BackupPolicy:
+    p = approval.params
+    policy = BackupPolicy.objects.filter(vault=approval.vault, pk=p["policy"]).first()
+    if policy is None:
+        raise ValidationError({"detail": "The policy no longer exists."})
+    return update_policy(policy, p["representation"], by=requester, request=request)
+
+
+mua.register("policy.update", _rerun_policy_update)

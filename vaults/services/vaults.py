@@ -10,6 +10,7 @@ from django.db import transaction
 from django.http import HttpRequest
 
 from security import keys, mua
+from security.models import Approval
 from vaults import access, audit, rules
 from vaults.models import Encryption, Immutability, SoftDeleteState, Vault
 from vaults.rules import RuleBlocked
@@ -213,3 +214,13 @@ def delete_vault(vault: Vault, *, by: User, request: HttpRequest | None = None) 
             before={"name": vault.name, **vault_settings(vault)},
         )
         vault.delete()
+
+
+# -- re-runs of gated operations (MUA runs them once a guard approver approves) ---------------
+
+
+def _rerun_vault_update(approval: Approval, requester: User, request: HttpRequest | None) -> Vault:
+    return update_vault(approval.vault, by=requester, request=request, **approval.params)
+
+
+mua.register("vault.update", _rerun_vault_update)

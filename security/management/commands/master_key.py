@@ -11,6 +11,8 @@ To put an exported key back, write its base64 (or hex) value into the master key
 (`LIFEBOAT_MASTER_KEY_FILE`); `master_key fingerprint` then confirms it and makes it 0600.
 """
 
+from argparse import ArgumentParser
+
 from django.core.management.base import BaseCommand, CommandError
 
 import engine
@@ -20,10 +22,10 @@ from security import master_key
 class Command(BaseCommand):
     help = "Create (once, at installation), check or export the platform master key."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("action", choices=["create", "fingerprint", "export"])
 
-    def handle(self, *args, action: str, **options):
+    def handle(self, *args: str, action: str, **options: object) -> None:
         try:
             if action == "create":
                 self.stdout.write(master_key.install())

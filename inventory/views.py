@@ -10,7 +10,7 @@ from django.urls import reverse
 from inventory import services
 from inventory.forms import HostForm, VMForm
 from inventory.models import Disk, Host, VirtualMachine
-from portal.views import apply_errors, count_of, done
+from portal.pages import apply_errors, count_of, done
 from vaults import access
 from vaults.models import ItemState, ProtectedVM
 

@@ -20,7 +20,7 @@ from django_htmx.http import HTMX_STOP_POLLING
 from jobs import hook_details
 from jobs.models import FINISHED, Job, Operation, Status
 from jobs.runner import request_cancel
-from portal.views import done, render_page
+from portal.pages import done, render_page
 from vaults import access
 from vaults.models import RPConsistency
 from vaults.views import vault_context

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 
 from policies.forms import PolicyForm
 from policies.spec import default_policy, retention_summary
-from portal.views import count_of, done, error_text, live_items, render_page
+from portal.pages import count_of, done, error_text, live_items, render_page
 from vaults import access, services
 from vaults.views import vault_context
 

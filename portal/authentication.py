@@ -3,9 +3,9 @@
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
-from portal.api.tokens import revoke_tokens_of_old_passwords
 from portal.client_address import client_ip
 from portal.models import ApiToken, hash_token
+from portal.tokens import revoke_tokens_of_old_passwords
 
 
 class ApiTokenAuthentication(authentication.TokenAuthentication):

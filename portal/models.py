@@ -2,7 +2,7 @@
 
 A token belongs to the password it was issued under: it records a fingerprint of the user's
 password hash, and a token whose fingerprint is no longer the user's is refused and revoked,
-whatever wrote the new password (`portal.api.tokens` revokes them as soon as it is saved).
+whatever wrote the new password (`portal.tokens` revokes them as soon as it is saved).
 """
 
 import hashlib

@@ -27,8 +27,8 @@ from django.core.exceptions import PermissionDenied
 from django.dispatch import receiver
 from django.utils import timezone
 
-from portal.api.tokens import keep_tokens_on_rehash
 from portal.client_address import client_ip
+from portal.tokens import keep_tokens_on_rehash
 from security.models import LoginFailure
 from vaults import audit
 

@@ -28,7 +28,7 @@ from jobs.backup import ACTIVE, ON_DEMAND_DEFAULT_DAYS, SCHEDULABLE, backup_now
 from jobs.models import Operation
 from jobs.restore import request_restore
 from policies.models import BackupPolicy
-from portal.views import (
+from portal.pages import (
     annotate_vault_counts,
     apply_errors,
     approval_pending,

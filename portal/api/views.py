@@ -10,9 +10,9 @@ from rest_framework.response import Response
 
 from portal.api.base import ApiListView, ApiView
 from portal.api.serializers import StrictSerializer
-from portal.api.tokens import DEFAULT_NAME, issue_token, revoke_token
 from portal.client_address import client_ip
 from portal.models import ApiToken
+from portal.tokens import DEFAULT_NAME, issue_token, revoke_token
 from security import lockout
 
 

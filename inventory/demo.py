@@ -29,10 +29,8 @@ from django.db import transaction
 from inventory.lab import images, layout, scripts
 from inventory.lab.control import Lab
 from inventory.models import Disk, Host, VirtualMachine
-
-# Kept for callers of the first version.
-DEMO_HOST = layout.HOST
-DEMO_VAULT = layout.VAULT
+from vaults import services
+from vaults.models import ProtectedVM, Vault
 
 EXTRA_POLICIES = (
     {
@@ -118,9 +116,6 @@ def ensure_demo_lab(*, disk_mib: int | None = None) -> list[str]:
     ``images.LabToolMissing`` when e2fsprogs (mkfs.ext4, debugfs, e2fsck) is not installed
     and ``DemoLabError`` when there is no site administrator yet.
     """
-    from vaults import services
-    from vaults.models import ProtectedVM, Vault
-
     images.require_tools()
     admin = _site_admin()
     lab_ = lab()

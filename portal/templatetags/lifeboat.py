@@ -1,8 +1,13 @@
 """Template helpers. Templates never test roles: they ask these tags, which ask `access`."""
 
 from django import template
+from django.contrib.auth import get_user_model
+from django.db.models import Count, Exists, IntegerField, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 
+from security.models import Alert, AlertStatus
 from vaults import access
+from vaults.models import GuardApprover, VaultMembership
 
 register = template.Library()
 
@@ -101,13 +106,6 @@ def nav_state(context) -> dict:
     user = request.user if request else None
     if not (user and user.is_authenticated):
         return {"alerts": 0, "guard": False}
-    from django.contrib.auth import get_user_model
-    from django.db.models import Count, Exists, IntegerField, OuterRef, Subquery
-    from django.db.models.functions import Coalesce
-
-    from security.models import Alert, AlertStatus
-    from vaults.models import GuardApprover, VaultMembership
-
     active = Alert.objects.filter(status=AlertStatus.ACTIVE)
     if not access.is_site_admin(user):
         # The vaults the user sees (access.visible_vault_ids), as a subquery.

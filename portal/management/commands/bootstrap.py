@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 import engine
+from inventory.demo import ensure_demo_lab
 from security import master_key
 
 
@@ -37,8 +38,6 @@ class Command(BaseCommand):
                 f"  (reset: .venv/bin/python manage.py changepassword admin)\n{bar}\n"
             )
         if not options["no_demo"]:
-            from inventory.demo import ensure_demo_lab
-
             for line in ensure_demo_lab():
                 self.stdout.write(line)
 

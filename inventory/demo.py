@@ -24,11 +24,13 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from inventory.lab import images, layout, scripts
 from inventory.lab.control import Lab
 from inventory.models import Disk, Host, VirtualMachine
+from inventory.services import VmFields
 from vaults import services
 from vaults.models import ProtectedVM, Vault
 
@@ -78,7 +80,7 @@ def image_path(lab_: Lab, vm: layout.LabVM, disk: layout.LabDisk) -> Path:
     return lab_.disks / vm.image_name(disk)
 
 
-def _site_admin():
+def _site_admin() -> User:
     admin = (
         get_user_model().objects.filter(is_superuser=True, is_active=True).order_by("pk").first()
     )
@@ -90,7 +92,7 @@ def _site_admin():
     return admin
 
 
-def _vm_fields(lab_: Lab, spec: layout.LabVM, paths: dict[str, Path]) -> dict:
+def _vm_fields(lab_: Lab, spec: layout.LabVM, paths: dict[str, Path]) -> VmFields:
     return {
         "os_type": "linux",
         "power_state": spec.power,

@@ -7,10 +7,14 @@ allowed roots.
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+
+if TYPE_CHECKING:  # for an annotation; vaults.models does not import this module
+    from vaults.models import Vault
 
 name_validator = RegexValidator(
     r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$",
@@ -85,7 +89,7 @@ class Host(models.Model):
     def allows(self, path: str) -> bool:
         return path_inside(path, self.allowed_roots or [])
 
-    def snapshot_store_path(self, vault) -> Path:
+    def snapshot_store_path(self, vault: "Vault") -> Path:
         return Path(self.snapshot_root) / f"vault-{vault.pk}"
 
 
@@ -130,7 +134,7 @@ class VirtualMachine(models.Model):
         return self.name
 
     @property
-    def os_disk(self):
+    def os_disk(self) -> "Disk | None":
         return next((d for d in self.disks.all() if d.lun == Disk.OS_LUN), None)
 
 

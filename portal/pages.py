@@ -6,7 +6,7 @@ Pages work as full pages first; htmx only swaps fragments (`render_page` picks t
 partial when the request comes from htmx).
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from django.contrib import messages
 from django.contrib.auth.models import User
@@ -23,6 +23,9 @@ from django_htmx.middleware import HtmxDetails
 
 from security.mua import ApprovalRequired
 from vaults.models import ItemState, ProtectedVM, RecoveryPoint, Vault
+
+if TYPE_CHECKING:  # a typing aid of django-stubs, not installed to run
+    from django_stubs_ext import WithAnnotations
 
 
 class PageRequest(HttpRequest):
@@ -107,7 +110,14 @@ def live_rps() -> QuerySet[RecoveryPoint]:
     return RecoveryPoint.objects.filter(soft_deleted_at__isnull=True)
 
 
-def annotate_vault_counts(vaults: QuerySet[Vault]) -> QuerySet[Vault]:
+class VaultCounts(TypedDict):
+    item_count: int
+    rp_count: int
+
+
+def annotate_vault_counts(
+    vaults: QuerySet[Vault],
+) -> "QuerySet[WithAnnotations[Vault, VaultCounts]]":
     """Each vault with `item_count` and `rp_count`: its live protected items and recovery
     points."""
     return vaults.annotate(

@@ -7,6 +7,8 @@ Sev-0 alerts can be seen.
 """
 
 import secrets
+from argparse import ArgumentParser
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
@@ -22,10 +24,10 @@ class Command(BaseCommand):
         "exist yet."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--no-demo", action="store_true", help="Skip the demo lab.")
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         self._master_key()
         User = get_user_model()
         if not User.objects.filter(is_superuser=True).exists():

@@ -31,6 +31,7 @@ from inventory.lab import images, layout, scripts
 from inventory.lab.control import Lab
 from inventory.models import Disk, Host, VirtualMachine
 from inventory.services import VmFields
+from policies.models import BackupPolicy
 from vaults import services
 from vaults.models import ProtectedVM, Vault
 
@@ -123,9 +124,25 @@ def ensure_demo_lab(*, disk_mib: int | None = None) -> list[str]:
     lab_ = lab()
     lab_.make_dirs()
     paths, changed_scripts = scripts.write_scripts(lab_)
+    made_images = _make_images(lab_, disk_mib)
+    created: list[str] = []
+    with transaction.atomic():
+        host = _ensure_host(lab_, created)
+        vault = _ensure_vault(admin, host, created)
+        protected = _ensure_vms(lab_, paths, admin, host, vault, created)
     lines: list[str] = []
+    if created or protected:
+        lines = _summary(lab_, vault, created, protected)
+    elif made_images:
+        lines.append(f"Demo lab: remade missing disk image(s) {', '.join(made_images)}")
+    if changed_scripts and not created:
+        lines.append(f"Demo lab: refreshed hook scripts {', '.join(changed_scripts)}")
+    return lines
 
-    made_images = []
+
+def _make_images(lab_: Lab, disk_mib: int | None) -> list[str]:
+    """Make the disk images that are missing; return their file names."""
+    made = []
     for spec in layout.LAB_VMS:
         for disk in spec.disks:
             path = image_path(lab_, spec, disk)
@@ -134,71 +151,76 @@ def ensure_demo_lab(*, disk_mib: int | None = None) -> list[str]:
                 images.make_image(
                     path, size, f"{spec.name[:11]}-{disk.tag}"[:16], layout.disk_files(spec, disk)
                 )
-                made_images.append(path.name)
+                made.append(path.name)
+    return made
 
-    created: list[str] = []
-    protected: list[str] = []
-    with transaction.atomic():
-        host, host_created = Host.objects.get_or_create(
-            name=layout.HOST,
-            defaults={
-                "snapshot_root": str(lab_.snapshots),
-                "allowed_roots": [str(lab_.disks), str(lab_.restores)],
-            },
-        )
-        if host_created:
-            created.append(f"host {host.name}")
-        vault = Vault.objects.filter(name=layout.VAULT).first()
-        if vault is None:
-            vault = services.create_vault(by=admin, name=layout.VAULT)
-            created.append(f"vault {vault.name}")
-        if not vault.linked_hosts.filter(pk=host.pk).exists():
-            services.link_host(vault, host, by=admin)
-        for rep in EXTRA_POLICIES:
-            if not vault.policies.filter(name=rep["name"]).exists():
-                services.create_policy(vault, rep, by=admin)
-                created.append(f"policy {rep['name']}")
-        default_policy = vault.policies.get(name="DefaultPolicy")
 
-        for spec in layout.LAB_VMS:
-            vm, vm_created = VirtualMachine.objects.get_or_create(
-                name=spec.name, defaults={"host": host, **_vm_fields(lab_, spec, paths)}
-            )
-            if vm_created:
-                created.append(f"VM {vm.name}")
-                for disk in spec.disks:
-                    path = image_path(lab_, spec, disk)
-                    Disk.objects.create(
-                        vm=vm, lun=disk.lun, path=str(path), size=path.stat().st_size
-                    )
-            if vm.host_id == host.pk and not ProtectedVM.objects.filter(vm=vm).exists():
-                services.protect_vm(vault, by=admin, vm=vm, policy=default_policy)
-                protected.append(vm.name)
-            if lab_.power(vm.name) is None:
-                lab_.set_power(
-                    vm.name, vm.power_state if vm.power_state != "unknown" else "running"
-                )
+def _ensure_host(lab_: Lab, created: list[str]) -> Host:
+    host, host_created = Host.objects.get_or_create(
+        name=layout.HOST,
+        defaults={
+            "snapshot_root": str(lab_.snapshots),
+            "allowed_roots": [str(lab_.disks), str(lab_.restores)],
+        },
+    )
+    if host_created:
+        created.append(f"host {host.name}")
+    return host
 
-    if created or protected:
-        lines.append(
-            f"Demo lab under {lab_.root}: "
-            + ", ".join(created or ["nothing new"])
-            + (
-                f"; protected {', '.join(protected)} in {vault.name} (DefaultPolicy)"
-                if protected
-                else ""
-            )
+
+def _ensure_vault(admin: User, host: Host, created: list[str]) -> Vault:
+    """The demo vault, linked to the host, with the extra policies."""
+    vault = Vault.objects.filter(name=layout.VAULT).first()
+    if vault is None:
+        vault = services.create_vault(by=admin, name=layout.VAULT)
+        created.append(f"vault {vault.name}")
+    if not vault.linked_hosts.filter(pk=host.pk).exists():
+        services.link_host(vault, host, by=admin)
+    for rep in EXTRA_POLICIES:
+        if not vault.policies.filter(name=rep["name"]).exists():
+            services.create_policy(vault, rep, by=admin)
+            created.append(f"policy {rep['name']}")
+    return vault
+
+
+def _ensure_vms(
+    lab_: Lab, paths: dict[str, Path], admin: User, host: Host, vault: Vault, created: list[str]
+) -> list[str]:
+    """The lab VMs with their disks, each protected with the default policy unless it ever
+    was protected; return the names of those protected now."""
+    default_policy = vault.policies.get(name=BackupPolicy.DEFAULT_NAME)
+    protected = []
+    for spec in layout.LAB_VMS:
+        vm, vm_created = VirtualMachine.objects.get_or_create(
+            name=spec.name, defaults={"host": host, **_vm_fields(lab_, spec, paths)}
         )
-        for spec in layout.LAB_VMS:
-            lines.append(
-                f"  {spec.name:<12} {spec.power:<8} {len(spec.disks)} disk(s)  {spec.role}"
-            )
-        lines.append(
-            "  Running VMs write into their disks while `manage.py lab writers` runs; "
-            "`manage.py lab churn|stop|start|status` drive the lab."
+        if vm_created:
+            created.append(f"VM {vm.name}")
+            for disk in spec.disks:
+                path = image_path(lab_, spec, disk)
+                Disk.objects.create(vm=vm, lun=disk.lun, path=str(path), size=path.stat().st_size)
+        if vm.host_id == host.pk and not ProtectedVM.objects.filter(vm=vm).exists():
+            services.protect_vm(vault, by=admin, vm=vm, policy=default_policy)
+            protected.append(vm.name)
+        if lab_.power(vm.name) is None:
+            lab_.set_power(vm.name, vm.power_state if vm.power_state != "unknown" else "running")
+    return protected
+
+
+def _summary(lab_: Lab, vault: Vault, created: list[str], protected: list[str]) -> list[str]:
+    lines = [
+        f"Demo lab under {lab_.root}: "
+        + ", ".join(created or ["nothing new"])
+        + (
+            f"; protected {', '.join(protected)} in {vault.name} ({BackupPolicy.DEFAULT_NAME})"
+            if protected
+            else ""
         )
-    elif made_images:
-        lines.append(f"Demo lab: remade missing disk image(s) {', '.join(made_images)}")
-    if changed_scripts and not created:
-        lines.append(f"Demo lab: refreshed hook scripts {', '.join(changed_scripts)}")
+    ]
+    for spec in layout.LAB_VMS:
+        lines.append(f"  {spec.name:<12} {spec.power:<8} {len(spec.disks)} disk(s)  {spec.role}")
+    lines.append(
+        "  Running VMs write into their disks while `manage.py lab writers` runs; "
+        "`manage.py lab churn|stop|start|status` drive the lab."
+    )
     return lines

@@ -7,14 +7,10 @@ allowed roots.
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
-
-if TYPE_CHECKING:  # for an annotation; vaults.models does not import this module
-    from vaults.models import Vault
 
 name_validator = RegexValidator(
     r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$",
@@ -89,7 +85,9 @@ class Host(models.Model):
     def allows(self, path: str) -> bool:
         return path_inside(path, self.allowed_roots or [])
 
-    def snapshot_store_path(self, vault: "Vault") -> Path:
+    def snapshot_store_path(self, vault: models.Model) -> Path:
+        """Where the vault's snapshot-tier store on this host lives; the vault row's id names
+        it. (Typed as any row: importing Vault here would close a cycle through vaults.)"""
         return Path(self.snapshot_root) / f"vault-{vault.pk}"
 
 

@@ -7,6 +7,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,18 +49,17 @@ class Run:
 def timed(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> Run:
     """Run a command: wall time, stdout, and its peak RSS (wait4 ru_maxrss of that child)."""
     t0 = time.monotonic()
-    if True:
-        out_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-out-{os.getpid()}"
-        with open(out_path, "w+b") as out:
-            p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.PIPE)
-            assert p.stderr is not None
-            err = p.stderr.read()
-            _pid, status, ru = os.wait4(p.pid, 0)
-            p.returncode = os.waitstatus_to_exitcode(status)
-            dt = time.monotonic() - t0
-            out.seek(0)
-            text = out.read().decode(errors="replace")
-        out_path.unlink()
+    # stdout goes to a file, not a pipe: a child that writes more than a pipe holds while
+    # stderr is read would block; the pid is waited for with wait4 to get its own rusage.
+    with tempfile.TemporaryFile() as out:
+        p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.PIPE)
+        assert p.stderr is not None
+        err = p.stderr.read()
+        _pid, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        dt = time.monotonic() - t0
+        out.seek(0)
+        text = out.read().decode(errors="replace")
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])} failed ({p.returncode}): {err[-2000:]!r}")
     return Run(dt, ru.ru_maxrss * 1024, text)

@@ -11,9 +11,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from .errors import (
     CorruptionError,
@@ -24,6 +25,7 @@ from .errors import (
     SourceUnreadable,
 )
 from .formats import ZERO_DIGEST, DiskIndex, chunk_id, encode_chunk, file_digest, is_zero
+from .keys import KeySet
 from .model import BackupRequest, BackupResult, CancelFn, DiskSource, DiskStats, ProgressFn
 from .pipeline import (
     ExtentCursor,
@@ -34,23 +36,31 @@ from .pipeline import (
     round_robin,
     run_bounded,
 )
-from .store import Syncer, iso, utcnow
+from .store import Store, Syncer, iso, utcnow
 
-# what a worker returns: (job, chunk number, digest, bytes read, bytes stored, kind, dir)
-_Result = tuple["_DiskJob", int, bytes, int, int, str, Path | None]
+# What became of one chunk: "hole" (not read: no data there), "reused" (not read: outside the
+# changed-extents hint, the parent's chunk stands), "zero" (read, all zeros), "same" (read,
+# as in the parent), "dup" (read, already in the store or claimed by another chunk of this
+# backup), "new" (read and written to the store).
+ChunkKind = Literal["hole", "reused", "zero", "same", "dup", "new"]
+
+# Manifest disk fields that the disk entry itself already names (not repeated from the stats).
+_DISK_FIELDS = {"lun", "size", "chunk_size", "chunks_total"}
 
 
 @dataclass
-class _DiskJob:
+class _DiskBackup:
+    """One disk of a backup: the open source, what the parent holds, and the running totals."""
+
     src: DiskSource
     fd: int
     size: int
     chunk_size: int
     parent: DiskIndex | None
     method: str
-    digests: bytearray
-    holes: list[tuple[int, int]]
-    hint: list[tuple[int, int]] | None
+    data: list[tuple[int, int]]  # (start, end) of the source's data extents; the rest is holes
+    hint: list[tuple[int, int]] | None  # (start, end) changed since the parent, if known
+    digests: bytearray = field(init=False)
     bytes_read: int = 0
     bytes_changed: int = 0
     bytes_stored: int = 0
@@ -59,9 +69,36 @@ class _DiskJob:
     chunks_hashed: int = 0
     dirs: set[Path] = field(default_factory=set)
 
+    def __post_init__(self) -> None:
+        self.digests = bytearray(self.count * 32)
+
     @property
     def count(self) -> int:
         return DiskIndex.chunks_for(self.size, self.chunk_size)
+
+    def chunk_len(self, number: int) -> int:
+        return min(self.chunk_size, self.size - number * self.chunk_size)
+
+    def parent_digest(self, number: int) -> bytes | None:
+        """The parent's digest of this chunk, None where the parent has no such chunk."""
+        p = self.parent
+        return p.digest(number) if p is not None and number < p.count else None
+
+    def record(self, chunk: _Chunk) -> None:
+        self.digests[chunk.number * 32 : chunk.number * 32 + 32] = chunk.digest
+        self.bytes_read += chunk.bytes_read
+        if chunk.kind in ("zero", "hole"):
+            self.chunks_zero += 1
+        if chunk.kind in ("same", "dup", "new"):
+            self.chunks_hashed += 1
+        before = self.parent_digest(chunk.number)
+        if chunk.digest != (ZERO_DIGEST if before is None else before):
+            self.bytes_changed += self.chunk_len(chunk.number)
+        if chunk.kind == "new":
+            self.chunks_new += 1
+            self.bytes_stored += chunk.bytes_stored
+            if chunk.chunk_dir is not None:
+                self.dirs.add(chunk.chunk_dir)
 
     def stats(self) -> DiskStats:
         return DiskStats(
@@ -79,23 +116,16 @@ class _DiskJob:
         )
 
 
-def _open_source(src: DiskSource) -> tuple[int, int]:
-    try:
-        fd = os.open(src.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError as e:
-        raise SourceUnreadable(f"disk lun {src.lun}: cannot open {src.path}: {e.strerror}") from e
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISREG(st.st_mode):
-            size = st.st_size
-        elif stat.S_ISBLK(st.st_mode):
-            size = os.lseek(fd, 0, os.SEEK_END)
-        else:
-            raise SourceUnreadable(f"disk lun {src.lun}: {src.path} is not a file or block device")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, size
+class _Chunk(NamedTuple):
+    """What became of chunk `number` of `disk`."""
+
+    disk: _DiskBackup
+    number: int
+    digest: bytes
+    bytes_read: int
+    bytes_stored: int
+    kind: ChunkKind
+    chunk_dir: Path | None = None  # where a new chunk file went: synced before the commit
 
 
 def backup(
@@ -114,187 +144,258 @@ def backup(
     store = req.store
     keys = store.require_keys()
     started = time.monotonic()
-    t_created = utcnow()
-    rp_id = req.rp_id or str(uuid.uuid4())
-    if req.rp_id is not None:
-        try:
-            rp_id = str(uuid.UUID(req.rp_id))
-        except ValueError as e:
-            raise EngineError(f"rp_id {req.rp_id!r} is not a UUID") from e
-    luns = [d.lun for d in req.disks]
-    if not req.disks or len(set(luns)) != len(luns):
-        raise EngineError("a backup needs at least one disk and distinct LUNs")
+    created = utcnow()
+    rp_id = _rp_id(req)
+    _check_disks(req)
     threads = threads or default_threads()
 
     with store.operation("backup", rp_id=rp_id, parent=req.parent):
         if store.has_manifest(rp_id):
             raise RecoveryPointExists(f"recovery point {rp_id} already exists")
-        parent_body: dict[str, Any] | None = None
-        if req.parent is not None:
-            try:
-                parent_body = store.read_manifest(req.parent)
-            except RecoveryPointNotFound as e:
-                raise ParentMissing(f"parent recovery point {req.parent} not found") from e
-        parent_disks = {int(d["lun"]): d for d in (parent_body or {}).get("disks", [])}
-
-        jobs: list[_DiskJob] = []
-        stack = contextlib.ExitStack()
+        parent_disks = _parent_disks(store, req.parent)
+        disks: list[_DiskBackup] = []
         try:
             for src in req.disks:
-                fd, size = _open_source(src)
-                pdisk = parent_disks.get(src.lun)
-                pidx = None
-                if pdisk is not None and req.parent is not None:
-                    try:
-                        pidx = store.load_index(req.parent, pdisk)
-                    except CorruptionError:
-                        pidx = None  # a damaged parent index: fall back to reading everything
-                cs = pidx.chunk_size if pidx is not None else store.chunk_size
-                try:
-                    holes = data_extents(fd, size)
-                except OSError as e:
-                    os.close(fd)
-                    raise SourceUnreadable(f"disk lun {src.lun}: {e}") from e
-                hint = None
-                if pidx is None:
-                    method = "full"
-                elif src.changed_extents is not None:
-                    method = "changed-extents"
-                    hint = normalise_extents(src.changed_extents, size)
-                else:
-                    method = "full-read"
-                n = DiskIndex.chunks_for(size, cs)
-                jobs.append(
-                    _DiskJob(src, fd, size, cs, pidx, method, bytearray(n * 32), holes, hint)
-                )
-
-            syncer = stack.enter_context(Syncer())
-            claimed: set[bytes] = set()
-            claim_lock = threading.Lock()
-
-            def work(job: _DiskJob, i: int, off: int, ln: int) -> _Result:
-                try:
-                    data = os.pread(job.fd, ln, off)
-                except OSError as e:
-                    raise SourceUnreadable(
-                        f"disk lun {job.src.lun}: read at {off} failed: {e.strerror}"
-                    ) from e
-                if len(data) != ln:
-                    raise SourceUnreadable(
-                        f"disk lun {job.src.lun}: short read at {off} (source shrank?)"
-                    )
-                if is_zero(data):
-                    return (job, i, ZERO_DIGEST, ln, 0, "zero", None)
-                cid = chunk_id(keys, data)
-                if job.parent is not None and i < job.parent.count and job.parent.digest(i) == cid:
-                    return (job, i, cid, ln, 0, "same", None)
-                with claim_lock:
-                    if cid in claimed:
-                        return (job, i, cid, ln, 0, "dup", None)
-                    claimed.add(cid)
-                if store.has_chunk(cid):
-                    return (job, i, cid, ln, 0, "dup", None)
-                blob = encode_chunk(keys, cid, data, store.codec)
-                d = store.put_chunk(cid, blob, syncer)
-                return (job, i, cid, ln, len(blob), "new", d)
-
-            def plan(job: _DiskJob) -> Iterator[Callable[[], _Result] | _Result]:
-                data_cur = ExtentCursor(job.holes)
-                hint_cur = ExtentCursor(job.hint) if job.hint is not None else None
-                cs = job.chunk_size
-                p = job.parent
-                for i in range(job.count):
-                    off = i * cs
-                    ln = min(cs, job.size - off)
-                    if not data_cur.overlaps(off, off + ln):
-                        yield (job, i, ZERO_DIGEST, 0, 0, "hole", None)
-                    elif (
-                        hint_cur is not None
-                        and p is not None
-                        and i < p.count
-                        and p.chunk_len(i) == ln
-                        and not hint_cur.overlaps(off, off + ln)
-                    ):
-                        yield (job, i, p.digest(i), 0, 0, "reused", None)
-                    else:
-                        yield partial(work, job, i, off, ln)
-
-            throttle = Throttle(progress, "backup", sum(j.size for j in jobs))
-
-            def on_result(r: _Result) -> None:
-                job, i, digest, nread, nstored, kind, d = r
-                ln = min(job.chunk_size, job.size - i * job.chunk_size)
-                job.digests[i * 32 : i * 32 + 32] = digest
-                job.bytes_read += nread
-                if kind in ("zero", "hole"):
-                    job.chunks_zero += 1
-                if kind in ("same", "dup", "new"):
-                    job.chunks_hashed += 1
-                p = job.parent
-                if digest != (p.digest(i) if p is not None and i < p.count else ZERO_DIGEST):
-                    job.bytes_changed += ln
-                if kind == "new":
-                    job.chunks_new += 1
-                    job.bytes_stored += nstored
-                    if d is not None:
-                        job.dirs.add(d)
-                throttle.add(ln, job.src.lun)
-
-            run_bounded(
-                round_robin([plan(j) for j in jobs]),
-                on_result,
-                threads=threads,
-                window=threads * 3,
-                cancel=cancel,
-            )
-            throttle.finish()
-            syncer.wait()
+                disks.append(_open_disk(store, src, req.parent, parent_disks.get(src.lun)))
+            _store_chunks(store, keys, disks, progress, cancel, threads)
         finally:
-            stack.close()
-            for j in jobs:
-                os.close(j.fd)
+            for disk in disks:
+                os.close(disk.fd)
+        _commit(store, keys, req, rp_id, created, disks)
+    return BackupResult(rp_id, req.parent, [d.stats() for d in disks], time.monotonic() - started)
 
-        # commit: chunks are durable, then indexes, then (last) the manifest
+
+def _rp_id(req: BackupRequest) -> str:
+    """The preset recovery point id in its canonical form, or a new one."""
+    if req.rp_id is None:
+        return str(uuid.uuid4())
+    try:
+        return str(uuid.UUID(req.rp_id))
+    except ValueError as e:
+        raise EngineError(f"rp_id {req.rp_id!r} is not a UUID") from e
+
+
+def _check_disks(req: BackupRequest) -> None:
+    luns = [d.lun for d in req.disks]
+    if not req.disks or len(set(luns)) != len(luns):
+        raise EngineError("a backup needs at least one disk and distinct LUNs")
+
+
+def _parent_disks(store: Store, parent: str | None) -> dict[int, dict[str, Any]]:
+    """The parent's manifest disk entries by LUN (none for a full backup)."""
+    if parent is None:
+        return {}
+    try:
+        body = store.read_manifest(parent)
+    except RecoveryPointNotFound as e:
+        raise ParentMissing(f"parent recovery point {parent} not found") from e
+    return {int(d["lun"]): d for d in body.get("disks", [])}
+
+
+def _open_disk(
+    store: Store, src: DiskSource, parent: str | None, parent_disk: dict[str, Any] | None
+) -> _DiskBackup:
+    """Open a source disk and decide how its changes are found: against the parent's index,
+    if there is a readable one, reading only the hinted extents when a hint is given."""
+    fd, size = _open_source(src)
+    try:
+        pidx = _parent_index(store, parent, parent_disk)
         try:
-            store.sync_dirs(set().union(*(j.dirs for j in jobs)))
-            disks_json = []
-            for j in jobs:
-                data = DiskIndex(j.chunk_size, j.size, j.digests).to_bytes()
-                store.write_index(rp_id, j.src.lun, data)
-                disks_json.append(
-                    {
-                        "lun": j.src.lun,
-                        "size": j.size,
-                        "chunk_size": j.chunk_size,
-                        "chunks": j.count,
-                        "index_blake3": file_digest(data),
-                        "source_path": str(j.src.path),
-                        **{k: v for k, v in j.stats().to_json().items() if k not in _SKIP},
-                    }
-                )
-            if req.parent is not None and not store.has_manifest(req.parent):
-                raise ParentMissing(f"parent recovery point {req.parent} vanished during backup")
-            body = {
-                "rp_id": rp_id,
-                "vm_name": req.vm_name,
-                "created": iso(t_created),
-                "completed": iso(utcnow()),
-                "parent": req.parent,
-                "consistency": req.consistency,
-                "retain_until": iso(req.retain_until),
-                "tags": list(req.tags),
-                "labels": {str(k): str(v) for k, v in req.labels.items()},
-                "vault_key_id": keys.vault_key_id,
-                "codec": str(store.codec),
-                "disks": disks_json,
-            }
-            store.commit_manifest(rp_id, body, replace=False)
-        except BaseException:
-            if not store.has_manifest(rp_id):
-                with contextlib.suppress(OSError):
-                    shutil.rmtree(store.index_dir(rp_id))
-            raise
-    return BackupResult(rp_id, req.parent, [j.stats() for j in jobs], time.monotonic() - started)
+            data = data_extents(fd, size)
+        except OSError as e:
+            raise SourceUnreadable(f"disk lun {src.lun}: {e}") from e
+    except BaseException:
+        os.close(fd)
+        raise
+    hint = None
+    if pidx is None:
+        method = "full"
+    elif src.changed_extents is not None:
+        method = "changed-extents"
+        hint = normalise_extents(src.changed_extents, size)
+    else:
+        method = "full-read"
+    chunk_size = pidx.chunk_size if pidx is not None else store.chunk_size
+    return _DiskBackup(src, fd, size, chunk_size, pidx, method, data, hint)
 
 
-_SKIP = {"lun", "size", "chunk_size", "chunks_total"}
+def _open_source(src: DiskSource) -> tuple[int, int]:
+    """An open descriptor of the disk file or block device, and its size."""
+    try:
+        fd = os.open(src.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise SourceUnreadable(f"disk lun {src.lun}: cannot open {src.path}: {e.strerror}") from e
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            size = st.st_size
+        elif stat.S_ISBLK(st.st_mode):
+            size = os.lseek(fd, 0, os.SEEK_END)
+        else:
+            raise SourceUnreadable(f"disk lun {src.lun}: {src.path} is not a file or block device")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, size
+
+
+def _parent_index(
+    store: Store, parent: str | None, parent_disk: dict[str, Any] | None
+) -> DiskIndex | None:
+    if parent is None or parent_disk is None:
+        return None
+    try:
+        return store.load_index(parent, parent_disk)
+    except CorruptionError:
+        return None  # a damaged parent index: fall back to reading everything
+
+
+def _store_chunks(
+    store: Store,
+    keys: KeySet,
+    disks: list[_DiskBackup],
+    progress: ProgressFn | None,
+    cancel: CancelFn | None,
+    threads: int,
+) -> None:
+    """Read every disk's chunks on `threads` threads, the disks side by side, storing the new
+    ones; returns when every new chunk file is durable."""
+    throttle = Throttle(progress, "backup", sum(d.size for d in disks))
+
+    def record(chunk: _Chunk) -> None:
+        chunk.disk.record(chunk)
+        throttle.add(chunk.disk.chunk_len(chunk.number), chunk.disk.src.lun)
+
+    with Syncer() as syncer:
+        reader = _ChunkReader(store, keys, syncer)
+        run_bounded(
+            round_robin([_plan(d, reader.read) for d in disks]),
+            record,
+            threads=threads,
+            window=threads * 3,
+            cancel=cancel,
+        )
+        throttle.finish()
+        syncer.wait()
+
+
+def _plan(
+    disk: _DiskBackup, read: Callable[[_DiskBackup, int, int, int], _Chunk]
+) -> Iterator[Callable[[], _Chunk] | _Chunk]:
+    """Each chunk of a disk in order: settled without reading (a hole, or outside the hint and
+    as long as the parent's), or a read for the pool."""
+    data = ExtentCursor(disk.data)
+    hint = ExtentCursor(disk.hint) if disk.hint is not None else None
+    p = disk.parent
+    for number in range(disk.count):
+        off = number * disk.chunk_size
+        ln = disk.chunk_len(number)
+        if not data.overlaps(off, off + ln):
+            yield _Chunk(disk, number, ZERO_DIGEST, 0, 0, "hole")
+        elif (
+            hint is not None
+            and p is not None
+            and number < p.count
+            and p.chunk_len(number) == ln
+            and not hint.overlaps(off, off + ln)
+        ):
+            yield _Chunk(disk, number, p.digest(number), 0, 0, "reused")
+        else:
+            yield partial(read, disk, number, off, ln)
+
+
+class _ChunkReader:
+    """Reads, identifies and stores chunks on the pool's threads. A chunk id seen twice in one
+    backup (on any disk) is stored once: the first thread to claim it writes it."""
+
+    def __init__(self, store: Store, keys: KeySet, syncer: Syncer) -> None:
+        self.store = store
+        self.keys = keys
+        self.syncer = syncer
+        self.claimed: set[bytes] = set()
+        self.claim_lock = threading.Lock()
+
+    def read(self, disk: _DiskBackup, number: int, off: int, ln: int) -> _Chunk:
+        data = _pread(disk, off, ln)
+        if is_zero(data):
+            return _Chunk(disk, number, ZERO_DIGEST, ln, 0, "zero")
+        cid = chunk_id(self.keys, data)
+        if disk.parent_digest(number) == cid:
+            return _Chunk(disk, number, cid, ln, 0, "same")
+        if not self._claim(cid) or self.store.has_chunk(cid):
+            return _Chunk(disk, number, cid, ln, 0, "dup")
+        blob = encode_chunk(self.keys, cid, data, self.store.codec)
+        chunk_dir = self.store.put_chunk(cid, blob, self.syncer)
+        return _Chunk(disk, number, cid, ln, len(blob), "new", chunk_dir)
+
+    def _claim(self, cid: bytes) -> bool:
+        with self.claim_lock:
+            if cid in self.claimed:
+                return False
+            self.claimed.add(cid)
+            return True
+
+
+def _pread(disk: _DiskBackup, off: int, ln: int) -> bytes:
+    try:
+        data = os.pread(disk.fd, ln, off)
+    except OSError as e:
+        raise SourceUnreadable(
+            f"disk lun {disk.src.lun}: read at {off} failed: {e.strerror}"
+        ) from e
+    if len(data) != ln:
+        raise SourceUnreadable(f"disk lun {disk.src.lun}: short read at {off} (source shrank?)")
+    return data
+
+
+def _commit(
+    store: Store,
+    keys: KeySet,
+    req: BackupRequest,
+    rp_id: str,
+    created: datetime,
+    disks: list[_DiskBackup],
+) -> None:
+    """Make the recovery point visible: chunks are durable, then the indexes are written, then
+    (last) the manifest. On failure nothing of it is left but chunks, which GC sweeps."""
+    try:
+        store.sync_dirs(set().union(*(d.dirs for d in disks)))
+        entries = [_write_index(store, rp_id, d) for d in disks]
+        if req.parent is not None and not store.has_manifest(req.parent):
+            raise ParentMissing(f"parent recovery point {req.parent} vanished during backup")
+        body = {
+            "rp_id": rp_id,
+            "vm_name": req.vm_name,
+            "created": iso(created),
+            "completed": iso(utcnow()),
+            "parent": req.parent,
+            "consistency": req.consistency,
+            "retain_until": iso(req.retain_until),
+            "tags": list(req.tags),
+            "labels": {str(k): str(v) for k, v in req.labels.items()},
+            "vault_key_id": keys.vault_key_id,
+            "codec": str(store.codec),
+            "disks": entries,
+        }
+        store.commit_manifest(rp_id, body, replace=False)
+    except BaseException:
+        if not store.has_manifest(rp_id):
+            with contextlib.suppress(OSError):
+                shutil.rmtree(store.index_dir(rp_id))
+        raise
+
+
+def _write_index(store: Store, rp_id: str, disk: _DiskBackup) -> dict[str, Any]:
+    """Write a disk's index; return its manifest entry."""
+    data = DiskIndex(disk.chunk_size, disk.size, disk.digests).to_bytes()
+    store.write_index(rp_id, disk.src.lun, data)
+    stats = {k: v for k, v in disk.stats().to_json().items() if k not in _DISK_FIELDS}
+    return {
+        "lun": disk.src.lun,
+        "size": disk.size,
+        "chunk_size": disk.chunk_size,
+        "chunks": disk.count,
+        "index_blake3": file_digest(data),
+        "source_path": str(disk.src.path),
+        **stats,
+    }

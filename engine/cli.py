@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
 from types import FrameType
@@ -347,43 +348,54 @@ def cmd_rewrap(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    # common options work before or after the sub-command
-    def common_options(suppress: bool) -> argparse.ArgumentParser:
-        c = argparse.ArgumentParser(
-            add_help=False, argument_default=argparse.SUPPRESS if suppress else None
-        )
-        c.add_argument("--key-file", help="KEK file (default: $LIFEBOAT_MASTER_KEY_FILE)")
-        c.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-        c.add_argument("--quiet", "-q", action="store_true", help="no progress output")
-        c.add_argument("--threads", type=int, help="worker threads (default: cores)")
-        return c
+def _common_options(suppress: bool) -> argparse.ArgumentParser:
+    """Options every command takes; suppressed defaults on the sub-command level, so they work
+    before or after the sub-command."""
+    c = argparse.ArgumentParser(
+        add_help=False, argument_default=argparse.SUPPRESS if suppress else None
+    )
+    c.add_argument("--key-file", help="KEK file (default: $LIFEBOAT_MASTER_KEY_FILE)")
+    c.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    c.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    c.add_argument("--threads", type=int, help="worker threads (default: cores)")
+    return c
 
-    common = common_options(suppress=True)
+
+AddCommand = Callable[[str, str], argparse.ArgumentParser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options(suppress=True)
     p = argparse.ArgumentParser(
         prog="python -m engine",
         description=__doc__,
-        parents=[common_options(suppress=False)],
+        parents=[_common_options(suppress=False)],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="cmd", required=True)
-    real_add = sub.add_parser
 
-    def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
-        return real_add(name, parents=[common], **kw)
+    def add(name: str, summary: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, parents=[common])
 
-    sub.add_parser = add_parser  # type: ignore[method-assign]
+    _add_setup_commands(add)
+    _add_recovery_point_commands(add)
+    _add_maintenance_commands(add)
+    return p
 
-    s = sub.add_parser("create-key", help="create a new key file (32 random bytes, mode 0600)")
+
+def _add_setup_commands(add: AddCommand) -> None:
+    s = add("create-key", "create a new key file (32 random bytes, mode 0600)")
     s.add_argument("path", nargs="?", help="default: --key-file or $LIFEBOAT_MASTER_KEY_FILE")
 
-    s = sub.add_parser("init", help="create a store")
+    s = add("init", "create a store")
     s.add_argument("store")
     s.add_argument("--codec", default="zstd:1", help="none or zstd:<level> (default zstd:1)")
     s.add_argument("--chunk-size", default="1M", help="power of two, e.g. 256K, 1M (default 1M)")
     s.add_argument("--keys-from", help="vault store whose keys this (snapshot-tier) store shares")
 
-    s = sub.add_parser("backup", help="back up disks into a new recovery point")
+
+def _add_recovery_point_commands(add: AddCommand) -> None:
+    s = add("backup", "back up disks into a new recovery point")
     s.add_argument("store")
     s.add_argument("--vm", required=True, help="VM name")
     s.add_argument("--disk", action="append", required=True, metavar="LUN=PATH")
@@ -400,42 +412,43 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--retain-until", help="ISO 8601 time")
     s.add_argument("--rp-id", help="preset recovery point UUID")
 
-    s = sub.add_parser("transfer", help="copy a recovery point to another store")
+    s = add("transfer", "copy a recovery point to another store")
     s.add_argument("src")
     s.add_argument("dst")
     s.add_argument("rp_id")
 
-    s = sub.add_parser("restore", help="restore disks of a recovery point to files")
+    s = add("restore", "restore disks of a recovery point to files")
     s.add_argument("store")
     s.add_argument("rp_id")
     s.add_argument("--disk", action="append", required=True, metavar="LUN=PATH")
     s.add_argument("--no-sync", action="store_true", help="skip the final fsync")
 
-    s = sub.add_parser("verify", help="verify recovery points (keyed) or scrub (--keyless)")
+
+def _add_maintenance_commands(add: AddCommand) -> None:
+    s = add("verify", "verify recovery points (keyed) or scrub (--keyless)")
     s.add_argument("store")
     s.add_argument("rp_ids", nargs="*")
     s.add_argument("--keyless", action="store_true", help="outer checksums only, no key needed")
 
-    s = sub.add_parser("scrub", help="keyless check of every file in the store")
+    s = add("scrub", "keyless check of every file in the store")
     s.add_argument("store")
 
-    s = sub.add_parser("gc", help="sweep chunks no recovery point references")
+    s = add("gc", "sweep chunks no recovery point references")
     s.add_argument("store")
     s.add_argument("--grace", type=float, default=86400.0, help="seconds (default 86400)")
     s.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the lock")
     s.add_argument("--dry-run", action="store_true")
 
-    s = sub.add_parser("ls", help="list recovery points from the store alone")
+    s = add("ls", "list recovery points from the store alone")
     s.add_argument("store")
 
-    s = sub.add_parser("delete", help="delete recovery points")
+    s = add("delete", "delete recovery points")
     s.add_argument("store")
     s.add_argument("rp_ids", nargs="+")
 
-    s = sub.add_parser("rewrap", help="re-wrap the store keys under a new KEK")
+    s = add("rewrap", "re-wrap the store keys under a new KEK")
     s.add_argument("store")
     s.add_argument("--new-key-file", required=True)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

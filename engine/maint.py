@@ -7,6 +7,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -35,9 +36,6 @@ from .model import (
 )
 from .pipeline import Throttle, default_threads, run_bounded
 from .store import TMP_PREFIX, Store, atomic_write, fsync_dir, iso, parse_iso
-
-log_name = "engine"
-
 
 # ---------------------------------------------------------------------------- catalog
 
@@ -287,88 +285,133 @@ def gc(
     """
     started = time.monotonic()
     with store.exclusive(wait_seconds):
-        leases = 0
-        for ent in os.scandir(store.path / "leases"):
-            leases += 1  # nobody holds the shared lock: every lease left is stale
-            if not dry_run:
-                with contextlib.suppress(OSError):
-                    os.unlink(ent.path)
-        live: set[str] = set()
+        leases = _clear_leases(store, dry_run)
         rp_ids = set(store.list_rp_ids())
-        for rp_id in sorted(rp_ids):
-            data = store.read_manifest_bytes(rp_id)
-            body = store.parse_manifest(rp_id, data, keyed=False)
-            for disk in body["disks"]:
-                try:
-                    idx = DiskIndex.from_bytes(
-                        store.index_path(rp_id, int(disk["lun"])).read_bytes()
-                    )
-                except (OSError, IndexDamaged) as e:
-                    raise CorruptionError(
-                        f"gc aborted: index of rp {rp_id} lun {disk['lun']} unreadable ({e})",
-                        [Damage(rp_id, int(disk["lun"]), None, "index", str(e))],
-                    ) from e
-                if file_digest(idx.to_bytes()) != disk["index_blake3"]:
-                    raise CorruptionError(
-                        f"gc aborted: index of rp {rp_id} lun {disk['lun']} does not match",
-                        [Damage(rp_id, int(disk["lun"]), None, "index", "checksum mismatch")],
-                    )
-                d = idx.digests
-                for i in range(0, len(d), 32):
-                    live.add(bytes(d[i : i + 32]).hex())
-        live.discard(ZERO_DIGEST.hex())
+        live = _live_chunks(store, rp_ids)
         cutoff = time.time() - grace_seconds
-        swept = swept_bytes = in_grace = temps = 0
-        dirs: set[Path] = set()
-        for path in store.iter_chunk_files():
-            name = path.name
-            if name in live:
-                continue
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                continue
-            if st.st_mtime > cutoff:
-                in_grace += 1
-                continue
-            if not dry_run:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                dirs.add(path.parent)
-            if name.startswith(TMP_PREFIX):
-                temps += 1
-            else:
-                swept += 1
-                swept_bytes += st.st_size
-        index_dirs = 0
-        for ent in os.scandir(store.path / "indexes"):
-            if ent.name in rp_ids or ent.stat().st_mtime > cutoff:
-                continue
-            if store.has_manifest(ent.name):
-                continue
-            index_dirs += 1
-            if not dry_run:
-                shutil.rmtree(ent.path, ignore_errors=True)
-        for sub in ("manifests", "indexes"):
-            for ent in os.scandir(store.path / sub):
-                if ent.name.startswith(TMP_PREFIX) and ent.stat().st_mtime <= cutoff:
-                    temps += 1
-                    if not dry_run:
-                        with contextlib.suppress(OSError):
-                            os.unlink(ent.path)
+        sweep = _sweep_chunks(store, live, cutoff, dry_run)
+        index_dirs = _sweep_index_dirs(store, rp_ids, cutoff, dry_run)
+        temps = sweep.temp_files + _sweep_temp_files(store, cutoff, dry_run)
         if store.durable and not dry_run:
-            for sub_dir in dirs:
+            for sub_dir in sweep.dirs:
                 fsync_dir(sub_dir)
     return GcResult(
         chunks_live=len(live),
-        chunks_swept=swept,
-        bytes_swept=swept_bytes,
-        chunks_in_grace=in_grace,
+        chunks_swept=sweep.chunks,
+        bytes_swept=sweep.bytes,
+        chunks_in_grace=sweep.in_grace,
         temp_files_removed=temps,
         index_dirs_removed=index_dirs,
         leases_cleared=leases,
         duration=time.monotonic() - started,
     )
+
+
+def _clear_leases(store: Store, dry_run: bool) -> int:
+    """Remove every lease file: under the exclusive lock nobody holds the shared one, so each
+    lease left is stale (its process died). Returns how many there were."""
+    leases = 0
+    for ent in os.scandir(store.path / "leases"):
+        leases += 1
+        if not dry_run:
+            with contextlib.suppress(OSError):
+                os.unlink(ent.path)
+    return leases
+
+
+def _live_chunks(store: Store, rp_ids: set[str]) -> set[str]:
+    """The names of the chunk files that committed recovery points reference."""
+    live: set[str] = set()
+    for rp_id in sorted(rp_ids):
+        data = store.read_manifest_bytes(rp_id)
+        body = store.parse_manifest(rp_id, data, keyed=False)
+        for disk in body["disks"]:
+            d = _checked_index(store, rp_id, disk).digests
+            for i in range(0, len(d), 32):
+                live.add(bytes(d[i : i + 32]).hex())
+    live.discard(ZERO_DIGEST.hex())
+    return live
+
+
+def _checked_index(store: Store, rp_id: str, disk: dict[str, Any]) -> DiskIndex:
+    """A disk's index, matching its manifest's checksum; CorruptionError aborts GC."""
+    lun = int(disk["lun"])
+    try:
+        idx = DiskIndex.from_bytes(store.index_path(rp_id, lun).read_bytes())
+    except (OSError, IndexDamaged) as e:
+        raise CorruptionError(
+            f"gc aborted: index of rp {rp_id} lun {disk['lun']} unreadable ({e})",
+            [Damage(rp_id, lun, None, "index", str(e))],
+        ) from e
+    if file_digest(idx.to_bytes()) != disk["index_blake3"]:
+        raise CorruptionError(
+            f"gc aborted: index of rp {rp_id} lun {disk['lun']} does not match",
+            [Damage(rp_id, lun, None, "index", "checksum mismatch")],
+        )
+    return idx
+
+
+@dataclass
+class _ChunkSweep:
+    chunks: int = 0
+    bytes: int = 0
+    in_grace: int = 0
+    temp_files: int = 0  # chunk files a writer left half-written
+    dirs: set[Path] = field(default_factory=set)  # to sync once the files are gone
+
+
+def _sweep_chunks(store: Store, live: set[str], cutoff: float, dry_run: bool) -> _ChunkSweep:
+    """Remove the chunk files (and chunk temp files) no recovery point references, unless they
+    changed after `cutoff`: a running backup may be about to reference them."""
+    sweep = _ChunkSweep()
+    for path in store.iter_chunk_files():
+        name = path.name
+        if name in live:
+            continue
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        if st.st_mtime > cutoff:
+            sweep.in_grace += 1
+            continue
+        if not dry_run:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            sweep.dirs.add(path.parent)
+        if name.startswith(TMP_PREFIX):
+            sweep.temp_files += 1
+        else:
+            sweep.chunks += 1
+            sweep.bytes += st.st_size
+    return sweep
+
+
+def _sweep_index_dirs(store: Store, rp_ids: set[str], cutoff: float, dry_run: bool) -> int:
+    """Remove index directories older than `cutoff` whose manifest was never committed."""
+    removed = 0
+    for ent in os.scandir(store.path / "indexes"):
+        if ent.name in rp_ids or ent.stat().st_mtime > cutoff:
+            continue
+        if store.has_manifest(ent.name):
+            continue
+        removed += 1
+        if not dry_run:
+            shutil.rmtree(ent.path, ignore_errors=True)
+    return removed
+
+
+def _sweep_temp_files(store: Store, cutoff: float, dry_run: bool) -> int:
+    """Remove manifest and index temp files older than `cutoff`."""
+    removed = 0
+    for sub in ("manifests", "indexes"):
+        for ent in os.scandir(store.path / sub):
+            if ent.name.startswith(TMP_PREFIX) and ent.stat().st_mtime <= cutoff:
+                removed += 1
+                if not dry_run:
+                    with contextlib.suppress(OSError):
+                        os.unlink(ent.path)
+    return removed
 
 
 # ---------------------------------------------------------------------------- keys

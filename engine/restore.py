@@ -9,10 +9,11 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import CorruptionError, Damage, DiskNotFound, TargetUnwritable
 from .formats import ZERO_DIGEST, ChunkDamaged, DiskIndex, decode_chunk, zeros
@@ -119,84 +120,145 @@ def restore(
     _check_marker(marker)
     threads = threads or default_threads() + 1  # one more: writes to the target may block
     with contextlib.ExitStack() as owned, store.operation("restore", rp_id=rp_id):
-        body = store.read_manifest(rp_id)
-        plan: list[tuple[int, RestoreTarget, DiskIndex]] = []
-        for lun, target in targets.items():
-            disk = _disk_of(body, int(lun))
-            if not isinstance(target, RestoreTarget):
-                target = _path_target(target, owned)
-            plan.append((int(lun), target, store.load_index(rp_id, disk)))
-        temps: list[tuple[RestoreTarget, str, int]] = []  # (target, temp name, fd)
-        placed = 0
+        disks = _disks_to_restore(store, rp_id, targets, owned)
         try:
-            for _lun, target, idx in plan:
-                check_unchanged(target)
-                tmp = _temp_prefix(target.name, marker) + uuid.uuid4().hex[:10]
-                temps.append((target, tmp, create_temp(target, tmp)))
-                os.ftruncate(temps[-1][2], idx.disk_size)
-            throttle = Throttle(progress, "restore", sum(p[2].disk_size for p in plan))
-            written = [0]
-            zero_chunks = [0]
-
-            def work(fd: int, lun: int, idx: DiskIndex, i: int) -> tuple[int, int]:
-                off = i * idx.chunk_size
-                ln = idx.chunk_len(i)
-                data, _ = fetch_chunk(store, idx.digest(i), ln, (rp_id, lun, off))
-                try:
-                    os.pwrite(fd, data, off)
-                except OSError as e:
-                    raise TargetUnwritable(f"write to restore target failed: {e.strerror}") from e
-                return ln, 1
-
-            def tasks(fd: int, lun: int, idx: DiskIndex) -> Iterator[Any]:
-                for i in range(idx.count):
-                    if idx.digest(i) == ZERO_DIGEST:
-                        yield (idx.chunk_len(i), 0)
-                    else:
-                        yield partial(work, fd, lun, idx, i)
-
-            def on_result(r: tuple[int, int]) -> None:
-                ln, real = r
-                if real:
-                    written[0] += ln
-                else:
-                    zero_chunks[0] += 1
-                throttle.add(ln)
-
-            gens: list[Iterator[Callable[[], tuple[int, int]] | tuple[int, int]]] = [
-                tasks(t[2], p[0], p[2]) for t, p in zip(temps, plan, strict=True)
-            ]
-            run_bounded(
-                round_robin(gens), on_result, threads=threads, window=threads * 3, cancel=cancel
-            )
-            throttle.finish()
+            for disk in disks:
+                disk.create_temp(marker)
+            totals = _write_disks(store, rp_id, disks, progress, cancel, threads)
             if sync:
-                for _target, _tmp, fd in temps:
-                    os.fsync(fd)
-            # Every target is checked before the first is put in place, so a changed one
-            # leaves none of the restore's disks behind.
-            for target, _tmp, _fd in temps:
-                check_unchanged(target)
-            for target, tmp, _fd in temps:
-                put_in_place(target, tmp)
-                placed += 1
-            if sync:
-                for dir_fd in {t.dir_fd for t, _tmp, _fd in temps}:
-                    os.fsync(dir_fd)
+                for disk in disks:
+                    os.fsync(disk.fd)
+            _put_in_place(disks, sync)
         finally:
-            for i, (target, tmp, fd) in enumerate(temps):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-                if i >= placed:
-                    with contextlib.suppress(OSError):
-                        os.unlink(tmp, dir_fd=target.dir_fd)
+            for disk in disks:
+                disk.discard_temp()
     return RestoreResult(
         rp_id,
-        {lun: target.shown for lun, target, _ in plan},
-        written[0],
-        zero_chunks[0],
+        {disk.lun: disk.target.shown for disk in disks},
+        totals.bytes_written,
+        totals.chunks_zero,
         time.monotonic() - started,
     )
+
+
+@dataclass
+class _DiskRestore:
+    """One disk of a restore: its index, its target, and the temp file written beside it."""
+
+    lun: int
+    target: RestoreTarget
+    index: DiskIndex
+    temp: str = ""
+    fd: int = -1  # the open temp file, once created
+    placed: bool = False
+
+    def create_temp(self, marker: str) -> None:
+        check_unchanged(self.target)
+        self.temp = _temp_prefix(self.target.name, marker) + uuid.uuid4().hex[:10]
+        self.fd = create_temp(self.target, self.temp)
+        os.ftruncate(self.fd, self.index.disk_size)
+
+    def discard_temp(self) -> None:
+        """Close the temp file and, unless it was put in place, remove it."""
+        if self.fd < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        if not self.placed:
+            with contextlib.suppress(OSError):
+                os.unlink(self.temp, dir_fd=self.target.dir_fd)
+
+
+def _disks_to_restore(
+    store: Store,
+    rp_id: str,
+    targets: Mapping[int, str | os.PathLike[str] | RestoreTarget],
+    owned: contextlib.ExitStack,
+) -> list[_DiskRestore]:
+    body = store.read_manifest(rp_id)
+    disks = []
+    for lun, target in targets.items():
+        disk = _disk_of(body, int(lun))
+        if not isinstance(target, RestoreTarget):
+            target = _path_target(target, owned)
+        disks.append(_DiskRestore(int(lun), target, store.load_index(rp_id, disk)))
+    return disks
+
+
+class _Piece(NamedTuple):
+    """A chunk's share of a restore: its length, and whether it was written (zeros are not:
+    the temp file is sparse)."""
+
+    length: int
+    written: bool
+
+
+@dataclass
+class _Totals:
+    bytes_written: int = 0
+    chunks_zero: int = 0
+
+
+def _write_disks(
+    store: Store,
+    rp_id: str,
+    disks: list[_DiskRestore],
+    progress: ProgressFn | None,
+    cancel: CancelFn | None,
+    threads: int,
+) -> _Totals:
+    """Write every non-zero chunk of every disk into its temp file, the disks side by side."""
+    throttle = Throttle(progress, "restore", sum(d.index.disk_size for d in disks))
+    totals = _Totals()
+
+    def write(disk: _DiskRestore, i: int) -> _Piece:
+        idx = disk.index
+        off = i * idx.chunk_size
+        ln = idx.chunk_len(i)
+        data, _ = fetch_chunk(store, idx.digest(i), ln, (rp_id, disk.lun, off))
+        try:
+            os.pwrite(disk.fd, data, off)
+        except OSError as e:
+            raise TargetUnwritable(f"write to restore target failed: {e.strerror}") from e
+        return _Piece(ln, True)
+
+    def pieces(disk: _DiskRestore) -> Iterator[Callable[[], _Piece] | _Piece]:
+        idx = disk.index
+        for i in range(idx.count):
+            if idx.digest(i) == ZERO_DIGEST:
+                yield _Piece(idx.chunk_len(i), False)
+            else:
+                yield partial(write, disk, i)
+
+    def count(piece: _Piece) -> None:
+        if piece.written:
+            totals.bytes_written += piece.length
+        else:
+            totals.chunks_zero += 1
+        throttle.add(piece.length)
+
+    run_bounded(
+        round_robin([pieces(d) for d in disks]),
+        count,
+        threads=threads,
+        window=threads * 3,
+        cancel=cancel,
+    )
+    throttle.finish()
+    return totals
+
+
+def _put_in_place(disks: list[_DiskRestore], sync: bool) -> None:
+    # Every target is checked before the first is put in place, so a changed one leaves none
+    # of the restore's disks behind.
+    for disk in disks:
+        check_unchanged(disk.target)
+    for disk in disks:
+        put_in_place(disk.target, disk.temp)
+        disk.placed = True
+    if sync:
+        for dir_fd in {disk.target.dir_fd for disk in disks}:
+            os.fsync(dir_fd)
 
 
 def _path_target(path: str | os.PathLike[str], owned: contextlib.ExitStack) -> RestoreTarget:

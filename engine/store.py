@@ -19,6 +19,7 @@ from typing import Any
 from .errors import (
     CorruptionError,
     Damage,
+    KeyUnavailable,
     RecoveryPointExists,
     RecoveryPointNotFound,
     StoreBusy,
@@ -30,10 +31,11 @@ from .formats import (
     DiskIndex,
     IndexDamaged,
     ManifestDamaged,
+    file_digest,
     manifest_from_bytes,
     manifest_to_bytes,
 )
-from .keys import KeySet, unwrap_keys, vault_key_id_of, wrap_keys
+from .keys import KeySet, new_keyset, unwrap_keys, vault_key_id_of, wrap_keys
 
 STORE_FORMAT = "lifeboat-store"
 STORE_VERSION = 1
@@ -205,8 +207,6 @@ class Store:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         keys_from: str | os.PathLike[str] | None = None,
     ) -> Store:
-        from .keys import new_keyset
-
         p = Path(path)
         parsed = Codec.parse(codec)
         if chunk_size < 4096 or chunk_size > (64 << 20) or chunk_size & (chunk_size - 1):
@@ -244,8 +244,6 @@ class Store:
 
     def require_keys(self) -> KeySet:
         if self.keys is None:
-            from .errors import KeyUnavailable
-
             raise KeyUnavailable("this store handle was opened without a key")
         return self.keys
 
@@ -323,8 +321,6 @@ class Store:
 
     def load_index(self, rp_id: str, disk: dict[str, Any]) -> DiskIndex:
         """Read and check a disk index against the manifest's recorded checksum."""
-        from .formats import file_digest
-
         lun = int(disk["lun"])
         try:
             data = self.index_path(rp_id, lun).read_bytes()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 from .errors import CorruptionError, Damage, KeyMismatch
 from .formats import ZERO_DIGEST, ChunkDamaged, DiskIndex, manifest_from_bytes, recode_chunk
@@ -38,58 +40,12 @@ def transfer(
     with src.operation("transfer-out", rp_id=rp_id), dst.operation("transfer-in", rp_id=rp_id):
         manifest_bytes = src.read_manifest_bytes(rp_id)
         body = src.parse_manifest(rp_id, manifest_bytes, keyed=True)
-        indexes: list[tuple[int, DiskIndex, bytes]] = []
-        for disk in body["disks"]:
-            idx = src.load_index(rp_id, disk)
-            indexes.append((int(disk["lun"]), idx, idx.to_bytes()))
-        # unique chunks in disk order, with the first place each is used (for error reports)
-        wanted: dict[bytes, tuple[int, int, int]] = {}
-        for lun, idx, _ in indexes:
-            for i in range(idx.count):
-                cid = idx.digest(i)
-                if cid != ZERO_DIGEST and cid not in wanted:
-                    wanted[cid] = (lun, i * idx.chunk_size, idx.chunk_len(i))
-        throttle = Throttle(progress, "transfer", sum(w[2] for w in wanted.values()))
-        copied = [0, 0, 0]  # chunks copied, bytes copied, chunks present
-        dirs: set[Path] = set()
-
-        def work(cid: bytes, lun: int, off: int, ln: int) -> tuple[int, int, Path | None]:
-            if dst.has_chunk(cid):
-                return ln, 0, None
-            try:
-                blob = recode_chunk(skeys, cid, src.get_chunk(cid), dst.codec)
-            except (ChunkDamaged, FileNotFoundError) as e:
-                reason = "missing" if isinstance(e, FileNotFoundError) else str(e)
-                raise CorruptionError(
-                    f"source chunk of rp {rp_id} lun {lun} at offset {off}: {reason}",
-                    [Damage(rp_id, lun, off, "chunk", reason, cid.hex())],
-                ) from e
-            return ln, len(blob), dst.put_chunk(cid, blob, syncer)
-
-        def on_result(r: tuple[int, int, Path | None]) -> None:
-            ln, nbytes, d = r
-            if d is None:
-                copied[2] += 1
-            else:
-                copied[0] += 1
-                copied[1] += nbytes
-                dirs.add(d)
-            throttle.add(ln)
-
-        with Syncer() as syncer:
-            run_bounded(
-                (partial(work, cid, *w) for cid, w in wanted.items()),
-                on_result,
-                threads=threads,
-                window=threads * 3,
-                cancel=cancel,
-            )
-            throttle.finish()
-            syncer.wait()
+        indexes = [(int(disk["lun"]), src.load_index(rp_id, disk)) for disk in body["disks"]]
+        copied = _copy_chunks(src, dst, rp_id, _wanted(indexes), progress, cancel, threads)
         try:
-            dst.sync_dirs(dirs)
-            for lun, _idx, data in indexes:
-                dst.write_index(rp_id, lun, data)
+            dst.sync_dirs(copied.dirs)
+            for lun, idx in indexes:
+                dst.write_index(rp_id, lun, idx.to_bytes())
             manifest_from_bytes(manifest_bytes, dkeys)  # still the authenticated manifest
             dst.commit_manifest_bytes(rp_id, manifest_bytes, replace=False)
         except BaseException:
@@ -97,4 +53,88 @@ def transfer(
                 with contextlib.suppress(OSError):
                     shutil.rmtree(dst.index_dir(rp_id))
             raise
-    return TransferResult(rp_id, copied[0], copied[1], copied[2], False, time.monotonic() - started)
+    return TransferResult(
+        rp_id,
+        copied.chunks,
+        copied.bytes,
+        copied.present,
+        False,
+        time.monotonic() - started,
+    )
+
+
+class _Place(NamedTuple):
+    """The first place a chunk is used (for error reports), and its length."""
+
+    lun: int
+    offset: int
+    length: int
+
+
+def _wanted(indexes: list[tuple[int, DiskIndex]]) -> dict[bytes, _Place]:
+    """The recovery point's unique non-zero chunks, in disk order."""
+    wanted: dict[bytes, _Place] = {}
+    for lun, idx in indexes:
+        for i in range(idx.count):
+            cid = idx.digest(i)
+            if cid != ZERO_DIGEST and cid not in wanted:
+                wanted[cid] = _Place(lun, i * idx.chunk_size, idx.chunk_len(i))
+    return wanted
+
+
+@dataclass
+class _Copied:
+    chunks: int = 0
+    bytes: int = 0
+    present: int = 0  # chunks the destination already had
+    dirs: set[Path] = field(default_factory=set)  # to sync before the indexes are written
+
+
+def _copy_chunks(
+    src: Store,
+    dst: Store,
+    rp_id: str,
+    wanted: dict[bytes, _Place],
+    progress: ProgressFn | None,
+    cancel: CancelFn | None,
+    threads: int,
+) -> _Copied:
+    """Copy the wanted chunks dst lacks, each verified; returns when they are durable."""
+    skeys = src.require_keys()
+    throttle = Throttle(progress, "transfer", sum(p.length for p in wanted.values()))
+    copied = _Copied()
+
+    def copy(cid: bytes, place: _Place, syncer: Syncer) -> tuple[int, int, Path | None]:
+        if dst.has_chunk(cid):
+            return place.length, 0, None
+        try:
+            blob = recode_chunk(skeys, cid, src.get_chunk(cid), dst.codec)
+        except (ChunkDamaged, FileNotFoundError) as e:
+            reason = "missing" if isinstance(e, FileNotFoundError) else str(e)
+            raise CorruptionError(
+                f"source chunk of rp {rp_id} lun {place.lun} at offset {place.offset}: {reason}",
+                [Damage(rp_id, place.lun, place.offset, "chunk", reason, cid.hex())],
+            ) from e
+        return place.length, len(blob), dst.put_chunk(cid, blob, syncer)
+
+    def count(r: tuple[int, int, Path | None]) -> None:
+        ln, nbytes, chunk_dir = r
+        if chunk_dir is None:
+            copied.present += 1
+        else:
+            copied.chunks += 1
+            copied.bytes += nbytes
+            copied.dirs.add(chunk_dir)
+        throttle.add(ln)
+
+    with Syncer() as syncer:
+        run_bounded(
+            (partial(copy, cid, place, syncer) for cid, place in wanted.items()),
+            count,
+            threads=threads,
+            window=threads * 3,
+            cancel=cancel,
+        )
+        throttle.finish()
+        syncer.wait()
+    return copied

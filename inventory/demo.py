@@ -24,20 +24,19 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from inventory.lab import images, layout, scripts
 from inventory.lab.control import Lab
 from inventory.models import Disk, Host, VirtualMachine
+from inventory.services import VmFields
+from policies.models import BackupPolicy
 from vaults.models import ProtectedVM, Vault
 from vaults.protection import protect_vm
 from vaults.services.hosts import link_host
 from vaults.services.policies import create_policy
 from vaults.services.vaults import create_vault
-
-# Kept for callers of the first version.
-DEMO_HOST = layout.HOST
-DEMO_VAULT = layout.VAULT
 
 EXTRA_POLICIES = (
     {
@@ -85,7 +84,7 @@ def image_path(lab_: Lab, vm: layout.LabVM, disk: layout.LabDisk) -> Path:
     return lab_.disks / vm.image_name(disk)
 
 
-def _site_admin():
+def _site_admin() -> User:
     admin = (
         get_user_model().objects.filter(is_superuser=True, is_active=True).order_by("pk").first()
     )
@@ -97,7 +96,7 @@ def _site_admin():
     return admin
 
 
-def _vm_fields(lab_: Lab, spec: layout.LabVM, paths: dict[str, Path]) -> dict:
+def _vm_fields(lab_: Lab, spec: layout.LabVM, paths: dict[str, Path]) -> VmFields:
     return {
         "os_type": "linux",
         "power_state": spec.power,
@@ -128,9 +127,25 @@ def ensure_demo_lab(*, disk_mib: int | None = None) -> list[str]:
     lab_ = lab()
     lab_.make_dirs()
     paths, changed_scripts = scripts.write_scripts(lab_)
+    made_images = _make_images(lab_, disk_mib)
+    created: list[str] = []
+    with transaction.atomic():
+        host = _ensure_host(lab_, created)
+        vault = _ensure_vault(admin, host, created)
+        protected = _ensure_vms(lab_, paths, admin, host, vault, created)
     lines: list[str] = []
+    if created or protected:
+        lines = _summary(lab_, vault, created, protected)
+    elif made_images:
+        lines.append(f"Demo lab: remade missing disk image(s) {', '.join(made_images)}")
+    if changed_scripts and not created:
+        lines.append(f"Demo lab: refreshed hook scripts {', '.join(changed_scripts)}")
+    return lines
 
-    made_images = []
+
+def _make_images(lab_: Lab, disk_mib: int | None) -> list[str]:
+    """Make the disk images that are missing; return their file names."""
+    made = []
     for spec in layout.LAB_VMS:
         for disk in spec.disks:
             path = image_path(lab_, spec, disk)
@@ -139,71 +154,76 @@ def ensure_demo_lab(*, disk_mib: int | None = None) -> list[str]:
                 images.make_image(
                     path, size, f"{spec.name[:11]}-{disk.tag}"[:16], layout.disk_files(spec, disk)
                 )
-                made_images.append(path.name)
+                made.append(path.name)
+    return made
 
-    created: list[str] = []
-    protected: list[str] = []
-    with transaction.atomic():
-        host, host_created = Host.objects.get_or_create(
-            name=layout.HOST,
-            defaults={
-                "snapshot_root": str(lab_.snapshots),
-                "allowed_roots": [str(lab_.disks), str(lab_.restores)],
-            },
-        )
-        if host_created:
-            created.append(f"host {host.name}")
-        vault = Vault.objects.filter(name=layout.VAULT).first()
-        if vault is None:
-            vault = create_vault(by=admin, name=layout.VAULT)
-            created.append(f"vault {vault.name}")
-        if not vault.linked_hosts.filter(pk=host.pk).exists():
-            link_host(vault, host, by=admin)
-        for rep in EXTRA_POLICIES:
-            if not vault.policies.filter(name=rep["name"]).exists():
-                create_policy(vault, rep, by=admin)
-                created.append(f"policy {rep['name']}")
-        default_policy = vault.policies.get(name="DefaultPolicy")
 
-        for spec in layout.LAB_VMS:
-            vm, vm_created = VirtualMachine.objects.get_or_create(
-                name=spec.name, defaults={"host": host, **_vm_fields(lab_, spec, paths)}
-            )
-            if vm_created:
-                created.append(f"VM {vm.name}")
-                for disk in spec.disks:
-                    path = image_path(lab_, spec, disk)
-                    Disk.objects.create(
-                        vm=vm, lun=disk.lun, path=str(path), size=path.stat().st_size
-                    )
-            if vm.host_id == host.pk and not ProtectedVM.objects.filter(vm=vm).exists():
-                protect_vm(vault, by=admin, vm=vm, policy=default_policy)
-                protected.append(vm.name)
-            if lab_.power(vm.name) is None:
-                lab_.set_power(
-                    vm.name, vm.power_state if vm.power_state != "unknown" else "running"
-                )
+def _ensure_host(lab_: Lab, created: list[str]) -> Host:
+    host, host_created = Host.objects.get_or_create(
+        name=layout.HOST,
+        defaults={
+            "snapshot_root": str(lab_.snapshots),
+            "allowed_roots": [str(lab_.disks), str(lab_.restores)],
+        },
+    )
+    if host_created:
+        created.append(f"host {host.name}")
+    return host
 
-    if created or protected:
-        lines.append(
-            f"Demo lab under {lab_.root}: "
-            + ", ".join(created or ["nothing new"])
-            + (
-                f"; protected {', '.join(protected)} in {vault.name} (DefaultPolicy)"
-                if protected
-                else ""
-            )
+
+def _ensure_vault(admin: User, host: Host, created: list[str]) -> Vault:
+    """The demo vault, linked to the host, with the extra policies."""
+    vault = Vault.objects.filter(name=layout.VAULT).first()
+    if vault is None:
+        vault = create_vault(by=admin, name=layout.VAULT)
+        created.append(f"vault {vault.name}")
+    if not vault.linked_hosts.filter(pk=host.pk).exists():
+        link_host(vault, host, by=admin)
+    for rep in EXTRA_POLICIES:
+        if not vault.policies.filter(name=rep["name"]).exists():
+            create_policy(vault, rep, by=admin)
+            created.append(f"policy {rep['name']}")
+    return vault
+
+
+def _ensure_vms(
+    lab_: Lab, paths: dict[str, Path], admin: User, host: Host, vault: Vault, created: list[str]
+) -> list[str]:
+    """The lab VMs with their disks, each protected with the default policy unless it ever
+    was protected; return the names of those protected now."""
+    default_policy = vault.policies.get(name=BackupPolicy.DEFAULT_NAME)
+    protected = []
+    for spec in layout.LAB_VMS:
+        vm, vm_created = VirtualMachine.objects.get_or_create(
+            name=spec.name, defaults={"host": host, **_vm_fields(lab_, spec, paths)}
         )
-        for spec in layout.LAB_VMS:
-            lines.append(
-                f"  {spec.name:<12} {spec.power:<8} {len(spec.disks)} disk(s)  {spec.role}"
-            )
-        lines.append(
-            "  Running VMs write into their disks while `manage.py lab writers` runs; "
-            "`manage.py lab churn|stop|start|status` drive the lab."
+        if vm_created:
+            created.append(f"VM {vm.name}")
+            for disk in spec.disks:
+                path = image_path(lab_, spec, disk)
+                Disk.objects.create(vm=vm, lun=disk.lun, path=str(path), size=path.stat().st_size)
+        if vm.host_id == host.pk and not ProtectedVM.objects.filter(vm=vm).exists():
+            protect_vm(vault, by=admin, vm=vm, policy=default_policy)
+            protected.append(vm.name)
+        if lab_.power(vm.name) is None:
+            lab_.set_power(vm.name, vm.power_state if vm.power_state != "unknown" else "running")
+    return protected
+
+
+def _summary(lab_: Lab, vault: Vault, created: list[str], protected: list[str]) -> list[str]:
+    lines = [
+        f"Demo lab under {lab_.root}: "
+        + ", ".join(created or ["nothing new"])
+        + (
+            f"; protected {', '.join(protected)} in {vault.name} ({BackupPolicy.DEFAULT_NAME})"
+            if protected
+            else ""
         )
-    elif made_images:
-        lines.append(f"Demo lab: remade missing disk image(s) {', '.join(made_images)}")
-    if changed_scripts and not created:
-        lines.append(f"Demo lab: refreshed hook scripts {', '.join(changed_scripts)}")
+    ]
+    for spec in layout.LAB_VMS:
+        lines.append(f"  {spec.name:<12} {spec.power:<8} {len(spec.disks)} disk(s)  {spec.role}")
+    lines.append(
+        "  Running VMs write into their disks while `manage.py lab writers` runs; "
+        "`manage.py lab churn|stop|start|status` drive the lab."
+    )
     return lines

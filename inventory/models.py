@@ -85,7 +85,9 @@ class Host(models.Model):
     def allows(self, path: str) -> bool:
         return path_inside(path, self.allowed_roots or [])
 
-    def snapshot_store_path(self, vault) -> Path:
+    def snapshot_store_path(self, vault: models.Model) -> Path:
+        """Where the vault's snapshot-tier store on this host lives; the vault row's id names
+        it. (Typed as any row: importing Vault here would close a cycle through vaults.)"""
         return Path(self.snapshot_root) / f"vault-{vault.pk}"
 
 
@@ -130,7 +132,7 @@ class VirtualMachine(models.Model):
         return self.name
 
     @property
-    def os_disk(self):
+    def os_disk(self) -> "Disk | None":
         return next((d for d in self.disks.all() if d.lun == Disk.OS_LUN), None)
 
 

@@ -7,38 +7,74 @@ Rule violations raise `ValidationError` keyed by the field at fault; every chang
 
 import os
 import stat
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, TypedDict, Unpack
 
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.http import HttpRequest
 
 from inventory.models import Disk, ExtensionState, Host, VirtualMachine
 from jobs.models import vm_name_holder
 from vaults import access, audit
 from vaults.models import ItemState, ProtectedVM
 
-HOST_FIELDS = ("name", "connector", "snapshot_root", "allowed_roots")
-EXTENSION_FIELDS = (
-    "pre_script",
-    "pre_script_params",
-    "post_script",
-    "post_script_params",
-    "script_timeout",
-    "script_retries",
-    "continue_on_failure",
-    "freeze_enabled",
-    "freeze_command",
-    "thaw_command",
-    "freeze_timeout",
-)
-VM_FIELDS = ("name", "os_type", "power_state", "power_probe_command", *EXTENSION_FIELDS)
-_UNCHANGED = object()
+
+class HostFields(TypedDict, total=False):
+    """A host's own fields, as `create_host` and `update_host` take them."""
+
+    name: str
+    connector: str
+    snapshot_root: str
+    allowed_roots: list[str]
 
 
-def host_summary(host: Host) -> dict:
+class VmFields(TypedDict, total=False):
+    """A VM's own fields (its backup extension's configuration included), as `create_vm` and
+    `update_vm` take them; the host and the disks are separate parameters."""
+
+    name: str
+    os_type: str
+    power_state: str
+    power_probe_command: str
+    pre_script: str
+    pre_script_params: list[str]
+    post_script: str
+    post_script_params: list[str]
+    script_timeout: int
+    script_retries: int
+    continue_on_failure: bool
+    freeze_enabled: bool
+    freeze_command: str
+    thaw_command: str
+    freeze_timeout: int
+
+
+class DiskSpec(TypedDict):
+    """A disk as given: its LUN (-1 is the OS disk) and the path of its file."""
+
+    lun: int
+    path: str
+
+
+class DiskRow(DiskSpec):
+    """A disk as stored: the path resolved, the size read from the file."""
+
+    size: int
+
+
+HOST_FIELDS = tuple(HostFields.__annotations__)
+VM_FIELDS = tuple(VmFields.__annotations__)
+# What two paths share when they name the same disk (see `_same_file_key`).
+FileKey = tuple[str | int, ...]
+
+
+def host_summary(host: Host) -> dict[str, Any]:
     return {f: getattr(host, f) for f in HOST_FIELDS}
 
 
-def vm_summary(vm: VirtualMachine) -> dict:
+def vm_summary(vm: VirtualMachine) -> dict[str, Any]:
     return {
         **{f: getattr(vm, f) for f in VM_FIELDS},
         "host": vm.host.name,
@@ -46,7 +82,7 @@ def vm_summary(vm: VirtualMachine) -> dict:
     }
 
 
-def _unknown(fields: dict, known) -> None:
+def _unknown(fields: Mapping[str, object], known: Collection[str]) -> None:
     unknown = set(fields) - set(known)
     if unknown:
         raise ValidationError({f: "Unknown field." for f in sorted(unknown)})
@@ -57,7 +93,7 @@ def _unknown(fields: dict, known) -> None:
 
 def _check_host(host: Host) -> None:
     """Model rules, plus: allowed roots exist, and every disk of the host's VMs stays inside."""
-    errors = {}
+    errors: dict[str, list[str]] = {}
     try:
         host.full_clean()
     except ValidationError as exc:
@@ -76,7 +112,9 @@ def _check_host(host: Host) -> None:
         raise ValidationError(errors)
 
 
-def create_host(*, by, request=None, **fields) -> Host:
+def create_host(
+    *, by: User, request: HttpRequest | None = None, **fields: Unpack[HostFields]
+) -> Host:
     access.require_site(by, "manage_inventory")
     _unknown(fields, HOST_FIELDS)
     host = Host(**fields)
@@ -87,7 +125,9 @@ def create_host(*, by, request=None, **fields) -> Host:
     return host
 
 
-def update_host(host: Host, *, by, request=None, **changes) -> Host:
+def update_host(
+    host: Host, *, by: User, request: HttpRequest | None = None, **changes: Unpack[HostFields]
+) -> Host:
     access.require_site(by, "manage_inventory")
     _unknown(changes, HOST_FIELDS)
     before = host_summary(host)
@@ -107,7 +147,7 @@ def update_host(host: Host, *, by, request=None, **changes) -> Host:
     return host
 
 
-def delete_host(host: Host, *, by, request=None) -> None:
+def delete_host(host: Host, *, by: User, request: HttpRequest | None = None) -> None:
     access.require_site(by, "manage_inventory")
     n = host.vms.count()
     if n:
@@ -137,7 +177,7 @@ def _disk_size(path: str) -> int | None:
         return None
 
 
-def _same_file_key(path: str) -> tuple:
+def _same_file_key(path: str) -> FileKey:
     """What two paths share when they name the same disk: the device or the file (inode)
     they lead to, so neither '..', a symlink nor a hard link disguises it; the resolved path
     when nothing is there."""
@@ -150,7 +190,7 @@ def _same_file_key(path: str) -> tuple:
     return ("file", st.st_dev, st.st_ino)
 
 
-def _disk_owners(vm: VirtualMachine | None) -> dict[tuple, str]:
+def _disk_owners(vm: VirtualMachine | None) -> dict[FileKey, str]:
     """Every registered disk of the other VMs, by what it is on disk → its VM's name.
 
     Compared as files, not as stored strings, so a row written by any route (or before paths
@@ -162,7 +202,9 @@ def _disk_owners(vm: VirtualMachine | None) -> dict[tuple, str]:
     return {_same_file_key(d.path): d.vm.name for d in others}
 
 
-def clean_disks(host: Host, disks, vm: VirtualMachine | None = None) -> list[dict]:
+def clean_disks(
+    host: Host, disks: Sequence[DiskSpec], vm: VirtualMachine | None = None
+) -> list[DiskRow]:
     """[{"lun", "path"}] → [{"lun", "path", "size"}], or ValidationError on `disks`.
 
     LUNs are unique, exactly one is the OS disk (-1), each path resolves inside the host's
@@ -180,7 +222,7 @@ def clean_disks(host: Host, disks, vm: VirtualMachine | None = None) -> list[dic
     if len(set(keys)) != len(keys):
         problems.append("Two disks name the same file.")
     taken = _disk_owners(vm)
-    out = []
+    out: list[DiskRow] = []
     for d, key in zip(disks, keys, strict=True):
         lun, path = d["lun"], d["path"]
         if not os.path.isabs(path):
@@ -201,7 +243,7 @@ def clean_disks(host: Host, disks, vm: VirtualMachine | None = None) -> list[dic
 
 
 def _check_vm(vm: VirtualMachine) -> None:
-    errors = {}
+    errors: dict[str, list[str]] = {}
     try:
         vm.full_clean(exclude=["host"])
     except ValidationError as exc:
@@ -232,12 +274,19 @@ def _protection(vm: VirtualMachine) -> ProtectedVM | None:
     )
 
 
-def _save_disks(vm: VirtualMachine, disks: list[dict]) -> None:
+def _save_disks(vm: VirtualMachine, disks: list[DiskRow]) -> None:
     vm.disks.all().delete()
     Disk.objects.bulk_create([Disk(vm=vm, **d) for d in disks])
 
 
-def create_vm(*, by, request=None, host: Host, disks: list[dict], **fields) -> VirtualMachine:
+def create_vm(
+    *,
+    by: User,
+    request: HttpRequest | None = None,
+    host: Host,
+    disks: Sequence[DiskSpec],
+    **fields: Unpack[VmFields],
+) -> VirtualMachine:
     access.require_site(by, "manage_inventory")
     _unknown(fields, VM_FIELDS)
     vm = VirtualMachine(host=host, **fields)
@@ -251,12 +300,20 @@ def create_vm(*, by, request=None, host: Host, disks: list[dict], **fields) -> V
 
 
 def update_vm(
-    vm: VirtualMachine, *, by, request=None, host=_UNCHANGED, disks=_UNCHANGED, **changes
+    vm: VirtualMachine,
+    *,
+    by: User,
+    request: HttpRequest | None = None,
+    host: Host | None = None,
+    disks: Sequence[DiskSpec] | None = None,
+    **changes: Unpack[VmFields],
 ) -> VirtualMachine:
+    """Change a VM's fields; `host` moves it (not while it is protected), `disks` replaces its
+    disks whole. Left out (None), the host and the disks stay as they are."""
     access.require_site(by, "manage_inventory")
     _unknown(changes, VM_FIELDS)
     before = vm_summary(vm)
-    if host is not _UNCHANGED and host.pk != vm.host_id:
+    if host is not None and host.pk != vm.host_id:
         current = _protection(vm)
         if current is not None:
             raise ValidationError(
@@ -269,8 +326,8 @@ def update_vm(
     for field, value in changes.items():
         setattr(vm, field, value)
     _check_vm(vm)
-    if disks is _UNCHANGED:
-        disks = [{"lun": d.lun, "path": d.path} for d in vm.disks.all()]
+    if disks is None:
+        disks = [DiskSpec(lun=d.lun, path=d.path) for d in vm.disks.all()]
     cleaned = clean_disks(vm.host, disks, vm=vm)
     with transaction.atomic():
         vm.save()
@@ -281,7 +338,7 @@ def update_vm(
     return vm
 
 
-def delete_vm(vm: VirtualMachine, *, by, request=None) -> None:
+def delete_vm(vm: VirtualMachine, *, by: User, request: HttpRequest | None = None) -> None:
     access.require_site(by, "manage_inventory")
     items = list(ProtectedVM.objects.filter(vm=vm).select_related("vault"))
     if items:
@@ -300,7 +357,9 @@ def delete_vm(vm: VirtualMachine, *, by, request=None) -> None:
 # -- backup extension ---------------------------------------------------------------------------
 
 
-def repair_extension(vm: VirtualMachine, *, by, request=None) -> VirtualMachine:
+def repair_extension(
+    vm: VirtualMachine, *, by: User, request: HttpRequest | None = None
+) -> VirtualMachine:
     """Clear a failed backup extension so the next backup installs and validates it afresh.
 
     Allowed to operators of the vault that protects the VM (they may back it up) and to site

@@ -3,19 +3,20 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.db.models import Count, OuterRef, Prefetch
+from django.db.models import Count, OuterRef, Prefetch, QuerySet
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 
 from inventory import services
 from inventory.forms import HostForm, VMForm
 from inventory.models import Disk, Host, VirtualMachine
-from portal.views import apply_errors, count_of, done
+from portal.pages import PageRequest, apply_errors, count_of, done
 from vaults import access
 from vaults.models import ItemState, ProtectedVM
 
 
-def _require_admin(request):
+def _require_admin(request: PageRequest) -> None:
     access.require_site(request.user, "manage_inventory")
 
 
@@ -23,7 +24,7 @@ def _require_admin(request):
 
 
 @login_required
-def host_list(request):
+def host_list(request: PageRequest) -> HttpResponse:
     _require_admin(request)
     hosts = Host.objects.annotate(
         vm_count=count_of(VirtualMachine.objects.filter(host=OuterRef("pk")), "host"),
@@ -32,7 +33,7 @@ def host_list(request):
     return render(request, "inventory/host_list.html", {"hosts": hosts})
 
 
-def _host_form_page(request, host=None):
+def _host_form_page(request: PageRequest, host: Host | None = None) -> HttpResponse:
     initial = HostForm.initial_from(host) if host else None
     form = HostForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
@@ -54,13 +55,13 @@ def _host_form_page(request, host=None):
 
 
 @login_required
-def host_create(request):
+def host_create(request: PageRequest) -> HttpResponse:
     _require_admin(request)
     return _host_form_page(request)
 
 
 @login_required
-def host_edit(request, name):
+def host_edit(request: PageRequest, name: str) -> HttpResponse:
     _require_admin(request)
     return _host_form_page(request, get_object_or_404(Host, name=name))
 
@@ -68,12 +69,12 @@ def host_edit(request, name):
 # -- VMs ----------------------------------------------------------------------------------------
 
 
-def _live_protections():
+def _live_protections() -> QuerySet[ProtectedVM]:
     return ProtectedVM.objects.exclude(state=ItemState.SOFT_DELETED).select_related("vault")
 
 
 @login_required
-def vm_list(request):
+def vm_list(request: PageRequest) -> HttpResponse:
     _require_admin(request)
     vms = (
         VirtualMachine.objects.select_related("host")
@@ -85,7 +86,7 @@ def vm_list(request):
 
 
 @login_required
-def vm_detail(request, name):
+def vm_detail(request: PageRequest, name: str) -> HttpResponse:
     _require_admin(request)
     vm = get_object_or_404(
         VirtualMachine.objects.select_related("host").prefetch_related(
@@ -102,7 +103,7 @@ def vm_detail(request, name):
     return render(request, "inventory/vm_detail.html", {"vm": vm})
 
 
-def _vm_form_page(request, vm=None):
+def _vm_form_page(request: PageRequest, vm: VirtualMachine | None = None) -> HttpResponse:
     initial = VMForm.initial_from(vm) if vm else None
     form = VMForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
@@ -136,12 +137,12 @@ def _vm_form_page(request, vm=None):
 
 
 @login_required
-def vm_create(request):
+def vm_create(request: PageRequest) -> HttpResponse:
     _require_admin(request)
     return _vm_form_page(request)
 
 
 @login_required
-def vm_edit(request, name):
+def vm_edit(request: PageRequest, name: str) -> HttpResponse:
     _require_admin(request)
     return _vm_form_page(request, get_object_or_404(VirtualMachine, name=name))

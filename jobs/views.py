@@ -24,7 +24,7 @@ from django_htmx.middleware import HtmxDetails
 from jobs import hook_details
 from jobs.models import Job, Operation, Status
 from jobs.runner import JobFinished, cancel_job
-from portal.views import done, error_text, render_page
+from portal.pages import done, error_text, render_page
 from vaults import access
 from vaults.models import RPConsistency
 from vaults.views.common import vault_context

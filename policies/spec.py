@@ -251,6 +251,65 @@ class _Validator:
             if key not in known:
                 self.err(f"{prefix}{key}", "Unknown field.")
 
+    # -- top-level fields -----------------------------------------------
+
+    def policy_name(self, value: Any) -> str | None:
+        if value is _MISSING:
+            self.err("name", "This field is required.")
+        elif not isinstance(value, str):
+            self.err("name", "Must be a string.")
+        elif not 1 <= len(value) <= NAME_MAX_LENGTH:
+            self.err("name", f"Must be 1 to {NAME_MAX_LENGTH} characters long.")
+        elif not _NAME_RE.fullmatch(value):
+            self.err(
+                "name",
+                "Must start with a letter and contain only letters, digits, '-' and '_'.",
+            )
+        else:
+            return value
+        return None
+
+    def timezone(self, value: Any) -> str | None:
+        if not isinstance(value, str):
+            self.err("timezone", "Must be a string.")
+        elif not is_valid_timezone(value):
+            self.err("timezone", 'Must be a valid IANA time zone such as "Europe/Berlin" or "UTC".')
+        else:
+            return value
+        return None
+
+    def instant_restore_days(
+        self, data: Mapping[str, Any], kind: str | None, freq: str | None
+    ) -> int | None:
+        """The days given, within the kind's range (fixed for a standard weekly policy), or
+        the default when none are given; None when invalid or the kind is unknown."""
+        weekly_standard = kind == "standard" and freq == "weekly"
+        if "instant_restore_days" not in data:
+            if kind is None:
+                return None
+            if weekly_standard:
+                return WEEKLY_STANDARD_INSTANT_RESTORE_DAYS
+            return DEFAULT_INSTANT_RESTORE_DAYS[kind]
+        days = data["instant_restore_days"]
+        if isinstance(days, bool) or not isinstance(days, int):
+            self.err("instant_restore_days", "Must be an integer.")
+        elif weekly_standard:
+            if days == WEEKLY_STANDARD_INSTANT_RESTORE_DAYS:
+                return days
+            self.err(
+                "instant_restore_days",
+                f"Must be {WEEKLY_STANDARD_INSTANT_RESTORE_DAYS} for a weekly schedule.",
+            )
+        elif kind is not None:
+            lo, hi = INSTANT_RESTORE_RANGE[kind]
+            if lo <= days <= hi:
+                return days
+            self.err(
+                "instant_restore_days",
+                f"Must be between {lo} and {hi} days for {kind} policies.",
+            )
+        return None
+
     # -- sections -------------------------------------------------------
 
     def schedule(self, value: Any, kind: str | None) -> Policy | None:
@@ -458,31 +517,16 @@ def validate_policy(
 
     out: Policy = {}
 
-    name = data.get("name", _MISSING)
-    if name is _MISSING:
-        v.err("name", "This field is required.")
-    elif not isinstance(name, str):
-        v.err("name", "Must be a string.")
-    elif not 1 <= len(name) <= NAME_MAX_LENGTH:
-        v.err("name", f"Must be 1 to {NAME_MAX_LENGTH} characters long.")
-    elif not _NAME_RE.fullmatch(name):
-        v.err(
-            "name",
-            "Must start with a letter and contain only letters, digits, '-' and '_'.",
-        )
-    else:
+    name = v.policy_name(data.get("name", _MISSING))
+    if name is not None:
         out["name"] = name
 
     kind = v.choice(data.get("kind", "standard"), "kind", KINDS)
     if kind is not None:
         out["kind"] = kind
 
-    tz = data.get("timezone", "UTC")
-    if not isinstance(tz, str):
-        v.err("timezone", "Must be a string.")
-    elif not is_valid_timezone(tz):
-        v.err("timezone", 'Must be a valid IANA time zone such as "Europe/Berlin" or "UTC".')
-    else:
+    tz = v.timezone(data.get("timezone", "UTC"))
+    if tz is not None:
         out["timezone"] = tz
 
     consistency = v.choice(data.get("consistency", "default"), "consistency", CONSISTENCIES)
@@ -498,32 +542,9 @@ def validate_policy(
         schedule = v.schedule(data["schedule"], kind)
     freq = schedule["frequency"] if schedule else None
 
-    if "instant_restore_days" in data:
-        ir_raw = data["instant_restore_days"]
-        if isinstance(ir_raw, bool) or not isinstance(ir_raw, int):
-            v.err("instant_restore_days", "Must be an integer.")
-        elif kind == "standard" and freq == "weekly":
-            if ir_raw != WEEKLY_STANDARD_INSTANT_RESTORE_DAYS:
-                v.err(
-                    "instant_restore_days",
-                    f"Must be {WEEKLY_STANDARD_INSTANT_RESTORE_DAYS} for a weekly schedule.",
-                )
-            else:
-                out["instant_restore_days"] = ir_raw
-        elif kind is not None:
-            lo, hi = INSTANT_RESTORE_RANGE[kind]
-            if not lo <= ir_raw <= hi:
-                v.err(
-                    "instant_restore_days",
-                    f"Must be between {lo} and {hi} days for {kind} policies.",
-                )
-            else:
-                out["instant_restore_days"] = ir_raw
-    elif kind is not None:
-        if kind == "standard" and freq == "weekly":
-            out["instant_restore_days"] = WEEKLY_STANDARD_INSTANT_RESTORE_DAYS
-        else:
-            out["instant_restore_days"] = DEFAULT_INSTANT_RESTORE_DAYS[kind]
+    days = v.instant_restore_days(data, kind, freq)
+    if days is not None:
+        out["instant_restore_days"] = days
 
     retention: Policy | None = None
     present: set[str] = set()

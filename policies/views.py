@@ -1,17 +1,22 @@
 """Policy pages: the vault's policy list, create/edit with inline validation, delete."""
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db.models import OuterRef
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from policies.forms import PolicyForm
+from policies.models import BackupPolicy
 from policies.spec import default_policy, retention_summary
-from portal.views import count_of, done, error_text, live_items, render_page
+from portal.pages import PageRequest, count_of, done, error_text, live_items, render_page
 from vaults import access
+from vaults.models import Vault
 from vaults.services.policies import check_policy, create_policy, delete_policy, update_policy
 from vaults.views.common import vault_context
 
@@ -19,7 +24,7 @@ from vaults.views.common import vault_context
 VALIDATE_ONLY = "_validate"
 
 
-def schedule_summary(schedule: dict) -> str:
+def schedule_summary(schedule: dict[str, Any]) -> str:
     frequency = schedule.get("frequency")
     if frequency == "daily":
         return f"Daily at {schedule['time']}"
@@ -34,9 +39,10 @@ def schedule_summary(schedule: dict) -> str:
 
 
 @login_required
-def policy_list(request, name):
+def policy_list(request: PageRequest, name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "view")
-    policies = list(
+    # Each with its item count and, for the template, its schedule and retention in words.
+    policies: list[Any] = list(
         vault.policies.annotate(
             item_count=count_of(live_items().filter(policy=OuterRef("pk")), "policy")
         ).order_by("name")
@@ -48,7 +54,9 @@ def policy_list(request, name):
     return render_page(request, "policies/policy_list.html", context)
 
 
-def _policy_form_page(request, vault, policy=None):
+def _policy_form_page(
+    request: PageRequest, vault: Vault, policy: BackupPolicy | None = None
+) -> HttpResponse:
     """Create (policy None) or edit: validate inline on htmx change, save on submit."""
     if request.method == "POST":
         form = PolicyForm(request.POST)
@@ -70,7 +78,7 @@ def _policy_form_page(request, vault, policy=None):
             else:
                 return done(request, reverse("policy-list", args=[vault.name]))
         if validate_only:
-            form.validated = not form.errors
+            form.validated = not form.errors  # type: ignore[attr-defined]  # shown by the template
     else:
         rep = policy.representation() if policy else {**default_policy(), "name": ""}
         form = PolicyForm(initial=PolicyForm.initial_from(rep))
@@ -79,27 +87,26 @@ def _policy_form_page(request, vault, policy=None):
 
 
 @login_required
-def policy_create(request, name):
+def policy_create(request: PageRequest, name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "manage_policies")
     return _policy_form_page(request, vault)
 
 
 @login_required
-def policy_edit(request, name, policy):
+def policy_edit(request: PageRequest, name: str, policy: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "manage_policies")
-    policy = get_object_or_404(vault.policies, name=policy)
-    return _policy_form_page(request, vault, policy)
+    return _policy_form_page(request, vault, get_object_or_404(vault.policies, name=policy))
 
 
 @login_required
 @require_POST
-def policy_delete(request, name, policy):
+def policy_delete(request: PageRequest, name: str, policy: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "manage_policies")
-    policy = get_object_or_404(vault.policies, name=policy)
+    doomed = get_object_or_404(vault.policies, name=policy)
     try:
-        delete_policy(policy, by=request.user, request=request)
+        delete_policy(doomed, by=request.user, request=request)
     except ValidationError as exc:
         messages.error(request, error_text(exc))
     else:
-        messages.success(request, f"Policy {policy.name} deleted.")
+        messages.success(request, f"Policy {doomed.name} deleted.")
     return done(request, reverse("policy-list", args=[vault.name]))

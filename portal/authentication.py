@@ -1,17 +1,19 @@
 """`Authorization: Token <key>` against hashed, revocable API tokens of the current password."""
 
+from django.contrib.auth.models import User
 from django.utils import timezone
 from rest_framework import authentication, exceptions
+from rest_framework.request import Request
 
-from portal.api.tokens import revoke_tokens_of_old_passwords
 from portal.client_address import client_ip
 from portal.models import ApiToken, hash_token
+from portal.tokens import revoke_tokens_of_old_passwords
 
 
 class ApiTokenAuthentication(authentication.TokenAuthentication):
     keyword = "Token"
 
-    def authenticate(self, request):
+    def authenticate(self, request: Request) -> tuple[User, ApiToken] | None:
         result = super().authenticate(request)
         if result is not None:
             user, token = result
@@ -23,7 +25,7 @@ class ApiTokenAuthentication(authentication.TokenAuthentication):
                 )
         return result
 
-    def authenticate_credentials(self, key):
+    def authenticate_credentials(self, key: str) -> tuple[User, ApiToken]:
         try:
             token = ApiToken.objects.select_related("user").get(key_hash=hash_token(key))
         except ApiToken.DoesNotExist:

@@ -14,12 +14,13 @@ from functools import lru_cache
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def parse_address(value) -> Address | None:
+def parse_address(value: object) -> Address | None:
     """The address in `value`, IPv4-mapped IPv6 as IPv4 and without a zone; else None."""
     try:
         addr = ipaddress.ip_address(str(value).strip())
@@ -36,7 +37,7 @@ def parse_address(value) -> Address | None:
 
 @lru_cache(maxsize=8)
 def parse_networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
-    networks = []
+    networks: list[Network] = []
     for entry in (e.strip() for e in entries):
         if not entry:
             continue
@@ -57,7 +58,7 @@ def _trusted(addr: Address, proxies: tuple[Network, ...]) -> bool:
     return any(addr in net for net in proxies)
 
 
-def client_ip(request) -> str | None:
+def client_ip(request: HttpRequest | None) -> str | None:
     """The address of the client that sent `request` (None without a request or address)."""
     if request is None:
         return None
@@ -66,11 +67,12 @@ def client_ip(request) -> str | None:
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
     if peer is None or not forwarded.strip() or not _trusted(peer, proxies):
         return str(peer) if peer is not None else None
-    addr = peer
+    client = peer
     for hop in reversed(forwarded.split(",")):
         addr = parse_address(hop)
         if addr is None:
             return None  # a trusted proxy passed on something that is not an address
+        client = addr
         if not _trusted(addr, proxies):
             break
-    return str(addr)
+    return str(client)

@@ -7,7 +7,9 @@ checked here for pages and API alike, and the form fields of pages; the API take
 whose parser checks it (`portal.api.parsers`).
 """
 
-from django.http import HttpResponseBadRequest, JsonResponse
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
 NUL = "\x00"
 IN_ADDRESS = "The address and parameter names must not contain NUL characters."
@@ -15,11 +17,11 @@ IN_COOKIES = "Cookies must not contain NUL characters."
 IN_VALUE = "Must not contain NUL characters."
 
 
-def is_api(request) -> bool:
+def is_api(request: HttpRequest) -> bool:
     return request.path.startswith("/api/")
 
 
-def nul_error(request) -> dict | None:
+def nul_error(request: HttpRequest) -> dict[str, str | list[str]] | None:
     """The first NUL in the request as the API's error body, or None."""
     if NUL in request.path:
         return {"detail": IN_ADDRESS}
@@ -37,10 +39,10 @@ def nul_error(request) -> dict | None:
 
 
 class RefuseNul:
-    def __init__(self, get_response):
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
-    def __call__(self, request):
+    def __call__(self, request: HttpRequest) -> HttpResponse:
         error = nul_error(request)
         if error is None:
             return self.get_response(request)

@@ -2,7 +2,7 @@
 
 A token belongs to the password it was issued under: it records a fingerprint of the user's
 password hash, and a token whose fingerprint is no longer the user's is refused and revoked,
-whatever wrote the new password (`portal.api.tokens` revokes them as soon as it is saved).
+whatever wrote the new password (`portal.tokens` revokes them as soon as it is saved).
 """
 
 import hashlib
@@ -10,6 +10,7 @@ import hmac
 import secrets
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import models
 from django.utils import timezone
 
@@ -44,7 +45,7 @@ class ApiToken(models.Model):
         return f"{self.name} ({self.prefix}…)"
 
     @classmethod
-    def issue(cls, user, name: str) -> tuple["ApiToken", str]:
+    def issue(cls, user: User, name: str) -> tuple["ApiToken", str]:
         """Create a token and return it with its clear key (shown to the user once)."""
         key = secrets.token_hex(20)
         token = cls.objects.create(

@@ -7,6 +7,10 @@ free of Django imports: the settings module uses it.
 
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for the annotation only: this module imports no Django (see above)
+    from django.db.backends.base.base import BaseDatabaseWrapper
 
 DB_FILE_MODE = 0o600
 # SQLite's companions of a database in WAL mode; it creates them with the database's mode.
@@ -22,7 +26,7 @@ def make_private(path: Path, mode: int) -> None:
         path.chmod(mode)
 
 
-def private_sqlite_files(sender, connection, **kwargs) -> None:
+def private_sqlite_files(sender: object, connection: "BaseDatabaseWrapper", **kwargs: Any) -> None:
     """On a process's first connection to a SQLite file: make it and its companions 0600.
 
     Once the database is 0600, SQLite gives every later -wal and -shm file that mode too.

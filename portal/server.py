@@ -12,6 +12,7 @@ connection in that case too.
 
 import socket
 import struct
+from typing import Any, cast
 
 from django.core.servers import basehttp
 
@@ -26,32 +27,42 @@ def is_reset(sock: socket.socket) -> bool:
 
 
 class ServerHandler(basehttp.ServerHandler):
-    def handle_error(self):
+    request_handler: "RequestHandler"
+    headers_sent: bool  # wsgiref's, set once the status line went out
+
+    def handle_error(self) -> None:
         super().handle_error()
         if self.headers_sent:  # too late for an error page: the body is cut short
             self.request_handler.reset()
 
 
 class RequestHandler(basehttp.WSGIRequestHandler):
+    server: basehttp.WSGIServer
+
+    @property
+    def client_socket(self) -> socket.socket:
+        # The client's socket (django-stubs types `connection` as the request).
+        return cast(socket.socket, self.connection)
+
     def reset(self) -> None:
         """Abort the connection when it closes: no more requests on it, no FIN (a FIN would
         end a body without a Content-Length as if it were complete), and the close sends RST."""
         self.close_connection = True
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
+        self.client_socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
 
-    def handle(self):
+    def handle(self) -> None:
         # Django's, without the orderly shutdown of a reset connection.
         self.close_connection = True
         self.handle_one_request()
         while not self.close_connection:
             self.handle_one_request()
-        if not is_reset(self.connection):
+        if not is_reset(self.client_socket):
             try:
-                self.connection.shutdown(socket.SHUT_WR)
+                self.client_socket.shutdown(socket.SHUT_WR)
             except (AttributeError, OSError):
                 pass
 
-    def handle_one_request(self):
+    def handle_one_request(self) -> None:
         # Django's, with the ServerHandler above (Django names its own class in this method).
         self.raw_requestline = self.rfile.readline(65537)
         if len(self.raw_requestline) > 65536:
@@ -64,14 +75,16 @@ class RequestHandler(basehttp.WSGIRequestHandler):
             return
         handler = ServerHandler(self.rfile, self.wfile, self.get_stderr(), self.get_environ())
         handler.request_handler = self
-        handler.run(self.server.get_app())
+        app = self.server.get_app()
+        assert app is not None, "runserver sets the application before it serves"
+        handler.run(app)
 
 
 class WSGIServer(basehttp.WSGIServer):
-    def finish_request(self, request, client_address):
+    def finish_request(self, request: Any, client_address: Any) -> None:
         RequestHandler(request, client_address, self)
 
-    def shutdown_request(self, request):
+    def shutdown_request(self, request: Any) -> None:
         if is_reset(request):
             self.close_request(request)  # the RST, once the handler has let go of it
         else:

@@ -12,6 +12,7 @@ import os
 import secrets
 import warnings
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -246,7 +247,30 @@ EMAIL_USE_TLS = _env_bool("EMAIL_USE_TLS")
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "lifeboat@localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
-LIFEBOAT = {
+
+class LifeboatSettings(TypedDict):
+    """The project's own settings; the optional ones have a default where they are read."""
+
+    MUA_APPROVAL_HOURS: float
+    LOGIN_FAILURE_LIMIT: int
+    LOGIN_FAILURE_WINDOW_MINUTES: int
+    LOGIN_LOCKOUT_MINUTES: int
+    LOGIN_ADDRESS_FAILURE_LIMIT: int
+    TRUSTED_PROXIES: list[str]
+    VAULT_STORE_ROOT: Path
+    MASTER_KEY_FILE: Path
+    DEMO_ROOT: Path
+    REDELIVER_AFTER_MINUTES: float
+    REDELIVERIES: int
+    THROTTLE_MIBPS: float
+    FILE_RECOVERY_HOURS: NotRequired[float]
+    GC_GRACE_SECONDS: NotRequired[float]
+    GC_WAIT_SECONDS: NotRequired[float]
+    TRANSFERS_PER_VAULT: NotRequired[int]
+    FAIL_TRANSFERS: NotRequired[bool]
+
+
+LIFEBOAT: LifeboatSettings = {
     # How long an MUA approval request stays pending before it expires.
     "MUA_APPROVAL_HOURS": float(os.environ.get("LIFEBOAT_MUA_APPROVAL_HOURS", "24")),
     # Login lockout: this many failures within the window lock username+address for a while.

@@ -31,8 +31,8 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 from django.utils import timezone
 
-from portal.api.tokens import keep_tokens_on_rehash
 from portal.client_address import client_ip
+from portal.tokens import keep_tokens_on_rehash
 from security.models import LoginFailure
 from vaults import audit
 

@@ -28,7 +28,7 @@ from django.views.decorators.http import require_POST
 from rest_framework import serializers
 
 from jobs.models import Job
-from portal.views import apply_errors, done, error_text, render_page
+from portal.pages import apply_errors, done, error_text, render_page
 from security import alerts, keys, mua
 from security.api.serializers import AuditFilterSerializer, SiteAuditFilterSerializer
 from security.api.views import filter_audit

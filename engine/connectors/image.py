@@ -319,36 +319,16 @@ def take_snapshot(
         return SnapshotOutcome("crash", "stopped", power, result, run.warnings, 0.0, run.log)
 
     h = vm.hooks
-    scripts_usable = False
-    freeze_usable = False
-    if not crash_only:
-        problems = extension_problems(h)
-        if problems and h.continue_on_failure is not True:
-            raise run.fail(HookFailed(problems[0].code, problems[0].message))
-        areas = {p.area for p in problems}
-        for p in problems:
-            effect = "scripts skipped" if p.area == AREA_SCRIPTS else "freeze skipped"
-            run.warn(p.code, f"{p.message}; {effect}")
-        scripts_usable = not areas & {AREA_SCRIPTS, AREA_GENERAL}
-        freeze_usable = h.freeze_configured and not areas & {AREA_FREEZE, AREA_GENERAL}
-
+    scripts_usable, freeze_usable = (False, False) if crash_only else _usable_hooks(run, h)
     freezer = _Freeze(run, h) if freeze_usable else None
-    post_due = False
-    post_done = False
+    post = _PostScript(run, h)
     pre_ok = False
     clone_dir: Path | None = None
-    views: list[DiskView] | None = None
     method: Method
     try:
         if scripts_usable:
-            post_due = bool(h.post_script)
-            if h.pre_script:
-                failure = run.script("pre", h.pre_script, h.pre_script_params)
-                pre_ok = failure is None
-                if failure is not None:
-                    if not h.continue_on_failure:
-                        raise run.fail(HookFailed(*failure))
-                    run.warn(*failure)
+            post.due = bool(h.post_script)
+            pre_ok = _pre_script(run, h)
         run.check("freeze")
         if freezer is not None:
             freezer.freeze()
@@ -356,56 +336,24 @@ def take_snapshot(
         workdir.mkdir(parents=True, exist_ok=True)
         clone_dir = Path(tempfile.mkdtemp(prefix="snap-", dir=workdir))
         views = _clone_all(vm, clone_dir, clone or reflink_clone)
-        if views is not None:
-            method = "reflink"
-        else:
-            frozen = freezer is not None and freezer.ok
-            method = "frozen_read" if frozen else "live_read"
-            if not frozen:
-                run.warn(
-                    LIVE_READ,
-                    "no reflink support and no freeze held: images read while the VM runs; "
-                    "the backup is not a point-in-time copy",
-                )
-            run.lines([f"[snapshot] {method}: capture reads the live images"])
+        if views is None:
+            # No clone: the images are read now, while the freeze (if any) is held.
+            method = _live_method(run, freezer)
             result = capture(_live_views(vm))
+        else:
+            method = "reflink"
         if freezer is not None:
             freezer.thaw()
-        if post_due:
-            post_done = True
-            failure = run.script("post", h.post_script, h.post_script_params)
-            if failure is not None:
-                run.warn(*failure)
+        post.run_once()
         if views is not None:
             run.check("capture")
             run.lines([f"[snapshot] reflink: capture reads {len(views)} clone(s)"])
             result = capture(views)
     finally:
-        try:
-            if freezer is not None:
-                freezer.thaw()
-            if post_due and not post_done:
-                post_done = True
-                failure = run.script("post", h.post_script, h.post_script_params, cancellable=False)
-                if failure is not None:
-                    run.warn(*failure)
-        finally:
-            if clone_dir is not None:
-                shutil.rmtree(clone_dir, ignore_errors=True)
+        _unwind(freezer, post, clone_dir)
 
-    consistency: Consistency
-    if crash_only or method == "live_read":
-        consistency = "crash"
-    elif freezer is not None and (not freezer.ok or freezer.forced):
-        consistency = "crash"
-    elif pre_ok:
-        consistency = "application"
-    elif freezer is not None:
-        consistency = "file_system"
-    else:
-        consistency = "crash"
     return SnapshotOutcome(
-        consistency=consistency,
+        consistency=_consistency(crash_only, method, freezer, pre_ok),
         method=method,
         power_state=power,
         result=result,
@@ -413,6 +361,97 @@ def take_snapshot(
         freeze_seconds=freezer.seconds if freezer is not None else 0.0,
         hook_log=run.log,
     )
+
+
+def _usable_hooks(run: _Run, h: HookConfig) -> tuple[bool, bool]:
+    """(scripts usable, freeze usable) after validation. A problem stops the snapshot, or with
+    continue_on_failure becomes a warning that disables the part it concerns."""
+    problems = extension_problems(h)
+    if problems and h.continue_on_failure is not True:
+        raise run.fail(HookFailed(problems[0].code, problems[0].message))
+    areas = {p.area for p in problems}
+    for p in problems:
+        effect = "scripts skipped" if p.area == AREA_SCRIPTS else "freeze skipped"
+        run.warn(p.code, f"{p.message}; {effect}")
+    scripts_usable = not areas & {AREA_SCRIPTS, AREA_GENERAL}
+    freeze_usable = h.freeze_configured and not areas & {AREA_FREEZE, AREA_GENERAL}
+    return scripts_usable, freeze_usable
+
+
+def _pre_script(run: _Run, h: HookConfig) -> bool:
+    """Run the pre-script, if any; True when it ran and succeeded. A failure stops the
+    snapshot (HookFailed) unless continue_on_failure makes it a warning."""
+    if not h.pre_script:
+        return False
+    failure = run.script("pre", h.pre_script, h.pre_script_params)
+    if failure is None:
+        return True
+    if not h.continue_on_failure:
+        raise run.fail(HookFailed(*failure))
+    run.warn(*failure)
+    return False
+
+
+class _PostScript:
+    """The post-script runs at most once, and once the hook phase began it runs whatever
+    happens later: its job is to undo the pre-script."""
+
+    def __init__(self, run: _Run, hooks: HookConfig) -> None:
+        self.run = run
+        self.hooks = hooks
+        self.due = False
+
+    def run_once(self, *, cancellable: bool = True) -> None:
+        if not self.due:
+            return
+        self.due = False
+        h = self.hooks
+        failure = self.run.script(
+            "post", h.post_script, h.post_script_params, cancellable=cancellable
+        )
+        if failure is not None:
+            self.run.warn(*failure)
+
+
+def _live_method(run: _Run, freezer: _Freeze | None) -> Method:
+    """How live images are read: under a held freeze, or while the VM runs (a warning)."""
+    frozen = freezer is not None and freezer.ok
+    method: Method = "frozen_read" if frozen else "live_read"
+    if not frozen:
+        run.warn(
+            LIVE_READ,
+            "no reflink support and no freeze held: images read while the VM runs; "
+            "the backup is not a point-in-time copy",
+        )
+    run.lines([f"[snapshot] {method}: capture reads the live images"])
+    return method
+
+
+def _unwind(freezer: _Freeze | None, post: _PostScript, clone_dir: Path | None) -> None:
+    """Undo what a snapshot started, on success or failure: thaw (a no-op once thawed), the
+    post-script if it is still due (not cancellable: it must finish), the clones."""
+    try:
+        if freezer is not None:
+            freezer.thaw()
+        post.run_once(cancellable=False)
+    finally:
+        if clone_dir is not None:
+            shutil.rmtree(clone_dir, ignore_errors=True)
+
+
+def _consistency(
+    crash_only: bool, method: Method, freezer: _Freeze | None, pre_ok: bool
+) -> Consistency:
+    """See the module docstring: application, file_system or crash."""
+    if crash_only or method == "live_read":
+        return "crash"
+    if freezer is not None and (not freezer.ok or freezer.forced):
+        return "crash"
+    if pre_ok:
+        return "application"
+    if freezer is not None:
+        return "file_system"
+    return "crash"
 
 
 class ImageConnector:

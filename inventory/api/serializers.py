@@ -1,6 +1,8 @@
+from typing import Any
+
 from rest_framework import serializers
 
-from inventory.models import Host, OSType, PowerState
+from inventory.models import Host, OSType, PowerState, VirtualMachine
 from jobs import hook_details
 from portal.api.serializers import StrictModelSerializer, StrictSerializer
 
@@ -13,7 +15,7 @@ class HostSerializer(StrictModelSerializer):
         fields = ["id", "name", "connector", "snapshot_root", "allowed_roots", "created_at"]
         read_only_fields = ["id", "created_at"]
         # Name rules and uniqueness are checked by the service (model validation).
-        extra_kwargs = {"name": {"validators": []}}
+        extra_kwargs: dict[str, dict[str, object]] = {"name": {"validators": []}}
 
 
 class DiskSerializer(StrictSerializer):
@@ -38,7 +40,8 @@ HOOK_FIELDS = (
 
 
 class BlankAsNullCharField(serializers.CharField):
-    def to_representation(self, value):
+    # Shows an empty code as null: a representation CharField's own type does not allow.
+    def to_representation(self, value: str) -> str | None:  # type: ignore[override]
         return value or None
 
 
@@ -83,7 +86,7 @@ class VmSerializer(StrictSerializer):
     disks = DiskSerializer(many=True, help_text="Exactly one OS disk (lun -1).")
     created_at = serializers.DateTimeField(read_only=True)
 
-    def to_representation(self, vm):
+    def to_representation(self, vm: VirtualMachine) -> dict[str, Any]:
         data = super().to_representation(vm)
         # Set by the views from access.hook_detail_vm_ids (None: every VM); absent: none.
         shown = self.context.get("hook_vm_ids", set())

@@ -1,15 +1,19 @@
 """Hosts and VMs. Site administrators register and change them (they name files and commands
 on the server); vault members read the hosts linked to their vaults and those hosts' VMs."""
 
+from typing import Any
+
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.mixins import ListModelMixin
+from rest_framework.request import Request
 from rest_framework.response import Response
 
 from inventory import services
 from inventory.api.serializers import HostSerializer, VmSerializer
 from inventory.models import Host, VirtualMachine
-from portal.api.base import ApiListView, ApiView, changed_only
+from portal.api.base import ApiListView, ApiRequest, ApiView, changed_only
 from vaults import access
 
 WRITE = {"POST": "manage_inventory", "PATCH": "manage_inventory", "DELETE": "manage_inventory"}
@@ -26,13 +30,13 @@ class HostListView(ApiListView):
     serializer_class = HostSerializer
     site_actions = {"POST": "manage_inventory"}
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Host]:
         if self.schema_only:
             return Host.objects.none()
         return access.visible_hosts(self.request.user).order_by("name")
 
     @extend_schema(responses={201: HostSerializer})
-    def post(self, request):
+    def post(self, request: ApiRequest) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         host = services.create_host(by=request.user, request=request, **serializer.validated_data)
@@ -44,15 +48,15 @@ class HostDetailView(ApiView):
     object_site_actions = WRITE
     lookup_url_kwarg = "host_id"
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Host]:
         if self.schema_only:
             return Host.objects.none()
         return access.visible_hosts(self.request.user)
 
-    def get(self, request, host_id: int):
+    def get(self, request: Request, host_id: int) -> Response:
         return Response(self.get_serializer(self.get_object()).data)
 
-    def patch(self, request, host_id: int):
+    def patch(self, request: ApiRequest, host_id: int) -> Response:
         host = self.get_object()
         serializer = self.get_serializer(host, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
@@ -62,13 +66,13 @@ class HostDetailView(ApiView):
         return Response(self.get_serializer(host).data)
 
     @extend_schema(responses={204: None})
-    def delete(self, request, host_id: int):
+    def delete(self, request: ApiRequest, host_id: int) -> Response:
         """Delete a host that has no VMs."""
         services.delete_host(self.get_object(), by=request.user, request=request)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-def _vm_fields(validated: dict) -> dict:
+def _vm_fields(validated: dict[str, Any]) -> dict[str, Any]:
     """Serializer output → service keywords (host resolved)."""
     data = dict(validated)
     if "host_id" in data:
@@ -79,12 +83,12 @@ def _vm_fields(validated: dict) -> dict:
 class VmView(ApiView):
     serializer_class = VmSerializer
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[VirtualMachine]:
         if self.schema_only:
             return VirtualMachine.objects.none()
         return access.visible_vms(self.request.user).prefetch_related("disks").order_by("name")
 
-    def get_serializer_context(self):
+    def get_serializer_context(self) -> dict[str, Any]:
         context = super().get_serializer_context()
         if not self.schema_only:
             context["hook_vm_ids"] = access.hook_detail_vm_ids(self.request.user)
@@ -97,7 +101,7 @@ class VmListView(ListModelMixin, VmView):
     site_actions = {"POST": "manage_inventory"}
 
     @extend_schema(responses={201: VmSerializer})
-    def post(self, request):
+    def post(self, request: ApiRequest) -> Response:
         """Register a VM: its disks must be files inside the host's allowed roots."""
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -112,10 +116,10 @@ class VmDetailView(VmView):
     object_site_actions = WRITE
     lookup_url_kwarg = "vm_id"
 
-    def get(self, request, vm_id: int):
+    def get(self, request: Request, vm_id: int) -> Response:
         return Response(self.get_serializer(self.get_object()).data)
 
-    def patch(self, request, vm_id: int):
+    def patch(self, request: ApiRequest, vm_id: int) -> Response:
         """Change a VM; `disks` is replaced whole, `extension` key by key."""
         vm = self.get_object()
         serializer = self.get_serializer(vm, data=request.data, partial=True)
@@ -131,7 +135,7 @@ class VmDetailView(VmView):
         return Response(self.get_serializer(self.get_queryset().get(pk=vm.pk)).data)
 
     @extend_schema(responses={204: None})
-    def delete(self, request, vm_id: int):
+    def delete(self, request: ApiRequest, vm_id: int) -> Response:
         """Delete a VM that has no protection or backups in any vault."""
         services.delete_vm(self.get_object(), by=request.user, request=request)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -141,7 +145,7 @@ class VmRepairExtensionView(VmView):
     lookup_url_kwarg = "vm_id"
 
     @extend_schema(request=None, responses={200: VmSerializer})
-    def post(self, request, vm_id: int):
+    def post(self, request: ApiRequest, vm_id: int) -> Response:
         """Repair the VM's backup extension: a failed extension is cleared, so the next
         backup installs and validates it afresh. Operators of the vault that protects the VM
         and site administrators; an unprotected VM, site administrators only."""

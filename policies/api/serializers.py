@@ -4,9 +4,18 @@ Input is validated by `policies.spec.validate_policy` (through `vaults.services`
 reports errors keyed by field path, e.g. `schedule.interval_hours` or `retention.daily.days`.
 """
 
+from typing import TYPE_CHECKING, Any, TypedDict
+
 from rest_framework import serializers
 
-from policies.models import Consistency, PolicyKind
+from policies.models import BackupPolicy, Consistency, PolicyKind
+
+if TYPE_CHECKING:  # a typing aid of django-stubs, not installed to run
+    from django_stubs_ext import WithAnnotations
+
+
+class PolicyUse(TypedDict):
+    n_items: int  # protected items using the policy
 
 
 class PolicySerializer(serializers.Serializer):
@@ -27,6 +36,8 @@ class PolicySerializer(serializers.Serializer):
         read_only=True, help_text="Protected items using the policy (read-only)."
     )
 
-    def to_representation(self, policy):
+    def to_representation(
+        self, policy: "WithAnnotations[BackupPolicy, PolicyUse]"
+    ) -> dict[str, Any]:
         # `n_items` is annotated by the views' queryset.
         return {**policy.representation(), "protected_items": policy.n_items}

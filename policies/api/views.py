@@ -2,66 +2,76 @@
 extras. What a GET returns can be PUT back unchanged; a PATCH replaces each top-level object
 it names (`schedule`, `retention`) whole."""
 
-from collections.abc import Mapping
+from __future__ import annotations
 
-from django.db.models import Count
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from django.db.models import Count, QuerySet
 from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
-from policies.api.serializers import PolicySerializer
+from policies.api.serializers import PolicySerializer, PolicyUse
 from policies.models import BackupPolicy
 from policies.spec import merge_patch
-from portal.api.base import ApiListView, ApiView
+from portal.api.base import ApiListView, ApiRequest, ApiView
 from portal.api.serializers import READ_ONLY
+from vaults.models import Vault
 from vaults.services.policies import create_policy, delete_policy, update_policy
+
+if TYPE_CHECKING:  # a typing aid of django-stubs, not installed to run
+    from django_stubs_ext import WithAnnotations
+
+    UsedPolicy = WithAnnotations[BackupPolicy, PolicyUse]
 
 # Shown by GET, accepted back unchanged, never written.
 READ_ONLY_EXTRAS = ("protected_items",)
 
 
-def policies_of(vault):
+def policies_of(vault: Vault) -> QuerySet[UsedPolicy]:
     return BackupPolicy.objects.filter(vault=vault).annotate(n_items=Count("protected_items"))
 
 
-def show(policy: BackupPolicy) -> dict:
+def show(policy: UsedPolicy) -> dict[str, Any]:
     return PolicySerializer().to_representation(policy)
 
 
-def body_without_extras(data, current: dict | None) -> dict:
+def body_without_extras(data: object, current: dict[str, Any] | None) -> dict[str, Any]:
     """The request body minus read-only extras, which must equal what a GET shows."""
     if not isinstance(data, Mapping):
         raise serializers.ValidationError(
             {api_settings.NON_FIELD_ERRORS_KEY: ["Must be a JSON object."]}
         )
-    data = dict(data)
+    body = dict(data)
     errors = {}
     for key in READ_ONLY_EXTRAS:
-        if key in data:
-            value = data.pop(key)
+        if key in body:
+            value = body.pop(key)
             if current is None or current.get(key) != value:
                 errors[key] = [READ_ONLY]
     if errors:
         raise serializers.ValidationError(errors)
-    return data
+    return body
 
 
 class PolicyListView(ApiListView):
     serializer_class = PolicySerializer
     vault_actions = {"GET": "view", "POST": "manage_policies"}
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[BackupPolicy]:
         if self.schema_only:
             return BackupPolicy.objects.none()
-        return policies_of(self.vault).order_by("name")
+        return policies_of(self.url_vault).order_by("name")
 
     @extend_schema(responses={201: PolicySerializer})
-    def post(self, request, vault_name: str):
+    def post(self, request: ApiRequest, vault_name: str) -> Response:
         rep = body_without_extras(request.data, {"protected_items": 0})
-        policy = create_policy(self.vault, rep, by=request.user, request=request)
-        policy = policies_of(self.vault).get(pk=policy.pk)
+        policy = create_policy(self.url_vault, rep, by=request.user, request=request)
+        policy = policies_of(self.url_vault).get(pk=policy.pk)
         return Response(show(policy), status=status.HTTP_201_CREATED)
 
 
@@ -74,32 +84,32 @@ class PolicyDetailView(ApiView):
         "DELETE": "manage_policies",
     }
 
-    def get_policy(self) -> BackupPolicy:
+    def get_policy(self) -> UsedPolicy:
         try:
-            return policies_of(self.vault).get(name=self.kwargs["policy_name"])
+            return policies_of(self.url_vault).get(name=self.kwargs["policy_name"])
         except BackupPolicy.DoesNotExist:
             raise Http404("No such policy.") from None
 
-    def _updated(self, policy: BackupPolicy, rep: dict) -> Response:
+    def _updated(self, policy: BackupPolicy, rep: dict[str, Any]) -> Response:
         policy = update_policy(policy, rep, by=self.request.user, request=self.request)
-        return Response(show(policies_of(self.vault).get(pk=policy.pk)))
+        return Response(show(policies_of(self.url_vault).get(pk=policy.pk)))
 
-    def get(self, request, vault_name: str, policy_name: str):
+    def get(self, request: Request, vault_name: str, policy_name: str) -> Response:
         return Response(show(self.get_policy()))
 
-    def put(self, request, vault_name: str, policy_name: str):
+    def put(self, request: Request, vault_name: str, policy_name: str) -> Response:
         """Replace the whole policy (a GET's body can be sent back as is)."""
         policy = self.get_policy()
         return self._updated(policy, body_without_extras(request.data, show(policy)))
 
-    def patch(self, request, vault_name: str, policy_name: str):
+    def patch(self, request: Request, vault_name: str, policy_name: str) -> Response:
         """Replace the top-level fields named; `schedule` and `retention` are replaced whole."""
         policy = self.get_policy()
         patch = body_without_extras(request.data, show(policy))
         return self._updated(policy, merge_patch(policy.representation(), patch))
 
     @extend_schema(responses={204: None})
-    def delete(self, request, vault_name: str, policy_name: str):
+    def delete(self, request: ApiRequest, vault_name: str, policy_name: str) -> Response:
         """Delete a policy no protected item uses."""
         delete_policy(self.get_policy(), by=request.user, request=request)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -7,7 +7,9 @@ would silently list everything) and never a 500. A blank value filters nothing, 
 field left empty.
 """
 
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, time
+from typing import Any
 
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -18,9 +20,9 @@ from rest_framework import serializers
 
 class FilterSerializer(serializers.Serializer):
     @classmethod
-    def values(cls, params) -> dict:
+    def values(cls, params: Mapping[str, Any]) -> dict[str, Any]:
         """The filters of `params` (a QueryDict or a dict) this class declares, validated."""
-        given = {name: params.get(name) or "" for name in cls().fields}
+        given = {name: params.get(name) or "" for name in cls().fields.keys()}
         filters = cls(data={name: value for name, value in given.items() if value.strip()})
         filters.is_valid(raise_exception=True)
         return filters.validated_data
@@ -29,11 +31,12 @@ class FilterSerializer(serializers.Serializer):
 class CommaChoices(serializers.CharField):
     """`a,b` → ["a", "b"], each one of `choices`."""
 
-    def __init__(self, choices, **kwargs):
+    def __init__(self, choices: Iterable[tuple[str, str]], **kwargs: Any) -> None:
         self.allowed = [c for c, _ in choices]
         super().__init__(**kwargs)
 
-    def to_internal_value(self, data):
+    # Text on the way in (its length and blank rules are CharField's), a list once parsed.
+    def to_internal_value(self, data: Any) -> list[str]:  # type: ignore[override]
         values = [v.strip() for v in super().to_internal_value(data).split(",") if v.strip()]
         bad = [v for v in values if v not in self.allowed]
         if bad:
@@ -55,11 +58,11 @@ class MomentField(serializers.Field):
         "invalid": "Give an ISO date (2025-01-31) or date-time (2025-01-31T12:00:00Z).",
     }
 
-    def __init__(self, *, end: bool = False, **kwargs):
+    def __init__(self, *, end: bool = False, **kwargs: Any) -> None:
         self.end = end
         super().__init__(**kwargs)
 
-    def to_internal_value(self, data) -> datetime:
+    def to_internal_value(self, data: Any) -> datetime:
         if not isinstance(data, str):
             self.fail("invalid")
         try:
@@ -78,5 +81,5 @@ class MomentField(serializers.Field):
             # Well formed, but no such day or time (2020-02-30, 24:00).
             self.fail("invalid")
 
-    def to_representation(self, value):
+    def to_representation(self, value: datetime) -> str:
         return value.isoformat()

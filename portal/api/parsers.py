@@ -13,6 +13,9 @@ A refusal names the value's place in the body as `key.key.index` (`target.path`,
 `linked_hosts.0`), the way the services name nested fields.
 """
 
+from collections.abc import Mapping
+from typing import IO, Any
+
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.settings import api_settings
@@ -20,10 +23,17 @@ from rest_framework.settings import api_settings
 MAX_DEPTH = 32
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 NUL = "\x00"
+# Where a value sits in the body: the keys and indexes that lead to it.
+Place = tuple[str | int, ...]
 
 
 class JSONParser(parsers.JSONParser):
-    def parse(self, stream, media_type=None, parser_context=None):
+    def parse(
+        self,
+        stream: IO[Any],
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> Any:
         try:
             data = super().parse(stream, media_type, parser_context)
         except RecursionError:
@@ -36,9 +46,9 @@ def too_deep() -> str:
     return f"JSON parse error - the body nests deeper than {MAX_DEPTH} levels."
 
 
-def check(data) -> None:
+def check(data: object) -> None:
     """Walk the parsed body without recursion; raise at the first value the API cannot hold."""
-    stack: list[tuple[object, tuple, int]] = [(data, (), 1)]
+    stack: list[tuple[object, Place, int]] = [(data, (), 1)]
     while stack:
         value, place, depth = stack.pop()
         if isinstance(value, dict | list):
@@ -56,6 +66,6 @@ def check(data) -> None:
                 refuse(place, f"Must be between {INT_MIN} and {INT_MAX}.")
 
 
-def refuse(place: tuple, message: str) -> None:
+def refuse(place: Place, message: str) -> None:
     field = ".".join(str(p) for p in place) or api_settings.NON_FIELD_ERRORS_KEY
     raise ValidationError({field: [message]})

@@ -2,15 +2,17 @@
 fields are 400s naming the field, instead of being ignored or coerced ("5" is not 5)."""
 
 from collections.abc import Mapping
+from typing import Any
 
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
+NON_FIELD = api_settings.NON_FIELD_ERRORS_KEY
 UNKNOWN = "Unknown field."
 READ_ONLY = "This field is read-only."
 
 
-def type_error(field: serializers.Field, value) -> str | None:
+def type_error(field: serializers.Field, value: object) -> str | None:
     """What is wrong with the JSON type of `value` for `field`, or None."""
     if value is None:
         return None  # the field's own allow_null check answers
@@ -31,26 +33,23 @@ def type_error(field: serializers.Field, value) -> str | None:
     return None
 
 
-class StrictMixin:
-    """Mix into a Serializer before `serializers.Serializer`.
-
-    Read-only fields may be sent back unchanged (so a GET can be PUT back); with any other
+class StrictSerializer(serializers.Serializer):
+    """Read-only fields may be sent back unchanged (so a GET can be PUT back); with any other
     value they are refused. Nested serializers that describe server-side state (disk sizes,
     extension state) set `ignore_read_only` so what they show can be sent back freely.
     """
 
     ignore_read_only = False
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, Mapping):
-            raise serializers.ValidationError(
-                {api_settings.NON_FIELD_ERRORS_KEY: ["Must be a JSON object."]}
-            )
-        errors: dict = {}
+            raise serializers.ValidationError({NON_FIELD: ["Must be a JSON object."]})
+        errors: dict[str, Any] = {}
         try:
             value = super().to_internal_value(data)
         except serializers.ValidationError as exc:
-            errors.update(exc.detail)
+            detail = exc.detail
+            errors.update(detail if isinstance(detail, dict) else {NON_FIELD: detail})
             value = None
         current = None
         for key, raw in data.items():
@@ -75,9 +74,5 @@ class StrictMixin:
         return value
 
 
-class StrictSerializer(StrictMixin, serializers.Serializer):
-    pass
-
-
-class StrictModelSerializer(StrictMixin, serializers.ModelSerializer):
+class StrictModelSerializer(StrictSerializer, serializers.ModelSerializer):
     pass

@@ -1,18 +1,21 @@
 """Token endpoints: log in with a password once, then use `Authorization: Token <key>`."""
 
 from django.contrib.auth import authenticate
+from django.contrib.auth.models import User
+from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
 from rest_framework.response import Response
 
-from portal.api.base import ApiListView, ApiView
+from portal.api.base import ApiListView, ApiRequest, ApiView
 from portal.api.serializers import StrictSerializer
-from portal.api.tokens import DEFAULT_NAME, issue_token, revoke_token
 from portal.client_address import client_ip
 from portal.models import ApiToken
+from portal.tokens import DEFAULT_NAME, issue_token, revoke_token
 from security import lockout
 
 
@@ -22,7 +25,7 @@ class LoginSerializer(StrictSerializer):
     name = serializers.CharField(max_length=100, required=False, default=DEFAULT_NAME)
 
 
-class TokenSerializer(serializers.ModelSerializer):
+class TokenSerializer(serializers.ModelSerializer[ApiToken]):
     class Meta:
         model = ApiToken
         fields = ["id", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
@@ -33,18 +36,18 @@ class ObtainTokenView(ApiView):
     """Exchange a username and password for a new API token (its key is shown only here)."""
 
     # No session: a password is the whole credential here, so no CSRF token is needed.
-    authentication_classes: list = []
+    authentication_classes: list[type] = []
     permission_classes = [AllowAny]
     serializer_class = LoginSerializer
 
-    def get_authenticate_header(self, request):
+    def get_authenticate_header(self, request: Request) -> str:
         # Bad credentials answer 401 (not 403), pointing at the scheme to use afterwards.
         return "Token"
 
     @extend_schema(
         responses={201: inline_serializer("NewToken", {"token": serializers.CharField()})}
     )
-    def post(self, request):
+    def post(self, request: Request) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -52,7 +55,7 @@ class ObtainTokenView(ApiView):
         if lock:
             raise Throttled(wait=(lock.until - timezone.now()).total_seconds(), detail=lock.message)
         user = authenticate(request, username=data["username"], password=data["password"])
-        if user is None or not user.is_active:
+        if not isinstance(user, User) or not user.is_active:
             raise AuthenticationFailed("Unable to log in with the given username and password.")
         _token, key = issue_token(user, name=data["name"], request=request)
         return Response({"token": key}, status=status.HTTP_201_CREATED)
@@ -62,8 +65,9 @@ class TokenListView(ApiListView):
     """The caller's own tokens, revoked ones included (with `revoked_at`)."""
 
     serializer_class = TokenSerializer
+    request: ApiRequest
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[ApiToken]:
         if self.schema_only:
             return ApiToken.objects.none()
         return ApiToken.objects.filter(user=self.request.user).order_by("-created_at", "-id")
@@ -72,17 +76,18 @@ class TokenListView(ApiListView):
 class TokenDetailView(ApiView):
     serializer_class = TokenSerializer
     lookup_url_kwarg = "token_id"
+    request: ApiRequest
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[ApiToken]:
         if self.schema_only:
             return ApiToken.objects.none()
         return ApiToken.objects.filter(user=self.request.user)
 
-    def get(self, request, token_id: int):
+    def get(self, request: Request, token_id: int) -> Response:
         return Response(self.get_serializer(self.get_object()).data)
 
     @extend_schema(responses={204: None})
-    def delete(self, request, token_id: int):
+    def delete(self, request: ApiRequest, token_id: int) -> Response:
         """Revoke the token; it stays listed with `revoked_at` set."""
         revoke_token(self.get_object(), by=request.user, request=request)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,21 +1,31 @@
 """Template helpers. Templates never test roles: they ask these tags, which ask `access`."""
 
-from django import template
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
 
+from django import template
+from django.contrib.auth import get_user_model
+from django.db.models import Count, Exists, IntegerField, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+from django.template.context import Context
+
+from security.models import Alert, AlertStatus
 from vaults import access
+from vaults.models import GuardApprover, VaultMembership
 
 register = template.Library()
 
 
 @register.simple_tag(takes_context=True)
-def site_caps(context) -> dict[str, bool]:
+def site_caps(context: Context) -> dict[str, bool]:
     """Site-wide capabilities of the current user (create vaults, manage the inventory, …)."""
     request = context.get("request")
     return access.site_capabilities(request.user if request else None)
 
 
 @register.filter
-def badge(value) -> str:
+def badge(value: object) -> str:
     """CSS classes of a state badge: the state's own class plus its tone."""
     value = str(value or "unknown")
     return f"badge badge-{value.replace('_', '-')} tone-{TONES.get(value, 'neutral')}"
@@ -58,13 +68,13 @@ TONES = {
 
 
 @register.filter
-def label(value, choices) -> str:
+def label(value: Any, choices: Iterable[tuple[Any, str]]) -> str:
     """`status|label:statuses` → the human label of a choice value."""
     return dict(choices).get(value, value)
 
 
 @register.filter
-def ratio(value) -> str:
+def ratio(value: float | None) -> str:
     """2.345 → "2.35×"; None (nothing stored yet) → "—"."""
     if value is None:
         return "—"
@@ -72,11 +82,11 @@ def ratio(value) -> str:
 
 
 @register.filter
-def seconds(value) -> str:
+def seconds(value: timedelta | float | str | None) -> str:
     """A timedelta (or seconds) → "1 h 02 min", "3 min 05 s", "12 s"."""
     if value is None or value == "":
         return "—"
-    total = int(value.total_seconds() if hasattr(value, "total_seconds") else float(value))
+    total = int(value.total_seconds() if isinstance(value, timedelta) else float(value))
     hours, rest = divmod(max(total, 0), 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
@@ -87,13 +97,13 @@ def seconds(value) -> str:
 
 
 @register.filter
-def lun(value) -> str:
+def lun(value: object) -> str:
     """-1 → "OS disk", 2 → "LUN 2"."""
     return "OS disk" if str(value) == "-1" else f"LUN {value}"
 
 
 @register.simple_tag(takes_context=True)
-def nav_state(context) -> dict:
+def nav_state(context: Context) -> dict[str, Any]:
     """What the top navigation shows beyond links, in one query: the number of active alerts
     in the vaults the user sees (`security.alerts.active_alert_count`, the badge) and whether
     the user guards any vault (their "Approvals" entry)."""
@@ -101,13 +111,6 @@ def nav_state(context) -> dict:
     user = request.user if request else None
     if not (user and user.is_authenticated):
         return {"alerts": 0, "guard": False}
-    from django.contrib.auth import get_user_model
-    from django.db.models import Count, Exists, IntegerField, OuterRef, Subquery
-    from django.db.models.functions import Coalesce
-
-    from security.models import Alert, AlertStatus
-    from vaults.models import GuardApprover, VaultMembership
-
     active = Alert.objects.filter(status=AlertStatus.ACTIVE)
     if not access.is_site_admin(user):
         # The vaults the user sees (access.visible_vault_ids), as a subquery.

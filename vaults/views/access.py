@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from inventory.models import Host
-from portal.views import apply_errors, done, error_text, render_page
+from portal.pages import apply_errors, done, error_text, render_page
 from vaults import access
 from vaults.forms import GuardForm, HostLinkForm, MemberForm
 from vaults.models import GuardApprover, Vault, VaultMembership

@@ -18,7 +18,7 @@ from inventory import services as inventory_services
 from jobs import hook_details
 from jobs.backup_queue import ON_DEMAND_DEFAULT_DAYS, backup_now, backup_refusal
 from jobs.models import UNFINISHED
-from portal.views import apply_errors, count_of, done, error_text, render_page
+from portal.pages import apply_errors, count_of, done, error_text, render_page
 from vaults import access
 from vaults.forms import (
     STOP_MODE_HELP,

@@ -12,7 +12,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from portal.views import apply_errors, approval_pending, done, render_page
+from portal.pages import apply_errors, approval_pending, done, render_page
 from security.mua import ApprovalRequired
 from vaults import access
 from vaults.forms import PolicyChoiceForm, ProtectForm, StopProtectionForm

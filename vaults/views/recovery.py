@@ -13,7 +13,7 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
 from jobs.restore import request_restore
-from portal.views import apply_errors, done, error_text, render_page
+from portal.pages import apply_errors, done, error_text, render_page
 from security import alerts
 from vaults import access, file_recovery
 from vaults.file_recovery import display_name

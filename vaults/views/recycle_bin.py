@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from portal.views import done, error_text
+from portal.pages import done, error_text
 from vaults import access, lifecycle
 from vaults.models import BinReason, ItemState, ProtectedVM, SoftDeleteState, Vault
 from vaults.protection import undelete

@@ -7,7 +7,7 @@ from django.http import HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
-from portal.views import apply_errors, approval_pending, done
+from portal.pages import apply_errors, approval_pending, done
 from security.keys import has_protected, key_name
 from security.models import CustomerKey
 from security.mua import ApprovalRequired

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from inventory.models import VirtualMachine
 from policies.models import BackupPolicy
-from portal.views import (
+from portal.pages import (
     annotate_vault_counts,
     apply_errors,
     count_of,

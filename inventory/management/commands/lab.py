@@ -22,7 +22,10 @@ from __future__ import annotations
 import os
 import signal
 import time
+from argparse import ArgumentParser
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -53,7 +56,7 @@ def ring_disks(vm: VirtualMachine) -> list[Path]:
 class Command(BaseCommand):
     help = "Run the demo lab: writers, start/stop, churn, status and ring checks."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
         w = sub.add_parser("writers", help="keep a writer running for every running lab VM")
         w.add_argument("--rate", type=float, default=None, help="records/s per disk (200)")
@@ -69,7 +72,7 @@ class Command(BaseCommand):
         k = sub.add_parser("check", help="check the ring in disk images (paths or VM names)")
         k.add_argument("targets", nargs="+", metavar="IMAGE|VM")
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         self.lab = demo.lab()
         action = options["action"]
         try:
@@ -249,7 +252,7 @@ class Command(BaseCommand):
         lab.supervisor_pid_file.write_text(f"{os.getpid()}\n")
         stopping = False
 
-        def on_signal(signum, frame):
+        def on_signal(signum: int, frame: FrameType | None) -> None:
             nonlocal stopping
             stopping = True
 
@@ -280,7 +283,9 @@ class Command(BaseCommand):
                 pass
             self.say("lab writers: stopped")
 
-    def _supervise(self, rate, children: dict, last_exit: dict[str, float]) -> None:
+    def _supervise(
+        self, rate: float | None, children: dict[str, Any], last_exit: dict[str, float]
+    ) -> None:
         lab: Lab = self.lab
         for name, proc in list(children.items()):
             code = proc.poll()

@@ -7,11 +7,14 @@ Sev-0 alerts can be seen.
 """
 
 import secrets
+from argparse import ArgumentParser
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 import engine
+from inventory.demo import ensure_demo_lab
 from security import master_key
 
 
@@ -21,10 +24,10 @@ class Command(BaseCommand):
         "exist yet."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--no-demo", action="store_true", help="Skip the demo lab.")
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         self._master_key()
         User = get_user_model()
         if not User.objects.filter(is_superuser=True).exists():
@@ -37,8 +40,6 @@ class Command(BaseCommand):
                 f"  (reset: .venv/bin/python manage.py changepassword admin)\n{bar}\n"
             )
         if not options["no_demo"]:
-            from inventory.demo import ensure_demo_lab
-
             for line in ensure_demo_lab():
                 self.stdout.write(line)
 

@@ -5,10 +5,12 @@ They only parse what was typed (one root or parameter per line, disks as “LUN 
 the files, saves and audits.
 """
 
+from typing import Any
+
 from django import forms
 from django.forms.models import fields_for_model, model_to_dict
 
-from inventory.models import VirtualMachine
+from inventory.models import Host, VirtualMachine
 from inventory.services import VM_FIELDS
 
 
@@ -28,14 +30,14 @@ class HostForm(forms.Form):
     )
 
     @staticmethod
-    def initial_from(host) -> dict:
+    def initial_from(host: Host) -> dict[str, Any]:
         return {
             "name": host.name,
             "snapshot_root": host.snapshot_root,
             "allowed_roots": "\n".join(host.allowed_roots or []),
         }
 
-    def clean_allowed_roots(self):
+    def clean_allowed_roots(self) -> list[str]:
         return _lines(self.cleaned_data["allowed_roots"])
 
 
@@ -44,7 +46,7 @@ class VMForm(forms.Form):
 
     LINE_FIELDS = ("pre_script_params", "post_script_params")
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         fields = fields_for_model(VirtualMachine, fields=["host", *VM_FIELDS])
         for name in self.LINE_FIELDS:
@@ -61,21 +63,21 @@ class VMForm(forms.Form):
         self.fields.update(fields)
 
     @classmethod
-    def initial_from(cls, vm: VirtualMachine) -> dict:
+    def initial_from(cls, vm: VirtualMachine) -> dict[str, Any]:
         initial = model_to_dict(vm, fields=["host", *VM_FIELDS])
         for name in cls.LINE_FIELDS:
             initial[name] = "\n".join(getattr(vm, name) or [])
         initial["disks"] = "\n".join(f"{d.lun} {d.path}" for d in vm.disks.all())
         return initial
 
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
         for name in self.LINE_FIELDS:
             if name in data:
                 data[name] = _lines(data[name])
         return data
 
-    def clean_disks(self):
+    def clean_disks(self) -> list[dict[str, Any]]:
         disks, problems = [], []
         for line in _lines(self.cleaned_data["disks"]):
             lun_text, _, path = line.partition(" ")

@@ -275,6 +275,7 @@ def after_backup_lost(job: Job) -> None:
 @runner.handles(Operation.BACKUP, on_worker_lost=after_backup_lost)
 def run_backup(ctx: JobContext) -> None:
     job = ctx.job
+    assert job.protected_item_id is not None, "a backup job names its protected item"
     item = ProtectedVM.objects.select_related("vm__host", "policy", "vault").get(
         pk=job.protected_item_id
     )

@@ -213,7 +213,7 @@ def queue_sweep(vault: Vault, deleted: list[Job]) -> int:
     )
     if swept is not None:
         failed = failed.filter(ended_at__gt=swept)
-    ends = [*failed.values_list("ended_at", flat=True)]
+    ends = [end for end in failed.values_list("ended_at", flat=True) if end is not None]
     ends += [job.ended_at or timezone.now() for job in deleted]
     if not ends:
         return 0

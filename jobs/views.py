@@ -10,32 +10,22 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import User
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_POST
 from django_htmx.http import HTMX_STOP_POLLING
-from django_htmx.middleware import HtmxDetails
 
 from jobs import hook_details
 from jobs.models import Job, Operation, Status
 from jobs.runner import JobFinished, cancel_job
-from portal.pages import done, error_text, render_page
+from portal.pages import PageRequest, done, error_text, render_page
 from vaults import access
 from vaults.models import RPConsistency
 from vaults.views.common import vault_context
-
-
-class PageRequest(HttpRequest):
-    """A request to a page: signed in (every page here is login_required), htmx-aware."""
-
-    user: User
-    htmx: HtmxDetails
-
 
 PAGE_SIZE = 50
 DAYS = [(1, "24 hours"), (7, "7 days"), (30, "30 days"), (90, "90 days"), (0, "All time")]

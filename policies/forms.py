@@ -5,6 +5,8 @@ policy is `validate_policy`'s, whose error keys (`schedule.interval_hours`,
 `retention.weekly.weekdays`, …) `field_for_error` maps back onto the fields here.
 """
 
+from collections.abc import Sequence
+
 from django import forms
 
 from policies.models import Consistency, PolicyKind
@@ -25,13 +27,15 @@ WEEK_CHOICES = [(w, w.capitalize()) for w in WEEK_ORDINALS]
 BASIS_CHOICES = [("weeks", "Week-based (e.g. first Sunday)"), ("days", "Day-based (e.g. day 1)")]
 
 
-def _checkboxes(choices, label=None):
+def _checkboxes(
+    choices: Sequence[tuple[str, str]], label: str | None = None
+) -> forms.MultipleChoiceField:
     return forms.MultipleChoiceField(
         choices=choices, required=False, label=label, widget=forms.CheckboxSelectMultiple
     )
 
 
-def _count(label, help_text):
+def _count(label: str, help_text: str) -> forms.IntegerField:
     return forms.IntegerField(required=False, label=label, help_text=help_text)
 
 
@@ -155,7 +159,7 @@ class PolicyForm(forms.Form):
             "daily": ("time",),
             "weekly": ("time", "weekdays"),
             "hourly": ("interval_hours", "window_start", "window_hours"),
-        }.get(frequency, ())
+        }.get(str(frequency), ())
         for key in wanted:
             value = data.get(f"schedule_{key}")
             if key == "weekdays":

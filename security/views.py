@@ -28,22 +28,15 @@ from django.views.decorators.http import require_POST
 from rest_framework import serializers
 
 from jobs.models import Job
-from portal.pages import apply_errors, done, error_text, render_page
+from portal.pages import PageRequest, apply_errors, done, error_text, render_page
 from security import alerts, keys, mua
-from security.api.serializers import AuditFilterSerializer, SiteAuditFilterSerializer
-from security.api.views import filter_audit
+from security.audit_log import AuditFilterSerializer, SiteAuditFilterSerializer, filter_audit
 from security.models import Alert, AlertStatus, Approval, ApprovalStatus, CustomerKey, VaultKey
 from vaults import access
 from vaults.models import AuditEvent, Vault
 from vaults.views.common import vault_context
 
 PAGE_SIZE = 50
-
-
-class SignedInRequest(HttpRequest):
-    """A request `login_required` let through: its user is signed in."""
-
-    user: User
 
 
 def _page(request: HttpRequest, qs: QuerySet[Any]) -> Page[Any]:
@@ -79,7 +72,7 @@ def _require_view(user: User, vault: Vault) -> bool:
 
 
 def _approval_context(
-    request: SignedInRequest, vault: Vault, guard: bool, **extra: object
+    request: PageRequest, vault: Vault, guard: bool, **extra: object
 ) -> dict[str, Any]:
     """Members get the vault's tabs; a guard approver who is not a member sees only this."""
     context = vault_context(request, vault, "approvals", guard=guard, **extra)
@@ -110,7 +103,7 @@ def _status_filter(qs: QuerySet[Approval], wanted: str, now: datetime) -> QueryS
 
 
 @login_required
-def approval_list(request: SignedInRequest, name: str) -> HttpResponse:
+def approval_list(request: PageRequest, name: str) -> HttpResponse:
     """The vault's approval requests: contributor+ members and the vault's guard approvers."""
     vault = _approval_vault(name)
     guard = _require_view(request.user, vault)
@@ -140,7 +133,7 @@ def _approval(vault: Vault, approval_id: int) -> Approval:
 
 
 @login_required
-def approval_detail(request: SignedInRequest, name: str, approval_id: int) -> HttpResponse:
+def approval_detail(request: PageRequest, name: str, approval_id: int) -> HttpResponse:
     vault = _approval_vault(name)
     guard = _require_view(request.user, vault)
     approval = _approval(vault, approval_id)
@@ -150,7 +143,7 @@ def approval_detail(request: SignedInRequest, name: str, approval_id: int) -> Ht
 
 
 def _decide(
-    request: SignedInRequest,
+    request: PageRequest,
     name: str,
     approval_id: int,
     decide: Callable[..., Approval],
@@ -182,18 +175,18 @@ def _decide(
 
 @login_required
 @require_POST
-def approval_approve(request: SignedInRequest, name: str, approval_id: int) -> HttpResponse:
+def approval_approve(request: PageRequest, name: str, approval_id: int) -> HttpResponse:
     return _decide(request, name, approval_id, mua.approve, "approved")
 
 
 @login_required
 @require_POST
-def approval_reject(request: SignedInRequest, name: str, approval_id: int) -> HttpResponse:
+def approval_reject(request: PageRequest, name: str, approval_id: int) -> HttpResponse:
     return _decide(request, name, approval_id, mua.reject, "rejected")
 
 
 @login_required
-def my_approvals(request: SignedInRequest) -> HttpResponse:
+def my_approvals(request: PageRequest) -> HttpResponse:
     """Pending requests of the vaults the user guards (the guard approver's inbox)."""
     now = timezone.now()
     qs = (
@@ -243,7 +236,7 @@ ALERT_FILTERS = [("open", "Open"), *AlertStatus.choices, ("all", "All")]
 
 
 @login_required
-def alert_list(request: SignedInRequest, name: str) -> HttpResponse:
+def alert_list(request: PageRequest, name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "view")
     status = _alert_status(request)
     qs = _filter_alerts(
@@ -267,7 +260,7 @@ def alert_list(request: SignedInRequest, name: str) -> HttpResponse:
 
 
 @login_required
-def site_alerts(request: SignedInRequest) -> HttpResponse:
+def site_alerts(request: PageRequest) -> HttpResponse:
     """Alerts of every vault the user sees."""
     status = _alert_status(request)
     qs = _filter_alerts(
@@ -296,7 +289,7 @@ def _alert(vault: Vault, alert_id: int) -> Alert:
 
 
 def _alert_action(
-    request: SignedInRequest,
+    request: PageRequest,
     name: str,
     alert_id: int,
     action: str,
@@ -316,7 +309,7 @@ def _alert_action(
 
 @login_required
 @require_POST
-def alert_acknowledge(request: SignedInRequest, name: str, alert_id: int) -> HttpResponse:
+def alert_acknowledge(request: PageRequest, name: str, alert_id: int) -> HttpResponse:
     return _alert_action(
         request, name, alert_id, "acknowledge_alert", alerts.acknowledge, "acknowledged"
     )
@@ -324,13 +317,13 @@ def alert_acknowledge(request: SignedInRequest, name: str, alert_id: int) -> Htt
 
 @login_required
 @require_POST
-def alert_resolve(request: SignedInRequest, name: str, alert_id: int) -> HttpResponse:
+def alert_resolve(request: PageRequest, name: str, alert_id: int) -> HttpResponse:
     return _alert_action(request, name, alert_id, "resolve_alert", alerts.resolve, "resolved")
 
 
 @login_required
 @require_POST
-def alert_settings(request: SignedInRequest, name: str) -> HttpResponse:
+def alert_settings(request: PageRequest, name: str) -> HttpResponse:
     """The vault's Sev-1 job-alert switch (security alerts cannot be turned off)."""
     vault = access.get_vault(request.user, name, "change_settings")
     enabled = request.POST.get("job_alerts") in ("on", "true", "1")
@@ -361,7 +354,7 @@ def _audit_page(
 
 
 @login_required
-def vault_audit(request: SignedInRequest, name: str) -> HttpResponse:
+def vault_audit(request: PageRequest, name: str) -> HttpResponse:
     """The vault's audit log (owners and site admins)."""
     vault = access.get_vault(request.user, name, "view_audit")
     context = vault_context(
@@ -377,7 +370,7 @@ def vault_audit(request: SignedInRequest, name: str) -> HttpResponse:
 
 
 @login_required
-def site_audit(request: SignedInRequest) -> HttpResponse:
+def site_audit(request: PageRequest) -> HttpResponse:
     """Every vault's audit log and site-wide events (site admins)."""
     access.require_site(request.user, "view_site_audit")
     context = _audit_page(request, AuditEvent.objects.all(), SiteAuditFilterSerializer)
@@ -407,7 +400,7 @@ def _keys() -> QuerySet[CustomerKey]:
 
 
 @login_required
-def key_list(request: SignedInRequest) -> HttpResponse:
+def key_list(request: PageRequest) -> HttpResponse:
     access.require_site(request.user, "manage_keys")
     form = KeyRegisterForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -431,7 +424,7 @@ def _key(name: str) -> CustomerKey:
 
 @login_required
 @require_POST
-def key_enabled(request: SignedInRequest, key_name: str) -> HttpResponse:
+def key_enabled(request: PageRequest, key_name: str) -> HttpResponse:
     access.require_site(request.user, "manage_keys")
     key = _key(key_name)
     enabled = request.POST.get("enabled") in ("on", "true", "1")
@@ -449,7 +442,7 @@ def _job_link(job: Job) -> tuple[str, int, str]:
 
 @login_required
 @require_POST
-def key_rotate(request: SignedInRequest, key_name: str) -> HttpResponse:
+def key_rotate(request: PageRequest, key_name: str) -> HttpResponse:
     access.require_site(request.user, "manage_keys")
     key = _key(key_name)
     path = request.POST.get("path", "").strip()

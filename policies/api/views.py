@@ -5,7 +5,7 @@ it names (`schedule`, `retention`) whole."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db.models import Count, QuerySet
 from django.http import Http404
@@ -91,7 +91,9 @@ class PolicyDetailView(ApiView):
             raise Http404("No such policy.") from None
 
     def _updated(self, policy: BackupPolicy, rep: dict[str, Any]) -> Response:
-        policy = update_policy(policy, rep, by=self.request.user, request=self.request)
+        policy = update_policy(
+            policy, rep, by=cast(ApiRequest, self.request).user, request=self.request
+        )
         return Response(show(policies_of(self.url_vault).get(pk=policy.pk)))
 
     def get(self, request: Request, vault_name: str, policy_name: str) -> Response:

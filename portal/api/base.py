@@ -5,11 +5,11 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Model
+from django.http.response import HttpResponseBase
 from rest_framework.generics import GenericAPIView
 from rest_framework.mixins import ListModelMixin
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
-from rest_framework.response import Response
 
 from vaults.api.permissions import VaultAccess
 from vaults.models import Vault
@@ -55,5 +55,5 @@ def changed_only(
 class ApiListView(ListModelMixin, ApiView):
     """A paginated list (DRF's page envelope) on GET; subclasses add POST."""
 
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponseBase:
         return self.list(request, *args, **kwargs)

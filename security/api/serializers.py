@@ -2,7 +2,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from portal.api.filters import FilterSerializer, MomentField
+from portal.api.filters import FilterSerializer
 from portal.api.serializers import StrictSerializer
 from security import alerts, keys
 from security.models import Alert, AlertStatus, Approval, ApprovalStatus, CustomerKey, Severity
@@ -195,23 +195,6 @@ class AlertCountSerializer(serializers.Serializer):
 
 
 # -- audit --------------------------------------------------------------------------------------------------
-
-
-class AuditFilterSerializer(FilterSerializer):
-    action = serializers.CharField(
-        required=False,
-        help_text="Exact action, e.g. vault.update; a trailing dot matches a family (vault.).",
-    )
-    actor = serializers.CharField(required=False, help_text="Username.")
-    object_type = serializers.CharField(
-        required=False, help_text="e.g. Vault, ProtectedVM, Approval."
-    )
-    since = MomentField(required=False, help_text="ISO date or date-time (inclusive).")
-    until = MomentField(end=True, required=False, help_text="ISO date or date-time (inclusive).")
-
-
-class SiteAuditFilterSerializer(AuditFilterSerializer):
-    vault = serializers.CharField(required=False, help_text="Vault name.")
 
 
 class AuditEventSerializer(serializers.ModelSerializer):

@@ -38,7 +38,6 @@ from security.api.serializers import (
     ApprovalFilterSerializer,
     ApprovalSerializer,
     AuditEventSerializer,
-    AuditFilterSerializer,
     DecisionSerializer,
     KeyCreateSerializer,
     KeyPublicSerializer,
@@ -46,8 +45,8 @@ from security.api.serializers import (
     KeyRotateSerializer,
     KeySerializer,
     KeyUpdateSerializer,
-    SiteAuditFilterSerializer,
 )
+from security.audit_log import AuditFilterSerializer, SiteAuditFilterSerializer, filter_audit
 from security.models import Alert, Approval, ApprovalStatus, CustomerKey, VaultAlertSettings
 from vaults import access
 from vaults.models import AuditEvent, Vault
@@ -407,33 +406,6 @@ def csv_response(qs: QuerySet[AuditEvent], filename: str) -> StreamingHttpRespon
 
 
 FORMAT_PARAM = OpenApiParameter("format", str, description="csv: the whole filtered log as CSV.")
-
-
-def filter_audit(
-    qs: QuerySet[AuditEvent],
-    params: Mapping[str, Any],
-    filters: type[AuditFilterSerializer] = AuditFilterSerializer,
-) -> QuerySet[AuditEvent]:
-    """`qs` narrowed by the filters in `params`; a bad value raises ValidationError on it."""
-    f = filters.values(params)
-    if "action" in f:
-        action = f["action"]
-        qs = (
-            qs.filter(action__startswith=action)
-            if action.endswith(".")
-            else qs.filter(action=action)
-        )
-    if "actor" in f:
-        qs = qs.filter(actor_name=f["actor"])
-    if "object_type" in f:
-        qs = qs.filter(object_type=f["object_type"])
-    if "since" in f:
-        qs = qs.filter(time__gte=f["since"])
-    if "until" in f:
-        qs = qs.filter(time__lte=f["until"])
-    if "vault" in f:
-        qs = qs.filter(vault_name=f["vault"])
-    return qs
 
 
 class _AuditList(ApiListView):

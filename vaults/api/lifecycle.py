@@ -12,10 +12,9 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
-from portal.api.base import ApiView
+from portal.api.base import ApiRequest, ApiView
 from portal.api.serializers import StrictSerializer
 from vaults import lifecycle
-from vaults.api.base import AuthedRequest, UrlVault
 from vaults.api.serializers import ProtectedItemSerializer
 from vaults.api.views import get_item
 from vaults.lifecycle import BinEntry
@@ -55,13 +54,13 @@ class BinEntrySerializer(serializers.Serializer):
     days_left = serializers.IntegerField(allow_null=True)
 
 
-def _body(serializer_class: type[StrictSerializer], request: AuthedRequest) -> dict[str, Any]:
+def _body(serializer_class: type[StrictSerializer], request: ApiRequest) -> dict[str, Any]:
     serializer = serializer_class(data=request.data if request.data is not None else {})
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
 
 
-class _ItemAction(UrlVault, ApiView):
+class _ItemAction(ApiView):
     serializer_class = ProtectedItemSerializer
 
     def respond(self, vm_name: str) -> Response:
@@ -73,7 +72,7 @@ class StopProtectionView(_ItemAction):
     vault_actions = {"POST": "stop_protection"}
 
     @extend_schema(request=StopSerializer, responses={200: ProtectedItemSerializer})
-    def post(self, request: AuthedRequest, vault_name: str, vm_name: str) -> Response:
+    def post(self, request: ApiRequest, vault_name: str, vm_name: str) -> Response:
         """Stop protection (contributors): retain the data forever, retain it as per policy
         (the latest recovery point is kept forever), or delete it (to the recycle bin; at once
         when the vault's soft delete is disabled)."""
@@ -87,7 +86,7 @@ class ResumeProtectionView(_ItemAction):
     vault_actions = {"POST": "resume_protection"}
 
     @extend_schema(request=ResumeSerializer, responses={200: ProtectedItemSerializer})
-    def post(self, request: AuthedRequest, vault_name: str, vm_name: str) -> Response:
+    def post(self, request: ApiRequest, vault_name: str, vm_name: str) -> Response:
         """Resume a stopped item (contributors), optionally under another policy."""
         data = _body(ResumeSerializer, request)
         vault = self.url_vault
@@ -107,7 +106,7 @@ class UndeleteView(_ItemAction):
     vault_actions = {"POST": "undelete"}
 
     @extend_schema(request=NoBodySerializer, responses={200: ProtectedItemSerializer})
-    def post(self, request: AuthedRequest, vault_name: str, vm_name: str) -> Response:
+    def post(self, request: ApiRequest, vault_name: str, vm_name: str) -> Response:
         """Undelete a soft-deleted item (contributors): it returns to protection stopped,
         retain forever, with its recovery points."""
         _body(NoBodySerializer, request)
@@ -123,7 +122,7 @@ class PurgeItemView(_ItemAction):
         request=NoBodySerializer,
         responses={202: inline_serializer("PurgeJob", {"job": serializers.IntegerField()})},
     )
-    def post(self, request: AuthedRequest, vault_name: str, vm_name: str) -> Response:
+    def post(self, request: ApiRequest, vault_name: str, vm_name: str) -> Response:
         """Purge a soft-deleted item now (contributors). Only while the vault's soft delete is
         disabled and the vault is not immutable; never while soft delete is always on."""
         _body(NoBodySerializer, request)
@@ -141,11 +140,11 @@ class _BinList(ApiView):
         return self.get_paginated_response(BinEntrySerializer(page, many=True).data)
 
 
-class VaultRecycleBinView(UrlVault, _BinList):
+class VaultRecycleBinView(_BinList):
     vault_actions = {"GET": "view"}
 
     @extend_schema(responses={200: BinEntrySerializer(many=True)})
-    def get(self, request: AuthedRequest, vault_name: str) -> Response:
+    def get(self, request: ApiRequest, vault_name: str) -> Response:
         """The vault's recycle bin: soft-deleted items and recovery points cut early by a
         retention reduction, who deleted them, when, and when they are purged."""
         return self.respond(lifecycle.recycle_bin(self.url_vault, user=request.user))
@@ -155,6 +154,6 @@ class SiteRecycleBinView(_BinList):
     site_actions = {"GET": "view_recycle_bin"}
 
     @extend_schema(responses={200: BinEntrySerializer(many=True)})
-    def get(self, request: AuthedRequest) -> Response:
+    def get(self, request: ApiRequest) -> Response:
         """Every vault's recycle bin (site administrators)."""
         return self.respond(lifecycle.site_recycle_bin(user=request.user))

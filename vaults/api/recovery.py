@@ -28,9 +28,8 @@ from jobs.api.serializers import JobDetailSerializer
 from jobs.backup_queue import backup_now
 from jobs.models import Job
 from jobs.restore import request_restore
-from portal.api.base import ApiListView, ApiView
+from portal.api.base import ApiListView, ApiRequest, ApiView
 from vaults import access, file_recovery
-from vaults.api.base import AuthedRequest, UrlVault
 from vaults.api.serializers import (
     BackupNowSerializer,
     DirectoryListingSerializer,
@@ -51,7 +50,7 @@ def job_response(job: Job) -> Response:
     return Response(JobDetailSerializer(job).data, status=ACCEPTED)
 
 
-class RecoveryPointAction(UrlVault, ApiView):
+class RecoveryPointAction(ApiView):
     """A view under `.../recovery-points/<rp_id>/`."""
 
     def recovery_point(self) -> RecoveryPoint:
@@ -72,7 +71,7 @@ class RecoveryPointAction(UrlVault, ApiView):
 # -- backup now -------------------------------------------------------------------------------
 
 
-class BackupNowView(UrlVault, ApiView):
+class BackupNowView(ApiView):
     serializer_class = BackupNowSerializer
     vault_actions = {"POST": "backup_now"}
 
@@ -82,7 +81,7 @@ class BackupNowView(UrlVault, ApiView):
             409: OpenApiResponse(description="A backup of the VM is already queued or running."),
         }
     )
-    def post(self, request: AuthedRequest, vault_name: str, vm_name: str) -> Response:
+    def post(self, request: ApiRequest, vault_name: str, vm_name: str) -> Response:
         """Back the VM up now (operators), kept until `retain_until` (default 30 days).
         One backup of a VM at a time: a second one while the first is queued or running
         answers 409."""
@@ -106,7 +105,7 @@ class RestoreView(RecoveryPointAction):
     vault_actions = {"POST": "restore"}
 
     @extend_schema(responses={202: JobDetailSerializer})
-    def post(self, request: AuthedRequest, vault_name: str, vm_name: str, rp_id: UUID) -> Response:
+    def post(self, request: ApiRequest, vault_name: str, vm_name: str, rp_id: UUID) -> Response:
         """Restore (operators): `restore_disks` writes disk images into a directory of a
         linked host, `create_vm` does so and registers a new VM there, `replace_disks`
         overwrites the stopped VM's own disks after a safety recovery point. Every value is
@@ -149,7 +148,7 @@ class FileRecoverySessionListView(ListModelMixin, FileRecoverySessionView):
     get = ApiListView.get
 
     @extend_schema(request=None, responses={201: FileRecoverySessionSerializer})
-    def post(self, request: AuthedRequest, vault_name: str, vm_name: str, rp_id: UUID) -> Response:
+    def post(self, request: ApiRequest, vault_name: str, vm_name: str, rp_id: UUID) -> Response:
         """Open a read-only, audited file-recovery session (operators); it expires after
         12 hours (`expires_at`) or when ended with DELETE."""
         rp = self.recovery_point()
@@ -159,13 +158,13 @@ class FileRecoverySessionListView(ListModelMixin, FileRecoverySessionView):
 
 class FileRecoverySessionDetailView(FileRecoverySessionView):
     def get(
-        self, request: AuthedRequest, vault_name: str, vm_name: str, rp_id: UUID, session_id: UUID
+        self, request: ApiRequest, vault_name: str, vm_name: str, rp_id: UUID, session_id: UUID
     ) -> Response:
         return Response(self.get_serializer(self.get_object()).data)
 
     @extend_schema(responses={204: None})
     def delete(
-        self, request: AuthedRequest, vault_name: str, vm_name: str, rp_id: UUID, session_id: UUID
+        self, request: ApiRequest, vault_name: str, vm_name: str, rp_id: UUID, session_id: UUID
     ) -> Response:
         """End the session now; browsing the recovery point then needs a new one."""
         file_recovery.end_session(self.get_object(), by=request.user, request=request)
@@ -212,7 +211,7 @@ class FileListView(RecoveryPointAction):
         parameters=[FileQuerySerializer],
         responses={200: DirectoryListingSerializer, 409: DAMAGED},
     )
-    def get(self, request: AuthedRequest, vault_name: str, vm_name: str, rp_id: UUID) -> Response:
+    def get(self, request: ApiRequest, vault_name: str, vm_name: str, rp_id: UUID) -> Response:
         """List one directory of a disk in the recovery point (operators, with an open
         session). Not paginated: a listing is one directory, returned whole, with the
         disk's partitions (empty for a whole-disk file system, browsed without `partition`)."""
@@ -259,7 +258,7 @@ class FileDownloadView(RecoveryPointAction):
         responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, 409: DAMAGED},
     )
     def get(
-        self, request: AuthedRequest, vault_name: str, vm_name: str, rp_id: UUID
+        self, request: ApiRequest, vault_name: str, vm_name: str, rp_id: UUID
     ) -> StreamingHttpResponse:
         """Download a file as it is, or a folder as a zip archive (operators, with an open
         session). The body streams; the name is in Content-Disposition (RFC 6266/5987). A

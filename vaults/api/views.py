@@ -17,11 +17,10 @@ from rest_framework.mixins import ListModelMixin
 from rest_framework.response import Response
 
 from inventory.models import Host
-from portal.api.base import ApiListView, ApiView, changed_only
+from portal.api.base import ApiListView, ApiRequest, ApiView, changed_only
 from security.keys import key_name
 from vaults import access
 from vaults.access import AnyUser
-from vaults.api.base import AuthedRequest, UrlVault
 from vaults.api.serializers import (
     GuardApproverCreateSerializer,
     GuardApproverSerializer,
@@ -87,7 +86,7 @@ class VaultListView(ApiListView):
         )
 
     @extend_schema(request=VaultCreateSerializer, responses={201: VaultSerializer})
-    def post(self, request: AuthedRequest) -> Response:
+    def post(self, request: ApiRequest) -> Response:
         """Create a vault (site administrators). The creator becomes its owner."""
         serializer = VaultCreateSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
@@ -102,7 +101,7 @@ class VaultListView(ApiListView):
         return Response(self.get_serializer(vault).data, status=status.HTTP_201_CREATED)
 
 
-class VaultDetailView(UrlVault, ApiView):
+class VaultDetailView(ApiView):
     serializer_class = VaultSerializer
     vault_actions = {"GET": "view", "PATCH": "change_settings", "DELETE": "delete_vault"}
 
@@ -113,10 +112,10 @@ class VaultDetailView(UrlVault, ApiView):
             .get(pk=self.url_vault.pk)
         )
 
-    def get(self, request: AuthedRequest, vault_name: str) -> Response:
+    def get(self, request: ApiRequest, vault_name: str) -> Response:
         return Response(self.get_serializer(self._fresh()).data)
 
-    def patch(self, request: AuthedRequest, vault_name: str) -> Response:
+    def patch(self, request: ApiRequest, vault_name: str) -> Response:
         """Change settings (contributors) and linked hosts (site administrators), all or
         nothing. Fields sent back unchanged are accepted."""
         vault = self._fresh()
@@ -141,7 +140,7 @@ class VaultDetailView(UrlVault, ApiView):
         return Response(self.get_serializer(self._fresh()).data)
 
     @extend_schema(responses={204: None})
-    def delete(self, request: AuthedRequest, vault_name: str) -> Response:
+    def delete(self, request: ApiRequest, vault_name: str) -> Response:
         """Delete an empty vault (owners). A vault that holds items or recovery points is
         refused with what to do first."""
         delete_vault(self.url_vault, by=request.user, request=request)
@@ -151,7 +150,7 @@ class VaultDetailView(UrlVault, ApiView):
 # -- members ----------------------------------------------------------------------------------
 
 
-class MemberListView(UrlVault, ApiListView):
+class MemberListView(ApiListView):
     serializer_class = MembershipSerializer
     vault_actions = {"GET": "view", "POST": "assign_roles"}
 
@@ -165,7 +164,7 @@ class MemberListView(UrlVault, ApiListView):
         )
 
     @extend_schema(request=MembershipCreateSerializer, responses={201: MembershipSerializer})
-    def post(self, request: AuthedRequest, vault_name: str) -> Response:
+    def post(self, request: ApiRequest, vault_name: str) -> Response:
         serializer = MembershipCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -179,7 +178,7 @@ class MemberListView(UrlVault, ApiListView):
         return Response(self.get_serializer(m).data, status=status.HTTP_201_CREATED)
 
 
-class MemberDetailView(UrlVault, ApiView):
+class MemberDetailView(ApiView):
     serializer_class = MembershipSerializer
     vault_actions = {"GET": "view", "PATCH": "assign_roles", "DELETE": "assign_roles"}
     lookup_url_kwarg = "member_id"
@@ -189,10 +188,10 @@ class MemberDetailView(UrlVault, ApiView):
             return VaultMembership.objects.none()
         return VaultMembership.objects.filter(vault=self.url_vault).select_related("user", "vault")
 
-    def get(self, request: AuthedRequest, vault_name: str, member_id: int) -> Response:
+    def get(self, request: ApiRequest, vault_name: str, member_id: int) -> Response:
         return Response(self.get_serializer(self.get_object()).data)
 
-    def patch(self, request: AuthedRequest, vault_name: str, member_id: int) -> Response:
+    def patch(self, request: ApiRequest, vault_name: str, member_id: int) -> Response:
         """Change the member's role (owners)."""
         m = self.get_object()
         serializer = self.get_serializer(m, data=request.data, partial=True)
@@ -204,7 +203,7 @@ class MemberDetailView(UrlVault, ApiView):
         return Response(self.get_serializer(m).data)
 
     @extend_schema(responses={204: None})
-    def delete(self, request: AuthedRequest, vault_name: str, member_id: int) -> Response:
+    def delete(self, request: ApiRequest, vault_name: str, member_id: int) -> Response:
         remove_member(self.get_object(), by=request.user, request=request)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -212,7 +211,7 @@ class MemberDetailView(UrlVault, ApiView):
 # -- guard approvers (MUA) ------------------------------------------------------------------------
 
 
-class GuardApproverListView(UrlVault, ApiListView):
+class GuardApproverListView(ApiListView):
     serializer_class = GuardApproverSerializer
     site_actions = {"GET": "assign_guard", "POST": "assign_guard"}
 
@@ -226,7 +225,7 @@ class GuardApproverListView(UrlVault, ApiListView):
         )
 
     @extend_schema(request=GuardApproverCreateSerializer, responses={201: GuardApproverSerializer})
-    def post(self, request: AuthedRequest, vault_name: str) -> Response:
+    def post(self, request: ApiRequest, vault_name: str) -> Response:
         serializer = GuardApproverCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         ga = add_guard_approver(
@@ -238,7 +237,7 @@ class GuardApproverListView(UrlVault, ApiListView):
         return Response(self.get_serializer(ga).data, status=status.HTTP_201_CREATED)
 
 
-class GuardApproverDetailView(UrlVault, ApiView):
+class GuardApproverDetailView(ApiView):
     serializer_class = GuardApproverSerializer
     site_actions = {"GET": "assign_guard", "DELETE": "assign_guard"}
     lookup_url_kwarg = "approver_id"
@@ -250,11 +249,11 @@ class GuardApproverDetailView(UrlVault, ApiView):
             "user", "assigned_by", "vault"
         )
 
-    def get(self, request: AuthedRequest, vault_name: str, approver_id: int) -> Response:
+    def get(self, request: ApiRequest, vault_name: str, approver_id: int) -> Response:
         return Response(self.get_serializer(self.get_object()).data)
 
     @extend_schema(responses={204: None})
-    def delete(self, request: AuthedRequest, vault_name: str, approver_id: int) -> Response:
+    def delete(self, request: ApiRequest, vault_name: str, approver_id: int) -> Response:
         remove_guard_approver(self.get_object(), by=request.user, request=request)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -283,7 +282,7 @@ def get_item(vault: Vault, user: AnyUser, vm_name: str) -> ProtectedVM:
     return item
 
 
-class ProtectedItemListView(UrlVault, ApiListView):
+class ProtectedItemListView(ApiListView):
     serializer_class = ProtectedItemSerializer
     vault_actions = {"GET": "view", "POST": "protect"}
 
@@ -293,7 +292,7 @@ class ProtectedItemListView(UrlVault, ApiListView):
         return items_of(self.url_vault, self.request.user).order_by("vm__name", "pk")
 
     @extend_schema(request=ProtectCreateSerializer, responses={201: ProtectedItemSerializer})
-    def post(self, request: AuthedRequest, vault_name: str) -> Response:
+    def post(self, request: ApiRequest, vault_name: str) -> Response:
         """Enable protection of a VM on a host linked to the vault (operators)."""
         serializer = ProtectCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -320,14 +319,14 @@ class ProtectedItemListView(UrlVault, ApiListView):
         return Response(self.get_serializer(item).data, status=status.HTTP_201_CREATED)
 
 
-class ProtectedItemDetailView(UrlVault, ApiView):
+class ProtectedItemDetailView(ApiView):
     serializer_class = ProtectedItemSerializer
     vault_actions = {"GET": "view", "PATCH": "change_item_policy"}
 
-    def get(self, request: AuthedRequest, vault_name: str, vm_name: str) -> Response:
+    def get(self, request: ApiRequest, vault_name: str, vm_name: str) -> Response:
         return Response(self.get_serializer(get_item(self.url_vault, request.user, vm_name)).data)
 
-    def patch(self, request: AuthedRequest, vault_name: str, vm_name: str) -> Response:
+    def patch(self, request: ApiRequest, vault_name: str, vm_name: str) -> Response:
         """Change the item's policy or disk selection (contributors). `state` is read-only."""
         vault = self.url_vault
         item = get_item(vault, request.user, vm_name)
@@ -357,7 +356,7 @@ class ProtectedItemDetailView(UrlVault, ApiView):
 # -- recovery points --------------------------------------------------------------------------
 
 
-class RecoveryPointView(UrlVault, ApiView):
+class RecoveryPointView(ApiView):
     serializer_class = RecoveryPointSerializer
     vault_actions = {"GET": "view"}
     lookup_url_kwarg = "rp_id"
@@ -382,5 +381,5 @@ class RecoveryPointListView(ListModelMixin, RecoveryPointView):
 
 
 class RecoveryPointDetailView(RecoveryPointView):
-    def get(self, request: AuthedRequest, vault_name: str, vm_name: str, rp_id: UUID) -> Response:
+    def get(self, request: ApiRequest, vault_name: str, vm_name: str, rp_id: UUID) -> Response:
         return Response(self.get_serializer(self.get_object()).data)

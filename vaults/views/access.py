@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from inventory.models import Host
-from portal.pages import apply_errors, done, error_text, render_page
+from portal.pages import PageRequest, apply_errors, done, error_text, render_page
 from vaults import access
 from vaults.forms import GuardForm, HostLinkForm, MemberForm
 from vaults.models import GuardApprover, Vault, VaultMembership
@@ -23,10 +23,10 @@ from vaults.services.members import (
     remove_guard_approver,
     remove_member,
 )
-from vaults.views.common import AuthedRequest, vault_context
+from vaults.views.common import vault_context
 
 
-def _access_context(request: AuthedRequest, vault: Vault, **forms: Form) -> dict[str, Any]:
+def _access_context(request: PageRequest, vault: Vault, **forms: Form) -> dict[str, Any]:
     user = request.user
     caps = access.capabilities(user, vault)
     site_caps = access.site_capabilities(user)
@@ -53,16 +53,16 @@ def _access_context(request: AuthedRequest, vault: Vault, **forms: Form) -> dict
 
 
 @login_required
-def access_page(request: AuthedRequest, name: str) -> HttpResponse:
+def access_page(request: PageRequest, name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "view")
     return render(request, "vaults/access.html", _access_context(request, vault))
 
 
-def _back_to_access(request: AuthedRequest, vault: Vault) -> HttpResponse:
+def _back_to_access(request: PageRequest, vault: Vault) -> HttpResponse:
     return done(request, reverse("vault-access", args=[vault.name]))
 
 
-def _access_invalid(request: AuthedRequest, vault: Vault, **forms: Form) -> HttpResponse:
+def _access_invalid(request: PageRequest, vault: Vault, **forms: Form) -> HttpResponse:
     return render_page(
         request, "vaults/access.html", _access_context(request, vault, **forms), status=400
     )
@@ -70,7 +70,7 @@ def _access_invalid(request: AuthedRequest, vault: Vault, **forms: Form) -> Http
 
 @login_required
 @require_POST
-def member_add(request: AuthedRequest, name: str) -> HttpResponse:
+def member_add(request: PageRequest, name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "assign_roles")
     form = MemberForm(request.POST)
     if form.is_valid():
@@ -89,7 +89,7 @@ def member_add(request: AuthedRequest, name: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def member_remove(request: AuthedRequest, name: str, pk: int) -> HttpResponse:
+def member_remove(request: PageRequest, name: str, pk: int) -> HttpResponse:
     vault = access.get_vault(request.user, name, "assign_roles")
     membership = get_object_or_404(
         VaultMembership.objects.select_related("user"), vault=vault, pk=pk
@@ -105,7 +105,7 @@ def member_remove(request: AuthedRequest, name: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def guard_add(request: AuthedRequest, name: str) -> HttpResponse:
+def guard_add(request: PageRequest, name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "view")
     access.require_site(request.user, "assign_guard")
     form = GuardForm(request.POST)
@@ -123,7 +123,7 @@ def guard_add(request: AuthedRequest, name: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def guard_remove(request: AuthedRequest, name: str, pk: int) -> HttpResponse:
+def guard_remove(request: PageRequest, name: str, pk: int) -> HttpResponse:
     vault = access.get_vault(request.user, name, "view")
     access.require_site(request.user, "assign_guard")
     guard = get_object_or_404(GuardApprover.objects.select_related("user"), vault=vault, pk=pk)
@@ -134,7 +134,7 @@ def guard_remove(request: AuthedRequest, name: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def host_link(request: AuthedRequest, name: str) -> HttpResponse:
+def host_link(request: PageRequest, name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "view")
     access.require_site(request.user, "link_hosts")
     unlinked = Host.objects.exclude(pk__in=vault.linked_hosts.values("pk"))
@@ -149,7 +149,7 @@ def host_link(request: AuthedRequest, name: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def host_unlink(request: AuthedRequest, name: str, pk: int) -> HttpResponse:
+def host_unlink(request: PageRequest, name: str, pk: int) -> HttpResponse:
     vault = access.get_vault(request.user, name, "view")
     access.require_site(request.user, "link_hosts")
     host = get_object_or_404(vault.linked_hosts.all(), pk=pk)

@@ -3,23 +3,13 @@
 from typing import Any
 from uuid import UUID
 
-from django.contrib.auth.models import User
 from django.db.models import Prefetch
 from django.http import Http404, HttpRequest
 from django.urls import reverse
-from django_htmx.middleware import HtmxDetails
 
 from inventory.models import Disk
 from vaults import access
 from vaults.models import ProtectedVM, RecoveryPoint, Vault
-
-
-class AuthedRequest(HttpRequest):
-    """A request of a signed-in user (every page view is `login_required`), with htmx's
-    details (`HtmxMiddleware`)."""
-
-    user: User
-    htmx: HtmxDetails
 
 
 def vault_context(request: HttpRequest, vault: Vault, tab: str, **extra: Any) -> dict[str, Any]:

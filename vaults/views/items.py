@@ -18,7 +18,7 @@ from inventory import services as inventory_services
 from jobs import hook_details
 from jobs.backup_queue import ON_DEMAND_DEFAULT_DAYS, backup_now, backup_refusal
 from jobs.models import UNFINISHED
-from portal.pages import apply_errors, count_of, done, error_text, render_page
+from portal.pages import PageRequest, apply_errors, count_of, done, error_text, render_page
 from vaults import access
 from vaults.forms import (
     STOP_MODE_HELP,
@@ -28,14 +28,14 @@ from vaults.forms import (
 )
 from vaults.models import ItemState, ProtectedVM, RecoveryPoint, RPType, StopMode, Vault
 from vaults.protection import STOPPABLE, stop_modes
-from vaults.views.common import AuthedRequest, item_of, item_url, vault_context
+from vaults.views.common import item_of, item_url, vault_context
 
 TIERS = [RPType.SNAPSHOT, RPType.SNAPSHOT_AND_VAULT, RPType.VAULT]
 RECENT_JOBS = 10
 
 
 @login_required
-def item_list(request: AuthedRequest, name: str) -> HttpResponse:
+def item_list(request: PageRequest, name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "view")
     items = (
         vault.protected_items.select_related("vm", "vm__host", "policy")
@@ -52,7 +52,7 @@ def item_list(request: AuthedRequest, name: str) -> HttpResponse:
 
 
 def item_context(
-    request: AuthedRequest, vault: Vault, item: ProtectedVM, **extra: Any
+    request: PageRequest, vault: Vault, item: ProtectedVM, **extra: Any
 ) -> dict[str, Any]:
     """The protected VM page: recovery points grouped by tier, recent jobs, the running job."""
     rps = list(item.recovery_points.live().order_by("-time"))
@@ -116,7 +116,7 @@ def _default_retain_until() -> date:
 
 
 @login_required
-def item_detail(request: AuthedRequest, name: str, vm_name: str) -> HttpResponse:
+def item_detail(request: PageRequest, name: str, vm_name: str) -> HttpResponse:
     """The page; its `live` partial polls every 2 s while a job of the item is unfinished and
     is answered with 286 (stop polling) once none is."""
     vault = access.get_vault(request.user, name, "view")
@@ -127,7 +127,7 @@ def item_detail(request: AuthedRequest, name: str, vm_name: str) -> HttpResponse
 
 
 @login_required
-def item_backup_now(request: AuthedRequest, name: str, vm_name: str) -> HttpResponse:
+def item_backup_now(request: PageRequest, name: str, vm_name: str) -> HttpResponse:
     """Backup now: the job detail for a plain POST; htmx gets the item's live section back."""
     vault = access.get_vault(request.user, name, "backup_now")
     item = item_of(vault, vm_name)
@@ -159,7 +159,7 @@ def item_backup_now(request: AuthedRequest, name: str, vm_name: str) -> HttpResp
 
 @login_required
 @require_POST
-def item_repair_extension(request: AuthedRequest, name: str, vm_name: str) -> HttpResponse:
+def item_repair_extension(request: PageRequest, name: str, vm_name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "backup_now")
     item = item_of(vault, vm_name)
     try:

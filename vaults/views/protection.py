@@ -12,18 +12,18 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from portal.pages import apply_errors, approval_pending, done, render_page
+from portal.pages import PageRequest, apply_errors, approval_pending, done, render_page
 from security.mua import ApprovalRequired
 from vaults import access
 from vaults.forms import PolicyChoiceForm, ProtectForm, StopProtectionForm
 from vaults.models import ProtectedVM, StopMode, Vault
 from vaults.protection import protect_vm, resume_protection, stop_protection, update_item
-from vaults.views.common import AuthedRequest, item_of, item_url, vault_context
+from vaults.views.common import item_of, item_url, vault_context
 from vaults.views.items import item_context
 
 
 @login_required
-def protect(request: AuthedRequest, name: str) -> HttpResponse:
+def protect(request: PageRequest, name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "protect")
     protected = ProtectedVM.objects.live().values("vm")
     vms = (
@@ -60,7 +60,7 @@ def protect(request: AuthedRequest, name: str) -> HttpResponse:
 
 
 def _item_refused(
-    request: AuthedRequest,
+    request: PageRequest,
     vault: Vault,
     item: ProtectedVM,
     exc: ValidationError,
@@ -79,7 +79,7 @@ def _item_refused(
 
 @login_required
 @require_POST
-def item_stop(request: AuthedRequest, name: str, vm_name: str) -> HttpResponse:
+def item_stop(request: PageRequest, name: str, vm_name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "stop_protection")
     item = item_of(vault, vm_name)
     form = StopProtectionForm(request.POST)
@@ -104,7 +104,7 @@ def item_stop(request: AuthedRequest, name: str, vm_name: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def item_resume(request: AuthedRequest, name: str, vm_name: str) -> HttpResponse:
+def item_resume(request: PageRequest, name: str, vm_name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "resume_protection")
     item = item_of(vault, vm_name)
     form = PolicyChoiceForm(request.POST, policies=vault.policies.all(), required=False)
@@ -125,7 +125,7 @@ def item_resume(request: AuthedRequest, name: str, vm_name: str) -> HttpResponse
 
 @login_required
 @require_POST
-def item_change_policy(request: AuthedRequest, name: str, vm_name: str) -> HttpResponse:
+def item_change_policy(request: PageRequest, name: str, vm_name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "change_item_policy")
     item = item_of(vault, vm_name)
     form = PolicyChoiceForm(request.POST, policies=vault.policies.all())

@@ -13,13 +13,13 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
 from jobs.restore import request_restore
-from portal.pages import apply_errors, done, error_text, render_page
+from portal.pages import PageRequest, apply_errors, done, error_text, render_page
 from security import alerts
 from vaults import access, file_recovery
 from vaults.file_recovery import display_name
 from vaults.forms import RestoreForm
 from vaults.models import FileRecoverySession, RecoveryPoint, Vault, lun_label
-from vaults.views.common import AuthedRequest, rp_of, vault_context
+from vaults.views.common import rp_of, vault_context
 
 # request_restore's error keys → the restore form's fields ("detail" goes above the form).
 RESTORE_FIELDS = {
@@ -31,7 +31,7 @@ RESTORE_FIELDS = {
 
 
 @login_required
-def rp_restore(request: AuthedRequest, name: str, vm_name: str, rp_id: UUID) -> HttpResponse:
+def rp_restore(request: PageRequest, name: str, vm_name: str, rp_id: UUID) -> HttpResponse:
     vault = access.get_vault(request.user, name, "restore")
     rp = rp_of(vault, vm_name, rp_id)
     hosts = list(vault.linked_hosts.order_by("name"))
@@ -83,7 +83,7 @@ def _crumbs(path: str, disk: str, partition: str) -> list[tuple[str, str | None]
     return crumbs
 
 
-def _expired_text(rp: RecoveryPoint, request: AuthedRequest) -> str:
+def _expired_text(rp: RecoveryPoint, request: PageRequest) -> str:
     last = (
         FileRecoverySession.objects.filter(recovery_point=rp, user=request.user)
         .order_by("-created_at")
@@ -98,7 +98,7 @@ def _expired_text(rp: RecoveryPoint, request: AuthedRequest) -> str:
 
 
 def _files_context(
-    request: AuthedRequest,
+    request: PageRequest,
     vault: Vault,
     rp: RecoveryPoint,
     session: FileRecoverySession | None,
@@ -120,7 +120,7 @@ def _files_context(
 
 
 def _listing(
-    rp: RecoveryPoint, request: AuthedRequest, disk: str, partition: str, path: str
+    rp: RecoveryPoint, request: PageRequest, disk: str, partition: str, path: str
 ) -> dict[str, Any]:
     """What the file page lists: the disk's partitions to choose from, or one directory."""
     found: dict[str, Any] = {}
@@ -153,7 +153,7 @@ def _listing(
 
 
 @login_required
-def rp_files(request: AuthedRequest, name: str, vm_name: str, rp_id: UUID) -> HttpResponse:
+def rp_files(request: PageRequest, name: str, vm_name: str, rp_id: UUID) -> HttpResponse:
     """Browse a recovery point's files: pick a disk (and a partition), walk directories.
 
     Needs an open session of this user for this RP; without one the page offers to open it.
@@ -194,7 +194,7 @@ def _files_url(vault: Vault, rp: RecoveryPoint) -> str:
 
 @login_required
 @require_POST
-def rp_files_session(request: AuthedRequest, name: str, vm_name: str, rp_id: UUID) -> HttpResponse:
+def rp_files_session(request: PageRequest, name: str, vm_name: str, rp_id: UUID) -> HttpResponse:
     vault = access.get_vault(request.user, name, "file_recovery")
     rp = rp_of(vault, vm_name, rp_id)
     if file_recovery.current_session(rp, request.user) is None:
@@ -213,7 +213,7 @@ def rp_files_session(request: AuthedRequest, name: str, vm_name: str, rp_id: UUI
 @login_required
 @require_POST
 def rp_files_session_end(
-    request: AuthedRequest, name: str, vm_name: str, rp_id: UUID
+    request: PageRequest, name: str, vm_name: str, rp_id: UUID
 ) -> HttpResponse:
     vault = access.get_vault(request.user, name, "file_recovery")
     rp = rp_of(vault, vm_name, rp_id)
@@ -233,7 +233,7 @@ def safe_filename(name: str) -> str:
 
 @login_required
 def rp_files_download(
-    request: AuthedRequest, name: str, vm_name: str, rp_id: UUID
+    request: PageRequest, name: str, vm_name: str, rp_id: UUID
 ) -> HttpResponseBase:
     """A file as it is, or a folder as a zip, streamed (RFC 6266/5987 file name)."""
     vault = access.get_vault(request.user, name, "file_recovery")

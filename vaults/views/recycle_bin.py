@@ -10,15 +10,15 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from portal.pages import done, error_text
+from portal.pages import PageRequest, done, error_text
 from vaults import access, lifecycle
 from vaults.models import BinReason, ItemState, ProtectedVM, SoftDeleteState, Vault
 from vaults.protection import undelete
-from vaults.views.common import AuthedRequest, item_url, vault_context
+from vaults.views.common import item_url, vault_context
 
 
 @login_required
-def vault_recycle_bin(request: AuthedRequest, name: str) -> HttpResponse:
+def vault_recycle_bin(request: PageRequest, name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "view")
     entries = lifecycle.recycle_bin(vault, user=request.user)
     caps = access.capabilities(request.user, vault)
@@ -37,7 +37,7 @@ def vault_recycle_bin(request: AuthedRequest, name: str) -> HttpResponse:
 
 
 @login_required
-def site_recycle_bin(request: AuthedRequest) -> HttpResponse:
+def site_recycle_bin(request: PageRequest) -> HttpResponse:
     access.require_site(request.user, "view_recycle_bin")
     entries = lifecycle.site_recycle_bin(user=request.user)
     context = {"entries": entries, "reasons": BinReason.choices}
@@ -56,7 +56,7 @@ def _binned_item(vault: Vault, vm_name: str) -> ProtectedVM:
     return item
 
 
-def _back(request: AuthedRequest, fallback: str) -> str:
+def _back(request: PageRequest, fallback: str) -> str:
     """The page a recycle-bin action returns to (`next`, if it is ours)."""
     nxt = request.POST.get("next", "")
     if nxt and url_has_allowed_host_and_scheme(nxt, {request.get_host()}, request.is_secure()):
@@ -66,7 +66,7 @@ def _back(request: AuthedRequest, fallback: str) -> str:
 
 @login_required
 @require_POST
-def item_undelete(request: AuthedRequest, name: str, vm_name: str) -> HttpResponse:
+def item_undelete(request: PageRequest, name: str, vm_name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "undelete")
     item = _binned_item(vault, vm_name)
     try:
@@ -82,7 +82,7 @@ def item_undelete(request: AuthedRequest, name: str, vm_name: str) -> HttpRespon
 
 @login_required
 @require_POST
-def item_purge(request: AuthedRequest, name: str, vm_name: str) -> HttpResponse:
+def item_purge(request: PageRequest, name: str, vm_name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "stop_protection")
     item = _binned_item(vault, vm_name)
     try:

@@ -7,7 +7,7 @@ from django.http import HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
-from portal.pages import apply_errors, approval_pending, done
+from portal.pages import PageRequest, apply_errors, approval_pending, done
 from security.keys import has_protected, key_name
 from security.models import CustomerKey
 from security.mua import ApprovalRequired
@@ -15,11 +15,11 @@ from vaults import access
 from vaults.forms import EncryptionForm, VaultSettingsForm
 from vaults.models import Encryption, SoftDeleteState
 from vaults.services.vaults import VaultChanges, update_vault
-from vaults.views.common import AuthedRequest, vault_context
+from vaults.views.common import vault_context
 
 
 @login_required
-def vault_settings(request: AuthedRequest, name: str) -> HttpResponse:
+def vault_settings(request: PageRequest, name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "change_settings")
     form = VaultSettingsForm(request.POST or None, initial=VaultSettingsForm.initial_for(vault))
     if request.method == "POST" and form.is_valid():
@@ -47,7 +47,7 @@ def vault_settings(request: AuthedRequest, name: str) -> HttpResponse:
 
 
 @login_required
-def vault_encryption(request: AuthedRequest, name: str) -> HttpResponse:
+def vault_encryption(request: PageRequest, name: str) -> HttpResponse:
     """Platform key or a customer-managed key chosen among the registered ones (names only)."""
     vault = access.get_vault(request.user, name, "change_settings")
     current = key_name(vault)

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 from inventory.models import VirtualMachine
 from policies.models import BackupPolicy
 from portal.pages import (
+    PageRequest,
     annotate_vault_counts,
     apply_errors,
     count_of,
@@ -23,11 +24,11 @@ from vaults.forms import VaultCreateForm
 from vaults.models import ItemState, Vault
 from vaults.services.vaults import create_vault, delete_vault
 from vaults.storage import vault_storage
-from vaults.views.common import AuthedRequest, vault_context
+from vaults.views.common import vault_context
 
 
 @login_required
-def vault_list(request: AuthedRequest) -> HttpResponse:
+def vault_list(request: PageRequest) -> HttpResponse:
     vaults = annotate_vault_counts(access.visible(Vault.objects.all(), request.user)).annotate(
         policy_count=count_of(BackupPolicy.objects.filter(vault=OuterRef("pk")), "vault")
     )
@@ -36,7 +37,7 @@ def vault_list(request: AuthedRequest) -> HttpResponse:
 
 
 @login_required
-def vault_create(request: AuthedRequest) -> HttpResponse:
+def vault_create(request: PageRequest) -> HttpResponse:
     access.require_site(request.user, "create_vault")
     form = VaultCreateForm(request.POST or None, initial=VaultCreateForm.initial_for(Vault()))
     if request.method == "POST" and form.is_valid():
@@ -53,7 +54,7 @@ def vault_create(request: AuthedRequest) -> HttpResponse:
 
 
 @login_required
-def vault_detail(request: AuthedRequest, name: str) -> HttpResponse:
+def vault_detail(request: PageRequest, name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "view")
     counts = {
         "items": vault.protected_items.live().count(),
@@ -71,7 +72,7 @@ def vault_detail(request: AuthedRequest, name: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def vault_delete(request: AuthedRequest, name: str) -> HttpResponse:
+def vault_delete(request: PageRequest, name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "delete_vault")
     try:
         delete_vault(vault, by=request.user, request=request)

@@ -8,6 +8,7 @@ from django.contrib.auth.models import User
 from django.db.models import QuerySet
 
 from inventory.models import Host, VirtualMachine
+from jobs.models import RestoreKind, RestoreTier
 from policies.models import BackupPolicy
 from vaults.models import (
     Encryption,
@@ -184,26 +185,18 @@ class BackupNowForm(forms.Form):
     )
 
 
-RESTORE_KINDS = [
-    ("restore_disks", "Restore disks"),
-    ("create_vm", "Create new VM"),
-    ("replace_disks", "Replace existing disks"),
-]
-RESTORE_TIERS = [
-    ("auto", "Automatic (snapshot tier when it still holds the point)"),
-    ("snapshot", "Snapshot tier"),
-    ("vault", "Vault tier"),
-]
-
-
 class RestoreForm(forms.Form):
     """Parses the restore page; `jobs.restore.request_restore` checks everything else."""
 
-    kind = forms.ChoiceField(choices=RESTORE_KINDS, widget=forms.RadioSelect, label="Restore type")
+    kind = forms.ChoiceField(
+        choices=RestoreKind.choices, widget=forms.RadioSelect, label="Restore type"
+    )
     luns = forms.TypedMultipleChoiceField(
         coerce=int, widget=forms.CheckboxSelectMultiple, label="Disks"
     )
-    tier = forms.ChoiceField(choices=RESTORE_TIERS, initial="auto", label="Restore from")
+    tier = forms.ChoiceField(
+        choices=RestoreTier.choices, initial=RestoreTier.AUTO, label="Restore from"
+    )
     host = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, label="Target host")
     path = forms.CharField(required=False, max_length=500, label="Target directory")
     name = forms.CharField(required=False, max_length=63, label="New VM name")
@@ -220,8 +213,8 @@ class RestoreForm(forms.Form):
         luns.initial = sorted(sizes)
         host.choices = [("", "—")] + [(h.pk, h.name) for h in hosts]
         if selective:
-            kind.choices = RESTORE_KINDS[:1]
-        kind.initial = "restore_disks"
+            kind.choices = RestoreKind.choices[:1]
+        kind.initial = RestoreKind.RESTORE_DISKS
         roots = "; ".join(f"{h.name}: {', '.join(h.allowed_roots)}" for h in hosts)
         self.fields["path"].help_text = (
             f"An existing directory inside the host's allowed roots ({roots})."

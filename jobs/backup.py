@@ -46,11 +46,11 @@ from jobs.runner import (
     full_disk,
     full_disk_reason,
     no_space,
-    option,
 )
 from policies import retention, schedule
 from policies.models import Consistency
 from policies.schedule import Policy
+from portal.options import option
 from security.kek import kek_for
 from vaults.models import ItemState, ProtectedVM, RecoveryPoint, RPConsistency, Vault
 from vaults.stores import (

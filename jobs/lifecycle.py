@@ -20,7 +20,8 @@ import engine
 from inventory.models import Host
 from jobs import runner
 from jobs.models import Operation, Param
-from jobs.runner import JobContext, JobError, option
+from jobs.runner import JobContext, JobError
+from portal.options import option
 from vaults.models import RecoveryPoint, RetentionMode, Vault
 from vaults.stores import SNAPSHOT, VAULT, VaultStores, existing_stores, open_vault_store
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import close_old_connections, connection, transaction
@@ -32,6 +31,7 @@ from django.utils import timezone
 from jobs import queue
 from jobs.models import RUNNING, UNFINISHED, Job, Operation, Status, SubTask
 from jobs.signals import job_finished
+from portal.options import option
 from vaults import access, audit
 from vaults.models import ProtectedVM, RecoveryPoint, Vault
 
@@ -444,12 +444,6 @@ def reap(now: datetime | None = None) -> int:
             now=now,
         )
     return len(ids)
-
-
-def option(name: str, default: float) -> float:
-    """A number of settings.LIFEBOAT (operators and tests tune them), or `default`."""
-    value: Any = settings.LIFEBOAT.get(name, default)
-    return float(value)
 
 
 def redeliver(now: datetime | None = None) -> dict[str, int]:

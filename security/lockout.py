@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.hashers import check_password
@@ -32,30 +31,26 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from portal.client_address import client_ip
+from portal.options import option
 from portal.tokens import keep_tokens_on_rehash
 from security.models import LoginFailure
 from vaults import audit
 
 
-def _opt(name: str, default: int) -> int:
-    value: Any = settings.LIFEBOAT.get(name, default)  # a number, or its text from the environment
-    return int(value)
-
-
 def limit() -> int:
-    return _opt("LOGIN_FAILURE_LIMIT", 5)
+    return int(option("LOGIN_FAILURE_LIMIT", 5))
 
 
 def address_limit() -> int:
-    return _opt("LOGIN_ADDRESS_FAILURE_LIMIT", 20)
+    return int(option("LOGIN_ADDRESS_FAILURE_LIMIT", 20))
 
 
 def window() -> timedelta:
-    return timedelta(minutes=_opt("LOGIN_FAILURE_WINDOW_MINUTES", 15))
+    return timedelta(minutes=int(option("LOGIN_FAILURE_WINDOW_MINUTES", 15)))
 
 
 def lock_time() -> timedelta:
-    return timedelta(minutes=_opt("LOGIN_LOCKOUT_MINUTES", 15))
+    return timedelta(minutes=int(option("LOGIN_LOCKOUT_MINUTES", 15)))
 
 
 def _norm(username: object) -> str:

@@ -22,7 +22,6 @@ from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
@@ -32,6 +31,7 @@ from django.http import Http404, HttpRequest
 from django.utils import timezone
 
 from portal.client_address import client_ip
+from portal.options import option
 from security.models import Approval, ApprovalStatus
 from vaults import access, audit, rules
 from vaults.models import GuardApprover, ProtectedVM, SoftDeleteState, Vault
@@ -61,8 +61,7 @@ class ApprovalRequired(ValidationError):
 
 
 def approval_hours() -> float:
-    hours: Any = settings.LIFEBOAT.get("MUA_APPROVAL_HOURS", DEFAULT_HOURS)
-    return float(hours)
+    return option("MUA_APPROVAL_HOURS", DEFAULT_HOURS)
 
 
 def canonical(params: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import BinaryIO, cast
 
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, StreamingHttpResponse
@@ -34,6 +33,7 @@ from django.utils.http import content_disposition_header
 
 import engine
 import engine.fs as efs
+from portal.options import option
 from security import alerts
 from vaults import access, audit
 from vaults.models import FileRecoverySession, RecoveryPoint, lun_label
@@ -63,7 +63,7 @@ class Unreadable(Exception):
 
 
 def session_lifetime() -> timedelta:
-    return timedelta(hours=float(str(settings.LIFEBOAT.get("FILE_RECOVERY_HOURS", 12))))
+    return timedelta(hours=option("FILE_RECOVERY_HOURS", 12))
 
 
 def open_session(

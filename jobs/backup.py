@@ -37,7 +37,7 @@ from inventory.models import ExtensionState, PowerState, VirtualMachine
 from jobs import runner
 from jobs.backup_queue import SCHEDULABLE, TAKE_SNAPSHOT, TRANSFER
 from jobs.hook_details import THAW_AFTER_WORKER_LOST
-from jobs.models import Job, Operation, Param, Status, SubTask
+from jobs.models import Job, Operation, Param, RestoreTier, Status, SubTask
 from jobs.reconcile import record_recovery_point, work_dir
 from jobs.runner import (
     JobCancelled,
@@ -54,7 +54,6 @@ from portal.options import option
 from security.kek import kek_for
 from vaults.models import ItemState, ProtectedVM, RecoveryPoint, RPConsistency, Vault
 from vaults.stores import (
-    SNAPSHOT,
     open_or_create_snapshot_store,
     open_or_create_vault_store,
     rp_store,
@@ -520,7 +519,7 @@ def transfer_rp(ctx: JobContext, rp: RecoveryPoint, sub: SubTask) -> bool:
     sizes = {d["lun"]: d["size"] for d in rp.disks}
     try:
         kek = kek_for(vault)
-        src = rp_store(rp, SNAPSHOT, kek)
+        src = rp_store(rp, RestoreTier.SNAPSHOT, kek)
         dst = open_or_create_vault_store(vault, kek)
         # Operators' switch for drills and tests.
         if settings.LIFEBOAT.get("FAIL_TRANSFERS", False):

@@ -19,11 +19,11 @@ from django.utils import timezone
 import engine
 from inventory.models import Host
 from jobs import runner
-from jobs.models import Operation, Param
+from jobs.models import Operation, Param, RestoreTier
 from jobs.runner import JobContext, JobError
 from portal.options import option
 from vaults.models import RecoveryPoint, RetentionMode, Vault
-from vaults.stores import SNAPSHOT, VAULT, VaultStores, existing_stores, open_vault_store
+from vaults.stores import VaultStores, existing_stores, open_vault_store
 
 # Chunks younger than this are never swept, so an in-flight backup keeps what it relies on.
 GC_GRACE_SECONDS = 3600
@@ -54,8 +54,8 @@ def open_stores(vault: Vault) -> VaultStores:
 
 def delete_everywhere(rp: RecoveryPoint, stores: VaultStores) -> None:
     """Remove an RP from both tiers, then from the catalog (stores first: see module doc)."""
-    delete_from(stores.holding(rp, SNAPSHOT), str(rp.pk))
-    delete_from(stores.holding(rp, VAULT), str(rp.pk))
+    delete_from(stores.holding(rp, RestoreTier.SNAPSHOT), str(rp.pk))
+    delete_from(stores.holding(rp, RestoreTier.VAULT), str(rp.pk))
     rp.delete()
 
 
@@ -91,7 +91,7 @@ def run_cleanup(ctx: JobContext) -> None:
         vault=vault, in_snapshot_tier=True, in_vault_tier=True, snapshot_expires_at__lte=now
     ).select_related("protected_item__vm"):
         ctx.check_cancel()
-        delete_from(stores.holding(rp, SNAPSHOT), str(rp.pk))
+        delete_from(stores.holding(rp, RestoreTier.SNAPSHOT), str(rp.pk))
         RecoveryPoint.objects.filter(pk=rp.pk).update(in_snapshot_tier=False)
         tiered += 1
 

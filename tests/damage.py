@@ -8,12 +8,13 @@ otherwise), so the damage is met whichever tier is read.
 from pathlib import Path
 
 import engine
-from vaults.stores import SNAPSHOT, VAULT, rp_store
+from jobs.models import RestoreTier
+from vaults.stores import rp_store
 
 
 def _stores(rp) -> list[engine.Store]:
     stores = []
-    for tier in (VAULT, SNAPSHOT):
+    for tier in (RestoreTier.VAULT, RestoreTier.SNAPSHOT):
         try:
             store = rp_store(rp, tier)
         except engine.StoreNotFound:

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import engine
 from inventory.models import Host
+from jobs.models import RestoreTier
 from security.kek import kek_for
 from vaults.models import RecoveryPoint, Vault
 
 # The tiers of a recovery point.
-SNAPSHOT = "snapshot"
-VAULT = "vault"
 
 # The vault tier trades CPU for space; the snapshot tier must be fast (instant restore).
 VAULT_CODEC = "zstd:1"
@@ -79,7 +78,7 @@ class VaultStores:
 
     def holding(self, rp: RecoveryPoint, tier: str) -> engine.Store | None:
         """The store of `tier` that holds `rp`, when it exists."""
-        if tier == VAULT:
+        if tier == RestoreTier.VAULT:
             return self.vault
         return self.snapshots.get(rp.protected_item.vm.host_id)
 
@@ -122,13 +121,13 @@ def existing_store_paths(vault: Vault) -> list[Path]:
 def preferred_tier(rp: RecoveryPoint) -> str:
     """The tier a read of `rp` uses when either will do: the snapshot tier while it holds the RP
     (local and uncompressed), else the vault tier."""
-    return SNAPSHOT if rp.in_snapshot_tier else VAULT
+    return RestoreTier.SNAPSHOT if rp.in_snapshot_tier else RestoreTier.VAULT
 
 
 def rp_store(rp: RecoveryPoint, tier: str, kek: bytes | None = None) -> engine.Store:
     """The store of `tier` that holds `rp`: the vault store, or the snapshot store on the host
     of the RP's VM. Never created: StoreNotFound naming the vault and the tier."""
-    if tier == VAULT:
+    if tier == RestoreTier.VAULT:
         return open_vault_store(rp.vault, kek)
     return open_snapshot_store(rp.vault, rp.protected_item.vm.host, kek)
 
@@ -137,14 +136,14 @@ def read_store(rp: RecoveryPoint, kek: bytes | None = None) -> engine.Store:
     """The store a read of `rp` uses: the preferred tier's while it still holds the RP's
     manifest, else the vault store."""
     kek = kek or kek_for(rp.vault)
-    if preferred_tier(rp) == SNAPSHOT:
+    if preferred_tier(rp) == RestoreTier.SNAPSHOT:
         try:
-            store = rp_store(rp, SNAPSHOT, kek)
+            store = rp_store(rp, RestoreTier.SNAPSHOT, kek)
             if store.has_manifest(str(rp.pk)):
                 return store
         except engine.StoreNotFound:
             pass
-    return rp_store(rp, VAULT, kek)
+    return rp_store(rp, RestoreTier.VAULT, kek)
 
 
 # -- creating: backups only ---------------------------------------------------------------------

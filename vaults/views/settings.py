@@ -3,6 +3,7 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.forms import Form
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -13,9 +14,27 @@ from security.models import CustomerKey
 from security.mua import ApprovalRequired
 from vaults import access
 from vaults.forms import EncryptionForm, VaultSettingsForm
-from vaults.models import Encryption, SoftDeleteState
+from vaults.models import Encryption, SoftDeleteState, Vault
 from vaults.services.vaults import VaultChanges, update_vault
 from vaults.views.common import vault_context
+
+
+def _save(
+    request: PageRequest, vault: Vault, form: Form, changes: VaultChanges, saved: str, page: str
+) -> HttpResponse | None:
+    """Apply `changes` (none: nothing to do) and answer: the page again on success, the approval
+    it waits for under MUA, or None with the service's errors put on `form`."""
+    try:
+        if changes:
+            update_vault(vault, by=request.user, request=request, **changes)
+    except ApprovalRequired as exc:
+        return approval_pending(request, exc)
+    except ValidationError as exc:
+        vault.refresh_from_db()
+        apply_errors(form, exc)
+        return None
+    messages.success(request, saved if changes else "Nothing changed.")
+    return done(request, reverse(page, args=[vault.name]))
 
 
 @login_required
@@ -23,18 +42,11 @@ def vault_settings(request: PageRequest, name: str) -> HttpResponse:
     vault = access.get_vault(request.user, name, "change_settings")
     form = VaultSettingsForm(request.POST or None, initial=VaultSettingsForm.initial_for(vault))
     if request.method == "POST" and form.is_valid():
-        changes = form.changes(vault)
-        try:
-            if changes:
-                update_vault(vault, by=request.user, request=request, **changes)
-        except ApprovalRequired as exc:
-            return approval_pending(request, exc)
-        except ValidationError as exc:
-            vault.refresh_from_db()
-            apply_errors(form, exc)
-        else:
-            messages.success(request, "Settings saved." if changes else "Nothing changed.")
-            return done(request, reverse("vault-settings", args=[vault.name]))
+        answer = _save(
+            request, vault, form, form.changes(vault), "Settings saved.", "vault-settings"
+        )
+        if answer is not None:
+            return answer
     context = vault_context(
         request,
         vault,
@@ -58,20 +70,13 @@ def vault_encryption(request: PageRequest, name: str) -> HttpResponse:
         changes = VaultChanges(encryption=form.cleaned_data["encryption"])
         if changes["encryption"] == Encryption.CUSTOMER_MANAGED:
             changes["encryption_key"] = form.cleaned_data["encryption_key"]
-        unchanged = changes["encryption"] == vault.encryption and (
+        if changes["encryption"] == vault.encryption and (
             changes.get("encryption_key") in (None, current)
-        )
-        try:
-            if not unchanged:
-                update_vault(vault, by=request.user, request=request, **changes)
-        except ApprovalRequired as exc:
-            return approval_pending(request, exc)
-        except ValidationError as exc:
-            vault.refresh_from_db()
-            apply_errors(form, exc)
-        else:
-            messages.success(request, "Nothing changed." if unchanged else "Encryption saved.")
-            return done(request, reverse("vault-encryption", args=[vault.name]))
+        ):
+            changes = VaultChanges()
+        answer = _save(request, vault, form, changes, "Encryption saved.", "vault-encryption")
+        if answer is not None:
+            return answer
     context = vault_context(
         request,
         vault,

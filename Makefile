@@ -11,6 +11,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	@# Debian's libvirt and libnbd bindings, when this machine has them (scripts/kvm-host).
+	@if [ -e /usr/lib/python3/dist-packages/libvirt.py ]; then scripts/kvm-host bindings $(VENV); fi
 	touch $@
 
 # Web server, the django-q2 worker (restarted when it dies: `manage.py worker`) and the lab's

@@ -6,12 +6,26 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import Damage
 
 if TYPE_CHECKING:
     from .store import Store
+
+
+class SourceReader(Protocol):
+    """A disk read somewhere other than a local file (an NBD export).  ``pread`` is safe to
+    call from several threads at once; ``data_extents`` lists (start, end) of the ranges
+    that hold data (the rest reads as zeros)."""
+
+    def size(self) -> int: ...
+
+    def pread(self, length: int, offset: int) -> bytes: ...
+
+    def data_extents(self) -> list[tuple[int, int]]: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -20,11 +34,14 @@ class DiskSource:
 
     changed_extents, if given, lists every (offset, length) range written since the parent
     recovery point; chunks outside them are taken from the parent's index without reading.
+    ``reader``, when set, opens the disk instead of ``path`` (an NBD export); ``path`` then
+    only names it in the manifest.
     """
 
     lun: int
     path: str
     changed_extents: Sequence[tuple[int, int]] | None = None
+    reader: Callable[[], SourceReader] | None = None
 
 
 @dataclass

@@ -6,10 +6,12 @@ here knows about Django.  Field names follow the model so the mapping is mechani
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, Literal, TypeVar
+
+from engine.model import SourceReader
 
 T = TypeVar("T")
 
@@ -74,10 +76,39 @@ class HookConfig:
 
 @dataclass(frozen=True)
 class DiskSpec:
-    """One raw disk image on the host.  ``lun`` -1 is the OS disk, 0.. are data disks."""
+    """One disk of a VM.  ``lun`` -1 is the OS disk, 0.. are data disks.  For the image
+    connector ``path`` is a raw image file; for libvirt it is the disk's source file as the
+    domain names it and ``target`` its device name in the domain (``vda``)."""
 
     lun: int
     path: Path
+    target: str = ""
+
+
+@dataclass(frozen=True)
+class ParentDisk:
+    """What the parent recovery point holds of one disk (libvirt chain checks)."""
+
+    size: int
+    path: str
+
+
+@dataclass(frozen=True)
+class HypervisorSpec:
+    """How to reach a libvirt domain, and the changed-block-tracking chain it is on.
+
+    ``checkpoint_prefix`` + ``rp_id`` names the checkpoint a backup creates.
+    ``parent_checkpoint`` is the checkpoint whose dirty bitmap covers every write since the
+    parent recovery point (None: no usable chain, read in full); ``parent_disks`` what the
+    parent holds per disk target, so a resized or replaced disk breaks the chain.
+    """
+
+    uri: str
+    domain: str  # the domain's UUID
+    rp_id: str
+    parent_checkpoint: str | None = None
+    parent_disks: Mapping[str, ParentDisk] = field(default_factory=dict)
+    agent_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +118,7 @@ class VMSpec:
     probe_command: str = ""
     disks: Sequence[DiskSpec] = ()
     hooks: HookConfig = field(default_factory=HookConfig)
+    hypervisor: HypervisorSpec | None = None  # set for libvirt hosts only
 
 
 @dataclass(frozen=True)
@@ -103,15 +135,32 @@ class ExtensionStatus:
         return self.state == "installed"
 
 
+# How a disk's changes were found: "dirty_bitmap" (the hypervisor's changed-block tracking),
+# "full_read" (every block read and compared with the parent's hashes), "full" (no parent).
+ChangeDetection = Literal["dirty_bitmap", "full_read", "full"]
+
+
 @dataclass(frozen=True)
 class DiskView:
     """What ``capture`` reads: ``path`` is either a reflink clone (``cloned``) or the live
-    image (read while frozen, while stopped, or live as a last resort)."""
+    image (read while frozen, while stopped, or live as a last resort).
+
+    A libvirt disk is read through ``reader`` instead (``path`` is then the domain's source
+    file, for the record); ``changed_extents`` (offset, length) are the dirty extents since
+    the parent, None when the disk must be read in full; ``change_detection`` and
+    ``change_reason`` (why not "dirty_bitmap") are reported per disk on the job.
+    """
 
     lun: int
     path: Path
     source: Path
     cloned: bool
+    reader: Callable[[], SourceReader] | None = None
+    size: int | None = None  # known without a stat (reader disks)
+    changed_extents: Sequence[tuple[int, int]] | None = None
+    change_detection: ChangeDetection | None = None
+    change_reason: str = ""
+    target: str = ""
 
 
 @dataclass
@@ -123,6 +172,43 @@ class SnapshotOutcome(Generic[T]):
     warnings: list[tuple[str, str]] = field(default_factory=list)
     freeze_seconds: float = 0.0
     hook_log: list[str] = field(default_factory=list)
+    # libvirt: the checkpoint whose dirty bitmap covers every write after this snapshot (the
+    # next backup's parent_checkpoint; None: the next backup reads in full), and the domain's
+    # XML as it was, kept with the recovery point for restores.
+    checkpoint: str | None = None
+    domain_xml: str = ""
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """A libvirt host as "Test connection" shows it."""
+
+    uri: str
+    hostname: str
+    libvirt_version: str
+    hypervisor_version: str
+
+
+@dataclass(frozen=True)
+class DomainDisk:
+    """One file-backed disk (device='disk') of a domain, in the domain's order."""
+
+    target: str
+    path: str
+    format: str  # the driver type: "qcow2", "raw", ...
+    virtual_size: int
+    boot: bool  # the disk the domain boots from (the first disk when none is marked)
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    """A domain as discovery sees it."""
+
+    name: str
+    uuid: str
+    power_state: str  # one of POWER_STATES
+    disks: tuple[DomainDisk, ...]
+    xml: str
 
 
 class ConnectorError(Exception):

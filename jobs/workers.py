@@ -65,6 +65,21 @@ def statuses(hosts: Iterable[Host], now: datetime | None = None) -> dict[int, Wo
     return {pk: WorkerStatus(pk in online, seen.get(pk)) for pk in dedicated}
 
 
+@dataclass(frozen=True)
+class Listed:
+    """A worker process as the hosts page lists it."""
+
+    row: Worker
+    online: bool
+
+
+def listed(now: datetime | None = None) -> list[Listed]:
+    """Every known worker process, the default queue's first, with whether it is online."""
+    now = now or timezone.now()
+    rows = Worker.objects.select_related("host").order_by("host__name", "hostname", "pid")
+    return [Listed(row, row.is_online(now)) for row in rows]
+
+
 def status_of(host: Host, now: datetime | None = None) -> WorkerStatus | None:
     """`statuses` of one host; None when it has no dedicated worker."""
     return statuses([host], now).get(host.pk)

@@ -37,7 +37,7 @@ def host_list(request: PageRequest) -> HttpResponse:
     now = timezone.now()
     statuses = workers.statuses(hosts, now)
     for host in hosts:
-        setattr(host, "worker_status", statuses.get(host.pk))  # _host_worker.html
+        host.worker_status = statuses.get(host.pk)  # type: ignore[attr-defined]  # _host_worker.html
     context = {"hosts": hosts, "workers": workers.listed(now), "now": now}
     return render(request, "inventory/host_list.html", context)
 

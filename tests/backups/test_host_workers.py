@@ -165,9 +165,7 @@ def finished(job: Job, timeout: float = 120) -> Job:
 
 
 @needs_e2fsprogs
-def test_each_host_s_jobs_run_on_its_own_worker_and_wait_for_it(
-    shared_db, start_worker, tmp_path
-):
+def test_each_host_s_jobs_run_on_its_own_worker_and_wait_for_it(shared_db, start_worker, tmp_path):
     env = lifeboat_env()
     a, b, plain = (World(tmp_path / name) for name in ("a", "b", "plain"))
     for world in (a, b):
@@ -179,7 +177,7 @@ def test_each_host_s_jobs_run_on_its_own_worker_and_wait_for_it(
     start_worker(["worker", "--host", b.host.name, "--grace", "5"], env)
     start_worker(["worker", "--grace", "5"], env)
     for name in (qa, qb, routing.DEFAULT_QUEUE):
-        wait_until(lambda: online(name), 60, step=0.2, what=f"the worker of {name} is online")
+        wait_until(lambda q=name: online(q), 60, step=0.2, what=f"the worker of {name} is online")
 
     jobs = {world: world.backup_now() for world in (a, b, plain)}
     ran_on = {world: finished(job).worker.split(" on ")[0] for world, job in jobs.items()}

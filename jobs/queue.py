@@ -18,6 +18,7 @@ import os
 import socket
 
 from django.db import transaction
+from django.utils import timezone
 from django_q.conf import Conf
 from django_q.models import OrmQ
 from django_q.tasks import async_task
@@ -85,6 +86,35 @@ def with_message(job_ids: list[int]) -> dict[int, str]:
         if job_id is not None and message.task.get("func") == FUNC:
             found[job_id] = message.key
     return found
+
+
+def reroute(job_ids: list[int]) -> list[int]:
+    """Move the waiting messages of `job_ids` that sit on another queue than the one their
+    routing names now (a host given a dedicated worker, or relieved of it, after they were
+    sent), so no job waits for a worker that will never serve it; the jobs moved.
+
+    A message a cluster has taken (locked) is left to it. The move deletes the message only
+    as it was read (same lock), so a cluster taking it at that moment keeps it, and sends the
+    new one in the same transaction.
+    """
+    routes = routing.queues_of(job_ids)
+    wanted = {_name(job_id): job_id for job_id in job_ids}
+    moved = []
+    for message in OrmQ.objects.filter(lock__lte=timezone.now()).iterator():
+        job_id = wanted.get(message.task.get("name"))
+        if job_id is None or message.task.get("func") != FUNC:
+            continue
+        to = routes.get(job_id, message.key)
+        if to == message.key:
+            continue
+        with transaction.atomic():
+            if OrmQ.objects.filter(pk=message.pk, lock=message.lock).delete()[0]:
+                async_task(FUNC, job_id, task_name=_name(job_id), cluster=to)
+                Job.objects.filter(pk=job_id).update(queue=to, waiting_message="")
+                moved.append(job_id)
+    if moved:
+        workers.note_waiting(queues={routes[job_id] for job_id in moved})
+    return moved
 
 
 def current_queue() -> str:

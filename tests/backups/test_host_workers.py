@@ -138,6 +138,34 @@ def test_delivery_puts_the_message_on_the_hosts_queue_and_says_the_worker_is_off
     assert claimed.worker.startswith(f"{routing.DEFAULT_QUEUE} on ")
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_waiting_message_follows_its_host_s_dedicated_worker_setting(
+    two_hosts, django_capture_on_commit_callbacks
+):
+    vault, dedicated, _, items, _ = two_hosts
+    job = runner.create_job(operation=Operation.BACKUP, vault=vault, item=items["lab-d"])
+    later = timezone.now() + timedelta(minutes=10)
+    # Still routed there: left waiting (no storm of re-sends).
+    assert runner.redeliver(later) == {"redelivered": 0, "not_delivered": 0, "rerouted": 0}
+    # The host's worker is given up: the message moves to the default queue.
+    dedicated.dedicated_worker = False
+    dedicated.save(update_fields=["dedicated_worker"])
+    assert runner.redeliver(later) == {"redelivered": 0, "not_delivered": 0, "rerouted": 1}
+    job.refresh_from_db()
+    assert (job.queue, job.waiting_message, job.deliveries) == (routing.DEFAULT_QUEUE, "", 1)
+    assert queue.with_message([job.pk]) == {job.pk: routing.DEFAULT_QUEUE}
+    assert OrmQ.objects.count() == 1
+    # A message a cluster has taken is its own: never moved.
+    dedicated.dedicated_worker = True
+    dedicated.save(update_fields=["dedicated_worker"])
+    OrmQ.objects.update(lock=timezone.now() + timedelta(minutes=5))
+    assert runner.redeliver(later)["rerouted"] == 0
+    OrmQ.objects.update(lock=timezone.now())
+    assert runner.redeliver(later)["rerouted"] == 1
+    job.refresh_from_db()
+    assert job.queue == "host-lab-d" and job.waiting_message.startswith("Waiting for the worker")
+
+
 @pytest.mark.django_db
 def test_the_worker_command_refuses_an_unknown_host(tmp_path):
     f.make_host(tmp_path, "known-host")
@@ -201,6 +229,7 @@ def test_each_host_s_jobs_run_on_its_own_worker_and_wait_for_it(shared_db, start
         "worker_lost": 0,
         "redelivered": 0,
         "not_delivered": 0,
+        "rerouted": 0,
         "waiting": 0,
     }
     assert queue.with_message([waiting.pk]) == {waiting.pk: qa}

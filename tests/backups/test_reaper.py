@@ -71,6 +71,7 @@ def test_a_queued_job_whose_message_was_lost_is_sent_again_then_failed(item, set
             "worker_lost": 0,
             "redelivered": 1,
             "not_delivered": 0,
+            "rerouted": 0,
             "waiting": 0,
         }
         job.refresh_from_db()

@@ -28,6 +28,12 @@ class HostForm(forms.Form):
         help_text="One absolute directory per line: disk paths and restore targets must be "
         "inside one of them.",
     )
+    dedicated_worker = forms.BooleanField(
+        required=False,
+        label="Dedicated worker",
+        help_text="Jobs for this host run only on the worker started with "
+        "`manage.py worker --host <name>` on the host.",
+    )
 
     @staticmethod
     def initial_from(host: Host) -> dict[str, Any]:
@@ -35,6 +41,7 @@ class HostForm(forms.Form):
             "name": host.name,
             "snapshot_root": host.snapshot_root,
             "allowed_roots": "\n".join(host.allowed_roots or []),
+            "dedicated_worker": host.dedicated_worker,
         }
 
     def clean_allowed_roots(self) -> list[str]:

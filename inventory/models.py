@@ -62,6 +62,13 @@ class Host(models.Model):
     snapshot_root = models.CharField(max_length=500)
     # Disk paths and restore targets must resolve inside one of these directories.
     allowed_roots = models.JSONField(default=list)
+    # Jobs that read or write this host's disks run only on the worker started with
+    # `manage.py worker --host <name>` (on the host itself), never on the default worker.
+    dedicated_worker = models.BooleanField(
+        default=False,
+        help_text="Jobs for this host run only on the worker started with "
+        "`manage.py worker --host <name>`.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

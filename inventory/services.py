@@ -28,6 +28,7 @@ class HostFields(TypedDict, total=False):
     connector: str
     snapshot_root: str
     allowed_roots: list[str]
+    dedicated_worker: bool
 
 
 class VmFields(TypedDict, total=False):

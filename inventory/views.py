@@ -7,10 +7,12 @@ from django.db.models import Count, OuterRef, Prefetch, QuerySet
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils import timezone
 
 from inventory import services
 from inventory.forms import HostForm, VMForm
 from inventory.models import Disk, Host, VirtualMachine
+from jobs import workers
 from portal.pages import PageRequest, apply_errors, count_of, done
 from vaults import access
 from vaults.models import ItemState, ProtectedVM
@@ -26,11 +28,18 @@ def _require_admin(request: PageRequest) -> None:
 @login_required
 def host_list(request: PageRequest) -> HttpResponse:
     _require_admin(request)
-    hosts = Host.objects.annotate(
-        vm_count=count_of(VirtualMachine.objects.filter(host=OuterRef("pk")), "host"),
-        vault_count=Count("linked_vaults", distinct=True),
-    ).order_by("name")
-    return render(request, "inventory/host_list.html", {"hosts": hosts})
+    hosts = list(
+        Host.objects.annotate(
+            vm_count=count_of(VirtualMachine.objects.filter(host=OuterRef("pk")), "host"),
+            vault_count=Count("linked_vaults", distinct=True),
+        ).order_by("name")
+    )
+    now = timezone.now()
+    statuses = workers.statuses(hosts, now)
+    for host in hosts:
+        host.worker_status = statuses.get(host.pk)  # type: ignore[attr-defined]  # _host_worker.html
+    context = {"hosts": hosts, "workers": workers.listed(now), "now": now}
+    return render(request, "inventory/host_list.html", context)
 
 
 def _host_form_page(request: PageRequest, host: Host | None = None) -> HttpResponse:
@@ -51,7 +60,12 @@ def _host_form_page(request: PageRequest, host: Host | None = None) -> HttpRespo
         else:
             messages.success(request, f"Host {host.name} saved.")
             return done(request, reverse("host-list"))
-    return render(request, "inventory/host_form.html", {"form": form, "host": host})
+    context = {
+        "form": form,
+        "host": host,
+        "worker_status": workers.status_of(host) if host is not None else None,
+    }
+    return render(request, "inventory/host_form.html", context)
 
 
 @login_required

@@ -1,6 +1,6 @@
 """Jobs: the truth about every unit of work. django-q2 only delivers them."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
@@ -114,6 +114,12 @@ class Job(models.Model):
     delivered_at = models.DateTimeField(null=True, blank=True)
     # Written by the running worker; the reaper fails jobs whose heartbeat stopped.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The task queue its last message went to (`jobs.routing.queue_of`), who claimed it
+    # ("<queue> on <machine> pid <n>"), and, while it waits for a host's worker that is
+    # offline, why it has not started (cleared when claimed).
+    queue = models.CharField(max_length=80, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    waiting_message = models.CharField(max_length=300, blank=True)
     bytes_total = models.BigIntegerField(default=0)
     bytes_done = models.BigIntegerField(default=0)
     params = models.JSONField(default=dict, blank=True)
@@ -169,6 +175,47 @@ class Job(models.Model):
 def vm_name_holder(name: str) -> Job | None:
     """The unfinished create-VM restore that holds `name`, if any."""
     return Job.objects.filter(reserved_vm_name=name, status__in=UNFINISHED).first()
+
+
+# A worker whose heartbeat is older than this is offline (pages, API, waiting jobs).
+WORKER_ONLINE_WITHIN = timedelta(seconds=30)
+
+
+class WorkerQuerySet(models.QuerySet["Worker"]):
+    def online(self, now: datetime) -> "WorkerQuerySet":
+        return self.filter(seen_at__gte=now - WORKER_ONLINE_WITHIN, stopped_at=None)
+
+
+class Worker(models.Model):
+    """A running (or once running) `manage.py worker` process: the queue it serves and its
+    heartbeat, written every few seconds while its cluster runs."""
+
+    queue = models.CharField(max_length=80)
+    # The host whose queue it serves; None for the default worker.
+    host = models.ForeignKey(
+        "inventory.Host", null=True, blank=True, on_delete=models.CASCADE, related_name="workers"
+    )
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField()
+    # Set when it stopped on request: offline at once, not WORKER_ONLINE_WITHIN later.
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    objects = WorkerQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["queue", "hostname", "pid"]
+        indexes = [
+            # Is the worker of this queue online, and since when is it not.
+            models.Index(fields=["queue", "-seen_at"], name="worker_queue_seen"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.queue} on {self.hostname} pid {self.pid}"
+
+    def is_online(self, now: datetime) -> bool:
+        return self.stopped_at is None and self.seen_at >= now - WORKER_ONLINE_WITHIN
 
 
 class SubTask(models.Model):

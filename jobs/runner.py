@@ -216,7 +216,11 @@ def job_kind(operation: str) -> JobKind:
 def claim(job_id: int) -> Job | None:
     now = timezone.now()
     claimed = Job.objects.filter(pk=job_id, status=Status.QUEUED).update(
-        status=Status.IN_PROGRESS, started_at=now, heartbeat_at=now
+        status=Status.IN_PROGRESS,
+        started_at=now,
+        heartbeat_at=now,
+        worker=queue.identity(),
+        waiting_message="",
     )
     if not claimed:
         return None
@@ -452,8 +456,11 @@ def redeliver(now: datetime | None = None) -> dict[str, int]:
     A queued job whose last message went out more than REDELIVER_AFTER_MINUTES ago and that
     has no message in the broker (none waiting, none held by a worker: see `jobs.queue`) was
     lost in delivery; it gets a new message, at most REDELIVERIES times, then fails as
-    `not_delivered`. Jobs whose message is still in the broker are left alone: they wait for
-    a free worker, or for the lock of a cluster that died to run out.
+    `not_delivered`. Jobs whose message is still in the broker, on any queue, are left alone:
+    they wait for a free worker, for the lock of a cluster that died to run out, or for their
+    host's worker to come back (`jobs.workers.note_waiting` says so on the job); a waiting
+    message on a queue the job's routing no longer names (the host's `dedicated_worker` changed)
+    is moved (`jobs.queue.reroute`). A new message goes where `jobs.routing` sends the job now.
     """
     now = now or timezone.now()
     after = timedelta(minutes=option("REDELIVER_AFTER_MINUTES", 5))
@@ -466,10 +473,11 @@ def redeliver(now: datetime | None = None) -> dict[str, int]:
         )
         .values_list("pk", "deliveries")
     )
-    counts = {"redelivered": 0, "not_delivered": 0}
+    counts = {"redelivered": 0, "not_delivered": 0, "rerouted": 0}
     if not stale:
         return counts
     held = queue.with_message([pk for pk, _ in stale])
+    counts["rerouted"] = len(queue.reroute(list(held)))
     for job_id, deliveries in stale:
         if job_id in held:
             continue
@@ -477,8 +485,8 @@ def redeliver(now: datetime | None = None) -> dict[str, int]:
             counts["not_delivered"] += _not_delivered(job_id, deliveries, now)
         else:
             counts["redelivered"] += _send_again(job_id, deliveries, now)
-    if counts["redelivered"] or counts["not_delivered"]:
-        log.warning("queued jobs whose message was lost: %s", counts)
+    if any(counts.values()):
+        log.warning("queued jobs whose message was lost or on a stale queue: %s", counts)
     return counts
 
 

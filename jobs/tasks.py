@@ -7,7 +7,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from jobs import backup_queue, runner
+from jobs import backup_queue, runner, workers
 from jobs import reconcile as reconciliation
 from jobs.models import UNFINISHED, Job, Operation, Param
 from jobs.purge import enqueue_due_purges
@@ -25,8 +25,13 @@ def dispatch(now: datetime | None = None) -> dict[str, int]:
 
 
 def reap(now: datetime | None = None) -> dict[str, int]:
-    """Fail jobs whose worker died; re-send (or fail) queued jobs whose message was lost."""
-    return {"worker_lost": runner.reap(now), **runner.redeliver(now)}
+    """Fail jobs whose worker died; re-send (or fail) queued jobs whose message was lost; say
+    which queued jobs wait for a host's worker that is offline."""
+    return {
+        "worker_lost": runner.reap(now),
+        **runner.redeliver(now),
+        "waiting": workers.note_waiting(now),
+    }
 
 
 def reconcile() -> dict[str, int]:

@@ -235,6 +235,10 @@ Q_CLUSTER = {
     "save_limit": 1000,
     "poll": 1,
     "label": "Task queue",
+    # Each host's worker is a cluster of its own (`manage.py worker --host NAME` sets
+    # Q_CLUSTER_NAME=host-NAME, see jobs.routing); django-q2 reads this key when that
+    # variable is set, and they all share the settings above.
+    "ALT_CLUSTERS": {},
 }
 
 # Alert e-mail. Embedded default: printed on the console; production sets an SMTP backend.

@@ -1,21 +1,58 @@
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from inventory.models import Host, OSType, PowerState, VirtualMachine
-from jobs import hook_details
+from jobs import hook_details, workers
 from portal.api.serializers import StrictModelSerializer, StrictSerializer
+
+
+class WorkerStatusSerializer(serializers.Serializer):
+    online = serializers.BooleanField()
+    last_seen = serializers.DateTimeField(allow_null=True)
+    status = serializers.CharField(help_text='"online", or "offline (last seen … ago)".')
+
+
+class HostListSerializer(serializers.ListSerializer):
+    def to_representation(self, data: Any) -> list[Any]:
+        # The workers of every listed host in one query (HostSerializer.get_worker reads it).
+        hosts = list(data.all() if hasattr(data, "all") else data)
+        self.context["worker_statuses"] = workers.statuses(hosts)
+        return super().to_representation(hosts)
 
 
 class HostSerializer(StrictModelSerializer):
     allowed_roots = serializers.ListField(child=serializers.CharField(max_length=500))
+    worker = serializers.SerializerMethodField(
+        help_text="The host's own worker (`manage.py worker --host <name>`); null without "
+        "`dedicated_worker`."
+    )
 
     class Meta:
         model = Host
-        fields = ["id", "name", "connector", "snapshot_root", "allowed_roots", "created_at"]
+        fields = [
+            "id",
+            "name",
+            "connector",
+            "snapshot_root",
+            "allowed_roots",
+            "dedicated_worker",
+            "worker",
+            "created_at",
+        ]
         read_only_fields = ["id", "created_at"]
+        list_serializer_class = HostListSerializer
         # Name rules and uniqueness are checked by the service (model validation).
         extra_kwargs: dict[str, dict[str, object]] = {"name": {"validators": []}}
+
+    @extend_schema_field(WorkerStatusSerializer(allow_null=True))
+    def get_worker(self, host: Host) -> dict[str, Any] | None:
+        known = self.context.get("worker_statuses")
+        status = known.get(host.pk) if known is not None else workers.status_of(host)
+        if status is None:
+            return None
+        return {"online": status.online, "last_seen": status.last_seen, "status": status.describe()}
 
 
 class DiskSerializer(StrictSerializer):

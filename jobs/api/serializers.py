@@ -73,6 +73,7 @@ class JobSerializer(serializers.ModelSerializer):
     transfer = serializers.SerializerMethodField()
     error_message = serializers.SerializerMethodField()
     warnings = serializers.SerializerMethodField()
+    waiting_message = serializers.SerializerMethodField()
 
     class Meta:
         model = Job
@@ -80,6 +81,9 @@ class JobSerializer(serializers.ModelSerializer):
             "id",
             "operation",
             "status",
+            "waiting_message",
+            "queue",
+            "worker",
             "vm_name",
             "recovery_point",
             "created_by",
@@ -107,6 +111,10 @@ class JobSerializer(serializers.ModelSerializer):
             "warnings",
         ]
         read_only_fields = fields
+
+    def get_waiting_message(self, job: Job) -> str | None:
+        """Why a queued job has not started: its host's worker is offline."""
+        return job.waiting_message or None if job.status == Status.QUEUED else None
 
     def get_error_code(self, job: Job) -> str | None:
         return job.error_code or None

@@ -1,6 +1,8 @@
 from django.urls import reverse
+from django.utils import timezone
 
 from inventory.models import Host
+from jobs.models import Worker
 from tests import factories as f
 from vaults.models import AuditEvent
 
@@ -32,9 +34,39 @@ def test_admin_registers_a_host(api, admin_user, tmp_path):
         "connector",
         "snapshot_root",
         "allowed_roots",
+        "dedicated_worker",
+        "worker",
         "created_at",
     }
+    assert (r.data["dedicated_worker"], r.data["worker"]) == (False, None)
     assert AuditEvent.objects.filter(action="host.create").exists()
+
+
+def test_a_dedicated_host_shows_its_worker(
+    api, admin_user, tmp_path, django_assert_max_num_queries
+):
+    host = f.make_host(tmp_path / "d", "lab-d", dedicated_worker=True)
+    for i in range(3):
+        f.make_host(tmp_path / f"h{i}", dedicated_worker=bool(i % 2))
+    r = api(admin_user).get(detail(host.pk))
+    assert r.data["worker"] == {
+        "online": False,
+        "last_seen": None,
+        "status": "offline (never started)",
+    }
+    now = timezone.now()
+    Worker.objects.create(
+        queue="host-lab-d", host=host, hostname="h", pid=1, started_at=now, seen_at=now
+    )
+    r = api(admin_user).patch(detail(host.pk), {"dedicated_worker": True})
+    assert r.status_code == 200, r.data
+    assert (r.data["worker"]["online"], r.data["worker"]["status"]) == (True, "online")
+    # The list reads every host's worker in one query.
+    with django_assert_max_num_queries(8) as queries:
+        rows = api(admin_user).get(LIST).data["results"]
+    assert sum("jobs_worker" in q["sql"] for q in queries.captured_queries) == 1
+    shown = {row["name"]: row["worker"] is not None for row in rows}
+    assert shown == {h.name: h.dedicated_worker for h in Host.objects.all()}
 
 
 def test_owner_gets_403_registering_a_host(api, vault, owner, tmp_path):

@@ -67,7 +67,13 @@ def test_a_queued_job_whose_message_was_lost_is_sent_again_then_failed(item, set
         OrmQ.objects.all().delete()  # the message is lost
         assert tasks.reap(at + timedelta(minutes=4))["redelivered"] == 0  # not yet
         at += timedelta(minutes=6)
-        assert tasks.reap(at) == {"worker_lost": 0, "redelivered": 1, "not_delivered": 0}
+        assert tasks.reap(at) == {
+            "worker_lost": 0,
+            "redelivered": 1,
+            "not_delivered": 0,
+            "rerouted": 0,
+            "waiting": 0,
+        }
         job.refresh_from_db()
         assert (job.status, job.deliveries, messages(job)) == (Status.QUEUED, sent, 1)
 

@@ -1,7 +1,9 @@
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from inventory.models import Host
+from jobs.models import Worker
 from tests import factories as f
 from vaults.models import AuditEvent
 
@@ -77,6 +79,25 @@ def test_non_admins_get_403(login, personas, persona, host):
 def test_it_keeps_its_query_budget(assert_query_budget, admin_user, tmp_path):
     def make_rows(n):
         for _ in range(n):
-            f.make_host(tmp_path / f"h{Host.objects.count()}")
+            n = Host.objects.count()
+            f.make_host(tmp_path / f"h{n}", dedicated_worker=bool(n % 2))
 
-    assert_query_budget(admin_user, reverse("host-list"), make_rows, 4, marker="/edit/")
+    # Hosts, the dedicated hosts' workers, the list of workers.
+    assert_query_budget(admin_user, reverse("host-list"), make_rows, 6, marker="/edit/")
+
+
+def test_hosts_page_shows_dedicated_workers_and_the_worker_list(login, admin_user, tmp_path):
+    shared = f.make_host(tmp_path / "s", "lab-s")
+    dedicated = f.make_host(tmp_path / "d", "lab-d", dedicated_worker=True)
+    html = login(admin_user).get(reverse("host-list")).content.decode()
+    assert "worker: offline (never started)" in html and "default worker" in html
+    now = timezone.now()
+    Worker.objects.create(
+        queue="host-lab-d", host=dedicated, hostname="kvm1", pid=7, started_at=now, seen_at=now
+    )
+    html = login(admin_user).get(reverse("host-list")).content.decode()
+    assert "worker: online" in html and "kvm1" in html and "host-lab-d" in html
+    html = login(admin_user).get(reverse("host-edit", args=[dedicated.name])).content.decode()
+    assert "worker: online" in html
+    html = login(admin_user).get(reverse("host-edit", args=[shared.name])).content.decode()
+    assert "worker:" not in html

@@ -171,3 +171,20 @@ def test_operator_sees_cancel_while_the_job_runs(login, operator, reader, runnin
     cancel = reverse("job-cancel", args=["prod", running.pk])
     assert cancel in login(operator).get(url(running)).content.decode()
     assert cancel not in login(reader).get(url(running)).content.decode()
+
+
+def test_a_job_waiting_for_its_host_s_worker_says_so(login, reader, vault, item):
+    message = "Waiting for the worker on host kvm-lab (offline since 2026-01-01 10:00:00 UTC)."
+    job = f.make_job(
+        vault, item, status=Status.QUEUED, queue="host-kvm-lab", waiting_message=message
+    )
+    assert message in login(reader).get(url(job)).content.decode()
+    # Claimed, the worker is named instead.
+    job.status, job.worker, job.waiting_message = (
+        Status.IN_PROGRESS,
+        "host-kvm-lab on kvm1 pid 7",
+        "",
+    )
+    job.save()
+    html = login(reader).get(url(job)).content.decode()
+    assert "Waiting for" not in html and "host-kvm-lab on kvm1 pid 7" in html

@@ -12,6 +12,11 @@ that run for hours that stop can take hours. So the cluster gets SIGTERM, `--gra
 then its whole process group is killed. A job killed that way is failed by the reaper
 (`worker_lost`); messages the cluster had taken but not run are taken again by the next cluster
 once their lock runs out (`Q_CLUSTER["retry"]`, see jobs.queue).
+
+`--host NAME` serves that host's queue only (jobs.routing: a host with `dedicated_worker`); run
+it on the host itself. Without it the worker serves the default queue and runs the periodic
+tasks. Either way a heartbeat thread keeps the worker's `Worker` row while its cluster runs
+(jobs.workers), so pages show whether a host's worker is online.
 """
 
 import os
@@ -24,7 +29,11 @@ from types import FrameType
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
+
+from inventory.models import Host
+from jobs import routing
+from jobs.workers import Heartbeat
 
 # Restart pauses: 1 s, doubling while the cluster keeps dying within STABLE seconds.
 FIRST_PAUSE, MAX_PAUSE, STABLE = 1.0, 30.0, 60.0
@@ -41,9 +50,27 @@ class Command(BaseCommand):
             default=10.0,
             help="seconds a stopping cluster may take before it is killed (default 10)",
         )
+        parser.add_argument(
+            "--host",
+            default=None,
+            help="serve only the jobs of this host (one with a dedicated worker); run it there",
+        )
 
-    def handle(self, *args: Any, grace: float, **options: Any) -> None:
+    def handle(self, *args: Any, grace: float, host: str | None, **options: Any) -> None:
         self.stopping = False
+        self.cluster: subprocess.Popen | None = None
+        served = None
+        if host is not None:
+            served = Host.objects.filter(name=host).first()
+            if served is None:
+                known = ", ".join(Host.objects.values_list("name", flat=True)) or "none"
+                raise CommandError(f"No host is named {host!r} (hosts: {known}).")
+            if not served.dedicated_worker:
+                self.say(
+                    f"host {host} has no dedicated worker: its jobs go to the default worker "
+                    "until it is given one"
+                )
+        self.queue = routing.host_queue(host) if host is not None else routing.DEFAULT_QUEUE
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             self.stopping = True
@@ -51,24 +78,35 @@ class Command(BaseCommand):
         # SIGHUP too: a closed terminal must not leave the cluster (in its own session) behind.
         stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
         old = {s: signal.signal(s, on_signal) for s in stops}
+        heartbeat = Heartbeat(self.queue, served, alive=self.cluster_runs)
+        heartbeat.start()
         try:
             self.supervise(grace)
         finally:
+            heartbeat.stop()
             for s, h in old.items():
                 signal.signal(s, h)
+
+    def cluster_runs(self) -> bool:
+        return self.cluster is not None and self.cluster.poll() is None
 
     def say(self, message: str) -> None:
         self.stderr.write(f"worker: {message}")
 
     def supervise(self, grace: float) -> None:
         argv = [sys.executable, str(settings.BASE_DIR / "manage.py"), "qcluster"]
+        env = dict(os.environ)
+        # django-q2 serves the queue named by Q_CLUSTER_NAME (the default one without it).
+        env.pop("Q_CLUSTER_NAME", None)
+        if self.queue != routing.DEFAULT_QUEUE:
+            env["Q_CLUSTER_NAME"] = self.queue
         pause = FIRST_PAUSE
         while not self.stopping:
             started = time.monotonic()
             # Its own session: a terminal's Ctrl-C reaches this process only, which then stops
             # the cluster as a whole; and the group can be killed without killing us.
-            cluster = subprocess.Popen(argv, start_new_session=True)
-            self.say(f"cluster started (pid {cluster.pid})")
+            cluster = self.cluster = subprocess.Popen(argv, env=env, start_new_session=True)
+            self.say(f"cluster of queue {self.queue} started (pid {cluster.pid})")
             while cluster.poll() is None and not self.stopping:
                 time.sleep(TICK)
             if self.stopping:

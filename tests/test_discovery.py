@@ -1,8 +1,6 @@
 """libvirt hosts: URI rules, discovery applied to the inventory (new, changed, vanished,
 returned, name conflicts), refusals, and one discovery through real libvirtd."""
 
-import shutil
-import subprocess
 import uuid as uuidlib
 from pathlib import Path
 
@@ -13,6 +11,7 @@ from engine.connectors.spec import DomainDisk, DomainInfo
 from inventory import discovery, services
 from inventory.models import Disk, Host, VirtualMachine, libvirt_uri_problem
 from tests import factories as f
+from tests.libvirt_domains import URI, libvirt_unavailable, os_less_domain, virsh
 from vaults.models import AuditEvent, ProtectedVM
 
 pytestmark = pytest.mark.django_db
@@ -321,67 +320,14 @@ def test_libvirt_vms_keep_their_hypervisor_disks(admin_user, tmp_path):
 
 # -- real libvirtd ------------------------------------------------------------------------------
 
-URI = "qemu:///system"
-
-
-def _libvirt_reachable() -> str | None:
-    """None when libvirtd answers and the libvirt connector exists; else why not."""
-    from engine.connectors import CONNECTORS
-
-    if "libvirt" not in CONNECTORS:
-        return "the libvirt connector is not installed in engine.connectors"
-    if shutil.which("virsh") is None:
-        return "virsh is not installed (scripts/kvm-host install)"
-    probe = subprocess.run(["virsh", "-c", URI, "version"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"libvirtd is not reachable at {URI} (scripts/kvm-host start): {probe.stderr}"
-    return None
-
-
-def _domain_xml(name: str, image: Path) -> str:
-    # No OS, never started: discovery reads the defined domain.
-    return f"""<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='q35'>hvm</type></os>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file='{image}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <controller type='usb' model='none'/>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-"""
-
 
 @pytest.fixture
 def libvirt_domain(tmp_path):
-    """An OS-less domain `t-hosts-<hex>` with a 64 MiB qcow2 disk; undefined afterwards."""
-    reason = _libvirt_reachable()
+    reason = libvirt_unavailable()
     if reason:
         pytest.skip(reason)
-    name = f"t-hosts-{uuidlib.uuid4().hex[:8]}"
-    # The image lives where libvirt's QEMU user can read it.
-    image_dir = Path("/var/lib/libvirt/images")
-    image_dir.mkdir(parents=True, exist_ok=True)
-    image = image_dir / f"{name}.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
-    xml = tmp_path / f"{name}.xml"
-    xml.write_text(_domain_xml(name, image))
-    subprocess.run(["virsh", "-c", URI, "define", str(xml)], check=True, capture_output=True)
-    try:
-        yield name, image
-    finally:
-        subprocess.run(["virsh", "-c", URI, "destroy", name], capture_output=True)
-        subprocess.run(
-            ["virsh", "-c", URI, "undefine", name, "--checkpoints-metadata"], capture_output=True
-        )
-        image.unlink(missing_ok=True)
+    with os_less_domain(tmp_path) as made:
+        yield made
 
 
 def test_discovery_through_real_libvirtd(admin_user, tmp_path, libvirt_domain):
@@ -399,11 +345,7 @@ def test_discovery_through_real_libvirtd(admin_user, tmp_path, libvirt_domain):
     assert (disk_row.lun, disk_row.target, disk_row.format) == (-1, "vda", "qcow2")
     assert disk_row.path == str(image) and disk_row.size == 64 << 20
 
-    subprocess.run(
-        ["virsh", "-c", URI, "undefine", name, "--checkpoints-metadata"],
-        check=True,
-        capture_output=True,
-    )
+    virsh("undefine", name, "--checkpoints-metadata")
     result = services.discover_host(host, by=admin_user)
     assert vm.pk in [e.vm.pk for e in result.vanished]
     vm.refresh_from_db()
@@ -411,10 +353,10 @@ def test_discovery_through_real_libvirtd(admin_user, tmp_path, libvirt_domain):
 
 
 def test_a_bad_uri_names_libvirts_error(admin_user, tmp_path):
-    reason = _libvirt_reachable()
+    reason = libvirt_unavailable()
     if reason:
         pytest.skip(reason)
-    host = libvirt_host(tmp_path, uri="qemu+ssh://nobody@host.invalid/system")
+    host = libvirt_host(tmp_path, uri="qemu+tcp://127.0.0.1:1/system")
     with pytest.raises(ValidationError) as exc:
         services.test_connection(host, by=admin_user)
     message = exc.value.message_dict["libvirt_uri"][0]

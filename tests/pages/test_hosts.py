@@ -79,4 +79,6 @@ def test_it_keeps_its_query_budget(assert_query_budget, admin_user, tmp_path):
         for _ in range(n):
             f.make_host(tmp_path / f"h{Host.objects.count()}")
 
-    assert_query_budget(admin_user, reverse("host-list"), make_rows, 4, marker="/edit/")
+    assert_query_budget(
+        admin_user, reverse("host-list"), make_rows, 4, marker='href="/inventory/hosts/host'
+    )

@@ -1,6 +1,8 @@
 """libvirt hosts on the pages: the form's connector and URI, the host page's Test connection and
 Discover VMs (htmx fragment or whole page), and what VMs show of discovery."""
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -149,7 +151,7 @@ def test_buttons_through_real_libvirtd(login, admin_user, tmp_path, libvirt_doma
     response = client.post(reverse("host-test-connection", args=[host.name]), **HTMX)
     body = response.content.decode()
     assert body.lstrip().startswith('<div id="connection">')
-    assert "Connected" in body and response.context["connection"].libvirt_version in body
+    assert "Connected" in body and re.search(r"<dt>libvirt</dt><dd>\d+\.\d+", body)
 
     # Plain form: the whole page with the result table.
     response = client.post(reverse("host-discover", args=[host.name]))

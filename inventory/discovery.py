@@ -381,6 +381,8 @@ def apply_discovery(
     result = DiscoveryResult(host=host)
     now = timezone.now()
     with transaction.atomic():
+        # Two discoveries of one host run one after the other (each sees the other's VMs).
+        Host.objects.select_for_update().filter(pk=host.pk).first()
         known = {
             vm.domain_uuid: vm
             for vm in VirtualMachine.objects.filter(host=host)

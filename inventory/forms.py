@@ -10,7 +10,7 @@ from typing import Any
 from django import forms
 from django.forms.models import fields_for_model, model_to_dict
 
-from inventory.models import Host, VirtualMachine
+from inventory.models import Connector, Host, VirtualMachine
 from inventory.services import VM_FIELDS
 
 
@@ -20,6 +20,16 @@ def _lines(text: str) -> list[str]:
 
 class HostForm(forms.Form):
     name = forms.CharField(max_length=63)
+    connector = forms.ChoiceField(
+        choices=Connector.choices, initial=Connector.IMAGE, required=False
+    )
+    libvirt_uri = forms.CharField(
+        max_length=500,
+        required=False,
+        label="libvirt URI",
+        help_text="libvirt hosts only: qemu:///system, qemu+ssh://user@host/system or "
+        "qemu+tls://host/system.",
+    )
     snapshot_root = forms.CharField(
         max_length=500, help_text="Absolute directory for this host's snapshot tier."
     )
@@ -39,10 +49,15 @@ class HostForm(forms.Form):
     def initial_from(host: Host) -> dict[str, Any]:
         return {
             "name": host.name,
+            "connector": host.connector,
+            "libvirt_uri": host.libvirt_uri,
             "snapshot_root": host.snapshot_root,
             "allowed_roots": "\n".join(host.allowed_roots or []),
             "dedicated_worker": host.dedicated_worker,
         }
+
+    def clean_connector(self) -> str:
+        return self.cleaned_data["connector"] or Connector.IMAGE
 
     def clean_allowed_roots(self) -> list[str]:
         return _lines(self.cleaned_data["allowed_roots"])

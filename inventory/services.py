@@ -15,7 +15,14 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpRequest
 
-from inventory.models import Disk, ExtensionState, Host, VirtualMachine
+# Discovery lives in its own module; re-exported so callers find every inventory operation here.
+from inventory.discovery import Conflict as Conflict
+from inventory.discovery import DiscoveredVM as DiscoveredVM
+from inventory.discovery import DiscoveryResult as DiscoveryResult
+from inventory.discovery import apply_discovery as apply_discovery
+from inventory.discovery import discover_host as discover_host
+from inventory.discovery import test_connection as test_connection
+from inventory.models import Connector, Disk, ExtensionState, Host, VirtualMachine
 from jobs.models import vm_name_holder
 from vaults import access, audit
 from vaults.models import ItemState, ProtectedVM
@@ -26,6 +33,7 @@ class HostFields(TypedDict, total=False):
 
     name: str
     connector: str
+    libvirt_uri: str
     snapshot_root: str
     allowed_roots: list[str]
     dedicated_worker: bool
@@ -79,7 +87,10 @@ def vm_summary(vm: VirtualMachine) -> dict[str, Any]:
     return {
         **{f: getattr(vm, f) for f in VM_FIELDS},
         "host": vm.host.name,
-        "disks": [{"lun": d.lun, "path": d.path, "size": d.size} for d in vm.disks.all()],
+        "disks": [
+            {"lun": d.lun, "path": d.path, "size": d.size, "target": d.target, "format": d.format}
+            for d in vm.disks.all()
+        ],
     }
 
 
@@ -93,18 +104,27 @@ def _unknown(fields: Mapping[str, object], known: Collection[str]) -> None:
 
 
 def _check_host(host: Host) -> None:
-    """Model rules, plus: allowed roots exist, and every disk of the host's VMs stays inside."""
+    """Model rules, plus: allowed roots exist, every disk of an image host's VMs stays inside
+    them (a libvirt host's disks are the hypervisor's), and the connector of a host with VMs
+    does not change."""
     errors: dict[str, list[str]] = {}
     try:
         host.full_clean()
     except ValidationError as exc:
         errors.update(exc.message_dict)
+    if host.pk is not None and "connector" not in errors:
+        was = Host.objects.filter(pk=host.pk).values_list("connector", flat=True).first()
+        n = host.vms.count()
+        if was is not None and was != host.connector and n:
+            errors["connector"] = [
+                f"Host {host.name} has {n} VM(s); its connector cannot change while it has VMs."
+            ]
     roots = host.allowed_roots if isinstance(host.allowed_roots, list) else []
     if "allowed_roots" not in errors:
         missing = [r for r in roots if not os.path.isdir(r)]
         if missing:
             errors["allowed_roots"] = [f"Not a directory: {', '.join(missing)}."]
-        elif host.pk is not None:
+        elif host.pk is not None and host.connector != Connector.LIBVIRT:
             outside = [d for d in Disk.objects.filter(vm__host=host) if not host.allows(d.path)]
             if outside:
                 shown = ", ".join(f"{d.vm.name} LUN {d.lun}" for d in outside[:5])
@@ -290,6 +310,10 @@ def create_vm(
 ) -> VirtualMachine:
     access.require_site(by, "manage_inventory")
     _unknown(fields, VM_FIELDS)
+    if host.connector == Connector.LIBVIRT:
+        raise ValidationError(
+            {"host": f"VMs of libvirt host {host.name} are registered by discovering its domains."}
+        )
     vm = VirtualMachine(host=host, **fields)
     _check_vm(vm)
     cleaned = clean_disks(host, disks)
@@ -315,6 +339,10 @@ def update_vm(
     _unknown(changes, VM_FIELDS)
     before = vm_summary(vm)
     if host is not None and host.pk != vm.host_id:
+        if Connector.LIBVIRT in (host.connector, vm.host.connector):
+            raise ValidationError(
+                {"host": "A VM of a libvirt host is a domain of that host; it cannot move."}
+            )
         current = _protection(vm)
         if current is not None:
             raise ValidationError(
@@ -327,12 +355,25 @@ def update_vm(
     for field, value in changes.items():
         setattr(vm, field, value)
     _check_vm(vm)
-    if disks is None:
-        disks = [DiskSpec(lun=d.lun, path=d.path) for d in vm.disks.all()]
-    cleaned = clean_disks(vm.host, disks, vm=vm)
+    cleaned: list[DiskRow] | None = None
+    if vm.host.connector == Connector.LIBVIRT:
+        # The hypervisor's disks, as discovery found them: not edited here.
+        registered = sorted((d.lun, d.path) for d in vm.disks.all())
+        if disks is not None and sorted((d["lun"], d["path"]) for d in disks) != registered:
+            raise ValidationError(
+                {
+                    "disks": f"The disks of a VM on libvirt host {vm.host.name} come from the "
+                    "hypervisor; change the domain, then discover the host's VMs again."
+                }
+            )
+    else:
+        if disks is None:
+            disks = [DiskSpec(lun=d.lun, path=d.path) for d in vm.disks.all()]
+        cleaned = clean_disks(vm.host, disks, vm=vm)
     with transaction.atomic():
         vm.save()
-        _save_disks(vm, cleaned)
+        if cleaned is not None:
+            _save_disks(vm, cleaned)
         audit.record(
             "vm.update", actor=by, request=request, obj=vm, before=before, after=vm_summary(vm)
         )

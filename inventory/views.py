@@ -8,12 +8,13 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.http import require_POST
 
 from inventory import services
 from inventory.forms import HostForm, VMForm
 from inventory.models import Disk, Host, VirtualMachine
 from jobs import workers
-from portal.pages import PageRequest, apply_errors, count_of, done
+from portal.pages import PageRequest, apply_errors, count_of, done, error_text, render_page
 from vaults import access
 from vaults.models import ItemState, ProtectedVM
 
@@ -59,7 +60,7 @@ def _host_form_page(request: PageRequest, host: Host | None = None) -> HttpRespo
             apply_errors(form, exc)
         else:
             messages.success(request, f"Host {host.name} saved.")
-            return done(request, reverse("host-list"))
+            return done(request, reverse("host-detail", args=[host.name]))
     context = {
         "form": form,
         "host": host,
@@ -78,6 +79,61 @@ def host_create(request: PageRequest) -> HttpResponse:
 def host_edit(request: PageRequest, name: str) -> HttpResponse:
     _require_admin(request)
     return _host_form_page(request, get_object_or_404(Host, name=name))
+
+
+def _host_page(
+    request: PageRequest, host: Host, partial: str | None = None, **found: object
+) -> HttpResponse:
+    """The host, its VMs, and what a connection test or a discovery just found (`found`)."""
+    vms = (
+        VirtualMachine.objects.filter(host=host)
+        .annotate(disk_count=count_of(Disk.objects.filter(vm=OuterRef("pk")), "vm"))
+        .order_by("name")
+    )
+    context = {"host": host, "vms": vms, **found}
+    return render_page(request, "inventory/host_detail.html", context, partial=partial)
+
+
+@login_required
+def host_detail(request: PageRequest, name: str) -> HttpResponse:
+    _require_admin(request)
+    return _host_page(request, get_object_or_404(Host, name=name))
+
+
+@login_required
+@require_POST
+def host_test_connection(request: PageRequest, name: str) -> HttpResponse:
+    """Shown in place (htmx) or on the host page; nothing is stored but the audit record."""
+    _require_admin(request)
+    host = get_object_or_404(Host, name=name)
+    try:
+        info = services.test_connection(host, by=request.user, request=request)
+    except ValidationError as exc:
+        return _host_page(request, host, "connection", connection_error=error_text(exc))
+    return _host_page(request, host, "connection", connection=info)
+
+
+@login_required
+@require_POST
+def host_discover(request: PageRequest, name: str) -> HttpResponse:
+    _require_admin(request)
+    host = get_object_or_404(Host, name=name)
+    try:
+        result = services.discover_host(host, by=request.user, request=request)
+    except ValidationError as exc:
+        return _host_page(request, host, "discovery", discovery_error=error_text(exc))
+    # One table: each VM with what discovery made of it (new, changed, vanished, unchanged).
+    rows = [
+        (kind, entry)
+        for kind, entries in (
+            ("new", result.new),
+            ("changed", result.changed),
+            ("vanished", result.vanished),
+            ("unchanged", result.unchanged),
+        )
+        for entry in entries
+    ]
+    return _host_page(request, host, "discovery", result=result, result_rows=rows)
 
 
 # -- VMs ----------------------------------------------------------------------------------------

@@ -23,7 +23,18 @@ urlpatterns = [
     path("", include("security.urls")),
     path("inventory/hosts/", inventory_views.host_list, name="host-list"),
     path("inventory/hosts/new/", inventory_views.host_create, name="host-create"),
+    path("inventory/hosts/<str:name>/", inventory_views.host_detail, name="host-detail"),
     path("inventory/hosts/<str:name>/edit/", inventory_views.host_edit, name="host-edit"),
+    path(
+        "inventory/hosts/<str:name>/test-connection/",
+        inventory_views.host_test_connection,
+        name="host-test-connection",
+    ),
+    path(
+        "inventory/hosts/<str:name>/discover/",
+        inventory_views.host_discover,
+        name="host-discover",
+    ),
     path("inventory/vms/", inventory_views.vm_list, name="vm-list"),
     path("inventory/vms/new/", inventory_views.vm_create, name="vm-create"),
     path("inventory/vms/<str:name>/", inventory_views.vm_detail, name="vm-detail"),

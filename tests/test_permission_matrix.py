@@ -161,6 +161,10 @@ MATRIX = [
     ("host-list", "GET", {}, None, "200 403 403 403 403 403 403 302"),
     ("host-create", "GET", {}, None, "200 403 403 403 403 403 403 302"),
     ("host-edit", "GET", {"name": "host1"}, None, "200 403 403 403 403 403 403 302"),
+    ("host-detail", "GET", {"name": "host1"}, None, "200 403 403 403 403 403 403 302"),
+    # host1 is an image host: the admin's answer is the page saying so.
+    ("host-test-connection", "POST", {"name": "host1"}, None, "200 403 403 403 403 403 403 302"),
+    ("host-discover", "POST", {"name": "host1"}, None, "200 403 403 403 403 403 403 302"),
     ("vm-list", "GET", {}, None, "200 403 403 403 403 403 403 302"),
     ("vm-create", "GET", {}, None, "200 403 403 403 403 403 403 302"),
     ("vm-detail", "GET", {"name": "web-01"}, None, "200 403 403 403 403 403 403 302"),
@@ -345,6 +349,15 @@ MATRIX = [
         "200 403 403 403 403 404 404 401",
     ),
     ("api-host-detail", "DELETE", {"host_id": "{host2}"}, None, "204 403 403 403 403 404 404 401"),
+    # host1 is an image host: the admin gets the 400 naming the connector.
+    (
+        "api-host-test-connection",
+        "POST",
+        {"name": "host1"},
+        None,
+        "400 403 403 403 403 403 403 401",
+    ),
+    ("api-host-discover", "POST", {"name": "host1"}, None, "400 403 403 403 403 403 403 401"),
     ("api-vm-list", "GET", {}, None, "200 200 200 200 200 200 200 401"),
     ("api-vm-detail", "GET", {"vm_id": "{vm}"}, None, "200 200 200 200 200 404 404 401"),
     (

@@ -35,6 +35,7 @@ class HostSerializer(StrictModelSerializer):
             "id",
             "name",
             "connector",
+            "libvirt_uri",
             "snapshot_root",
             "allowed_roots",
             "dedicated_worker",
@@ -62,6 +63,9 @@ class DiskSerializer(StrictSerializer):
     lun = serializers.IntegerField(min_value=-1, max_value=63, help_text="-1 is the OS disk.")
     path = serializers.CharField(max_length=500)
     size = serializers.IntegerField(read_only=True)
+    # libvirt disks, as discovery found them: the device in the domain and the image format.
+    target = serializers.CharField(read_only=True)
+    format = serializers.CharField(read_only=True)
 
 
 # The extension's hook configuration: shown with `view_hook_details` only (as is the VM's
@@ -121,6 +125,14 @@ class VmSerializer(StrictSerializer):
     # Keys sent inside `extension` change one by one; the others stay as they are.
     extension = ExtensionSerializer(source="*", required=False)
     disks = DiskSerializer(many=True, help_text="Exactly one OS disk (lun -1).")
+    # libvirt hosts: set by discovery.
+    domain_uuid = serializers.CharField(read_only=True)
+    vanished_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="The domain is gone from its host."
+    )
+    discovery_changes = serializers.ListField(
+        child=serializers.DictField(), read_only=True, help_text="What the last discovery changed."
+    )
     created_at = serializers.DateTimeField(read_only=True)
 
     def to_representation(self, vm: VirtualMachine) -> dict[str, Any]:
@@ -136,3 +148,61 @@ class VmSerializer(StrictSerializer):
                 vm.extension_code, vm.extension_message, details=False
             )
         return data
+
+
+class HostInfoSerializer(serializers.Serializer):
+    """What "Test connection" found."""
+
+    uri = serializers.CharField()
+    hostname = serializers.CharField()
+    libvirt_version = serializers.CharField()
+    hypervisor_version = serializers.CharField()
+
+
+class DiscoveredDiskSerializer(serializers.Serializer):
+    target = serializers.CharField()
+    path = serializers.CharField()
+    format = serializers.CharField()
+    virtual_size = serializers.IntegerField()
+    lun = serializers.IntegerField()
+
+
+class ChangeSerializer(serializers.Serializer):
+    change = serializers.ChoiceField(
+        choices=[
+            "disk_added",
+            "disk_removed",
+            "disk_resized",
+            "disk_replaced",
+            "vanished",
+            "returned",
+        ]
+    )
+    target = serializers.CharField()
+    detail = serializers.CharField()
+
+
+class DiscoveredVmSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="vm.pk")
+    name = serializers.CharField(source="vm.name")
+    domain = serializers.CharField()
+    domain_uuid = serializers.CharField(source="vm.domain_uuid")
+    power_state = serializers.CharField()
+    vanished_at = serializers.DateTimeField(source="vm.vanished_at", allow_null=True)
+    disks = DiscoveredDiskSerializer(many=True)
+    changes = ChangeSerializer(many=True)
+
+
+class ConflictSerializer(serializers.Serializer):
+    domain = serializers.CharField()
+    uuid = serializers.CharField()
+    reason = serializers.CharField()
+
+
+class DiscoveryResultSerializer(serializers.Serializer):
+    host = serializers.CharField(source="host.name")
+    new = DiscoveredVmSerializer(many=True)
+    changed = DiscoveredVmSerializer(many=True)
+    vanished = DiscoveredVmSerializer(many=True)
+    unchanged = DiscoveredVmSerializer(many=True)
+    conflicts = ConflictSerializer(many=True)

@@ -4,6 +4,7 @@ on the server); vault members read the hosts linked to their vaults and those ho
 from typing import Any
 
 from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.mixins import ListModelMixin
@@ -11,7 +12,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from inventory import services
-from inventory.api.serializers import HostSerializer, VmSerializer
+from inventory.api.serializers import (
+    DiscoveryResultSerializer,
+    HostInfoSerializer,
+    HostSerializer,
+    VmSerializer,
+)
 from inventory.models import Host, VirtualMachine
 from portal.api.base import ApiListView, ApiRequest, ApiView, changed_only
 from vaults import access
@@ -70,6 +76,37 @@ class HostDetailView(ApiView):
         """Delete a host that has no VMs."""
         services.delete_host(self.get_object(), by=request.user, request=request)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class HostActionView(ApiView):
+    """An action on a libvirt host named in the URL (site administrators only)."""
+
+    site_actions = {"POST": "manage_inventory"}
+
+    def host(self, name: str) -> Host:
+        return get_object_or_404(Host, name=name)
+
+
+class HostTestConnectionView(HostActionView):
+    serializer_class = HostInfoSerializer
+
+    @extend_schema(request=None, responses={200: HostInfoSerializer})
+    def post(self, request: ApiRequest, name: str) -> Response:
+        """Connect to the host's libvirt and report its versions; a failure is a 400 on
+        `libvirt_uri` with libvirt's own message."""
+        info = services.test_connection(self.host(name), by=request.user, request=request)
+        return Response(HostInfoSerializer(info).data)
+
+
+class HostDiscoverView(HostActionView):
+    serializer_class = DiscoveryResultSerializer
+
+    @extend_schema(request=None, responses={200: DiscoveryResultSerializer})
+    def post(self, request: ApiRequest, name: str) -> Response:
+        """Discover the host's domains: new ones become VMs, known ones get their disks
+        updated, vanished ones are marked (never deleted)."""
+        result = services.discover_host(self.host(name), by=request.user, request=request)
+        return Response(DiscoveryResultSerializer(result).data)
 
 
 def _vm_fields(validated: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ def test_admin_registers_a_host(api, admin_user, tmp_path):
         "id",
         "name",
         "connector",
+        "libvirt_uri",
         "snapshot_root",
         "allowed_roots",
         "dedicated_worker",

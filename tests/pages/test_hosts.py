@@ -83,7 +83,9 @@ def test_it_keeps_its_query_budget(assert_query_budget, admin_user, tmp_path):
             f.make_host(tmp_path / f"h{n}", dedicated_worker=bool(n % 2))
 
     # Hosts, the dedicated hosts' workers, the list of workers.
-    assert_query_budget(admin_user, reverse("host-list"), make_rows, 6, marker="/edit/")
+    assert_query_budget(
+        admin_user, reverse("host-list"), make_rows, 6, marker='href="/inventory/hosts/host'
+    )
 
 
 def test_hosts_page_shows_dedicated_workers_and_the_worker_list(login, admin_user, tmp_path):

@@ -19,7 +19,9 @@ PowerState = Literal["running", "stopped", "unknown"]
 Consistency = Literal["application", "file_system", "crash"]
 # "live_read" is the honest fourth case: the VM runs, nothing could be frozen and the file
 # system cannot reflink, so the capture read the images while the guest kept writing.
-Method = Literal["reflink", "frozen_read", "live_read", "stopped"]
+# "backup_job": a hypervisor backup job (libvirt pull mode) exports a point-in-time view that
+# QEMU keeps by copying a block aside before the guest overwrites it.
+Method = Literal["reflink", "frozen_read", "live_read", "stopped", "backup_job"]
 
 POWER_STATES: tuple[str, ...] = ("running", "stopped", "unknown")
 

@@ -51,7 +51,8 @@ def require_nbd() -> ModuleType:
         raise ConnectorError(
             LIBVIRT_UNAVAILABLE, f"the libnbd Python bindings are missing ({e}); {INSTALL_HINT}"
         ) from e
-    return nbd
+    module: ModuleType = nbd  # untyped bindings
+    return module
 
 
 def dirty_context(target: str) -> str:

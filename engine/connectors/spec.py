@@ -41,6 +41,8 @@ THAW_FAILED = "thaw_failed"
 # Warnings that are not hook failures as such.
 FREEZE_TIMEOUT = "freeze_timeout"  # the hard freeze limit expired and thaw was forced
 LIVE_READ = "live_read"  # no point-in-time view was possible; images were read live
+# libvirt: the QEMU guest agent did not answer (no freeze, no in-guest scripts: crash-consistent).
+AGENT_UNAVAILABLE = "agent_unavailable"
 
 # Bounds enforced by validate_extension (inclusive).
 SCRIPT_TIMEOUT_RANGE = (1, 1800)

@@ -158,8 +158,21 @@ def require_libvirt() -> ModuleType:
         raise ConnectorError(
             LIBVIRT_UNAVAILABLE, f"the libvirt Python bindings are missing ({e}); {INSTALL_HINT}"
         ) from e
+    _quiet(libvirt)
     module: ModuleType = libvirt  # untyped bindings
     return module
+
+
+_quieted = False
+
+
+def _quiet(libvirt: Any) -> None:
+    """libvirt prints every error to stderr unless a handler is set; ours arrive as
+    exceptions, so the print is noise in the worker's log."""
+    global _quieted
+    if not _quieted:
+        _quieted = True
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
 def _libvirt_qemu() -> ModuleType:

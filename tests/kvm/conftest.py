@@ -163,14 +163,13 @@ def qemu_io(domain: Domain, pattern: int, offset: int, length: int, disk: int = 
     """Write ``pattern`` bytes at ``offset`` into the running domain's disk number ``disk``
     (virtio-disk<N>); qemu-io needs the qdev path, a node name gives a permission conflict."""
     qdev = f"/machine/peripheral/virtio-disk{disk}/virtio-backend"
-    out = virsh(
-        "qemu-monitor-command",
-        domain.name,
-        "--hmp",
-        f'qemu-io -d {qdev} "write -P {pattern:#x} {offset} {length}"',
-    ).stdout
-    if out.strip():
-        raise AssertionError(f"qemu-io: {out.strip()}")
+    # The flush writes QEMU's cached qcow2 metadata, so the file compares as the guest sees it.
+    for command in (f"write -P {pattern:#x} {offset} {length}", "flush"):
+        out = virsh(
+            "qemu-monitor-command", domain.name, "--hmp", f'qemu-io -d {qdev} "{command}"'
+        ).stdout
+        if out.strip():
+            raise AssertionError(f"qemu-io: {out.strip()}")
 
 
 @dataclass

@@ -186,3 +186,33 @@ def test_cancel_ends_the_backup_job(make_domain: MakeDomain, protect, tmp_path: 
         )
     assert "Job type:         None" in virsh("domjobinfo", dom.name).stdout
     assert not list((tmp_path / "work").iterdir())
+
+
+def test_checkpoint_of_a_failed_backup_is_pruned(make_domain: MakeDomain, protect, tmp_path):
+    from engine.connectors import LibvirtConnector
+
+    dom = make_domain()
+    p = protect(dom)
+    _full(p, dom)
+    good = p.parent_checkpoint
+    qemu_io(dom, 0x5A, 8 * MiB, 64 << 10)
+
+    def fail(views):
+        raise RuntimeError("store unreachable")
+
+    with pytest.raises(RuntimeError):
+        LibvirtConnector().take_snapshot(
+            p.vm("00000000-0000-0000-0000-000000000004"),
+            crash_only=True,
+            workdir=tmp_path / "work",
+            capture=fail,
+        )
+    assert len(dom.checkpoints()) == 2  # the failed backup's checkpoint is left behind
+    qemu_io(dom, 0x5B, 9 * MiB, 64 << 10)
+    b = p.back_up()
+    assert sorted(dom.checkpoints()) == sorted([good, b.outcome.checkpoint])
+    assert b.view().change_detection == "dirty_bitmap"
+    assert granules(list(b.view().changed_extents)) == granules(
+        [(8 * MiB, 64 << 10), (9 * MiB, 64 << 10)]
+    )
+    p.restore_and_compare(b, tmp_path)

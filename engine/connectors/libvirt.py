@@ -413,9 +413,10 @@ class _AgentError(Exception):
 class _Agent:
     """The QEMU guest agent of one domain: ping, freeze/thaw and in-guest scripts."""
 
-    def __init__(self, dom: Any, timeout: float) -> None:
+    def __init__(self, dom: Any, timeout: float, vm_name: str = "") -> None:
         self.dom = dom
         self.timeout = max(1, int(round(timeout)))
+        self.vm_name = vm_name
 
     def command(self, execute: str, **arguments: Any) -> Any:
         libvirt = require_libvirt()
@@ -449,6 +450,7 @@ class _Agent:
         env = [
             f"PATH={GUEST_PATH}",
             "LANG=C.UTF-8",
+            f"LIFEBOAT_VM={self.vm_name}",
             f"LIFEBOAT_PHASE={phase}",
             f"LIFEBOAT_ATTEMPT={attempt}",
         ]
@@ -1017,7 +1019,7 @@ def _online(
 ) -> SnapshotOutcome[T]:
     """A running domain: agent, chain, scripts and freeze around backupBegin, then capture."""
     h = run.vm.hooks
-    agent = _Agent(dom, hv.agent_timeout)
+    agent = _Agent(dom, hv.agent_timeout, run.vm.name)
     scripts = freeze = False
     if not crash_only:
         why = agent.ping()

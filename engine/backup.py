@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from .errors import (
     CorruptionError,
@@ -26,7 +26,15 @@ from .errors import (
 )
 from .formats import ZERO_DIGEST, DiskIndex, chunk_id, encode_chunk, file_digest, is_zero
 from .keys import KeySet
-from .model import BackupRequest, BackupResult, CancelFn, DiskSource, DiskStats, ProgressFn
+from .model import (
+    BackupRequest,
+    BackupResult,
+    CancelFn,
+    DiskSource,
+    DiskStats,
+    ProgressFn,
+    SourceReader,
+)
 from .pipeline import (
     ExtentCursor,
     Throttle,
@@ -42,6 +50,8 @@ from .store import Store, Syncer, iso, utcnow
 # changed-extents hint, the parent's chunk stands), "zero" (read, all zeros), "same" (read,
 # as in the parent), "dup" (read, already in the store or claimed by another chunk of this
 # backup), "new" (read and written to the store).
+_T = TypeVar("_T")
+
 ChunkKind = Literal["hole", "reused", "zero", "same", "dup", "new"]
 
 # Manifest disk fields that the disk entry itself already names (not repeated from the stats).
@@ -53,7 +63,7 @@ class _DiskBackup:
     """One disk of a backup: the open source, what the parent holds, and the running totals."""
 
     src: DiskSource
-    fd: int
+    source: SourceReader
     size: int
     chunk_size: int
     parent: DiskIndex | None
@@ -160,7 +170,7 @@ def backup(
             _store_chunks(store, keys, disks, progress, cancel, threads)
         finally:
             for disk in disks:
-                os.close(disk.fd)
+                _close(disk)
         _commit(store, keys, req, rp_id, created, disks)
     return BackupResult(rp_id, req.parent, [d.stats() for d in disks], time.monotonic() - started)
 
@@ -197,15 +207,13 @@ def _open_disk(
 ) -> _DiskBackup:
     """Open a source disk and decide how its changes are found: against the parent's index,
     if there is a readable one, reading only the hinted extents when a hint is given."""
-    fd, size = _open_source(src)
+    source = _open_source(src)
     try:
+        size = _reader_call(src, "size", source.size)
         pidx = _parent_index(store, parent, parent_disk)
-        try:
-            data = data_extents(fd, size)
-        except OSError as e:
-            raise SourceUnreadable(f"disk lun {src.lun}: {e}") from e
+        data = _reader_call(src, "data extents", source.data_extents)
     except BaseException:
-        os.close(fd)
+        _close_quietly(source)
         raise
     hint = None
     if pidx is None:
@@ -216,27 +224,76 @@ def _open_disk(
     else:
         method = "full-read"
     chunk_size = pidx.chunk_size if pidx is not None else store.chunk_size
-    return _DiskBackup(src, fd, size, chunk_size, pidx, method, data, hint)
+    return _DiskBackup(src, source, size, chunk_size, pidx, method, data, hint)
 
 
-def _open_source(src: DiskSource) -> tuple[int, int]:
-    """An open descriptor of the disk file or block device, and its size."""
+def _open_source(src: DiskSource) -> SourceReader:
+    """The disk's reader: the source's own (an NBD export) or the file or block device."""
+    if src.reader is None:
+        return FileReader.open(src.lun, src.path)
+    return _reader_call(src, "open", src.reader)
+
+
+def _reader_call(src: DiskSource, what: str, call: Callable[[], _T]) -> _T:
+    """Run a reader call; any failure of a reader becomes SourceUnreadable naming the LUN."""
     try:
-        fd = os.open(src.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError as e:
-        raise SourceUnreadable(f"disk lun {src.lun}: cannot open {src.path}: {e.strerror}") from e
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISREG(st.st_mode):
-            size = st.st_size
-        elif stat.S_ISBLK(st.st_mode):
-            size = os.lseek(fd, 0, os.SEEK_END)
-        else:
-            raise SourceUnreadable(f"disk lun {src.lun}: {src.path} is not a file or block device")
-    except BaseException:
-        os.close(fd)
+        return call()
+    except SourceUnreadable:
         raise
-    return fd, size
+    except Exception as e:
+        raise SourceUnreadable(f"disk lun {src.lun}: {what} failed: {_why(e)}") from e
+
+
+def _why(e: BaseException) -> str:
+    return e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+
+
+def _close(disk: _DiskBackup) -> None:
+    _reader_call(disk.src, "close", disk.source.close)
+
+
+def _close_quietly(source: SourceReader) -> None:
+    with contextlib.suppress(Exception):
+        source.close()
+
+
+class FileReader:
+    """A disk file or block device read through one descriptor (pread is thread-safe)."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self._size = size
+
+    @classmethod
+    def open(cls, lun: int, path: str) -> FileReader:
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError as e:
+            raise SourceUnreadable(f"disk lun {lun}: cannot open {path}: {e.strerror}") from e
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode):
+                size = st.st_size
+            elif stat.S_ISBLK(st.st_mode):
+                size = os.lseek(fd, 0, os.SEEK_END)
+            else:
+                raise SourceUnreadable(f"disk lun {lun}: {path} is not a file or block device")
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(fd, size)
+
+    def size(self) -> int:
+        return self._size
+
+    def pread(self, length: int, offset: int) -> bytes:
+        return os.pread(self.fd, length, offset)
+
+    def data_extents(self) -> list[tuple[int, int]]:
+        return data_extents(self.fd, self._size)
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def _parent_index(
@@ -337,12 +394,7 @@ class _ChunkReader:
 
 
 def _pread(disk: _DiskBackup, off: int, ln: int) -> bytes:
-    try:
-        data = os.pread(disk.fd, ln, off)
-    except OSError as e:
-        raise SourceUnreadable(
-            f"disk lun {disk.src.lun}: read at {off} failed: {e.strerror}"
-        ) from e
+    data = _reader_call(disk.src, f"read at {off}", partial(disk.source.pread, ln, off))
     if len(data) != ln:
         raise SourceUnreadable(f"disk lun {disk.src.lun}: short read at {off} (source shrank?)")
     return data

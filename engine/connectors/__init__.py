@@ -1,9 +1,9 @@
 """Connectors: how Lifeboat reaches a VM's disks and its in-guest backup hooks.
 
 Django-free.  The Django side maps a VirtualMachine row to :class:`VMSpec` and calls a
-connector found with :func:`connector_for`.  Only the image connector exists today (raw image
-files on this host, see :mod:`engine.connectors.image`); a QEMU/libvirt connector can be added
-to ``CONNECTORS`` without touching callers.
+connector found with :func:`connector_for`: "image" (raw image files on this host, see
+:mod:`engine.connectors.image`) or "libvirt" (KVM/QEMU domains through libvirt backup jobs, see
+:mod:`engine.connectors.libvirt`; its bindings are imported on first use).
 """
 
 from __future__ import annotations
@@ -14,14 +14,21 @@ from typing import Protocol, TypeVar
 
 from engine.connectors.hooks import validate_extension
 from engine.connectors.image import ImageConnector, probe_power_state, take_snapshot
+from engine.connectors.libvirt import LibvirtConnector
+from engine.connectors.nbd import NbdReader
 from engine.connectors.reflink import ReflinkUnsupported, reflink_clone, reflink_supported
 from engine.connectors.spec import (
     ConnectorError,
     DiskSpec,
     DiskView,
+    DomainDisk,
+    DomainInfo,
     ExtensionStatus,
     HookConfig,
     HookFailed,
+    HostInfo,
+    HypervisorSpec,
+    ParentDisk,
     SnapshotCancelled,
     SnapshotOutcome,
     VMSpec,
@@ -35,10 +42,17 @@ __all__ = [
     "ConnectorError",
     "DiskSpec",
     "DiskView",
+    "DomainDisk",
+    "DomainInfo",
     "ExtensionStatus",
     "HookConfig",
     "HookFailed",
+    "HostInfo",
+    "HypervisorSpec",
     "ImageConnector",
+    "LibvirtConnector",
+    "NbdReader",
+    "ParentDisk",
     "ReflinkUnsupported",
     "SnapshotCancelled",
     "SnapshotOutcome",
@@ -77,11 +91,14 @@ class UnknownConnector(LookupError):
     pass
 
 
-CONNECTORS: dict[str, Callable[[], Connector]] = {"image": ImageConnector}
+CONNECTORS: dict[str, Callable[[], Connector]] = {
+    "image": ImageConnector,
+    "libvirt": LibvirtConnector,
+}
 
 
 def connector_for(kind: str) -> Connector:
-    """The connector for ``kind`` ("image"); UnknownConnector lists the known kinds."""
+    """The connector for ``kind`` ("image", "libvirt"); UnknownConnector lists the known kinds."""
     try:
         factory = CONNECTORS[kind]
     except KeyError:

@@ -82,7 +82,7 @@ class Problem:
 # --------------------------------------------------------------------------- validation
 
 
-def _config_problems(h: HookConfig) -> list[Problem]:
+def config_problems(h: HookConfig) -> list[Problem]:
     out: list[Problem] = []
 
     def bad(area: str, message: str) -> None:
@@ -197,7 +197,7 @@ def _script_problem(path: str, not_found_code: str, label: str) -> Problem | Non
 
 def extension_problems(hooks: HookConfig) -> list[Problem]:
     """Every problem found, in reporting order (structural problems first)."""
-    problems = _config_problems(hooks)
+    problems = config_problems(hooks)
     if any(p.area == AREA_SCRIPTS for p in problems):
         return problems  # paths are not inspected while the script setup itself is malformed
     for path, code, label in (

@@ -72,6 +72,7 @@ from engine.connectors.hooks import (
     AREA_FREEZE,
     AREA_GENERAL,
     AREA_SCRIPTS,
+    RunResult,
     clean_env,
     describe,
     extension_problems,
@@ -99,6 +100,8 @@ from engine.connectors.spec import (
 
 T = TypeVar("T")
 Cloner = Callable[[Path, Path], None]
+# Runs one script attempt: (argv, timeout, phase, attempt) -> what happened.
+ScriptExecutor = Callable[[Sequence[str], float, str, int], RunResult]
 
 log = logging.getLogger("lifeboat.connectors.image")
 
@@ -125,12 +128,21 @@ def probe_power_state(vm: VMSpec, *, timeout: float = PROBE_TIMEOUT) -> str:
     return "running" if not word else "unknown"
 
 
-class _Run:
-    """Warnings and hook log of one snapshot, shared with the freeze watchdog thread."""
+class HookRun:
+    """Warnings and hook log of one snapshot, shared with the freeze watchdog thread.
 
-    def __init__(self, vm: VMSpec, cancel: Callable[[], bool] | None) -> None:
+    ``execute`` runs one script attempt: on this host by default; the libvirt connector runs
+    it inside the guest through the QEMU guest agent."""
+
+    def __init__(
+        self,
+        vm: VMSpec,
+        cancel: Callable[[], bool] | None,
+        execute: ScriptExecutor | None = None,
+    ) -> None:
         self.vm = vm
         self.cancel = cancel
+        self.execute = execute or self._run_here
         self.warnings: list[tuple[str, str]] = []
         self.log: list[str] = []
         self._lock = threading.Lock()
@@ -143,6 +155,9 @@ class _Run:
     def lines(self, lines: Sequence[str]) -> None:
         with self._lock:
             self.log.extend(lines)
+
+    def _run_here(self, argv: Sequence[str], timeout: float, phase: str, attempt: int) -> RunResult:
+        return run_process(argv, timeout=timeout, env=clean_env(self.vm.name, phase, attempt))
 
     def fail(self, exc: ConnectorError) -> ConnectorError:
         # Share the lists: what happens while unwinding (thaw, post-script) still shows up.
@@ -168,11 +183,7 @@ class _Run:
         for attempt in range(1, attempts + 1):
             if attempt > 1 and cancellable:
                 self.check(f"{phase}-script attempt {attempt}")
-            r = run_process(
-                [path, *params],
-                timeout=h.script_timeout,
-                env=clean_env(self.vm.name, phase, attempt),
-            )
+            r = self.execute([path, *params], h.script_timeout, phase, attempt)
             self.lines(describe(phase, r, attempt=attempt, attempts=attempts))
             if r.ok:
                 return None
@@ -191,7 +202,7 @@ class _Run:
 class _Freeze:
     """One freeze/thaw cycle with a watchdog that forces the thaw after freeze_timeout."""
 
-    def __init__(self, run: _Run, hooks: HookConfig) -> None:
+    def __init__(self, run: HookRun, hooks: HookConfig) -> None:
         self.run = run
         self.hooks = hooks
         self.ok = False
@@ -307,7 +318,7 @@ def take_snapshot(
     clone); the default is :func:`reflink_clone`.  Raises HookFailed, SnapshotCancelled,
     ConnectorError("disk_not_found") or whatever ``capture`` raises.
     """
-    run = _Run(vm, cancel)
+    run = HookRun(vm, cancel)
     run.check("start")
     missing = [str(d.path) for d in vm.disks if not Path(d.path).is_file()]
     if missing:
@@ -321,14 +332,14 @@ def take_snapshot(
     h = vm.hooks
     scripts_usable, freeze_usable = (False, False) if crash_only else _usable_hooks(run, h)
     freezer = _Freeze(run, h) if freeze_usable else None
-    post = _PostScript(run, h)
+    post = PostScript(run, h)
     pre_ok = False
     clone_dir: Path | None = None
     method: Method
     try:
         if scripts_usable:
             post.due = bool(h.post_script)
-            pre_ok = _pre_script(run, h)
+            pre_ok = run_pre_script(run, h)
         run.check("freeze")
         if freezer is not None:
             freezer.freeze()
@@ -363,7 +374,7 @@ def take_snapshot(
     )
 
 
-def _usable_hooks(run: _Run, h: HookConfig) -> tuple[bool, bool]:
+def _usable_hooks(run: HookRun, h: HookConfig) -> tuple[bool, bool]:
     """(scripts usable, freeze usable) after validation. A problem stops the snapshot, or with
     continue_on_failure becomes a warning that disables the part it concerns."""
     problems = extension_problems(h)
@@ -378,7 +389,7 @@ def _usable_hooks(run: _Run, h: HookConfig) -> tuple[bool, bool]:
     return scripts_usable, freeze_usable
 
 
-def _pre_script(run: _Run, h: HookConfig) -> bool:
+def run_pre_script(run: HookRun, h: HookConfig) -> bool:
     """Run the pre-script, if any; True when it ran and succeeded. A failure stops the
     snapshot (HookFailed) unless continue_on_failure makes it a warning."""
     if not h.pre_script:
@@ -392,11 +403,11 @@ def _pre_script(run: _Run, h: HookConfig) -> bool:
     return False
 
 
-class _PostScript:
+class PostScript:
     """The post-script runs at most once, and once the hook phase began it runs whatever
     happens later: its job is to undo the pre-script."""
 
-    def __init__(self, run: _Run, hooks: HookConfig) -> None:
+    def __init__(self, run: HookRun, hooks: HookConfig) -> None:
         self.run = run
         self.hooks = hooks
         self.due = False
@@ -413,7 +424,7 @@ class _PostScript:
             self.run.warn(*failure)
 
 
-def _live_method(run: _Run, freezer: _Freeze | None) -> Method:
+def _live_method(run: HookRun, freezer: _Freeze | None) -> Method:
     """How live images are read: under a held freeze, or while the VM runs (a warning)."""
     frozen = freezer is not None and freezer.ok
     method: Method = "frozen_read" if frozen else "live_read"
@@ -427,7 +438,7 @@ def _live_method(run: _Run, freezer: _Freeze | None) -> Method:
     return method
 
 
-def _unwind(freezer: _Freeze | None, post: _PostScript, clone_dir: Path | None) -> None:
+def _unwind(freezer: _Freeze | None, post: PostScript, clone_dir: Path | None) -> None:
     """Undo what a snapshot started, on success or failure: thaw (a no-op once thawed), the
     post-script if it is still due (not cancellable: it must finish), the clones."""
     try:

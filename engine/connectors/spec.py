@@ -19,7 +19,9 @@ PowerState = Literal["running", "stopped", "unknown"]
 Consistency = Literal["application", "file_system", "crash"]
 # "live_read" is the honest fourth case: the VM runs, nothing could be frozen and the file
 # system cannot reflink, so the capture read the images while the guest kept writing.
-Method = Literal["reflink", "frozen_read", "live_read", "stopped"]
+# "backup_job": a hypervisor backup job (libvirt pull mode) exports a point-in-time view that
+# QEMU keeps by copying a block aside before the guest overwrites it.
+Method = Literal["reflink", "frozen_read", "live_read", "stopped", "backup_job"]
 
 POWER_STATES: tuple[str, ...] = ("running", "stopped", "unknown")
 
@@ -39,6 +41,8 @@ THAW_FAILED = "thaw_failed"
 # Warnings that are not hook failures as such.
 FREEZE_TIMEOUT = "freeze_timeout"  # the hard freeze limit expired and thaw was forced
 LIVE_READ = "live_read"  # no point-in-time view was possible; images were read live
+# libvirt: the QEMU guest agent did not answer (no freeze, no in-guest scripts: crash-consistent).
+AGENT_UNAVAILABLE = "agent_unavailable"
 
 # Bounds enforced by validate_extension (inclusive).
 SCRIPT_TIMEOUT_RANGE = (1, 1800)

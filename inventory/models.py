@@ -6,6 +6,7 @@ allowed roots.
 """
 
 import os
+import re
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
@@ -26,6 +27,37 @@ def not_reserved(value: str) -> None:
 
 class Connector(models.TextChoices):
     IMAGE = "image", "Image files"
+    LIBVIRT = "libvirt", "libvirt (KVM)"
+
+
+# qemu:///system, qemu+ssh://user@host/system, qemu+tls://host/system?... : the qemu driver,
+# one of libvirt's transports, then the system or session daemon. No whitespace or NUL: the URI
+# is handed to libvirt as is.
+LIBVIRT_TRANSPORTS = ("ssh", "tls", "tcp", "unix", "ext", "libssh", "libssh2")
+_LIBVIRT_URI = re.compile(
+    r"qemu(?:\+(?P<transport>[a-z0-9]+))?://(?P<authority>[^\s/?#]*)"
+    r"/(?P<path>system|session)(?:\?[^\s#]*)?"
+)
+
+
+def libvirt_uri_problem(uri: str) -> str | None:
+    """Why `uri` is not a libvirt URI Lifeboat accepts (None: it is)."""
+    if not uri:
+        return "Give the libvirt URI of this host, e.g. qemu:///system."
+    if "\x00" in uri or any(c.isspace() for c in uri):
+        return "The URI may not contain whitespace or NUL characters."
+    match = _LIBVIRT_URI.fullmatch(uri)
+    if match is None:
+        return (
+            "Use qemu:///system, qemu+ssh://user@host/system or qemu+tls://host/system "
+            "(scheme qemu or qemu+<transport>, path /system or /session)."
+        )
+    transport = match["transport"]
+    if transport is not None and transport not in LIBVIRT_TRANSPORTS:
+        return f"Unknown transport {transport!r}; use one of {', '.join(LIBVIRT_TRANSPORTS)}."
+    if transport in ("ssh", "tls", "tcp", "libssh", "libssh2") and not match["authority"]:
+        return f"qemu+{transport} needs a host name: qemu+{transport}://host/system."
+    return None
 
 
 class OSType(models.TextChoices):
@@ -58,6 +90,8 @@ def path_inside(path: str, roots: list[str]) -> bool:
 class Host(models.Model):
     name = models.CharField(max_length=63, unique=True, validators=[name_validator, not_reserved])
     connector = models.CharField(max_length=20, choices=Connector, default=Connector.IMAGE)
+    # How libvirt reaches the hypervisor (libvirt hosts only; blank for image hosts).
+    libvirt_uri = models.CharField(max_length=500, blank=True)
     # One snapshot-tier chunk store per vault lives under this directory.
     snapshot_root = models.CharField(max_length=500)
     # Disk paths and restore targets must resolve inside one of these directories.
@@ -79,8 +113,18 @@ class Host(models.Model):
             errors["allowed_roots"] = "Give at least one absolute directory."
         elif not all(isinstance(r, str) and os.path.isabs(r) for r in roots):
             errors["allowed_roots"] = "Every allowed root must be an absolute path."
+        if self.connector == Connector.LIBVIRT:
+            problem = libvirt_uri_problem(self.libvirt_uri or "")
+            if problem:
+                errors["libvirt_uri"] = problem
+        elif self.libvirt_uri:
+            errors["libvirt_uri"] = "Only libvirt hosts have a libvirt URI; leave it blank."
         if errors:
             raise ValidationError(errors)
+
+    @property
+    def is_libvirt(self) -> bool:
+        return self.connector == Connector.LIBVIRT
 
     def allows(self, path: str) -> bool:
         return path_inside(path, self.allowed_roots or [])
@@ -123,10 +167,26 @@ class VirtualMachine(models.Model):
     freeze_timeout = models.PositiveIntegerField(
         default=60, validators=[MinValueValidator(1), MaxValueValidator(600)]
     )
+    # libvirt hosts: the domain this VM is (discovery matches on it; names can change).
+    domain_uuid = models.CharField(max_length=36, blank=True)
+    # Set when discovery no longer finds the domain on its host. The VM is never deleted
+    # silently: its protection and backups stay until an administrator decides.
+    vanished_at = models.DateTimeField(null=True, blank=True)
+    # What the last discovery changed for this VM:
+    # [{"change": "disk_added"|"disk_removed"|"disk_resized"|"vanished"|"returned",
+    #   "target": "vdb", "detail": "..."}]
+    discovery_changes = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["host", "domain_uuid"],
+                condition=~models.Q(domain_uuid=""),
+                name="vm_unique_domain_per_host",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -144,6 +204,9 @@ class Disk(models.Model):
     lun = models.IntegerField(validators=[MinValueValidator(-1), MaxValueValidator(63)])
     path = models.CharField(max_length=500)
     size = models.BigIntegerField(default=0)
+    # libvirt disks: the device name in the domain ("vda") and the image format ("qcow2").
+    target = models.CharField(max_length=32, blank=True)
+    format = models.CharField(max_length=16, blank=True)
 
     class Meta:
         ordering = ["vm", "lun"]

@@ -412,6 +412,9 @@ class RecoveryPoint(models.Model):
     included_luns = models.JSONField(default=list)
     excluded_luns = models.JSONField(default=list)
     size_bytes = models.BigIntegerField(default=0)
+    # libvirt hosts: {"checkpoint": str | None, "domain_xml": str}: the checkpoint whose dirty
+    # bitmap the next backup reads from, and the domain as it was (for restores).
+    hypervisor = models.JSONField(default=dict, blank=True)
     # In the recycle bin since soft_deleted_at, until purge_at; see BinReason.
     soft_deleted_at = models.DateTimeField(null=True, blank=True)
     soft_deleted_by = models.ForeignKey(

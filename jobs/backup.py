@@ -37,7 +37,7 @@ from engine.connectors.spec import HypervisorSpec, ParentDisk
 from engine.connectors.hooks import clean_env, describe, run_process
 from inventory.models import Connector as HostConnector
 from inventory.models import ExtensionState, PowerState, VirtualMachine
-from jobs import runner
+from jobs import hypervisor, runner
 from jobs.backup_queue import SCHEDULABLE, TAKE_SNAPSHOT, TRANSFER
 from jobs.hook_details import THAW_AFTER_WORKER_LOST
 from jobs.models import Job, Operation, Param, RestoreTier, Status, SubTask
@@ -261,7 +261,12 @@ def after_backup_lost(job: Job) -> None:
     if item is None:
         return
     vm = item.vm
-    if job.error_code == "worker_lost" and vm.freeze_enabled and vm.thaw_command:
+    if job.error_code == "worker_lost" and vm.host.connector == HostConnector.LIBVIRT:
+        _, message = hypervisor.thaw_after_worker_lost(vm)
+        Job.objects.filter(pk=job.pk).update(
+            warnings=[*job.warnings, {"code": THAW_AFTER_WORKER_LOST, "message": message}]
+        )
+    elif job.error_code == "worker_lost" and vm.freeze_enabled and vm.thaw_command:
         result = run_process(
             ["/bin/sh", "-c", vm.thaw_command],
             timeout=max(vm.freeze_timeout, 10),

@@ -23,6 +23,7 @@ from .store import Store
 from .targets import (
     RestoreTarget,
     check_unchanged,
+    convert_to_qcow2,
     create_temp,
     open_target_file,
     put_in_place,
@@ -128,6 +129,9 @@ def restore(
             if sync:
                 for disk in disks:
                     os.fsync(disk.fd)
+            for disk in disks:
+                if disk.target.format == "qcow2":
+                    disk.convert(marker)
             _put_in_place(disks, sync)
         finally:
             for disk in disks:
@@ -157,6 +161,18 @@ class _DiskRestore:
         self.temp = _temp_prefix(self.target.name, marker) + uuid.uuid4().hex[:10]
         self.fd = create_temp(self.target, self.temp)
         os.ftruncate(self.fd, self.index.disk_size)
+
+    def convert(self, marker: str) -> None:
+        """Replace the raw temp file by its qcow2 conversion (a second temp file, named alike so
+        that what a killed process leaves is found the same way)."""
+        qcow2 = _temp_prefix(self.target.name, marker) + uuid.uuid4().hex[:10]
+        new_fd = convert_to_qcow2(self.target.dir_fd, self.temp, qcow2)
+        raw, raw_fd = self.temp, self.fd
+        self.temp, self.fd = qcow2, new_fd
+        with contextlib.suppress(OSError):
+            os.close(raw_fd)
+        with contextlib.suppress(OSError):
+            os.unlink(raw, dir_fd=self.target.dir_fd)
 
     def discard_temp(self) -> None:
         """Close the temp file and, unless it was put in place, remove it."""

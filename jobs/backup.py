@@ -7,6 +7,7 @@ vault" copies the chunks the vault store lacks; a failure there leaves a good sn
 job completes with warnings and later `transfer` jobs retry until the RP expires.
 """
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -32,9 +33,11 @@ from engine.connectors import (
     VMSpec,
     connector_for,
 )
+from engine.connectors.spec import HypervisorSpec, ParentDisk
 from engine.connectors.hooks import clean_env, describe, run_process
+from inventory.models import Connector as HostConnector
 from inventory.models import ExtensionState, PowerState, VirtualMachine
-from jobs import runner
+from jobs import hypervisor, runner
 from jobs.backup_queue import SCHEDULABLE, TAKE_SNAPSHOT, TRANSFER
 from jobs.hook_details import THAW_AFTER_WORKER_LOST
 from jobs.models import Job, Operation, Param, RestoreTier, Status, SubTask
@@ -63,11 +66,19 @@ log = logging.getLogger(__name__)
 
 
 def vm_spec(vm: VirtualMachine, luns: list[int]) -> VMSpec:
+    """What the connector needs of a VM: its disks, its hooks and, on a libvirt host, how to
+    reach its domain (the change-tracking chain is added by `take_snapshot`)."""
+    hypervisor = None
+    if vm.host.connector == HostConnector.LIBVIRT:
+        hypervisor = HypervisorSpec(uri=vm.host.libvirt_uri, domain=vm.domain_uuid, rp_id="")
     return VMSpec(
         name=vm.name,
         declared_power_state=vm.power_state,
         probe_command=vm.power_probe_command,
-        disks=tuple(DiskSpec(d.lun, Path(d.path)) for d in vm.disks.all() if d.lun in luns),
+        disks=tuple(
+            DiskSpec(d.lun, Path(d.path), d.target) for d in vm.disks.all() if d.lun in luns
+        ),
+        hypervisor=hypervisor,
         hooks=HookConfig(
             pre_script=vm.pre_script,
             pre_script_params=tuple(vm.pre_script_params or ()),
@@ -250,7 +261,12 @@ def after_backup_lost(job: Job) -> None:
     if item is None:
         return
     vm = item.vm
-    if job.error_code == "worker_lost" and vm.freeze_enabled and vm.thaw_command:
+    if job.error_code == "worker_lost" and vm.host.connector == HostConnector.LIBVIRT:
+        _, message = hypervisor.thaw_after_worker_lost(vm)
+        Job.objects.filter(pk=job.pk).update(
+            warnings=[*job.warnings, {"code": THAW_AFTER_WORKER_LOST, "message": message}]
+        )
+    elif job.error_code == "worker_lost" and vm.freeze_enabled and vm.thaw_command:
         result = run_process(
             ["/bin/sh", "-c", vm.thaw_command],
             timeout=max(vm.freeze_timeout, 10),
@@ -326,10 +342,11 @@ def take_snapshot(
     hooks into the snapshot store, then record the recovery point."""
     sub = ctx.start_subtask(TAKE_SNAPSHOT)
     snapshot = _prepare_snapshot(ctx.job, item)
-    outcome = _capture(ctx, item, spec, connector, snapshot)
+    spec = _with_chain(spec, snapshot, item)
+    outcome, views = _capture(ctx, item, spec, connector, snapshot)
     for code, message in outcome.warnings:
         ctx.warn(code, message)
-    rp = _record_snapshot(ctx.job, item, spec, snapshot, outcome)
+    rp = _record_snapshot(ctx.job, item, spec, snapshot, outcome, views)
     result = outcome.result
     ctx.set_result(
         recovery_point=snapshot.rp_id,
@@ -378,28 +395,70 @@ def _prepare_snapshot(job: Job, item: ProtectedVM) -> Snapshot:
     )
 
 
+def _with_chain(spec: VMSpec, snapshot: Snapshot, item: ProtectedVM) -> VMSpec:
+    """A libvirt VM's spec with its change-tracking chain: the new RP's id (it names the new
+    checkpoint) and what the parent holds (its checkpoint, and each disk's size and path, so a
+    resized or replaced disk is read in full). The chain is only a hint: the connector checks
+    it against the hypervisor, and the engine compares hashes whenever it is not used."""
+    if spec.hypervisor is None:
+        return spec
+    parent_checkpoint = None
+    parent_disks: dict[str, ParentDisk] = {}
+    if snapshot.parent is not None:
+        parent = item.recovery_points.filter(pk=snapshot.parent).first()
+        if parent is not None:
+            parent_checkpoint = (parent.hypervisor or {}).get("checkpoint")
+            parent_disks = {
+                d["target"]: ParentDisk(int(d["size"]), str(d.get("path", "")))
+                for d in parent.disks
+                if d.get("target")
+            }
+    return dataclasses.replace(
+        spec,
+        hypervisor=dataclasses.replace(
+            spec.hypervisor,
+            rp_id=snapshot.rp_id,
+            parent_checkpoint=parent_checkpoint,
+            parent_disks=parent_disks,
+        ),
+    )
+
+
+def _view_size(view: DiskView) -> int:
+    return view.size if view.size is not None else view.path.stat().st_size
+
+
 def _capture(
     ctx: JobContext, item: ProtectedVM, spec: VMSpec, connector: Connector, snapshot: Snapshot
-) -> SnapshotOutcome[engine.BackupResult]:
+) -> tuple[SnapshotOutcome[engine.BackupResult], dict[int, DiskView]]:
     """Run the connector's snapshot (hooks, freeze, clones) around the engine's backup, and
-    raise the consistency the hooks reached into the committed manifest."""
+    raise the consistency the hooks reached into the committed manifest. Also returns the
+    views the engine read, by LUN (how each disk's changes were found)."""
     host = item.vm.host
     snapshot_disk = f"The snapshot disk of host {host.name} ({host.snapshot_root})"
+    labels = {"vault": item.vault.name, "job": str(ctx.job.pk)}
+    seen: dict[int, DiskView] = {}
 
     def capture(views: list[DiskView]) -> engine.BackupResult:
+        seen.update({v.lun: v for v in views})
         # Sized here, from the views: the connector has checked that every disk exists.
-        progress = EngineProgress(ctx, "snapshot", {v.lun: v.path.stat().st_size for v in views})
+        progress = EngineProgress(ctx, "snapshot", {v.lun: _view_size(v) for v in views})
         return engine.backup(
             engine.BackupRequest(
                 store=snapshot.store,
-                disks=[engine.DiskSource(v.lun, str(v.path)) for v in views],
+                disks=[
+                    engine.DiskSource(
+                        v.lun, str(v.path), changed_extents=v.changed_extents, reader=v.reader
+                    )
+                    for v in views
+                ],
                 vm_name=spec.name,
                 parent=snapshot.parent,
                 # Provisional and conservative; raised below once the hooks' outcome is known.
                 consistency=RPConsistency.CRASH,
                 tags=snapshot.plan.tags,
                 retain_until=snapshot.plan.expires_at,
-                labels={"vault": item.vault.name, "job": str(ctx.job.pk)},
+                labels=labels,
                 rp_id=snapshot.rp_id,
             ),
             progress=progress,
@@ -429,11 +488,42 @@ def _capture(
         raise no_space(e, snapshot_disk) from e
     finally:
         shutil.rmtree(workdir, ignore_errors=True)  # the connector removed its clones, not this
-    if outcome.consistency != RPConsistency.CRASH:
+    if outcome.domain_xml:
+        # Kept with the data too, so a store read without the catalog still knows the domain.
+        labels = {**labels, "domain_xml": outcome.domain_xml}
+    if outcome.consistency != RPConsistency.CRASH or outcome.domain_xml:
         engine.update_manifest_metadata(
-            snapshot.store, snapshot.rp_id, consistency=outcome.consistency
+            snapshot.store, snapshot.rp_id, consistency=outcome.consistency, labels=labels
         )
-    return outcome
+    return outcome, seen
+
+
+def _disk_record(stats: engine.DiskStats, view: DiskView | None) -> dict[str, Any]:
+    """One disk of the recovery point as the catalog keeps it. How changes were found is the
+    engine's word for image disks; for libvirt disks "dirty_bitmap" only when the engine really
+    used the dirty extents, with the connector's reason whenever it did not."""
+    record: dict[str, Any] = {
+        "lun": stats.lun,
+        "size": stats.size,
+        "bytes_read": stats.bytes_read,
+        "bytes_changed": stats.bytes_changed,
+        "bytes_stored": stats.bytes_stored,
+        "change_detection": stats.change_detection,
+    }
+    if view is None or view.change_detection is None:
+        return record
+    used = {"changed-extents": "dirty_bitmap", "full-read": "full_read", "full": "full"}
+    detection = used.get(stats.change_detection, stats.change_detection)
+    reason = view.change_reason
+    if view.change_detection == "dirty_bitmap" and detection != "dirty_bitmap":
+        reason = reason or "parent_index_unreadable"
+    record.update(
+        change_detection=detection,
+        change_reason="" if detection == "dirty_bitmap" else reason,
+        target=view.target,
+        path=str(view.path),
+    )
+    return record
 
 
 def _record_snapshot(
@@ -442,22 +532,16 @@ def _record_snapshot(
     spec: VMSpec,
     snapshot: Snapshot,
     outcome: SnapshotOutcome[engine.BackupResult],
+    views: dict[int, DiskView],
 ) -> RecoveryPoint:
     """The recovery point row of the committed manifest (stores before catalog), and the job's
     link to it."""
     luns = [d.lun for d in spec.disks]
     all_luns = [d.lun for d in item.vm.disks.all()]
-    disks = [
-        {
-            "lun": d.lun,
-            "size": d.size,
-            "bytes_read": d.bytes_read,
-            "bytes_changed": d.bytes_changed,
-            "bytes_stored": d.bytes_stored,
-            "change_detection": d.change_detection,
-        }
-        for d in outcome.result.disks
-    ]
+    disks = [_disk_record(d, views.get(d.lun)) for d in outcome.result.disks]
+    hypervisor: dict[str, Any] = {}
+    if spec.hypervisor is not None:
+        hypervisor = {"checkpoint": outcome.checkpoint, "domain_xml": outcome.domain_xml}
     plan = snapshot.plan
     with transaction.atomic():
         rp = record_recovery_point(
@@ -481,6 +565,7 @@ def _record_snapshot(
                 excluded_luns=[lun for lun in all_luns if lun not in luns],
                 size_bytes=sum(d["size"] for d in disks),
                 transfer_due=plan.transfer,
+                hypervisor=hypervisor,
             ),
         )
         Job.objects.filter(pk=job.pk).update(recovery_point=rp)

@@ -77,6 +77,10 @@ class Param:
     PATH = "path"
     FILES = "files"
     NAME = "name"
+    # restore: each file's format by LUN ("raw", or "qcow2" for libvirt hosts) and whether a
+    # new libvirt domain is started.
+    FORMATS = "formats"
+    START = "start"
     # cleanup: the instant expiry is judged at (drills and tests); purge: only this item.
     NOW = "now"
     ITEM = "item"

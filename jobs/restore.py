@@ -30,8 +30,8 @@ from django.utils import timezone
 
 import engine
 from engine.connectors import connector_for
-from inventory.models import Disk, Host, PowerState, VirtualMachine, name_validator
-from jobs import runner
+from inventory.models import Connector, Disk, Host, PowerState, VirtualMachine, name_validator
+from jobs import hypervisor, runner
 from jobs.backup import EngineProgress, engine_error, mib, vm_spec
 from jobs.models import (
     Job,
@@ -50,14 +50,56 @@ from vaults.models import ProtectedVM, RecoveryPoint, RPConsistency
 from vaults.stores import open_or_create_snapshot_store, preferred_tier, rp_store
 
 SAFETY_DAYS = 30
+RAW, QCOW2 = "raw", "qcow2"
 # A restore job's sub-tasks (replace disks takes a safety recovery point first).
 TAKE_SAFETY_RP = "Take safety recovery point"
 RESTORE_DATA = "Restore data"
 
 
-def _disk_file_name(vm_name: str, lun: int, rp: RecoveryPoint) -> str:
+def _disk_file_name(vm_name: str, lun: int, rp: RecoveryPoint, fmt: str = RAW) -> str:
     disk = "os" if lun == Disk.OS_LUN else f"lun{lun}"
-    return f"{vm_name}-{disk}-{rp.time:%Y%m%d-%H%M%S}.img"
+    return f"{vm_name}-{disk}-{rp.time:%Y%m%d-%H%M%S}.{'qcow2' if fmt == QCOW2 else 'img'}"
+
+
+def _checked_format(host: Host, target: dict[str, Any]) -> str:
+    """The restored files' format: qcow2 by default on a libvirt host (what its changed-block
+    tracking needs), raw on an image host (the only format it reads)."""
+    libvirt = host.connector == Connector.LIBVIRT
+    fmt = target.get("format") or (QCOW2 if libvirt else RAW)
+    if fmt not in (RAW, QCOW2):
+        raise ValidationError({"target.format": "Choose qcow2 or raw."})
+    if fmt == QCOW2 and not libvirt:
+        raise ValidationError(
+            {"target.format": f"Host {host.name} reads raw image files only; choose raw."}
+        )
+    return str(fmt)
+
+
+def _checked_start(host: Host, kind: str, target: dict[str, Any]) -> bool:
+    start = target.get("start", False)
+    if not isinstance(start, bool):
+        raise ValidationError({"target.start": "Give true or false."})
+    if start and (kind != RestoreKind.CREATE_VM or host.connector != Connector.LIBVIRT):
+        raise ValidationError(
+            {"target.start": "Only a new VM on a libvirt host can be started by the restore."}
+        )
+    return start
+
+
+def _check_domain_definition(rp: RecoveryPoint, luns: list[int]) -> None:
+    """A new libvirt domain is made from the recovery point's saved domain XML, its disks
+    matched by target: a recovery point without them cannot make one."""
+    if not (rp.hypervisor or {}).get("domain_xml"):
+        raise ValidationError(
+            {
+                "target.host": "This recovery point holds no libvirt domain definition (it was "
+                "not taken from a libvirt domain); restore its disks instead."
+            }
+        )
+    targets = {d["lun"]: d.get("target") for d in rp.disks}
+    missing = [lun for lun in luns if not targets.get(lun)]
+    if missing:
+        raise ValidationError({"luns": f"LUN(s) {missing} have no disk target in the domain."})
 
 
 # -- the request -----------------------------------------------------------------------------------
@@ -183,12 +225,17 @@ def _new_files_target(
     """Restore disks, create VM: new image files in a checked directory of a linked host (and,
     for a new VM, a name nobody has or holds)."""
     host, directory = _check_target_dir(rp, target)
+    assert target is not None  # _check_target_dir refuses anything but a dict
+    fmt = _checked_format(host, target)
+    start = _checked_start(host, kind, target)
     vm_name = rp.protected_item.vm.name
     if kind == RestoreKind.CREATE_VM:
         vm_name = _checked_new_vm_name(target)
         if Disk.OS_LUN not in luns:
             raise ValidationError({"luns": "A new VM needs its OS disk (LUN -1)."})
-    files = {lun: str(directory / _disk_file_name(vm_name, lun, rp)) for lun in luns}
+        if host.connector == Connector.LIBVIRT:
+            _check_domain_definition(rp, luns)
+    files = {lun: str(directory / _disk_file_name(vm_name, lun, rp, fmt)) for lun in luns}
     taken = [f for f in files.values() if os.path.lexists(f)]
     if taken:
         raise ValidationError({"target.path": f"File(s) already exist: {', '.join(taken)}."})
@@ -196,9 +243,11 @@ def _new_files_target(
         Param.HOST: host.pk,
         Param.PATH: str(directory),
         Param.FILES: {str(k): v for k, v in files.items()},
+        Param.FORMATS: {str(k): fmt for k in files},
     }
     if kind == RestoreKind.CREATE_VM:
         params[Param.NAME] = vm_name
+        params[Param.START] = start
     return params
 
 
@@ -234,7 +283,16 @@ def _replace_target(
     if gone:
         raise ValidationError({"luns": f"{vm.name} no longer has LUN(s) {gone}."})
     files = _replaced_files(vm, luns)
-    return {Param.HOST: vm.host_id, Param.FILES: {str(k): v for k, v in files.items()}}
+    libvirt = vm.host.connector == Connector.LIBVIRT
+    formats = {
+        str(d.lun): QCOW2 if libvirt and d.format == QCOW2 else RAW
+        for d in vm.disks.filter(lun__in=luns)
+    }
+    return {
+        Param.HOST: vm.host_id,
+        Param.FILES: {str(k): v for k, v in files.items()},
+        Param.FORMATS: formats,
+    }
 
 
 def _check_key(rp: RecoveryPoint, tier: str) -> None:
@@ -319,7 +377,7 @@ def _replaced_files(vm: VirtualMachine, luns: list[int]) -> dict[int, str]:
 
 @contextlib.contextmanager
 def _opened_targets(
-    host: Host, files: dict[int, str], *, replacing: bool
+    host: Host, files: dict[int, str], formats: dict[int, str], *, replacing: bool
 ) -> Iterator[dict[int, engine.RestoreTarget]]:
     """The checked targets opened once for the whole job, without following symlinks: each
     directory walked down from its allowed root and, when replacing, each disk file itself."""
@@ -336,7 +394,9 @@ def _opened_targets(
                 if replacing:
                     replaces = engine.open_target_file(dirs[directory], name, path)
                     opened.callback(os.close, replaces)
-                targets[lun] = engine.RestoreTarget(dirs[directory], name, replaces, path)
+                targets[lun] = engine.RestoreTarget(
+                    dirs[directory], name, replaces, path, format=formats.get(lun, RAW)
+                )
         except engine.EngineError as e:
             folders = ", ".join(sorted({os.path.dirname(p) for p in files.values()}))
             raise _restore_error(e, f"The restore target's disk ({folders})") from e
@@ -440,9 +500,10 @@ def run_restore(ctx: JobContext) -> None:
     kind, tier = params[Param.KIND], params[Param.TIER]
     host = Host.objects.get(pk=params[Param.HOST])
     files = {int(k): v for k, v in params[Param.FILES].items()}
+    formats = {int(k): v for k, v in params.get(Param.FORMATS, {}).items()}
 
     replacing = kind == RestoreKind.REPLACE_DISKS
-    with _opened_targets(host, files, replacing=replacing) as targets:
+    with _opened_targets(host, files, formats, replacing=replacing) as targets:
         if replacing:
             sub = ctx.start_subtask(TAKE_SAFETY_RP)
             safety = _take_safety_rp(ctx, rp, files)
@@ -452,11 +513,21 @@ def run_restore(ctx: JobContext) -> None:
         result = _restore_into(ctx, rp, tier, targets)
     sizes = {d["lun"]: d["size"] for d in rp.disks}
     if kind == RestoreKind.CREATE_VM:
-        vm = _register_vm(ctx, rp, host, files, sizes)
+        domain = None
+        if host.connector == Connector.LIBVIRT:
+            domain = hypervisor.define_restored_domain(
+                host, rp, params[Param.NAME], files, formats, start=bool(params.get(Param.START))
+            )
+            ctx.set_result(domain=domain)
+        vm = _register_vm(ctx, rp, host, files, sizes, formats, domain)
         ctx.set_result(new_vm=vm.pk)
     elif replacing:
-        for disk in rp.protected_item.vm.disks.filter(lun__in=files):
+        vm = rp.protected_item.vm
+        for disk in vm.disks.filter(lun__in=files):
             Disk.objects.filter(pk=disk.pk).update(size=sizes[disk.lun])
+        if host.connector == Connector.LIBVIRT:
+            # The domain's bitmaps described the old files: its next backup reads in full.
+            hypervisor.forget_change_tracking(vm)
     ctx.set_result(
         targets={str(k): v for k, v in files.items()},
         bytes_written=result.bytes_written,
@@ -470,19 +541,36 @@ def run_restore(ctx: JobContext) -> None:
 
 
 def _register_vm(
-    ctx: JobContext, rp: RecoveryPoint, host: Host, files: dict[int, str], sizes: dict[int, int]
+    ctx: JobContext,
+    rp: RecoveryPoint,
+    host: Host,
+    files: dict[int, str],
+    sizes: dict[int, int],
+    formats: dict[int, str],
+    domain: dict[str, str] | None,
 ) -> VirtualMachine:
     name = ctx.job.params[Param.NAME]
+    targets = {d["lun"]: d.get("target", "") for d in rp.disks}
     try:
         with transaction.atomic():
             vm = VirtualMachine.objects.create(
                 name=name,
                 host=host,
                 os_type=rp.protected_item.vm.os_type,
-                power_state=PowerState.STOPPED,
+                power_state=(
+                    PowerState.RUNNING if domain and domain.get("started") else PowerState.STOPPED
+                ),
+                domain_uuid=domain["uuid"] if domain else "",
             )
             for lun, path in files.items():
-                Disk.objects.create(vm=vm, lun=lun, path=path, size=sizes[lun])
+                Disk.objects.create(
+                    vm=vm,
+                    lun=lun,
+                    path=path,
+                    size=sizes[lun],
+                    target=targets.get(lun, "") if domain else "",
+                    format=formats.get(lun, RAW) if domain else "",
+                )
             audit.record(
                 "vm.create_from_restore",
                 actor=ctx.job.created_by,

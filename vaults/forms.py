@@ -200,6 +200,16 @@ class RestoreForm(forms.Form):
     host = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, label="Target host")
     path = forms.CharField(required=False, max_length=500, label="Target directory")
     name = forms.CharField(required=False, max_length=63, label="New VM name")
+    format = forms.ChoiceField(
+        choices=[("", "Host default"), ("qcow2", "qcow2"), ("raw", "raw")],
+        required=False,
+        label="Disk format",
+        help_text="libvirt hosts: qcow2 (default) keeps changed-block tracking; image hosts: raw.",
+    )
+    start = forms.BooleanField(
+        required=False, label="Start the new VM", help_text="Only for “Create new VM” on a "
+        "libvirt host: the domain is started once its disks are restored."
+    )
 
     def __init__(
         self, *args: Any, rp: RecoveryPoint, hosts: list[Host], selective: bool, **kwargs: Any
@@ -228,8 +238,12 @@ class RestoreForm(forms.Form):
         target: dict[str, Any] | None = None
         if data["kind"] != "replace_disks":
             target = {"host": data["host"], "path": data["path"]}
+            if data.get("format"):
+                target["format"] = data["format"]
             if data["kind"] == "create_vm":
                 target["name"] = data["name"]
+                if data.get("start"):
+                    target["start"] = True
         return {"kind": data["kind"], "luns": data["luns"], "tier": data["tier"], "target": target}
 
 

@@ -267,9 +267,18 @@ class RestoreTargetSerializer(serializers.Serializer):
     host = serializers.IntegerField(help_text="Id of a host linked to the vault.")
     path = serializers.CharField(help_text="An existing directory inside the host's roots.")
     name = serializers.CharField(required=False, help_text="create_vm: the new VM's name.")
+    format = serializers.ChoiceField(
+        choices=["qcow2", "raw"],
+        required=False,
+        help_text="libvirt hosts: the restored files' format (default qcow2, which libvirt "
+        "can track changes of; image hosts take raw only).",
+    )
+    start = serializers.BooleanField(
+        required=False, help_text="create_vm on a libvirt host: start the new domain."
+    )
 
 
-TARGET_KEYS = ("host", "path", "name")
+TARGET_KEYS = ("host", "path", "name", "format", "start")
 
 
 @extend_schema_field(RestoreTargetSerializer(allow_null=True))

@@ -27,6 +27,7 @@ from inventory.lab.kvm_guest import ExecResult, GuestBoot
 __all__ = [
     "LIBVIRT_URI",
     "GuestDomain",
+    "adopt_domain",
     "guest_boot",
     "kvm_cache_dir",
     "kvm_conn",
@@ -211,4 +212,19 @@ def osless_domain(kvm_conn: Any, tmp_path: Path) -> Iterator[Callable[..., Guest
 
     yield make
     for name in made:
+        _remove_domain(kvm_conn, name)
+
+
+@pytest.fixture
+def adopt_domain(kvm_conn: Any) -> Iterator[Callable[[str], str]]:
+    """``adopt_domain(name)``: a domain the test made another way (a restore) is destroyed
+    and undefined, with its checkpoint metadata, at teardown."""
+    names: list[str] = []
+
+    def adopt(name: str) -> str:
+        names.append(name)
+        return name
+
+    yield adopt
+    for name in names:
         _remove_domain(kvm_conn, name)

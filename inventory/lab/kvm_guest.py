@@ -103,6 +103,12 @@ echo /mnt/data/file-$k
 BUILD_VERSION = "1"
 
 
+def default_cache_dir() -> Path:
+    """Where the guest's packages and boot files are kept: ``$LIFEBOAT_KVM_CACHE`` or
+    /var/cache/lifeboat-kvm (shared by the tests, the KVM lab and CI)."""
+    return Path(os.environ.get("LIFEBOAT_KVM_CACHE") or "/var/cache/lifeboat-kvm")
+
+
 class GuestBuildError(RuntimeError):
     """The guest's boot files cannot be built (packages not downloadable, tool missing)."""
 
@@ -342,11 +348,13 @@ def guest_domain_xml(
     disk: Path | str,
     fmt: str,
     console_log: Path | str,
-    agent_socket: Path | str,
+    agent_socket: Path | str | None,
     memory_mib: int = 256,
 ) -> str:
     """A TCG domain booting the guest kernel directly, with its data disk as vda, the serial
-    console in a file and the guest agent's channel on a unix socket."""
+    console in a file and the guest agent's channel on a unix socket (None: libvirt picks
+    the path, which keeps it under the 108 bytes a socket path may have)."""
+    sock = f" path={quoteattr(str(agent_socket))}" if agent_socket is not None else ""
     return f"""<domain type='qemu'>
   <name>{escape(name)}</name>
   <memory unit='MiB'>{int(memory_mib)}</memory>
@@ -367,7 +375,7 @@ def guest_domain_xml(
       <target port='0'/>
     </serial>
     <channel type='unix'>
-      <source mode='bind' path={quoteattr(str(agent_socket))}/>
+      <source mode='bind'{sock}/>
       <target type='virtio' name='{AGENT_CHANNEL}'/>
     </channel>
     <controller type='usb' model='none'/>

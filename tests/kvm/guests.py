@@ -9,7 +9,6 @@ skip with a reason when libvirtd is not reachable.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -38,12 +37,11 @@ __all__ = [
 ]
 
 LIBVIRT_URI = "qemu:///system"
-DEFAULT_CACHE = "/var/cache/lifeboat-kvm"
 
 
 def kvm_cache_dir() -> Path:
     """Where the guest's packages and boot files are kept between runs."""
-    return Path(os.environ.get("LIFEBOAT_KVM_CACHE") or DEFAULT_CACHE)
+    return kvm_guest.default_cache_dir()
 
 
 def libvirt_reachable(uri: str = LIBVIRT_URI) -> str | None:

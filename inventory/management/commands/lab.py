@@ -31,6 +31,7 @@ from types import FrameType
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from inventory import demo, services
@@ -267,7 +268,12 @@ class Command(BaseCommand):
             why = "no site administrator yet" if discover else "discovery not available here"
             self.say(f"KVM lab: discover {host.name}'s VMs from its page ({why})")
             return
-        discover(host, by=admin)
+        try:
+            discover(host, by=admin)
+        except ValidationError as exc:
+            # The lab itself is ready; discovery can be retried from the host's page.
+            self.say(f"KVM lab: discovery of {host.name} failed: {'; '.join(exc.messages)}")
+            return
         names = ", ".join(host.vms.values_list("name", flat=True)) or "none"
         self.say(f"KVM lab: discovered {host.name}'s VMs: {names}")
 

@@ -9,6 +9,9 @@
                                          debugfs, the writer paused meanwhile
     manage.py lab status                 VMs, power, writers and ring health
     manage.py lab check IMAGE|VM ...     check the ring of images (e.g. restored disks)
+    manage.py lab kvm                    the KVM lab: libvirt domains kvm-web-01 (a real
+                                         guest with the QEMU guest agent) and kvm-db-01, and
+                                         the host kvm-lab (run by `make lab-kvm`)
 
 The VM's ``power_state`` row is the truth; ``run/VM.power`` mirrors it for the probe script.
 ``lab start`` while ``lab writers`` runs leaves the spawning to the supervisor (it notices
@@ -27,10 +30,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from inventory import demo
-from inventory.lab import images, layout
+from inventory import demo, services
+from inventory.lab import images, kvm, layout
 from inventory.lab.control import Lab, LabBusy, proc_state, terminate
 from inventory.lab.ring import RingError, check_ring, ring_extents
 from inventory.models import VirtualMachine
@@ -71,6 +76,7 @@ class Command(BaseCommand):
         sub.add_parser("status", help="VMs, power, writers and ring health")
         k = sub.add_parser("check", help="check the ring in disk images (paths or VM names)")
         k.add_argument("targets", nargs="+", metavar="IMAGE|VM")
+        sub.add_parser("kvm", help="make and start the KVM lab's libvirt domains and its host")
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.lab = demo.lab()
@@ -88,7 +94,9 @@ class Command(BaseCommand):
                 return self.do_status()
             if action == "check":
                 return self.do_check(options["targets"])
-        except (LabBusy, RingError, images.LabToolMissing) as exc:
+            if action == "kvm":
+                return self.do_kvm()
+        except (LabBusy, RingError, images.LabToolMissing, kvm.KvmLabError) as exc:
             raise CommandError(str(exc)) from exc
         raise CommandError(f"unknown action {action}")
 
@@ -240,6 +248,34 @@ class Command(BaseCommand):
                 bad += 0 if report.ok else 1
         if bad:
             raise CommandError(f"{bad} image(s) failed the ring check")
+
+    # -- the KVM lab ----------------------------------------------------------------------------
+
+    def do_kvm(self) -> None:
+        paths = kvm.ensure_kvm_lab(self.say)
+        host, created = kvm.register_kvm_lab_host(paths)
+        self.say(f"KVM lab: host {host.name} {'registered' if created else 'already registered'}")
+        # Discovery of a libvirt host's VMs is added beside this lab; until it is, the VMs are
+        # discovered from the host's page.
+        discover = getattr(services, "discover_host", None)
+        admin = (
+            get_user_model()
+            .objects.filter(is_superuser=True, is_active=True)
+            .order_by("pk")
+            .first()
+        )
+        if discover is None or admin is None:
+            why = "no site administrator yet" if discover else "discovery not available here"
+            self.say(f"KVM lab: discover {host.name}'s VMs from its page ({why})")
+            return
+        try:
+            discover(host, by=admin)
+        except ValidationError as exc:
+            # The lab itself is ready; discovery can be retried from the host's page.
+            self.say(f"KVM lab: discovery of {host.name} failed: {'; '.join(exc.messages)}")
+            return
+        names = ", ".join(host.vms.values_list("name", flat=True)) or "none"
+        self.say(f"KVM lab: discovered {host.name}'s VMs: {names}")
 
     # -- writers supervisor ---------------------------------------------------------------------
 

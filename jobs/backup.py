@@ -33,8 +33,8 @@ from engine.connectors import (
     VMSpec,
     connector_for,
 )
-from engine.connectors.spec import HypervisorSpec, ParentDisk
 from engine.connectors.hooks import clean_env, describe, run_process
+from engine.connectors.spec import HypervisorSpec, ParentDisk
 from inventory.models import Connector as HostConnector
 from inventory.models import ExtensionState, PowerState, VirtualMachine
 from jobs import hypervisor, runner

@@ -19,6 +19,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 import engine
-from engine.connectors import connector_for
+from engine.connectors import NbdReader, connector_for
 from inventory.models import Connector, Disk, Host, PowerState, VirtualMachine, name_validator
 from jobs import hypervisor, runner
 from jobs.backup import EngineProgress, engine_error, mib, vm_spec
@@ -434,7 +435,24 @@ def _restore_into(
         raise _restore_error(e, f"The restore target's disk ({folders})") from e
 
 
-def _take_safety_rp(ctx: JobContext, rp: RecoveryPoint, files: dict[int, str]) -> RecoveryPoint:
+def _safety_source(
+    lun: int, path: str, formats: dict[int, str], targets: dict[int, engine.RestoreTarget]
+) -> engine.DiskSource:
+    """The disk about to be replaced, as its guest sees it: a qcow2 file is read through a
+    read-only qemu-nbd of the very file the restore holds open (not its container bytes)."""
+    if formats.get(lun, RAW) == RAW:
+        return engine.DiskSource(lun, path)
+    held = f"/proc/{os.getpid()}/fd/{targets[lun].replaces}"
+    return engine.DiskSource(lun, path, reader=partial(NbdReader.file, held, formats[lun]))
+
+
+def _take_safety_rp(
+    ctx: JobContext,
+    rp: RecoveryPoint,
+    files: dict[int, str],
+    formats: dict[int, str],
+    targets: dict[int, engine.RestoreTarget],
+) -> RecoveryPoint:
     """Back up the files about to be replaced (the stopped VM's disks) before anything is
     overwritten."""
     item, vault = rp.protected_item, rp.vault
@@ -449,7 +467,7 @@ def _take_safety_rp(ctx: JobContext, rp: RecoveryPoint, files: dict[int, str]) -
         result = engine.backup(
             engine.BackupRequest(
                 store=store,
-                disks=[engine.DiskSource(lun, files[lun]) for lun in luns],
+                disks=[_safety_source(lun, files[lun], formats, targets) for lun in luns],
                 vm_name=vm.name,
                 consistency=RPConsistency.CRASH,
                 tags=[RecoveryPoint.ON_DEMAND],
@@ -506,7 +524,7 @@ def run_restore(ctx: JobContext) -> None:
     with _opened_targets(host, files, formats, replacing=replacing) as targets:
         if replacing:
             sub = ctx.start_subtask(TAKE_SAFETY_RP)
-            safety = _take_safety_rp(ctx, rp, files)
+            safety = _take_safety_rp(ctx, rp, files, formats, targets)
             ctx.set_result(safety_recovery_point=str(safety.pk))
             ctx.end_subtask(sub, Status.COMPLETED, f"Safety recovery point {safety.pk}")
         sub = ctx.start_subtask(RESTORE_DATA)

@@ -207,8 +207,10 @@ class RestoreForm(forms.Form):
         help_text="libvirt hosts: qcow2 (default) keeps changed-block tracking; image hosts: raw.",
     )
     start = forms.BooleanField(
-        required=False, label="Start the new VM", help_text="Only for “Create new VM” on a "
-        "libvirt host: the domain is started once its disks are restored."
+        required=False,
+        label="Start the new VM",
+        help_text="Only for “Create new VM” on a "
+        "libvirt host: the domain is started once its disks are restored.",
     )
 
     def __init__(

@@ -21,6 +21,15 @@ from typing import Any
 
 import pytest
 
+# The real guest and OS-less domain fixtures of the guest image builder.
+from tests.kvm.guests import (  # noqa: F401
+    adopt_domain,
+    guest_boot,
+    kvm_conn,
+    osless_domain,
+    running_guest,
+)
+
 URI = "qemu:///system"
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "t-virt-"

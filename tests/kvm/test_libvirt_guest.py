@@ -13,14 +13,8 @@ import pytest
 
 from engine import restore
 from engine.connectors import HookFailed
+from tests.kvm import guests
 from tests.kvm.conftest import Domain, virsh
-
-# The builder of the real guest lives beside these tests once it is merged.
-
-guests = pytest.importorskip("tests.kvm.guests", reason="the guest image builder is not here")
-running_guest = guests.running_guest
-guest_boot = guests.guest_boot
-kvm_conn = guests.kvm_conn
 
 pytestmark = pytest.mark.slow
 

@@ -35,7 +35,7 @@ test: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
-	$(VENV)/bin/pytest -n 2 $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 # The KVM lab (needs root): QEMU + libvirtd on this machine, two domains under var/kvm-lab
 # (kvm-web-01, a real guest with the QEMU guest agent; kvm-db-01, OS-less) and the host

@@ -142,3 +142,19 @@ def pytest_runtest_makereport(item, call):
     if require_all() and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped under LIFEBOAT_REQUIRE_ALL=1: {report.longrepr}"
+
+
+# Tests that talk to this machine's libvirtd run on one xdist worker (`--dist loadgroup`), so
+# a test may restart the daemon without breaking another one mid-call.
+LIBVIRT_TESTS = (
+    "tests/kvm/",
+    "tests/test_discovery.py",
+    "tests/api/test_hosts_discovery.py",
+    "tests/pages/test_host_discovery.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(LIBVIRT_TESTS):
+            item.add_marker(pytest.mark.xdist_group("libvirt"))

@@ -1,17 +1,18 @@
 """Chain breaks: each backup after one still restores the domain's disk exactly, says why it
 read in full, and the chain after it is incremental again.
 
-libvirtd restarts are not tested here: other tests share this machine's libvirtd, so stopping
-it is left to the integration run."""
+The libvirtd restart is safe here because every test that talks to libvirtd runs on one
+xdist worker (the root conftest groups them)."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from engine.connectors import ConnectorError, SnapshotCancelled
-from tests.kvm.conftest import MakeDomain, granules, qemu_io, virsh
+from tests.kvm.conftest import REPO, MakeDomain, granules, qemu_io, virsh
 
 MiB = 1 << 20
 
@@ -214,5 +215,34 @@ def test_checkpoint_of_a_failed_backup_is_pruned(make_domain: MakeDomain, protec
     assert b.view().change_detection == "dirty_bitmap"
     assert granules(list(b.view().changed_extents)) == granules(
         [(8 * MiB, 64 << 10), (9 * MiB, 64 << 10)]
+    )
+    p.restore_and_compare(b, tmp_path)
+
+
+def _restart_libvirtd() -> None:
+    """Stop libvirtd and start it again (scripts/kvm-host); running domains carry on."""
+    script = REPO / "scripts" / "kvm-host"
+    for step in ("stop", "start"):
+        r = subprocess.run([str(script), step], capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, r.stderr
+    assert virsh("version").returncode == 0
+
+
+def test_libvirtd_restarted_keeps_the_chain(make_domain: MakeDomain, protect, tmp_path: Path):
+    if not (Path("/var/lib/lifeboat-kvm/libvirtd.pid")).exists():
+        pytest.skip("libvirtd was not started by scripts/kvm-host, so it cannot restart it")
+    dom = make_domain()
+    p = protect(dom)
+    _full(p, dom)
+    qemu_io(dom, 0x55, 3 * MiB, 64 << 10)
+    before = Path("/var/lib/lifeboat-kvm/libvirtd.pid").read_text()
+    _restart_libvirtd()
+    assert Path("/var/lib/lifeboat-kvm/libvirtd.pid").read_text() != before
+    qemu_io(dom, 0x66, 30 * MiB, 64 << 10)
+    b = p.back_up()
+    v = b.view()
+    assert v.change_detection == "dirty_bitmap", v.change_reason
+    assert granules(list(v.changed_extents)) == granules(
+        [(3 * MiB, 64 << 10), (30 * MiB, 64 << 10)]
     )
     p.restore_and_compare(b, tmp_path)

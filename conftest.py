@@ -154,6 +154,7 @@ LIBVIRT_TESTS = (
 )
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.nodeid.startswith(LIBVIRT_TESTS):

@@ -39,6 +39,7 @@ from inventory.lab import images, kvm, layout
 from inventory.lab.control import Lab, LabBusy, proc_state, terminate
 from inventory.lab.ring import RingError, check_ring, ring_extents
 from inventory.models import VirtualMachine
+from vaults.models import Vault
 
 POLL = 1.0
 RESTART_BACKOFF = 5.0
@@ -255,25 +256,28 @@ class Command(BaseCommand):
         paths = kvm.ensure_kvm_lab(self.say)
         host, created = kvm.register_kvm_lab_host(paths)
         self.say(f"KVM lab: host {host.name} {'registered' if created else 'already registered'}")
-        # Discovery of a libvirt host's VMs is added beside this lab; until it is, the VMs are
-        # discovered from the host's page.
-        discover = getattr(services, "discover_host", None)
         admin = (
             get_user_model()
             .objects.filter(is_superuser=True, is_active=True)
             .order_by("pk")
             .first()
         )
-        if discover is None or admin is None:
-            why = "no site administrator yet" if discover else "discovery not available here"
-            self.say(f"KVM lab: discover {host.name}'s VMs from its page ({why})")
+        if admin is None:
+            self.say(
+                f"KVM lab: discover {host.name}'s VMs from its page (no site administrator yet)"
+            )
             return
         try:
-            discover(host, by=admin)
+            services.discover_host(host, by=admin)
         except ValidationError as exc:
             # The lab itself is ready; discovery can be retried from the host's page.
             self.say(f"KVM lab: discovery of {host.name} failed: {'; '.join(exc.messages)}")
             return
+        # Linked to the demo vault, so its VMs can be protected there at once.
+        vault = Vault.objects.filter(name=layout.VAULT).first()
+        if vault is not None:
+            vault.linked_hosts.add(host)
+            self.say(f"KVM lab: host {host.name} linked to vault {vault.name}")
         names = ", ".join(host.vms.values_list("name", flat=True)) or "none"
         self.say(f"KVM lab: discovered {host.name}'s VMs: {names}")
 

@@ -49,6 +49,19 @@ class SubTaskSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class BackupDiskSerializer(serializers.Serializer):
+    """One disk of a backup job's result (schema only)."""
+
+    lun = serializers.IntegerField()
+    size = serializers.IntegerField()
+    target = serializers.CharField(required=False)
+    change_detection = serializers.CharField()
+    change_reason = serializers.CharField(required=False)
+    bytes_read = serializers.IntegerField()
+    bytes_changed = serializers.IntegerField()
+    bytes_stored = serializers.IntegerField()
+
+
 class JobSerializer(serializers.ModelSerializer):
     error_code = serializers.SerializerMethodField()
     progress_percent = serializers.IntegerField(read_only=True)
@@ -71,6 +84,7 @@ class JobSerializer(serializers.ModelSerializer):
     snapshot_method = serializers.SerializerMethodField()
     freeze_seconds = serializers.SerializerMethodField()
     transfer = serializers.SerializerMethodField()
+    disks = serializers.SerializerMethodField()
     error_message = serializers.SerializerMethodField()
     warnings = serializers.SerializerMethodField()
     waiting_message = serializers.SerializerMethodField()
@@ -106,6 +120,7 @@ class JobSerializer(serializers.ModelSerializer):
             "snapshot_method",
             "freeze_seconds",
             "transfer",
+            "disks",
             "error_code",
             "error_message",
             "warnings",
@@ -178,6 +193,13 @@ class JobSerializer(serializers.ModelSerializer):
     def get_transfer(self, job: Job) -> dict | None:
         """The vault transfer's counters (chunks and bytes copied), once it ran."""
         return self._result(job, "transfer")
+
+    @extend_schema_field(BackupDiskSerializer(many=True, allow_null=True))
+    def get_disks(self, job: Job) -> list | None:
+        """Backups: per disk, how its changes were found (`change_detection`: dirty_bitmap,
+        full_read, full, or the engine's words for image disks) and, when not by the dirty
+        bitmap on a libvirt disk, why (`change_reason`), with bytes read, changed, stored."""
+        return self._result(job, "disks")
 
     @property
     def _hook_details(self) -> bool:

@@ -40,17 +40,19 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import engine  # noqa: E402
 from engine.connectors import (  # noqa: E402
+    ConnectorError,
     DiskSpec,
     DiskView,
     HookConfig,
@@ -60,6 +62,8 @@ from engine.connectors import (  # noqa: E402
     VMSpec,
 )
 from engine.connectors.nbd import NbdReader, dirty_context  # noqa: E402
+
+T = TypeVar("T")
 
 URI = "qemu:///system"
 PREFIX = "t-bench-"
@@ -135,46 +139,97 @@ def domain_xml(name: str, disk: Path) -> str:
 """
 
 
-@contextmanager
-def running_domain(disk: Path) -> Iterator[Any]:
-    """A started t-bench-<hex> domain on ``disk``; destroyed and undefined with its
-    checkpoint metadata on the way out, whatever happened."""
+class Domain:
+    """The bench's domain, reached by UUID through a connection that is opened again when
+    libvirtd restarts under us (other users of this host restart it)."""
+
+    def __init__(self, name: str, uuid_: str) -> None:
+        self.name = name
+        self.uuid = uuid_
+        self._conn: Any = None
+
+    def dom(self) -> Any:
+        if self._conn is None or not self._conn.isAlive():
+            self._conn = wait_for_libvirt()
+        return self._conn.lookupByUUIDString(self.uuid)
+
+    def monitor(self, command: str) -> None:
+        """One qemu-io command on the running disk through HMP; qemu-io needs the qdev path
+        (a node name gives a permission conflict) and prints errors back, statistics to its
+        log. A write is idempotent, so a command lost to a libvirtd restart is sent again."""
+        import libvirt
+        import libvirt_qemu
+
+        qdev = "/machine/peripheral/virtio-disk0/virtio-backend"
+        hmp = libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP
+        for attempt in range(3):
+            try:
+                out = libvirt_qemu.qemuMonitorCommand(
+                    self.dom(), f'qemu-io -d {qdev} "{command}"', hmp
+                )
+                break
+            except libvirt.libvirtError as e:
+                if attempt == 2:
+                    raise
+                say(f"monitor: {e}; again once libvirtd answers")
+                self.close()
+        if out.strip():
+            raise RuntimeError(f"qemu-io {command}: {out.strip()}")
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with suppress(Exception):
+                conn.close()
+
+
+def wait_for_libvirt(timeout: float = 120.0) -> Any:
+    """A connection to libvirtd, waiting while it restarts."""
     import libvirt
 
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-    conn = libvirt.open(URI)
-    name = f"{PREFIX}{uuid.uuid4().hex[:8]}"
-    dom = conn.defineXML(domain_xml(name, disk))
-    try:
-        dom.create()
-        yield dom
-    finally:
+    deadline = time.monotonic() + timeout
+    while True:
         try:
+            return libvirt.open(URI)
+        except libvirt.libvirtError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+@contextmanager
+def running_domain(disk: Path) -> Iterator[Domain]:
+    """A started t-bench-<hex> domain on ``disk``; destroyed and undefined with its
+    checkpoint metadata on the way out, whatever happened (on a fresh connection: the one
+    that made it may have died with a libvirtd restart)."""
+    import libvirt
+
+    name = f"{PREFIX}{uuid.uuid4().hex[:8]}"
+    conn = wait_for_libvirt()
+    try:
+        dom = conn.defineXML(domain_xml(name, disk))
+        domain = Domain(name, dom.UUIDString())
+    finally:
+        conn.close()
+    try:
+        domain.dom().create()
+        yield domain
+    finally:
+        domain.close()
+        conn = wait_for_libvirt()
+        try:
+            dom = conn.lookupByName(name)
             if dom.isActive():
                 dom.destroy()
-        except libvirt.libvirtError as e:
-            say(f"destroying {name}: {e}")
-        try:
             dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
         except libvirt.libvirtError as e:
-            say(f"undefining {name}: {e} (virsh undefine {name} --checkpoints-metadata)")
-        conn.close()
+            say(f"removing {name}: {e} (virsh undefine {name} --checkpoints-metadata)")
+        finally:
+            conn.close()
 
 
-def monitor(dom: Any, command: str) -> None:
-    """One qemu-io command on the running disk through HMP; qemu-io needs the qdev path (a
-    node name gives a permission conflict), and prints errors back, statistics to its log."""
-    import libvirt_qemu
-
-    qdev = "/machine/peripheral/virtio-disk0/virtio-backend"
-    out = libvirt_qemu.qemuMonitorCommand(
-        dom, f'qemu-io -d {qdev} "{command}"', libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP
-    )
-    if out.strip():
-        raise RuntimeError(f"qemu-io {command}: {out.strip()}")
-
-
-def churn(dom: Any, work: Path, size: int, nbytes: int, scattered: bool, seed: int) -> int:
+def churn(dom: Domain, work: Path, size: int, nbytes: int, scattered: bool, seed: int) -> int:
     """Write about ``nbytes`` of random data into the running disk; returns bytes written.
     Each write reads its own file of random bytes (``write -s``), so no two writes match."""
     rnd = random.Random(seed)
@@ -190,9 +245,9 @@ def churn(dom: Any, work: Path, size: int, nbytes: int, scattered: bool, seed: i
     for n, (off, ln) in enumerate(runs):
         f = src / f"w{n}"
         f.write_bytes(rnd.randbytes(ln))
-        monitor(dom, f"write -q -s {f} {off} {ln}")
+        dom.monitor(f"write -q -s {f} {off} {ln}")
         f.unlink()
-    monitor(dom, "flush")
+    dom.monitor("flush")
     return sum(ln for _o, ln in runs)
 
 
@@ -219,7 +274,7 @@ class Taken:
 class Chain:
     """The protected domain: store, parent recovery point and parent checkpoint."""
 
-    dom: Any
+    dom: Domain
     disk: Path
     store: engine.Store
     work: Path
@@ -230,13 +285,13 @@ class Chain:
     def spec(self, rp_id: str, checkpoint: str | None) -> VMSpec:
         hv = HypervisorSpec(
             uri=URI,
-            domain=self.dom.UUIDString(),
+            domain=self.dom.uuid,
             rp_id=rp_id,
             parent_checkpoint=checkpoint,
             parent_disks=dict(self.parent_disks),
         )
         disks = [DiskSpec(lun=-1, path=self.disk, target=TARGET)]
-        return VMSpec(self.dom.name(), disks=disks, hooks=HookConfig(), hypervisor=hv)
+        return VMSpec(self.dom.name, disks=disks, hooks=HookConfig(), hypervisor=hv)
 
     def snapshot(
         self, capture: Callable[[list[DiskView]], Any], *, bitmap: bool
@@ -330,6 +385,27 @@ class Chain:
         return got[0]
 
 
+RETRIES = 2
+retried: list[str] = []
+
+
+def again(what: str, fn: Callable[[], T]) -> T:
+    """``fn()``, run again (up to RETRIES times) when libvirtd went away under it: other
+    users of this host restart it. Each retry is reported under the table."""
+    import libvirt
+
+    for attempt in range(RETRIES + 1):
+        try:
+            return fn()
+        except (ConnectorError, libvirt.libvirtError, OSError) as e:
+            if attempt == RETRIES:
+                raise
+            retried.append(f"{what}: {e}")
+            say(f"{what} failed ({e}); again once libvirtd answers")
+            wait_for_libvirt().close()
+    raise AssertionError("unreachable")
+
+
 def chunk_bytes(extents: Sequence[tuple[int, int]], chunk: int, size: int) -> int:
     """Bytes of the store's chunks that the extents touch."""
     touched: set[int] = set()
@@ -380,18 +456,18 @@ def run_variant(chain: Chain, name: str, churned: int, repeat: int) -> Variant:
     floors: list[tuple[float, int]] = []
     for n in range(repeat):
         say(f"{name}: run {n + 1}/{repeat}: incremental with the dirty bitmap, floor")
-        t = chain.back_up(bitmap=True)
+        t = again("incremental", lambda: chain.back_up(bitmap=True))
         if t.detection != "dirty_bitmap":
             raise RuntimeError(f"expected a dirty-bitmap incremental, got {t.detection}")
         a.append(t)
         chain.drop(t)
-        floors.append(chain.floor())
+        floors.append(again("floor", chain.floor))
     # A backup without a parent checkpoint starts a new chain (every lifeboat-* checkpoint is
     # deleted), so the full-read runs come after the bitmap runs; the last becomes the parent.
     b: list[Taken] = []
     for n in range(repeat):
         say(f"{name}: run {n + 1}/{repeat}: incremental by full read")
-        t = chain.back_up(bitmap=False)
+        t = again("full-read incremental", lambda: chain.back_up(bitmap=False))
         b.append(t)
         if n < repeat - 1:
             chain.drop(t)
@@ -521,6 +597,8 @@ def report(
         "dirty extents rounded out to those chunks; scattered 64 KiB writes read up to 16 x "
         "the dirty extents themselves."
     )
+    for line in retried:
+        print(f"Run again after libvirtd went away: {line}")
     return all(ok for _w, ok, _m in checks)
 
 
@@ -531,7 +609,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     raw, qcow2, data = make_disk(work, size, int(args.data_gib * GIB), args.seed)
     kek = os.urandom(32)
     with running_domain(qcow2) as dom:
-        say(f"domain {dom.name()} started")
+        say(f"domain {dom.name} started")
         nbd_runs: list[Taken] = []
         image_runs: list[tuple[float, int]] = []
         store_path = work / "store"
@@ -541,7 +619,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
             shutil.rmtree(store_path, ignore_errors=True)
             store = engine.init_store(store_path, kek, codec=CODEC)
             chain = Chain(dom, qcow2, store, work)
-            nbd_runs.append(chain.back_up(bitmap=False))
+            nbd_runs.append(again("full over NBD", partial(chain.back_up, bitmap=False)))
             image_runs.append(image_full(raw, work / "image-store", kek))
         assert chain is not None
         chain.adopt(nbd_runs[-1])

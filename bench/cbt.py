@@ -385,7 +385,8 @@ class Chain:
         return got[0]
 
 
-RETRIES = 2
+RETRIES = 5
+RETRY_PAUSE = 5.0  # seconds: a restarted libvirtd holds a domain's lock while it reconnects
 retried: list[str] = []
 
 
@@ -402,6 +403,7 @@ def again(what: str, fn: Callable[[], T]) -> T:
                 raise
             retried.append(f"{what}: {e}")
             say(f"{what} failed ({e}); again once libvirtd answers")
+            time.sleep(RETRY_PAUSE)
             wait_for_libvirt().close()
     raise AssertionError("unreachable")
 

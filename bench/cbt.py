@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -366,7 +367,7 @@ class Chain:
         def capture(views: list[DiskView]) -> None:
             # The connector's own reader is already connected; open a fresh one, as a
             # reader that only wants the dirty extents would.
-            (sock,) = self.work.glob("job-*/nbd-*/nbd.sock")
+            sock = export_socket(self.dom)
             t0 = time.monotonic()
             reader = NbdReader.unix(str(sock), TARGET, contexts=[dirty_context(TARGET)])
             try:
@@ -406,6 +407,16 @@ def again(what: str, fn: Callable[[], T]) -> T:
             time.sleep(RETRY_PAUSE)
             wait_for_libvirt().close()
     raise AssertionError("unreachable")
+
+
+def export_socket(dom: Domain) -> str:
+    """The unix socket of the domain's running pull-mode backup job, as libvirt reports it
+    (the connector puts it under its workdir, or under /tmp when that path is too long)."""
+    xml = ET.fromstring(dom.dom().backupGetXMLDesc(0))
+    server = xml.find("server")
+    if server is None or not server.get("socket"):
+        raise RuntimeError("the backup job has no unix socket")
+    return str(server.get("socket"))
 
 
 def chunk_bytes(extents: Sequence[tuple[int, int]], chunk: int, size: int) -> int:

@@ -177,6 +177,20 @@ class Domain:
         if out.strip():
             raise RuntimeError(f"qemu-io {command}: {out.strip()}")
 
+    def end_stale_job(self) -> None:
+        """End a backup job left behind: libvirtd 9.0 restarted during a pull-mode backup
+        keeps the job (owned by "init") and refuses every new one until it is aborted."""
+        import libvirt
+
+        try:
+            dom = self.dom()
+            if dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
+                dom.abortJob()
+                say(f"{self.name}: ended a backup job left by a libvirtd restart")
+        except libvirt.libvirtError as e:
+            say(f"{self.name}: ending a stale job: {e}")
+            self.close()
+
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -365,6 +379,8 @@ class Chain:
         got: list[tuple[float, int]] = []
 
         def capture(views: list[DiskView]) -> None:
+            if views[0].changed_extents is None:
+                raise ChainBroken(f"the floor's backup read in full: {views[0].change_reason}")
             # The connector's own reader is already connected; open a fresh one, as a
             # reader that only wants the dirty extents would.
             sock = export_socket(self.dom)
@@ -386,12 +402,17 @@ class Chain:
         return got[0]
 
 
+class ChainBroken(RuntimeError):
+    """The parent checkpoint is gone (a libvirtd restart mid-job can cost it): the figures
+    of this run would not compare the same changes, so the run stops."""
+
+
 RETRIES = 5
 RETRY_PAUSE = 5.0  # seconds: a restarted libvirtd holds a domain's lock while it reconnects
 retried: list[str] = []
 
 
-def again(what: str, fn: Callable[[], T]) -> T:
+def again(dom: Domain, what: str, fn: Callable[[], T]) -> T:
     """``fn()``, run again (up to RETRIES times) when libvirtd went away under it: other
     users of this host restart it. Each retry is reported under the table."""
     import libvirt
@@ -405,7 +426,7 @@ def again(what: str, fn: Callable[[], T]) -> T:
             retried.append(f"{what}: {e}")
             say(f"{what} failed ({e}); again once libvirtd answers")
             time.sleep(RETRY_PAUSE)
-            wait_for_libvirt().close()
+            dom.end_stale_job()
     raise AssertionError("unreachable")
 
 
@@ -469,18 +490,18 @@ def run_variant(chain: Chain, name: str, churned: int, repeat: int) -> Variant:
     floors: list[tuple[float, int]] = []
     for n in range(repeat):
         say(f"{name}: run {n + 1}/{repeat}: incremental with the dirty bitmap, floor")
-        t = again("incremental", lambda: chain.back_up(bitmap=True))
+        t = again(chain.dom, "incremental", lambda: chain.back_up(bitmap=True))
         if t.detection != "dirty_bitmap":
-            raise RuntimeError(f"expected a dirty-bitmap incremental, got {t.detection}")
+            raise ChainBroken(f"expected a dirty-bitmap incremental, got {t.detection}")
         a.append(t)
         chain.drop(t)
-        floors.append(again("floor", chain.floor))
+        floors.append(again(chain.dom, "floor", chain.floor))
     # A backup without a parent checkpoint starts a new chain (every lifeboat-* checkpoint is
     # deleted), so the full-read runs come after the bitmap runs; the last becomes the parent.
     b: list[Taken] = []
     for n in range(repeat):
         say(f"{name}: run {n + 1}/{repeat}: incremental by full read")
-        t = again("full-read incremental", lambda: chain.back_up(bitmap=False))
+        t = again(chain.dom, "full-read incremental", lambda: chain.back_up(bitmap=False))
         b.append(t)
         if n < repeat - 1:
             chain.drop(t)
@@ -632,7 +653,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
             shutil.rmtree(store_path, ignore_errors=True)
             store = engine.init_store(store_path, kek, codec=CODEC)
             chain = Chain(dom, qcow2, store, work)
-            nbd_runs.append(again("full over NBD", partial(chain.back_up, bitmap=False)))
+            nbd_runs.append(again(dom, "full over NBD", partial(chain.back_up, bitmap=False)))
             image_runs.append(image_full(raw, work / "image-store", kek))
         assert chain is not None
         chain.adopt(nbd_runs[-1])

@@ -813,6 +813,36 @@ def _work_dir(workdir: Path) -> Path:
     return work
 
 
+def _end_leftover_job(dom: Any, run: HookRun) -> None:
+    """A pull-mode backup job left running (its worker was killed, or libvirtd restarted under
+    it) blocks every later backup ("cannot acquire state change lock") and keeps its export
+    open: end it. Only a job exporting on a socket of ours (``nbd.sock`` in an ``nbd-`` folder
+    made by ``_work_dir``) is ended; another tool's backup job is left alone and refused."""
+    libvirt = require_libvirt()
+    try:
+        xml = dom.backupGetXMLDesc(0)
+    except libvirt.libvirtError:
+        return  # no backup job on the domain
+    server = ET.fromstring(xml).find("server")
+    socket = server.get("socket", "") if server is not None else ""
+    ours = Path(socket).name == "nbd.sock" and Path(socket).parent.name.startswith(
+        ("nbd-", "lifeboat-nbd-")
+    )
+    if not ours:
+        raise ConnectorError(
+            BACKUP_FAILED,
+            f"another backup job is running on the domain (export {socket or 'not a socket'}); "
+            "Lifeboat does not end it",
+        )
+    try:
+        dom.abortJob()
+    except libvirt.libvirtError as e:
+        raise ConnectorError(
+            BACKUP_FAILED, f"a backup job left behind could not be ended: {_message(e)}"
+        ) from e
+    run.lines([f"[backup] ended a backup job left behind (export {socket})"])
+
+
 def _begin(job: _Job, chain: _Chain, domain_disks: Sequence[_XmlDisk], run: HookRun) -> None:
     """backupBegin; an incremental one that libvirt refuses is retried as a new full chain."""
     libvirt = require_libvirt()
@@ -1030,6 +1060,7 @@ def _online(
             run.warn(AGENT_UNAVAILABLE, f"{why}; backed up crash-consistent")
     disks = [_Disk(spec, x, int(dom.blockInfo(x.target)[0])) for spec, x in selected]
     run.check("chain")
+    _end_leftover_job(dom, run)
     chain = _plan_chain(dom, disks, hv)
     run.lines(chain.notes)
     chain.notes.clear()

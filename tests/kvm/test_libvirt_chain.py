@@ -246,3 +246,42 @@ def test_libvirtd_restarted_keeps_the_chain(make_domain: MakeDomain, protect, tm
         [(3 * MiB, 64 << 10), (30 * MiB, 64 << 10)]
     )
     p.restore_and_compare(b, tmp_path)
+
+
+def test_a_backup_job_left_behind_is_ended(make_domain: MakeDomain, protect, tmp_path: Path):
+    """A worker killed mid-backup leaves QEMU's pull-mode job running: the next backup ends
+    it (ours: its socket is an nbd.sock in an nbd- folder) and goes on with the chain."""
+    dom = make_domain()
+    p = protect(dom)
+    _full(p, dom)
+    left = tmp_path / "nbd-left"
+    left.mkdir()
+    xml = tmp_path / "left.xml"
+    xml.write_text(
+        f"<domainbackup mode='pull'><server transport='unix' socket='{left}/nbd.sock'/>"
+        f"<disks><disk name='vda' backup='yes' type='file'>"
+        f"<scratch file='{left}/vda.scratch.qcow2'/></disk></disks></domainbackup>"
+    )
+    virsh("backup-begin", dom.name, str(xml))
+    qemu_io(dom, 0x77, 12 * MiB, 64 << 10)
+    b = p.back_up()
+    assert any("ended a backup job left behind" in line for line in b.outcome.hook_log)
+    assert b.view().change_detection == "dirty_bitmap"
+    p.restore_and_compare(b, tmp_path)
+
+
+def test_another_tools_backup_job_is_left_alone(make_domain: MakeDomain, protect, tmp_path):
+    dom = make_domain()
+    p = protect(dom)
+    xml = tmp_path / "other.xml"
+    xml.write_text(
+        f"<domainbackup mode='pull'><server transport='unix' socket='{tmp_path}/other.sock'/>"
+        f"<disks><disk name='vda' backup='yes' type='file'>"
+        f"<scratch file='{tmp_path}/vda.scratch.qcow2'/></disk></disks></domainbackup>"
+    )
+    virsh("backup-begin", dom.name, str(xml))
+    try:
+        with pytest.raises(ConnectorError, match="another backup job"):
+            p.back_up()
+    finally:
+        virsh("domjobabort", dom.name, check=False)

@@ -151,3 +151,13 @@ def run_to_end(job) -> str:
     job.refresh_from_db()
     assert job.status in DONE, job.error_message
     return job.status
+
+
+def test_a_cluster_dies_with_its_supervisor_even_by_sigkill(shared_db, start_worker):
+    """`kill -9` of `manage.py worker` cannot be caught to stop its cluster: the kernel sends
+    the cluster SIGTERM (PR_SET_PDEATHSIG), so no cluster outlives its supervisor."""
+    supervisor = start_worker(["worker", "--grace", "2"], lifeboat_env())
+    cluster = wait_until(lambda: cluster_of(supervisor.proc.pid), 30, what="a cluster started")
+    os.kill(supervisor.proc.pid, signal.SIGKILL)  # the supervisor alone, not its group
+    supervisor.proc.wait(timeout=10)
+    wait_until(lambda: running_in_group(cluster) == [], 30, step=0.2, what="the cluster gone")

@@ -19,6 +19,7 @@ tasks. Either way a heartbeat thread keeps the worker's `Worker` row while its c
 (jobs.workers), so pages show whether a host's worker is online.
 """
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -38,6 +39,16 @@ from jobs.workers import Heartbeat
 # Restart pauses: 1 s, doubling while the cluster keeps dying within STABLE seconds.
 FIRST_PAUSE, MAX_PAUSE, STABLE = 1.0, 30.0, 60.0
 TICK = 0.1
+# prctl(2): the signal this process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Run in the cluster's process before it starts: when this supervisor dies, even by
+    SIGKILL (which it cannot catch to stop the cluster), the kernel sends the cluster SIGTERM,
+    so no cluster outlives its supervisor and runs jobs nobody watches."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class Command(BaseCommand):
@@ -105,7 +116,9 @@ class Command(BaseCommand):
             started = time.monotonic()
             # Its own session: a terminal's Ctrl-C reaches this process only, which then stops
             # the cluster as a whole; and the group can be killed without killing us.
-            cluster = self.cluster = subprocess.Popen(argv, env=env, start_new_session=True)
+            cluster = self.cluster = subprocess.Popen(
+                argv, env=env, start_new_session=True, preexec_fn=_die_with_parent
+            )
             self.say(f"cluster of queue {self.queue} started (pid {cluster.pid})")
             while cluster.poll() is None and not self.stopping:
                 time.sleep(TICK)

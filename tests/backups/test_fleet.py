@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -256,3 +257,36 @@ def test_a_worker_killed_mid_job_is_reaped_and_the_other_finishes(postgres, tmp_
     assert rps == {(it.pk,): 1 if it.pk == item.pk else 2 for it in fleet.items}
     item.refresh_from_db()
     assert item.state == ItemState.PROTECTED
+
+
+def test_two_dispatchers_at_once_queue_one_backup_per_item(postgres, tmp_path):
+    """Every default worker runs the schedule's messages, so two dispatches can run at once
+    (two minutes' messages waiting behind busy workers, taken by two workers together)."""
+    from django.db import connections
+
+    from tests import factories as f
+
+    admin = f.make_user("fleet-admin", superuser=True)
+    vault = f.make_vault("fleet", owner=admin)
+    host = f.make_host(tmp_path / "host")
+    items = [f.make_protected_item(vault, f.make_vm(host, name=f"vm{i:03d}")) for i in range(100)]
+    ProtectedVM.objects.update(created_at=timezone.now() - timedelta(days=2))
+    now = timezone.now()
+    together = threading.Barrier(2)
+    created: list[int] = []
+
+    def dispatcher() -> None:
+        try:
+            together.wait()
+            created.append(tasks.dispatch(now=now)["backups"])
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=dispatcher) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    jobs = Counter(Job.objects.filter(operation=Operation.BACKUP).values_list("protected_item"))
+    assert jobs == {(it.pk,): 1 for it in items}
+    assert sorted(created) == [0, 100]

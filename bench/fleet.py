@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,9 +116,7 @@ def populate(vms: int, mib: int) -> tuple[int, list[int]]:
     data = int(mib * MIB * 2 / 3) - images.RING_BYTES
     items = []
     for i in range(vms):
-        vm = VirtualMachine.objects.create(
-            name=f"fleet-{i:02d}", host=host, power_state="running"
-        )
+        vm = VirtualMachine.objects.create(name=f"fleet-{i:02d}", host=host, power_state="running")
         files = {"/etc/hostname": vm.name.encode() + b"\n"}
         for n in range(0, data, 8 * MIB):
             files[f"/data/f{n // (8 * MIB)}.bin"] = os.urandom(min(8 * MIB, data - n))
@@ -208,7 +207,7 @@ def stop_workers(procs: list[subprocess.Popen]) -> None:
         p.wait()
 
 
-def run(n: int, vault_id: int, items: list[int], env: dict[str, str]) -> dict[str, object]:
+def run(n: int, vault_id: int, items: list[int], env: dict[str, str]) -> dict[str, Any]:
     from collections import Counter
 
     from django.db.models import Max

@@ -200,11 +200,15 @@ def _still_due(
     pks = [pk for pk, _, _, _ in due]
     list(ProtectedVM.objects.select_for_update().filter(pk__in=pks).order_by("pk").values("pk"))
     fresh = dict(items_to_back_up().filter(pk__in=pks).values_list("pk", "last_scheduled_slot"))
-    return [
-        row
-        for row in due
-        if row[0] in fresh and (fresh[row[0]] is None or row[2] > fresh[row[0]])
-    ]
+    still = []
+    for row in due:
+        pk, _, slot, _ = row
+        if pk not in fresh:
+            continue  # busy now: "backup now" or another dispatch queued one
+        last = fresh[pk]
+        if last is None or slot > last:
+            still.append(row)
+    return still
 
 
 # -- transfer retries ------------------------------------------------------------------------------

@@ -245,7 +245,9 @@ def test_a_worker_killed_mid_job_is_reaped_and_the_other_finishes(postgres, tmp_
     tomorrow = later + timedelta(days=1)
     assert tasks.dispatch(now=tomorrow)["backups"] == 6
     wait_until(
-        lambda: all(j.status in (*DONE, Status.FAILED) for j in fleet.backups() if j.pk != killed.pk),
+        lambda: all(
+            j.status in (*DONE, Status.FAILED) for j in fleet.backups() if j.pk != killed.pk
+        ),
         50,
         step=0.2,
         what="the next slot's backups",

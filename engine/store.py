@@ -222,7 +222,14 @@ class Store:
         for sub in ("chunks", "indexes", "manifests", "leases"):
             (p / sub).mkdir(exist_ok=True)
         (p / "lock").touch()
-        atomic_write(p / "keys.json", keys_doc)
+        try:
+            atomic_write(p / "keys.json", keys_doc, replace=False)
+        except FileExistsError:
+            # Another init of this store (a second worker's first backup of a new vault) wrote
+            # its keys first: those are the store's. Replacing them would leave that writer
+            # encrypting under keys the store no longer holds, and its data unreadable.
+            keys_doc = cls.read_keys_file(p)
+            unwrap_keys(keys_doc, kek)
         settings = {
             "format": STORE_FORMAT,
             "version": STORE_VERSION,

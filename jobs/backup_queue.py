@@ -158,6 +158,9 @@ def enqueue_due_backups(now: datetime) -> int:
     if not due:
         return 0
     with transaction.atomic():
+        due = _still_due(due)
+        if not due:
+            return 0
         jobs = Job.objects.bulk_create(
             Job(
                 operation=Operation.BACKUP,
@@ -180,6 +183,32 @@ def enqueue_due_backups(now: datetime) -> int:
             ProtectedVM.objects.filter(pk__in=pks).update(last_scheduled_slot=slot)
         queue.deliver_many([job.pk for job in jobs])
     return len(jobs)
+
+
+def _still_due(
+    due: list[tuple[int, int, datetime, str]],
+) -> list[tuple[int, int, datetime, str]]:
+    """Those of `due` that are still due once their rows are locked (inside the caller's
+    transaction).
+
+    Every default worker runs the schedule's messages, so two dispatches can run at once, and
+    "backup now" can run beside one: both read the same due items before either commits, and
+    each VM got two backups of one slot. Locking the rows (in id order, so two dispatchers
+    never deadlock) waits for the other to commit; the read after the lock is a new statement,
+    so it sees that other's jobs and slots. `backup_now` locks the row the same way.
+    """
+    pks = [pk for pk, _, _, _ in due]
+    list(ProtectedVM.objects.select_for_update().filter(pk__in=pks).order_by("pk").values("pk"))
+    fresh = dict(items_to_back_up().filter(pk__in=pks).values_list("pk", "last_scheduled_slot"))
+    still = []
+    for row in due:
+        pk, _, slot, _ = row
+        if pk not in fresh:
+            continue  # busy now: "backup now" or another dispatch queued one
+        last = fresh[pk]
+        if last is None or slot > last:
+            still.append(row)
+    return still
 
 
 # -- transfer retries ------------------------------------------------------------------------------

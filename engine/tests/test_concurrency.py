@@ -13,10 +13,12 @@ from engine import (
     Cancelled,
     DiskSource,
     StoreBusy,
+    StoreExists,
     backup,
     gc,
     init_store,
     list_recovery_points,
+    open_store,
     restore,
     verify,
 )
@@ -99,3 +101,37 @@ def test_two_backups_and_gc_at_once(tmp_path: Path, kek: bytes, key_file: Path) 
         assert same_bytes(img, out)
     # the shared 12 MiB is stored once
     assert final.chunks_live == (12 + 4 + 4) * 16
+
+
+def _create_at_once(path: Path, kek: bytes, writers: int) -> list[str]:
+    """`writers` threads each create the store at `path` (or open it, when another did), a
+    couple of milliseconds apart; the vault key id each handle holds."""
+    start = threading.Barrier(writers)
+    held: list[str] = []
+
+    def create(i: int) -> None:
+        start.wait()
+        time.sleep(i * 0.002)
+        try:
+            store = init_store(path, kek)
+        except StoreExists:
+            store = open_store(path, kek)
+        held.append(store.require_keys().vault_key_id)
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return held
+
+
+def test_inits_of_one_new_store_at_once_all_hold_its_keys(tmp_path: Path, kek: bytes) -> None:
+    """Several jobs back up into a vault's new store at once, each creating it if missing: every
+    handle they get must hold the keys the store keeps, or what it writes cannot be read back.
+    The inits start a few milliseconds apart, so one can write its keys after another opened."""
+    for r in range(40):
+        path = tmp_path / f"vault-{r}"
+        held = _create_at_once(path, kek, 4)
+        kept = open_store(path, kek).require_keys().vault_key_id
+        assert held == [kept] * 4, f"round {r}"

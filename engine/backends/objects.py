@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import threading
-
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any

@@ -54,9 +54,7 @@ class Backend(Protocol):
     def put(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
         """Write (or replace) an object durably."""
 
-    def put_if_absent(
-        self, key: str, data: bytes, *, retain_until: datetime | None = None
-    ) -> bool:
+    def put_if_absent(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> bool:
         """Create an object only if no object has the key; False if one has."""
 
     def get(self, key: str) -> bytes:
@@ -89,6 +87,56 @@ def split_location(location: str) -> tuple[str, str, str]:
     return scheme, bucket, prefix.strip("/")
 
 
+# The command line and subprocesses name an object store's endpoint and credentials here.
+ENV_ENDPOINT = "LIFEBOAT_OBJECT_ENDPOINT"
+ENV_REGION = "LIFEBOAT_OBJECT_REGION"
+ENV_PATH_STYLE = "LIFEBOAT_OBJECT_PATH_STYLE"
+ENV_LOCK = "LIFEBOAT_OBJECT_LOCK"
+ENV_CREDENTIALS = {
+    "s3": {
+        "access_key_id": "AWS_ACCESS_KEY_ID",
+        "secret_access_key": "AWS_SECRET_ACCESS_KEY",
+        "session_token": "AWS_SESSION_TOKEN",
+    },
+    "az": {
+        "account_name": "AZURE_STORAGE_ACCOUNT_NAME",
+        "account_key": "AZURE_STORAGE_ACCOUNT_KEY",
+        "sas_token": "AZURE_STORAGE_SAS_TOKEN",
+    },
+}
+
+
+def target_from_env(location: str | os.PathLike[str] | None) -> ObjectTarget | None:
+    """The target of an object-store location from the environment (None for a local path):
+    LIFEBOAT_OBJECT_ENDPOINT, _REGION, _PATH_STYLE=1, _LOCK=1, and the services' usual
+    credential variables (AWS_ACCESS_KEY_ID..., AZURE_STORAGE_ACCOUNT_NAME...)."""
+    if location is None or not is_object_location(location):
+        return None
+    scheme = split_location(str(location))[0]
+    names = ENV_CREDENTIALS.get(scheme, {})
+    creds = {k: os.environ[v] for k, v in names.items() if os.environ.get(v)}
+    return ObjectTarget(
+        endpoint=os.environ.get(ENV_ENDPOINT) or None,
+        region=os.environ.get(ENV_REGION) or None,
+        path_style=os.environ.get(ENV_PATH_STYLE) == "1",
+        credentials=creds,
+        object_lock=os.environ.get(ENV_LOCK) == "1",
+    )
+
+
+def target_to_env(location: str, target: ObjectTarget) -> dict[str, str]:
+    """The environment that makes target_from_env(location) give target back."""
+    env = {ENV_PATH_STYLE: "1" if target.path_style else "0"}
+    env[ENV_LOCK] = "1" if target.object_lock else "0"
+    if target.endpoint:
+        env[ENV_ENDPOINT] = target.endpoint
+    if target.region:
+        env[ENV_REGION] = target.region
+    names = ENV_CREDENTIALS.get(split_location(location)[0], {})
+    env.update({names[k]: v for k, v in target.credentials.items() if k in names})
+    return env
+
+
 def open_backend(location: str | os.PathLike[str], target: ObjectTarget | None) -> Backend:
     """The backend of a location: a local path, s3://bucket/prefix or az://container/prefix."""
     if is_object_location(location):
@@ -110,4 +158,6 @@ __all__ = [
     "is_object_location",
     "open_backend",
     "split_location",
+    "target_from_env",
+    "target_to_env",
 ]

@@ -78,9 +78,7 @@ class LocalBackend:
     def put(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
         self._write(key, data, True)
 
-    def put_if_absent(
-        self, key: str, data: bytes, *, retain_until: datetime | None = None
-    ) -> bool:
+    def put_if_absent(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> bool:
         try:
             self._write(key, data, False)
         except FileExistsError:

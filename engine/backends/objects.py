@@ -151,9 +151,7 @@ class ObjectBackend:
         except BaseError as e:
             raise self._fail("put", key, e) from e
 
-    def put_if_absent(
-        self, key: str, data: bytes, *, retain_until: datetime | None = None
-    ) -> bool:
+    def put_if_absent(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> bool:
         self._count()
         try:
             obstore.put(

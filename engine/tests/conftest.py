@@ -66,6 +66,20 @@ def make_store(place: Callable[[str], Place], kek: bytes) -> Callable[..., Store
 
 
 @pytest.fixture
+def make_other_store(
+    request: pytest.FixtureRequest, store_kind: str, tmp_path: Path, kek: bytes
+) -> Callable[..., Store]:
+    """A store of the next kind (local -> s3 -> azure -> local), for transfers across kinds."""
+    other = STORE_KINDS[(STORE_KINDS.index(store_kind) + 1) % len(STORE_KINDS)]
+
+    def make(name: str, **kw: Any) -> Store:
+        p = object_place(request, other, tmp_path, name)
+        return init_store(p.location, kek, target=p.target, **kw)
+
+    return make
+
+
+@pytest.fixture
 def store(make_store: Callable[..., Store]) -> Store:
     return make_store("vault", chunk_size=256 << 10)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine import GcResult, Store, gc
+from engine.backends import target_to_env
 
 REPO = Path(__file__).resolve().parents[2]
 SBIN = ("/usr/sbin", "/sbin", "/usr/local/sbin")
@@ -106,19 +107,22 @@ def engine_cmd(*args: str) -> list[str]:
 
 
 def run_engine(
-    *args: str, key_file: Path | None = None, check: bool = True
+    *args: str, key_file: Path | None = None, check: bool = True, store: Store | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """Run the CLI; with `store`, its object-store endpoint and credentials go in the env."""
     pre = ["--key-file", str(key_file)] if key_file else []
     r = subprocess.run(
-        engine_cmd(*pre, *args), cwd=REPO, capture_output=True, text=True, env=engine_env()
+        engine_cmd(*pre, *args), cwd=REPO, capture_output=True, text=True, env=engine_env(store)
     )
     if check and r.returncode != 0:
         raise AssertionError(f"engine {args} failed ({r.returncode}): {r.stderr}")
     return r
 
 
-def engine_env() -> dict[str, str]:
+def engine_env(store: Store | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if store is not None and store.target is not None:
+        env.update(target_to_env(store.location, store.target))
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("DJANGO_SETTINGS_MODULE", None)
     return env
@@ -139,7 +143,7 @@ def gc_aged(store: Store, age: float, grace: float) -> GcResult:
     """GC as if every chunk were `age` seconds older: local files get an older mtime; object
     stores cannot be back-dated, so the grace window moves instead (the same comparison)."""
     if store.path is None:
-        return gc(store, grace_seconds=grace - age)
+        return gc(store, grace_seconds=grace - age, wait_seconds=5)
     old = time.time() - age
     for path in store.iter_chunk_files():
         os.utime(path, (old, old))

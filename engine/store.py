@@ -200,7 +200,7 @@ class Store:
         self.codec = Codec.parse(settings["codec"])
         self.chunk_size: int = int(settings["chunk_size"])
         self.durable = os.environ.get("LIFEBOAT_UNSAFE_NO_FSYNC") != "1"
-        self.lease_seconds = LEASE_SECONDS
+        self.lease_seconds = float(os.environ.get("LIFEBOAT_LEASE_SECONDS") or LEASE_SECONDS)
         # Object stores: the chunk ids present, from one listing inside an operation (so GC,
         # which never runs during one, cannot make it lie) and kept up by this handle's puts.
         self._chunk_ids: set[str] | None = None

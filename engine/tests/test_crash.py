@@ -131,9 +131,7 @@ def test_sigkill_backups_and_transfers_at_random_moments(
     duration = time.monotonic() - t0
     first = list_recovery_points(vault)[0].rp_id
     t0 = time.monotonic()
-    assert not _kill_after(
-        spawn(["transfer", vault.location, second.location, first]), 120
-    )
+    assert not _kill_after(spawn(["transfer", vault.location, second.location, first]), 120)
     t_duration = time.monotonic() - t0
     checked: set[str] = set()
     checked2: set[str] = set()
@@ -143,7 +141,9 @@ def test_sigkill_backups_and_transfers_at_random_moments(
         killed += _kill_after(spawn(backup_args(g)), rnd.uniform(0.2, 0.9) * duration)
         _check_store(vault, images, tmp_path, checked)
         if trial % 4 == 3:
-            gc(vault, grace_seconds=0, wait_seconds=15)  # sweeps the orphans of killed runs, nothing else
+            gc(
+                vault, grace_seconds=0, wait_seconds=15
+            )  # sweeps the orphans of killed runs, nothing else
             _check_store(vault, images, tmp_path, checked)
 
     for _trial in range(transfer_trials):
@@ -160,9 +160,7 @@ def test_sigkill_backups_and_transfers_at_random_moments(
     # the next runs succeed
     assert not _kill_after(spawn(backup_args(images.next())), 120)
     last = list_recovery_points(vault)[-1].rp_id
-    assert not _kill_after(
-        spawn(["transfer", vault.location, second.location, last]), 120
-    )
+    assert not _kill_after(spawn(["transfer", vault.location, second.location, last]), 120)
     n = _check_store(vault, images, tmp_path, checked)
     _check_store(second, images, tmp_path, checked2)
     assert n >= 2

@@ -116,9 +116,7 @@ def test_object_lock_keeps_chunks_until_their_date(
     disk = tmp_path / "d.img"
     disk.write_bytes(os.urandom(1 << 20))
     until = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
-    rp = backup(
-        BackupRequest(store, [DiskSource(0, str(disk))], vm_name="vm", retain_until=until)
-    )
+    rp = backup(BackupRequest(store, [DiskSource(0, str(disk))], vm_name="vm", retain_until=until))
     idx = store.load_index(rp.rp_id, store.read_manifest(rp.rp_id)["disks"][0])
     key = "vault/" + chunk_key(idx.digest(0))
     s3: Any = s3_client(moto_server.endpoint)

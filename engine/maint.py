@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any
 
 from .backends import ObjectInfo, ObjectTarget
+from .backends.local import TMP_PREFIX
 from .errors import CorruptionError, Damage, RecoveryPointNotFound
 from .formats import (
     ZERO_DIGEST,
@@ -33,7 +34,7 @@ from .model import (
     VerifyReport,
 )
 from .pipeline import Throttle, default_threads, run_bounded
-from .store import TMP_PREFIX, Store, iso, parse_iso
+from .store import Store, iso, parse_iso
 
 # ---------------------------------------------------------------------------- catalog
 

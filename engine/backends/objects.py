@@ -11,7 +11,7 @@ import re
 import threading
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import obstore
 from obstore.exceptions import (
@@ -23,6 +23,9 @@ from obstore.exceptions import (
 from obstore.store import AzureStore, S3Store
 
 from ..errors import StoreUnavailable
+
+if TYPE_CHECKING:  # typing-only names of obstore's stubs
+    from obstore.store import ClientConfig, RetryConfig
 from . import ObjectInfo, ObjectTarget, split_location
 
 # Requests per listing page and per batch delete, as both services define them.
@@ -62,8 +65,8 @@ class ObjectBackend:
 
     # ------------------------------------------------------------------ client
 
-    def _client_options(self, headers: dict[str, str] | None) -> dict[str, Any]:
-        opts: dict[str, Any] = {"timeout": "120s", "connect_timeout": "10s"}
+    def _client_options(self, headers: dict[str, str] | None) -> ClientConfig:
+        opts: ClientConfig = {"timeout": "120s", "connect_timeout": "10s"}
         if self.target.endpoint and self.target.endpoint.startswith("http://"):
             opts["allow_http"] = True
         if headers:
@@ -73,7 +76,7 @@ class ObjectBackend:
     def _make_store(self, retain_until: str | None) -> Any:
         creds = dict(self.target.credentials)
         # Few retries: a dead service must surface as StoreUnavailable in seconds, not minutes.
-        retry = {"max_retries": 2, "retry_timeout": timedelta(seconds=20)}
+        retry: RetryConfig = {"max_retries": 2, "retry_timeout": timedelta(seconds=20)}
         prefix = self.prefix or None
         if self.scheme == "s3":
             headers = None

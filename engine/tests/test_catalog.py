@@ -49,7 +49,7 @@ def test_ls_lists_every_rp_with_manifest_fields(
     b = run_engine(
         "-q",
         "backup",
-        str(store.path),
+        store.location,
         "--vm",
         "web1",
         "--disk",
@@ -61,8 +61,9 @@ def test_ls_lists_every_rp_with_manifest_fields(
         "--label",
         "job=43",
         key_file=key_file,
+        store=store,
     ).stdout.strip()
-    out = run_engine("ls", "--json", str(store.path), key_file=key_file).stdout
+    out = run_engine("ls", "--json", store.location, key_file=key_file, store=store).stdout
     rows = {r["rp_id"]: r for r in json.loads(out)}
     assert set(rows) == {preset, b}
     ra, rb = rows[preset], rows[b]
@@ -74,7 +75,7 @@ def test_ls_lists_every_rp_with_manifest_fields(
     assert rb["parent"] == preset and rb["tags"] == ["weekly"] and rb["labels"] == {"job": "43"}
     assert rb["disks"][0]["change_detection"] == "full-read"
     assert rb["created"] and rb["completed"]
-    text = run_engine("ls", str(store.path), key_file=key_file).stdout
+    text = run_engine("ls", store.location, key_file=key_file, store=store).stdout
     assert preset in text and b in text and "#daily" in text and "policy=gold" in text
 
     with pytest.raises(RecoveryPointExists):

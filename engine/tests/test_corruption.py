@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,13 +19,8 @@ from engine import (
     scrub,
     verify,
 )
-from engine.tests.tools import run_engine, same_bytes
-
-
-def _flip(path: Path, pos: int) -> None:
-    data = bytearray(path.read_bytes())
-    data[pos % len(data)] ^= 0x01
-    path.write_bytes(bytes(data))
+from engine.store import chunk_key, index_key, manifest_key
+from engine.tests.tools import flip_object, object_size, run_engine
 
 
 def _two_rps(store: Store, tmp_path: Path) -> tuple[Path, str, str]:
@@ -44,16 +40,16 @@ def test_flipped_chunk_byte_is_named_and_restore_refuses(
     disk, a, b = _two_rps(store, tmp_path)
     idx = store.load_index(a, store.read_manifest(a)["disks"][0])
     victim = idx.digest(5)  # the chunk at offset 5 * 256 KiB
-    path = store.chunk_path(victim)
-    size = path.stat().st_size
-    _flip(path, {"header": 5, "middle": size // 2, "tail": size - 1}[where])
+    key = chunk_key(victim)
+    size = object_size(store, key)
+    flip_object(store, key, {"header": 5, "middle": size // 2, "tail": size - 1}[where])
 
     rep = verify(store)
     assert not rep.ok
     places = {(d.rp_id, d.lun, d.offset) for d in rep.damage}
     assert places == {(a, 0, 5 * (256 << 10)), (b, 1, 5 * (256 << 10))}
     assert all(d.chunk_id == victim.hex() for d in rep.damage)
-    keyless = scrub(store.path)
+    keyless = scrub(store)
     assert {(d.rp_id, d.lun, d.offset) for d in keyless.damage} == places
     assert not verify(store, [a]).ok and len(verify(store, [a]).damage) == 1
 
@@ -76,12 +72,13 @@ def test_flipped_chunk_byte_is_named_and_restore_refuses(
             rd.read_at(5 * (256 << 10), 10)
 
     # CLI: verify exits 1 and prints the damage, keyed and keyless
-    r = run_engine("verify", str(store.path), key_file=key_file, check=False)
+    loc = store.location
+    r = run_engine("verify", loc, key_file=key_file, check=False, store=store)
     assert r.returncode == 1 and a in r.stdout and "offset=1310720" in r.stdout
-    r = run_engine("verify", "--keyless", str(store.path), check=False)
+    r = run_engine("verify", "--keyless", loc, check=False, store=store)
     assert r.returncode == 1 and b in r.stdout
     r = run_engine(
-        "restore", str(store.path), a, "--disk", f"0={target}", key_file=key_file, check=False
+        "restore", loc, a, "--disk", f"0={target}", key_file=key_file, check=False, store=store
     )
     assert r.returncode == 1 and "offset 1310720" in r.stderr
     assert target.read_bytes() == b"precious old content"
@@ -90,7 +87,7 @@ def test_flipped_chunk_byte_is_named_and_restore_refuses(
 def test_missing_chunk_is_named(tmp_path: Path, store: Store) -> None:
     _disk, a, _b = _two_rps(store, tmp_path)
     idx = store.load_index(a, store.read_manifest(a)["disks"][0])
-    store.chunk_path(idx.digest(0)).unlink()
+    store.backend.delete(chunk_key(idx.digest(0)))
     rep = verify(store, [a])
     assert [(d.lun, d.offset, d.reason) for d in rep.damage] == [(0, 0, "missing")]
     assert [(d.offset, d.reason) for d in scrub(store).damage if d.rp_id == a] == [(0, "missing")]
@@ -98,8 +95,8 @@ def test_missing_chunk_is_named(tmp_path: Path, store: Store) -> None:
 
 def test_flipped_index_byte(tmp_path: Path, store: Store) -> None:
     _disk, a, b = _two_rps(store, tmp_path)
-    _flip(store.index_path(a, 0), 100)
-    for rep in (verify(store), scrub(store.path)):
+    flip_object(store, index_key(a, 0), 100)
+    for rep in (verify(store), scrub(store)):
         assert [(d.rp_id, d.lun, d.kind) for d in rep.damage] == [(a, 0, "index")]
     target = tmp_path / "t.img"
     with pytest.raises(CorruptionError):
@@ -110,17 +107,17 @@ def test_flipped_index_byte(tmp_path: Path, store: Store) -> None:
 
 def test_flipped_manifest_byte(tmp_path: Path, store: Store) -> None:
     _disk, a, _b = _two_rps(store, tmp_path)
-    path = store.manifest_path(a)
-    text = path.read_bytes()
+    key = manifest_key(a)
+    text = store.backend.get(key)
     pos = text.index(b'"vm_name"') + len(b'"vm_name": "')
-    _flip(path, pos)  # "vm" -> "wm": still valid JSON, detected by checksum and MAC
-    for rep in (verify(store), scrub(store.path)):
+    flip_object(store, key, pos)  # "vm" -> "wm": still valid JSON, detected by checksum and MAC
+    for rep in (verify(store), scrub(store)):
         assert [(d.rp_id, d.kind) for d in rep.damage] == [(a, "manifest")]
     target = tmp_path / "t.img"
     with pytest.raises(CorruptionError):
         restore(store, a, {0: target})
     assert not target.exists()
-    _flip(path, 0)  # now not even JSON
+    flip_object(store, key, 0)  # now not even JSON
     assert [(d.rp_id, d.kind) for d in verify(store).damage] == [(a, "manifest")]
 
 
@@ -132,25 +129,27 @@ def test_tampered_manifest_with_recomputed_checksum_fails_mac(tmp_path: Path, st
     from engine.formats import canonical
 
     _disk, a, _b = _two_rps(store, tmp_path)
-    path = store.manifest_path(a)
-    doc = json.loads(path.read_bytes())
+    key = manifest_key(a)
+    doc = json.loads(store.backend.get(key))
     doc["body"]["vm_name"] = "evil"
     doc["blake3"] = blake3.blake3(canonical(doc["body"])).hexdigest()
-    path.write_text(json.dumps(doc))
-    assert scrub(store.path).ok  # keyless cannot see deliberate tampering...
+    store.backend.put(key, json.dumps(doc).encode())
+    assert scrub(store).ok  # keyless cannot see deliberate tampering...
     assert [(d.rp_id, d.reason) for d in verify(store).damage] == [(a, "authentication failed")]
 
 
-def test_transfer_refuses_to_copy_damaged_chunks(tmp_path: Path, store: Store, kek: bytes) -> None:
-    from engine import init_store, transfer
+def test_transfer_refuses_to_copy_damaged_chunks(
+    tmp_path: Path, store: Store, make_store: Callable[..., Store]
+) -> None:
+    from engine import transfer
 
     _disk, a, _b = _two_rps(store, tmp_path)
     idx = store.load_index(a, store.read_manifest(a)["disks"][0])
-    _flip(store.chunk_path(idx.digest(3)), 40)
-    dst = init_store(tmp_path / "dst", kek, keys_from=store.path)
+    flip_object(store, chunk_key(idx.digest(3)), 40)
+    dst = make_store("dst", keys_from=store)
     with pytest.raises(CorruptionError) as ei:
         transfer(store, dst, a)
     assert ei.value.details[0].offset == 3 * (256 << 10)
     assert dst.list_rp_ids() == []
     assert not dst.has_chunk(idx.digest(3))
-    assert same_bytes(store.path / "keys.json", dst.path / "keys.json")
+    assert store.keys_doc() == dst.keys_doc()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -23,19 +22,13 @@ from engine import (
     restore,
     verify,
 )
-from engine.tests.tools import same_bytes
+from engine.tests.tools import gc_aged, same_bytes
 
 
 def _disk(tmp_path: Path, name: str = "d.img", mib: int = 8) -> Path:
     p = tmp_path / name
     p.write_bytes(os.urandom(mib << 20))
     return p
-
-
-def _age_all_chunks(store: Store, seconds: float) -> None:
-    old = time.time() - seconds
-    for path in store.iter_chunk_files():
-        os.utime(path, (old, old))
 
 
 def test_cancel_leaves_no_rp_and_gc_sweeps_the_orphans(tmp_path: Path, store: Store) -> None:
@@ -52,16 +45,15 @@ def test_cancel_leaves_no_rp_and_gc_sweeps_the_orphans(tmp_path: Path, store: St
     with pytest.raises(Cancelled):
         backup(BackupRequest(store, [DiskSource(0, str(disk))], vm_name="vm"), cancel=cancel)
     assert [rp.rp_id for rp in list_recovery_points(store)] == [keep.rp_id]
-    assert list((store.path / "indexes").iterdir()) == [store.index_dir(keep.rp_id)]
-    assert list((store.path / "leases").iterdir()) == []
-    orphans = len(list(store.iter_chunk_files())) - keep.chunks_new
+    assert list(store.list_index_dirs()) == [keep.rp_id]
+    assert store.leases() == []
+    orphans = len(list(store.list_chunks())) - keep.chunks_new
     assert orphans > 0
 
     # fresh orphans are inside the grace window
     res = gc(store, grace_seconds=3600)
     assert res.chunks_swept == 0 and res.chunks_in_grace == orphans
-    _age_all_chunks(store, 7200)
-    res = gc(store, grace_seconds=3600)
+    res = gc_aged(store, 7200, 3600)
     assert res.chunks_swept == orphans and res.chunks_live == keep.chunks_new
     assert verify(store).ok
     out = tmp_path / "out.img"
@@ -94,7 +86,7 @@ def test_incremental_refuses_to_commit_when_parent_vanishes(tmp_path: Path, stor
         )
     assert deleted[0]
     assert list_recovery_points(store) == []
-    assert list((store.path / "indexes").iterdir()) == []
+    assert list(store.list_index_dirs()) == []
 
 
 def test_gc_keeps_everything_referenced_after_deletes(tmp_path: Path, store: Store) -> None:
@@ -103,9 +95,8 @@ def test_gc_keeps_everything_referenced_after_deletes(tmp_path: Path, store: Sto
     b_img.write_bytes(a_img.read_bytes()[: 2 << 20] + os.urandom(2 << 20))  # shares half
     a = backup(BackupRequest(store, [DiskSource(0, str(a_img))], vm_name="a")).rp_id
     b = backup(BackupRequest(store, [DiskSource(0, str(b_img))], vm_name="b")).rp_id
-    _age_all_chunks(store, 100)
     delete_recovery_point(store, a)
-    res = gc(store, grace_seconds=10)
+    res = gc_aged(store, 100, 10)
     assert res.chunks_swept == 8  # a's private half; the shared half stays
     assert verify(store).ok
     out = tmp_path / "out.img"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from engine import (
@@ -10,7 +11,6 @@ from engine import (
     DiskSource,
     Store,
     backup,
-    init_store,
     open_disk,
     restore,
     transfer,
@@ -20,7 +20,7 @@ from engine.tests.tools import debugfs_write, e2fsck_clean, same_bytes
 
 
 def test_full_incremental_and_transfer_restore_byte_identical(
-    tmp_path: Path, store: Store, kek: bytes, ext4_image: Path
+    tmp_path: Path, store: Store, make_other_store: Callable[..., Store], ext4_image: Path
 ) -> None:
     e2fsck_clean(ext4_image)
     full = backup(BackupRequest(store, [DiskSource(0, str(ext4_image))], vm_name="web1"))
@@ -53,8 +53,8 @@ def test_full_incremental_and_transfer_restore_byte_identical(
     restore(store, full.rp_id, {0: out})
     assert same_bytes(full_copy, out)
 
-    # transfer both into a snapshot-tier-like second store with another codec
-    second = init_store(tmp_path / "second", kek, codec="none", keys_from=store.path)
+    # transfer both into a second store of another kind (local -> s3 -> azure -> local)
+    second = make_other_store("second", codec="none", keys_from=store)
     t1 = transfer(store, second, full.rp_id)
     t2 = transfer(store, second, inc.rp_id)
     assert t1.chunks_copied > 0 and t2.chunks_present > 0

@@ -46,7 +46,7 @@ def test_holes_and_zero_chunks_are_not_hashed_or_stored(
     assert d.chunks_new == 2
     assert d.chunks_zero == 126
     assert d.bytes_read == 5 * CS  # chunks 2, 5, 6, 7, 10: the holes are never read
-    chunk_files = list(store.iter_chunk_files())
+    chunk_files = list(store.list_chunks())
     assert len(chunk_files) == 2
 
     out = tmp_path / "out.img"

@@ -7,9 +7,13 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from engine import GcResult, Store, gc
+from engine.backends import target_to_env
 
 REPO = Path(__file__).resolve().parents[2]
 SBIN = ("/usr/sbin", "/sbin", "/usr/local/sbin")
@@ -103,19 +107,44 @@ def engine_cmd(*args: str) -> list[str]:
 
 
 def run_engine(
-    *args: str, key_file: Path | None = None, check: bool = True
+    *args: str, key_file: Path | None = None, check: bool = True, store: Store | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """Run the CLI; with `store`, its object-store endpoint and credentials go in the env."""
     pre = ["--key-file", str(key_file)] if key_file else []
     r = subprocess.run(
-        engine_cmd(*pre, *args), cwd=REPO, capture_output=True, text=True, env=engine_env()
+        engine_cmd(*pre, *args), cwd=REPO, capture_output=True, text=True, env=engine_env(store)
     )
     if check and r.returncode != 0:
         raise AssertionError(f"engine {args} failed ({r.returncode}): {r.stderr}")
     return r
 
 
-def engine_env() -> dict[str, str]:
+def engine_env(store: Store | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if store is not None and store.target is not None:
+        env.update(target_to_env(store.location, store.target))
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("DJANGO_SETTINGS_MODULE", None)
     return env
+
+
+def flip_object(store: Store, key: str, pos: int) -> None:
+    """Flip one bit of a stored object (bit rot), wherever the store lives."""
+    data = bytearray(store.backend.get(key))
+    data[pos % len(data)] ^= 0x01
+    store.backend.put(key, bytes(data))
+
+
+def object_size(store: Store, key: str) -> int:
+    return len(store.backend.get(key))
+
+
+def gc_aged(store: Store, age: float, grace: float) -> GcResult:
+    """GC as if every chunk were `age` seconds older: local files get an older mtime; object
+    stores cannot be back-dated, so the grace window moves instead (the same comparison)."""
+    if store.path is None:
+        return gc(store, grace_seconds=grace - age, wait_seconds=5)
+    old = time.time() - age
+    for path in store.iter_chunk_files():
+        os.utime(path, (old, old))
+    return gc(store, grace_seconds=grace)

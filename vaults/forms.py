@@ -14,6 +14,7 @@ from vaults.models import (
     Encryption,
     Immutability,
     RecoveryPoint,
+    Replication,
     Role,
     SoftDeleteState,
     StopMode,
@@ -195,7 +196,16 @@ class RestoreForm(forms.Form):
         coerce=int, widget=forms.CheckboxSelectMultiple, label="Disks"
     )
     tier = forms.ChoiceField(
-        choices=RestoreTier.choices, initial=RestoreTier.AUTO, label="Restore from"
+        choices=[c for c in RestoreTier.choices if c[0] != RestoreTier.SECONDARY],
+        initial=RestoreTier.AUTO,
+        label="Restore from",
+    )
+    source = forms.ChoiceField(
+        choices=[("primary", "This vault's stores"), ("secondary", "The secondary copy")],
+        initial="primary",
+        required=False,
+        label="Copy",
+        help_text="The secondary copy answers while the vault's own stores are unreachable.",
     )
     host = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, label="Target host")
     path = forms.CharField(required=False, max_length=500, label="Target directory")
@@ -227,6 +237,8 @@ class RestoreForm(forms.Form):
         if selective:
             kind.choices = RestoreKind.choices[:1]
         kind.initial = RestoreKind.RESTORE_DISKS
+        if rp.replication != Replication.REPLICATED:
+            del self.fields["source"]  # only replicated recovery points have a second copy
         roots = "; ".join(f"{h.name}: {', '.join(h.allowed_roots)}" for h in hosts)
         self.fields["path"].help_text = (
             f"An existing directory inside the host's allowed roots ({roots})."
@@ -246,7 +258,13 @@ class RestoreForm(forms.Form):
                 target["name"] = data["name"]
                 if data.get("start"):
                     target["start"] = True
-        return {"kind": data["kind"], "luns": data["luns"], "tier": data["tier"], "target": target}
+        return {
+            "kind": data["kind"],
+            "luns": data["luns"],
+            "tier": data["tier"],
+            "target": target,
+            "source": data.get("source") or "primary",
+        }
 
 
 # -- protection lifecycle -------------------------------------------------------------------------

@@ -304,7 +304,16 @@ class RestoreSerializer(StrictSerializer):
         help_text="Disks to restore; default every disk of the recovery point.",
     )
     tier = serializers.ChoiceField(
-        choices=RestoreTier.values, required=False, default=RestoreTier.AUTO
+        choices=[t for t in RestoreTier.values if t != RestoreTier.SECONDARY],
+        required=False,
+        default=RestoreTier.AUTO,
+    )
+    source = serializers.ChoiceField(
+        choices=["primary", "secondary"],
+        required=False,
+        default="primary",
+        help_text="secondary: read the vault's second copy (replicated recovery points only); "
+        "works while the primary stores are unreachable.",
     )
     target = RestoreTargetField(
         required=False,

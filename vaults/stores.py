@@ -136,6 +136,7 @@ def credentials(target: StorageTarget) -> dict[str, str]:
 def object_target(target: StorageTarget, *, object_lock: bool = False) -> Any:
     """`engine.ObjectTarget` for `target`, its credentials read now. `object_lock`: the store's
     objects get the bucket's retention (locked vaults on an object-lock target)."""
+    creds = credentials(target)  # first: a missing variable or file is the error to name
     make = getattr(engine, "ObjectTarget", None)
     if make is None:
         raise TargetUnusable("this engine cannot open object-storage locations")
@@ -143,7 +144,7 @@ def object_target(target: StorageTarget, *, object_lock: bool = False) -> Any:
         endpoint=target.endpoint or None,
         region=target.region or None,
         path_style=target.path_style,
-        credentials=credentials(target),
+        credentials=creds,
         object_lock=object_lock and target.object_lock,
     )
 

@@ -259,7 +259,7 @@ def update_vault(
         "vault.update",
         by=by,
         request=request,
-        params=dict(changes),
+        params=_by_name(dict(changes)),
         reasons=mua.vault_update_reasons(vault, dict(changes)),
     )
     settings: dict[str, Any] = {k: v for k, v in changes.items() if k != "encryption_key"}
@@ -315,8 +315,23 @@ def delete_vault(vault: Vault, *, by: User, request: HttpRequest | None = None) 
 # -- re-runs of gated operations (MUA runs them once a guard approver approves) ---------------
 
 
+_TARGET_FIELDS = ("storage_target", "secondary_target")
+
+
+def _by_name(changes: dict[str, Any]) -> dict[str, Any]:
+    """Changes as an approval stores them (JSON): storage targets by name."""
+    return {
+        k: (v.name if isinstance(v, StorageTarget) else v) if k in _TARGET_FIELDS else v
+        for k, v in changes.items()
+    }
+
+
 def _rerun_vault_update(approval: Approval, requester: User, request: HttpRequest | None) -> Vault:
-    return update_vault(approval.vault, by=requester, request=request, **approval.params)
+    params = dict(approval.params)
+    for field in _TARGET_FIELDS:
+        if params.get(field) is not None:
+            params[field] = StorageTarget.objects.filter(name=params[field]).first()
+    return update_vault(approval.vault, by=requester, request=request, **params)
 
 
 mua.register("vault.update", _rerun_vault_update)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 
+from .backends import ObjectTarget
 from .backup import backup
 from .errors import (
     Cancelled,
@@ -29,6 +30,7 @@ from .errors import (
     StoreBusy,
     StoreExists,
     StoreNotFound,
+    StoreUnavailable,
     TargetChanged,
     TargetUnwritable,
     WrongKey,
@@ -67,21 +69,28 @@ from .transfer import transfer
 
 
 def init_store(
-    path: str | os.PathLike[str],
+    location: str | os.PathLike[str],
     kek: bytes,
     *,
     codec: str = DEFAULT_CODEC,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    keys_from: str | os.PathLike[str] | None = None,
+    keys_from: str | os.PathLike[str] | Store | None = None,
+    target: ObjectTarget | None = None,
 ) -> Store:
-    """Create a store. With keys_from (a vault store's path) the new store gets that vault's
-    wrapped keys, so chunk ids match and one KEK governs both tiers (snapshot tier)."""
-    return Store.init(path, kek, codec=codec, chunk_size=chunk_size, keys_from=keys_from)
+    """Create a store at a local path, s3://bucket/prefix or az://container/prefix (those
+    need a target: endpoint and credentials). With keys_from (a vault store, or its path) the
+    new store gets that vault's wrapped keys, so chunk ids match and one KEK governs both tiers
+    (snapshot tier)."""
+    return Store.init(
+        location, kek, codec=codec, chunk_size=chunk_size, keys_from=keys_from, target=target
+    )
 
 
-def open_store(path: str | os.PathLike[str], kek: bytes) -> Store:
-    """Open a store with its KEK (StoreNotFound, KeyUnavailable, WrongKey)."""
-    return Store.open(path, kek)
+def open_store(
+    location: str | os.PathLike[str], kek: bytes, *, target: ObjectTarget | None = None
+) -> Store:
+    """Open a store with its KEK (StoreNotFound, KeyUnavailable, WrongKey, StoreUnavailable)."""
+    return Store.open(location, kek, target=target)
 
 
 __all__ = [
@@ -103,6 +112,7 @@ __all__ = [
     "GcResult",
     "KeyMismatch",
     "KeyUnavailable",
+    "ObjectTarget",
     "ParentMissing",
     "Progress",
     "ProgressFn",
@@ -116,6 +126,7 @@ __all__ = [
     "StoreBusy",
     "StoreExists",
     "StoreNotFound",
+    "StoreUnavailable",
     "TargetChanged",
     "TargetUnwritable",
     "TransferResult",

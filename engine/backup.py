@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 import threading
 import time
@@ -44,7 +43,7 @@ from .pipeline import (
     round_robin,
     run_bounded,
 )
-from .store import Store, Syncer, iso, utcnow
+from .store import Store, Syncer, Uploader, iso, utcnow
 
 # What became of one chunk: "hole" (not read: no data there), "reused" (not read: outside the
 # changed-extents hint, the parent's chunk stands), "zero" (read, all zeros), "same" (read,
@@ -167,7 +166,7 @@ def backup(
         try:
             for src in req.disks:
                 disks.append(_open_disk(store, src, req.parent, parent_disks.get(src.lun)))
-            _store_chunks(store, keys, disks, progress, cancel, threads)
+            _store_chunks(store, keys, disks, progress, cancel, threads, req.retain_until)
         finally:
             for disk in disks:
                 _close(disk)
@@ -314,17 +313,18 @@ def _store_chunks(
     progress: ProgressFn | None,
     cancel: CancelFn | None,
     threads: int,
+    retain_until: datetime | None,
 ) -> None:
     """Read every disk's chunks on `threads` threads, the disks side by side, storing the new
-    ones; returns when every new chunk file is durable."""
+    ones; returns when every new chunk is durable."""
     throttle = Throttle(progress, "backup", sum(d.size for d in disks))
 
     def record(chunk: _Chunk) -> None:
         chunk.disk.record(chunk)
         throttle.add(chunk.disk.chunk_len(chunk.number), chunk.disk.src.lun)
 
-    with Syncer() as syncer:
-        reader = _ChunkReader(store, keys, syncer)
+    with store.syncer() as syncer:
+        reader = _ChunkReader(store, keys, syncer, retain_until)
         run_bounded(
             round_robin([_plan(d, reader.read) for d in disks]),
             record,
@@ -365,10 +365,17 @@ class _ChunkReader:
     """Reads, identifies and stores chunks on the pool's threads. A chunk id seen twice in one
     backup (on any disk) is stored once: the first thread to claim it writes it."""
 
-    def __init__(self, store: Store, keys: KeySet, syncer: Syncer) -> None:
+    def __init__(
+        self,
+        store: Store,
+        keys: KeySet,
+        syncer: Syncer | Uploader,
+        retain_until: datetime | None,
+    ) -> None:
         self.store = store
         self.keys = keys
         self.syncer = syncer
+        self.retain_until = retain_until
         self.claimed: set[bytes] = set()
         self.claim_lock = threading.Lock()
 
@@ -382,7 +389,7 @@ class _ChunkReader:
         if not self._claim(cid) or self.store.has_chunk(cid):
             return _Chunk(disk, number, cid, ln, 0, "dup")
         blob = encode_chunk(self.keys, cid, data, self.store.codec)
-        chunk_dir = self.store.put_chunk(cid, blob, self.syncer)
+        chunk_dir = self.store.put_chunk(cid, blob, self.syncer, retain_until=self.retain_until)
         return _Chunk(disk, number, cid, ln, len(blob), "new", chunk_dir)
 
     def _claim(self, cid: bytes) -> bool:
@@ -412,7 +419,7 @@ def _commit(
     (last) the manifest. On failure nothing of it is left but chunks, which GC sweeps."""
     try:
         store.sync_dirs(set().union(*(d.dirs for d in disks)))
-        entries = [_write_index(store, rp_id, d) for d in disks]
+        entries = [_write_index(store, rp_id, d, req.retain_until) for d in disks]
         if req.parent is not None and not store.has_manifest(req.parent):
             raise ParentMissing(f"parent recovery point {req.parent} vanished during backup")
         body = {
@@ -431,16 +438,18 @@ def _commit(
         }
         store.commit_manifest(rp_id, body, replace=False)
     except BaseException:
-        if not store.has_manifest(rp_id):
-            with contextlib.suppress(OSError):
-                shutil.rmtree(store.index_dir(rp_id))
+        with contextlib.suppress(Exception):
+            if not store.has_manifest(rp_id):
+                store.remove_indexes(rp_id)
         raise
 
 
-def _write_index(store: Store, rp_id: str, disk: _DiskBackup) -> dict[str, Any]:
+def _write_index(
+    store: Store, rp_id: str, disk: _DiskBackup, retain_until: datetime | None
+) -> dict[str, Any]:
     """Write a disk's index; return its manifest entry."""
     data = DiskIndex(disk.chunk_size, disk.size, disk.digests).to_bytes()
-    store.write_index(rp_id, disk.src.lun, data)
+    store.write_index(rp_id, disk.src.lun, data, retain_until=retain_until)
     stats = {k: v for k, v in disk.stats().to_json().items() if k not in _DISK_FIELDS}
     return {
         "lun": disk.src.lun,

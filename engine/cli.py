@@ -44,6 +44,7 @@ from . import (
     transfer,
     verify,
 )
+from .backends import target_from_env
 from .keys import MASTER_KEY_ENV
 from .store import Store, iso
 
@@ -169,23 +170,28 @@ def cmd_create_key(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    kek = _kek(args)
     store = init_store(
         args.store,
-        _kek(args),
+        kek,
         codec=args.codec,
         chunk_size=parse_size(args.chunk_size),
-        keys_from=args.keys_from,
+        keys_from=open_store(args.keys_from, kek, target=target_from_env(args.keys_from))
+        if args.keys_from
+        else None,
+        target=target_from_env(args.store),
     )
     _emit(
         args,
         store.settings,
-        f"initialised store {store.path} ({store.codec}, {human(store.chunk_size)} chunks)",
+        f"initialised store {store.location} ({store.codec}, {human(store.chunk_size)} chunks)",
     )
     return 0
 
 
 def _open(args: argparse.Namespace, path: str | None = None) -> Store:
-    return open_store(path or args.store, _kek(args))
+    where = path or args.store
+    return open_store(where, _kek(args), target=target_from_env(where))
 
 
 def cmd_backup(args: argparse.Namespace, bar: ProgressBar, cancel: CancelFlag) -> int:
@@ -239,7 +245,8 @@ def cmd_backup(args: argparse.Namespace, bar: ProgressBar, cancel: CancelFlag) -
 
 def cmd_transfer(args: argparse.Namespace, bar: ProgressBar, cancel: CancelFlag) -> int:
     kek = _kek(args)
-    src, dst = open_store(args.src, kek), open_store(args.dst, kek)
+    src = open_store(args.src, kek, target=target_from_env(args.src))
+    dst = open_store(args.dst, kek, target=target_from_env(args.dst))
     res = transfer(src, dst, args.rp_id, progress=bar, cancel=cancel, threads=args.threads)
     bar.done()
     _emit(
@@ -291,15 +298,19 @@ def _report(args: argparse.Namespace, rep: Any) -> int:
 
 def cmd_verify(args: argparse.Namespace, bar: ProgressBar, cancel: CancelFlag) -> int:
     if args.keyless:
-        rep = scrub(args.store, progress=bar, cancel=cancel, threads=args.threads)
+        rep = scrub(_keyless(args), progress=bar, cancel=cancel, threads=args.threads)
     else:
         rep = verify(_open(args), args.rp_ids or None, bar, cancel, threads=args.threads)
     bar.done()
     return _report(args, rep)
 
 
+def _keyless(args: argparse.Namespace) -> Store:
+    return Store.open(args.store, None, target=target_from_env(args.store))
+
+
 def cmd_scrub(args: argparse.Namespace, bar: ProgressBar, cancel: CancelFlag) -> int:
-    rep = scrub(args.store, progress=bar, cancel=cancel, threads=args.threads)
+    rep = scrub(_keyless(args), progress=bar, cancel=cancel, threads=args.threads)
     bar.done()
     return _report(args, rep)
 
@@ -343,7 +354,12 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_rewrap(args: argparse.Namespace) -> int:
-    rewrap_keys(args.store, _kek(args), load_key_file(args.new_key_file))
+    rewrap_keys(
+        args.store,
+        _kek(args),
+        load_key_file(args.new_key_file),
+        target=target_from_env(args.store),
+    )
     print(f"re-wrapped keys of {args.store}")
     return 0
 

@@ -25,6 +25,11 @@ class StoreNotFound(EngineError):
     """No initialised store at the given path."""
 
 
+class StoreUnavailable(EngineError):
+    """The service holding a store (S3, Azure Blob) could not be reached or failed a request;
+    the message names the store's location and the cause."""
+
+
 class StoreExists(EngineError):
     """init_store was asked to create a store where one already exists."""
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from pathlib import Path
 from typing import Any
 
+from .backends import ObjectInfo, ObjectTarget
 from .errors import CorruptionError, Damage, RecoveryPointNotFound
 from .formats import (
     ZERO_DIGEST,
@@ -35,7 +33,7 @@ from .model import (
     VerifyReport,
 )
 from .pipeline import Throttle, default_threads, run_bounded
-from .store import TMP_PREFIX, Store, atomic_write, fsync_dir, iso, parse_iso
+from .store import TMP_PREFIX, Store, iso, parse_iso
 
 # ---------------------------------------------------------------------------- catalog
 
@@ -128,12 +126,8 @@ def delete_recovery_point(store: Store, rp_id: str) -> None:
     """Remove a recovery point (manifest first, then its indexes). Chunks go at the next GC."""
     store.require_keys()
     with store.operation("delete", rp_id=rp_id):
-        path = store.manifest_path(rp_id)
-        store.read_manifest_bytes(rp_id)  # RecoveryPointNotFound if absent
-        os.unlink(path)
-        fsync_dir(path.parent)
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(store.index_dir(rp_id))
+        store.delete_manifest(rp_id)  # RecoveryPointNotFound if absent
+        store.remove_indexes(rp_id)
 
 
 # ---------------------------------------------------------------------------- verify / scrub
@@ -208,7 +202,7 @@ def _check(
 ) -> VerifyReport:
     started = time.monotonic()
     keys = store.require_keys() if keyed else None
-    threads = threads or default_threads()
+    threads = store.io_threads(threads or default_threads())
     damage: list[Damage] = []
     with store.operation("verify" if keyed else "scrub"):
         ids = list(rp_ids) if rp_ids is not None else store.list_rp_ids()
@@ -216,10 +210,11 @@ def _check(
         todo: list[bytes] = list(refs)
         if not keyed:  # scrub also reads unreferenced chunk files
             known = {c.hex() for c in refs}
-            for path in store.iter_chunk_files():
-                if not path.name.startswith(TMP_PREFIX) and path.name not in known:
+            for info in store.list_chunks():
+                name = info.key.rsplit("/", 1)[-1]
+                if not name.startswith(TMP_PREFIX) and name not in known:
                     try:
-                        todo.append(bytes.fromhex(path.name))
+                        todo.append(bytes.fromhex(name))
                     except ValueError:
                         continue
         throttle = Throttle(progress, "verify" if keyed else "scrub", len(todo))
@@ -230,7 +225,7 @@ def _check(
             except FileNotFoundError:
                 return cid, "missing"
             except OSError as e:
-                return cid, f"unreadable: {e.strerror}"
+                return cid, f"unreadable: {e.strerror or e}"
             if keys is None:
                 return cid, check_outer(blob)
             try:
@@ -277,24 +272,21 @@ def gc(
     """Mark-and-sweep unreferenced chunks.
 
     Runs under the store's exclusive lock, so it waits (up to wait_seconds, then StoreBusy)
-    while backups, transfers, restores or verifies hold their shared lock; marking happens
-    after the lock is taken, so every committed recovery point is seen. Chunks, temp files and
+    while backups, transfers, restores or verifies hold their shared lock (object stores: their
+    leases); marking happens after the lock is taken, so every committed recovery point is seen. Chunks, temp files and
     uncommitted index directories younger than grace_seconds (mtime) are never removed.
     A manifest or index that cannot be read aborts GC (CorruptionError) rather than risk
     sweeping chunks it references.
     """
     started = time.monotonic()
     with store.exclusive(wait_seconds):
-        leases = _clear_leases(store, dry_run)
+        leases = store.clear_leases(dry_run)
         rp_ids = set(store.list_rp_ids())
         live = _live_chunks(store, rp_ids)
         cutoff = time.time() - grace_seconds
         sweep = _sweep_chunks(store, live, cutoff, dry_run)
         index_dirs = _sweep_index_dirs(store, rp_ids, cutoff, dry_run)
         temps = sweep.temp_files + _sweep_temp_files(store, cutoff, dry_run)
-        if store.durable and not dry_run:
-            for sub_dir in sweep.dirs:
-                fsync_dir(sub_dir)
     return GcResult(
         chunks_live=len(live),
         chunks_swept=sweep.chunks,
@@ -305,18 +297,6 @@ def gc(
         leases_cleared=leases,
         duration=time.monotonic() - started,
     )
-
-
-def _clear_leases(store: Store, dry_run: bool) -> int:
-    """Remove every lease file: under the exclusive lock nobody holds the shared one, so each
-    lease left is stale (its process died). Returns how many there were."""
-    leases = 0
-    for ent in os.scandir(store.path / "leases"):
-        leases += 1
-        if not dry_run:
-            with contextlib.suppress(OSError):
-                os.unlink(ent.path)
-    return leases
 
 
 def _live_chunks(store: Store, rp_ids: set[str]) -> set[str]:
@@ -337,8 +317,8 @@ def _checked_index(store: Store, rp_id: str, disk: dict[str, Any]) -> DiskIndex:
     """A disk's index, matching its manifest's checksum; CorruptionError aborts GC."""
     lun = int(disk["lun"])
     try:
-        idx = DiskIndex.from_bytes(store.index_path(rp_id, lun).read_bytes())
-    except (OSError, IndexDamaged) as e:
+        idx = DiskIndex.from_bytes(store.read_index_bytes(rp_id, lun))
+    except (FileNotFoundError, IndexDamaged) as e:
         raise CorruptionError(
             f"gc aborted: index of rp {rp_id} lun {disk['lun']} unreadable ({e})",
             [Damage(rp_id, lun, None, "index", str(e))],
@@ -357,73 +337,86 @@ class _ChunkSweep:
     bytes: int = 0
     in_grace: int = 0
     temp_files: int = 0  # chunk files a writer left half-written
-    dirs: set[Path] = field(default_factory=set)  # to sync once the files are gone
+
+
+# Objects deleted per request (and per check that GC still holds the store).
+SWEEP_BATCH = 1000
 
 
 def _sweep_chunks(store: Store, live: set[str], cutoff: float, dry_run: bool) -> _ChunkSweep:
-    """Remove the chunk files (and chunk temp files) no recovery point references, unless they
+    """Remove the chunks (and chunk temp files) no recovery point references, unless they
     changed after `cutoff`: a running backup may be about to reference them."""
     sweep = _ChunkSweep()
-    for path in store.iter_chunk_files():
-        name = path.name
+    doomed: list[str] = []
+
+    def flush() -> None:
+        if doomed and not dry_run:
+            store.check_exclusive()
+            store.delete_chunks(doomed)
+        doomed.clear()
+
+    for info in store.list_chunks():
+        name = info.key.rsplit("/", 1)[-1]
         if name in live:
             continue
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            continue
-        if st.st_mtime > cutoff:
+        if info.mtime > cutoff:
             sweep.in_grace += 1
             continue
-        if not dry_run:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            sweep.dirs.add(path.parent)
+        doomed.append(info.key)
         if name.startswith(TMP_PREFIX):
             sweep.temp_files += 1
         else:
             sweep.chunks += 1
-            sweep.bytes += st.st_size
+            sweep.bytes += info.size
+        if len(doomed) >= SWEEP_BATCH:
+            flush()
+    flush()
     return sweep
 
 
 def _sweep_index_dirs(store: Store, rp_ids: set[str], cutoff: float, dry_run: bool) -> int:
     """Remove index directories older than `cutoff` whose manifest was never committed."""
     removed = 0
-    for ent in os.scandir(store.path / "indexes"):
-        if ent.name in rp_ids or ent.stat().st_mtime > cutoff:
+    for name, (mtime, _keys) in store.list_index_dirs().items():
+        if name in rp_ids or mtime > cutoff or name.startswith(TMP_PREFIX):
             continue
-        if store.has_manifest(ent.name):
+        if store.has_manifest(name):
             continue
         removed += 1
         if not dry_run:
-            shutil.rmtree(ent.path, ignore_errors=True)
+            store.check_exclusive()
+            store.remove_indexes(name)
     return removed
 
 
 def _sweep_temp_files(store: Store, cutoff: float, dry_run: bool) -> int:
-    """Remove manifest and index temp files older than `cutoff`."""
-    removed = 0
-    for sub in ("manifests", "indexes"):
-        for ent in os.scandir(store.path / sub):
-            if ent.name.startswith(TMP_PREFIX) and ent.stat().st_mtime <= cutoff:
-                removed += 1
-                if not dry_run:
-                    with contextlib.suppress(OSError):
-                        os.unlink(ent.path)
-    return removed
+    """Remove manifest and index temp files older than `cutoff` (local stores leave them)."""
+    old = [i for i in store.list_manifest_temps() if i.mtime <= cutoff]
+    old += [
+        ObjectInfo(name, 0, mtime)
+        for name, (mtime, _keys) in store.list_index_dirs().items()
+        if name.startswith(TMP_PREFIX) and mtime <= cutoff
+    ]
+    if not dry_run:
+        store.backend.delete_many([i.key if "/" in i.key else f"indexes/{i.key}" for i in old])
+    return len(old)
 
 
 # ---------------------------------------------------------------------------- keys
 
 
-def rewrap_keys(store_path: str | os.PathLike[str], old_kek: bytes, new_kek: bytes) -> None:
+def rewrap_keys(
+    store_path: str | os.PathLike[str],
+    old_kek: bytes,
+    new_kek: bytes,
+    *,
+    target: ObjectTarget | None = None,
+) -> None:
     """Re-wrap a store's vault keys under a new KEK; chunks, indexes and manifests unchanged.
     WrongKey if old_kek does not open the store. Rewrap each tier (vault, snapshot) that
     shares the keys."""
-    path = Path(store_path)
-    doc = Store.read_keys_file(path)
-    keys = unwrap_keys(doc, old_kek)
+    store = Store.open(store_path, None, target=target)
+    keys = unwrap_keys(store.keys_doc(), old_kek)
     new_doc = wrap_keys(keys, new_kek)
     unwrap_keys(new_doc, new_kek)
-    atomic_write(path / "keys.json", new_doc)
+    store.rewrap(new_doc)

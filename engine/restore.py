@@ -47,7 +47,7 @@ def fetch_chunk(
         reason = str(e)
         cause = e
     except OSError as e:
-        reason = f"unreadable: {e.strerror}"
+        reason = f"unreadable: {e.strerror or e}"
         cause = e
     raise CorruptionError(
         f"chunk {cid.hex()[:16]} of rp {rp_id} lun {lun} at offset {offset}: {reason}",
@@ -119,7 +119,8 @@ def restore(
     """
     started = time.monotonic()
     _check_marker(marker)
-    threads = threads or default_threads() + 1  # one more: writes to the target may block
+    # One more than usual: writes to the target may block (object stores: many in flight).
+    threads = store.io_threads(threads or default_threads() + 1)
     with contextlib.ExitStack() as owned, store.operation("restore", rp_id=rp_id):
         disks = _disks_to_restore(store, rp_id, targets, owned)
         try:

@@ -1,4 +1,5 @@
-"""On-disk store: layout, atomic writes, chunk/index/manifest access and operation locks."""
+"""A store: layout, chunk/index/manifest access and operation locks, on a local directory or
+an object store (S3, Azure Blob) through engine.backends."""
 
 from __future__ import annotations
 
@@ -6,25 +7,30 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from .backends import Backend, ObjectInfo, ObjectTarget, open_backend
+from .backends.local import TMP_PREFIX, LocalBackend, atomic_write, fsync_dir
 from .errors import (
     CorruptionError,
     Damage,
+    EngineError,
     KeyUnavailable,
     RecoveryPointExists,
     RecoveryPointNotFound,
     StoreBusy,
     StoreExists,
     StoreNotFound,
+    StoreUnavailable,
 )
 from .formats import (
     Codec,
@@ -41,46 +47,6 @@ STORE_FORMAT = "lifeboat-store"
 STORE_VERSION = 1
 DEFAULT_CHUNK_SIZE = 1 << 20
 DEFAULT_CODEC = "zstd:1"
-TMP_PREFIX = ".tmp-"
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes, *, replace: bool = True, sync: bool = True) -> None:
-    """Write data to path via a temp file + rename (+ fsync of file and directory).
-
-    With replace=False the final step is a hard link, failing with FileExistsError if the
-    name exists, so two writers can never both commit the same name.
-    """
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{uuid.uuid4().hex[:12]}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            if sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        if replace:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)
-            os.unlink(tmp)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if sync:
-        fsync_dir(path.parent)
 
 
 def _finish_put(fd: int, tmp: Path, path: Path, durable: bool) -> None:
@@ -152,77 +118,186 @@ def parse_iso(s: str | None) -> datetime | None:
     return datetime.fromisoformat(s.replace("Z", "+00:00"))
 
 
-class Store:
-    """An open store. `keys` is None for a keyless handle (scrub only)."""
+class Uploader:
+    """Chunk puts to an object store, many in flight (a bounded backlog), so the pipeline's
+    threads go on reading and encoding while requests travel. wait() before committing."""
 
-    def __init__(self, path: Path, settings: dict[str, Any], keys: KeySet | None) -> None:
-        self.path = path
+    def __init__(self, in_flight: int = 16) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="lifeboat-put")
+        self.slots = threading.BoundedSemaphore(in_flight * 2)
+        self.futures: list[Future[None]] = []
+        self.lock = threading.Lock()
+
+    def run(self, call: Callable[[], None]) -> None:
+        self.slots.acquire()
+
+        def job() -> None:
+            try:
+                call()
+            finally:
+                self.slots.release()
+
+        with self.lock:
+            self.futures.append(self.pool.submit(job))
+
+    def wait(self) -> None:
+        """Wait for every submitted put; raises the first error."""
+        with self.lock:
+            futures, self.futures = self.futures, []
+        for f in futures:
+            f.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    def __enter__(self) -> Uploader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# Object stores: how long a lease or the GC lock lives without a refresh (its holder refreshes
+# it every third of that), and how many requests an operation keeps in flight.
+LEASE_SECONDS = 120.0
+OBJECT_IO_THREADS = 16
+GC_LOCK = "gc.lock"
+
+
+def chunk_key(cid: bytes) -> str:
+    h = cid.hex()
+    return f"chunks/{h[:2]}/{h}"
+
+
+def index_key(rp_id: str, lun: int) -> str:
+    return f"indexes/{rp_id}/{lun}.idx"
+
+
+def manifest_key(rp_id: str) -> str:
+    return f"manifests/{rp_id}.json"
+
+
+class Store:
+    """An open store. `keys` is None for a keyless handle (scrub only).
+
+    `location` is where it lives (a path, s3://bucket/prefix or az://container/prefix);
+    `path` is the directory of a local store and None for an object store."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        settings: dict[str, Any],
+        keys: KeySet | None,
+        target: ObjectTarget | None = None,
+    ) -> None:
+        self.backend = backend
+        self.location = backend.location
+        self.path: Path | None = backend.root if isinstance(backend, LocalBackend) else None
+        self.target = target
         self.settings = settings
         self.keys = keys
         self.store_id: str = settings["store_id"]
         self.codec = Codec.parse(settings["codec"])
         self.chunk_size: int = int(settings["chunk_size"])
         self.durable = os.environ.get("LIFEBOAT_UNSAFE_NO_FSYNC") != "1"
+        self.lease_seconds = LEASE_SECONDS
+        # Object stores: the chunk ids present, from one listing inside an operation (so GC,
+        # which never runs during one, cannot make it lie) and kept up by this handle's puts.
+        self._chunk_ids: set[str] | None = None
+        self._state = threading.Lock()
+        self._ops = 0
+        self._gc_token: str | None = None
 
     def __repr__(self) -> str:
-        return f"Store({str(self.path)!r}, codec={self.codec}, chunk_size={self.chunk_size})"
+        return f"Store({self.location!r}, codec={self.codec}, chunk_size={self.chunk_size})"
+
+    @property
+    def is_local(self) -> bool:
+        return self.path is not None
+
+    @property
+    def object_lock(self) -> bool:
+        return self.target is not None and self.target.object_lock
+
+    def io_threads(self, threads: int) -> int:
+        """Threads for an operation that reads chunks: object stores want many requests in
+        flight, local disks do not."""
+        return threads if self.is_local else max(threads, OBJECT_IO_THREADS)
 
     # ------------------------------------------------------------------ open / init
 
     @staticmethod
-    def _read_settings(path: Path) -> dict[str, Any]:
+    def _read_settings(backend: Backend) -> dict[str, Any]:
+        where = backend.location
         try:
-            settings = json.loads((path / "store.json").read_bytes())
+            settings = json.loads(backend.get("store.json"))
         except FileNotFoundError as e:
-            raise StoreNotFound(f"no store at {path}") from e
+            raise StoreNotFound(f"no store at {where}") from e
         except (OSError, ValueError) as e:
-            raise StoreNotFound(f"store settings at {path} unreadable: {e}") from e
+            raise StoreNotFound(f"store settings at {where} unreadable: {e}") from e
         if settings.get("format") != STORE_FORMAT or settings.get("version") != STORE_VERSION:
-            raise StoreNotFound(f"{path} is not a lifeboat store of a known version")
+            raise StoreNotFound(f"{where} is not a lifeboat store of a known version")
         return dict(settings)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], kek: bytes | None) -> Store:
-        p = Path(path)
-        settings = cls._read_settings(p)
+    def open(
+        cls,
+        location: str | os.PathLike[str],
+        kek: bytes | None,
+        *,
+        target: ObjectTarget | None = None,
+    ) -> Store:
+        backend = open_backend(location, target)
+        settings = cls._read_settings(backend)
         keys = None
         if kek is not None:
-            keys = unwrap_keys(cls.read_keys_file(p), kek)
-        return cls(p, settings, keys)
+            keys = unwrap_keys(_keys_doc(backend), kek)
+        return cls(backend, settings, keys, target)
 
     @staticmethod
-    def read_keys_file(path: Path) -> bytes:
-        try:
-            return (path / "keys.json").read_bytes()
-        except FileNotFoundError as e:
-            raise StoreNotFound(f"no keys file in store {path}") from e
+    def read_keys_file(path: str | os.PathLike[str]) -> bytes:
+        """The wrapped keys document of a local store."""
+        return _keys_doc(LocalBackend(path))
+
+    def keys_doc(self) -> bytes:
+        return _keys_doc(self.backend)
 
     @classmethod
     def init(
         cls,
-        path: str | os.PathLike[str],
+        location: str | os.PathLike[str],
         kek: bytes,
         *,
         codec: str = DEFAULT_CODEC,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
-        keys_from: str | os.PathLike[str] | None = None,
+        keys_from: str | os.PathLike[str] | Store | None = None,
+        target: ObjectTarget | None = None,
     ) -> Store:
-        p = Path(path)
+        """Create a store. keys_from (a store, or a local store's path) gives the new store
+        that store's wrapped keys, so chunk ids match and one KEK governs both."""
+        backend = open_backend(location, target)
+        where = backend.location
         parsed = Codec.parse(codec)
         if chunk_size < 4096 or chunk_size > (64 << 20) or chunk_size & (chunk_size - 1):
             raise ValueError("chunk_size must be a power of two between 4 KiB and 64 MiB")
-        if (p / "store.json").exists():
-            raise StoreExists(f"a store already exists at {p}")
+        if backend.exists("store.json"):
+            raise StoreExists(f"a store already exists at {where}")
         if keys_from is not None:
-            keys_doc = cls.read_keys_file(Path(keys_from))
+            keys_doc = (
+                keys_from.keys_doc()
+                if isinstance(keys_from, Store)
+                else cls.read_keys_file(keys_from)
+            )
             unwrap_keys(keys_doc, kek)  # the same KEK must open both tiers
         else:
             keys_doc = wrap_keys(new_keyset(), kek)
-        p.mkdir(parents=True, exist_ok=True)
-        for sub in ("chunks", "indexes", "manifests", "leases"):
-            (p / sub).mkdir(exist_ok=True)
-        (p / "lock").touch()
-        atomic_write(p / "keys.json", keys_doc)
+        if isinstance(backend, LocalBackend):
+            p = backend.root
+            p.mkdir(parents=True, exist_ok=True)
+            for sub in ("chunks", "indexes", "manifests", "leases"):
+                (p / sub).mkdir(exist_ok=True)
+            (p / "lock").touch()
+        backend.put("keys.json", keys_doc)
         settings = {
             "format": STORE_FORMAT,
             "version": STORE_VERSION,
@@ -232,39 +307,88 @@ class Store:
             "chunk_size": chunk_size,
             "created": iso(utcnow()),
         }
-        try:
-            atomic_write(
-                p / "store.json",
-                (json.dumps(settings, indent=2) + "\n").encode(),
-                replace=False,
-            )
-        except FileExistsError as e:
-            raise StoreExists(f"a store already exists at {p}") from e
-        return cls.open(p, kek)
+        data = (json.dumps(settings, indent=2) + "\n").encode()
+        if not backend.put_if_absent("store.json", data):
+            raise StoreExists(f"a store already exists at {where}")
+        return cls.open(location, kek, target=target)
 
     def require_keys(self) -> KeySet:
         if self.keys is None:
             raise KeyUnavailable("this store handle was opened without a key")
         return self.keys
 
+    def rewrap(self, keys_doc: bytes) -> None:
+        self.backend.put("keys.json", keys_doc)
+
     # ------------------------------------------------------------------ chunks
 
     def chunk_path(self, cid: bytes) -> Path:
-        h = cid.hex()
-        return self.path / "chunks" / h[:2] / h
+        """The file of a chunk (local stores only)."""
+        return self._local_root() / chunk_key(cid)
+
+    def _local_root(self) -> Path:
+        if self.path is None:
+            raise TypeError(f"{self.location} is not a local store")
+        return self.path
+
+    def syncer(self) -> Syncer | Uploader:
+        """What chunk puts of one operation go through: batched fsyncs on a local disk,
+        requests in flight on an object store. Wait on it before committing."""
+        return Syncer() if self.is_local else Uploader(OBJECT_IO_THREADS)
 
     def has_chunk(self, cid: bytes) -> bool:
-        return os.path.exists(self.chunk_path(cid))
+        if self.path is not None:
+            return os.path.exists(self.chunk_path(cid))
+        with self._state:
+            known = self._chunk_ids
+        if known is None:
+            if self._ops == 0:  # outside an operation a listing could go stale: ask
+                return self.backend.exists(chunk_key(cid))
+            known = self._load_chunk_ids()
+        return cid.hex() in known
 
-    def put_chunk(self, cid: bytes, blob: bytes, syncer: Syncer | None = None) -> Path:
-        """Store a framed chunk atomically under its id; returns its directory.
+    def _load_chunk_ids(self) -> set[str]:
+        ids = {info.key.rsplit("/", 1)[-1] for info in self.backend.list("chunks/")}
+        with self._state:
+            if self._chunk_ids is None and self._ops > 0:
+                self._chunk_ids = ids
+            return self._chunk_ids if self._chunk_ids is not None else ids
 
-        The final name appears only once the data is durable (fsync of the temp file, then
-        rename), so an existing chunk file is always complete. With a syncer the fsync and
-        rename happen on the syncer's thread, overlapping with the caller's next chunk; call
-        syncer.wait() before committing anything that references the chunk. Directory
+    def put_chunk(
+        self,
+        cid: bytes,
+        blob: bytes,
+        syncer: Syncer | Uploader | None = None,
+        *,
+        retain_until: datetime | None = None,
+    ) -> Path | None:
+        """Store a framed chunk atomically under its id; returns its directory (local).
+
+        Local: the final name appears only once the data is durable (fsync of the temp file,
+        then rename), so an existing chunk file is always complete. With a syncer the fsync
+        and rename happen on the syncer's thread, overlapping with the caller's next chunk;
+        call syncer.wait() before committing anything that references the chunk. Directory
         entries are made durable by sync_dirs().
+
+        Object stores: a conditional create (an object is whole once it exists), so a chunk
+        another writer stored meanwhile is never overwritten; with an Uploader it runs among
+        many others in flight.
         """
+        if self.path is None:
+            key = chunk_key(cid)
+            lock_until = retain_until if self.object_lock else None
+
+            def put() -> None:
+                self.backend.put_if_absent(key, blob, retain_until=lock_until)
+
+            if isinstance(syncer, Uploader):
+                syncer.run(put)
+            else:
+                put()
+            with self._state:
+                if self._chunk_ids is not None:
+                    self._chunk_ids.add(cid.hex())
+            return None
         path = self.chunk_path(cid)
         tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{uuid.uuid4().hex[:12]}")
         try:
@@ -281,49 +405,84 @@ class Store:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        if syncer is not None and self.durable:
+        if isinstance(syncer, Syncer) and self.durable:
             syncer.submit(fd, tmp, path)
         else:
             _finish_put(fd, tmp, path, self.durable)
         return path.parent
 
     def sync_dirs(self, dirs: set[Path]) -> None:
-        if self.durable:
+        if self.path is not None and self.durable:
             for d in sorted(dirs):
                 fsync_dir(d)
             fsync_dir(self.path / "chunks")
 
     def get_chunk(self, cid: bytes) -> bytes:
         """Raw stored bytes of a chunk; FileNotFoundError if absent."""
-        with open(self.chunk_path(cid), "rb") as f:
-            return f.read()
+        return self.backend.get(chunk_key(cid))
+
+    def list_chunks(self) -> Iterator[ObjectInfo]:
+        """Every stored chunk object (and, locally, chunk temp files: names from TMP_PREFIX)."""
+        return self.backend.list("chunks/")
 
     def iter_chunk_files(self) -> Iterator[Path]:
-        root = self.path / "chunks"
-        for sub in sorted(os.scandir(root), key=lambda e: e.name):
-            if not sub.is_dir():
-                continue
-            for ent in os.scandir(sub.path):
-                yield Path(ent.path)
+        root = self._local_root()
+        for info in self.list_chunks():
+            yield root / info.key
+
+    def delete_chunks(self, keys: list[str]) -> None:
+        self.backend.delete_many(keys)
 
     # ------------------------------------------------------------------ indexes
 
     def index_dir(self, rp_id: str) -> Path:
-        return self.path / "indexes" / rp_id
+        return self._local_root() / "indexes" / rp_id
 
     def index_path(self, rp_id: str, lun: int) -> Path:
-        return self.index_dir(rp_id) / f"{lun}.idx"
+        return self._local_root() / index_key(rp_id, lun)
 
-    def write_index(self, rp_id: str, lun: int, data: bytes) -> None:
-        d = self.index_dir(rp_id)
-        d.mkdir(exist_ok=True)
-        atomic_write(self.index_path(rp_id, lun), data, sync=self.durable)
+    def write_index(
+        self, rp_id: str, lun: int, data: bytes, *, retain_until: datetime | None = None
+    ) -> None:
+        self.backend.put(
+            index_key(rp_id, lun), data, retain_until=retain_until if self.object_lock else None
+        )
+
+    def read_index_bytes(self, rp_id: str, lun: int) -> bytes:
+        """FileNotFoundError if absent."""
+        return self.backend.get(index_key(rp_id, lun))
+
+    def remove_indexes(self, rp_id: str) -> None:
+        """Remove a recovery point's indexes (uncommitted, or deleted with its manifest)."""
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(self.index_dir(rp_id))
+            return
+        self.backend.delete_many([i.key for i in self.backend.list(f"indexes/{rp_id}/")])
+
+    def list_index_dirs(self) -> dict[str, tuple[float, list[str]]]:
+        """Each name under indexes/: (newest mtime, its keys). A local store's directories
+        count with their own mtime too, empty ones included."""
+        out: dict[str, tuple[float, list[str]]] = {}
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError), os.scandir(self.path / "indexes") as it:
+                for ent in it:
+                    with contextlib.suppress(FileNotFoundError):
+                        out[ent.name] = (ent.stat(follow_symlinks=False).st_mtime, [])
+        for info in self.backend.list("indexes/"):
+            parts = info.key.split("/")
+            if len(parts) < 3:
+                continue
+            mtime, keys = out.get(parts[1], (0.0, []))
+            keys.append(info.key)
+            out[parts[1]] = (max(mtime, info.mtime), keys)
+        return out
 
     def load_index(self, rp_id: str, disk: dict[str, Any]) -> DiskIndex:
         """Read and check a disk index against the manifest's recorded checksum."""
         lun = int(disk["lun"])
         try:
-            data = self.index_path(rp_id, lun).read_bytes()
+            data = self.read_index_bytes(rp_id, lun)
         except FileNotFoundError as e:
             raise CorruptionError(
                 f"index of rp {rp_id} lun {lun} is missing",
@@ -351,25 +510,35 @@ class Store:
     # ------------------------------------------------------------------ manifests
 
     def manifest_path(self, rp_id: str) -> Path:
-        return self.path / "manifests" / f"{rp_id}.json"
+        return self._local_root() / manifest_key(rp_id)
 
     def has_manifest(self, rp_id: str) -> bool:
-        return self.manifest_path(rp_id).exists()
+        return self.backend.exists(manifest_key(rp_id))
 
     def list_rp_ids(self) -> list[str]:
         out = []
-        for ent in os.scandir(self.path / "manifests"):
-            name = ent.name
-            if name.endswith(".json") and not name.startswith("."):
+        for info in self.backend.list("manifests/"):
+            name = info.key.rsplit("/", 1)[-1]
+            if name.endswith(".json") and not name.startswith(".") and "/" not in info.key[10:]:
                 out.append(name[: -len(".json")])
         return sorted(out)
+
+    def list_manifest_temps(self) -> list[ObjectInfo]:
+        """Manifest temp files an interrupted commit left (local stores only have them)."""
+        return [
+            i
+            for i in self.backend.list("manifests/")
+            if i.key.rsplit("/", 1)[-1].startswith(TMP_PREFIX)
+        ]
 
     def read_manifest_bytes(self, rp_id: str) -> bytes:
         _check_rp_id(rp_id)
         try:
-            return self.manifest_path(rp_id).read_bytes()
+            return self.backend.get(manifest_key(rp_id))
         except FileNotFoundError as e:
-            raise RecoveryPointNotFound(f"recovery point {rp_id} not found in {self.path}") from e
+            raise RecoveryPointNotFound(
+                f"recovery point {rp_id} not found in {self.location}"
+            ) from e
 
     def read_manifest(self, rp_id: str) -> dict[str, Any]:
         return self.parse_manifest(rp_id, self.read_manifest_bytes(rp_id), keyed=True)
@@ -392,43 +561,107 @@ class Store:
 
     def commit_manifest(self, rp_id: str, body: dict[str, Any], *, replace: bool) -> bytes:
         data = manifest_to_bytes(body, self.require_keys())
-        self.commit_manifest_bytes(rp_id, data, replace=replace)
+        self.commit_manifest_bytes(
+            rp_id, data, replace=replace, retain_until=parse_iso(body.get("retain_until"))
+        )
         return data
 
-    def commit_manifest_bytes(self, rp_id: str, data: bytes, *, replace: bool) -> None:
-        try:
-            atomic_write(self.manifest_path(rp_id), data, replace=replace, sync=self.durable)
-        except FileExistsError as e:
-            raise RecoveryPointExists(f"recovery point {rp_id} already exists") from e
+    def commit_manifest_bytes(
+        self, rp_id: str, data: bytes, *, replace: bool, retain_until: datetime | None = None
+    ) -> None:
+        key = manifest_key(rp_id)
+        lock_until = retain_until if self.object_lock else None
+        if replace:
+            self.backend.put(key, data, retain_until=lock_until)
+        elif not self.backend.put_if_absent(key, data, retain_until=lock_until):
+            raise RecoveryPointExists(f"recovery point {rp_id} already exists")
+
+    def delete_manifest(self, rp_id: str) -> None:
+        self.read_manifest_bytes(rp_id)  # RecoveryPointNotFound if absent
+        self.backend.delete_many([manifest_key(rp_id)])
 
     # ------------------------------------------------------------------ locks and leases
 
     @contextlib.contextmanager
-    def operation(self, op: str, **info: Any) -> Iterator[Path]:
-        """Hold a shared store lock and a lease file for an in-flight operation.
+    def operation(self, op: str, **info: Any) -> Iterator[str]:
+        """Hold off GC for an in-flight operation; yields the lease's key.
 
-        GC sweeps only under the exclusive lock, so nothing is swept while this is held. The
-        lock is an flock: it dies with the process, so a killed backup never blocks GC.
-        """
-        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        Local stores: a shared flock on `lock` (it dies with the process, so a killed backup
+        never blocks GC) and a lease file. Object stores: a lease object written FIRST, then
+        `gc.lock` checked (GC creates that first, then lists leases, so one of the two always
+        sees the other); the lease is refreshed while the operation runs and expires if its
+        process dies. See FORMAT.md, "Locks and GC"."""
+        doc = {"op": op, "pid": os.getpid(), "host": socket.gethostname()}
+        doc.update({k: v for k, v in info.items() if v is not None})
+        doc["started"] = iso(utcnow())
+        lease = f"leases/{uuid.uuid4()}.json"
+        with self._state:
+            self._ops += 1
+        try:
+            if self.path is not None:
+                with self._local_operation(lease, doc):
+                    yield lease
+            else:
+                with self._object_operation(lease, doc):
+                    yield lease
+        finally:
+            with self._state:
+                self._ops -= 1
+                if self._ops == 0:
+                    self._chunk_ids = None
+
+    @contextlib.contextmanager
+    def _local_operation(self, lease: str, doc: dict[str, Any]) -> Iterator[None]:
+        root = self._local_root()
+        fd = os.open(root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
-            lease = self.path / "leases" / f"{uuid.uuid4()}.json"
-            doc = {"op": op, "pid": os.getpid(), "host": socket.gethostname()}
-            doc.update({k: v for k, v in info.items() if v is not None})
-            doc["started"] = iso(utcnow())
-            atomic_write(lease, json.dumps(doc).encode(), sync=False)
+            atomic_write(root / lease, json.dumps(doc).encode(), sync=False)
             try:
-                yield lease
+                yield
             finally:
                 with contextlib.suppress(OSError):
-                    os.unlink(lease)
+                    os.unlink(root / lease)
         finally:
             os.close(fd)
+
+    def _expiring(self, doc: dict[str, Any]) -> bytes:
+        doc["expires"] = iso(utcnow() + timedelta(seconds=self.lease_seconds))
+        return json.dumps(doc).encode()
+
+    @contextlib.contextmanager
+    def _object_operation(self, lease: str, doc: dict[str, Any]) -> Iterator[None]:
+        while True:
+            self.backend.put(lease, self._expiring(doc))
+            if self._live_gc_lock() is None:
+                break
+            # GC holds the store: step back so it can finish, then try again.
+            self.backend.delete(lease)
+            time.sleep(min(1.0, self.lease_seconds / 10))
+        refresher = _Refresher(self, lease, doc)
+        try:
+            yield
+        finally:
+            refresher.stop()
+            with contextlib.suppress(StoreUnavailable):
+                self.backend.delete(lease)
+
+    def _live_gc_lock(self) -> dict[str, Any] | None:
+        try:
+            doc = json.loads(self.backend.get(GC_LOCK))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return {}  # being written or damaged: treat as held until it expires by age
+        return doc if not _expired(doc) else None
 
     @contextlib.contextmanager
     def exclusive(self, wait_seconds: float) -> Iterator[None]:
         """Exclusive store lock (GC sweep); StoreBusy if in-flight operations hold it."""
+        if self.path is None:
+            with self._object_exclusive(wait_seconds):
+                yield
+            return
         fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             deadline = time.monotonic() + wait_seconds
@@ -439,23 +672,113 @@ class Store:
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
                         raise StoreBusy(
-                            f"store {self.path} is busy with in-flight operations"
+                            f"store {self.location} is busy with in-flight operations"
                         ) from None
                     time.sleep(0.05)
             yield
         finally:
             os.close(fd)
 
+    @contextlib.contextmanager
+    def _object_exclusive(self, wait_seconds: float) -> Iterator[None]:
+        deadline = time.monotonic() + wait_seconds
+        token = str(uuid.uuid4())
+        doc = {"op": "gc", "pid": os.getpid(), "host": socket.gethostname(), "token": token}
+        doc["started"] = iso(utcnow())
+        busy = f"store {self.location} is busy with in-flight operations"
+        while not self.backend.put_if_absent(GC_LOCK, self._expiring(doc)):
+            held = self._live_gc_lock()
+            if held is None:  # its holder died: the lock expired
+                self.backend.delete(GC_LOCK)
+                continue
+            if time.monotonic() >= deadline:
+                raise StoreBusy(f"{busy} (another GC)")
+            time.sleep(0.2)
+        self._gc_token = token
+        refresher = _Refresher(self, GC_LOCK, doc)
+        try:
+            while self.live_leases():
+                if time.monotonic() >= deadline:
+                    raise StoreBusy(busy)
+                time.sleep(0.2)
+            yield
+        finally:
+            refresher.stop()
+            self._gc_token = None
+            with contextlib.suppress(StoreUnavailable):
+                self.backend.delete(GC_LOCK)
+
+    def check_exclusive(self) -> None:
+        """Before GC deletes anything on an object store: StoreBusy unless its lock is still
+        its own and no operation holds a lease (a GC whose lock expired under it stops)."""
+        if self.path is not None:
+            return
+        held = self._live_gc_lock()
+        if not held or held.get("token") != self._gc_token:
+            raise StoreBusy(f"store {self.location}: the GC lock was lost")
+        if self.live_leases():
+            raise StoreBusy(f"store {self.location} is busy with in-flight operations")
+
     def leases(self) -> list[dict[str, Any]]:
         out = []
-        for ent in os.scandir(self.path / "leases"):
-            if ent.name.startswith("."):
+        for info in self.backend.list("leases/"):
+            name = info.key.rsplit("/", 1)[-1]
+            if name.startswith("."):
                 continue
             try:
-                out.append(json.loads(Path(ent.path).read_bytes()) | {"file": ent.name})
-            except (OSError, ValueError):
+                out.append(json.loads(self.backend.get(info.key)) | {"file": name})
+            except (FileNotFoundError, ValueError):
                 continue
         return out
+
+    def live_leases(self) -> list[dict[str, Any]]:
+        """Leases of running operations (object stores: those not yet expired)."""
+        return [d for d in self.leases() if not _expired(d)]
+
+    def clear_leases(self, dry_run: bool) -> int:
+        """Remove every lease left: under the exclusive lock each one is stale (its process
+        died). Returns how many there were."""
+        keys = [i.key for i in self.backend.list("leases/")]
+        if not dry_run:
+            for key in keys:
+                with contextlib.suppress(OSError):
+                    self.backend.delete(key)
+        return len(keys)
+
+
+class _Refresher:
+    """Rewrites a lease (or the GC lock) with a later expiry while its holder runs."""
+
+    def __init__(self, store: Store, key: str, doc: dict[str, Any]) -> None:
+        self.store, self.key, self.doc = store, key, dict(doc)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="lifeboat-lease", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.store.lease_seconds / 3):
+            with contextlib.suppress(EngineError):
+                self.store.backend.put(self.key, self.store._expiring(self.doc))
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+
+def _expired(doc: dict[str, Any]) -> bool:
+    """A lease or lock past its expiry. Local leases have none: they are never expired."""
+    try:
+        expires = parse_iso(doc.get("expires"))
+    except (TypeError, ValueError):
+        return False
+    return expires is not None and expires < utcnow()
+
+
+def _keys_doc(backend: Backend) -> bytes:
+    try:
+        return backend.get("keys.json")
+    except FileNotFoundError as e:
+        raise StoreNotFound(f"no keys file in store {backend.location}") from e
 
 
 def _check_rp_id(rp_id: str) -> None:

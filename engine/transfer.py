@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -14,7 +14,7 @@ from .errors import CorruptionError, Damage, KeyMismatch
 from .formats import ZERO_DIGEST, ChunkDamaged, DiskIndex, manifest_from_bytes, recode_chunk
 from .model import CancelFn, ProgressFn, TransferResult
 from .pipeline import Throttle, default_threads, run_bounded
-from .store import Store, Syncer
+from .store import Store, Syncer, Uploader, parse_iso
 
 
 def transfer(
@@ -32,7 +32,7 @@ def transfer(
     skeys, dkeys = src.require_keys(), dst.require_keys()
     if skeys.vault_key_id != dkeys.vault_key_id or skeys.dek != dkeys.dek:
         raise KeyMismatch("source and destination stores do not share vault keys")
-    threads = threads or default_threads()
+    threads = dst.io_threads(src.io_threads(threads or default_threads()))
     if dst.has_manifest(rp_id):
         dst.read_manifest(rp_id)  # must be a valid copy
         return TransferResult(rp_id, 0, 0, 0, True, time.monotonic() - started)
@@ -41,17 +41,22 @@ def transfer(
         manifest_bytes = src.read_manifest_bytes(rp_id)
         body = src.parse_manifest(rp_id, manifest_bytes, keyed=True)
         indexes = [(int(disk["lun"]), src.load_index(rp_id, disk)) for disk in body["disks"]]
-        copied = _copy_chunks(src, dst, rp_id, _wanted(indexes), progress, cancel, threads)
+        retain_until = parse_iso(body.get("retain_until"))
+        copied = _copy_chunks(
+            src, dst, rp_id, _wanted(indexes), progress, cancel, threads, retain_until
+        )
         try:
             dst.sync_dirs(copied.dirs)
             for lun, idx in indexes:
-                dst.write_index(rp_id, lun, idx.to_bytes())
+                dst.write_index(rp_id, lun, idx.to_bytes(), retain_until=retain_until)
             manifest_from_bytes(manifest_bytes, dkeys)  # still the authenticated manifest
-            dst.commit_manifest_bytes(rp_id, manifest_bytes, replace=False)
+            dst.commit_manifest_bytes(
+                rp_id, manifest_bytes, replace=False, retain_until=retain_until
+            )
         except BaseException:
-            if not dst.has_manifest(rp_id):
-                with contextlib.suppress(OSError):
-                    shutil.rmtree(dst.index_dir(rp_id))
+            with contextlib.suppress(Exception):
+                if not dst.has_manifest(rp_id):
+                    dst.remove_indexes(rp_id)
             raise
     return TransferResult(
         rp_id,
@@ -98,15 +103,18 @@ def _copy_chunks(
     progress: ProgressFn | None,
     cancel: CancelFn | None,
     threads: int,
+    retain_until: datetime | None,
 ) -> _Copied:
     """Copy the wanted chunks dst lacks, each verified; returns when they are durable."""
     skeys = src.require_keys()
     throttle = Throttle(progress, "transfer", sum(p.length for p in wanted.values()))
     copied = _Copied()
 
-    def copy(cid: bytes, place: _Place, syncer: Syncer) -> tuple[int, int, Path | None]:
+    def copy(
+        cid: bytes, place: _Place, syncer: Syncer | Uploader
+    ) -> tuple[int, int, bool, Path | None]:
         if dst.has_chunk(cid):
-            return place.length, 0, None
+            return place.length, 0, False, None
         try:
             blob = recode_chunk(skeys, cid, src.get_chunk(cid), dst.codec)
         except (ChunkDamaged, FileNotFoundError) as e:
@@ -115,19 +123,21 @@ def _copy_chunks(
                 f"source chunk of rp {rp_id} lun {place.lun} at offset {place.offset}: {reason}",
                 [Damage(rp_id, place.lun, place.offset, "chunk", reason, cid.hex())],
             ) from e
-        return place.length, len(blob), dst.put_chunk(cid, blob, syncer)
+        chunk_dir = dst.put_chunk(cid, blob, syncer, retain_until=retain_until)
+        return place.length, len(blob), True, chunk_dir
 
-    def count(r: tuple[int, int, Path | None]) -> None:
-        ln, nbytes, chunk_dir = r
-        if chunk_dir is None:
+    def count(r: tuple[int, int, bool, Path | None]) -> None:
+        ln, nbytes, stored, chunk_dir = r
+        if not stored:
             copied.present += 1
         else:
             copied.chunks += 1
             copied.bytes += nbytes
-            copied.dirs.add(chunk_dir)
+            if chunk_dir is not None:
+                copied.dirs.add(chunk_dir)
         throttle.add(ln)
 
-    with Syncer() as syncer:
+    with dst.syncer() as syncer:
         run_bounded(
             (partial(copy, cid, place, syncer) for cid, place in wanted.items()),
             count,

@@ -1,4 +1,9 @@
-"""Fixtures for engine tests (no Django needed by the engine itself)."""
+"""Fixtures for engine tests (no Django needed by the engine itself).
+
+Every test that takes `store` runs once per place a store can live: a local directory, S3
+(moto) and Azure Blob (Azurite). Tests about local files themselves carry the `local_store`
+marker and run on a local directory only.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,26 @@ import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine import Store, init_store
+from engine.tests.objservers import (  # noqa: F401  (session fixtures)
+    Place,
+    azurite_server,
+    moto_server,
+    object_place,
+)
 from engine.tests.tools import make_ext4, stage_files
+
+STORE_KINDS = ("local", "s3", "azure")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_kind" in metafunc.fixturenames:
+        local_only = metafunc.definition.get_closest_marker("local_store") is not None
+        metafunc.parametrize("store_kind", ["local"] if local_only else list(STORE_KINDS))
 
 
 @pytest.fixture
@@ -27,8 +47,27 @@ def key_file(tmp_path: Path, kek: bytes) -> Path:
 
 
 @pytest.fixture
-def store(tmp_path: Path, kek: bytes) -> Store:
-    return init_store(tmp_path / "vault", kek, chunk_size=256 << 10)
+def place(
+    request: pytest.FixtureRequest, store_kind: str, tmp_path: Path
+) -> Callable[[str], Place]:
+    """A fresh place of this test's kind for a store named `name`."""
+    return lambda name: object_place(request, store_kind, tmp_path, name)
+
+
+@pytest.fixture
+def make_store(place: Callable[[str], Place], kek: bytes) -> Callable[..., Store]:
+    """Another store of this test's kind: make_store(name, **init_store options)."""
+
+    def make(name: str, **kw: Any) -> Store:
+        p = place(name)
+        return init_store(p.location, kek, target=p.target, **kw)
+
+    return make
+
+
+@pytest.fixture
+def store(make_store: Callable[..., Store]) -> Store:
+    return make_store("vault", chunk_size=256 << 10)
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,12 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from engine import GcResult, Store, gc
 
 REPO = Path(__file__).resolve().parents[2]
 SBIN = ("/usr/sbin", "/sbin", "/usr/local/sbin")
@@ -119,3 +122,25 @@ def engine_env() -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("DJANGO_SETTINGS_MODULE", None)
     return env
+
+
+def flip_object(store: Store, key: str, pos: int) -> None:
+    """Flip one bit of a stored object (bit rot), wherever the store lives."""
+    data = bytearray(store.backend.get(key))
+    data[pos % len(data)] ^= 0x01
+    store.backend.put(key, bytes(data))
+
+
+def object_size(store: Store, key: str) -> int:
+    return len(store.backend.get(key))
+
+
+def gc_aged(store: Store, age: float, grace: float) -> GcResult:
+    """GC as if every chunk were `age` seconds older: local files get an older mtime; object
+    stores cannot be back-dated, so the grace window moves instead (the same comparison)."""
+    if store.path is None:
+        return gc(store, grace_seconds=grace - age)
+    old = time.time() - age
+    for path in store.iter_chunk_files():
+        os.utime(path, (old, old))
+    return gc(store, grace_seconds=grace)

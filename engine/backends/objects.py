@@ -1,0 +1,220 @@
+"""A store on S3 or Azure Blob through obstore (the Rust object_store crate).
+
+Chosen over boto3 / azure-storage-blob by measurement (500 x 1 MiB puts, 16 in flight, moto
+and Azurite on one machine): a third of the client CPU and up to twice the throughput, one API
+for both services, and conditional create raising the same exception on each.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import obstore
+from obstore.exceptions import (
+    AlreadyExistsError,
+    BaseError,
+    NotFoundError,
+    PreconditionError,
+)
+from obstore.store import AzureStore, S3Store
+
+from ..errors import StoreUnavailable
+from . import ObjectInfo, ObjectTarget, split_location
+
+# Requests per listing page and per batch delete, as both services define them.
+LIST_PAGE = 1000
+DELETE_BATCH = 1000
+
+
+def _short(e: BaseException) -> str:
+    """The cause of a client error in a few words, without the client's retry narrative."""
+    text = str(e)
+    status = re.search(r"status code: (\d{3} [A-Za-z ]+)", text)
+    code = re.search(r"<Code>([^<]+)</Code>", text)
+    if status:
+        return status.group(1).strip() + (f" ({code.group(1)})" if code else "")
+    for marker in ("Connection refused", "connection closed", "Connection reset", "timed out"):
+        if marker.lower() in text.lower():
+            return marker.lower()
+    if "error sending request" in text:
+        return "the service did not answer"
+    first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    return first[:160]
+
+
+class ObjectBackend:
+    """One bucket (S3) or container (Azure) and a prefix in it."""
+
+    is_local = False
+
+    def __init__(self, location: str, target: ObjectTarget) -> None:
+        self.location = location
+        self.target = target
+        self.scheme, self.bucket, self.prefix = split_location(location)
+        self._lock = threading.Lock()
+        self._requests = 0
+        self._locked_stores: dict[str, Any] = {}
+        self.store = self._make_store(None)
+
+    # ------------------------------------------------------------------ client
+
+    def _client_options(self, headers: dict[str, str] | None) -> dict[str, Any]:
+        opts: dict[str, Any] = {"timeout": "120s", "connect_timeout": "10s"}
+        if self.target.endpoint and self.target.endpoint.startswith("http://"):
+            opts["allow_http"] = True
+        if headers:
+            opts["default_headers"] = headers
+        return opts
+
+    def _make_store(self, retain_until: str | None) -> Any:
+        creds = dict(self.target.credentials)
+        # Few retries: a dead service must surface as StoreUnavailable in seconds, not minutes.
+        retry = {"max_retries": 2, "retry_timeout": timedelta(seconds=20)}
+        prefix = self.prefix or None
+        if self.scheme == "s3":
+            headers = None
+            extra: dict[str, Any] = {}
+            if self.target.object_lock:
+                # Object Lock buckets want a checksum on every put (Content-MD5 or x-amz-checksum).
+                extra["checksum_algorithm"] = "sha256"
+                headers = {"x-amz-sdk-checksum-algorithm": "SHA256"}
+            if retain_until is not None:
+                headers = {
+                    "x-amz-sdk-checksum-algorithm": "SHA256",
+                    "x-amz-object-lock-mode": "COMPLIANCE",
+                    "x-amz-object-lock-retain-until-date": retain_until,
+                }
+            given = {
+                "prefix": prefix,
+                "endpoint": self.target.endpoint,
+                "region": self.target.region or "us-east-1",
+                "access_key_id": creds.get("access_key_id"),
+                "secret_access_key": creds.get("secret_access_key"),
+                "session_token": creds.get("session_token"),
+            }
+            extra.update({k: v for k, v in given.items() if v is not None})
+            return S3Store(
+                self.bucket,
+                virtual_hosted_style_request=not self.target.path_style,
+                client_options=self._client_options(headers),
+                retry_config=retry,
+                **extra,
+            )
+        if self.scheme == "az":
+            kw: dict[str, Any] = {"account_name": creds.get("account_name")}
+            if creds.get("account_key"):
+                kw["account_key"] = creds["account_key"]
+            if creds.get("sas_token"):
+                kw["sas_key"] = creds["sas_token"].lstrip("?")
+            if self.target.endpoint:
+                kw["endpoint"] = self.target.endpoint
+            if prefix:
+                kw["prefix"] = prefix
+            return AzureStore(
+                self.bucket,
+                client_options=self._client_options(None),
+                retry_config=retry,
+                **kw,
+            )
+        raise ValueError(f"unknown object store scheme in {self.location!r}")
+
+    def _store_for(self, retain_until: datetime | None) -> Any:
+        if retain_until is None or not self.target.object_lock or self.scheme != "s3":
+            return self.store
+        stamp = retain_until.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with self._lock:
+            st = self._locked_stores.get(stamp)
+            if st is None:
+                st = self._locked_stores[stamp] = self._make_store(stamp)
+            return st
+
+    def _count(self, n: int = 1) -> None:
+        with self._lock:
+            self._requests += n
+
+    def requests(self) -> int:
+        return self._requests
+
+    def _fail(self, what: str, key: str, e: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(f"store {self.location}: {what} {key} failed: {_short(e)}")
+
+    # ------------------------------------------------------------------ objects
+
+    def put(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
+        self._count()
+        try:
+            obstore.put(self._store_for(retain_until), key, data, use_multipart=False)
+        except BaseError as e:
+            raise self._fail("put", key, e) from e
+
+    def put_if_absent(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> bool:
+        self._count()
+        try:
+            obstore.put(
+                self._store_for(retain_until), key, data, mode="create", use_multipart=False
+            )
+        except (AlreadyExistsError, PreconditionError):
+            return False
+        except BaseError as e:
+            raise self._fail("put", key, e) from e
+        return True
+
+    def get(self, key: str) -> bytes:
+        self._count()
+        try:
+            return bytes(obstore.get(self.store, key).bytes())
+        except (NotFoundError, FileNotFoundError) as e:
+            raise FileNotFoundError(f"{self.location}/{key}") from e
+        except BaseError as e:
+            raise self._fail("get", key, e) from e
+
+    def exists(self, key: str) -> bool:
+        self._count()
+        try:
+            obstore.head(self.store, key)
+        except (NotFoundError, FileNotFoundError):
+            return False
+        except BaseError as e:
+            raise self._fail("head", key, e) from e
+        return True
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        n = 0
+        self._count()
+        try:
+            for batch in obstore.list(self.store, prefix=prefix, chunk_size=LIST_PAGE):
+                for meta in batch:
+                    n += 1
+                    if n % LIST_PAGE == 0:
+                        self._count()
+                    yield ObjectInfo(
+                        meta["path"], int(meta["size"]), meta["last_modified"].timestamp()
+                    )
+        except BaseError as e:
+            raise self._fail("list", prefix, e) from e
+
+    def delete(self, key: str) -> None:
+        self._count()
+        try:
+            obstore.delete(self.store, key)
+        except (NotFoundError, FileNotFoundError):
+            return
+        except BaseError as e:
+            raise self._fail("delete", key, e) from e
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        todo = list(keys)
+        for i in range(0, len(todo), DELETE_BATCH):
+            part = todo[i : i + DELETE_BATCH]
+            # S3 deletes a batch in one request; Azure's object_store sends one per key.
+            self._count(1 if self.scheme == "s3" else len(part))
+            try:
+                obstore.delete(self.store, part)
+            except (NotFoundError, FileNotFoundError):
+                continue
+            except BaseError as e:
+                raise self._fail("delete", part[0], e) from e

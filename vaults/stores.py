@@ -29,7 +29,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import engine
 from inventory.models import Host
@@ -56,11 +55,6 @@ SECONDARY_CODEC = VAULT_CODEC
 class TargetUnusable(engine.EngineError):
     """A storage target's credentials cannot be read (a variable unset, a file unreadable), or
     a location needs a target it lacks. The message names what is missing."""
-
-
-# Failures reaching a store (an object store down, a bucket refused): the engine names them
-# StoreUnavailable once it speaks object storage; until then any EngineError may say it.
-StoreUnavailable: type[engine.EngineError] = getattr(engine, "StoreUnavailable", engine.EngineError)
 
 
 # -- storage targets: credentials read at use -----------------------------------------------------
@@ -107,6 +101,22 @@ def _file_credentials(target: StorageTarget) -> dict[str, str]:
     return {k: v for k, v in data.items() if k in known and v}
 
 
+def missing_credentials(kind: str, keys: set[str]) -> str:
+    """What a target of `kind` lacks among the credential keys it has, said for a person;
+    empty when nothing. S3: an access key id and secret; Azure: the account name, and its
+    key or a SAS token."""
+    if kind == TargetKind.S3:
+        missing = [k for k in ("access_key_id", "secret_access_key") if k not in keys]
+        return " and ".join(missing)
+    if "account_name" not in keys:
+        return "account_name" + (
+            "" if keys & {"account_key", "sas_token"} else " and account_key (or sas_token)"
+        )
+    if not keys & {"account_key", "sas_token"}:
+        return "account_key (or sas_token)"
+    return ""
+
+
 def credentials(target: StorageTarget) -> dict[str, str]:
     """The target's credentials as the engine takes them, read now from the environment or
     the file; TargetUnusable naming the missing variable, file or key."""
@@ -119,39 +129,27 @@ def credentials(target: StorageTarget) -> dict[str, str]:
         if target.credentials_source == CredentialsSource.FILE
         else "its environment variables"
     )
-    if target.kind == TargetKind.S3:
-        missing = [k for k in ("access_key_id", "secret_access_key") if k not in creds]
-    elif "sas_token" in creds:
-        missing = []
-    else:
-        missing = [k for k in ("account_name", "account_key") if k not in creds]
+    missing = missing_credentials(target.kind, set(creds))
     if missing:
-        raise TargetUnusable(
-            f"storage target {target.name}: {where} lack {', '.join(missing)}"
-            + (" (or sas_token)" if target.kind == TargetKind.AZURE else "")
-        )
+        raise TargetUnusable(f"storage target {target.name}: {where} lack {missing}")
     return creds
 
 
-def object_target(target: StorageTarget, *, object_lock: bool = False) -> Any:
+def object_target(target: StorageTarget, *, object_lock: bool = False) -> engine.ObjectTarget:
     """`engine.ObjectTarget` for `target`, its credentials read now. `object_lock`: the store's
     objects get the bucket's retention (locked vaults on an object-lock target)."""
-    creds = credentials(target)  # first: a missing variable or file is the error to name
-    make = getattr(engine, "ObjectTarget", None)
-    if make is None:
-        raise TargetUnusable("this engine cannot open object-storage locations")
-    return make(
+    return engine.ObjectTarget(
         endpoint=target.endpoint or None,
         region=target.region or None,
         path_style=target.path_style,
-        credentials=creds,
+        credentials=credentials(target),
         object_lock=object_lock and target.object_lock,
     )
 
 
 def _target_for(
     location: str, target: StorageTarget | None, *, object_lock: bool, what: str
-) -> Any:
+) -> engine.ObjectTarget | None:
     """The engine target a location needs: None for a local directory."""
     scheme = location_scheme(location)
     if scheme is None:
@@ -163,34 +161,28 @@ def _target_for(
     return object_target(target, object_lock=object_lock)
 
 
-def _engine_open(location: str, kek: bytes, target: Any) -> engine.Store:
-    if target is None:
-        return engine.open_store(location, kek)
-    opener: Any = engine.open_store
-    store: engine.Store = opener(location, kek, target=target)
-    return store
+def _engine_open(
+    location: str, kek: bytes, target: engine.ObjectTarget | None = None
+) -> engine.Store:
+    return engine.open_store(location, kek, target=target)
 
 
 def _engine_init(
-    location: str, kek: bytes, codec: str, keys_from: engine.Store | None, target: Any
+    location: str,
+    kek: bytes,
+    codec: str,
+    keys_from: engine.Store | None,
+    target: engine.ObjectTarget | None,
 ) -> engine.Store:
     """A new store at `location`; with `keys_from`, that store's wrapped keys."""
-    source: Any = None
-    if keys_from is not None:
-        source = keys_from.path if keys_from.path is not None else keys_from
     if target is None:
-        if location_scheme(location) is None:
-            Path(location).parent.mkdir(parents=True, exist_ok=True)
-        return engine.init_store(location, kek, codec=codec, keys_from=source)
-    init: Any = engine.init_store
-    store: engine.Store = init(location, kek, codec=codec, keys_from=source, target=target)
-    return store
+        Path(location).parent.mkdir(parents=True, exist_ok=True)
+    return engine.init_store(location, kek, codec=codec, keys_from=keys_from, target=target)
 
 
 def location_of(store: engine.Store) -> str:
     """Where an open store lives (its directory, or its object-storage location)."""
-    location = getattr(store, "location", None)
-    return str(location) if location else str(store.path)
+    return str(store.location)
 
 
 def probe_location(location: str, target: StorageTarget | None, kek: bytes | None = None) -> str:
@@ -209,7 +201,9 @@ def probe_location(location: str, target: StorageTarget | None, kek: bytes | Non
 # -- opening what exists ------------------------------------------------------------------------
 
 
-def _open(location: str, kek: bytes, what: str, target: Any = None) -> engine.Store:
+def _open(
+    location: str, kek: bytes, what: str, target: engine.ObjectTarget | None = None
+) -> engine.Store:
     try:
         return _engine_open(location, kek, target)
     except engine.StoreNotFound as e:
@@ -247,7 +241,7 @@ def immutability_enforcement(vault: Vault) -> str | None:
     return "Enforced by Lifeboat only"
 
 
-def _vault_target(vault: Vault) -> Any:
+def _vault_target(vault: Vault) -> engine.ObjectTarget | None:
     return _target_for(
         vault.vault_location,
         vault.storage_target,
@@ -256,7 +250,7 @@ def _vault_target(vault: Vault) -> Any:
     )
 
 
-def _secondary_target(vault: Vault) -> Any:
+def _secondary_target(vault: Vault) -> engine.ObjectTarget | None:
     return _target_for(
         vault.secondary_location,
         vault.secondary_target,
@@ -429,7 +423,7 @@ def _open_or_init(
     kek: bytes,
     codec: str,
     keys_from: engine.Store | None = None,
-    target: Any = None,
+    target: engine.ObjectTarget | None = None,
 ) -> engine.Store:
     try:
         return _engine_open(location, kek, target)

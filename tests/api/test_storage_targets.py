@@ -109,6 +109,9 @@ def test_azure_targets_take_no_s3_options(api, admin_user):
     assert r.status_code == 400
     assert set(r.data) == {"path_style", "object_lock"}
     sas = azure_body(credentials_env={"sas_token": "LIFEBOAT_AZ_SAS"})
+    r = api(admin_user).post(LIST, sas)
+    assert "account_name" in r.data["credentials_env"][0]
+    sas["credentials_env"]["account_name"] = "LIFEBOAT_AZ_ACCOUNT"
     assert api(admin_user).post(LIST, sas).status_code == 201
 
 

@@ -99,15 +99,9 @@ def _credential_errors(target: StorageTarget) -> dict[str, str]:
     bad = sorted(v for v in names.values() if not _env_name.match(v))
     if bad:
         return {"credentials_env": f"Not an environment variable name: {', '.join(bad)}."}
-    if target.kind == TargetKind.S3:
-        missing = [k for k in ("access_key_id", "secret_access_key") if k not in names]
-    elif "sas_token" in names:
-        missing = []
-    else:
-        missing = [k for k in ("account_name", "account_key") if k not in names]
+    missing = stores.missing_credentials(target.kind, set(names))
     if missing:
-        extra = " (or sas_token)" if target.kind == TargetKind.AZURE else ""
-        return {"credentials_env": f"Name the variable of {', '.join(missing)}{extra}."}
+        return {"credentials_env": f"Name the variable of {missing}."}
     return {}
 
 

@@ -38,7 +38,7 @@ from engine.connectors.spec import HypervisorSpec, ParentDisk
 from inventory.models import Connector as HostConnector
 from inventory.models import ExtensionState, PowerState, VirtualMachine
 from jobs import hypervisor, runner
-from jobs.backup_queue import SCHEDULABLE, TAKE_SNAPSHOT, TRANSFER
+from jobs.backup_queue import SCHEDULABLE, TAKE_SNAPSHOT, TRANSFER, queue_replication
 from jobs.hook_details import THAW_AFTER_WORKER_LOST
 from jobs.models import Job, Operation, Param, RestoreTier, Status, SubTask
 from jobs.reconcile import record_recovery_point, work_dir
@@ -624,7 +624,7 @@ def transfer_rp(ctx: JobContext, rp: RecoveryPoint, sub: SubTask) -> bool:
         )
         code, why = "transfer_failed", str(e)
         if full_disk(e) is not None:
-            code, why = "no_space", full_disk_reason(e, f"the vault disk ({vault.store_path})")
+            code, why = "no_space", full_disk_reason(e, f"the vault disk ({vault.vault_location})")
         ctx.warn(
             code,
             f"Transfer to the vault tier failed: {why}. The snapshot is kept and the transfer "
@@ -638,6 +638,7 @@ def transfer_rp(ctx: JobContext, rp: RecoveryPoint, sub: SubTask) -> bool:
         transfer_attempts=rp.transfer_attempts + 1,
         last_transfer_at=timezone.now(),
     )
+    queue_replication(rp)
     ctx.set_result(
         transfer={
             "chunks_copied": result.chunks_copied,

@@ -4,6 +4,9 @@
 - The dispatcher's tick (`enqueue_due_backups`): one backup job per item whose policy slot came.
 - Transfer retries (`enqueue_pending_transfers`): a snapshot whose copy to the vault tier failed
   gets a `transfer` job once its backoff has passed, until the recovery point expires.
+- Replication (`queue_replication`, retried by `enqueue_pending_replications`): once an RP is
+  in the vault tier of a vault with a secondary location, a `replicate` job copies it there;
+  a failed one is retried with the same backoff while the RP lives.
 
 Whether an item may be backed up now is one rule (`backup_refusal`, and `items_to_back_up` for
 the dispatcher's bulk query): it is being protected, and no backup of it is queued or running.
@@ -25,11 +28,13 @@ from jobs.runner import create_job
 from policies import retention, schedule
 from policies.models import BackupPolicy
 from vaults import access, audit
-from vaults.models import ItemState, ProtectedVM, RecoveryPoint
+from vaults.models import ItemState, ProtectedVM, RecoveryPoint, Replication
 
 # A backup job's sub-tasks, created with the job.
 TAKE_SNAPSHOT = "Take snapshot"
 TRANSFER = "Transfer data to vault"
+# A replicate job's one sub-task.
+REPLICATE = "Copy to the secondary location"
 # The states of an item that is being protected: backed up on schedule and on demand.
 SCHEDULABLE = [ItemState.INITIAL_BACKUP_PENDING, ItemState.PROTECTED, ItemState.PROTECTION_ERROR]
 ON_DEMAND_DEFAULT_DAYS = 30
@@ -247,6 +252,64 @@ def enqueue_pending_transfers(now: datetime, vault_id: int | None = None) -> int
             recovery_point=rp,
             params={Param.RP: str(rp.pk)},
             subtasks=[TRANSFER],
+        )
+        created += 1
+    return created
+
+
+# -- replication to the secondary location ---------------------------------------------------------
+
+
+def queue_replication(rp: RecoveryPoint) -> Job | None:
+    """Mark an RP that just reached the vault tier as owed to the vault's secondary location
+    and queue its `replicate` job (delivered on commit); None when the vault has none."""
+    if not rp.vault.has_secondary:
+        return None
+    with transaction.atomic():
+        RecoveryPoint.objects.filter(pk=rp.pk).update(
+            replication=Replication.PENDING, replication_error=""
+        )
+        return create_job(
+            operation=Operation.REPLICATE,
+            vault=rp.vault,
+            item=rp.protected_item,
+            recovery_point=rp,
+            params={Param.RP: str(rp.pk)},
+            subtasks=[REPLICATE],
+        )
+
+
+def owed_replications() -> QuerySet[RecoveryPoint]:
+    """Live RPs in the vault tier whose second copy is pending or failed."""
+    return RecoveryPoint.objects.live().filter(
+        in_vault_tier=True, replication__in=[Replication.PENDING, Replication.FAILED]
+    )
+
+
+def enqueue_pending_replications(now: datetime, vault_id: int | None = None) -> int:
+    """One `replicate` job per owed RP that has none queued or running: failed ones once their
+    backoff has passed, pending ones (their job was lost) at once."""
+    busy = Job.objects.filter(
+        operation=Operation.REPLICATE, status__in=UNFINISHED, recovery_point__isnull=False
+    ).values("recovery_point")
+    owed = owed_replications().filter(vault__secondary_location__gt="").exclude(pk__in=busy)
+    if vault_id is not None:
+        owed = owed.filter(vault_id=vault_id)
+    created = 0
+    for rp in owed.select_related("vault", "protected_item"):
+        if (
+            rp.replication == Replication.FAILED
+            and rp.last_replication_at
+            and now - rp.last_replication_at < _transfer_backoff(rp.replication_attempts)
+        ):
+            continue
+        create_job(
+            operation=Operation.REPLICATE,
+            vault=rp.vault,
+            item=rp.protected_item,
+            recovery_point=rp,
+            params={Param.RP: str(rp.pk)},
+            subtasks=[REPLICATE],
         )
         created += 1
     return created

@@ -6,7 +6,10 @@ Cleanup, in order:
 2. Retention: RPs past their expiry are deleted from every store, then from the catalog. The
    latest RP of an item is always kept, and so is everything of an item stopped with
    "retain forever".
-3. Garbage collection of the vault store and the vault's snapshot stores.
+3. Garbage collection of the vault store, the vault's snapshot stores and its secondary copy.
+Deletion follows the primary: an RP deleted from the vault tier is deleted from the secondary
+copy too. A secondary that cannot be reached is skipped with a warning; the manifests left
+there have no row any more, and reconcile deletes them once it answers again.
 The store is changed before the catalog, so a crash in between leaves a catalog row whose
 manifest is gone; the next cleanup finishes the job.
 """
@@ -53,10 +56,22 @@ def open_stores(vault: Vault) -> VaultStores:
 
 
 def delete_everywhere(rp: RecoveryPoint, stores: VaultStores) -> None:
-    """Remove an RP from both tiers, then from the catalog (stores first: see module doc)."""
+    """Remove an RP from both tiers and the secondary copy, then from the catalog (stores
+    first: see module doc)."""
     delete_from(stores.holding(rp, RestoreTier.SNAPSHOT), str(rp.pk))
     delete_from(stores.holding(rp, RestoreTier.VAULT), str(rp.pk))
+    delete_from(stores.holding(rp, RestoreTier.SECONDARY), str(rp.pk))
     rp.delete()
+
+
+def warn_unreachable_secondary(ctx: JobContext, stores: VaultStores) -> None:
+    """Say so when the secondary copy could not be opened: its copies wait for reconcile."""
+    if stores.secondary_error:
+        ctx.warn(
+            "secondary_unreachable",
+            f"The secondary copy could not be reached ({stores.secondary_error}); what was "
+            "deleted here is deleted there once it answers again.",
+        )
 
 
 def delete_from(store: engine.Store | None, rp_id: str) -> None:
@@ -85,6 +100,7 @@ def run_cleanup(ctx: JobContext) -> None:
     given = ctx.job.params.get(Param.NOW)
     now = datetime.fromisoformat(given) if given else timezone.now()
     stores = open_stores(vault)
+    warn_unreachable_secondary(ctx, stores)
 
     tiered = 0
     for rp in RecoveryPoint.objects.filter(
@@ -108,7 +124,8 @@ def run_cleanup(ctx: JobContext) -> None:
 def collect_garbage(
     ctx: JobContext, stores: VaultStores, grace_seconds: float | None = None
 ) -> dict[str, int]:
-    """GC of the vault store and every snapshot store of the vault; chunks and bytes freed.
+    """GC of the vault store, every snapshot store of the vault and its secondary copy; chunks
+    and bytes freed.
 
     A store busy with a long operation (a backup, a transfer) is skipped with a warning rather
     than failing the job: the next cleanup sweeps it.

@@ -11,6 +11,7 @@ from vaults.models import ScopedQuerySet
 class Operation(models.TextChoices):
     BACKUP = "backup", "Backup"
     TRANSFER = "transfer", "Transfer"
+    REPLICATE = "replicate", "Replicate"
     RESTORE = "restore", "Restore"
     CONFIGURE_BACKUP = "configure_backup", "Configure backup"
     DISABLE_BACKUP = "disable_backup", "Disable backup"
@@ -54,6 +55,8 @@ class RestoreTier(models.TextChoices):
     AUTO = "auto", "Automatic (snapshot tier when it still holds the point)"
     SNAPSHOT = "snapshot", "Snapshot tier"
     VAULT = "vault", "Vault tier"
+    # The vault's second copy (a restore with "source": "secondary"); never chosen by AUTO.
+    SECONDARY = "secondary", "Secondary copy"
 
 
 class Param:

@@ -5,7 +5,8 @@ parameter moves it, so nothing is purged early (always-on soft delete relies on 
 deleted while soft delete was disabled carry `purge_at = deleted_at`, so their
 `delete_backup_data` job deletes them at once; `vaults.lifecycle.purge_now` sets it to now.
 
-Order, as cleanup: each recovery point leaves the snapshot store and the vault store, then the
+Order, as cleanup: each recovery point leaves the snapshot store, the vault store and the
+secondary copy, then the
 catalog; a soft-deleted item's row goes once none of its RPs is left; then garbage collection
 frees the chunks no remaining manifest uses. A crash in between leaves catalog rows whose
 manifests are gone; the next purge finishes the job.
@@ -17,7 +18,12 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from jobs import runner
-from jobs.lifecycle import collect_garbage, delete_everywhere, open_stores
+from jobs.lifecycle import (
+    collect_garbage,
+    delete_everywhere,
+    open_stores,
+    warn_unreachable_secondary,
+)
 from jobs.models import UNFINISHED, Job, Operation, Param
 from jobs.runner import JobContext, create_job
 from vaults import audit
@@ -43,6 +49,7 @@ def run_purge(ctx: JobContext) -> None:
     now = timezone.now()
     only_item = ctx.job.params.get(Param.ITEM)
     stores = open_stores(vault)
+    warn_unreachable_secondary(ctx, stores)
 
     rps = due_recovery_points(vault, now)
     items = due_items(vault, now)

@@ -47,7 +47,7 @@ from jobs.reconcile import record_recovery_point, restore_marker
 from jobs.runner import JobCancelled, JobContext, JobError, create_job
 from security.kek import kek_for
 from vaults import access, audit
-from vaults.models import ProtectedVM, RecoveryPoint, RPConsistency
+from vaults.models import ProtectedVM, RecoveryPoint, Replication, RPConsistency
 from vaults.stores import open_or_create_snapshot_store, preferred_tier, rp_store
 
 SAFETY_DAYS = 30
@@ -105,6 +105,12 @@ def _check_domain_definition(rp: RecoveryPoint, luns: list[int]) -> None:
 
 # -- the request -----------------------------------------------------------------------------------
 
+# Where a restore reads: the vault's own stores, or the secondary copy (which must answer
+# while the primary does not: nothing else of the vault is opened then).
+PRIMARY, SECONDARY = "primary", "secondary"
+SOURCES = (PRIMARY, SECONDARY)
+PRIMARY_TIERS = (RestoreTier.AUTO, RestoreTier.SNAPSHOT, RestoreTier.VAULT)
+
 
 def request_restore(
     rp: RecoveryPoint,
@@ -115,12 +121,14 @@ def request_restore(
     luns: list[int] | None = None,
     tier: str = RestoreTier.AUTO,
     target: dict[str, Any] | None = None,
+    source: str = PRIMARY,
 ) -> Job:
     """Validate a restore request completely, then queue its job.
 
     1. The user may restore in the vault; the recovery point may be restored (not in the
        recycle bin, not expired unless it is the item's latest).
-    2. The kind, the tier and the disks are ones this recovery point offers.
+    2. The kind, the tier (or the secondary copy: `source="secondary"`, for replicated RPs)
+       and the disks are ones this recovery point offers.
     3. The target: a directory the files can be written to, or the stopped VM's own disks.
     4. The tier's store holds the recovery point and the vault's key opens it.
     5. The job is queued with everything the checks resolved, and audited."""
@@ -128,10 +136,12 @@ def request_restore(
     _check_restorable(rp)
     if kind not in RestoreKind.values:
         raise ValidationError({"kind": f"Choose one of: {', '.join(RestoreKind.values)}."})
-    if tier not in RestoreTier.values:
-        raise ValidationError({"tier": f"Choose one of: {', '.join(RestoreTier.values)}."})
+    if tier not in PRIMARY_TIERS:
+        raise ValidationError({"tier": f"Choose one of: {', '.join(PRIMARY_TIERS)}."})
+    if source not in SOURCES:
+        raise ValidationError({"source": f"Choose one of: {', '.join(SOURCES)}."})
     luns = _checked_luns(rp, kind, luns)
-    tier = _choose_tier(rp, tier)
+    tier = _choose_source(rp, tier) if source == SECONDARY else _choose_tier(rp, tier)
     params: dict[str, Any] = {
         Param.RP: str(rp.pk),
         Param.KIND: kind,
@@ -182,6 +192,19 @@ def _checked_luns(rp: RecoveryPoint, kind: str, luns: object) -> list[int]:
             }
         )
     return luns
+
+
+def _choose_source(rp: RecoveryPoint, tier: str) -> str:
+    """The secondary copy: only for RPs replicated there, and it holds vault-tier copies."""
+    if rp.replication != Replication.REPLICATED:
+        raise ValidationError(
+            {"source": "This recovery point has no copy in the secondary location yet."}
+        )
+    if tier not in (RestoreTier.AUTO, RestoreTier.VAULT):
+        raise ValidationError(
+            {"tier": "The secondary location holds vault-tier copies; leave the tier automatic."}
+        )
+    return RestoreTier.SECONDARY
 
 
 def _choose_tier(rp: RecoveryPoint, tier: str) -> str:
@@ -554,7 +577,9 @@ def run_restore(ctx: JobContext) -> None:
     ctx.end_subtask(
         sub,
         Status.COMPLETED,
-        f"{len(files)} disk(s) restored from the {tier} tier, {mib(result.bytes_written)} written",
+        f"{len(files)} disk(s) restored from the "
+        f"{'secondary copy' if tier == RestoreTier.SECONDARY else f'{tier} tier'}, "
+        f"{mib(result.bytes_written)} written",
     )
 
 

@@ -14,7 +14,7 @@ The host a job touches, per operation (`host_of`):
   vault's snapshot stores when they are all on one host; a vault whose items live on several
   hosts has its vault-wide jobs run by the default worker, which must then reach every one of
   those snapshot roots (a job is never split per host);
-- verify: none (it reads the vault store only);
+- verify: none (it reads the vault store only); replicate: none (vault store to secondary);
 - configure backup, disable backup, undelete: none (recorded in the catalog, never delivered).
 
 Queues are django-q2 cluster names: `host-<host name>` for a dedicated host, else
@@ -84,6 +84,7 @@ HOST_OF: dict[str, Callable[[Job], Host | None]] = {
     Operation.DELETE_BACKUP_DATA: _vault_snapshot_host,
     Operation.UPDATE_KEY: _vault_snapshot_host,
     Operation.VERIFY: _nowhere,
+    Operation.REPLICATE: _nowhere,
     Operation.CONFIGURE_BACKUP: _nowhere,
     Operation.DISABLE_BACKUP: _nowhere,
     Operation.UNDELETE: _nowhere,

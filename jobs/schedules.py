@@ -11,7 +11,7 @@ class Periodic:
 
 
 PERIODIC = [
-    # Enqueues due backups and starts queued transfers within each vault's limit.
+    # Enqueues due backups; retries failed transfers and replications after their backoff.
     Periodic("lifeboat-dispatch", "jobs.tasks.dispatch", minutes=1),
     # Fails jobs whose worker stopped sending heartbeats; re-sends lost queue messages.
     Periodic("lifeboat-reap", "jobs.tasks.reap", minutes=1),

@@ -16,11 +16,12 @@ from vaults.models import RecoveryPoint, Vault
 
 
 def dispatch(now: datetime | None = None) -> dict[str, int]:
-    """Enqueue due scheduled backups and retry pending vault transfers."""
+    """Enqueue due scheduled backups, retry pending vault transfers and replications."""
     now = now or timezone.now()
     return {
         "backups": backup_queue.enqueue_due_backups(now),
         "transfers": backup_queue.enqueue_pending_transfers(now),
+        "replications": backup_queue.enqueue_pending_replications(now),
     }
 
 

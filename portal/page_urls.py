@@ -7,6 +7,7 @@ from inventory import views as inventory_views
 from portal import views
 from security.forms import LockoutAuthenticationForm
 from vaults.views import recycle_bin as recycle_bin_views
+from vaults.views import targets as target_views
 
 urlpatterns = [
     path(
@@ -35,6 +36,11 @@ urlpatterns = [
         inventory_views.host_discover,
         name="host-discover",
     ),
+    path("storage-targets/", target_views.target_list, name="target-list"),
+    path("storage-targets/new/", target_views.target_create, name="target-create"),
+    path("storage-targets/<str:name>/", target_views.target_edit, name="target-edit"),
+    path("storage-targets/<str:name>/delete/", target_views.target_delete, name="target-delete"),
+    path("storage-targets/<str:name>/test/", target_views.target_test, name="target-test"),
     path("inventory/vms/", inventory_views.vm_list, name="vm-list"),
     path("inventory/vms/new/", inventory_views.vm_create, name="vm-create"),
     path("inventory/vms/<str:name>/", inventory_views.vm_detail, name="vm-detail"),

@@ -41,6 +41,7 @@ from vaults.models import (
     GuardApprover,
     ProtectedVM,
     Role,
+    StorageTarget,
     VaultMembership,
 )
 
@@ -165,6 +166,12 @@ MATRIX = [
     # host1 is an image host: the admin's answer is the page saying so.
     ("host-test-connection", "POST", {"name": "host1"}, None, "200 403 403 403 403 403 403 302"),
     ("host-discover", "POST", {"name": "host1"}, None, "200 403 403 403 403 403 403 302"),
+    ("target-list", "GET", {}, None, "200 403 403 403 403 403 403 302"),
+    ("target-create", "GET", {}, None, "200 403 403 403 403 403 403 302"),
+    ("target-edit", "GET", {"name": "s3one"}, None, "200 403 403 403 403 403 403 302"),
+    ("target-delete", "POST", {"name": "s3spare"}, None, "302 403 403 403 403 403 403 302"),
+    # No location given and no vault in the target: the admin's answer is the page saying so.
+    ("target-test", "POST", {"name": "s3one"}, None, "200 403 403 403 403 403 403 302"),
     ("vm-list", "GET", {}, None, "200 403 403 403 403 403 403 302"),
     ("vm-create", "GET", {}, None, "200 403 403 403 403 403 403 302"),
     ("vm-detail", "GET", {"name": "web-01"}, None, "200 403 403 403 403 403 403 302"),
@@ -358,6 +365,47 @@ MATRIX = [
         "400 403 403 403 403 403 403 401",
     ),
     ("api-host-discover", "POST", {"name": "host1"}, None, "400 403 403 403 403 403 403 401"),
+    ("api-storage-target-list", "GET", {}, None, "200 403 403 403 403 403 403 401"),
+    (
+        "api-storage-target-list",
+        "POST",
+        {},
+        {
+            "name": "s3new",
+            "kind": "s3",
+            "credentials_env": {"access_key_id": "K_ID", "secret_access_key": "K_SECRET"},
+        },
+        "201 403 403 403 403 403 403 401",
+    ),
+    (
+        "api-storage-target-detail",
+        "GET",
+        {"name": "s3one"},
+        None,
+        "200 403 403 403 403 403 403 401",
+    ),
+    (
+        "api-storage-target-detail",
+        "PATCH",
+        {"name": "s3one"},
+        {"region": "eu-west-1"},
+        "200 403 403 403 403 403 403 401",
+    ),
+    (
+        "api-storage-target-detail",
+        "DELETE",
+        {"name": "s3spare"},
+        None,
+        "204 403 403 403 403 403 403 401",
+    ),
+    # The admin's answer says whether the location opened (here: no credentials, not ok).
+    (
+        "api-storage-target-test",
+        "POST",
+        {"name": "s3one"},
+        {"location": "s3://bucket-one/x"},
+        "200 403 403 403 403 403 403 401",
+    ),
     ("api-vm-list", "GET", {}, None, "200 200 200 200 200 200 200 401"),
     ("api-vm-detail", "GET", {"vm_id": "{vm}"}, None, "200 200 200 200 200 404 404 401"),
     (
@@ -792,6 +840,12 @@ def _scenario(root: Path, personas: dict) -> dict:
     CustomerKey.objects.create(name="k1", path=str(k1), fingerprint=fingerprint(k1.read_bytes()))
     spare_dir = root / "spare"
     spare_dir.mkdir()
+    for name in ("s3one", "s3spare"):
+        StorageTarget.objects.create(
+            name=name,
+            kind="s3",
+            credentials_env={"access_key_id": "MATRIX_NO_ID", "secret_access_key": "MATRIX_NO_KEY"},
+        )
     return {
         "approval": approval.pk,
         "key_file": str(k9),

@@ -61,6 +61,7 @@ ACTIONS: dict[str, str] = {
 ADMIN_ACTIONS = {
     "create_vault",
     "manage_inventory",
+    "manage_storage_targets",
     "link_hosts",
     "assign_guard",
     "manage_keys",

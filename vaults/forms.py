@@ -11,16 +11,21 @@ from inventory.models import Host, VirtualMachine
 from jobs.models import RestoreKind, RestoreTier
 from policies.models import BackupPolicy
 from vaults.models import (
+    CredentialsSource,
     Encryption,
     Immutability,
     RecoveryPoint,
+    Replication,
     Role,
     SoftDeleteState,
     StopMode,
+    StorageTarget,
+    TargetKind,
     Vault,
     lun_label,
     vault_name_validator,
 )
+from vaults.services.targets import TARGET_FIELDS
 from vaults.services.vaults import VaultChanges, VaultSettings
 
 
@@ -62,7 +67,27 @@ class VaultCreateForm(VaultSettingsForm):
     store_location = forms.CharField(
         required=False,
         max_length=500,
-        help_text="Directory of the vault store; empty for the default location.",
+        help_text="Directory of the vault store, s3://bucket/prefix or az://container/prefix; "
+        "empty for the default location.",
+    )
+    storage_target = forms.ModelChoiceField(
+        queryset=StorageTarget.objects.order_by("name"),
+        required=False,
+        to_field_name="name",
+        help_text="For s3:// and az:// locations: the storage target holding them.",
+    )
+    secondary_location = forms.CharField(
+        required=False,
+        max_length=500,
+        label="Secondary location",
+        help_text="A second copy of every recovery point (another region or disk): a "
+        "directory, s3:// or az:// location; empty for none.",
+    )
+    secondary_target = forms.ModelChoiceField(
+        queryset=StorageTarget.objects.order_by("name"),
+        required=False,
+        to_field_name="name",
+        label="Secondary storage target",
     )
     immutability = forms.ChoiceField(
         choices=[
@@ -71,10 +96,11 @@ class VaultCreateForm(VaultSettingsForm):
         ]
     )
 
-    field_order = ["name", "store_location"]
+    PLACES = ("store_location", "storage_target", "secondary_location", "secondary_target")
+    field_order = ["name", *PLACES]
 
     def settings(self) -> VaultSettings:
-        chosen = {f: self.cleaned_data[f] for f in (*self.FIELDS, "store_location")}
+        chosen = {f: self.cleaned_data[f] for f in (*self.FIELDS, *self.PLACES)}
         return cast(VaultSettings, chosen)
 
 
@@ -195,7 +221,16 @@ class RestoreForm(forms.Form):
         coerce=int, widget=forms.CheckboxSelectMultiple, label="Disks"
     )
     tier = forms.ChoiceField(
-        choices=RestoreTier.choices, initial=RestoreTier.AUTO, label="Restore from"
+        choices=[c for c in RestoreTier.choices if c[0] != RestoreTier.SECONDARY],
+        initial=RestoreTier.AUTO,
+        label="Restore from",
+    )
+    source = forms.ChoiceField(
+        choices=[("primary", "This vault's stores"), ("secondary", "The secondary copy")],
+        initial="primary",
+        required=False,
+        label="Copy",
+        help_text="The secondary copy answers while the vault's own stores are unreachable.",
     )
     host = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, label="Target host")
     path = forms.CharField(required=False, max_length=500, label="Target directory")
@@ -227,6 +262,8 @@ class RestoreForm(forms.Form):
         if selective:
             kind.choices = RestoreKind.choices[:1]
         kind.initial = RestoreKind.RESTORE_DISKS
+        if rp.replication != Replication.REPLICATED:
+            del self.fields["source"]  # only replicated recovery points have a second copy
         roots = "; ".join(f"{h.name}: {', '.join(h.allowed_roots)}" for h in hosts)
         self.fields["path"].help_text = (
             f"An existing directory inside the host's allowed roots ({roots})."
@@ -246,7 +283,13 @@ class RestoreForm(forms.Form):
                 target["name"] = data["name"]
                 if data.get("start"):
                     target["start"] = True
-        return {"kind": data["kind"], "luns": data["luns"], "tier": data["tier"], "target": target}
+        return {
+            "kind": data["kind"],
+            "luns": data["luns"],
+            "tier": data["tier"],
+            "target": target,
+            "source": data.get("source") or "primary",
+        }
 
 
 # -- protection lifecycle -------------------------------------------------------------------------
@@ -303,3 +346,71 @@ class EncryptionForm(forms.Form):
         if data.get("encryption") == Encryption.CUSTOMER_MANAGED and not data.get("encryption_key"):
             self.add_error("encryption_key", "Choose one of the registered keys.")
         return data
+
+
+# -- storage targets (site administrators) ---------------------------------------------------------
+
+
+class StorageTargetForm(forms.Form):
+    """Parses the storage-target page; `vaults.services.targets` checks and saves."""
+
+    name = forms.CharField(max_length=50)
+    kind = forms.ChoiceField(choices=TargetKind.choices, initial=TargetKind.S3)
+    endpoint = forms.CharField(
+        max_length=300,
+        required=False,
+        help_text="http(s)://host[:port]; empty for AWS S3 (Azure: the account's blob URL).",
+    )
+    region = forms.CharField(max_length=64, required=False, help_text="e.g. eu-west-1.")
+    path_style = forms.BooleanField(
+        required=False, label="Path-style addressing", help_text="S3 only (MinIO, Ceph)."
+    )
+    credentials_source = forms.ChoiceField(
+        choices=CredentialsSource.choices, initial=CredentialsSource.ENV, label="Credentials"
+    )
+    credentials_env = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        label="Environment variables",
+        help_text="One “key=VARIABLE” per line, the NAMES the workers read (S3: "
+        "access_key_id, secret_access_key[, session_token]; Azure: account_name and "
+        "account_key, or sas_token). Never the secrets.",
+    )
+    credentials_file = forms.CharField(
+        max_length=500,
+        required=False,
+        label="Credentials file",
+        help_text="An absolute path, readable by the workers, to a JSON object of those keys.",
+    )
+    object_lock = forms.BooleanField(
+        required=False,
+        label="S3 Object Lock",
+        help_text="The bucket has Object Lock on: vaults with locked immutability get "
+        "COMPLIANCE retention on their objects.",
+    )
+
+    @staticmethod
+    def initial_from(target: StorageTarget) -> dict[str, Any]:
+        return {
+            **{f: getattr(target, f) for f in TARGET_FIELDS},
+            "credentials_env": "\n".join(f"{k}={v}" for k, v in target.credentials_env.items()),
+        }
+
+    def clean_credentials_env(self) -> dict[str, str]:
+        names: dict[str, str] = {}
+        for line in (self.cleaned_data["credentials_env"] or "").splitlines():
+            if not line.strip():
+                continue
+            key, sep, var = line.partition("=")
+            if not sep:
+                raise forms.ValidationError(f"Write “key=VARIABLE”, not {line.strip()!r}.")
+            names[key.strip()] = var.strip()
+        return names
+
+
+class TargetTestForm(forms.Form):
+    location = forms.CharField(
+        max_length=500,
+        required=False,
+        help_text="s3://bucket/prefix or az://container/prefix; empty: a vault's store in it.",
+    )

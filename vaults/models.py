@@ -4,6 +4,7 @@ A vault is the access boundary: every vault-scoped queryset is filtered through
 `vaults.access`, never here by hand.
 """
 
+import re
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -63,6 +64,106 @@ class Encryption(models.TextChoices):
     CUSTOMER_MANAGED = "customer_managed", "Customer-managed key"
 
 
+# -- where stores live ---------------------------------------------------------------------------
+
+# Object-storage locations: `s3://bucket/prefix` (S3 or compatible) and `az://container/prefix`
+# (Azure Blob Storage). Anything else is a local absolute path.
+OBJECT_SCHEMES = {"s3": "s3", "az": "azure"}  # location scheme → StorageTarget.kind
+_bucket_name = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def location_scheme(location: str) -> str | None:
+    """ "s3" or "az" for an object-storage location, None for a local path; ValueError naming
+    the scheme for any other `scheme://`."""
+    if "://" not in location:
+        return None
+    scheme = location.split("://", 1)[0]
+    if scheme not in OBJECT_SCHEMES:
+        raise ValueError(
+            f"Unknown scheme {scheme}://; use s3://bucket/prefix, az://container/prefix or "
+            "an absolute directory."
+        )
+    return scheme
+
+
+def location_errors(location: str) -> str | None:
+    """Why `location` names no place a store may live, or None."""
+    try:
+        scheme = location_scheme(location)
+    except ValueError as e:
+        return str(e)
+    if scheme is None:
+        if not location.startswith("/"):
+            return "Give an absolute directory, s3://bucket/prefix or az://container/prefix."
+        return None
+    rest = location.split("://", 1)[1]
+    bucket, _, prefix = rest.partition("/")
+    if not _bucket_name.match(bucket):
+        what = "bucket" if scheme == "s3" else "container"
+        return f"{bucket!r} is not a valid {what} name (3–63 lowercase letters, digits, . or -)."
+    if any(part in ("", ".", "..") for part in prefix.rstrip("/").split("/")) and prefix:
+        return f"The prefix {prefix!r} has an empty, '.' or '..' part."
+    return None
+
+
+class TargetKind(models.TextChoices):
+    S3 = "s3", "Amazon S3 or S3-compatible"
+    AZURE = "azure", "Azure Blob Storage"
+
+
+class CredentialsSource(models.TextChoices):
+    ENV = "env", "Environment variables of the workers"
+    FILE = "file", "A JSON file readable by the workers"
+
+
+# The credential keys each kind reads; the first group is required (Azure: a key or a SAS).
+CREDENTIAL_KEYS: dict[str, tuple[str, ...]] = {
+    TargetKind.S3: ("access_key_id", "secret_access_key", "session_token"),
+    TargetKind.AZURE: ("account_name", "account_key", "sas_token"),
+}
+
+
+class StorageTarget(models.Model):
+    """An object-storage account that vault stores may live in (site administrators only).
+
+    Never holds a secret: the credentials are read where the store is opened (in the worker),
+    from the environment variables named here or from a JSON file on the server.
+    """
+
+    name = models.CharField(
+        max_length=50, unique=True, validators=[vault_name_validator, not_reserved]
+    )
+    kind = models.CharField(max_length=8, choices=TargetKind)
+    # Empty: the provider's own (AWS for S3; Azure needs one unless the account name gives it).
+    endpoint = models.CharField(max_length=300, blank=True)
+    region = models.CharField(max_length=64, blank=True)
+    # S3 only: bucket in the path (MinIO, Ceph) rather than in the host name.
+    path_style = models.BooleanField(default=False)
+    credentials_source = models.CharField(
+        max_length=8, choices=CredentialsSource, default=CredentialsSource.ENV
+    )
+    # env: credential key → the NAME of the environment variable holding it.
+    credentials_env = models.JSONField(default=dict, blank=True)
+    # file: a path to a JSON object of credential keys.
+    credentials_file = models.CharField(max_length=500, blank=True)
+    # The bucket has S3 Object Lock on: locked vaults' objects get COMPLIANCE retention.
+    object_lock = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def scheme(self) -> str:
+        return "s3" if self.kind == TargetKind.S3 else "az"
+
+
 class VaultQuerySet(models.QuerySet["Vault"]):
     def in_vaults(self, ids: list[int] | None) -> Self:
         """These vaults among `ids` (None: all of them); `vaults.access.visible` decides the ids."""
@@ -80,8 +181,21 @@ class Vault(models.Model):
     name = models.CharField(
         max_length=50, unique=True, validators=[vault_name_validator, not_reserved]
     )
-    # Empty means the default location under LIFEBOAT's VAULT_STORE_ROOT.
+    # Empty means the default location under LIFEBOAT's VAULT_STORE_ROOT; else an absolute
+    # directory, or an object-storage location in `storage_target`.
     store_location = models.CharField(max_length=500, blank=True)
+    storage_target = models.ForeignKey(
+        StorageTarget, null=True, blank=True, on_delete=models.PROTECT, related_name="vaults"
+    )
+    # A second copy of every recovery point (empty: none), replicated after the vault tier.
+    secondary_location = models.CharField(max_length=500, blank=True)
+    secondary_target = models.ForeignKey(
+        StorageTarget,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="secondary_vaults",
+    )
     soft_delete_state = models.CharField(
         max_length=10, choices=SoftDeleteState, default=SoftDeleteState.ENABLED
     )
@@ -118,10 +232,26 @@ class Vault(models.Model):
         return self.immutability == Immutability.LOCKED
 
     @property
-    def store_path(self) -> Path:
+    def vault_location(self) -> str:
+        """Where the vault store lives: a local directory or an object-storage location."""
         if self.store_location:
-            return Path(self.store_location)
-        return Path(str(settings.LIFEBOAT["VAULT_STORE_ROOT"])) / self.name
+            return self.store_location
+        return str(Path(str(settings.LIFEBOAT["VAULT_STORE_ROOT"])) / self.name)
+
+    @property
+    def store_is_local(self) -> bool:
+        return "://" not in self.vault_location
+
+    @property
+    def store_path(self) -> Path:
+        """The vault store's directory; local locations only (see `vault_location`)."""
+        if not self.store_is_local:
+            raise ValueError(f"vault {self.name}'s store is not local: {self.vault_location}")
+        return Path(self.vault_location)
+
+    @property
+    def has_secondary(self) -> bool:
+        return bool(self.secondary_location)
 
     @classmethod
     def create(cls, *, name: str, owner: User, **settings_fields: Any) -> "Vault":
@@ -348,6 +478,15 @@ class RPConsistency(models.TextChoices):
     CRASH = "crash", "Crash-consistent"
 
 
+class Replication(models.TextChoices):
+    """A recovery point's second copy (vaults with a secondary location)."""
+
+    NONE = "none", "Not replicated"
+    PENDING = "pending", "Replication pending"
+    REPLICATED = "replicated", "Replicated"
+    FAILED = "failed", "Replication failed"
+
+
 class RecoveryPointQuerySet(ScopedQuerySet["RecoveryPoint"]):
     # The one order that names an item's latest recovery point (time ties broken by id).
     LATEST_FIRST = ("-time", "-pk")
@@ -403,6 +542,13 @@ class RecoveryPoint(models.Model):
     transfer_attempts = models.PositiveIntegerField(default=0)
     last_transfer_at = models.DateTimeField(null=True, blank=True)
     snapshot_expires_at = models.DateTimeField(null=True, blank=True)
+    # The copy in the vault's secondary location: pending once in the vault tier, until a
+    # `replicate` job copies it; failed ones are retried with backoff.
+    replication = models.CharField(max_length=12, choices=Replication, default=Replication.NONE)
+    replicated_at = models.DateTimeField(null=True, blank=True)
+    replication_error = models.CharField(max_length=500, blank=True)
+    replication_attempts = models.PositiveIntegerField(default=0)
+    last_replication_at = models.DateTimeField(null=True, blank=True)
     tags = models.JSONField(default=list, blank=True)
     # None means kept forever (or, for the latest RP, kept until a newer one exists).
     expires_at = models.DateTimeField(null=True, blank=True)
@@ -434,6 +580,12 @@ class RecoveryPoint(models.Model):
             # The purge job and the upcoming-purge alert: bin entries by purge time.
             models.Index(
                 fields=["purge_at"], name="rp_purge_at", condition=Q(purge_at__isnull=False)
+            ),
+            # Replication retries and the vault page's lag: RPs whose second copy is owed.
+            models.Index(
+                fields=["vault", "time"],
+                name="rp_replication_owed",
+                condition=Q(replication__in=["pending", "failed"]),
             ),
         ]
 

@@ -45,7 +45,7 @@ def test_only_due_items_get_jobs(setup):
     done = item(setup, "done", created=NOW - timedelta(days=3), last_slot=slot)
     new = item(setup, "new", created=NOW - timedelta(minutes=30))
     stopped = item(setup, "stopped", created=NOW - timedelta(days=3), state="protection_stopped")
-    assert tasks.dispatch(now=NOW) == {"backups": 2, "transfers": 0}
+    assert tasks.dispatch(now=NOW) == {"backups": 2, "transfers": 0, "replications": 0}
     assert set(backup_jobs().values_list("protected_item", flat=True)) == {due.pk, failing.pk}
     job = backup_jobs(due).get()
     assert job.status == Status.QUEUED and job.vm_name == "due"

@@ -80,7 +80,7 @@ def test_it_backs_up_transfers_churns_expires_and_collects(
     assert tasks.dispatch(now=timezone.now())["backups"] == 0
     now1 = timezone.now() + timedelta(days=1)
     first_copy = aside(image, "rp1")
-    assert tasks.dispatch(now=now1) == {"backups": 1, "transfers": 0}
+    assert tasks.dispatch(now=now1) == {"backups": 1, "transfers": 0, "replications": 0}
     job1 = Job.objects.get(operation=Operation.BACKUP)
     assert job1.status == Status.QUEUED and job1.params["slot"]
     job1 = wait_finished(job1.pk, worker)

@@ -57,7 +57,11 @@ def test_transfer_failure_retry_and_tiering(tmp_path, settings):
 
     # 4. The vault store is back: the dispatcher's tick starts a transfer that succeeds.
     settings.LIFEBOAT = {**settings.LIFEBOAT, "FAIL_TRANSFERS": False}
-    assert tasks.dispatch(now=second + timedelta(minutes=11)) == {"backups": 0, "transfers": 1}
+    assert tasks.dispatch(now=second + timedelta(minutes=11)) == {
+        "backups": 0,
+        "transfers": 1,
+        "replications": 0,
+    }
     retry = run(transfer_jobs().get(status=Status.QUEUED))
     assert (retry.status, retry.warnings) == (Status.COMPLETED, []), retry.error_message
     assert retry.recovery_point_id == rp.pk

@@ -121,6 +121,7 @@ class RestoreView(RecoveryPointAction):
             luns=data.get("luns"),
             tier=data.get("tier", "auto"),
             target=data.get("target"),
+            source=data.get("source", "primary"),
         )
         return job_response(job)
 

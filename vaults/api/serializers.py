@@ -19,10 +19,12 @@ from vaults.models import (
     RecoveryPoint,
     Role,
     RPType,
+    StorageTarget,
     Vault,
     VaultMembership,
 )
 from vaults.services.vaults import VAULT_SETTINGS
+from vaults.stores import immutability_enforcement
 
 
 class HostIdsField(serializers.ListField):
@@ -65,6 +67,24 @@ class VaultSerializer(StrictModelSerializer):
     """
 
     linked_hosts = HostIdsField(required=False)
+    # Object-storage locations name their target (site administrators set both).
+    storage_target = serializers.SlugRelatedField(
+        slug_field="name",
+        queryset=StorageTarget.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="The storage target of an s3:// or az:// store_location (its name).",
+    )
+    secondary_target = serializers.SlugRelatedField(
+        slug_field="name",
+        queryset=StorageTarget.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="The storage target of an s3:// or az:// secondary_location (its name).",
+    )
+    immutability_enforcement = serializers.SerializerMethodField(
+        help_text="Who enforces locked immutability: the store (S3 Object Lock) or Lifeboat."
+    )
     # The customer-managed key's name (null: the platform key); see security.keys.
     encryption_key = EncryptionKeyField(required=False)
     role = serializers.SerializerMethodField()
@@ -77,6 +97,7 @@ class VaultSerializer(StrictModelSerializer):
             *VAULT_SETTINGS,
             "encryption_key",
             "linked_hosts",
+            "immutability_enforcement",
             "created_at",
             "role",
             "capabilities",
@@ -86,6 +107,9 @@ class VaultSerializer(StrictModelSerializer):
     def _user(self) -> AnyUser:
         user: AnyUser = self.context["request"].user
         return user
+
+    def get_immutability_enforcement(self, vault: Vault) -> str | None:
+        return immutability_enforcement(vault)
 
     def get_role(self, vault: Vault) -> str | None:
         return access.role_of(self._user(), vault)
@@ -218,6 +242,9 @@ class RecoveryPointSerializer(serializers.ModelSerializer):
             "in_vault_tier",
             "transfer_due",
             "snapshot_expires_at",
+            "replication",
+            "replicated_at",
+            "replication_error",
             "parent",
             "created_at",
         ]
@@ -304,7 +331,17 @@ class RestoreSerializer(StrictSerializer):
         help_text="Disks to restore; default every disk of the recovery point.",
     )
     tier = serializers.ChoiceField(
-        choices=RestoreTier.values, required=False, default=RestoreTier.AUTO
+        choices=[t for t in RestoreTier.values if t != RestoreTier.SECONDARY],
+        required=False,
+        default=RestoreTier.AUTO,
+    )
+    # DRF's metaclass takes declared fields off the class, so `source` shadows nothing.
+    source = serializers.ChoiceField(  # type: ignore[assignment]
+        choices=["primary", "secondary"],
+        required=False,
+        default="primary",
+        help_text="secondary: read the vault's second copy (replicated recovery points only); "
+        "works while the primary stores are unreachable.",
     )
     target = RestoreTargetField(
         required=False,

@@ -1,11 +1,26 @@
 from django.urls import path
 
-from vaults.api import lifecycle, recovery, views
+from vaults.api import lifecycle, recovery, targets, views
 
 V = "vaults/<str:vault_name>"
 ITEM = f"{V}/protected-items/<str:vm_name>"
 
 urlpatterns = [
+    path(
+        "storage-targets/",
+        targets.StorageTargetListView.as_view(),
+        name="api-storage-target-list",
+    ),
+    path(
+        "storage-targets/<str:name>/",
+        targets.StorageTargetDetailView.as_view(),
+        name="api-storage-target-detail",
+    ),
+    path(
+        "storage-targets/<str:name>/test/",
+        targets.StorageTargetTestView.as_view(),
+        name="api-storage-target-test",
+    ),
     path("vaults/", views.VaultListView.as_view(), name="api-vault-list"),
     path(f"{V}/", views.VaultDetailView.as_view(), name="api-vault-detail"),
     path(f"{V}/members/", views.MemberListView.as_view(), name="api-vault-member-list"),

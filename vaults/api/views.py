@@ -82,7 +82,7 @@ class VaultListView(ApiListView):
         return (
             access.visible(Vault.objects.all(), self.request.user)
             .prefetch_related("linked_hosts")
-            .select_related("key_assignment__key")
+            .select_related("key_assignment__key", "storage_target", "secondary_target")
         )
 
     @extend_schema(request=VaultCreateSerializer, responses={201: VaultSerializer})
@@ -108,7 +108,7 @@ class VaultDetailView(ApiView):
     def _fresh(self) -> Vault:
         return (
             Vault.objects.prefetch_related("linked_hosts")
-            .select_related("key_assignment__key")
+            .select_related("key_assignment__key", "storage_target", "secondary_target")
             .get(pk=self.url_vault.pk)
         )
 

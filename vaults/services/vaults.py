@@ -12,7 +12,17 @@ from django.http import HttpRequest
 from security import keys, mua
 from security.models import Approval
 from vaults import access, audit, rules
-from vaults.models import Encryption, Immutability, SoftDeleteState, Vault
+from vaults.models import (
+    OBJECT_SCHEMES,
+    Encryption,
+    Immutability,
+    Replication,
+    SoftDeleteState,
+    StorageTarget,
+    Vault,
+    location_errors,
+    location_scheme,
+)
 from vaults.rules import RuleBlocked
 
 
@@ -20,6 +30,9 @@ class VaultSettings(TypedDict, total=False):
     """A vault's settings, as pages and the API name them."""
 
     store_location: str
+    storage_target: StorageTarget | None
+    secondary_location: str
+    secondary_target: StorageTarget | None
     soft_delete_state: str
     soft_delete_days: int
     immutability: str
@@ -35,13 +48,16 @@ class VaultChanges(VaultSettings, total=False):
 
 
 VAULT_SETTINGS = tuple(VaultSettings.__annotations__)
+# Where the vault's data lives: a directory or a bucket on the server's side, site admins only.
+PLACE_SETTINGS = ("store_location", "storage_target", "secondary_location", "secondary_target")
 
 
 def vault_settings(vault: Vault) -> dict[str, Any]:
-    return {
-        **{f: getattr(vault, f) for f in VAULT_SETTINGS},
-        "encryption_key": keys.key_name(vault),
-    }
+    """The settings as the audit log records them (targets by name)."""
+    values = {f: getattr(vault, f) for f in VAULT_SETTINGS}
+    for field in ("storage_target", "secondary_target"):
+        values[field] = values[field].name if values[field] is not None else None
+    return {**values, "encryption_key": keys.key_name(vault)}
 
 
 def _unknown_fields(given: Mapping[str, object], known: set[str]) -> None:
@@ -66,7 +82,13 @@ def create_vault(
     if Vault.objects.filter(name__iexact=name).exists():
         raise ValidationError({"name": "A vault with this name already exists."})
     errors = _store_location_errors(
-        Vault(name=name, store_location=fields.get("store_location", ""))
+        Vault(
+            name=name,
+            store_location=fields.get("store_location", ""),
+            storage_target=fields.get("storage_target"),
+            secondary_location=fields.get("secondary_location", ""),
+            secondary_target=fields.get("secondary_target"),
+        )
     )
     if errors:
         raise ValidationError(errors)
@@ -83,24 +105,84 @@ def create_vault(
     return vault
 
 
-def _store_location_errors(vault: Vault) -> dict[str, str]:
-    """A vault's store is an absolute directory that is no other vault's store, and neither
-    lies inside one nor holds one: a shared store would mix two vaults' keys and let one
-    vault's cleanup count the other's recovery points as its own orphans."""
-    if vault.store_location and not os.path.isabs(vault.store_location):
+def _place_key(location: str) -> str:
+    """A location compared with others: a local directory resolved, an object location as
+    `scheme://bucket/prefix/`, so that one nested in another shows as a prefix."""
+    if location_scheme(location) is None:
+        return os.path.realpath(location).rstrip("/") + "/"
+    return location.rstrip("/") + "/"
+
+
+def _target_errors(
+    location: str, target: StorageTarget | None, location_field: str, target_field: str
+) -> dict[str, str]:
+    """An object location needs a storage target of its kind; a directory needs none."""
+    scheme = location_scheme(location)
+    if scheme is None:
+        if target is not None:
+            return {target_field: "Only s3:// and az:// locations use a storage target."}
+        return {}
+    if target is None:
+        return {target_field: f"Choose the storage target that holds {location}."}
+    if OBJECT_SCHEMES[scheme] != target.kind:
         return {
-            "store_location": "Give an absolute directory on the server, or leave it empty "
-            "for the default location."
+            target_field: f"Storage target {target.name} is {target.get_kind_display()}; "
+            f"{scheme}:// locations need a {OBJECT_SCHEMES[scheme]} target."
         }
-    mine = os.path.realpath(vault.store_path)
-    for other in Vault.objects.exclude(pk=vault.pk):
-        theirs = os.path.realpath(other.store_path)
-        if os.path.commonpath([mine, theirs]) in (mine, theirs):
-            return {
-                "store_location": f"{mine} would share the store {theirs} of vault "
-                f"{other.name}; give each vault a directory of its own."
-            }
     return {}
+
+
+def _store_location_errors(vault: Vault) -> dict[str, str]:
+    """A vault's store is an absolute directory or an object-storage location (with its
+    target) that is no other vault's store, and neither lies inside one nor holds one: a shared
+    store would mix two vaults' keys and let one vault's cleanup count the other's recovery
+    points as its own orphans. The secondary location follows the same rules and is not the
+    primary."""
+    errors: dict[str, str] = {}
+    for location_field, target_field in (
+        ("store_location", "storage_target"),
+        ("secondary_location", "secondary_target"),
+    ):
+        location = getattr(vault, location_field)
+        target = getattr(vault, target_field)
+        if not location:
+            if target is not None:
+                errors[target_field] = "Give an s3:// or az:// location for this target."
+            continue
+        why = location_errors(location)
+        if why:
+            errors[location_field] = (
+                why
+                if "://" in location
+                else "Give an absolute directory on the server, "
+                "s3://bucket/prefix or az://container/prefix, or leave it empty"
+                + (" for the default location." if location_field == "store_location" else ".")
+            )
+            continue
+        errors.update(_target_errors(location, target, location_field, target_field))
+    if errors:
+        return errors
+    mine = {"store_location": _place_key(vault.vault_location)}
+    if vault.secondary_location:
+        mine["secondary_location"] = _place_key(vault.secondary_location)
+        if _overlap(mine["store_location"], mine["secondary_location"]):
+            return {
+                "secondary_location": "The secondary copy must live apart from the vault store."
+            }
+    for other in Vault.objects.exclude(pk=vault.pk):
+        theirs = [other.vault_location, other.secondary_location]
+        for field, here in mine.items():
+            for there in filter(None, theirs):
+                if _overlap(here, _place_key(there)):
+                    return {
+                        field: f"{here.rstrip('/')} would share the store {there} of vault "
+                        f"{other.name}; give each vault a place of its own."
+                    }
+    return {}
+
+
+def _overlap(a: str, b: str) -> bool:
+    return a.startswith(b) or b.startswith(a)
 
 
 def _check_setting_transitions(vault: Vault, changes: VaultChanges) -> dict[str, str]:
@@ -127,12 +209,25 @@ def _check_setting_transitions(vault: Vault, changes: VaultChanges) -> dict[str,
             rule=rules.RULE_IMMUTABILITY_LOCK_ORDER,
             field="immutability",
         )
-    if "store_location" in changes and changes["store_location"] != vault.store_location:
-        if vault.protected_items.exists() or vault.recovery_points.exists():
+    moved = {f: changes[f] for f in PLACE_SETTINGS if f in changes}  # type: ignore[literal-required]
+    moved = {f: v for f, v in moved.items() if v != getattr(vault, f)}
+    if moved:
+        primary = {"store_location", "storage_target"} & set(moved)
+        if primary and (vault.protected_items.exists() or vault.recovery_points.exists()):
             errors["store_location"] = "The vault store cannot move while the vault holds data."
-        else:
-            moved = Vault(pk=vault.pk, name=vault.name, store_location=changes["store_location"])
-            errors.update(_store_location_errors(moved))
+        secondary = {"secondary_location", "secondary_target"} & set(moved)
+        holds_copies = vault.recovery_points.exclude(replication=Replication.NONE).exists()
+        if secondary and vault.secondary_location and holds_copies:
+            errors["secondary_location"] = (
+                "The secondary copy cannot move while it holds recovery points."
+            )
+        if not errors:
+            place = Vault(
+                pk=vault.pk,
+                name=vault.name,
+                **{f: changes.get(f, getattr(vault, f)) for f in PLACE_SETTINGS},  # type: ignore[misc]
+            )
+            errors.update(_store_location_errors(place))
     return errors
 
 
@@ -150,8 +245,9 @@ def update_vault(
     """
     access.require(by, vault, "change_settings")
     _unknown_fields(changes, set(VaultChanges.__annotations__))
-    if changes.get("store_location", vault.store_location) != vault.store_location:
-        # The store location names a directory on the server, like disk paths: site admins only.
+    if any(f in changes and changes[f] != getattr(vault, f) for f in PLACE_SETTINGS):  # type: ignore[literal-required]
+        # Store locations name directories and buckets of the server, like disk paths: site
+        # admins only.
         access.require_site(by, "create_vault")
     errors = _check_setting_transitions(vault, changes)
     if errors:
@@ -163,7 +259,7 @@ def update_vault(
         "vault.update",
         by=by,
         request=request,
-        params=dict(changes),
+        params=_by_name(dict(changes)),
         reasons=mua.vault_update_reasons(vault, dict(changes)),
     )
     settings: dict[str, Any] = {k: v for k, v in changes.items() if k != "encryption_key"}
@@ -219,8 +315,23 @@ def delete_vault(vault: Vault, *, by: User, request: HttpRequest | None = None) 
 # -- re-runs of gated operations (MUA runs them once a guard approver approves) ---------------
 
 
+_TARGET_FIELDS = ("storage_target", "secondary_target")
+
+
+def _by_name(changes: dict[str, Any]) -> dict[str, Any]:
+    """Changes as an approval stores them (JSON): storage targets by name."""
+    return {
+        k: (v.name if isinstance(v, StorageTarget) else v) if k in _TARGET_FIELDS else v
+        for k, v in changes.items()
+    }
+
+
 def _rerun_vault_update(approval: Approval, requester: User, request: HttpRequest | None) -> Vault:
-    return update_vault(approval.vault, by=requester, request=request, **approval.params)
+    params = dict(approval.params)
+    for field in _TARGET_FIELDS:
+        if params.get(field) is not None:
+            params[field] = StorageTarget.objects.filter(name=params[field]).first()
+    return update_vault(approval.vault, by=requester, request=request, **params)
 
 
 mua.register("vault.update", _rerun_vault_update)

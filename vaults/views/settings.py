@@ -16,6 +16,7 @@ from vaults import access
 from vaults.forms import EncryptionForm, VaultSettingsForm
 from vaults.models import Encryption, SoftDeleteState, Vault
 from vaults.services.vaults import VaultChanges, update_vault
+from vaults.stores import immutability_enforcement, store_places
 from vaults.views.common import vault_context
 
 
@@ -54,6 +55,8 @@ def vault_settings(request: PageRequest, name: str) -> HttpResponse:
         form=form,
         always_on=vault.soft_delete_state == SoftDeleteState.ALWAYS_ON,
         locked=vault.immutability_locked,
+        places=store_places(vault),
+        enforcement=immutability_enforcement(vault),
     )
     return render(request, "vaults/vault_settings.html", context)
 

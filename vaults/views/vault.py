@@ -23,7 +23,7 @@ from vaults import access
 from vaults.forms import VaultCreateForm
 from vaults.models import ItemState, Vault
 from vaults.services.vaults import create_vault, delete_vault
-from vaults.storage import vault_storage
+from vaults.storage import replication_lag, vault_storage
 from vaults.views.common import vault_context
 
 
@@ -65,7 +65,13 @@ def vault_detail(request: PageRequest, name: str) -> HttpResponse:
     host_vms = VirtualMachine.objects.filter(host=OuterRef("pk"))
     hosts = vault.linked_hosts.annotate(vm_count=count_of(host_vms, "host"))
     context = vault_context(
-        request, vault, "overview", counts=counts, hosts=hosts, storage=vault_storage(vault)
+        request,
+        vault,
+        "overview",
+        counts=counts,
+        hosts=hosts,
+        storage=vault_storage(vault),
+        replication=replication_lag(vault),
     )
     return render(request, "vaults/vault_detail.html", context)
 

@@ -18,6 +18,7 @@ from engine import (
     StoreExists,
     backup,
     gc,
+    init_store,
     list_recovery_points,
     open_store,
     restore,

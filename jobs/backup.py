@@ -403,11 +403,13 @@ def _with_chain(spec: VMSpec, snapshot: Snapshot, item: ProtectedVM) -> VMSpec:
     if spec.hypervisor is None:
         return spec
     parent_checkpoint = None
+    parent_chain_break = ""
     parent_disks: dict[str, ParentDisk] = {}
     if snapshot.parent is not None:
         parent = item.recovery_points.filter(pk=snapshot.parent).first()
         if parent is not None:
             parent_checkpoint = (parent.hypervisor or {}).get("checkpoint")
+            parent_chain_break = (parent.hypervisor or {}).get("chain_break", "")
             parent_disks = {
                 d["target"]: ParentDisk(int(d["size"]), str(d.get("path", "")))
                 for d in parent.disks
@@ -420,6 +422,7 @@ def _with_chain(spec: VMSpec, snapshot: Snapshot, item: ProtectedVM) -> VMSpec:
             rp_id=snapshot.rp_id,
             parent_checkpoint=parent_checkpoint,
             parent_disks=parent_disks,
+            parent_chain_break=parent_chain_break,
         ),
     )
 

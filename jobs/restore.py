@@ -528,6 +528,13 @@ def _take_safety_rp(
             excluded_luns=[lun for lun in all_luns if lun not in luns],
             size_bytes=sum(d.size for d in result.disks),
             transfer_due=True,
+            # The domain's checkpoints are dropped with its disks: the next backup, whose
+            # parent this is, reads in full and says why.
+            hypervisor=(
+                {"checkpoint": None, "chain_break": "domain_restored"}
+                if vm.host.connector == Connector.LIBVIRT
+                else {}
+            ),
         ),
     )
 

@@ -127,6 +127,7 @@ DISK_REPLACED = "disk_replaced"
 RAW_FORMAT = "raw_format"
 INCREMENTAL_REFUSED = "incremental_refused"
 OFFLINE = "offline"
+DOMAIN_RESTORED = "domain_restored"
 REASONS = {
     NO_PARENT: "no parent checkpoint: read in full",
     CHECKPOINT_MISSING: "the parent checkpoint is gone from libvirt: read in full",
@@ -137,6 +138,8 @@ REASONS = {
     RAW_FORMAT: "libvirt 9 cannot checkpoint raw disks; read in full and compared by hash",
     INCREMENTAL_REFUSED: "libvirt refused the incremental backup",
     OFFLINE: "the domain is shut off: its disk files were read in full",
+    DOMAIN_RESTORED: "the domain's disks were replaced by a restore since the parent: read in "
+    "full, new chain",
 }
 
 POLL_SECONDS = 0.2
@@ -735,7 +738,8 @@ def _decide(
     elif inconsistent:
         d.full(BITMAP_INCONSISTENT)
     elif hv.parent_checkpoint is None or before is None:
-        d.full(NO_PARENT)
+        # The parent may say why it has no checkpoint (a restore replaced the domain's disks).
+        d.full(hv.parent_chain_break if hv.parent_chain_break in REASONS else NO_PARENT)
     elif parent not in names or d.target not in covered:
         d.full(CHECKPOINT_MISSING, f"checkpoint {hv.parent_checkpoint}")
     elif before.path != d.xml.path:

@@ -112,6 +112,8 @@ class HypervisorSpec:
     rp_id: str
     parent_checkpoint: str | None = None
     parent_disks: Mapping[str, ParentDisk] = field(default_factory=dict)
+    # Why the parent has no checkpoint, when it knows (e.g. "domain_restored").
+    parent_chain_break: str = ""
     agent_timeout: float = 10.0
 
 

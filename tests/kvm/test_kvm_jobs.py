@@ -154,4 +154,4 @@ def test_a_libvirt_vm_backs_up_incrementally_and_restores_in_every_way(kvm_world
     domain.start()
     after = back_up(item, admin)
     d = after.result["disks"][0]
-    assert d["change_detection"] == "full_read" and d["change_reason"]
+    assert d["change_detection"] == "full_read" and d["change_reason"] == "domain_restored"

@@ -652,10 +652,10 @@ class Store:
             for h, d in self._locks_unsaved.items():
                 if dates.get(h, d) <= d:
                     dates[h] = d
-            if self._ops > 0 and self._lock_dates is None:
-                self._lock_dates, self._lock_parts = dates, parts
-            elif self._ops > 0:
-                dates = self._lock_dates
+            if self._ops > 0:
+                if self._lock_dates is None:  # else another thread read it meanwhile
+                    self._lock_dates, self._lock_parts = dates, parts
+                return self._lock_dates
         return dates
 
     def _write_lock_part(self, dates: dict[str, datetime]) -> str:

@@ -284,7 +284,7 @@ class ObjectBackend:
         except BotoCoreError as e:
             raise self._fail("head", key, e) from e
         until = head.get("ObjectLockRetainUntilDate")
-        if until is None or head.get("ObjectLockMode") != "COMPLIANCE":
+        if not isinstance(until, datetime) or head.get("ObjectLockMode") != "COMPLIANCE":
             return None
         return until.astimezone(UTC) if until.tzinfo else until.replace(tzinfo=UTC)
 

@@ -419,6 +419,10 @@ def _commit(
     (last) the manifest. On failure nothing of it is left but chunks, which GC sweeps."""
     try:
         store.sync_dirs(set().union(*(d.dirs for d in disks)))
+        # Chunks this backup found in the store keep the lock of the backup that stored them:
+        # it must last as long as this recovery point (before anything references them).
+        if store.enforces_retention:
+            store.hold_chunks(_referenced(disks), req.retain_until)
         entries = [_write_index(store, rp_id, d, req.retain_until) for d in disks]
         if req.parent is not None and not store.has_manifest(req.parent):
             raise ParentMissing(f"parent recovery point {req.parent} vanished during backup")
@@ -442,6 +446,16 @@ def _commit(
             if not store.has_manifest(rp_id):
                 store.remove_indexes(rp_id)
         raise
+
+
+def _referenced(disks: list[_DiskBackup]) -> set[bytes]:
+    """The distinct stored chunks the recovery point's disks reference."""
+    out: set[bytes] = set()
+    for disk in disks:
+        d = bytes(disk.digests)
+        out.update(d[i : i + 32] for i in range(0, len(d), 32))
+    out.discard(ZERO_DIGEST)
+    return out
 
 
 def _write_index(

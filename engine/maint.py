@@ -34,7 +34,7 @@ from .model import (
     VerifyReport,
 )
 from .pipeline import Throttle, default_threads, run_bounded
-from .store import Store, iso, parse_iso
+from .store import Store, index_key, iso, parse_iso
 
 # ---------------------------------------------------------------------------- catalog
 
@@ -115,12 +115,26 @@ def update_manifest_metadata(
             body["consistency"] = consistency
         if not isinstance(retain_until, Keep):
             body["retain_until"] = iso(retain_until)
+            if store.enforces_retention:
+                _hold_rp(store, rp_id, body, retain_until)
         if not isinstance(tags, Keep):
             body["tags"] = list(tags)
         if not isinstance(labels, Keep):
             body["labels"] = {str(k): str(v) for k, v in labels.items()}
         store.commit_manifest(rp_id, body, replace=True)
     return _to_rp(body)
+
+
+def _hold_rp(store: Store, rp_id: str, body: dict[str, Any], until: datetime | None) -> None:
+    """S3 Object Lock: extend the locks of a recovery point's indexes and of every chunk they
+    reference to its new date (never shortened), before its manifest names that date."""
+    cids: set[bytes] = set()
+    for disk in body.get("disks", []):
+        idx = store.load_index(rp_id, disk)
+        cids.update(idx.digest(i) for i in range(idx.count))
+    cids.discard(ZERO_DIGEST)
+    store.hold_chunks(cids, until)
+    store.hold_objects([index_key(rp_id, int(d["lun"])) for d in body.get("disks", [])], until)
 
 
 def delete_recovery_point(store: Store, rp_id: str) -> None:
@@ -286,6 +300,9 @@ def gc(
         live = _live_chunks(store, rp_ids)
         cutoff = time.time() - grace_seconds
         sweep = _sweep_chunks(store, live, cutoff, dry_run)
+        if sweep.chunks and not dry_run and store.enforces_retention:
+            store.check_exclusive()
+            store.prune_locks(live)
         index_dirs = _sweep_index_dirs(store, rp_ids, cutoff, dry_run)
         temps = sweep.temp_files + _sweep_temp_files(store, cutoff, dry_run)
     return GcResult(

@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any
 
 from .backends import Backend, ObjectInfo, ObjectTarget, open_backend
 from .backends.local import TMP_PREFIX, LocalBackend, atomic_write, fsync_dir
+from .backends.objects import ObjectBackend, lock_date
 from .errors import (
     CorruptionError,
     Damage,
@@ -163,6 +164,14 @@ LEASE_SECONDS = 120.0
 OBJECT_IO_THREADS = 16
 GC_LOCK = "gc.lock"
 
+# S3 Object Lock: a chunk's lock is extended to the date a recovery point needs rounded up to
+# the next step (on a grid from the epoch), so a chunk that daily backups keep referencing
+# costs one PutObjectRetention a week instead of one a day; it is kept at most a step longer.
+LOCK_STEP = timedelta(days=7)
+# The lock ledger (`locks/`): more parts than this after a load are merged into one.
+LEDGER_PARTS = 16
+LEDGER_KIND = "chunk-locks"
+
 
 def chunk_key(cid: bytes) -> str:
     h = cid.hex()
@@ -207,6 +216,17 @@ class Store:
         self._state = threading.Lock()
         self._ops = 0
         self._gc_token: str | None = None
+        # S3 Object Lock: the retention of chunks is read and extended through the backend.
+        self._retention: ObjectBackend | None = (
+            backend
+            if isinstance(backend, ObjectBackend) and target is not None and target.object_lock
+            else None
+        )
+        # The lock ledger, read once inside an operation (None: not read yet), and the locks
+        # this handle's puts set that no ledger part records yet.
+        self._lock_dates: dict[str, datetime] | None = None
+        self._lock_parts: list[str] = []
+        self._locks_unsaved: dict[str, datetime] = {}
 
     def __repr__(self) -> str:
         return f"Store({self.location!r}, codec={self.codec}, chunk_size={self.chunk_size})"
@@ -384,7 +404,9 @@ class Store:
             lock_until = retain_until if self.object_lock else None
 
             def put() -> None:
-                self.backend.put_if_absent(key, blob, retain_until=lock_until)
+                created = self.backend.put_if_absent(key, blob, retain_until=lock_until)
+                if created and lock_until is not None and self._retention is not None:
+                    self._note_locks({cid.hex(): lock_date(lock_until)})
 
             if isinstance(syncer, Uploader):
                 syncer.run(put)
@@ -585,6 +607,179 @@ class Store:
         self.read_manifest_bytes(rp_id)  # RecoveryPointNotFound if absent
         self.backend.delete_many([manifest_key(rp_id)])
 
+    # ------------------------------------------------------------------ S3 Object Lock
+
+    @property
+    def enforces_retention(self) -> bool:
+        """Objects are locked (S3 Object Lock, COMPLIANCE) until their recovery points' dates."""
+        return self._retention is not None
+
+    def _note_locks(self, dates: dict[str, datetime]) -> None:
+        with self._state:
+            for h, d in dates.items():
+                if self._lock_dates is not None and self._lock_dates.get(h, d) <= d:
+                    self._lock_dates[h] = d
+                if self._locks_unsaved.get(h, d) <= d:
+                    self._locks_unsaved[h] = d
+
+    def _read_lock_ledger(self) -> dict[str, datetime]:
+        """Each chunk's known lock date: the latest any ledger part records. A part that fails
+        authentication is ignored (its chunks count as unknown, so their lock is read)."""
+        with self._state:
+            if self._lock_dates is not None:
+                return self._lock_dates
+        keys = self.keys
+        dates: dict[str, datetime] = {}
+        parts = []
+        for info in self.backend.list("locks/"):
+            if keys is None:
+                break
+            try:
+                body = manifest_from_bytes(self.backend.get(info.key), keys)
+            except (FileNotFoundError, ManifestDamaged):
+                continue
+            if body.get("kind") != LEDGER_KIND:
+                continue
+            parts.append(info.key)
+            for stamp, ids in dict(body.get("until", {})).items():
+                d = parse_iso(stamp)
+                if d is None:
+                    continue
+                for h in ids:
+                    if dates.get(h, d) <= d:
+                        dates[h] = d
+        with self._state:
+            for h, d in self._locks_unsaved.items():
+                if dates.get(h, d) <= d:
+                    dates[h] = d
+            if self._ops > 0:
+                if self._lock_dates is None:  # else another thread read it meanwhile
+                    self._lock_dates, self._lock_parts = dates, parts
+                return self._lock_dates
+        return dates
+
+    def _write_lock_part(self, dates: dict[str, datetime]) -> str:
+        by_date: dict[str, list[str]] = {}
+        for h, d in dates.items():
+            by_date.setdefault(iso(d) or "", []).append(h)
+        body = {
+            "kind": LEDGER_KIND,
+            "written": iso(utcnow()),
+            "until": {k: sorted(v) for k, v in sorted(by_date.items())},
+        }
+        key = f"locks/{uuid.uuid4()}.json"
+        self.backend.put(key, manifest_to_bytes(body, self.require_keys()))
+        return key
+
+    def _save_locks(self) -> None:
+        """Record the locks this handle set in a new ledger part; when the ledger has grown to
+        many parts, merge them all into that one and drop the parts merged (never a part
+        written by anyone after this handle read the ledger)."""
+        with self._state:
+            unsaved, self._locks_unsaved = self._locks_unsaved, {}
+            merged, parts = self._lock_dates, list(self._lock_parts)
+        if not unsaved and len(parts) <= LEDGER_PARTS:
+            return
+        try:
+            if merged is not None and len(parts) > LEDGER_PARTS:
+                now = utcnow()
+                # An expired lock is as good as none: leave it out.
+                self._write_lock_part({h: d for h, d in merged.items() if d > now})
+                self.backend.delete_many(parts)
+                with self._state:
+                    self._lock_parts = []
+            else:
+                self._write_lock_part(unsaved)
+        except BaseException:
+            with self._state:
+                for h, d in unsaved.items():
+                    self._locks_unsaved.setdefault(h, d)
+            raise
+
+    def hold_chunks(self, cids: Iterable[bytes], until: datetime | None) -> int:
+        """Make sure every chunk in `cids` is locked at least until `until` (S3 Object Lock;
+        nothing elsewhere or without a date). Only chunks whose known lock is shorter cost a
+        request: a lock the ledger does not know is read first (HEAD), a shorter one extended
+        to `until` rounded up to LOCK_STEP; never shortened. The locks set are recorded in the
+        ledger before this returns. Returns how many locks were extended."""
+        if self._retention is None or until is None:
+            return 0
+        retention = self._retention
+        need = lock_date(until)
+        target = _step_up(need)
+        known = self._read_lock_ledger()
+        ids = {cid.hex() for cid in cids}
+        unknown = {h for h in ids if h not in known}
+        todo = unknown | {h for h in ids - unknown if known[h] < need}
+        if not todo:
+            self._save_locks()
+            return 0
+        extended = 0
+        counter = threading.Lock()
+
+        def hold(h: str) -> None:
+            nonlocal extended
+            key = f"chunks/{h[:2]}/{h}"
+            try:
+                if h in unknown:
+                    current = retention.retention(key)
+                    if current is not None and current >= need:
+                        self._note_locks({h: current})
+                        return
+                self._extend(retention, key, target)
+            except FileNotFoundError:
+                return  # nothing to lock: verify reports a missing chunk
+            self._note_locks({h: target})
+            with counter:
+                extended += 1
+
+        with ThreadPoolExecutor(OBJECT_IO_THREADS, thread_name_prefix="lifeboat-lock") as pool:
+            for f in [pool.submit(hold, h) for h in sorted(todo)]:
+                f.result()
+        self._save_locks()
+        return extended
+
+    def hold_objects(self, keys: Iterable[str], until: datetime | None) -> int:
+        """hold_chunks for a few other objects (a recovery point's indexes): each lock is read
+        and, when shorter, extended to exactly `until`. Returns how many were extended."""
+        if self._retention is None or until is None:
+            return 0
+        need = lock_date(until)
+        extended = 0
+        for key in keys:
+            current = self._retention.retention(key)
+            if current is None or current < need:
+                self._extend(self._retention, key, need)
+                extended += 1
+        return extended
+
+    @staticmethod
+    def _extend(retention: ObjectBackend, key: str, until: datetime) -> None:
+        try:
+            retention.extend_retention(key, until)
+        except StoreUnavailable:
+            # S3 refuses to shorten a COMPLIANCE lock: another writer extended this one
+            # further since the ledger was read. That is as good as done.
+            current = retention.retention(key)
+            if current is None or current < until:
+                raise
+
+    def prune_locks(self, live: set[str]) -> None:
+        """Under GC's exclusive lock: rewrite the ledger with the live chunks only, so a chunk
+        swept now and stored again later is not taken for locked by its old version's date."""
+        if self._retention is None:
+            return
+        keys = [i.key for i in self.backend.list("locks/")]
+        if self.keys is not None:
+            dates = self._read_lock_ledger()
+            now = utcnow()
+            self._write_lock_part({h: d for h, d in dates.items() if h in live and d > now})
+        self.backend.delete_many(keys)
+        with self._state:
+            self._lock_dates = None
+            self._lock_parts = []
+            self._locks_unsaved = {}
+
     # ------------------------------------------------------------------ locks and leases
 
     @contextlib.contextmanager
@@ -614,6 +809,8 @@ class Store:
                 self._ops -= 1
                 if self._ops == 0:
                     self._chunk_ids = None
+                    self._lock_dates = None
+                    self._lock_parts = []
 
     @contextlib.contextmanager
     def _local_operation(self, lease: str, doc: dict[str, Any]) -> Iterator[None]:
@@ -768,6 +965,13 @@ class _Refresher:
     def stop(self) -> None:
         self.stopped.set()
         self.thread.join()
+
+
+def _step_up(dt: datetime) -> datetime:
+    """`dt` rounded up to the next LOCK_STEP boundary from the epoch."""
+    step = int(LOCK_STEP.total_seconds())
+    t = int(dt.timestamp())
+    return datetime.fromtimestamp(-(-t // step) * step, UTC)
 
 
 def _expired(doc: dict[str, Any]) -> bool:

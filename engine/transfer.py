@@ -42,11 +42,12 @@ def transfer(
         body = src.parse_manifest(rp_id, manifest_bytes, keyed=True)
         indexes = [(int(disk["lun"]), src.load_index(rp_id, disk)) for disk in body["disks"]]
         retain_until = parse_iso(body.get("retain_until"))
-        copied = _copy_chunks(
-            src, dst, rp_id, _wanted(indexes), progress, cancel, threads, retain_until
-        )
+        wanted = _wanted(indexes)
+        copied = _copy_chunks(src, dst, rp_id, wanted, progress, cancel, threads, retain_until)
         try:
             dst.sync_dirs(copied.dirs)
+            # The chunks dst already had keep their own lock: it must reach this RP's date.
+            dst.hold_chunks(wanted, retain_until)
             for lun, idx in indexes:
                 dst.write_index(rp_id, lun, idx.to_bytes(), retain_until=retain_until)
             manifest_from_bytes(manifest_bytes, dkeys)  # still the authenticated manifest

@@ -60,6 +60,7 @@ from vaults.stores import (
     open_or_create_snapshot_store,
     open_or_create_vault_store,
     rp_store,
+    store_retain_until,
 )
 
 log = logging.getLogger(__name__)
@@ -460,7 +461,7 @@ def _capture(
                 # Provisional and conservative; raised below once the hooks' outcome is known.
                 consistency=RPConsistency.CRASH,
                 tags=snapshot.plan.tags,
-                retain_until=snapshot.plan.expires_at,
+                retain_until=store_retain_until(item.vault, snapshot.plan.expires_at),
                 labels=labels,
                 rp_id=snapshot.rp_id,
             ),

@@ -48,7 +48,12 @@ from jobs.runner import JobCancelled, JobContext, JobError, create_job
 from security.kek import kek_for
 from vaults import access, audit
 from vaults.models import ProtectedVM, RecoveryPoint, Replication, RPConsistency
-from vaults.stores import open_or_create_snapshot_store, preferred_tier, rp_store
+from vaults.stores import (
+    open_or_create_snapshot_store,
+    preferred_tier,
+    rp_store,
+    store_retain_until,
+)
 
 SAFETY_DAYS = 30
 RAW, QCOW2 = "raw", "qcow2"
@@ -494,7 +499,7 @@ def _take_safety_rp(
                 vm_name=vm.name,
                 consistency=RPConsistency.CRASH,
                 tags=[RecoveryPoint.ON_DEMAND],
-                retain_until=expires,
+                retain_until=store_retain_until(vault, expires),
                 labels={"vault": vault.name, "job": str(ctx.job.pk), "safety_for": str(rp.pk)},
                 rp_id=safety_id,
             ),

@@ -28,6 +28,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import engine
@@ -39,6 +40,7 @@ from vaults.models import (
     OBJECT_SCHEMES,
     CredentialsSource,
     RecoveryPoint,
+    SoftDeleteState,
     StorageTarget,
     TargetKind,
     Vault,
@@ -230,6 +232,15 @@ def object_lock_applies(vault: Vault, target: StorageTarget | None) -> bool:
         and target.kind == TargetKind.S3
         and target.object_lock
     )
+
+
+def store_retain_until(vault: Vault, expires: datetime) -> datetime:
+    """The date the stores keep an RP's data until (what S3 Object Lock locks it to): its
+    expiry, plus the vault's soft-delete days while soft delete is on, since an RP expired
+    into the recycle bin can still come back that long."""
+    if vault.soft_delete_state == SoftDeleteState.DISABLED:
+        return expires
+    return expires + timedelta(days=vault.soft_delete_days)
 
 
 def immutability_enforcement(vault: Vault) -> str | None:

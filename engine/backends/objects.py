@@ -7,6 +7,7 @@ for both services, and conditional create raising the same exception on each.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections.abc import Iterable, Iterator
@@ -61,7 +62,14 @@ class ObjectBackend:
         self._lock = threading.Lock()
         self._requests = 0
         self._locked_stores: dict[str, Any] = {}
+        self._retention_requests = 0
+        self._s3: Any = None
         self.store = self._make_store(None)
+
+    @property
+    def supports_retention(self) -> bool:
+        """Objects carry a COMPLIANCE retention (S3 Object Lock) that can be read and extended."""
+        return self.scheme == "s3" and self.target.object_lock
 
     # ------------------------------------------------------------------ client
 
@@ -126,9 +134,9 @@ class ObjectBackend:
         raise ValueError(f"unknown object store scheme in {self.location!r}")
 
     def _store_for(self, retain_until: datetime | None) -> Any:
-        if retain_until is None or not self.target.object_lock or self.scheme != "s3":
+        if retain_until is None or not self.supports_retention:
             return self.store
-        stamp = retain_until.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = lock_date(retain_until).strftime("%Y-%m-%dT%H:%M:%SZ")
         with self._lock:
             st = self._locked_stores.get(stamp)
             if st is None:
@@ -141,6 +149,10 @@ class ObjectBackend:
 
     def requests(self) -> int:
         return self._requests
+
+    def retention_requests(self) -> int:
+        """How many of the requests set an object's retention (PutObjectRetention)."""
+        return self._retention_requests
 
     def _fail(self, what: str, key: str, e: BaseException) -> StoreUnavailable:
         return StoreUnavailable(f"store {self.location}: {what} {key} failed: {_short(e)}")
@@ -221,3 +233,91 @@ class ObjectBackend:
                 continue
             except BaseError as e:
                 raise self._fail("delete", part[0], e) from e
+
+    # ------------------------------------------------------------------ retention (S3 Object Lock)
+    #
+    # obstore (object_store) cannot read an object's retention nor set it on an existing
+    # object: a put with the lock headers writes a new version, and the old version, the one
+    # that holds the data, keeps its old date. So these two calls go through boto3, the only
+    # ones that do.
+
+    def _s3_client(self) -> Any:
+        with self._lock:
+            if self._s3 is None:
+                import boto3
+                from botocore.config import Config
+
+                creds = self.target.credentials
+                self._s3 = boto3.client(
+                    "s3",
+                    endpoint_url=self.target.endpoint,
+                    region_name=self.target.region or "us-east-1",
+                    aws_access_key_id=creds.get("access_key_id"),
+                    aws_secret_access_key=creds.get("secret_access_key"),
+                    aws_session_token=creds.get("session_token"),
+                    config=Config(
+                        s3={"addressing_style": "path" if self.target.path_style else "virtual"},
+                        connect_timeout=10,
+                        read_timeout=120,
+                        retries={"max_attempts": 3, "mode": "standard"},
+                        max_pool_connections=32,
+                    ),
+                )
+            return self._s3
+
+    def _full_key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def retention(self, key: str) -> datetime | None:
+        """The COMPLIANCE retain-until date of an object's current version (None if it has
+        none); FileNotFoundError if absent. Read with HEAD: it names the date, and some
+        services' GetObjectRetention does not answer reliably."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        self._count()
+        try:
+            head = self._s3_client().head_object(Bucket=self.bucket, Key=self._full_key(key))
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(f"{self.location}/{key}") from e
+            raise self._fail("head", key, e) from e
+        except BotoCoreError as e:
+            raise self._fail("head", key, e) from e
+        until = head.get("ObjectLockRetainUntilDate")
+        if not isinstance(until, datetime) or head.get("ObjectLockMode") != "COMPLIANCE":
+            return None
+        return until.astimezone(UTC) if until.tzinfo else until.replace(tzinfo=UTC)
+
+    def extend_retention(self, key: str, until: datetime) -> datetime:
+        """Set the COMPLIANCE retention of an object's current version to `until` (rounded up
+        to the second); returns the date set. The caller makes sure it is not shorter than the
+        object's: the service refuses to shorten COMPLIANCE retention (some test servers do
+        not, and would shorten it)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        date = lock_date(until)
+        self._count()
+        with self._lock:
+            self._retention_requests += 1
+        try:
+            self._s3_client().put_object_retention(
+                Bucket=self.bucket,
+                Key=self._full_key(key),
+                Retention={"Mode": "COMPLIANCE", "RetainUntilDate": date},
+            )
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(f"{self.location}/{key}") from e
+            raise self._fail("set retention of", key, e) from e
+        except BotoCoreError as e:
+            raise self._fail("set retention of", key, e) from e
+        return date
+
+
+def lock_date(dt: datetime) -> datetime:
+    """A retention date as the service keeps it: UTC, whole seconds, rounded UP so that a lock
+    never ends before the date asked for."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    dt = dt.astimezone(UTC)
+    return datetime.fromtimestamp(math.ceil(dt.timestamp()), UTC)

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from jobs import queue
 from jobs.models import UNFINISHED, Job, Operation, Param, SubTask
-from jobs.runner import create_job
+from jobs.runner import create_job, lock_rows
 from policies import retention, schedule
 from policies.models import BackupPolicy
 from vaults import access, audit
@@ -203,7 +203,7 @@ def _still_due(
     so it sees that other's jobs and slots. `backup_now` locks the row the same way.
     """
     pks = [pk for pk, _, _, _ in due]
-    list(ProtectedVM.objects.select_for_update().filter(pk__in=pks).order_by("pk").values("pk"))
+    lock_rows(ProtectedVM, pks)
     fresh = dict(items_to_back_up().filter(pk__in=pks).values_list("pk", "last_scheduled_slot"))
     still = []
     for row in due:
@@ -224,8 +224,8 @@ def _transfer_backoff(attempts: int) -> timedelta:
     return timedelta(minutes=min(5 * 2 ** max(attempts - 1, 0), 240))
 
 
-def enqueue_pending_transfers(now: datetime, vault_id: int | None = None) -> int:
-    """Retry transfers that failed: one `transfer` job per RP whose backoff has passed."""
+def pending_transfers(now: datetime, vault_id: int | None = None) -> QuerySet[RecoveryPoint]:
+    """Live RPs whose copy to the vault tier is owed and that no job is moving now."""
     pending = RecoveryPoint.objects.filter(
         transfer_due=True, in_vault_tier=False, in_snapshot_tier=True, soft_deleted_at=None
     ).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
@@ -238,22 +238,38 @@ def enqueue_pending_transfers(now: datetime, vault_id: int | None = None) -> int
         status__in=UNFINISHED,
         recovery_point__isnull=False,
     ).values("recovery_point")
-    pending = pending.exclude(pk__in=moving).select_related("vault", "protected_item__vm")
+    return pending.exclude(pk__in=moving)
+
+
+def _transfer_waits(rp: RecoveryPoint, now: datetime) -> bool:
+    return bool(
+        rp.last_transfer_at and now - rp.last_transfer_at < _transfer_backoff(rp.transfer_attempts)
+    )
+
+
+def enqueue_pending_transfers(now: datetime, vault_id: int | None = None) -> int:
+    """Retry transfers that failed: one `transfer` job per RP whose backoff has passed.
+
+    Two dispatches can run at once: the RPs are locked, then read again (`lock_rows`)."""
+    due = [rp.pk for rp in pending_transfers(now, vault_id) if not _transfer_waits(rp, now)]
+    if not due:
+        return 0
     created = 0
-    for rp in pending:
-        if rp.last_transfer_at and now - rp.last_transfer_at < _transfer_backoff(
-            rp.transfer_attempts
-        ):
-            continue
-        create_job(
-            operation=Operation.TRANSFER,
-            vault=rp.vault,
-            item=rp.protected_item,
-            recovery_point=rp,
-            params={Param.RP: str(rp.pk)},
-            subtasks=[TRANSFER],
-        )
-        created += 1
+    with transaction.atomic():
+        lock_rows(RecoveryPoint, due)
+        fresh = pending_transfers(now, vault_id).filter(pk__in=due)
+        for rp in fresh.select_related("vault", "protected_item__vm"):
+            if _transfer_waits(rp, now):
+                continue
+            create_job(
+                operation=Operation.TRANSFER,
+                vault=rp.vault,
+                item=rp.protected_item,
+                recovery_point=rp,
+                params={Param.RP: str(rp.pk)},
+                subtasks=[TRANSFER],
+            )
+            created += 1
     return created
 
 
@@ -286,30 +302,50 @@ def owed_replications() -> QuerySet[RecoveryPoint]:
     )
 
 
-def enqueue_pending_replications(now: datetime, vault_id: int | None = None) -> int:
-    """One `replicate` job per owed RP that has none queued or running: failed ones once their
-    backoff has passed, pending ones (their job was lost) at once."""
+def replications_to_queue(vault_id: int | None = None) -> QuerySet[RecoveryPoint]:
+    """Owed RPs of vaults with a secondary location that have no `replicate` job queued or
+    running."""
     busy = Job.objects.filter(
         operation=Operation.REPLICATE, status__in=UNFINISHED, recovery_point__isnull=False
     ).values("recovery_point")
     owed = owed_replications().filter(vault__secondary_location__gt="").exclude(pk__in=busy)
     if vault_id is not None:
         owed = owed.filter(vault_id=vault_id)
+    return owed
+
+
+def _replication_waits(rp: RecoveryPoint, now: datetime) -> bool:
+    return bool(
+        rp.replication == Replication.FAILED
+        and rp.last_replication_at
+        and now - rp.last_replication_at < _transfer_backoff(rp.replication_attempts)
+    )
+
+
+def enqueue_pending_replications(now: datetime, vault_id: int | None = None) -> int:
+    """One `replicate` job per owed RP that has none queued or running: failed ones once their
+    backoff has passed, pending ones (their job was lost) at once.
+
+    Two dispatches can run at once: the RPs are locked, then read again (`lock_rows`).
+    `queue_replication` writes the RP's row before it queues its job, so it waits for this
+    lock, and this read after the lock sees its job."""
+    due = [rp.pk for rp in replications_to_queue(vault_id) if not _replication_waits(rp, now)]
+    if not due:
+        return 0
     created = 0
-    for rp in owed.select_related("vault", "protected_item"):
-        if (
-            rp.replication == Replication.FAILED
-            and rp.last_replication_at
-            and now - rp.last_replication_at < _transfer_backoff(rp.replication_attempts)
-        ):
-            continue
-        create_job(
-            operation=Operation.REPLICATE,
-            vault=rp.vault,
-            item=rp.protected_item,
-            recovery_point=rp,
-            params={Param.RP: str(rp.pk)},
-            subtasks=[REPLICATE],
-        )
-        created += 1
+    with transaction.atomic():
+        lock_rows(RecoveryPoint, due)
+        fresh = replications_to_queue(vault_id).filter(pk__in=due)
+        for rp in fresh.select_related("vault", "protected_item"):
+            if _replication_waits(rp, now):
+                continue
+            create_job(
+                operation=Operation.REPLICATE,
+                vault=rp.vault,
+                item=rp.protected_item,
+                recovery_point=rp,
+                params={Param.RP: str(rp.pk)},
+                subtasks=[REPLICATE],
+            )
+            created += 1
     return created

@@ -14,7 +14,8 @@ manifests are gone; the next purge finishes the job.
 
 from datetime import datetime
 
-from django.db.models import QuerySet
+from django.db import transaction
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from jobs import runner
@@ -89,14 +90,19 @@ def vaults_with_due_entries(now: datetime) -> QuerySet[Vault]:
 def enqueue_due_purges(now: datetime | None = None) -> int:
     """One `purge` job per vault with due recycle-bin entries (unless one is already queued)."""
     now = now or timezone.now()
+    busy = Job.objects.filter(
+        vault=OuterRef("pk"),
+        operation__in=[Operation.PURGE, Operation.DELETE_BACKUP_DATA],
+        status__in=UNFINISHED,
+    )
+    pks = list(vaults_with_due_entries(now).filter(~Exists(busy)).values_list("pk", flat=True))
+    if not pks:
+        return 0
     created = 0
-    for vault in vaults_with_due_entries(now):
-        busy = Job.objects.filter(
-            vault=vault,
-            operation__in=[Operation.PURGE, Operation.DELETE_BACKUP_DATA],
-            status__in=UNFINISHED,
-        ).exists()
-        if not busy:
+    with transaction.atomic():
+        # Two purge messages can run at once: lock the vaults, then read again (`lock_rows`).
+        runner.lock_rows(Vault, pks)
+        for vault in vaults_with_due_entries(now).filter(pk__in=pks).filter(~Exists(busy)):
             create_job(operation=Operation.PURGE, vault=vault)
             created += 1
     return created

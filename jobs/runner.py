@@ -16,14 +16,14 @@ import errno
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, connection, models, transaction
 from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
@@ -341,6 +341,22 @@ def create_job(
         if deliver:
             queue.deliver(job.pk)
     return job
+
+
+def lock_rows(model: type[models.Model], pks: Iterable[object]) -> None:
+    """Lock rows of `model` until the caller's transaction ends, in id order (two callers
+    locking overlapping sets never deadlock).
+
+    For "queue one job per row unless one is queued": every default worker runs the
+    schedule's messages, so two dispatches can run at once, both read that no job is queued
+    and both queue one. Lock the candidate rows first, then read again: the read after the
+    lock is a new statement, so it sees the jobs the other committed while this one waited."""
+    list(
+        model._default_manager.select_for_update()
+        .filter(pk__in=list(pks))
+        .order_by("pk")
+        .values("pk")
+    )
 
 
 def request_cancel(job: Job) -> bool:

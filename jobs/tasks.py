@@ -49,17 +49,23 @@ def cleanup(now: datetime | None = None) -> int:
     and tests); the scheduler passes none and the job uses its own clock.
     """
     params = {Param.NOW: now.isoformat()} if now is not None else {}
-    created = 0
     holds_data = Exists(RecoveryPoint.objects.filter(vault=OuterRef("pk"))) | Exists(
         Job.objects.filter(vault=OuterRef("pk"), operation=Operation.BACKUP)
     )
-    for vault in Vault.objects.filter(holds_data):
-        busy = Job.objects.filter(
-            vault=vault, operation=Operation.CLEANUP, status__in=UNFINISHED
-        ).exists()
-        if not busy:
-            with transaction.atomic():
-                runner.create_job(operation=Operation.CLEANUP, vault=vault, params=params)
+    busy = Job.objects.filter(
+        vault=OuterRef("pk"), operation=Operation.CLEANUP, status__in=UNFINISHED
+    )
+    to_clean = Vault.objects.filter(holds_data).filter(~Exists(busy))
+    pks = list(to_clean.values_list("pk", flat=True))
+    if not pks:
+        return 0
+    created = 0
+    with transaction.atomic():
+        # Two cleanup messages can run at once (every default worker runs the schedule's):
+        # lock the vaults, then read again, so a vault gets one cleanup job.
+        runner.lock_rows(Vault, pks)
+        for vault in to_clean.filter(pk__in=pks):
+            runner.create_job(operation=Operation.CLEANUP, vault=vault, params=params)
             created += 1
     return created
 

@@ -26,7 +26,7 @@ from django.utils.timesince import timesince
 
 from inventory.models import Host
 from jobs import routing
-from jobs.models import Job, Status, Worker
+from jobs.models import WORKER_ONLINE_WITHIN, Job, Status, Worker
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +120,40 @@ def note_waiting(now: datetime | None = None, queues: Iterable[str] | None = Non
     return changed
 
 
+def process_exists(pid: int) -> bool:
+    """Whether a process `pid` runs on this machine (of any user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's: it exists
+    return True
+
+
+def gone_rows(rows: Iterable[Worker], now: datetime, own_pid: int) -> list[int]:
+    """The ids of `rows` (this machine's) whose process is gone: stopped on request, not seen
+    within WORKER_ONLINE_WITHIN (dead, or its pid reused since), no such process, or this
+    process's own pid (a row it has not written yet is a predecessor's that had the same pid,
+    as a container's main process has at every start)."""
+    return [
+        row.pk
+        for row in rows
+        if row.stopped_at is not None
+        or row.seen_at < now - WORKER_ONLINE_WITHIN
+        or row.pid == own_pid
+        or not process_exists(row.pid)
+    ]
+
+
 class Heartbeat(threading.Thread):
     """Keeps this process's `Worker` row: a beat every HEARTBEAT_SECONDS while `alive()`.
 
-    The row is this process's (machine, pid); older rows of the same queue on this machine
-    are of processes gone, so they are dropped when it starts. The first beat while alive
-    clears the waiting message of the queue's jobs (they will run now).
+    The row is this process's (machine, pid). When it starts, the rows of its queue on this
+    machine whose process is gone (`gone_rows`) are dropped; another worker of the queue on
+    this machine keeps its row. The first beat while alive clears the waiting message of the
+    queue's jobs (they will run now). A beat that finds its row deleted (another worker
+    judged it gone while this cluster was down) writes a new one.
     """
 
     def __init__(
@@ -143,19 +171,17 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         try:
             hostname, now = socket.gethostname(), timezone.now()
-            Worker.objects.filter(queue=self.queue, hostname=hostname).delete()
-            self.row = Worker.objects.create(
-                queue=self.queue,
-                host=self.host,
-                hostname=hostname,
-                pid=os.getpid(),
-                started_at=now,
-                seen_at=now,
-            )
+            mine = Worker.objects.filter(queue=self.queue, hostname=hostname)
+            gone = gone_rows(mine, now, os.getpid())
+            if gone:
+                Worker.objects.filter(pk__in=gone).delete()
+            self.row = self._new_row(hostname, now)
             was_alive = False
             while True:
                 if self.alive():
-                    Worker.objects.filter(pk=self.row.pk).update(seen_at=timezone.now())
+                    now = timezone.now()
+                    if not Worker.objects.filter(pk=self.row.pk).update(seen_at=now):
+                        self.row = self._new_row(hostname, now)
                     if not was_alive:
                         note_waiting(queues=[self.queue])
                     was_alive = True
@@ -168,6 +194,16 @@ class Heartbeat(threading.Thread):
             log.exception("the heartbeat of worker %s stopped", self.queue)
         finally:
             connection.close()
+
+    def _new_row(self, hostname: str, now: datetime) -> Worker:
+        return Worker.objects.create(
+            queue=self.queue,
+            host=self.host,
+            hostname=hostname,
+            pid=os.getpid(),
+            started_at=now,
+            seen_at=now,
+        )
 
     def stop(self) -> None:
         """Stop beating and mark the row stopped (offline at once)."""

@@ -146,8 +146,8 @@ def test_two_workers_share_the_due_backups_and_each_runs_once(postgres, tmp_path
     env = lifeboat_env({"LIFEBOAT_WORKERS": "2"})
     pool = [start(tmp_path, f"worker-{i}", env, workers) for i in range(2)]
 
-    assert tasks.dispatch(now=timezone.now()) == {"backups": 20, "transfers": 0}
-    assert tasks.dispatch(now=timezone.now()) == {"backups": 0, "transfers": 0}
+    assert tasks.dispatch(now=timezone.now()) == {"backups": 20, "transfers": 0, "replications": 0}
+    assert tasks.dispatch(now=timezone.now()) == {"backups": 0, "transfers": 0, "replications": 0}
     seen = {"transfers": 0}
     pids: set[int] = set()
 
@@ -185,7 +185,7 @@ def test_two_workers_share_the_due_backups_and_each_runs_once(postgres, tmp_path
     assert seen["transfers"] <= SLOTS
     assert most_at_once(intervals) <= SLOTS
     # The second dispatch found nothing due: the next one neither, now that all ran.
-    assert tasks.dispatch(now=timezone.now()) == {"backups": 0, "transfers": 0}
+    assert tasks.dispatch(now=timezone.now()) == {"backups": 0, "transfers": 0, "replications": 0}
 
 
 def test_a_worker_killed_mid_job_is_reaped_and_the_other_finishes(postgres, tmp_path, workers):
@@ -240,7 +240,7 @@ def test_a_worker_killed_mid_job_is_reaped_and_the_other_finishes(postgres, tmp_
     assert Counter(j.protected_item_id for j in jobs) == {it.pk: 1 for it in fleet.items}
     # The same slot is not backed up again (the killed backup's item waits for its next slot,
     # as the lost job's message says) ...
-    assert tasks.dispatch(now=later) == {"backups": 0, "transfers": 0}
+    assert tasks.dispatch(now=later) == {"backups": 0, "transfers": 0, "replications": 0}
     # ... and at that slot the item is backed up once, with the others.
     tomorrow = later + timedelta(days=1)
     assert tasks.dispatch(now=tomorrow)["backups"] == 6

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -32,14 +32,19 @@ from .targets import (
 
 
 def fetch_chunk(
-    store: Store, cid: bytes, expected_len: int, where: tuple[str, int, int]
+    store: Store,
+    cid: bytes,
+    expected_len: int,
+    where: tuple[str, int, int],
+    read: Callable[[], bytes] | None = None,
 ) -> tuple[bytes, int]:
     """Read and fully verify one chunk; CorruptionError naming (rp, lun, offset) otherwise.
-    Returns (plaintext, stored size)."""
+    Returns (plaintext, stored size). `read` returns the stored bytes when they are read
+    elsewhere (a read-ahead); by default they are read from the store here."""
     keys = store.require_keys()
     rp_id, lun, offset = where
     try:
-        blob = store.get_chunk(cid)
+        blob = read() if read is not None else store.get_chunk(cid)
         return decode_chunk(keys, cid, blob, expected_len), len(blob)
     except FileNotFoundError as e:
         reason = "missing"
@@ -214,6 +219,10 @@ class _Piece(NamedTuple):
 
 PAGE = 4096
 _ZERO_PAGE = bytes(PAGE)
+# Chunk files are read ahead on threads of their own, so several reads are in flight while
+# the decode threads (bounded by the cores) work: one read at a time left a cold restore
+# waiting on the disk for half its time (bench/README.md, "Restore at disk speed").
+READ_AHEAD_THREADS = 8
 # Writeback of the restored bytes is started every this many bytes of a disk, so the disk
 # writes while later chunks are decoded and the final fsync finds little left to do.
 WRITEBACK_STEP = 16 << 20
@@ -260,12 +269,12 @@ def _write_disks(
     totals = _Totals()
     kicked = [0] * len(disks)  # per disk: where writeback was last started up to
 
-    def write(n: int, i: int) -> _Piece:
+    def write(n: int, i: int, blob: Future[bytes]) -> _Piece:
         disk = disks[n]
         idx = disk.index
         off = i * idx.chunk_size
         ln = idx.chunk_len(i)
-        data, _ = fetch_chunk(store, idx.digest(i), ln, (rp_id, disk.lun, off))
+        data, _ = fetch_chunk(store, idx.digest(i), ln, (rp_id, disk.lun, off), blob.result)
         try:
             write_data(disk.fd, data, off)
         except OSError as e:
@@ -279,30 +288,37 @@ def _write_disks(
                 ln = idx.chunk_len(i)
                 yield _Piece(n, i * idx.chunk_size + ln, ln, False)
             else:
-                yield partial(write, n, i)
+                # The read starts now, when the task is submitted (at most `window` ahead).
+                yield partial(write, n, i, reader.submit(store.get_chunk, idx.digest(i)))
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lifeboat-writeback") as flusher:
+    def count(piece: _Piece) -> None:
+        if piece.written:
+            totals.bytes_written += piece.length
+        else:
+            totals.chunks_zero += 1
+        throttle.add(piece.length)
+        # Results come in submission order, so everything of this disk before `end` is
+        # written: start its writeback on a thread of its own (it may wait for the disk).
+        n = piece.disk
+        if sync and piece.end - kicked[n] >= WRITEBACK_STEP:
+            flusher.submit(start_writeback, disks[n].fd, kicked[n], piece.end - kicked[n])
+            kicked[n] = piece.end
 
-        def count(piece: _Piece) -> None:
-            if piece.written:
-                totals.bytes_written += piece.length
-            else:
-                totals.chunks_zero += 1
-            throttle.add(piece.length)
-            # Results come in submission order, so everything of this disk before `end` is
-            # written: start its writeback on a thread of its own (it may wait for the disk).
-            n = piece.disk
-            if sync and piece.end - kicked[n] >= WRITEBACK_STEP:
-                flusher.submit(start_writeback, disks[n].fd, kicked[n], piece.end - kicked[n])
-                kicked[n] = piece.end
-
+    reader = ThreadPoolExecutor(READ_AHEAD_THREADS, thread_name_prefix="lifeboat-read")
+    flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lifeboat-writeback")
+    try:
         run_bounded(
             round_robin([pieces(n) for n in range(len(disks))]),
             count,
             threads=threads,
-            window=threads * 3,
+            window=max(threads * 3, READ_AHEAD_THREADS * 2),
             cancel=cancel,
         )
+    finally:
+        # On an error the reads not yet started are dropped; writeback is waited for, so
+        # it never touches a descriptor the caller is about to close.
+        reader.shutdown(wait=True, cancel_futures=True)
+        flusher.shutdown(wait=True)
     throttle.finish()
     return totals
 

@@ -28,7 +28,9 @@ def _allocated(path: Path) -> int:
         [("data", PAGE), ("zero", PAGE + 100)],  # a zero partial last page
     ],
 )
-def test_write_data_leaves_zero_pages_as_holes(tmp_path: Path, layout: list[tuple[str, int]]) -> None:
+def test_write_data_leaves_zero_pages_as_holes(
+    tmp_path: Path, layout: list[tuple[str, int]]
+) -> None:
     data = b"".join(os.urandom(n) if kind == "data" else bytes(n) for kind, n in layout)
     out = tmp_path / "out.img"
     offset = 8 * PAGE
@@ -41,9 +43,7 @@ def test_write_data_leaves_zero_pages_as_holes(tmp_path: Path, layout: list[tupl
     finally:
         os.close(fd)
     data_pages = sum(
-        1
-        for o in range(0, len(data), PAGE)
-        if data[o : o + PAGE] != bytes(len(data[o : o + PAGE]))
+        1 for o in range(0, len(data), PAGE) if data[o : o + PAGE] != bytes(len(data[o : o + PAGE]))
     )
     # Only the pages with data take room (the partial last page counts as one).
     assert _allocated(out) <= (data_pages + (1 if len(data) % PAGE else 0)) * PAGE

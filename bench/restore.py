@@ -166,6 +166,7 @@ def run(args: argparse.Namespace, size: int, work: Path) -> int:
     cold = drop_caches()
     rows: list[tuple[str, str, int, float, bool]] = []  # shape, what, size, seconds, identical
     profile: list[tuple[str, float]] = []
+    profiled = ""
     browse = ""
     for shape in shapes:
         d = work / shape
@@ -210,6 +211,7 @@ def run(args: argparse.Namespace, size: int, work: Path) -> int:
             rows.append((shape, name, shape_size, statistics.median(times[name]), identical[name]))
         if shape == "ext4" or (not profile and shape == shapes[-1]):
             profile = profile_stages(vault, rp, out)
+            profiled = SHAPES[shape]
             out.unlink(missing_ok=True)
             if shape == "ext4":
                 browse = browse_time(vault, rp, kek, args.runs, d / "vault")
@@ -240,7 +242,8 @@ def run(args: argparse.Namespace, size: int, work: Path) -> int:
         total = sum(t for _, t in profile)
         lines += [
             "",
-            "Profile: the vault tier of the ext4 shape, cold, each stage in turn on one thread.",
+            f"Profile: the vault tier of the {profiled} shape, cold, each stage in turn on one "
+            "thread.",
             "",
             "| stage | seconds | share |",
             "|---|---:|---:|",

@@ -68,9 +68,14 @@ def same(a: Path, b: Path) -> bool:
     return subprocess.run(["cmp", "-s", str(a), str(b)]).returncode == 0
 
 
+WARM = False  # --warm: never drop the page cache
+
+
 def drop_caches() -> bool:
     """Flush dirty data and, if allowed, drop the page cache; False when not allowed."""
     os.sync()
+    if WARM:
+        return False
     try:
         with open("/proc/sys/vm/drop_caches", "w") as f:
             f.write("3\n")
@@ -125,9 +130,14 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="runs per figure; the median is reported")
     ap.add_argument("--fill", type=float, default=0.6, help="how full the ext4 image is")
     ap.add_argument("--work", default=str(REPO / "bench" / "work"), help="parent of the work dir")
+    ap.add_argument(
+        "--warm", action="store_true", help="keep the page cache (only sync before each step)"
+    )
     ap.add_argument("--shapes", default="sparse,small,random,ext4", help="which shapes to run")
     args = ap.parse_args()
     size = parse_size(args.size)
+    global WARM
+    WARM = args.warm
     Path(args.work).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="restore-", dir=args.work))
     try:
@@ -219,7 +229,7 @@ def run(args: argparse.Namespace, size: int, work: Path) -> int:
 
     lines = [
         f"Shapes of {human(size)} (incompressible: a quarter of it); "
-        f"{'cold: sync + drop_caches before each step' if cold else 'page cache NOT dropped (not allowed): warm'}; "
+        f"{'cold: sync + drop_caches before each step' if cold else 'page cache NOT dropped (--warm or not allowed): sync before each step'}; "
         f"median of {args.runs}; {os.cpu_count()} cores. Restores with sync=True; cp is "
         "`cp --sparse=always --reflink=never` + `sync`. MiB/s = image size / seconds; "
         f"x cp = cp's seconds / these seconds; target >= {TARGET} x cp.",

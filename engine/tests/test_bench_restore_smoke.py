@@ -23,6 +23,7 @@ def test_restore_benchmark_smoke_run(tmp_path: Path) -> None:
             "1",
             "--work",
             str(work),
+            "--warm",  # dropping the page cache of a shared machine is for real runs
         ],
         cwd=REPO,
         env=engine_env(),
@@ -40,5 +41,5 @@ def test_restore_benchmark_smoke_run(tmp_path: Path) -> None:
     for stage in ("read chunk file", "decrypt + authenticate", "decompress", "fsync"):
         assert any(row.startswith(f"| {stage}") for row in rows), out
     assert "first listed directory" in out
-    assert "restores byte-identical | cmp | MET |" in out
+    assert "| restores byte-identical | MET |" in out
     assert list(work.iterdir()) == []  # the work dir is cleaned up

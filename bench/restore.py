@@ -194,7 +194,10 @@ def run(args: argparse.Namespace, size: int, work: Path) -> int:
         engine.transfer(snap, vault, rp)
 
         def tier(store: engine.Store, rp: str = rp) -> Callable[[], None]:
-            return lambda: engine.restore(store, rp, {0: out}, sync=True)
+            def go() -> None:
+                engine.restore(store, rp, {0: out}, sync=True)
+
+            return go
 
         def cp(image: Path = image) -> None:
             cp_sparse(image, out)

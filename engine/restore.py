@@ -297,8 +297,10 @@ def _write_disks(
         else:
             totals.chunks_zero += 1
         throttle.add(piece.length)
-        # Results come in submission order, so everything of this disk before `end` is
-        # written: start its writeback on a thread of its own (it may wait for the disk).
+        # Results come nearly in order (a zero chunk may overtake a chunk still being
+        # written), so what lies before `end` is mostly written: start its writeback on a
+        # thread of its own (it may wait for the disk). A head start only: the final fsync
+        # still writes whatever it missed.
         n = piece.disk
         if sync and piece.end - kicked[n] >= WRITEBACK_STEP:
             flusher.submit(start_writeback, disks[n].fd, kicked[n], piece.end - kicked[n])

@@ -151,10 +151,12 @@ def decode_chunk(keys: KeySet, cid: bytes, blob: bytes, expected_len: int | None
         raise ChunkDamaged(reason)
     _magic, _version, codec_id, _flags, plain_len = CHUNK_HEADER.unpack_from(blob)
     hs = CHUNK_HEADER.size
-    header = blob[:hs]
-    nonce = blob[hs : hs + NONCE_LEN]
+    # Views, not slices: slicing the ciphertext out of the blob would copy the whole chunk.
+    view = memoryview(blob)
     try:
-        payload = _aead(keys.dek).decrypt(nonce, blob[hs + NONCE_LEN : -OUTER_LEN], header + cid)
+        payload = _aead(keys.dek).decrypt(
+            view[hs : hs + NONCE_LEN], view[hs + NONCE_LEN : -OUTER_LEN], blob[:hs] + cid
+        )
     except InvalidTag as e:
         raise ChunkDamaged("authentication failed (wrong key, wrong id or tampering)") from e
     if codec_id == CODEC_ZSTD:

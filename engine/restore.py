@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, NamedTuple
 from .errors import CorruptionError, Damage, DiskNotFound, TargetUnwritable
 from .formats import ZERO_DIGEST, ChunkDamaged, DiskIndex, decode_chunk, zeros
 from .model import CancelFn, ProgressFn, RestoreResult
-from .pipeline import Throttle, default_threads, round_robin, run_bounded
+from .pipeline import Throttle, default_threads, round_robin, run_bounded, start_writeback
 from .store import Store
 from .targets import (
     RestoreTarget,
@@ -31,14 +32,19 @@ from .targets import (
 
 
 def fetch_chunk(
-    store: Store, cid: bytes, expected_len: int, where: tuple[str, int, int]
+    store: Store,
+    cid: bytes,
+    expected_len: int,
+    where: tuple[str, int, int],
+    read: Callable[[], bytes] | None = None,
 ) -> tuple[bytes, int]:
     """Read and fully verify one chunk; CorruptionError naming (rp, lun, offset) otherwise.
-    Returns (plaintext, stored size)."""
+    Returns (plaintext, stored size). `read` returns the stored bytes when they are read
+    elsewhere (a read-ahead); by default they are read from the store here."""
     keys = store.require_keys()
     rp_id, lun, offset = where
     try:
-        blob = store.get_chunk(cid)
+        blob = read() if read is not None else store.get_chunk(cid)
         return decode_chunk(keys, cid, blob, expected_len), len(blob)
     except FileNotFoundError as e:
         reason = "missing"
@@ -126,7 +132,7 @@ def restore(
         try:
             for disk in disks:
                 disk.create_temp(marker)
-            totals = _write_disks(store, rp_id, disks, progress, cancel, threads)
+            totals = _write_disks(store, rp_id, disks, progress, cancel, threads, sync)
             if sync:
                 for disk in disks:
                     os.fsync(disk.fd)
@@ -203,11 +209,44 @@ def _disks_to_restore(
 
 
 class _Piece(NamedTuple):
-    """A chunk's share of a restore: its length, and whether it was written (zeros are not:
-    the temp file is sparse)."""
+    """A chunk's share of a restore: which disk, where it ends, its length, and whether it
+    was written (zeros are not: the temp file is sparse)."""
 
+    disk: int
+    end: int
     length: int
     written: bool
+
+
+PAGE = 4096
+_ZERO_PAGE = bytes(PAGE)
+# Chunk files are read ahead on threads of their own, so several reads are in flight while
+# the decode threads (bounded by the cores) work: one read at a time left a cold restore
+# waiting on the disk for half its time (bench/README.md, "Restore at disk speed").
+READ_AHEAD_THREADS = 8
+# Writeback of the restored bytes is started every this many bytes of a disk, so the disk
+# writes while later chunks are decoded and the final fsync finds little left to do.
+WRITEBACK_STEP = 16 << 20
+
+
+def write_data(fd: int, data: bytes, offset: int) -> None:
+    """Write `data` at `offset` of a new sparse file, leaving its zero pages as holes: they
+    read as zeros already, and writing them would cost the disk what cp --sparse saves."""
+    view = memoryview(data)
+    n = len(data)
+    pos = 0
+    while pos < n:
+        # startswith compares in place: no copy of the page, unlike a slice.
+        while pos < n and data.startswith(_ZERO_PAGE, pos, pos + PAGE):
+            pos += PAGE
+        start = pos
+        while pos < n and not data.startswith(_ZERO_PAGE, pos, pos + PAGE):
+            pos += PAGE
+        part = view[start : min(pos, n)]
+        at = offset + start
+        while part:
+            done = os.pwrite(fd, part, at)
+            part, at = part[done:], at + done
 
 
 @dataclass
@@ -223,29 +262,35 @@ def _write_disks(
     progress: ProgressFn | None,
     cancel: CancelFn | None,
     threads: int,
+    sync: bool,
 ) -> _Totals:
-    """Write every non-zero chunk of every disk into its temp file, the disks side by side."""
+    """Write every non-zero chunk of every disk into its temp file, the disks side by side.
+    With `sync`, writeback starts behind the writes (see WRITEBACK_STEP)."""
     throttle = Throttle(progress, "restore", sum(d.index.disk_size for d in disks))
     totals = _Totals()
+    kicked = [0] * len(disks)  # per disk: where writeback was last started up to
 
-    def write(disk: _DiskRestore, i: int) -> _Piece:
+    def write(n: int, i: int, blob: Future[bytes]) -> _Piece:
+        disk = disks[n]
         idx = disk.index
         off = i * idx.chunk_size
         ln = idx.chunk_len(i)
-        data, _ = fetch_chunk(store, idx.digest(i), ln, (rp_id, disk.lun, off))
+        data, _ = fetch_chunk(store, idx.digest(i), ln, (rp_id, disk.lun, off), blob.result)
         try:
-            os.pwrite(disk.fd, data, off)
+            write_data(disk.fd, data, off)
         except OSError as e:
             raise TargetUnwritable(f"write to restore target failed: {e.strerror}") from e
-        return _Piece(ln, True)
+        return _Piece(n, off + ln, ln, True)
 
-    def pieces(disk: _DiskRestore) -> Iterator[Callable[[], _Piece] | _Piece]:
-        idx = disk.index
+    def pieces(n: int) -> Iterator[Callable[[], _Piece] | _Piece]:
+        idx = disks[n].index
         for i in range(idx.count):
             if idx.digest(i) == ZERO_DIGEST:
-                yield _Piece(idx.chunk_len(i), False)
+                ln = idx.chunk_len(i)
+                yield _Piece(n, i * idx.chunk_size + ln, ln, False)
             else:
-                yield partial(write, disk, i)
+                # The read starts now, when the task is submitted (at most `window` ahead).
+                yield partial(write, n, i, reader.submit(store.get_chunk, idx.digest(i)))
 
     def count(piece: _Piece) -> None:
         if piece.written:
@@ -253,14 +298,30 @@ def _write_disks(
         else:
             totals.chunks_zero += 1
         throttle.add(piece.length)
+        # Results come nearly in order (a zero chunk may overtake a chunk still being
+        # written), so what lies before `end` is mostly written: start its writeback on a
+        # thread of its own (it may wait for the disk). A head start only: the final fsync
+        # still writes whatever it missed.
+        n = piece.disk
+        if sync and piece.end - kicked[n] >= WRITEBACK_STEP:
+            flusher.submit(start_writeback, disks[n].fd, kicked[n], piece.end - kicked[n])
+            kicked[n] = piece.end
 
-    run_bounded(
-        round_robin([pieces(d) for d in disks]),
-        count,
-        threads=threads,
-        window=threads * 3,
-        cancel=cancel,
-    )
+    reader = ThreadPoolExecutor(READ_AHEAD_THREADS, thread_name_prefix="lifeboat-read")
+    flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lifeboat-writeback")
+    try:
+        run_bounded(
+            round_robin([pieces(n) for n in range(len(disks))]),
+            count,
+            threads=threads,
+            window=max(threads * 3, READ_AHEAD_THREADS * 2),
+            cancel=cancel,
+        )
+    finally:
+        # On an error the reads not yet started are dropped; writeback is waited for, so
+        # it never touches a descriptor the caller is about to close.
+        reader.shutdown(wait=True, cancel_futures=True)
+        flusher.shutdown(wait=True)
     throttle.finish()
     return totals
 

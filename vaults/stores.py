@@ -243,6 +243,22 @@ def store_retain_until(vault: Vault, expires: datetime) -> datetime:
     return expires + timedelta(days=vault.soft_delete_days)
 
 
+def vault_store_locked(vault: Vault) -> bool:
+    """The vault store holds its RPs under S3 Object Lock (locked vault, object-lock bucket)."""
+    return location_scheme(vault.vault_location) is not None and object_lock_applies(
+        vault, vault.storage_target
+    )
+
+
+def secondary_locked(vault: Vault) -> bool:
+    """The secondary copy holds its RPs under S3 Object Lock."""
+    return (
+        vault.has_secondary
+        and location_scheme(vault.secondary_location) is not None
+        and object_lock_applies(vault, vault.secondary_target)
+    )
+
+
 def immutability_enforcement(vault: Vault) -> str | None:
     """Who enforces a vault's locked immutability, for its settings page; None unless locked."""
     if not vault.immutability_locked:

@@ -22,6 +22,7 @@ class Operation(models.TextChoices):
     VERIFY = "verify", "Verify"
     GARBAGE_COLLECT = "garbage_collect", "Garbage collect"
     UPDATE_KEY = "update_key", "Update key"
+    EXTEND_LOCKS = "extend_locks", "Extend locks"
 
 
 class Status(models.TextChoices):
@@ -89,6 +90,8 @@ class Param:
     ITEM = "item"
     # garbage_collect: also sweep unreferenced chunks written up to this instant.
     SWEEP_BEFORE = "sweep_before"
+    # extend_locks: the recovery points whose expiry moved later.
+    RPS = "rps"
 
 
 class Job(models.Model):

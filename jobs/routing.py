@@ -15,6 +15,7 @@ The host a job touches, per operation (`host_of`):
   hosts has its vault-wide jobs run by the default worker, which must then reach every one of
   those snapshot roots (a job is never split per host);
 - verify: none (it reads the vault store only); replicate: none (vault store to secondary);
+  extend locks: none (object stores only: the vault store and the secondary);
 - configure backup, disable backup, undelete: none (recorded in the catalog, never delivered).
 
 Queues are django-q2 cluster names: `host-<host name>` for a dedicated host, else
@@ -84,6 +85,7 @@ HOST_OF: dict[str, Callable[[Job], Host | None]] = {
     Operation.DELETE_BACKUP_DATA: _vault_snapshot_host,
     Operation.UPDATE_KEY: _vault_snapshot_host,
     Operation.VERIFY: _nowhere,
+    Operation.EXTEND_LOCKS: _nowhere,
     Operation.REPLICATE: _nowhere,
     Operation.CONFIGURE_BACKUP: _nowhere,
     Operation.DISABLE_BACKUP: _nowhere,

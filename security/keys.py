@@ -271,7 +271,14 @@ def assign_key(vault: Vault, key: CustomerKey, *, by: User) -> dict[str, object]
             rule=rules.RULE_KEY_UNUSABLE,
             field="encryption_key",
         )
-    existing = stores.existing_store_paths(vault)
+    try:
+        existing = stores.existing_store_places(vault)
+    except (engine.EngineError, OSError) as e:
+        raise rules.blocked(
+            f"The vault's stores cannot be reached to re-wrap them: {e}.",
+            rule=rules.RULE_KEY_UNUSABLE,
+            field="encryption_key",
+        ) from e
     if existing:
         try:
             platform = master_key.kek()
@@ -281,8 +288,8 @@ def assign_key(vault: Vault, key: CustomerKey, *, by: User) -> dict[str, object]
                 rule=rules.RULE_KEY_UNUSABLE,
                 field="encryption_key",
             ) from e
-    for path in existing:
-        engine.rewrap_keys(path, platform, new)
+    for place in existing:
+        engine.rewrap_keys(place.location, platform, new, target=place.target)
     VaultKey.objects.create(
         vault=vault, key=key, path=key.path, fingerprint=key.fingerprint, version=key.version
     )
@@ -294,11 +301,12 @@ def assign_key(vault: Vault, key: CustomerKey, *, by: User) -> dict[str, object]
 
 @runner.handles(Operation.UPDATE_KEY)
 def run_update_key(ctx: runner.JobContext) -> None:
-    """Re-wrap the vault store and every snapshot store of the vault to the job's key file.
+    """Re-wrap every store of the vault (vault store, snapshot stores, secondary copy; local
+    or on object storage) to the job's key file.
 
     1. Read the current KEK (the vault's assignment) and the new one (checked against the
        fingerprint recorded when the job was queued).
-    2. Re-wrap each existing store; a store already wrapped with the new key (a re-run) is
+    2. Re-wrap each existing store (`stores.existing_store_places`); a store already wrapped with the new key (a re-run) is
        accepted when the new key opens it.
     3. Move the vault's assignment to the new file/key, audited.
     """
@@ -323,15 +331,25 @@ def run_update_key(ctx: runner.JobContext) -> None:
             f"customer-managed key {key.name}: the file {p['path']} no longer holds the key "
             "it held when the rotation was asked for",
         )
+    try:
+        places = stores.existing_store_places(vault)
+    except (engine.EngineError, OSError) as e:
+        # A store left out would keep the old wrap and be unreadable once the old key goes.
+        raise runner.JobError("store", f"The vault's stores cannot be reached: {e}") from e
     done = 0
-    for path in stores.existing_store_paths(vault):
+    for place in places:
         try:
-            engine.rewrap_keys(path, old, new)
+            engine.rewrap_keys(place.location, old, new, target=place.target)
         except engine.WrongKey:
             try:
-                engine.open_store(path, new)  # re-run: this store already has the new wrap
+                # re-run: this store already has the new wrap
+                engine.open_store(place.location, new, target=place.target)
             except engine.EngineError as e:
-                raise runner.JobError("key_unavailable", f"store {path}: {e}") from e
+                raise runner.JobError(
+                    "key_unavailable", f"{place.what} ({place.location}): {e}"
+                ) from e
+        except (engine.EngineError, OSError) as e:
+            raise runner.JobError("store", f"{place.what} ({place.location}): {e}") from e
         done += 1
         ctx.check_cancel()
     vk = VaultKey.objects.get(vault=vault)

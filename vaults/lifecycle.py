@@ -6,7 +6,8 @@ RP whose new expiry has already passed (but whose old one had not) is *removed e
 to the recycle bin (reason ``retention_reduced``) instead of being deleted, if the vault's soft
 delete is on; a binned RP whose new expiry is in the future comes back (Azure's rule). The
 latest RP and RPs of retain-forever items never go to the bin; on-demand RPs keep their own
-retain-until date.
+retain-until date. On a vault whose stores enforce retention (S3 Object Lock), RPs whose expiry
+moved later get an extend_locks job (`jobs.locks`) so the stores' locks follow.
 
 The recycle bin holds soft-deleted items (`vaults.protection.stop_protection` with delete data)
 and RPs cut early. The purge job takes an entry once its purge time has passed
@@ -33,7 +34,7 @@ from django.utils import timezone
 from jobs.models import Job, Operation, Param
 from jobs.runner import create_job
 from policies.retention import tags_and_expiry
-from vaults import access, audit
+from vaults import access, audit, stores
 from vaults.access import AnyUser
 from vaults.models import (
     BinKind,
@@ -149,6 +150,7 @@ def recompute_retention(
     forever = item.retention_mode == RetentionMode.RETAIN_FOREVER
     binning = vault.soft_delete_state != SoftDeleteState.DISABLED
     changed: list[RecoveryPoint] = []
+    later: list[RecoveryPoint] = []
     binned = returned = 0
     for rp in rps:
         if rp.is_on_demand:
@@ -158,6 +160,8 @@ def recompute_retention(
         )
         old = rp.expires_at
         touched = tags != rp.tags or expires != old
+        if old is None or expires > old:
+            later.append(rp)
         rp.tags, rp.expires_at = tags, expires
         if rp.soft_deleted_at is None:
             cut = expires <= now and (old is None or old > now)
@@ -192,6 +196,15 @@ def recompute_retention(
         ],
         batch_size=500,
     )
+    if later and (stores.vault_store_locked(vault) or stores.secondary_locked(vault)):
+        # The stores' locks follow in a job (delivered once this transaction commits).
+        create_job(
+            operation=Operation.EXTEND_LOCKS,
+            vault=vault,
+            item=item,
+            by=by,
+            params={Param.RPS: [str(rp.pk) for rp in later]},
+        )
     return {"updated": len(changed), "to_recycle_bin": binned, "from_recycle_bin": returned}
 
 

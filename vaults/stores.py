@@ -243,6 +243,22 @@ def store_retain_until(vault: Vault, expires: datetime) -> datetime:
     return expires + timedelta(days=vault.soft_delete_days)
 
 
+def vault_store_locked(vault: Vault) -> bool:
+    """The vault store holds its RPs under S3 Object Lock (locked vault, object-lock bucket)."""
+    return location_scheme(vault.vault_location) is not None and object_lock_applies(
+        vault, vault.storage_target
+    )
+
+
+def secondary_locked(vault: Vault) -> bool:
+    """The secondary copy holds its RPs under S3 Object Lock."""
+    return (
+        vault.has_secondary
+        and location_scheme(vault.secondary_location) is not None
+        and object_lock_applies(vault, vault.secondary_target)
+    )
+
+
 def immutability_enforcement(vault: Vault) -> str | None:
     """Who enforces a vault's locked immutability, for its settings page; None unless locked."""
     if not vault.immutability_locked:
@@ -366,13 +382,48 @@ def existing_stores(vault: Vault, hosts: list[Host], kek: bytes | None = None) -
         return VaultStores(None, snapshots, secondary, why)
 
 
-def existing_store_paths(vault: Vault) -> list[Path]:
-    """Where the vault's local stores are: its vault store, its snapshot store on any host and
-    its secondary copy, those that exist (initialised: their wrapped keys are there)."""
-    locations = [vault.vault_location, vault.secondary_location]
-    paths = [Path(loc) for loc in locations if loc and location_scheme(loc) is None]
-    paths += [h.snapshot_store_path(vault) for h in Host.objects.all()]
-    return [path for path in paths if (path / "keys.json").exists()]
+@dataclass(frozen=True)
+class StorePlace:
+    """Where one of a vault's stores lives: a location and, on object storage, the engine
+    target (credentials read when it was made) that reaches it."""
+
+    location: str
+    target: engine.ObjectTarget | None
+    what: str
+
+
+def existing_store_places(vault: Vault) -> list[StorePlace]:
+    """Every store of the vault that exists (initialised: its wrapped keys are there): the
+    vault store, its snapshot store on any host and its secondary copy, local or on object
+    storage. Key changes walk these, so no copy keeps a wrap nobody can open any more.
+
+    A location on object storage is asked whether a store is there (one request); one that
+    cannot be reached raises the engine's error, since skipping it would leave it wrapped
+    with a key about to go."""
+    places: list[StorePlace] = []
+    for location, target, what in (
+        (vault.vault_location, _vault_target, _vault_store_name),
+        (vault.secondary_location, _secondary_target, _secondary_store_name),
+    ):
+        if not location:
+            continue
+        if location_scheme(location) is None:
+            if (Path(location) / "keys.json").exists():
+                places.append(StorePlace(location, None, what(vault)))
+            continue
+        engine_target = target(vault)
+        try:
+            _engine_open(location, b"\0" * 32, engine_target)
+        except engine.StoreNotFound:
+            continue
+        except engine.KeyUnavailable:
+            pass  # a store is there; which key opens it is the caller's matter
+        places.append(StorePlace(location, engine_target, what(vault)))
+    for host in Host.objects.all():
+        path = host.snapshot_store_path(vault)
+        if (path / "keys.json").exists():
+            places.append(StorePlace(str(path), None, _snapshot_store_name(vault, host)))
+    return list({p.location: p for p in places}.values())  # hosts may share a snapshot root
 
 
 def store_places(vault: Vault) -> list[tuple[str, str]]:

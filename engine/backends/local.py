@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
-from . import ObjectInfo
+from .base import ObjectInfo
 
 TMP_PREFIX = ".tmp-"
 

@@ -27,7 +27,7 @@ from ..errors import StoreUnavailable
 
 if TYPE_CHECKING:  # typing-only names of obstore's stubs
     from obstore.store import ClientConfig, RetryConfig
-from . import ObjectInfo, ObjectTarget, split_location
+from .base import ObjectInfo, ObjectTarget, split_location
 
 # Requests per listing page and per batch delete, as both services define them.
 LIST_PAGE = 1000

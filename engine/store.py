@@ -15,8 +15,9 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from .backends import Backend, ObjectInfo, ObjectTarget, open_backend
 from .backends.local import TMP_PREFIX, LocalBackend, atomic_write, fsync_dir
@@ -63,21 +64,22 @@ def _finish_put(fd: int, tmp: Path, path: Path, durable: bool) -> None:
     os.replace(tmp, path)
 
 
-class Syncer:
-    """Background fsync + rename of freshly written chunk files (bounded backlog)."""
+class Backlog:
+    """Work run on a few background threads with a bounded backlog, so the pipeline's threads
+    go on reading and encoding meanwhile; wait() before committing raises the first error."""
 
-    def __init__(self, max_pending: int = 64) -> None:
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lifeboat-sync")
+    def __init__(self, threads: int, max_pending: int, name: str) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
         self.slots = threading.BoundedSemaphore(max_pending)
         self.futures: list[Future[None]] = []
         self.lock = threading.Lock()
 
-    def submit(self, fd: int, tmp: Path, path: Path) -> None:
+    def run(self, call: Callable[[], None]) -> None:
         self.slots.acquire()
 
         def job() -> None:
             try:
-                _finish_put(fd, tmp, path, True)
+                call()
             finally:
                 self.slots.release()
 
@@ -85,7 +87,7 @@ class Syncer:
             self.futures.append(self.pool.submit(job))
 
     def wait(self) -> None:
-        """Wait for every submitted chunk; raises the first error."""
+        """Wait for everything submitted; raises the first error."""
         with self.lock:
             futures, self.futures = self.futures, []
         for f in futures:
@@ -94,11 +96,21 @@ class Syncer:
     def close(self) -> None:
         self.pool.shutdown(wait=True)
 
-    def __enter__(self) -> Syncer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Syncer(Backlog):
+    """Background fsync + rename of freshly written chunk files, one at a time."""
+
+    def __init__(self, max_pending: int = 64) -> None:
+        super().__init__(1, max_pending, "lifeboat-sync")
+
+    def submit(self, fd: int, tmp: Path, path: Path) -> None:
+        self.run(partial(_finish_put, fd, tmp, path, True))
 
 
 def utcnow() -> datetime:
@@ -119,43 +131,12 @@ def parse_iso(s: str | None) -> datetime | None:
     return datetime.fromisoformat(s.replace("Z", "+00:00"))
 
 
-class Uploader:
+class Uploader(Backlog):
     """Chunk puts to an object store, many in flight (a bounded backlog), so the pipeline's
     threads go on reading and encoding while requests travel. wait() before committing."""
 
     def __init__(self, in_flight: int = 16) -> None:
-        self.pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="lifeboat-put")
-        self.slots = threading.BoundedSemaphore(in_flight * 2)
-        self.futures: list[Future[None]] = []
-        self.lock = threading.Lock()
-
-    def run(self, call: Callable[[], None]) -> None:
-        self.slots.acquire()
-
-        def job() -> None:
-            try:
-                call()
-            finally:
-                self.slots.release()
-
-        with self.lock:
-            self.futures.append(self.pool.submit(job))
-
-    def wait(self) -> None:
-        """Wait for every submitted put; raises the first error."""
-        with self.lock:
-            futures, self.futures = self.futures, []
-        for f in futures:
-            f.result()
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-
-    def __enter__(self) -> Uploader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().__init__(in_flight, in_flight * 2, "lifeboat-put")
 
 
 # Object stores: how long a lease or the GC lock lives without a refresh (its holder refreshes

@@ -12,7 +12,7 @@ Whether an item may be backed up now is one rule (`backup_refusal`, and `items_t
 the dispatcher's bulk query): it is being protected, and no backup of it is queued or running.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime, timedelta
 
 from django.contrib.auth.models import User
@@ -251,23 +251,40 @@ def enqueue_pending_transfers(now: datetime, vault_id: int | None = None) -> int
     """Retry transfers that failed: one `transfer` job per RP whose backoff has passed.
 
     Two dispatches can run at once: the RPs are locked, then read again (`lock_rows`)."""
-    due = [rp.pk for rp in pending_transfers(now, vault_id) if not _transfer_waits(rp, now)]
+    return _queue_rp_jobs(
+        lambda: pending_transfers(now, vault_id),
+        lambda rp: _transfer_waits(rp, now),
+        Operation.TRANSFER,
+        TRANSFER,
+    )
+
+
+def _queue_rp_jobs(
+    candidates: Callable[[], QuerySet[RecoveryPoint]],
+    waits: Callable[[RecoveryPoint], bool],
+    operation: str,
+    subtask: str,
+) -> int:
+    """One `operation` job per RP of `candidates()` that does not wait. Two dispatches can run
+    at once (every default worker runs the schedule): the RPs are locked in id order, then read
+    again, so only one of them queues each RP's job."""
+    due = [rp.pk for rp in candidates() if not waits(rp)]
     if not due:
         return 0
     created = 0
     with transaction.atomic():
         lock_rows(RecoveryPoint, due)
-        fresh = pending_transfers(now, vault_id).filter(pk__in=due)
+        fresh = candidates().filter(pk__in=due)
         for rp in fresh.select_related("vault", "protected_item__vm"):
-            if _transfer_waits(rp, now):
+            if waits(rp):
                 continue
             create_job(
-                operation=Operation.TRANSFER,
+                operation=operation,
                 vault=rp.vault,
                 item=rp.protected_item,
                 recovery_point=rp,
                 params={Param.RP: str(rp.pk)},
-                subtasks=[TRANSFER],
+                subtasks=[subtask],
             )
             created += 1
     return created
@@ -329,23 +346,9 @@ def enqueue_pending_replications(now: datetime, vault_id: int | None = None) -> 
     Two dispatches can run at once: the RPs are locked, then read again (`lock_rows`).
     `queue_replication` writes the RP's row before it queues its job, so it waits for this
     lock, and this read after the lock sees its job."""
-    due = [rp.pk for rp in replications_to_queue(vault_id) if not _replication_waits(rp, now)]
-    if not due:
-        return 0
-    created = 0
-    with transaction.atomic():
-        lock_rows(RecoveryPoint, due)
-        fresh = replications_to_queue(vault_id).filter(pk__in=due)
-        for rp in fresh.select_related("vault", "protected_item"):
-            if _replication_waits(rp, now):
-                continue
-            create_job(
-                operation=Operation.REPLICATE,
-                vault=rp.vault,
-                item=rp.protected_item,
-                recovery_point=rp,
-                params={Param.RP: str(rp.pk)},
-                subtasks=[REPLICATE],
-            )
-            created += 1
-    return created
+    return _queue_rp_jobs(
+        lambda: replications_to_queue(vault_id),
+        lambda rp: _replication_waits(rp, now),
+        Operation.REPLICATE,
+        REPLICATE,
+    )

@@ -434,7 +434,9 @@ def apply_discovery(
                     Change(change="vanished", target="", detail="the domain is gone from the host")
                 ]
             vm.discovery_changes = list(changes)
-            vm.save(update_fields=["vanished_at", "discovery_changes"])
+            # Whatever it was, nothing runs it now that the hypervisor no longer knows it.
+            vm.power_state = PowerState.UNKNOWN
+            vm.save(update_fields=["vanished_at", "power_state", "discovery_changes"])
             # The domain's name is not kept: the VM's name stands for it.
             result.vanished.append(
                 DiscoveredVM(vm, vm.name, vm.power_state, _shown(list(vm.disks.all())), changes)

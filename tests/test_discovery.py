@@ -217,7 +217,7 @@ def test_a_vanished_domain_keeps_its_vm_and_its_protection(admin_user, vault, tm
     result = discovery.apply_discovery(host, [domain("web", disk("vda"))], by=admin_user)
     assert [e.vm.name for e in result.vanished] == ["db"]
     db.refresh_from_db()
-    assert db.vanished_at is not None
+    assert db.vanished_at is not None and db.power_state == "unknown"
     assert [c["change"] for c in db.discovery_changes] == ["vanished"]
     assert db.disks.count() == 1
     assert ProtectedVM.objects.get(pk=item.pk).state == item.state

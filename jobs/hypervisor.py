@@ -4,6 +4,7 @@ backup lost its worker. The libvirt calls themselves are the engine's
 (`engine.connectors.libvirt_domains`, `engine.connectors.libvirt`)."""
 
 import logging
+from dataclasses import dataclass
 
 from engine.connectors import libvirt as libvirt_connector
 from engine.connectors import libvirt_domains as domains
@@ -15,6 +16,15 @@ from vaults.models import RecoveryPoint
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class DefinedDomain:
+    """The domain a create-VM restore defined on the hypervisor."""
+
+    name: str
+    uuid: str
+    started: bool
+
+
 def define_restored_domain(
     host: Host,
     rp: RecoveryPoint,
@@ -23,7 +33,7 @@ def define_restored_domain(
     formats: dict[int, str],
     *,
     start: bool,
-) -> dict[str, str]:
+) -> DefinedDomain:
     """A new domain from the recovery point's saved XML: new name, UUID and MAC addresses, its
     disks the restored files (matched by target). Returns its name and UUID."""
     targets = {d["lun"]: d["target"] for d in rp.disks}
@@ -37,7 +47,7 @@ def define_restored_domain(
             f"The disks were restored ({', '.join(files.values())}), but libvirt on host "
             f"{host.name} refused the new domain: {e.message}",
         ) from e
-    return {"name": defined, "uuid": uuid, "started": "yes" if start else ""}
+    return DefinedDomain(defined, uuid, start)
 
 
 def forget_change_tracking(vm: VirtualMachine) -> None:

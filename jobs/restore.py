@@ -571,7 +571,7 @@ def run_restore(ctx: JobContext) -> None:
             domain = hypervisor.define_restored_domain(
                 host, rp, params[Param.NAME], files, formats, start=bool(params.get(Param.START))
             )
-            ctx.set_result(domain=domain)
+            ctx.set_result(domain={"name": domain.name, "uuid": domain.uuid})
         vm = _register_vm(ctx, rp, host, files, sizes, formats, domain)
         ctx.set_result(new_vm=vm.pk)
     elif replacing:
@@ -602,7 +602,7 @@ def _register_vm(
     files: dict[int, str],
     sizes: dict[int, int],
     formats: dict[int, str],
-    domain: dict[str, str] | None,
+    domain: hypervisor.DefinedDomain | None,
 ) -> VirtualMachine:
     name = ctx.job.params[Param.NAME]
     targets = {d["lun"]: d.get("target", "") for d in rp.disks}
@@ -613,9 +613,9 @@ def _register_vm(
                 host=host,
                 os_type=rp.protected_item.vm.os_type,
                 power_state=(
-                    PowerState.RUNNING if domain and domain.get("started") else PowerState.STOPPED
+                    PowerState.RUNNING if domain and domain.started else PowerState.STOPPED
                 ),
-                domain_uuid=domain["uuid"] if domain else "",
+                domain_uuid=domain.uuid if domain else "",
             )
             for lun, path in files.items():
                 Disk.objects.create(

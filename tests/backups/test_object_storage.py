@@ -1,7 +1,8 @@
 """Vaults whose stores live in object storage: the vault store in S3 (moto), the secondary copy
 in Azure Blob (Azurite). A backup goes snapshot → S3 → Azure; restores are byte-identical from
-S3 and, with S3 cut off, from Azure; purge deletes both copies. Credentials come from the
-environment variables the storage targets name, read where the stores are opened."""
+S3 and, with S3 cut off, from Azure; purge deletes both copies; the vault page's storage
+figures are the objects' listed sizes. Credentials come from the environment variables the
+storage targets name, read where the stores are opened."""
 
 from datetime import timedelta
 from pathlib import Path

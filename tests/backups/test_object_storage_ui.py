@@ -11,7 +11,6 @@ Test's OK, the backup and the restores prove that the workers read them where th
 
 from pathlib import Path
 
-import pytest
 from django.test import Client
 from django.urls import reverse
 

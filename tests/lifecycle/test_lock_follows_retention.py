@@ -18,7 +18,7 @@ from engine.tests.objservers import (  # noqa: F401  (session fixture)
     new_bucket,
     s3_client,
 )
-from jobs import locks, tasks
+from jobs import locks, schedules, tasks
 from jobs.backup_queue import TAKE_SNAPSHOT, TRANSFER
 from jobs.locks import short_locks
 from jobs.models import Job, Operation, Status
@@ -223,6 +223,7 @@ def test_the_sweep_requeues_a_lost_extend_locks_job(locked_lab, moto_server, los
         Job.objects.filter(pk=queued.pk).update(status=Status.FAILED, error_code="worker_lost")
     assert list(short_locks(vault)) == [rp]
 
+    assert any(p.func == "jobs.tasks.lock_sweep" for p in schedules.PERIODIC)
     assert tasks.lock_sweep() == 1
     assert locks.queue_short_locks() == 0
     job = Job.objects.get(operation=Operation.EXTEND_LOCKS, status=Status.QUEUED)

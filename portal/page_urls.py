@@ -41,6 +41,11 @@ urlpatterns = [
     path("storage-targets/<str:name>/", target_views.target_edit, name="target-edit"),
     path("storage-targets/<str:name>/delete/", target_views.target_delete, name="target-delete"),
     path("storage-targets/<str:name>/test/", target_views.target_test, name="target-test"),
+    path(
+        "storage-targets/<str:name>/tests/<int:job_id>/",
+        target_views.target_test_result,
+        name="target-test-result",
+    ),
     path("inventory/vms/", inventory_views.vm_list, name="vm-list"),
     path("inventory/vms/new/", inventory_views.vm_create, name="vm-create"),
     path("inventory/vms/<str:name>/", inventory_views.vm_detail, name="vm-detail"),

@@ -172,6 +172,13 @@ MATRIX = [
     ("target-delete", "POST", {"name": "s3spare"}, None, "302 403 403 403 403 403 403 302"),
     # No location given and no vault in the target: the admin's answer is the page saying so.
     ("target-test", "POST", {"name": "s3one"}, None, "200 403 403 403 403 403 403 302"),
+    (
+        "target-test-result",
+        "GET",
+        {"name": "s3one", "job_id": "{target_test}"},
+        None,
+        "200 403 403 403 403 403 403 302",
+    ),
     ("vm-list", "GET", {}, None, "200 403 403 403 403 403 403 302"),
     ("vm-create", "GET", {}, None, "200 403 403 403 403 403 403 302"),
     ("vm-detail", "GET", {"name": "web-01"}, None, "200 403 403 403 403 403 403 302"),
@@ -398,12 +405,19 @@ MATRIX = [
         None,
         "204 403 403 403 403 403 403 401",
     ),
-    # The admin's answer says whether the location opened (here: no credentials, not ok).
+    # The admin's Test is queued for a worker; its answer is read where the 202 says.
     (
         "api-storage-target-test",
         "POST",
         {"name": "s3one"},
         {"location": "s3://bucket-one/x"},
+        "202 403 403 403 403 403 403 401",
+    ),
+    (
+        "api-storage-target-test-result",
+        "GET",
+        {"name": "s3one", "job_id": "{target_test}"},
+        None,
         "200 403 403 403 403 403 403 401",
     ),
     ("api-vm-list", "GET", {}, None, "200 200 200 200 200 200 200 401"),
@@ -846,11 +860,19 @@ def _scenario(root: Path, personas: dict) -> dict:
             kind="s3",
             credentials_env={"access_key_id": "MATRIX_NO_ID", "secret_access_key": "MATRIX_NO_KEY"},
         )
+    target_test = f.make_job(
+        None,
+        operation="test_target",
+        status="failed",
+        params={"target": StorageTarget.objects.get(name="s3one").pk, "location": "s3://b/x"},
+        error_message="environment variable(s) MATRIX_NO_ID not set",
+    )
     return {
         "approval": approval.pk,
         "key_file": str(k9),
         "host3": host3.pk,
         "queued_job": queued.pk,
+        "target_test": target_test.pk,
         "spare_dir": str(spare_dir),
         "restore_dir": host.allowed_roots[1],
         "owner_token": token.pk,

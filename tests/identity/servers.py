@@ -1,0 +1,182 @@
+"""Real identity servers for the tests, started in a temp dir and stopped afterwards:
+OpenLDAP's `slapd` (Debian) with a small directory, and the npm `oidc-provider`."""
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SLAPD = Path("/usr/sbin/slapd")
+SLAPADD = Path("/usr/sbin/slapadd")
+NODE_PROVIDER = ROOT / "node_modules" / "oidc-provider"
+
+BASE = "dc=example,dc=org"
+ROOT_DN = f"cn=admin,{BASE}"
+ROOT_PW = "root-secret"
+BIND_DN = f"cn=lifeboat,ou=services,{BASE}"
+BIND_PW = "bind-secret"
+# name → (password, groups, employeeType)
+LDAP_USERS = {
+    "alice": ("alice-pw", ["backup-operators"], ""),
+    "bob": ("bob-pw", ["backup-operators", "backup-admins"], ""),
+    "carol": ("carol-pw", [], "disabled"),
+}
+LDAP_GROUPS = ["backup-operators", "backup-admins"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode() if proc.stdout else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {out[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on port {port}")
+
+
+def _ldif() -> str:
+    parts = [
+        f"dn: {BASE}\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: Example\n",
+        f"dn: ou=people,{BASE}\nobjectClass: organizationalUnit\nou: people\n",
+        f"dn: ou=groups,{BASE}\nobjectClass: organizationalUnit\nou: groups\n",
+        f"dn: ou=services,{BASE}\nobjectClass: organizationalUnit\nou: services\n",
+        f"dn: {BIND_DN}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\n"
+        f"cn: lifeboat\nuserPassword: {BIND_PW}\n",
+    ]
+    for name, (pw, _groups, kind) in LDAP_USERS.items():
+        entry = (
+            f"dn: uid={name},ou=people,{BASE}\nobjectClass: inetOrgPerson\nuid: {name}\n"
+            f"cn: {name.title()}\nsn: {name.title()}\nmail: {name}@example.org\n"
+            f"userPassword: {pw}\n"
+        )
+        if kind:
+            entry += f"employeeType: {kind}\n"
+        parts.append(entry)
+    for group in LDAP_GROUPS:
+        members = [n for n, (_pw, groups, _k) in LDAP_USERS.items() if group in groups]
+        entry = f"dn: cn={group},ou=groups,{BASE}\nobjectClass: groupOfNames\ncn: {group}\n"
+        # groupOfNames needs one member at least: the service account stands in.
+        for m in members or ["lifeboat"]:
+            dn = BIND_DN if m == "lifeboat" else f"uid={m},ou=people,{BASE}"
+            entry += f"member: {dn}\n"
+        parts.append(entry)
+    return "\n".join(parts)
+
+
+def _slapd_conf(root: Path) -> str:
+    return f"""
+include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+include /etc/ldap/schema/nis.schema
+modulepath /usr/lib/ldap
+moduleload back_mdb
+pidfile {root}/slapd.pid
+database mdb
+maxsize 16777216
+suffix "{BASE}"
+rootdn "{ROOT_DN}"
+rootpw {ROOT_PW}
+directory {root}/db
+access to attrs=userPassword
+  by anonymous auth
+  by * none
+access to *
+  by dn.exact="{BIND_DN}" read
+  by self read
+  by * none
+"""
+
+
+@dataclass
+class LdapServer:
+    uri: str
+    root: Path
+
+    def admin(self):  # noqa: ANN201 -- python-ldap's LDAPObject
+        import ldap
+
+        conn = ldap.initialize(self.uri)
+        conn.simple_bind_s(ROOT_DN, ROOT_PW)
+        return conn
+
+
+@contextmanager
+def slapd(root: Path) -> Iterator[LdapServer]:
+    (root / "db").mkdir(parents=True)
+    conf = root / "slapd.conf"
+    conf.write_text(_slapd_conf(root))
+    ldif = root / "data.ldif"
+    ldif.write_text(_ldif())
+    subprocess.run(
+        [str(SLAPADD), "-f", str(conf), "-l", str(ldif)], check=True, capture_output=True
+    )
+    port = free_port()
+    uri = f"ldap://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [str(SLAPD), "-h", f"{uri}/", "-f", str(conf), "-d", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, proc, "slapd")
+        yield LdapServer(uri=uri, root=root)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@dataclass
+class OidcServer:
+    issuer: str
+    client_id: str
+    client_secret: str
+
+
+@contextmanager
+def oidc_provider(
+    root: Path, *, redirect_uris: list[str], users: dict[str, dict[str, object]]
+) -> Iterator[OidcServer]:
+    port = free_port()
+    client = {
+        "client_id": "lifeboat",
+        "client_secret": "client-secret-for-tests",
+        "redirect_uris": redirect_uris,
+        "grant_types": ["authorization_code"],
+        "response_types": ["code"],
+    }
+    cfg = root / "oidc.json"
+    cfg.write_text(json.dumps({"port": port, "clients": [client], "users": users}))
+    node = shutil.which("node") or "node"
+    proc = subprocess.Popen(
+        [node, str(Path(__file__).with_name("oidc_server.mjs")), str(cfg)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, proc, "oidc-provider")
+        yield OidcServer(
+            issuer=f"http://127.0.0.1:{port}",
+            client_id=client["client_id"],
+            client_secret=client["client_secret"],
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import ldap
-from ldap.filter import escape_filter_chars
 from django.contrib.auth.models import User
 from django.http import HttpRequest
 from django_auth_ldap.backend import LDAPBackend, _LDAPUser
@@ -27,6 +26,7 @@ from django_auth_ldap.config import (
     NestedActiveDirectoryGroupType,
     PosixGroupType,
 )
+from ldap.filter import escape_filter_chars
 
 from identity import accounts
 from identity.models import Directory, DirectoryAccount, DirectoryKind, GroupType

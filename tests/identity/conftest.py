@@ -4,8 +4,10 @@ and the `corp-ldap` realm that points at it."""
 import pytest
 
 from identity.models import Directory, DirectoryKind
+from tests.browser.conftest import browser, page  # noqa: F401  (Chromium, for the OIDC flow)
 from tests.identity import servers
 from tests.identity.servers import BIND_DN, SLAPD
+from tests.pages.conftest import runserver  # noqa: F401  (the pages over real HTTP)
 
 
 @pytest.fixture

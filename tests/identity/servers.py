@@ -161,6 +161,7 @@ def oidc_provider(
         "grant_types": ["authorization_code"],
         "response_types": ["code"],
     }
+    root.mkdir(parents=True, exist_ok=True)
     cfg = root / "oidc.json"
     cfg.write_text(json.dumps({"port": port, "clients": [client], "users": users}))
     node = shutil.which("node") or "node"

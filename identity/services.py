@@ -85,7 +85,11 @@ def _validate(d: Directory) -> None:
             errors["start_tls"] = "StartTLS is for ldap:// URIs; ldaps:// is TLS already."
         if not d.user_base:
             errors["user_base"] = "Where users are searched, e.g. ou=people,dc=example,dc=org."
-        if "%(user)s" not in d.user_filter:
+        try:
+            usable = "%(user)s" in d.user_filter and bool(d.user_filter % {"user": "x"})
+        except (KeyError, ValueError, TypeError):
+            usable = False  # another %-placeholder: the search would fail at sign-in
+        if not usable:
             errors["user_filter"] = "A filter with %(user)s, e.g. (uid=%(user)s)."
         if d.group_type not in GroupType.values:
             errors["group_type"] = f"Choose one of: {', '.join(GroupType.values)}."

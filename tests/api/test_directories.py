@@ -65,6 +65,8 @@ def test_bad_input_names_the_field(api, admin_user):
         (ldap_body(server_uri="http://ldap"), "server_uri"),
         (ldap_body(server_uri="ldaps://ldap", start_tls=True), "start_tls"),
         (ldap_body(user_filter="(uid=alice)"), "user_filter"),
+        (ldap_body(user_filter="(uid=%(user)s%(other)s)"), "user_filter"),
+        (ldap_body(user_filter="(uid=%(user)s%d)"), "user_filter"),
         (ldap_body(secret_name="relative/path"), "secret_name"),
         (oidc_body(name="1bad"), "name"),
     ]

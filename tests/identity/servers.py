@@ -79,8 +79,70 @@ def _ldif() -> str:
     return "\n".join(parts)
 
 
+def make_tls(root: Path, name: str = "test-ca") -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it: (ca.pem, cert.pem, key.pem)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    root.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (root / "ca.pem", root / "cert.pem", root / "key.pem")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    paths[2].chmod(0o600)
+    return paths
+
+
 def _slapd_conf(root: Path) -> str:
+    ca, cert, key = make_tls(root / "tls")
     return f"""
+TLSCACertificateFile {ca}
+TLSCertificateFile {cert}
+TLSCertificateKeyFile {key}
 include /etc/ldap/schema/core.schema
 include /etc/ldap/schema/cosine.schema
 include /etc/ldap/schema/inetorgperson.schema
@@ -108,6 +170,9 @@ access to *
 class LdapServer:
     uri: str
     root: Path
+    # The same directory over TLS from the first byte, and the CA that signed its certificate.
+    ldaps_uri: str = ""
+    ca_file: Path = Path()
 
     def admin(self):  # noqa: ANN201 -- python-ldap's LDAPObject
         import ldap
@@ -127,16 +192,18 @@ def slapd(root: Path) -> Iterator[LdapServer]:
     subprocess.run(
         [str(SLAPADD), "-f", str(conf), "-l", str(ldif)], check=True, capture_output=True
     )
-    port = free_port()
+    port, tls_port = free_port(), free_port()
     uri = f"ldap://127.0.0.1:{port}"
+    ldaps_uri = f"ldaps://127.0.0.1:{tls_port}"
     proc = subprocess.Popen(
-        [str(SLAPD), "-h", f"{uri}/", "-f", str(conf), "-d", "0"],
+        [str(SLAPD), "-h", f"{uri}/ {ldaps_uri}/", "-f", str(conf), "-d", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
     try:
         wait_for_port(port, proc, "slapd")
-        yield LdapServer(uri=uri, root=root)
+        wait_for_port(tls_port, proc, "slapd (ldaps)")
+        yield LdapServer(uri=uri, root=root, ldaps_uri=ldaps_uri, ca_file=root / "tls" / "ca.pem")
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -13,6 +13,7 @@ from identity.models import DirectoryAccount, GroupMapping
 from portal.tokens import issue_token
 from security.models import LoginFailure
 from tests import factories as f
+from tests.identity import servers
 from tests.identity.servers import BASE
 from vaults.models import AuditEvent, Role, VaultMembership
 from vaults.services.members import change_member_role, remove_member
@@ -197,3 +198,24 @@ def test_api_token_is_refused_while_the_directory_cannot_be_reached(
     assert refused.status_code in (401, 403)
     assert "cannot be reached" in refused.json()["detail"]
     assert User.objects.get(username="alice").is_active
+
+
+@pytest.mark.parametrize("transport", ["starttls", "ldaps"])
+def test_it_signs_in_over_tls_with_the_certificate_verified(
+    client, vaults, operators_mapping, realm, ldap_server, tmp_path, transport
+):
+    realm.ca_file = str(ldap_server.ca_file)
+    if transport == "ldaps":
+        realm.server_uri = ldap_server.ldaps_uri
+    else:
+        realm.start_tls = True
+    realm.save()
+    assert sign_in(client, "alice", "alice-pw").status_code == 302
+    assert set(roles("alice")) == {"prod-a", "prod-b"}
+    client.post(reverse("logout"))
+    # A certificate that the configured CA did not sign is refused: no sign-in.
+    other_ca, _cert, _key = servers.make_tls(tmp_path / "other", name="other-ca")
+    realm.ca_file = str(other_ca)
+    realm.save()
+    assert sign_in(client, "alice", "alice-pw").status_code == 200
+    assert "_auth_user_id" not in client.session

@@ -6,5 +6,6 @@ class IdentityConfig(AppConfig):
     verbose_name = "Identity: directories, group mappings"
 
     def ready(self) -> None:
-        # Start-up order: the receivers use the audit log's models, loaded once all apps are.
-        from identity import login_audit  # noqa: F401
+        # Start-up order: the receivers use the audit log's and vaults' models, loaded once all
+        # apps are. login_audit records sign-ins; receivers applies mappings to new vaults.
+        from identity import login_audit, receivers  # noqa: F401

@@ -6,7 +6,8 @@ The directory is the truth for what a mapping grants:
   highest role those mappings give; the membership is marked `mapped_from` ("dir:group");
 - a mapped membership whose group or mapping is gone is removed, even the vault's last owner
   (the directory said so; a site admin can name a new owner);
-- a local membership in a vault a mapping covers is taken over by the mapping;
+- a local membership in a vault a mapping covers stays as it is when its role is at least the
+  mapped one; a lower one is taken over by the mapping (and goes with it);
 - site administrator follows the mappings with `site_admin` (directory users only).
 Every change is one `directory.sync` audit record listing what was added, changed, removed.
 """
@@ -79,6 +80,8 @@ def sync_user(
                     vault_id=vault_id, user=user, role=role, mapped_from=source
                 )
                 added.append({"vault": m.vault.name, "role": role, "group": source})
+            elif not m.mapped_from and access.RANK[m.role] >= access.RANK[role]:
+                continue  # a local role as high as the mapped one: the local one holds
             elif (m.role, m.mapped_from) != (role, source):
                 changed.append(
                     {"vault": m.vault.name, "role": role, "was": m.role, "group": source}

@@ -1,10 +1,12 @@
 """Directories and group mappings through the API (site admins): validation naming the field,
 secrets only by reference, audit records, and mappings applied at once to directory users."""
 
+import pytest
 from django.urls import reverse
 from django.utils import timezone
 
 from identity.models import Directory, DirectoryAccount, GroupMapping
+from identity.sync import sync_everyone
 from tests import factories as f
 from vaults.models import AuditEvent, Role, VaultMembership
 
@@ -138,3 +140,44 @@ def test_mapping_bad_input_names_the_field(api, admin_user):
     for body, field in cases:
         r = client.post(MAPPINGS, body, format="json")
         assert r.status_code == 400 and field in r.json(), (field, r.json())
+
+
+def test_a_vault_created_later_gets_the_mapped_roles_and_a_higher_local_role_holds(
+    api, admin_user, django_capture_on_commit_callbacks
+):
+    client = api(admin_user)
+    client.post(DIRECTORIES, oidc_body(), format="json")
+    d = Directory.objects.get()
+    alice = f.make_user("alice@corp-sso")
+    DirectoryAccount.objects.create(
+        user=alice, directory=d, subject="a", groups=["ops"], checked_at=timezone.now()
+    )
+    GroupMapping.objects.create(
+        directory=d, group="ops", vault_pattern="prod-*", role=Role.OPERATOR
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        r = client.post(reverse("api-vault-list"), {"name": "prod-new"}, format="json")
+    assert r.status_code == 201, r.json()
+    m = VaultMembership.objects.get(user=alice, vault__name="prod-new")
+    assert (m.role, m.mapped_from) == (Role.OPERATOR, "corp-sso:ops")
+    # A local owner role is higher than the mapped operator: it stays local.
+    own = f.make_vault("prod-own", owner=admin_user)
+    f.add_member(own, alice, Role.OWNER)
+    sync_everyone(by=admin_user, reason="test")
+    assert VaultMembership.objects.get(user=alice, vault=own).mapped_from == ""
+
+
+@pytest.mark.parametrize("rows", [3, 50])
+def test_mapping_list_queries_do_not_grow_with_rows(
+    api, admin_user, rows, django_assert_num_queries
+):
+    d = Directory.objects.create(
+        name="corp-sso", kind="oidc", title="Corp", issuer="https://x.example", client_id="c"
+    )
+    GroupMapping.objects.bulk_create(
+        GroupMapping(directory=d, group=f"g{i}", site_admin=True) for i in range(rows)
+    )
+    client = api(admin_user)
+    with django_assert_num_queries(2):  # count and page, whatever the rows
+        r = client.get(MAPPINGS + "?page_size=100")
+    assert r.status_code == 200 and r.json()["count"] == rows

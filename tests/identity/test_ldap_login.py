@@ -219,3 +219,47 @@ def test_it_signs_in_over_tls_with_the_certificate_verified(
     realm.save()
     assert sign_in(client, "alice", "alice-pw").status_code == 200
     assert "_auth_user_id" not in client.session
+
+
+def test_a_user_disabled_after_signing_in_is_refused_and_loses_the_roles(
+    client, vaults, operators_mapping, ldap_server
+):
+    assert sign_in(client, "alice", "alice-pw").status_code == 302
+    client.post(reverse("logout"))
+    ldap_server.admin().modify_s(
+        f"uid=alice,ou=people,{BASE}", [(ldap.MOD_ADD, "employeeType", [b"disabled"])]
+    )
+    assert sign_in(client, "alice", "alice-pw").status_code == 200
+    alice = User.objects.get(username="alice")
+    assert not alice.is_active and roles("alice") == {}
+    assert DirectoryAccount.objects.get(user=alice).disabled
+    # Enabled again in the directory: the next sign-in brings the user and the roles back.
+    ldap_server.admin().modify_s(
+        f"uid=alice,ou=people,{BASE}", [(ldap.MOD_DELETE, "employeeType", None)]
+    )
+    assert sign_in(client, "alice", "alice-pw").status_code == 302
+    assert set(roles("alice")) == {"prod-a", "prod-b"}
+
+
+def test_a_disabled_realm_signs_nobody_in_and_refuses_its_users_tokens(
+    client, vaults, operators_mapping, realm
+):
+    assert sign_in(client, "alice", "alice-pw").status_code == 302
+    client.post(reverse("logout"))
+    _token, key = issue_token(User.objects.get(username="alice"), name="script")
+    realm.enabled = False
+    realm.save()
+    assert sign_in(client, "alice", "alice-pw").status_code == 200
+    refused = Client(HTTP_AUTHORIZATION=f"Token {key}").get("/api/v1/vaults/")
+    assert refused.status_code in (401, 403) and "disabled" in refused.json()["detail"]
+
+
+def test_local_sign_ins_are_audited_too(client, db):
+    f.make_user("local", password="local-pw")
+    assert sign_in(client, "local", "nope").status_code == 200
+    assert sign_in(client, "local", "local-pw").status_code == 302
+    failure = AuditEvent.objects.get(action="login.failure")
+    success = AuditEvent.objects.get(action="login.success")
+    assert failure.after == {"username": "local", "method": "password"}
+    assert success.after == {"method": "password"} and success.actor_name == "local"
+    assert failure.source_ip == success.source_ip == "127.0.0.1"

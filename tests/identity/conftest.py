@@ -4,7 +4,9 @@ and the `corp-ldap` realm that points at it."""
 import pytest
 
 from identity.models import Directory, DirectoryKind
-from tests.browser.conftest import browser, page  # noqa: F401  (Chromium, for the OIDC flow)
+
+# Chromium for the OIDC flow, with the failure screenshot's report hook.
+from tests.browser.conftest import browser, page, pytest_runtest_makereport  # noqa: F401
 from tests.identity import servers
 from tests.identity.servers import BIND_DN, SLAPD
 from tests.pages.conftest import runserver  # noqa: F401  (the pages over real HTTP)

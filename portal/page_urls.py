@@ -22,6 +22,7 @@ urlpatterns = [
     path("vaults/", include("vaults.urls")),
     path("recycle-bin/", recycle_bin_views.site_recycle_bin, name="site-recycle-bin"),
     path("", include("security.urls")),
+    path("", include("identity.urls")),
     path("inventory/hosts/", inventory_views.host_list, name="host-list"),
     path("inventory/hosts/new/", inventory_views.host_create, name="host-create"),
     path("inventory/hosts/<str:name>/", inventory_views.host_detail, name="host-detail"),

@@ -284,6 +284,9 @@ class VaultMembership(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="vault_memberships"
     )
     role = models.CharField(max_length=12, choices=Role)
+    # "directory:group" when a group mapping grants this membership: it follows the mapping
+    # and the user's groups at sign-in, and is not edited here. Empty: a local membership.
+    mapped_from = models.CharField(max_length=260, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

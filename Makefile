@@ -11,6 +11,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	@# LDAP sign-in when python-ldap can be built here (OpenLDAP and SASL headers).
+	@if [ -e /usr/include/ldap.h ] && [ -e /usr/include/sasl/sasl.h ]; then $(PY) -m pip install -q -e '.[dev,ldap]'; fi
 	@# Debian's libvirt and libnbd bindings, when this machine has them (scripts/kvm-host).
 	@if [ -e /usr/lib/python3/dist-packages/libvirt.py ]; then scripts/kvm-host bindings $(VENV); fi
 	touch $@

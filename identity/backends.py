@@ -13,7 +13,10 @@ from django.contrib.auth.backends import BaseBackend
 from django.contrib.auth.models import User
 from django.http import HttpRequest
 
-from identity import ldap
+from identity import ldap_support
+
+if ldap_support.AVAILABLE:  # an optional extra: see identity.ldap_support
+    from identity import ldap
 
 # What `identity.login_audit` records of the sign-in, left on the user or the request.
 LOGIN_INFO = "_lifeboat_login"
@@ -28,6 +31,8 @@ class DirectoryBackend(BaseBackend):
         **kwargs: Any,
     ) -> User | None:
         if not username or not password:
+            return None
+        if not ldap_support.AVAILABLE:
             return None
         failures: list[dict[str, str]] = []
         for realm in ldap.realms():

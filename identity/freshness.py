@@ -13,12 +13,11 @@ Local users are not concerned (their tokens die with their password: `portal.tok
 
 from datetime import timedelta
 
-import ldap as python_ldap
 from django.contrib.auth.models import User
 from django.http import HttpRequest
 from django.utils import timezone
 
-from identity import ldap
+from identity import ldap_support
 from identity.models import DirectoryAccount, DirectoryKind
 from identity.secrets import SecretUnavailable
 from portal.options import option
@@ -51,6 +50,13 @@ def token_refusal(user: User, request: HttpRequest | None = None) -> str | None:
         return None
     if age <= recheck_after():
         return None
+    if not ldap_support.AVAILABLE:
+        return f"Directory {account.directory.name} cannot be checked: {ldap_support.MISSING}"
+    # Imported here, not above: python-ldap is an optional extra (identity.ldap_support).
+    import ldap as python_ldap
+
+    from identity import ldap
+
     try:
         still_enabled = ldap.recheck(account, request)
     except (python_ldap.LDAPError, SecretUnavailable):

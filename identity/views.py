@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from identity import oidc, services
+from identity import ldap_support, oidc, services
 from identity.backends import LOGIN_INFO
 from identity.forms import DirectoryForm, GroupMappingForm, mapping_rows
 from identity.models import Directory, DirectoryKind, GroupMapping
@@ -30,6 +30,7 @@ def directory_list(request: PageRequest) -> HttpResponse:
         "directories": Directory.objects.all(),
         "mappings": mapping_rows(),
         "mapping_form": GroupMappingForm(),
+        "ldap_missing": None if ldap_support.AVAILABLE else ldap_support.MISSING,
     }
     return render(request, "identity/directory_list.html", context)
 

@@ -45,6 +45,7 @@ from vaults.models import (
     VaultMembership,
 )
 
+PAGE_ITEM_RPS = {"name": "prod", "vm_name": "web-01"}
 PERSONAS = ("admin", "owner", "contributor", "operator", "reader", "approver", "outsider", "anon")
 
 # URL names that are not ours to guard (Django admin has its own staff check).
@@ -91,6 +92,7 @@ MATRIX = [
         None,
         "200 200 200 200 200 404 404 302",
     ),
+    ("item-rps", "GET", PAGE_ITEM_RPS, None, "200 200 200 200 200 404 404 302"),
     ("vault-protect", "GET", {"name": "prod"}, None, "200 200 200 200 403 404 404 302"),
     ("vault-access", "GET", {"name": "prod"}, None, "200 200 200 200 200 404 404 302"),
     (
@@ -179,6 +181,7 @@ MATRIX = [
     # -- API -----------------------------------------------------------------------------------
     ("api-schema", "GET", {}, None, "200 200 200 200 200 200 200 200"),
     ("api-docs", "GET", {}, None, "200 200 200 200 200 200 200 200"),
+    ("api-redoc", "GET", {}, None, "200 200 200 200 200 200 200 200"),
     (
         "api-token-obtain",
         "POST",

@@ -42,9 +42,9 @@ def test_reader_sees_subtasks_bytes_and_errors(login, reader, vault, item):
     html = response.content.decode()
     for text in (
         "Take snapshot",
-        "disk_not_found",
+        "Disk not found",
         "disk image(s) missing",
-        "1.0\xa0KB of 2.0\xa0KB",
+        "1.0 KiB of 2.0 KiB",
     ):
         assert text in html
 
@@ -137,12 +137,12 @@ def test_it_shows_backup_results_consistency_and_hook_log(login, operator, vault
     html = login(operator).get(url(job)).content.decode()
     for text in (
         "Application-consistent",
-        "reflink",
+        "Copy-on-write clone",
         "frozen 0.042 s",
-        "32.0\xa0MB",
-        "4.0\xa0MB",
-        "3.0\xa0MB",
-        "29 already in the vault",
+        "32.0 MiB",
+        "4.0 MiB",
+        "3.0 MiB",
+        "29 chunks it already held",
         "<details",
         "pre: exit 0",
     ):

@@ -2,8 +2,8 @@
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django import template
 from django.contrib.auth import get_user_model

@@ -102,3 +102,20 @@
     }
   });
 })();
+
+// A table or tab bar that scrolls sideways (narrow screens) takes the keyboard focus, so it
+// can be scrolled without a mouse.
+(function () {
+  function focusable(root) {
+    root.querySelectorAll(".table-scroll, table.list, .tabs").forEach(function (el) {
+      if (el.scrollWidth > el.clientWidth + 1) {
+        if (!el.hasAttribute("tabindex")) el.setAttribute("tabindex", "0");
+      } else if (el.getAttribute("tabindex") === "0") {
+        el.removeAttribute("tabindex");
+      }
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () { focusable(document); });
+  document.addEventListener("htmx:afterSettle", function () { focusable(document); });
+  window.addEventListener("resize", function () { focusable(document); });
+})();

@@ -170,7 +170,7 @@ def _axe(page) -> list[dict]:
         """async () => {
             const r = await axe.run(document, {resultTypes: ['violations']});
             return r.violations.map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.length,
-                                           where: v.nodes.slice(0, 2).map(n => n.target.join(' '))}));
+                                           where: v.nodes.slice(0, 2).map(n => n.target.join(' ') + ' ' + (n.failureSummary || '').slice(0, 160))}));
         }"""
     )
 
@@ -192,6 +192,7 @@ def test_axe_finds_no_serious_or_critical_violation(live_server, browser, world,
         )
         if bad:
             serious[path] = bad
+            print(bad)
     context.close()
     assert serious == {}
 

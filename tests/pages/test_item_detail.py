@@ -253,3 +253,9 @@ def test_it_keeps_its_query_budget(assert_query_budget, reader, vault, item):
     client.force_login(reader)
     html = client.get(URL).content.decode()
     assert html.count('class="rp-row"') == 20 and "Page 1 of 3" in html
+
+
+def test_backup_now_comes_before_stop_protection_in_reading_order(login, contributor, item):
+    html = login(contributor).get(URL).content.decode()
+    assert html.index('id="backup-now"') < html.index('id="stop-form"')
+    assert html.index('href="#main"') < html.index('id="site-nav"')

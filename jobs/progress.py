@@ -25,6 +25,18 @@ from portal.options import option
 # Reading dominates on the machines Lifeboat targets, so the snapshot weighs more.
 BACKUP_PLAN = [("snapshot", 60), ("transfer", 40)]
 REPLACE_PLAN = [("safety", 40), ("restore", 60)]
+# What each phase is called on the pages.
+PHASE_WORDS = {
+    "snapshot": "Snapshot",
+    "transfer": "Transfer",
+    "safety": "Safety copy",
+    "restore": "Restore",
+    "replicate": "Replicate",
+}
+
+
+def phase_words(phase: str) -> str:
+    return PHASE_WORDS.get(phase, phase.replace("_", " ").capitalize())
 
 
 def plan(ctx: JobContext, phases: list[tuple[str, int]]) -> None:

@@ -22,6 +22,7 @@ from django_htmx.http import HTMX_STOP_POLLING
 from inventory.models import Host, VirtualMachine
 from jobs import hook_details
 from jobs.models import Job, Operation, Param, RestoreKind, Status
+from jobs.progress import phase_words
 from jobs.runner import JobFinished, cancel_job
 from portal.pages import PageRequest, done, error_text, render_page
 from vaults import access
@@ -139,7 +140,7 @@ def _disk_progress(progress: dict[str, Any]) -> dict[str, Any]:
                 None if disk is None else {**disk, "percent": _percent(disk["done"], disk["total"])}
             )
         rows.append({"lun": lun, "cells": cells})
-    return {"disk_phases": names, "disk_rows": rows}
+    return {"disk_phases": [phase_words(n) for n in names], "disk_rows": rows}
 
 
 def _restore_details(job: Job) -> dict[str, Any]:
@@ -190,7 +191,7 @@ def job_detail(request: PageRequest, name: str, job_id: int) -> HttpResponse:
         job=job,
         result=result,
         error_message=hook_details.message(job.error_code, job.error_message, details=details),
-        phase=progress.get("phase", ""),
+        phase=phase_words(progress.get("phase", "")) if progress.get("phase") else "",
         **_disk_progress(progress),
         restore=_restore_details(job) if job.operation == Operation.RESTORE else None,
         transfer=result.get("transfer") or {},

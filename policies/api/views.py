@@ -19,9 +19,9 @@ from policies.api.serializers import PolicySerializer, PolicyUse
 from policies.models import BackupPolicy
 from policies.spec import merge_patch
 from portal.api.base import ApiListView, ApiRequest, ApiView
+from portal.api.filters import FilterSerializer
 from portal.api.serializers import READ_ONLY
 from vaults.models import Vault
-from portal.api.filters import FilterSerializer
 from vaults.services.policies import (
     create_policy,
     delete_policy,

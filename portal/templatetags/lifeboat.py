@@ -11,6 +11,7 @@ from django.db.models import Count, Exists, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.template.context import Context
 
+from jobs.progress import phase_words
 from portal import words as plain
 from security.models import Alert, AlertStatus
 from vaults import access
@@ -79,6 +80,12 @@ def label(value: Any, choices: Iterable[tuple[Any, str]]) -> str:
 def words(value: object) -> str:
     """A stored code in plain words (`portal.words`): every status, method, tag and code."""
     return plain.words(value)
+
+
+@register.filter
+def phase(value: object) -> str:
+    """A job phase's name on the pages ("snapshot" → "Snapshot")."""
+    return phase_words(str(value)) if value else ""
 
 
 IEC_UNITS = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]

@@ -147,7 +147,12 @@ def _restore_details(job: Job) -> dict[str, Any]:
     """What a restore wrote and where: kind, source tier, target host and directory, files,
     and the VM it created."""
     params, result = job.params or {}, job.result or {}
-    host = Host.objects.filter(pk=params.get(Param.HOST)).values_list("name", flat=True).first()
+    host_id = params.get(Param.HOST)
+    host = (
+        Host.objects.filter(pk=host_id).values_list("name", flat=True).first()
+        if isinstance(host_id, int)
+        else None
+    )
     files = result.get("targets") or params.get(Param.FILES) or {}
     new_vm = None
     if result.get("new_vm"):

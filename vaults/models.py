@@ -623,7 +623,8 @@ class RecoveryPoint(models.Model):
         """False when the disks were read while the VM kept writing (no clone, no freeze)."""
         return self.snapshot_method != LIVE_READ
 
-    def get_consistency_display(self) -> str:
+    @property
+    def consistency_label(self) -> str:
         """The consistency's label; a copy read live says it is no point-in-time copy."""
         label = RPConsistency(self.consistency).label
         return label if self.point_in_time else f"{label}, not point-in-time (read live)"

@@ -259,3 +259,21 @@ def test_backup_now_comes_before_stop_protection_in_reading_order(login, contrib
     html = login(contributor).get(URL).content.decode()
     assert html.index('id="backup-now"') < html.index('id="stop-form"')
     assert html.index('href="#main"') < html.index('id="site-nav"')
+
+
+def test_the_retain_until_day_picked_is_the_day_shown(login, operator, item):
+    """The picker and the recovery point agree: the day is kept through in the policy's zone."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    item.policy.timezone = "Asia/Tokyo"
+    item.policy.save()
+    day = (timezone.now() + timedelta(days=40)).date()
+    client = login(operator)
+    client.post(BACKUP, {"retain_until": day.isoformat()})
+    expiry = datetime.fromisoformat(Job.objects.get().params["retain_until"])
+    local = expiry.astimezone(ZoneInfo("Asia/Tokyo"))
+    assert (local.date(), local.hour, local.minute) == (day + timedelta(days=1), 0, 0)
+    f.make_rp(item, tags=["on_demand"], retain_until=expiry, expires_at=expiry)
+    html = client.get(URL).content.decode()
+    assert f"retain until {day.isoformat()}" in html

@@ -64,7 +64,7 @@ def item_context(
     can_backup = caps["backup_now"] and backup_refusal(item, active) is None
     backup_form = extra.pop("backup_form", None)
     if can_backup and backup_form is None:
-        backup_form = BackupNowForm(initial={"retain_until": _default_retain_until()})
+        backup_form = BackupNowForm(initial={"retain_until": _default_retain_until(item)})
     return vault_context(
         request,
         vault,
@@ -111,8 +111,10 @@ def _protection(
     return out
 
 
-def _default_retain_until() -> date:
-    return timezone.localdate() + timedelta(days=ON_DEMAND_DEFAULT_DAYS)
+def _default_retain_until(item: ProtectedVM) -> date:
+    """Today in the policy's time zone (the zone the picked day is kept through) + 30 days."""
+    today = timezone.now().astimezone(item_zone(item)).date()
+    return today + timedelta(days=ON_DEMAND_DEFAULT_DAYS)
 
 
 @login_required
@@ -145,7 +147,7 @@ def item_backup_now(request: PageRequest, name: str, vm_name: str) -> HttpRespon
     vault = access.get_vault(request.user, name, "backup_now")
     item = item_of(vault, vm_name)
     data = request.POST if request.method == "POST" else None
-    form = BackupNowForm(data, initial={"retain_until": _default_retain_until()})
+    form = BackupNowForm(data, initial={"retain_until": _default_retain_until(item)})
     if request.method == "POST" and form.is_valid():
         try:
             job = backup_now(

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_POST
 
 from policies.forms import PolicyForm
 from policies.models import BackupPolicy
-from policies.spec import default_policy, retention_summary
+from policies.spec import DAY_NAMES, default_policy, retention_summary
 from portal.pages import PageRequest, count_of, done, error_text, live_items, render_page
 from vaults import access
 from vaults.models import Vault
@@ -45,7 +45,8 @@ def schedule_summary(schedule: dict[str, Any]) -> str:
     if frequency == "daily":
         return f"Daily at {schedule['time']}"
     if frequency == "weekly":
-        return f"Weekly on {', '.join(schedule['weekdays'])} at {schedule['time']}"
+        days = ", ".join(DAY_NAMES.get(d, d) for d in schedule["weekdays"])
+        return f"Weekly on {days} at {schedule['time']}"
     if frequency == "hourly":
         return (
             f"Every {schedule['interval_hours']} h from {schedule['window_start']} "

@@ -12,6 +12,7 @@ from django.db import models
 from inventory.models import Connector, ExtensionState, OSType, PowerState
 from jobs.models import Operation, RestoreKind, RestoreTier, Status
 from policies.models import Consistency, PolicyKind
+from policies.spec import DAY_NAMES, MONTH_NAMES
 from security.models import AlertStatus, ApprovalStatus, Severity
 from vaults.models import (
     BinReason,
@@ -63,13 +64,8 @@ EXTRA = {
     "hourly": "Hourly",
     "standard": "Standard",
     "enhanced": "Enhanced",
-    "mon": "Monday",
-    "tue": "Tuesday",
-    "wed": "Wednesday",
-    "thu": "Thursday",
-    "fri": "Friday",
-    "sat": "Saturday",
-    "sun": "Sunday",
+    **DAY_NAMES,
+    **MONTH_NAMES,
     "first": "First",
     "second": "Second",
     "third": "Third",

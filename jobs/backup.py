@@ -55,6 +55,7 @@ from policies import retention, schedule
 from policies.models import Consistency
 from policies.schedule import Policy
 from portal.options import option
+from portal.words import words
 from security.kek import kek_for
 from vaults.models import ItemState, ProtectedVM, RecoveryPoint, RPConsistency, Vault
 from vaults.stores import (
@@ -330,7 +331,7 @@ def take_snapshot(
     ctx.end_subtask(
         sub,
         Status.COMPLETED,
-        f"{outcome.consistency.replace('_', '-')}-consistent ({outcome.method}); "
+        f"{RPConsistency(outcome.consistency).label} ({words(outcome.method).lower()}); "
         f"frozen {outcome.freeze_seconds:.2f} s; {mib(result.bytes_changed)} changed, "
         f"{mib(result.bytes_stored)} stored",
     )

@@ -317,7 +317,9 @@ def _store_chunks(
 ) -> None:
     """Read every disk's chunks on `threads` threads, the disks side by side, storing the new
     ones; returns when every new chunk is durable."""
-    throttle = Throttle(progress, "backup", sum(d.size for d in disks))
+    throttle = Throttle(
+        progress, "backup", sum(d.size for d in disks), disks={d.src.lun: d.size for d in disks}
+    )
 
     def record(chunk: _Chunk) -> None:
         chunk.disk.record(chunk)

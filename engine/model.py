@@ -63,6 +63,9 @@ class Progress:
     bytes_done: int
     bytes_total: int
     lun: int | None = None
+    # Each disk's (lun, bytes done, bytes total) so far, when the phase knows them: the
+    # callback is throttled, so the last chunk's lun alone cannot say how far each disk is.
+    disks: tuple[tuple[int, int, int], ...] = ()
 
 
 ProgressFn = Callable[[Progress], None]
@@ -163,6 +166,8 @@ class TransferResult:
     chunks_present: int
     already_present: bool
     duration: float
+    # Plaintext bytes of the chunks the destination already held: what it did not need.
+    bytes_present: int = 0
 
 
 @dataclass(frozen=True)

@@ -116,28 +116,45 @@ def round_robin(iterators: Sequence[Iterator[T]]) -> Iterator[T]:
 
 
 class Throttle:
-    """Calls a progress callback at most every `interval` seconds (and always on finish)."""
+    """Calls a progress callback at most every `interval` seconds (and always on finish).
 
-    def __init__(self, fn: ProgressFn | None, phase: str, total: int, interval: float = 0.1):
+    With `disks` (bytes to do per lun) it also counts each disk's bytes, so every call says
+    how far each disk is, not only the one whose chunk came last."""
+
+    def __init__(
+        self,
+        fn: ProgressFn | None,
+        phase: str,
+        total: int,
+        interval: float = 0.1,
+        disks: dict[int, int] | None = None,
+    ):
         self.fn = fn
         self.phase = phase
         self.total = total
         self.done = 0
         self.interval = interval
         self.last = 0.0
+        self.disk_totals = dict(disks or {})
+        self.disk_done = dict.fromkeys(self.disk_totals, 0)
 
     def add(self, n: int, lun: int | None = None) -> None:
         self.done += n
+        if lun is not None and lun in self.disk_done:
+            self.disk_done[lun] += n
         if self.fn is None:
             return
         now = time.monotonic()
         if now - self.last >= self.interval:
             self.last = now
-            self.fn(Progress(self.phase, self.done, self.total, lun))
+            self.fn(Progress(self.phase, self.done, self.total, lun, self._disks()))
 
     def finish(self) -> None:
         if self.fn is not None:
-            self.fn(Progress(self.phase, self.done, self.total, None))
+            self.fn(Progress(self.phase, self.done, self.total, None, self._disks()))
+
+    def _disks(self) -> tuple[tuple[int, int, int], ...]:
+        return tuple((lun, self.disk_done[lun], t) for lun, t in sorted(self.disk_totals.items()))
 
 
 def normalise_extents(extents: Iterable[tuple[int, int]], limit: int) -> list[tuple[int, int]]:

@@ -66,6 +66,7 @@ def transfer(
         copied.present,
         False,
         time.monotonic() - started,
+        copied.present_bytes,
     )
 
 
@@ -93,6 +94,7 @@ class _Copied:
     chunks: int = 0
     bytes: int = 0
     present: int = 0  # chunks the destination already had
+    present_bytes: int = 0  # their plaintext length: what deduplication saved
     dirs: set[Path] = field(default_factory=set)  # to sync before the indexes are written
 
 
@@ -108,14 +110,17 @@ def _copy_chunks(
 ) -> _Copied:
     """Copy the wanted chunks dst lacks, each verified; returns when they are durable."""
     skeys = src.require_keys()
-    throttle = Throttle(progress, "transfer", sum(p.length for p in wanted.values()))
+    by_lun: dict[int, int] = {}
+    for p in wanted.values():
+        by_lun[p.lun] = by_lun.get(p.lun, 0) + p.length
+    throttle = Throttle(progress, "transfer", sum(by_lun.values()), disks=by_lun)
     copied = _Copied()
 
     def copy(
         cid: bytes, place: _Place, syncer: Syncer | Uploader
-    ) -> tuple[int, int, bool, Path | None]:
+    ) -> tuple[int, int, bool, Path | None, int]:
         if dst.has_chunk(cid):
-            return place.length, 0, False, None
+            return place.length, 0, False, None, place.lun
         try:
             blob = recode_chunk(skeys, cid, src.get_chunk(cid), dst.codec)
         except (ChunkDamaged, FileNotFoundError) as e:
@@ -125,18 +130,19 @@ def _copy_chunks(
                 [Damage(rp_id, place.lun, place.offset, "chunk", reason, cid.hex())],
             ) from e
         chunk_dir = dst.put_chunk(cid, blob, syncer, retain_until=retain_until)
-        return place.length, len(blob), True, chunk_dir
+        return place.length, len(blob), True, chunk_dir, place.lun
 
-    def count(r: tuple[int, int, bool, Path | None]) -> None:
-        ln, nbytes, stored, chunk_dir = r
+    def count(r: tuple[int, int, bool, Path | None, int]) -> None:
+        ln, nbytes, stored, chunk_dir, lun = r
         if not stored:
             copied.present += 1
+            copied.present_bytes += ln
         else:
             copied.chunks += 1
             copied.bytes += nbytes
             if chunk_dir is not None:
                 copied.dirs.add(chunk_dir)
-        throttle.add(ln)
+        throttle.add(ln, lun)
 
     with dst.syncer() as syncer:
         run_bounded(

@@ -37,11 +37,12 @@ from engine.connectors.hooks import clean_env, describe, run_process
 from engine.connectors.spec import HypervisorSpec, ParentDisk
 from inventory.models import Connector as HostConnector
 from inventory.models import ExtensionState, PowerState, VirtualMachine
-from jobs import hypervisor, runner
+from jobs import hypervisor, progress, runner
 from jobs.backup_queue import SCHEDULABLE, TAKE_SNAPSHOT, TRANSFER, queue_replication
 from jobs.hook_details import THAW_AFTER_WORKER_LOST
 from jobs.locks import lock_new_copy
 from jobs.models import Job, Operation, Param, RestoreTier, Status, SubTask
+from jobs.progress import BACKUP_PLAN, EngineProgress
 from jobs.reconcile import record_recovery_point, work_dir
 from jobs.runner import (
     JobCancelled,
@@ -55,6 +56,7 @@ from policies import retention, schedule
 from policies.models import Consistency
 from policies.schedule import Policy
 from portal.options import option
+from portal.words import words
 from security.kek import kek_for
 from vaults.models import ItemState, ProtectedVM, RecoveryPoint, RPConsistency, Vault
 from vaults.stores import (
@@ -96,42 +98,6 @@ def vm_spec(vm: VirtualMachine, luns: list[int]) -> VMSpec:
             freeze_timeout=vm.freeze_timeout,
         ),
     )
-
-
-class EngineProgress:
-    """Engine progress → job bytes and per-disk progress, written at most twice a second."""
-
-    def __init__(self, ctx: JobContext, phase: str, sizes: dict[int, int]) -> None:
-        self.ctx, self.phase = ctx, phase
-        self.disks = {lun: {"done": 0, "total": size} for lun, size in sizes.items()}
-        self.done = 0
-        self.last_write = 0.0
-        self.started = time.monotonic()
-        self.throttle = option("THROTTLE_MIBPS", 0) * (1 << 20)
-
-    def __call__(self, p: engine.Progress) -> None:
-        if self.throttle:  # keep bytes_done / elapsed at most the limit (tests, drills)
-            time.sleep(max(0.0, p.bytes_done / self.throttle - (time.monotonic() - self.started)))
-        delta, self.done = p.bytes_done - self.done, p.bytes_done
-        if p.lun is not None and p.lun in self.disks:
-            disk = self.disks[p.lun]
-            disk["done"] = min(disk["total"], disk["done"] + max(delta, 0))
-        now = time.monotonic()
-        finished = p.bytes_done >= p.bytes_total
-        if finished:
-            for disk in self.disks.values():
-                disk["done"] = disk["total"]
-        if finished or now - self.last_write >= 0.5:
-            self.last_write = now
-            self.ctx.progress(
-                p.bytes_done,
-                p.bytes_total,
-                force=True,
-                progress={"phase": self.phase, "disks": self._json()},
-            )
-
-    def _json(self) -> list[dict[str, int]]:
-        return [{"lun": lun, **v} for lun, v in sorted(self.disks.items())]
 
 
 def engine_error(e: engine.EngineError, where: str = "A disk this job writes to") -> JobError:
@@ -345,6 +311,7 @@ def take_snapshot(
     hooks into the snapshot store, then record the recovery point."""
     sub = ctx.start_subtask(TAKE_SNAPSHOT)
     snapshot = _prepare_snapshot(ctx.job, item)
+    progress.plan(ctx, BACKUP_PLAN if snapshot.plan.transfer else [("snapshot", 100)])
     spec = _with_chain(spec, snapshot, item)
     outcome, views = _capture(ctx, item, spec, connector, snapshot)
     for code, message in outcome.warnings:
@@ -366,7 +333,7 @@ def take_snapshot(
     ctx.end_subtask(
         sub,
         Status.COMPLETED,
-        f"{outcome.consistency.replace('_', '-')}-consistent ({outcome.method}); "
+        f"{RPConsistency(outcome.consistency).label} ({words(outcome.method).lower()}); "
         f"frozen {outcome.freeze_seconds:.2f} s; {mib(result.bytes_changed)} changed, "
         f"{mib(result.bytes_stored)} stored",
     )
@@ -448,7 +415,9 @@ def _capture(
     def capture(views: list[DiskView]) -> engine.BackupResult:
         seen.update({v.lun: v for v in views})
         # Sized here, from the views: the connector has checked that every disk exists.
-        progress = EngineProgress(ctx, "snapshot", {v.lun: _view_size(v) for v in views})
+        progress = EngineProgress(
+            ctx, "snapshot", {v.lun: _view_size(v) for v in views}, subtask=TAKE_SNAPSHOT
+        )
         return engine.backup(
             engine.BackupRequest(
                 store=snapshot.store,
@@ -570,6 +539,7 @@ def _record_snapshot(
                 included_luns=luns,
                 excluded_luns=[lun for lun in all_luns if lun not in luns],
                 size_bytes=sum(d["size"] for d in disks),
+                snapshot_method=outcome.method,
                 transfer_due=plan.transfer,
                 hypervisor=hypervisor,
             ),
@@ -619,7 +589,7 @@ def transfer_rp(ctx: JobContext, rp: RecoveryPoint, sub: SubTask) -> bool:
             src,
             dst,
             str(rp.pk),
-            progress=EngineProgress(ctx, "transfer", sizes),
+            progress=EngineProgress(ctx, "transfer", sizes, subtask=TRANSFER),
             cancel=ctx.cancelled,
         )
     except engine.Cancelled as e:
@@ -646,6 +616,7 @@ def transfer_rp(ctx: JobContext, rp: RecoveryPoint, sub: SubTask) -> bool:
         transfer_attempts=rp.transfer_attempts + 1,
         last_transfer_at=timezone.now(),
         vault_locked_until=locked,
+        vault_present_bytes=result.bytes_present,
     )
     queue_replication(rp)
     ctx.set_result(
@@ -653,6 +624,7 @@ def transfer_rp(ctx: JobContext, rp: RecoveryPoint, sub: SubTask) -> bool:
             "chunks_copied": result.chunks_copied,
             "bytes_copied": result.bytes_copied,
             "chunks_present": result.chunks_present,
+            "bytes_present": result.bytes_present,
             "seconds": round(result.duration, 3),
         }
     )

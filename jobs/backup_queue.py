@@ -89,11 +89,15 @@ def items_to_back_up() -> QuerySet[ProtectedVM]:
 # -- backup now ------------------------------------------------------------------------------------
 
 
-def _on_demand_expiry(now: datetime, retain_until: date | datetime | None) -> datetime:
+def _on_demand_expiry(
+    now: datetime, retain_until: date | datetime | None, time_zone: str
+) -> datetime:
+    """A picked day keeps the backup through that whole day in the policy's time zone, the
+    zone its pages show dates in."""
     if retain_until is None:
         retain_until = now + timedelta(days=ON_DEMAND_DEFAULT_DAYS)
     try:
-        return retention.expiry_for_on_demand(now, retain_until)
+        return retention.expiry_for_on_demand(now, retain_until, timezone=time_zone)
     except ValueError as e:
         raise ValidationError({"retain_until": str(e)}) from None
 
@@ -107,7 +111,7 @@ def backup_now(
 ) -> Job:
     """ "Backup now": an on-demand backup kept until `retain_until` (default 30 days)."""
     access.require(by, item.vault, "backup_now")
-    expires = _on_demand_expiry(timezone.now(), retain_until)
+    expires = _on_demand_expiry(timezone.now(), retain_until, item.policy.timezone)
     with transaction.atomic():
         # Lock the item so two clicks cannot both pass the one-backup-at-a-time check.
         ProtectedVM.objects.select_for_update().filter(pk=item.pk).first()

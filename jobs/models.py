@@ -173,8 +173,13 @@ class Job(models.Model):
 
     @property
     def progress_percent(self) -> int:
+        """The overall percentage: `jobs.progress` keeps one that only moves forward across a
+        job's phases; a job without one shows its bytes done."""
         if self.is_finished and self.status != Status.FAILED:
             return 100
+        progress = (self.result or {}).get("progress") or {}
+        if "percent" in progress:
+            return min(100, int(progress["percent"]))
         if not self.bytes_total:
             return 0
         return min(100, int(self.bytes_done * 100 / self.bytes_total))

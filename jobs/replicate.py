@@ -13,10 +13,11 @@ from django.utils import timezone
 
 import engine
 from jobs import runner
-from jobs.backup import EngineProgress, mib
+from jobs.backup import mib
 from jobs.backup_queue import REPLICATE
 from jobs.locks import lock_new_copy
 from jobs.models import Operation, Param, Status
+from jobs.progress import EngineProgress
 from jobs.runner import JobCancelled, JobContext, JobError
 from security.kek import kek_for
 from vaults.models import RecoveryPoint, Replication
@@ -63,7 +64,7 @@ def run_replicate(ctx: JobContext) -> None:
             src,
             dst,
             str(rp.pk),
-            progress=EngineProgress(ctx, "replicate", sizes),
+            progress=EngineProgress(ctx, "replicate", sizes, subtask=REPLICATE),
             cancel=ctx.cancelled,
         )
     except engine.Cancelled as e:

@@ -32,8 +32,8 @@ from django.utils import timezone
 import engine
 from engine.connectors import NbdReader, connector_for
 from inventory.models import Connector, Disk, Host, PowerState, VirtualMachine, name_validator
-from jobs import hypervisor, runner
-from jobs.backup import EngineProgress, engine_error, mib, vm_spec
+from jobs import hypervisor, progress, runner
+from jobs.backup import engine_error, mib, vm_spec
 from jobs.models import (
     Job,
     Operation,
@@ -43,6 +43,7 @@ from jobs.models import (
     Status,
     vm_name_holder,
 )
+from jobs.progress import REPLACE_PLAN, EngineProgress
 from jobs.reconcile import record_recovery_point, restore_marker
 from jobs.runner import JobCancelled, JobContext, JobError, create_job
 from security.kek import kek_for
@@ -458,7 +459,7 @@ def _restore_into(
             store,
             str(rp.pk),
             targets,
-            progress=EngineProgress(ctx, "restore", sizes),
+            progress=EngineProgress(ctx, "restore", sizes, subtask=RESTORE_DATA),
             cancel=ctx.cancelled,
             marker=restore_marker(ctx.job.pk),
         )
@@ -509,7 +510,9 @@ def _take_safety_rp(
                 labels={"vault": vault.name, "job": str(ctx.job.pk), "safety_for": str(rp.pk)},
                 rp_id=safety_id,
             ),
-            progress=EngineProgress(ctx, "safety", {lun: sizes.get(lun, 0) for lun in luns}),
+            progress=EngineProgress(
+                ctx, "safety", {lun: sizes.get(lun, 0) for lun in luns}, subtask=TAKE_SAFETY_RP
+            ),
             cancel=ctx.cancelled,
         )
     except engine.Cancelled as e:
@@ -564,6 +567,7 @@ def run_restore(ctx: JobContext) -> None:
     replacing = kind == RestoreKind.REPLACE_DISKS
     with _opened_targets(host, files, formats, replacing=replacing) as targets:
         if replacing:
+            progress.plan(ctx, REPLACE_PLAN)
             sub = ctx.start_subtask(TAKE_SAFETY_RP)
             safety = _take_safety_rp(ctx, rp, files, formats, targets)
             ctx.set_result(safety_recovery_point=str(safety.pk))

@@ -19,8 +19,10 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
+from inventory.models import Host, VirtualMachine
 from jobs import hook_details
-from jobs.models import Job, Operation, Status
+from jobs.models import Job, Operation, Param, RestoreKind, Status
+from jobs.progress import phase_words
 from jobs.runner import JobFinished, cancel_job
 from portal.pages import PageRequest, done, error_text, render_page
 from vaults import access
@@ -113,6 +115,66 @@ def _rates(job: Job) -> dict[str, Any]:
     return {"rate": rate, "eta": timedelta(seconds=round(left / rate)) if rate else None}
 
 
+def _percent(done: int, total: int) -> int:
+    return min(100, int(done * 100 / total)) if total else 0
+
+
+def _disk_progress(progress: dict[str, Any]) -> dict[str, Any]:
+    """Per-disk bars for every phase the job ran or will run, in the job's order: one row per
+    disk, one column per phase ("—" for a phase that has not reported yet)."""
+    phases: dict[str, Any] = progress.get("phases") or {}
+    names = [str(p) for p, _ in progress.get("plan") or []]
+    names += [p for p in phases if p not in names]
+    if not phases and progress.get("disks"):  # a job recorded before phases were kept
+        names = [progress.get("phase", "")]
+        phases = {names[0]: {"disks": progress["disks"]}}
+    luns = sorted({d["lun"] for p in phases.values() for d in p.get("disks") or []})
+    rows = []
+    for lun in luns:
+        cells = []
+        for name in names:
+            disk = next(
+                (d for d in (phases.get(name) or {}).get("disks") or [] if d["lun"] == lun), None
+            )
+            cells.append(
+                None if disk is None else {**disk, "percent": _percent(disk["done"], disk["total"])}
+            )
+        rows.append({"lun": lun, "cells": cells})
+    return {"disk_phases": [phase_words(n) for n in names], "disk_rows": rows}
+
+
+def _restore_details(job: Job) -> dict[str, Any]:
+    """What a restore wrote and where: kind, source tier, target host and directory, files,
+    and the VM it created."""
+    params, result = job.params or {}, job.result or {}
+    host_id = params.get(Param.HOST)
+    host = (
+        Host.objects.filter(pk=host_id).values_list("name", flat=True).first()
+        if isinstance(host_id, int)
+        else None
+    )
+    files = result.get("targets") or params.get(Param.FILES) or {}
+    new_vm = None
+    if result.get("new_vm"):
+        new_vm = (
+            VirtualMachine.objects.filter(pk=result["new_vm"])
+            .values_list("name", flat=True)
+            .first()
+        )
+    return {
+        "kind": params.get(Param.KIND, ""),
+        "tier": params.get(Param.TIER, ""),
+        "host": host or "",
+        "directory": params.get(Param.PATH, ""),
+        "files": sorted(((int(k), v) for k, v in files.items()), key=lambda x: x[0]),
+        "new_vm": new_vm
+        or (params.get(Param.NAME) if params.get(Param.KIND) == RestoreKind.CREATE_VM else None),
+        "new_vm_created": bool(new_vm),
+        "safety_rp": result.get("safety_recovery_point"),
+        "bytes_written": result.get("bytes_written"),
+    }
+
+
 @login_required
 def job_detail(request: PageRequest, name: str, job_id: int) -> HttpResponse:
     vault = access.get_vault(request.user, name, "view")
@@ -125,10 +187,6 @@ def job_detail(request: PageRequest, name: str, job_id: int) -> HttpResponse:
     )
     result = job.result or {}
     progress = result.get("progress") or {}
-    disks = [
-        {**d, "percent": min(100, int(d["done"] * 100 / d["total"])) if d.get("total") else 0}
-        for d in progress.get("disks") or []
-    ]
     details = access.can(request.user, vault, "view_hook_details")
     shown = hook_details.warnings(job.warnings, details=details)
     context = vault_context(
@@ -138,8 +196,9 @@ def job_detail(request: PageRequest, name: str, job_id: int) -> HttpResponse:
         job=job,
         result=result,
         error_message=hook_details.message(job.error_code, job.error_message, details=details),
-        phase=progress.get("phase", ""),
-        disks=disks,
+        phase=phase_words(progress.get("phase", "")) if progress.get("phase") else "",
+        **_disk_progress(progress),
+        restore=_restore_details(job) if job.operation == Operation.RESTORE else None,
         transfer=result.get("transfer") or {},
         consistencies=RPConsistency.choices,
         loud_warnings=[w for w in shown if w.get("code") == "thaw_failed"],

@@ -69,6 +69,40 @@ NON_FIELD_ERRORS = "non_field_errors"
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+# How pages name them (`portal.words` and the summaries below).
+DAY_NAMES = dict(
+    zip(
+        WEEKDAYS,
+        ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
+        strict=True,
+    )
+)
+MONTH_NAMES = dict(
+    zip(
+        MONTHS,
+        (
+            "January",
+            "February",
+            "March",
+            "April",
+            "May",
+            "June",
+            "July",
+            "August",
+            "September",
+            "October",
+            "November",
+            "December",
+        ),
+        strict=True,
+    )
+)
+
+
+def _names(codes: list[str], names: Mapping[str, str]) -> str:
+    return ", ".join(names.get(c, c) for c in codes)
+
+
 WEEK_ORDINALS = ("first", "second", "third", "fourth", "last")
 KINDS = ("standard", "enhanced")
 CONSISTENCIES = ("default", "crash_only")
@@ -573,14 +607,15 @@ def describe_rule(name: str, rule: Mapping[str, Any]) -> str:
     text = f"{name}: {count} {unit[:-1] if count == 1 else unit}"
     anchors = []
     if name == "weekly":
-        anchors.append(", ".join(rule["weekdays"]))
+        anchors.append(_names(rule["weekdays"], DAY_NAMES))
     elif name in ("monthly", "yearly"):
         if name == "yearly":
-            anchors.append(", ".join(rule["months"]))
+            anchors.append(_names(rule["months"], MONTH_NAMES))
         if "days" in rule:
             anchors.append("day " + ", ".join(str(d) for d in rule["days"]))
         else:
-            anchors.append(f"{'/'.join(rule['weeks'])} {'/'.join(rule['weekdays'])}")
+            days = "/".join(DAY_NAMES.get(d, d) for d in rule["weekdays"])
+            anchors.append(f"{'/'.join(rule['weeks'])} {days}")
     if anchors:
         text += f" ({'; '.join(anchors)})"
     return text

@@ -1,5 +1,7 @@
 """Policy pages: the vault's policy list, create/edit with inline validation, delete."""
 
+import hashlib
+import json
 from typing import Any
 
 from django.contrib import messages
@@ -13,15 +15,29 @@ from django.views.decorators.http import require_POST
 
 from policies.forms import PolicyForm
 from policies.models import BackupPolicy
-from policies.spec import default_policy, retention_summary
+from policies.spec import DAY_NAMES, default_policy, retention_summary
 from portal.pages import PageRequest, count_of, done, error_text, live_items, render_page
 from vaults import access
 from vaults.models import Vault
-from vaults.services.policies import check_policy, create_policy, delete_policy, update_policy
+from vaults.services.policies import (
+    check_policy,
+    create_policy,
+    delete_policy,
+    preview_policy_update,
+    update_policy,
+)
 from vaults.views.common import vault_context
 
 # A POST carrying this parameter only validates: the form partial comes back, nothing is saved.
 VALIDATE_ONLY = "_validate"
+# A change that shortens retention is saved only with this parameter, after the page showed
+# which recovery points expire earlier and when; its value names the very change shown, so a
+# policy edited again after the preview is previewed again.
+CONFIRM_CUT = "confirm_cut"
+
+
+def cut_token(rep: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(rep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def schedule_summary(schedule: dict[str, Any]) -> str:
@@ -29,7 +45,8 @@ def schedule_summary(schedule: dict[str, Any]) -> str:
     if frequency == "daily":
         return f"Daily at {schedule['time']}"
     if frequency == "weekly":
-        return f"Weekly on {', '.join(schedule['weekdays'])} at {schedule['time']}"
+        days = ", ".join(DAY_NAMES.get(d, d) for d in schedule["weekdays"])
+        return f"Weekly on {days} at {schedule['time']}"
     if frequency == "hourly":
         return (
             f"Every {schedule['interval_hours']} h from {schedule['window_start']} "
@@ -57,7 +74,9 @@ def policy_list(request: PageRequest, name: str) -> HttpResponse:
 def _policy_form_page(
     request: PageRequest, vault: Vault, policy: BackupPolicy | None = None
 ) -> HttpResponse:
-    """Create (policy None) or edit: validate inline on htmx change, save on submit."""
+    """Create (policy None) or edit: validate inline on htmx change, save on submit. An edit
+    that shortens retention first shows what it cuts and asks to confirm."""
+    cut: dict[str, Any] | None = None
     if request.method == "POST":
         form = PolicyForm(request.POST)
         form.is_valid()
@@ -71,18 +90,26 @@ def _policy_form_page(
                     policy = create_policy(vault, rep, by=request.user, request=request)
                     messages.success(request, f"Policy {policy.name} created.")
                 else:
-                    policy = update_policy(policy, rep, by=request.user, request=request)
-                    messages.success(request, f"Policy {policy.name} saved.")
+                    preview = preview_policy_update(policy, rep, by=request.user)
+                    shortens = preview["reductions"] or preview["expiring"]
+                    if shortens and request.POST.get(CONFIRM_CUT) != cut_token(rep):
+                        cut = {**preview, "token": cut_token(rep)}
+                    else:
+                        policy = update_policy(policy, rep, by=request.user, request=request)
+                        messages.success(request, f"Policy {policy.name} saved.")
             except ValidationError as exc:
                 form.add_policy_errors(exc.message_dict)
             else:
-                return done(request, reverse("policy-list", args=[vault.name]))
+                if cut is None:
+                    return done(request, reverse("policy-list", args=[vault.name]))
         if validate_only:
             form.validated = not form.errors  # type: ignore[attr-defined]  # shown by the template
     else:
         rep = policy.representation() if policy else {**default_policy(), "name": ""}
         form = PolicyForm(initial=PolicyForm.initial_from(rep))
-    context = vault_context(request, vault, "policies", form=form, policy=policy)
+    context = vault_context(
+        request, vault, "policies", form=form, policy=policy, cut=cut, cut_field=CONFIRM_CUT
+    )
     return render_page(request, "policies/policy_form.html", context, partial="policy-form")
 
 

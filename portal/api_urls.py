@@ -5,7 +5,11 @@ matrix test enumerates them by name.
 """
 
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerView,
+)
 
 v1 = [
     path("", include("portal.api.urls")),
@@ -20,5 +24,8 @@ v1 = [
 urlpatterns = [
     path("v1/", include(v1)),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    # Swagger UI and ReDoc come from drf-spectacular-sidecar's static files: no CDN, so the
+    # docs work on a network without internet and load a pinned version.
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
 ]

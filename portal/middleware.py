@@ -10,6 +10,7 @@ whose parser checks it (`portal.api.parsers`).
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.shortcuts import render
 
 NUL = "\x00"
 IN_ADDRESS = "The address and parameter names must not contain NUL characters."
@@ -51,3 +52,25 @@ class RefuseNul:
         ((field, message),) = error.items()
         text = message if field == "detail" else f"{field}: {message[0]}"
         return HttpResponseBadRequest(text, content_type="text/plain; charset=utf-8")
+
+
+class ErrorPages:
+    """Pages answer a method they do not take (405) with the styled error page and the
+    navigation, not Django's empty body; 403, 404 and 500 have their templates
+    (`templates/403.html` …) through Django's own handlers. The API keeps its JSON errors."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.status_code != 405 or is_api(request) or response.content:
+            return response
+        page = render(
+            request,
+            "405.html",
+            {"method": request.method, "allowed": response.get("Allow", "")},
+            status=405,
+        )
+        page["Allow"] = response.get("Allow", "")
+        return page

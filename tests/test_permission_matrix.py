@@ -46,6 +46,7 @@ from vaults.models import (
     VaultMembership,
 )
 
+PAGE_ITEM_RPS = {"name": "prod", "vm_name": "web-01"}
 PERSONAS = ("admin", "owner", "contributor", "operator", "reader", "approver", "outsider", "anon")
 
 # URL names that are not ours to guard (Django admin has its own staff check).
@@ -92,6 +93,7 @@ MATRIX = [
         None,
         "200 200 200 200 200 404 404 302",
     ),
+    ("item-rps", "GET", PAGE_ITEM_RPS, None, "200 200 200 200 200 404 404 302"),
     ("vault-protect", "GET", {"name": "prod"}, None, "200 200 200 200 403 404 404 302"),
     ("vault-access", "GET", {"name": "prod"}, None, "200 200 200 200 200 404 404 302"),
     (
@@ -228,6 +230,7 @@ MATRIX = [
     # -- API -----------------------------------------------------------------------------------
     ("api-schema", "GET", {}, None, "200 200 200 200 200 200 200 200"),
     ("api-docs", "GET", {}, None, "200 200 200 200 200 200 200 200"),
+    ("api-redoc", "GET", {}, None, "200 200 200 200 200 200 200 200"),
     (
         "api-token-obtain",
         "POST",
@@ -965,6 +968,7 @@ def _scenario(root: Path, personas: dict) -> dict:
         status="failed",
         params={"target": StorageTarget.objects.get(name="s3one").pk, "location": "s3://b/x"},
         error_message="environment variable(s) MATRIX_NO_ID not set",
+    )
     sso = Directory.objects.create(
         name="corp-sso",
         kind="oidc",

@@ -241,6 +241,12 @@ class RestoreForm(forms.Form):
         label="Disk format",
         help_text="libvirt hosts: qcow2 (default) keeps changed-block tracking; image hosts: raw.",
     )
+    confirm_name = forms.CharField(
+        required=False,
+        max_length=63,
+        label="Type the VM's name to confirm",
+        help_text="Replace disks overwrites the VM's own disks.",
+    )
     start = forms.BooleanField(
         required=False,
         label="Start the new VM",
@@ -271,6 +277,30 @@ class RestoreForm(forms.Form):
             else "No host is linked to this vault."
         )
         self.fields["name"].help_text = "Only for “Create new VM”: registered on the target host."
+        self.vm_name = rp.protected_item.vm.name
+        self.fields["confirm_name"].widget.attrs.update(autocomplete="off", spellcheck="false")
+        self.fields["path"].widget.attrs["list"] = "allowed-roots"
+
+    def clean(self) -> dict[str, Any]:
+        """What the form alone can tell, every field at once: a target for restores that
+        write new files, a name for a new VM, and the VM's name typed to replace its disks
+        (so nobody overwrites a VM's disks by a stray click). The rest is checked by
+        `request_restore`."""
+        data = super().clean() or {}
+        kind = data.get("kind")
+        if kind in (RestoreKind.RESTORE_DISKS, RestoreKind.CREATE_VM):
+            if not data.get("host"):
+                self.add_error("host", "Choose the host to restore to.")
+            if not (data.get("path") or "").strip():
+                self.add_error("path", "Give a directory inside the host's allowed roots.")
+        if kind == RestoreKind.CREATE_VM and not (data.get("name") or "").strip():
+            self.add_error("name", "Give the new VM a name.")
+        if kind == RestoreKind.REPLACE_DISKS and data.get("confirm_name") != self.vm_name:
+            self.add_error(
+                "confirm_name",
+                f"Type the VM's name, {self.vm_name}, to replace its disks.",
+            )
+        return data
 
     def request_args(self) -> dict[str, Any]:
         data = self.cleaned_data

@@ -475,6 +475,10 @@ class RPType(models.TextChoices):
     VAULT = "vault", "Vault"
 
 
+# The snapshot method of a copy read while the VM ran (`engine.connectors.spec.Method`).
+LIVE_READ = "live_read"
+
+
 class RPConsistency(models.TextChoices):
     APPLICATION = "application", "Application-consistent"
     FILE_SYSTEM = "file_system", "File-system-consistent"
@@ -567,6 +571,12 @@ class RecoveryPoint(models.Model):
     included_luns = models.JSONField(default=list)
     excluded_luns = models.JSONField(default=list)
     size_bytes = models.BigIntegerField(default=0)
+    # How the snapshot saw the disks (the connector's method: "reflink", "frozen_read",
+    # "live_read", "stopped", "backup_job"); "live_read" is no point-in-time copy.
+    snapshot_method = models.CharField(max_length=20, blank=True)
+    # Plaintext bytes the vault already held when this RP was transferred (deduplication);
+    # None until it reached the vault tier.
+    vault_present_bytes = models.BigIntegerField(null=True, blank=True)
     # libvirt hosts: {"checkpoint": str | None, "domain_xml": str}: the checkpoint whose dirty
     # bitmap the next backup reads from, and the domain as it was (for restores).
     hypervisor = models.JSONField(default=dict, blank=True)
@@ -611,6 +621,22 @@ class RecoveryPoint(models.Model):
 
     def get_type_display(self) -> str:
         return RPType(self.type).label
+
+    @property
+    def changed_bytes(self) -> int:
+        """Bytes that differed from the previous recovery point, summed over its disks."""
+        return sum(int(d.get("bytes_changed", 0)) for d in self.disks)
+
+    @property
+    def point_in_time(self) -> bool:
+        """False when the disks were read while the VM kept writing (no clone, no freeze)."""
+        return self.snapshot_method != LIVE_READ
+
+    @property
+    def consistency_label(self) -> str:
+        """The consistency's label; a copy read live says it is no point-in-time copy."""
+        label = RPConsistency(self.consistency).label
+        return label if self.point_in_time else f"{label}, not point-in-time (read live)"
 
     @property
     def is_on_demand(self) -> bool:

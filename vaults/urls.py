@@ -4,7 +4,16 @@ from django.urls import path
 
 from jobs import views as job_views
 from policies import views as policy_views
-from vaults.views import access, items, protection, recovery, recycle_bin, settings, vault
+from vaults.views import (
+    access,
+    items,
+    protection,
+    recovery,
+    recovery_points,
+    recycle_bin,
+    settings,
+    vault,
+)
 
 urlpatterns = [
     path("", vault.vault_list, name="vault-list"),
@@ -16,6 +25,11 @@ urlpatterns = [
     path("<str:name>/recycle-bin/", recycle_bin.vault_recycle_bin, name="vault-recycle-bin"),
     path("<str:name>/items/", items.item_list, name="item-list"),
     path("<str:name>/items/<str:vm_name>/", items.item_detail, name="item-detail"),
+    path(
+        "<str:name>/items/<str:vm_name>/rps/",
+        recovery_points.item_rps,
+        name="item-rps",
+    ),
     path("<str:name>/items/<str:vm_name>/backup/", items.item_backup_now, name="item-backup-now"),
     path("<str:name>/items/<str:vm_name>/stop/", protection.item_stop, name="item-stop"),
     path("<str:name>/items/<str:vm_name>/resume/", protection.item_resume, name="item-resume"),

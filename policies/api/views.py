@@ -19,9 +19,15 @@ from policies.api.serializers import PolicySerializer, PolicyUse
 from policies.models import BackupPolicy
 from policies.spec import merge_patch
 from portal.api.base import ApiListView, ApiRequest, ApiView
+from portal.api.filters import FilterSerializer
 from portal.api.serializers import READ_ONLY
 from vaults.models import Vault
-from vaults.services.policies import create_policy, delete_policy, update_policy
+from vaults.services.policies import (
+    create_policy,
+    delete_policy,
+    preview_policy_update,
+    update_policy,
+)
 
 if TYPE_CHECKING:  # a typing aid of django-stubs, not installed to run
     from django_stubs_ext import WithAnnotations
@@ -75,6 +81,35 @@ class PolicyListView(ApiListView):
         return Response(show(policy), status=status.HTTP_201_CREATED)
 
 
+class DryRun(FilterSerializer):
+    dry_run = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="true: change nothing; answer which retention rules the change shortens "
+        "and which recovery points would expire earlier, and when.",
+    )
+
+
+class CutSerializer(serializers.Serializer):
+    vm_name = serializers.CharField()
+    recovery_point = serializers.CharField(source="rp_id")
+    time = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+    new_expires_at = serializers.DateTimeField()
+    expires_now = serializers.BooleanField(
+        help_text="Its new expiry has passed: it goes to the recycle bin when saved."
+    )
+
+
+class DryRunSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField()
+    reduces_retention = serializers.BooleanField()
+    reductions = serializers.ListField(child=serializers.CharField())
+    blocked_by_immutability = serializers.BooleanField()
+    needs_approval = serializers.BooleanField()
+    expiring = CutSerializer(many=True)
+
+
 class PolicyDetailView(ApiView):
     serializer_class = PolicySerializer
     vault_actions = {
@@ -91,6 +126,10 @@ class PolicyDetailView(ApiView):
             raise Http404("No such policy.") from None
 
     def _updated(self, policy: BackupPolicy, rep: dict[str, Any]) -> Response:
+        user = cast(ApiRequest, self.request).user
+        if DryRun.values(self.request.query_params)["dry_run"]:
+            preview = preview_policy_update(policy, rep, by=user)
+            return Response(DryRunSerializer({"dry_run": True, **preview}).data)
         policy = update_policy(
             policy, rep, by=cast(ApiRequest, self.request).user, request=self.request
         )
@@ -99,11 +138,13 @@ class PolicyDetailView(ApiView):
     def get(self, request: Request, vault_name: str, policy_name: str) -> Response:
         return Response(show(self.get_policy()))
 
+    @extend_schema(parameters=[DryRun], responses={200: PolicySerializer})
     def put(self, request: Request, vault_name: str, policy_name: str) -> Response:
         """Replace the whole policy (a GET's body can be sent back as is)."""
         policy = self.get_policy()
         return self._updated(policy, body_without_extras(request.data, show(policy)))
 
+    @extend_schema(parameters=[DryRun], responses={200: PolicySerializer})
     def patch(self, request: Request, vault_name: str, policy_name: str) -> Response:
         """Replace the top-level fields named; `schedule` and `retention` are replaced whole."""
         policy = self.get_policy()

@@ -573,8 +573,8 @@ def test_clean_policy_raises() -> None:
 
 def test_summaries() -> None:
     assert retention_summary(NIGHTLY) == (
-        "daily: 30 days; weekly: 12 weeks (sun); monthly: 60 months (first sun); "
-        "yearly: 10 years (jan; day 1, last)"
+        "daily: 30 days; weekly: 12 weeks (Sunday); monthly: 60 months (first Sunday); "
+        "yearly: 10 years (January; day 1, last)"
     )
     assert retention_days_summary(EVERY4H) == {"instant_restore": 7, "daily": 180}
 

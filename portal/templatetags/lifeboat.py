@@ -1,8 +1,9 @@
 """Template helpers. Templates never test roles: they ask these tags, which ask `access`."""
 
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django import template
 from django.contrib.auth import get_user_model
@@ -10,6 +11,8 @@ from django.db.models import Count, Exists, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.template.context import Context
 
+from jobs.progress import phase_words
+from portal import words as plain
 from security.models import Alert, AlertStatus
 from vaults import access
 from vaults.models import GuardApprover, VaultMembership
@@ -71,6 +74,56 @@ TONES = {
 def label(value: Any, choices: Iterable[tuple[Any, str]]) -> str:
     """`status|label:statuses` → the human label of a choice value."""
     return dict(choices).get(value, value)
+
+
+@register.filter
+def words(value: object) -> str:
+    """A stored code in plain words (`portal.words`): every status, method, tag and code."""
+    return plain.words(value)
+
+
+@register.filter
+def phase(value: object) -> str:
+    """A job phase's name on the pages ("snapshot" → "Snapshot")."""
+    return phase_words(str(value)) if value else ""
+
+
+IEC_UNITS = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+
+
+@register.filter
+def iec(value: int | float | str | None) -> str:
+    """Bytes in IEC units, the one unit system of every page: 0 → "0 bytes", 1536 → "1.5 KiB",
+    18874368 → "18.0 MiB". None or "" (not known yet) → "—"."""
+    if value is None or value == "":
+        return "—"
+    try:
+        size = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    sign = "-" if size < 0 else ""
+    size = abs(size)
+    if size < 1024:
+        n = int(size)
+        return f"{sign}{n} byte{'' if n == 1 else 's'}"
+    unit = 0
+    while size >= 1024 and unit < len(IEC_UNITS) - 1:
+        size /= 1024
+        unit += 1
+    return f"{sign}{size:.1f} {IEC_UNITS[unit]}"
+
+
+@register.filter
+def kept_through(value: datetime | None, zone: str = "UTC") -> datetime | None:
+    """A retain-until instant as the last moment kept: a date picked as "retain until" keeps
+    the backup through that day and expires at the next local midnight, which must show as
+    the picked day, not the next one."""
+    if value is None:
+        return None
+    local = value.astimezone(ZoneInfo(zone or "UTC"))
+    if (local.hour, local.minute, local.second, local.microsecond) == (0, 0, 0, 0):
+        return value - timedelta(microseconds=1)
+    return value
 
 
 @register.filter

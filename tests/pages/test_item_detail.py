@@ -29,12 +29,14 @@ def test_reader_sees_state_policy_and_recovery_points(login, reader, item):
         "Vault",
         "Application-consistent",
         "Crash-consistent",
-        "weekly",
+        "Weekly",
     ):
         assert text in html
+    # Codes never reach the screen: the tags are in plain words.
+    assert ">weekly<" not in html and ">on_demand<" not in html
 
 
-def test_recovery_points_are_grouped_by_tier(login, reader, item):
+def test_recovery_points_are_listed_newest_first_with_their_tier(login, reader, item):
     now = timezone.now()
     snap = f.make_rp(item, time=now)
     both = f.make_rp(item, time=now - timedelta(hours=1), in_vault_tier=True)
@@ -44,18 +46,16 @@ def test_recovery_points_are_grouped_by_tier(login, reader, item):
         in_snapshot_tier=False,
         in_vault_tier=True,
         tags=["on_demand"],
-        retain_until=now + timedelta(days=20),
+        # A day picked as "retain until" expires at the next midnight of the policy's zone.
+        retain_until=(now + timedelta(days=21)).replace(hour=0, minute=0, second=0, microsecond=0),
     )
     response = login(reader).get(URL)
-    groups = {tier: [rp.pk for rp in rps] for tier, _, rps in response.context["rp_groups"]}
-    assert groups == {
-        "snapshot": [snap.pk],
-        "snapshot_and_vault": [both.pk],
-        "vault": [vault_only.pk],
-    }
+    assert [rp.pk for rp in response.context["rps"]] == [snap.pk, both.pk, vault_only.pk]
     html = response.content.decode()
-    assert html.index('id="rps-snapshot"') < html.index('id="rps-vault"')
+    assert html.index(f'id="rp-{snap.pk}"') < html.index(f'id="rp-{vault_only.pk}"')
+    # Shown as the day it is kept through, the day the picker chose.
     assert "retain until " + (now + timedelta(days=20)).strftime("%Y-%m-%d") in html
+    assert "On demand" in html
 
 
 def test_it_hides_soft_deleted_recovery_points(login, reader, item):
@@ -103,14 +103,19 @@ def test_page_polls_while_a_job_of_the_item_runs(login, reader, vault, item):
     fragment = login(reader).get(URL, **HTMX)
     assert fragment.status_code == 200
     assert fragment.content.decode().lstrip().startswith('<div id="item-live"')
+    # A poll carries the summary out of band, and never the recovery points.
+    assert 'id="item-summary" hx-swap-oob="true"' in fragment.content.decode()
+    assert "rp-row" not in fragment.content.decode()
     running.status = Status.COMPLETED
     running.save()
-    # Finished: htmx is told to stop polling, and the new recovery point comes with it.
+    # Finished: htmx is told to stop polling, and the recovery points to fetch themselves.
     f.make_rp(item)
     done = login(reader).get(URL, **HTMX)
-    assert done.status_code == 286
+    assert done.status_code == 286 and done["HX-Trigger"] == "rps-changed"
     html = done.content.decode()
-    assert "every 2s" not in html and "rp-row" in html
+    assert "every 2s" not in html
+    rps = login(reader).get("/vaults/prod/items/web-01/rps/", **HTMX).content.decode()
+    assert rps.lstrip().startswith('<section id="rp-browser"') and "rp-row" in rps
 
 
 def test_page_does_not_poll_without_a_running_job(login, reader, job):
@@ -193,7 +198,7 @@ def _failed(vm):
 def test_failed_extension_is_shown_with_repair(login, operator, vm, item):
     _failed(vm)
     html = login(operator).get(URL).content.decode()
-    assert "pre_script_not_found" in html and "/opt/pre.sh does not exist" in html
+    assert "Pre-script not found" in html and "/opt/pre.sh does not exist" in html
     assert REPAIR in html and "hx-confirm" in html
 
 
@@ -240,4 +245,35 @@ def test_it_keeps_its_query_budget(assert_query_budget, reader, vault, item):
             f.make_job(vault, item, created_by=reader)
         f.make_job(vault, item, status=Status.IN_PROGRESS)
 
-    assert_query_budget(reader, URL, make_rows, 10, marker="Crash-consistent")
+    # The page shows one page of recovery points (20), whatever the item holds.
+    assert_query_budget(reader, URL, make_rows, 12, marker=None)
+    from django.test import Client
+
+    client = Client()
+    client.force_login(reader)
+    html = client.get(URL).content.decode()
+    assert html.count('class="rp-row"') == 20 and "Page 1 of 3" in html
+
+
+def test_backup_now_comes_before_stop_protection_in_reading_order(login, contributor, item):
+    html = login(contributor).get(URL).content.decode()
+    assert html.index('id="backup-now"') < html.index('id="stop-form"')
+    assert html.index('href="#main"') < html.index('id="site-nav"')
+
+
+def test_the_retain_until_day_picked_is_the_day_shown(login, operator, item):
+    """The picker and the recovery point agree: the day is kept through in the policy's zone."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    item.policy.timezone = "Asia/Tokyo"
+    item.policy.save()
+    day = (timezone.now() + timedelta(days=40)).date()
+    client = login(operator)
+    client.post(BACKUP, {"retain_until": day.isoformat()})
+    expiry = datetime.fromisoformat(Job.objects.get().params["retain_until"])
+    local = expiry.astimezone(ZoneInfo("Asia/Tokyo"))
+    assert (local.date(), local.hour, local.minute) == (day + timedelta(days=1), 0, 0)
+    f.make_rp(item, tags=["on_demand"], retain_until=expiry, expires_at=expiry)
+    html = client.get(URL).content.decode()
+    assert f"retain until {day.isoformat()}" in html

@@ -42,9 +42,9 @@ def test_reader_sees_subtasks_bytes_and_errors(login, reader, vault, item):
     html = response.content.decode()
     for text in (
         "Take snapshot",
-        "disk_not_found",
+        "Disk not found",
         "disk image(s) missing",
-        "1.0\xa0KB of 2.0\xa0KB",
+        "1.0 KiB of 2.0 KiB",
     ):
         assert text in html
 
@@ -137,12 +137,12 @@ def test_it_shows_backup_results_consistency_and_hook_log(login, operator, vault
     html = login(operator).get(url(job)).content.decode()
     for text in (
         "Application-consistent",
-        "reflink",
+        "Copy-on-write clone",
         "frozen 0.042 s",
-        "32.0\xa0MB",
-        "4.0\xa0MB",
-        "3.0\xa0MB",
-        "29 already in the vault",
+        "32.0 MiB",
+        "4.0 MiB",
+        "3.0 MiB",
+        "29 chunks it already held",
         "<details",
         "pre: exit 0",
     ):
@@ -188,3 +188,41 @@ def test_a_job_waiting_for_its_host_s_worker_says_so(login, reader, vault, item)
     job.save()
     html = login(reader).get(url(job)).content.decode()
     assert "Waiting for" not in html and "host-kvm-lab on kvm1 pid 7" in html
+
+
+def test_a_restore_job_says_what_it_wrote_where_and_links_the_new_vm(
+    login, admin_user, operator, vault, item, host
+):
+    new_vm = f.make_vm(host, name="web-01-copy")
+    job = f.make_job(
+        vault,
+        item,
+        operation="restore",
+        params={
+            "kind": "create_vm",
+            "tier": "vault",
+            "host": host.pk,
+            "path": host.allowed_roots[0],
+            "files": {"-1": f"{host.allowed_roots[0]}/web-01-copy-os.img"},
+            "name": "web-01-copy",
+        },
+        result={
+            "targets": {"-1": f"{host.allowed_roots[0]}/web-01-copy-os.img"},
+            "new_vm": new_vm.pk,
+            "bytes_written": 4 << 20,
+        },
+    )
+    html = login(operator).get(url(job)).content.decode()
+    for text in (
+        "Create new VM",
+        "Vault tier",
+        host.name,
+        host.allowed_roots[0],
+        "web-01-copy-os.img",
+        "4.0 MiB",
+        'id="restore-new-vm">web-01-copy',
+    ):
+        assert text in html, text
+    # Site administrators follow the link to the new VM.
+    admin_html = login(admin_user).get(url(job)).content.decode()
+    assert 'href="/inventory/vms/web-01-copy/"' in admin_html

@@ -202,20 +202,25 @@ def test_contributor_edits_a_policy(login, contributor, vault):
     assert form.initial["schedule_weekdays"] == ["sat"]
     assert form.initial["weekly_enabled"] is True
     assert form.initial["daily_enabled"] is False
-    response = client.post(
-        url,
-        data(
-            name="Weekly2",
-            schedule_frequency="weekly",
-            schedule_time="03:00",
-            schedule_weekdays=["sat", "sun"],
-            instant_restore_days="5",
-            daily_enabled=None,
-            weekly_enabled="on",
-            weekly_weeks="10",
-            weekly_weekdays=["sun"],
-        ),
+    edit = data(
+        name="Weekly2",
+        schedule_frequency="weekly",
+        schedule_time="03:00",
+        schedule_weekdays=["sat", "sun"],
+        instant_restore_days="5",
+        daily_enabled=None,
+        weekly_enabled="on",
+        weekly_weeks="10",
+        weekly_weekdays=["sun"],
     )
+    # Saturdays no longer make weekly points: the page shows the cut and asks to confirm.
+    response = client.post(url, edit)
+    assert response.status_code == 200, response.context["form"].errors
+    cut = response.context["cut"]
+    assert cut["reduces_retention"] and 'id="retention-cut"' in response.content.decode()
+    policy.refresh_from_db()
+    assert policy.name == "Weekly"
+    response = client.post(url, {**edit, "confirm_cut": cut["token"]})
     assert response.status_code == 302, response.context["form"].errors
     policy.refresh_from_db()
     assert policy.name == "Weekly2"

@@ -133,7 +133,16 @@ def test_operator_restores_disks_and_lands_on_the_job(login, operator, host, rea
 @pytest.mark.django_db(transaction=True)
 def test_replace_disks_of_a_stopped_vm_takes_a_safety_point_first(login, operator, real_rp):
     rp, _, _ = real_rp
-    response = post(login(operator), rp, kind="replace_disks")
+    client = login(operator)
+    # Without the VM's name typed, nothing is replaced.
+    refused = post(client, rp, kind="replace_disks", confirm_name="web-0")
+    assert refused.status_code == 400
+    name = rp.protected_item.vm.name
+    assert refused.context["form"].errors["confirm_name"] == [
+        f"Type the VM's name, {name}, to replace its disks."
+    ]
+    assert not Job.objects.filter(operation=Operation.RESTORE).exists()
+    response = post(client, rp, kind="replace_disks", confirm_name=name)
     assert response.status_code == 302
     job = Job.objects.get(operation=Operation.RESTORE)
     assert [t.name for t in job.subtasks.order_by("order")] == [
@@ -152,3 +161,22 @@ def test_an_existing_target_file_is_refused(login, operator, host, real_rp):
     again = post(client, rp, host=host.pk, path=target)
     assert "already exist" in again.context["form"].errors["path"][0]
     assert Job.objects.filter(operation=Operation.RESTORE).count() == 1
+
+
+def test_every_invalid_field_is_reported_at_once(login, operator, real_rp):
+    rp, _, _ = real_rp
+    response = post(login(operator), rp, kind="create_vm", host="", path="", name="")
+    assert response.status_code == 400
+    assert set(response.context["form"].errors) >= {"host", "path", "name"}
+
+
+def test_the_target_directory_starts_at_the_hosts_first_allowed_root(
+    login, operator, host, real_rp
+):
+    rp, _, _ = real_rp
+    html = (
+        login(operator)
+        .get(reverse("rp-restore", args=["prod", rp.protected_item.vm.name, rp.pk]))
+        .content.decode()
+    )
+    assert f'value="{host.allowed_roots[0]}"' in html and 'list="allowed-roots"' in html

@@ -98,7 +98,7 @@ def test_vm_detail_shows_extension_state(login, admin_user, vm):
     vm.save()
     response = login(admin_user).get(reverse("vm-detail", args=["web-01"]))
     html = response.content.decode()
-    for text in ("Failed", "pre_script_not_found", "/opt/pre.sh is missing", "web-01-lun0.img"):
+    for text in ("Failed", "Pre-script not found", "/opt/pre.sh is missing", "web-01-lun0.img"):
         assert text in html
 
 

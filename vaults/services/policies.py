@@ -96,6 +96,34 @@ def update_policy(
     return policy
 
 
+def preview_policy_update(policy: BackupPolicy, rep: Representation, *, by: User) -> dict[str, Any]:
+    """What `update_policy` would do, changing nothing (the page's confirmation and the API's
+    dry run): the retention rules it shortens, the recovery points that would expire earlier
+    and when (those expiring at once go to the recycle bin), and whether the vault refuses it
+    (immutable) or holds it for approval (MUA). Raises the same field errors."""
+    vault = policy.vault
+    access.require(by, vault, "manage_policies")
+    cleaned, errors = validate_policy(rep)
+    if (
+        not errors
+        and cleaned["name"] != policy.name
+        and vault.policies.filter(name=cleaned["name"]).exists()
+    ):
+        errors = {"name": [NAME_TAKEN]}
+    if errors:
+        raise _policy_errors(errors)
+    items = list(policy.protected_items.live().select_related("vm"))
+    reductions = retention_reductions(policy.representation(), cleaned, lifecycle.rp_times(items))
+    expiring = lifecycle.retention_cut(items, cleaned)
+    return {
+        "reduces_retention": bool(reductions),
+        "reductions": reductions,
+        "blocked_by_immutability": bool(reductions) and vault.is_immutable,
+        "needs_approval": bool(reductions) and vault.mua_enabled,
+        "expiring": expiring,
+    }
+
+
 def _without_name(rep: Representation) -> Representation:
     return {k: v for k, v in rep.items() if k != "name"}
 

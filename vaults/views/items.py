@@ -26,11 +26,11 @@ from vaults.forms import (
     PolicyChoiceForm,
     StopProtectionForm,
 )
-from vaults.models import ItemState, ProtectedVM, RecoveryPoint, RPType, StopMode, Vault
+from vaults.models import ItemState, ProtectedVM, RecoveryPoint, StopMode, Vault
 from vaults.protection import STOPPABLE, stop_modes
 from vaults.views.common import item_of, item_url, vault_context
+from vaults.views.recovery_points import item_zone, rp_context
 
-TIERS = [RPType.SNAPSHOT, RPType.SNAPSHOT_AND_VAULT, RPType.VAULT]
 RECENT_JOBS = 10
 
 
@@ -52,25 +52,25 @@ def item_list(request: PageRequest, name: str) -> HttpResponse:
 
 
 def item_context(
-    request: PageRequest, vault: Vault, item: ProtectedVM, **extra: Any
+    request: PageRequest, vault: Vault, item: ProtectedVM, *, with_rps: bool = True, **extra: Any
 ) -> dict[str, Any]:
-    """The protected VM page: recovery points grouped by tier, recent jobs, the running job."""
-    rps = list(item.recovery_points.live().order_by("-time"))
-    groups = [(t, t.label, [rp for rp in rps if rp.type == t]) for t in TIERS]
+    """The protected VM page: its summary, the running job, recent jobs and one page of its
+    recovery points by date. The live section's polls leave the recovery points out
+    (`with_rps=False`): they are fetched again once, when a job ends."""
+    rps = rp_context(request, item) if with_rps else {"rp_zone": str(item_zone(item).key)}
     jobs = list(item.jobs.select_related("created_by").order_by("-created_at", "-id")[:RECENT_JOBS])
     active = list(item.jobs.filter(status__in=UNFINISHED).order_by("-created_at", "-id"))
     caps = access.capabilities(request.user, vault)
     can_backup = caps["backup_now"] and backup_refusal(item, active) is None
     backup_form = extra.pop("backup_form", None)
     if can_backup and backup_form is None:
-        backup_form = BackupNowForm(initial={"retain_until": _default_retain_until()})
+        backup_form = BackupNowForm(initial={"retain_until": _default_retain_until(item)})
     return vault_context(
         request,
         vault,
         "items",
         item=item,
-        rps=rps,
-        rp_groups=[g for g in groups if g[2]],
+        **rps,
         jobs=jobs,
         active_jobs=active,
         backup_form=backup_form if can_backup else None,
@@ -111,19 +111,34 @@ def _protection(
     return out
 
 
-def _default_retain_until() -> date:
-    return timezone.localdate() + timedelta(days=ON_DEMAND_DEFAULT_DAYS)
+def _default_retain_until(item: ProtectedVM) -> date:
+    """Today in the policy's time zone (the zone the picked day is kept through) + 30 days."""
+    today = timezone.now().astimezone(item_zone(item)).date()
+    return today + timedelta(days=ON_DEMAND_DEFAULT_DAYS)
 
 
 @login_required
 def item_detail(request: PageRequest, name: str, vm_name: str) -> HttpResponse:
-    """The page; its `live` partial polls every 2 s while a job of the item is unfinished and
-    is answered with 286 (stop polling) once none is."""
+    """The page; its `live` section polls every 2 s while a job of the item is unfinished. A
+    poll gets the live section and the summary (state, last backup, extension) out of band;
+    once no job is unfinished it is answered with 286 (stop polling) and the `rps-changed`
+    event, on which the recovery-point browser fetches itself once."""
     vault = access.get_vault(request.user, name, "view")
     item = item_of(vault, vm_name)
-    context = item_context(request, vault, item)
-    status = HTMX_STOP_POLLING if request.htmx and not context["active_jobs"] else 200
-    return render_page(request, "vaults/item_detail.html", context, partial="live", status=status)
+    context = item_context(request, vault, item, with_rps=not request.htmx)
+    if not request.htmx:
+        return render_page(request, "vaults/item_detail.html", context)
+    finished = not context["active_jobs"]
+    response = render_page(
+        request,
+        "vaults/item_detail.html",
+        context,
+        partial="poll",
+        status=HTMX_STOP_POLLING if finished else 200,
+    )
+    if finished:
+        response["HX-Trigger"] = "rps-changed"
+    return response
 
 
 @login_required
@@ -132,7 +147,7 @@ def item_backup_now(request: PageRequest, name: str, vm_name: str) -> HttpRespon
     vault = access.get_vault(request.user, name, "backup_now")
     item = item_of(vault, vm_name)
     data = request.POST if request.method == "POST" else None
-    form = BackupNowForm(data, initial={"retain_until": _default_retain_until()})
+    form = BackupNowForm(data, initial={"retain_until": _default_retain_until(item)})
     if request.method == "POST" and form.is_valid():
         try:
             job = backup_now(
@@ -145,13 +160,13 @@ def item_backup_now(request: PageRequest, name: str, vm_name: str) -> HttpRespon
             apply_errors(form, exc)
         else:
             if request.htmx:
-                context = item_context(request, vault, item, started=job)
-                return render_page(request, "vaults/item_detail.html", context, partial="live")
+                context = item_context(request, vault, item, with_rps=False, started=job)
+                return render_page(request, "vaults/item_detail.html", context, partial="poll")
             messages.success(request, f"Backup of {item.vm.name} started (job {job.pk}).")
             return redirect("job-detail", vault.name, job.pk)
     if request.htmx:  # htmx swaps 200s only: the errors come back inside the live section
-        context = item_context(request, vault, item, backup_form=form)
-        return render_page(request, "vaults/item_detail.html", context, partial="live")
+        context = item_context(request, vault, item, with_rps=False, backup_form=form)
+        return render_page(request, "vaults/item_detail.html", context, partial="poll")
     context = vault_context(request, vault, "items", item=item, form=form)
     status = 400 if request.method == "POST" else 200
     return render(request, "vaults/backup_now.html", context, status=status)

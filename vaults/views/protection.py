@@ -70,7 +70,7 @@ def _item_refused(
     """A refused lifecycle POST: the item page with the message next to the form (htmx gets
     the protection card back with 200, since htmx swaps only 200s)."""
     apply_errors(form, exc)
-    context = item_context(request, vault, item, **{form_name: form})
+    context = item_context(request, vault, item, with_rps=not request.htmx, **{form_name: form})
     status = 200 if request.htmx else 400
     return render_page(
         request, "vaults/item_detail.html", context, partial="protection", status=status

@@ -36,7 +36,11 @@ def rp_restore(request: PageRequest, name: str, vm_name: str, rp_id: UUID) -> Ht
     rp = rp_of(vault, vm_name, rp_id)
     hosts = list(vault.linked_hosts.order_by("name"))
     selective = bool(rp.excluded_luns)
-    initial = {"host": hosts[0].pk} if len(hosts) == 1 else {}
+    initial: dict[str, Any] = {"host": hosts[0].pk} if len(hosts) == 1 else {}
+    # The target directory starts at the first allowed root of the (first) host.
+    first_roots = hosts[0].allowed_roots if hosts else []
+    if first_roots:
+        initial["path"] = first_roots[0]
     data = request.POST if request.method == "POST" else None
     form = RestoreForm(data, rp=rp, hosts=hosts, selective=selective, initial=initial)
     if request.method == "POST" and form.is_valid():
@@ -56,6 +60,7 @@ def rp_restore(request: PageRequest, name: str, vm_name: str, rp_id: UUID) -> Ht
         form=form,
         selective=selective,
         hosts=hosts,
+        roots=[(h.name, root) for h in hosts for root in h.allowed_roots],
         disks=[{**d, "label": lun_label(d["lun"])} for d in rp.disks],
     )
     status = 400 if request.method == "POST" else 200

@@ -10,6 +10,8 @@ from django.db.models import Count, Exists, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.template.context import Context
 
+from portal.reports.table import BYTES, COUNT, DATE, MOMENT, PERCENT, RATIO, SECONDS, Column, raw
+from portal.units import iec as iec_text
 from security.models import Alert, AlertStatus
 from vaults import access
 from vaults.models import GuardApprover, VaultMembership
@@ -79,6 +81,45 @@ def ratio(value: float | None) -> str:
     if value is None:
         return "—"
     return f"{value:.2f}×"
+
+
+@register.filter
+def iec(value: int | float | None) -> str:
+    """Bytes in IEC units: 18874368 → "18.0 MiB" (the one unit system of every page)."""
+    return iec_text(value)
+
+
+@register.filter
+def cell(value: Any, column: Column) -> str:
+    """A report cell as people read it, by its column's kind (CSV keeps the raw value)."""
+    if value is None or value == "":
+        return "—"
+    kind = column.kind
+    if kind == BYTES:
+        return iec_text(value)
+    if kind == RATIO:
+        return ratio(value)
+    if kind == PERCENT:
+        return f"{value:.1f} %"
+    if kind == SECONDS:
+        return seconds(value)
+    if kind == MOMENT:
+        return f"{value:%Y-%m-%d %H:%M}"
+    if kind in (DATE, COUNT):
+        return raw(value)
+    return str(value)
+
+
+@register.filter
+def get_item(mapping: dict[str, Any], key: str) -> Any:
+    """`filters|get_item:name` → the value under a key that is itself a variable."""
+    return mapping.get(key)
+
+
+@register.filter
+def raw_value(value: Any) -> str:
+    """A report cell's raw value, as the CSV export writes it (`data-value` beside the text)."""
+    return raw(value)
 
 
 @register.filter

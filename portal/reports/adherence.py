@@ -1,0 +1,137 @@
+"""The policy adherence report: items whose last successful backup is older than their
+schedule demands (`policies.schedule` knows the slots).
+
+An item on a schedule adheres at a moment when it has a recovery point from its latest slot
+that is at least `GRACE` old, or was protected after that slot (nothing was owed yet).
+Stopped items owe nothing and are left out.
+"""
+
+from bisect import bisect_right
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.urls import reverse
+from django.utils import timezone
+
+from policies import schedule
+from portal.reports.charts import Chart, Series
+from portal.reports.items import items_in, last_success
+from portal.reports.period import Period
+from portal.reports.table import MOMENT, SECONDS, TEXT, Column, Table
+from vaults.models import ItemState, ProtectedVM, RecoveryPoint
+
+# How long a backup may take after its slot before the slot counts as missed.
+GRACE = timedelta(hours=2)
+SCHEDULED = [ItemState.PROTECTED, ItemState.PROTECTION_ERROR, ItemState.INITIAL_BACKUP_PENDING]
+FREQUENCY = {"daily": "Daily", "weekly": "Weekly", "hourly": "Hourly"}
+
+COLUMNS = [
+    Column("vault", "Vault", TEXT),
+    Column("vm", "VM", TEXT, link="url"),
+    Column("policy", "Policy", TEXT),
+    Column("frequency", "Schedule", TEXT),
+    Column("last_success_at", "Last successful backup", MOMENT),
+    Column("owed_since", "Backup owed since", MOMENT),
+    Column("behind_seconds", "Behind by (s)", SECONDS),
+    Column("adherent", "Adheres to its policy", TEXT),
+]
+
+
+def owed_slot(rep: dict[str, Any], at: datetime) -> datetime:
+    """The slot whose backup an item must have at `at`: the latest one at least GRACE ago."""
+    return schedule.previous_run(rep, at - GRACE)
+
+
+def adheres(rep: dict[str, Any], created: datetime, success: datetime | None, at: datetime) -> bool:
+    slot = owed_slot(rep, at)
+    return created > slot or (success is not None and success >= slot)
+
+
+def _items(user: User, period: Period) -> list[ProtectedVM]:
+    return list(
+        items_in(user, period)
+        .filter(state__in=SCHEDULED)
+        .select_related("vault", "vm", "policy")
+        .annotate(last_success_at=last_success())
+        .order_by("vault__name", "vm__name")
+    )
+
+
+def _as_of(period: Period) -> datetime:
+    return min(timezone.now(), period.end_at)
+
+
+def adherence_table(user: User, period: Period) -> Table:
+    """Each scheduled item as of the period's end (or now, if sooner)."""
+    at = _as_of(period)
+    rows = []
+    reps: dict[int, dict[str, Any]] = {}
+    for item in _items(user, period):
+        rep = reps.setdefault(item.policy_id, item.policy.representation())
+        slot = owed_slot(rep, at)
+        success = item.last_success_at
+        if success is not None and success > at:
+            success = None  # the period is in the past: judge by what existed then
+        ok = adheres(rep, item.created_at, success, at)
+        rows.append(
+            {
+                "vault": item.vault.name,
+                "vm": item.vm.name,
+                "url": reverse("item-detail", args=[item.vault.name, item.vm.name]),
+                "policy": item.policy.name,
+                "frequency": FREQUENCY.get(rep["schedule"]["frequency"], ""),
+                "last_success_at": success,
+                "owed_since": None if ok else slot,
+                "behind_seconds": None if ok else round((at - slot).total_seconds()),
+                "adherent": "Yes" if ok else "No",
+            }
+        )
+    return Table(list(COLUMNS), rows)
+
+
+def adherence_chart(user: User, period: Period) -> Chart:
+    """Per day: items adhering and items behind at the day's end (today: now)."""
+    items = _items(user, period)
+    now = timezone.now()
+    # Days still to come have no end to judge at.
+    days = [d for d in period.days if Period(d, d).start_at <= now]
+    ends = [min(now, Period(d, d).end_at) for d in days]
+    times: dict[int, list[datetime]] = defaultdict(list)
+    # Successes from a week before the period on: the longest schedule period (weekly).
+    earliest = period.start_at - timedelta(days=8)
+    rps = RecoveryPoint.objects.filter(
+        protected_item__in=[i.pk for i in items], time__gte=earliest, time__lt=period.end_at
+    ).values_list("protected_item_id", "time")
+    for item_id, time in rps:
+        times[item_id].append(time)
+    for t in times.values():
+        t.sort()
+    reps = {i.policy_id: i.policy.representation() for i in items}
+    good: list[float | None] = []
+    behind: list[float | None] = []
+    for end in ends:
+        ok = late = 0
+        for item in items:
+            if item.created_at > end:
+                continue
+            mine = times.get(item.pk, [])
+            k = bisect_right(mine, end)
+            success = mine[k - 1] if k else None
+            if adheres(reps[item.policy_id], item.created_at, success, end):
+                ok += 1
+            else:
+                late += 1
+        good.append(ok)
+        behind.append(late)
+    return Chart(
+        id="adherence-days",
+        title="Items adhering to their policy at the end of each day",
+        kind="bars",
+        labels=[d.isoformat() for d in days],
+        series=[
+            Series("adherent", "Adhering", good, "good"),
+            Series("behind", "Behind", behind, "bad"),
+        ],
+    )

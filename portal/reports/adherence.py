@@ -75,6 +75,9 @@ def adherence_table(user: User, period: Period) -> Table:
         if success is not None and success > at:
             success = None  # the period is in the past: judge by what existed then
         ok = adheres(rep, item.created_at, success, at)
+        # Owed since the first slot after its last success (or its protection) that has no
+        # backup; the owed slot at the latest.
+        missed = min(schedule.next_run(rep, max(success or item.created_at, item.created_at)), slot)
         rows.append(
             {
                 "vault": item.vault.name,
@@ -83,8 +86,8 @@ def adherence_table(user: User, period: Period) -> Table:
                 "policy": item.policy.name,
                 "frequency": FREQUENCY.get(rep["schedule"]["frequency"], ""),
                 "last_success_at": success,
-                "owed_since": None if ok else slot,
-                "behind_seconds": None if ok else round((at - slot).total_seconds()),
+                "owed_since": None if ok else missed,
+                "behind_seconds": None if ok else round((at - missed).total_seconds()),
                 "adherent": "Yes" if ok else "No",
             }
         )

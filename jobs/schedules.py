@@ -26,5 +26,5 @@ PERIODIC = [
     Periodic("lifeboat-security", "jobs.tasks.security_checks", minutes=60),
     # Today's usage row per vault and item (rewritten each run, so the day's last run stands):
     # the history behind the overview's storage trend and the usage report.
-    Periodic("lifeboat-usage", "jobs.tasks.record_usage", minutes=60),
+    Periodic("lifeboat-usage", "jobs.tasks.record_usage", minutes=15),
 ]

@@ -104,4 +104,3 @@ def record_day(now: datetime | None = None) -> dict[str, int]:
         record_vault(vault, now)
     items = ProtectedVM.objects.live().filter(vault__in=vaults).count()
     return {"vaults": len(vaults), "items": items}
-

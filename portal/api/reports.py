@@ -1,15 +1,15 @@
 """The reports in the API: `GET /api/v1/reports/<report>/?from=&to=` as JSON, or CSV with
 `?format=csv` (the same rows as the report pages, from `portal.reports.catalog`)."""
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import renderers, serializers
-from rest_framework.request import Request
 from rest_framework.response import Response
 
-from portal.api.base import ApiView
+from portal.api.base import ApiRequest, ApiView
 from portal.reports.catalog import REPORTS, Report, build
 from portal.reports.period import parse_period
 from portal.reports.table import (
@@ -36,7 +36,7 @@ class CSVRenderer(renderers.BaseRenderer):
         self,
         data: Any,
         accepted_media_type: str | None = None,
-        renderer_context: dict[str, Any] | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
     ) -> bytes:
         if isinstance(data, str):
             return data.encode()
@@ -94,7 +94,7 @@ class ReportView(ApiView):
     report: Report
     columns: list[Column]
 
-    def get(self, request: Request) -> Response | HttpResponse:
+    def get(self, request: ApiRequest) -> Response | HttpResponse:
         period = parse_period(request.query_params)
         built = build(self.report, request.user, period, request.query_params)
         if request.accepted_renderer.format == "csv":
@@ -121,7 +121,8 @@ def report_view(slug: str, columns: list[Column]) -> Any:
         )
         for f in report.filters
     ]
-    def get(self: ReportView, request: Request) -> Response | HttpResponse:
+
+    def get(self: ReportView, request: ApiRequest) -> Response | HttpResponse:
         return ReportView.get(self, request)
 
     schema = extend_schema(
@@ -133,9 +134,17 @@ def report_view(slug: str, columns: list[Column]) -> Any:
     )
     # A class per report, so each has its own schema (decorating the shared `get` would
     # give every report the last one's).
-    view = type(
-        f"{_envelope(report, columns).__name__}View",
-        (ReportView,),
-        {"report": report, "columns": columns, "__doc__": report.description, "get": schema(get)},
+    view = cast(
+        type[ReportView],
+        type(
+            f"{_envelope(report, columns).__name__}View",
+            (ReportView,),
+            {
+                "report": report,
+                "columns": columns,
+                "__doc__": report.description,
+                "get": schema(get),
+            },
+        ),
     )
     return view.as_view()

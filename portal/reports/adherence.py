@@ -20,7 +20,7 @@ from portal.reports.charts import Chart, Series
 from portal.reports.items import items_in, last_success
 from portal.reports.period import Period
 from portal.reports.table import MOMENT, SECONDS, TEXT, Column, Table
-from vaults.models import ItemState, ProtectedVM, RecoveryPoint
+from vaults.models import ItemState, RecoveryPoint
 
 # How long a backup may take after its slot before the slot counts as missed.
 GRACE = timedelta(hours=2)
@@ -49,7 +49,8 @@ def adheres(rep: dict[str, Any], created: datetime, success: datetime | None, at
     return created > slot or (success is not None and success >= slot)
 
 
-def _items(user: User, period: Period) -> list[ProtectedVM]:
+def _items(user: User, period: Period) -> list[Any]:
+    """Scheduled items (`ProtectedVM`s annotated with `last_success_at`)."""
     return list(
         items_in(user, period)
         .filter(state__in=SCHEDULED)

@@ -81,9 +81,7 @@ def _jobs(user: User, period: Period, f: dict[str, Any]) -> Built:
 
 
 def _adherence(user: User, period: Period, f: dict[str, Any]) -> Built:
-    return Built(
-        adherence.adherence_table(user, period), [adherence.adherence_chart(user, period)]
-    )
+    return Built(adherence.adherence_table(user, period), [adherence.adherence_chart(user, period)])
 
 
 REPORTS: dict[str, Report] = {

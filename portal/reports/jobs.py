@@ -136,4 +136,3 @@ def data_chart(table: Table, chart_id: str) -> Chart:
 
 def _day_label(day: date) -> str:
     return day.isoformat()
-

@@ -47,7 +47,10 @@ class Table:
     def cells(self) -> list[list[tuple[Column, Any, str]]]:
         """Each row as (column, raw value, link) triples, in column order (for templates)."""
         return [
-            [(c, row.get(c.key), str(row.get(c.link) or "") if c.link else "") for c in self.columns]
+            [
+                (c, row.get(c.key), str(row.get(c.link) or "") if c.link else "")
+                for c in self.columns
+            ]
             for row in self.rows
         ]
 

@@ -13,8 +13,8 @@ from django.contrib.auth.models import User
 
 from portal.reports.charts import BYTES, Chart, Series, linear_trend
 from portal.reports.period import Period
-from portal.reports.table import COUNT, DATE, RATIO, TEXT, Column, Table
 from portal.reports.table import BYTES as BYTES_COLUMN
+from portal.reports.table import COUNT, DATE, RATIO, TEXT, Column, Table
 from vaults import access
 from vaults.models import ItemState, ItemUsage, Vault, VaultUsage
 

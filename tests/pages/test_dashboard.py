@@ -73,7 +73,9 @@ def test_guard_approver_sees_pending_approvals_others_do_not(login, approver, ow
     )
     html = login(approver).get(reverse("dashboard")).content.decode()
     assert "Stop protection of web-01" in html
-    assert "Stop protection of web-01" not in login(owner).get(reverse("dashboard")).content.decode()
+    assert (
+        "Stop protection of web-01" not in login(owner).get(reverse("dashboard")).content.decode()
+    )
 
 
 def test_active_alerts_are_listed(login, reader, vault):
@@ -96,8 +98,9 @@ def test_storage_full_by_from_two_days_of_growth(login, reader, vault):
 
     today = timezone.localdate()
     common = {"vault": vault, "recorded_at": timezone.now(), "capacity_bytes": 10 << 30}
-    VaultUsage.objects.create(day=today - timedelta(days=1), vault_stored_bytes=1 << 30,
-                              free_bytes=5 << 30, **common)
+    VaultUsage.objects.create(
+        day=today - timedelta(days=1), vault_stored_bytes=1 << 30, free_bytes=5 << 30, **common
+    )
     VaultUsage.objects.create(day=today, vault_stored_bytes=2 << 30, free_bytes=4 << 30, **common)
     (trend,) = login(reader).get(reverse("dashboard")).context["o"].storage
     assert trend.growth_per_day == pytest.approx(1 << 30)

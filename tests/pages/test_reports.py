@@ -31,7 +31,10 @@ def _table_cells(html: str) -> tuple[list[str], list[list[str]]]:
     head = re.findall(r'<th scope="col" data-key="[^"]*"[^>]*>([^<]*)</th>', table)
     body = table.split("<tbody>", 1)[1]
     rows = [
-        [v.replace("&#x27;", "'").replace("&amp;", "&") for v in re.findall(r'<td data-value="([^"]*)"', tr)]
+        [
+            v.replace("&#x27;", "'").replace("&amp;", "&")
+            for v in re.findall(r'<td data-value="([^"]*)"', tr)
+        ]
         for tr in body.split("</tr>")
         if "data-value" in tr
     ]
@@ -74,9 +77,7 @@ def test_jobs_report_counts_per_day_and_success_rate(login, reader, vault, item)
 
 def test_backup_items_filtered_by_health(login, reader, vault, host):
     f.make_protected_item(vault, f.make_vm(host, name="ok-01"))
-    f.make_protected_item(
-        vault, f.make_vm(host, name="bad-01"), state=ItemState.PROTECTION_ERROR
-    )
+    f.make_protected_item(vault, f.make_vm(host, name="bad-01"), state=ItemState.PROTECTION_ERROR)
     rows = login(reader).get(_url("backup-items", health="failed")).context["built"].table.rows
     assert [r["vm"] for r in rows] == ["bad-01"]
 
@@ -108,8 +109,13 @@ def test_usage_report_by_vm(login, reader, vault, item, rp):
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [({"from": "2025-02-30"}, "from"), ({"to": "yesterday"}, "to"), ({"by": "host"}, "by"),
-     ({"from": "2025-03-01", "to": "2025-01-01"}, "from"), ({"from": "2020-01-01", "to": "2025-01-01"}, "to")],
+    [
+        ({"from": "2025-02-30"}, "from"),
+        ({"to": "yesterday"}, "to"),
+        ({"by": "host"}, "by"),
+        ({"from": "2025-03-01", "to": "2025-01-01"}, "from"),
+        ({"from": "2020-01-01", "to": "2025-01-01"}, "to"),
+    ],
 )
 def test_bad_filters_are_named(login, reader, vault, query, field):
     response = login(reader).get(_url("usage", **query))
@@ -129,9 +135,7 @@ def test_outsider_sees_no_rows_of_other_vaults(login, outsider, vault, item, rp,
     assert response.status_code == 200
     table = response.context["built"].table
     assert all(not r.get("vault") for r in table.rows)
-    assert all(
-        not r.get(k) for r in table.rows for k in ("completed", "failed", "recovery_points")
-    )
+    assert all(not r.get(k) for r in table.rows for k in ("completed", "failed", "recovery_points"))
 
 
 @pytest.mark.parametrize("slug", SLUGS)

@@ -51,6 +51,8 @@ class Line:
     tone: str
     dashed: bool
     label: str
+    # Each value as a dot too, so a single recorded day is visible: (x, y, title).
+    dots: tuple[tuple[float, float, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class Chart:
             tops = [sum(s.values[i] or 0 for s in self.series) for i in range(len(self.labels))]
         else:
             tops = [v or 0 for s in self.series for v in s.values]
-        return nice_ceiling(max(tops, default=0))
+        return 4 * nice_step(max(tops, default=0) / 4, self.unit)
 
     def _draw(self) -> None:
         n = len(self.labels)
@@ -148,25 +150,39 @@ class Chart:
                     base += v
             return
         for s in self.series:
-            points = [
-                f"{LEFT + slot * (i + 0.5):.2f},{y(v):.2f}"
+            at = [
+                (
+                    round(LEFT + slot * (i + 0.5), 2),
+                    y(v),
+                    f"{self.labels[i]}: {s.label} {self.fmt(v)}",
+                )
                 for i, v in enumerate(s.values)
                 if v is not None
             ]
-            if points:
-                self.lines.append(Line(" ".join(points), s.tone, s.dashed, s.label))
+            if at:
+                points = " ".join(f"{x},{yy}" for x, yy, _ in at)
+                dots = () if s.dashed else tuple(at)
+                self.lines.append(Line(points, s.tone, s.dashed, s.label, dots))
 
 
-def nice_ceiling(value: float) -> float:
-    """The smallest of 1, 2, 2.5, 5 × 10^k (or binary steps for bytes) at or above `value`;
-    1 for nothing, so an empty chart still has an axis."""
-    if value <= 0:
-        return 1.0
-    exp = 10 ** math.floor(math.log10(value))
-    for m in (1, 2, 2.5, 5, 10):
-        if m * exp >= value:
-            return float(m * exp)
-    return float(10 * exp)  # pragma: no cover - the loop ends at 10 × exp
+def nice_step(value: float, unit: str = COUNT) -> float:
+    """The smallest readable axis step at or above `value`: 1, 2 or 5 × 10^k for counts
+    (whole numbers, at least 1); 1, 2 or 5 × 10^k of a binary unit (KiB, MiB, …) for bytes,
+    so the ticks read "20 MiB", "40 MiB"."""
+    if unit == BYTES:
+        base = 1.0
+        while value > base * 1000 and base < 1024.0**6:
+            base *= 1024
+        scaled = value / base
+    else:
+        base, scaled = 1.0, max(value, 1.0)
+    if scaled <= 0:
+        return base
+    exp = 10 ** math.floor(math.log10(scaled))
+    for m in (1, 2, 5, 10):
+        if m * exp >= scaled:
+            return float(m * exp * base)
+    return float(10 * exp * base)  # pragma: no cover - the loop ends at 10 × exp
 
 
 def linear_trend(xs: list[float], ys: list[float]) -> tuple[float, float] | None:

@@ -3,7 +3,7 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -12,19 +12,31 @@ from django.views.decorators.http import require_POST
 from jobs.models import Status
 from portal.forms import TokenForm
 from portal.models import ApiToken
-from portal.pages import PageRequest, annotate_vault_counts, done
+from portal.pages import PageRequest, annotate_vault_counts, count_of, done, live_items
 from portal.reports.items import HEALTH_TONES
 from portal.reports.overview import overview
 from portal.tokens import issue_token, revoke_token
 from vaults import access
-from vaults.models import Health, Vault
+from vaults.models import Health, Vault, health_filter
+
+# The healths the overview's vault table counts per vault, each linking to the filtered list.
+NEEDS_ATTENTION = [Health.FAILED, Health.WARNING]
 
 
 @login_required
 def dashboard(request: PageRequest) -> HttpResponse:
     """The overview: what needs attention across the vaults the user sees."""
     data = overview(request.user)
-    vaults = list(annotate_vault_counts(access.visible(Vault.objects.all(), request.user)))
+    vaults = list(
+        annotate_vault_counts(access.visible(Vault.objects.all(), request.user)).annotate(
+            **{
+                f"{h}_count": count_of(
+                    live_items().filter(health_filter(h), vault=OuterRef("pk")), "vault"
+                )
+                for h in NEEDS_ATTENTION
+            }
+        )
+    )
     context = {
         "o": data,
         "vaults": vaults,

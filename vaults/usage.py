@@ -60,39 +60,58 @@ def record_vault(vault: Vault, now: datetime) -> VaultUsage:
     vault_tier = storage.vault_tier
     items = list(vault.protected_items.live().select_related("vm"))
     figures = _item_figures(vault)
-    with transaction.atomic():
-        row, _ = VaultUsage.objects.update_or_create(
-            vault=vault,
-            day=day,
-            defaults={
-                "logical_bytes": storage.logical_bytes,
-                "stored_bytes": storage.stored_bytes,
-                "vault_stored_bytes": vault_tier.stored_bytes,
-                "referenced_bytes": vault_tier.referenced_bytes,
-                "unique_bytes": vault_tier.unique_bytes,
-                "stats_known": vault.store_is_local,
-                "free_bytes": space.free if space else None,
-                "capacity_bytes": space.capacity if space else None,
-                "recovery_points": sum(f[0] for f in figures.values()),
-                "protected_items": len(items),
-                "recorded_at": now,
-            },
-        )
-        for item in items:
-            count, logical, stored = figures.get(item.pk, (0, 0, 0))
-            ItemUsage.objects.update_or_create(
+    # Upserts on the one-row-per-day constraints: two workers running the schedule's message
+    # at once both write, and the later figures stand (no duplicate, no IntegrityError).
+    vault_fields = {
+        "logical_bytes": storage.logical_bytes,
+        "stored_bytes": storage.stored_bytes,
+        "vault_stored_bytes": vault_tier.stored_bytes,
+        "referenced_bytes": vault_tier.referenced_bytes,
+        "unique_bytes": vault_tier.unique_bytes,
+        "stats_known": vault.store_is_local,
+        "free_bytes": space.free if space else None,
+        "capacity_bytes": space.capacity if space else None,
+        "recovery_points": sum(f[0] for f in figures.values()),
+        "protected_items": len(items),
+        "recorded_at": now,
+    }
+    item_rows = []
+    for item in items:
+        count, logical, stored = figures.get(item.pk, (0, 0, 0))
+        item_rows.append(
+            ItemUsage(
+                vault=vault,
                 protected_item=item,
                 day=day,
-                defaults={
-                    "vault": vault,
-                    "vm_name": item.vm.name,
-                    "state": item.state,
-                    "logical_bytes": logical,
-                    "stored_bytes": stored,
-                    "recovery_points": count,
-                    "recorded_at": now,
-                },
+                vm_name=item.vm.name,
+                state=item.state,
+                logical_bytes=logical,
+                stored_bytes=stored,
+                recovery_points=count,
+                recorded_at=now,
             )
+        )
+    with transaction.atomic():
+        VaultUsage.objects.bulk_create(
+            [VaultUsage(vault=vault, day=day, **vault_fields)],
+            update_conflicts=True,
+            unique_fields=["vault", "day"],
+            update_fields=list(vault_fields),
+        )
+        ItemUsage.objects.bulk_create(
+            item_rows,
+            update_conflicts=True,
+            unique_fields=["protected_item", "day"],
+            update_fields=[
+                "vm_name",
+                "state",
+                "logical_bytes",
+                "stored_bytes",
+                "recovery_points",
+                "recorded_at",
+            ],
+        )
+    row = VaultUsage.objects.get(vault=vault, day=day)
     return row
 
 

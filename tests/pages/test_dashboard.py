@@ -33,6 +33,15 @@ def test_reader_sees_health_jobs_and_failures(login, reader, vault, item, rp, jo
     assert reverse("report-detail", args=["backup-items"]) + "?health=failed" in html
 
 
+def test_vault_rows_count_failed_and_warning_items_with_links(login, reader, vault, host):
+    f.make_protected_item(vault, f.make_vm(host), state=ItemState.PROTECTION_ERROR)
+    f.make_protected_item(vault, f.make_vm(host), last_backup_status="completed_with_warnings")
+    response = login(reader).get(reverse("dashboard"))
+    (row,) = response.context["vaults"]
+    assert (row.failed_count, row.warning_count, row.item_count) == (1, 1, 2)
+    assert reverse("item-list", args=["prod"]) + "?health=failed" in response.content.decode()
+
+
 def test_health_counts_each_state(login, reader, vault, host):
     states = [
         (ItemState.PROTECTED, ""),

@@ -44,8 +44,9 @@ def owed_slot(rep: dict[str, Any], at: datetime) -> datetime:
     return schedule.previous_run(rep, at - GRACE)
 
 
-def adheres(rep: dict[str, Any], created: datetime, success: datetime | None, at: datetime) -> bool:
-    slot = owed_slot(rep, at)
+def adheres(created: datetime, success: datetime | None, slot: datetime) -> bool:
+    """Whether an item protected at `created`, last backed up at `success`, has the backup of
+    its owed `slot` (or was protected after it)."""
     return created > slot or (success is not None and success >= slot)
 
 
@@ -75,7 +76,7 @@ def adherence_table(user: User, period: Period) -> Table:
         success = item.last_success_at
         if success is not None and success > at:
             success = None  # the period is in the past: judge by what existed then
-        ok = adheres(rep, item.created_at, success, at)
+        ok = adheres(item.created_at, success, slot)
         # Owed since the first slot after its last success (or its protection) that has no
         # backup; the owed slot at the latest.
         missed = min(schedule.next_run(rep, max(success or item.created_at, item.created_at)), slot)
@@ -116,6 +117,8 @@ def adherence_chart(user: User, period: Period) -> Chart:
     good: list[float | None] = []
     behind: list[float | None] = []
     for end in ends:
+        # The owed slot depends on the policy alone: once per policy and day, not per item.
+        slots = {pk: owed_slot(rep, end) for pk, rep in reps.items()}
         ok = late = 0
         for item in items:
             if item.created_at > end:
@@ -123,7 +126,7 @@ def adherence_chart(user: User, period: Period) -> Chart:
             mine = times.get(item.pk, [])
             k = bisect_right(mine, end)
             success = mine[k - 1] if k else None
-            if adheres(reps[item.policy_id], item.created_at, success, end):
+            if adheres(item.created_at, success, slots[item.policy_id]):
                 ok += 1
             else:
                 late += 1

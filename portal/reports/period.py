@@ -10,6 +10,9 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date
 
 DEFAULT_DAYS = 30
+# Days whose bounds every database and `datetime` can hold (year 9999's last day has no next).
+FIRST_YEAR = 1970
+LAST_YEAR = 9998
 # A year and a day: enough for a yearly comparison, small enough that a per-day table of
 # every item stays a page, not a dump.
 MAX_DAYS = 366
@@ -52,6 +55,8 @@ def _day(params: Mapping[str, Any], name: str) -> date | None:
         day = None
     if day is None:
         raise ValidationError({name: [f"Give a date as YYYY-MM-DD, not {value[:40]!r}."]})
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+        raise ValidationError({name: [f"Give a year from {FIRST_YEAR} to {LAST_YEAR}."]})
     return day
 
 

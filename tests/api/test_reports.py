@@ -63,6 +63,8 @@ def test_jobs_report_in_json(api, reader, vault, item):
         ({"to": "2025-13-01"}, "to"),
         ({"from": "2025-05-02", "to": "2025-05-01"}, "from"),
         ({"operation": "backup,teleport"}, "operation"),
+        ({"to": "9999-12-31"}, "to"),
+        ({"from": "0001-01-01"}, "from"),
     ],
 )
 def test_bad_input_is_a_400_naming_the_field(api, reader, query, field):

@@ -70,16 +70,19 @@ def adherence_table(user: User, period: Period) -> Table:
     at = _as_of(period)
     rows = []
     reps: dict[int, dict[str, Any]] = {}
+    slots: dict[int, datetime] = {}
     for item in _items(user, period):
         rep = reps.setdefault(item.policy_id, item.policy.representation())
-        slot = owed_slot(rep, at)
+        if item.policy_id not in slots:
+            slots[item.policy_id] = owed_slot(rep, at)
+        slot = slots[item.policy_id]
         success = item.last_success_at
         if success is not None and success > at:
             success = None  # the period is in the past: judge by what existed then
         ok = adheres(item.created_at, success, slot)
         # Owed since the first slot after its last success (or its protection) that has no
         # backup; the owed slot at the latest.
-        missed = min(schedule.next_run(rep, max(success or item.created_at, item.created_at)), slot)
+        missed = None if ok else min(schedule.next_run(rep, success or item.created_at), slot)
         rows.append(
             {
                 "vault": item.vault.name,
@@ -89,7 +92,7 @@ def adherence_table(user: User, period: Period) -> Table:
                 "frequency": FREQUENCY.get(rep["schedule"]["frequency"], ""),
                 "last_success_at": success,
                 "owed_since": None if ok else missed,
-                "behind_seconds": None if ok else round((at - missed).total_seconds()),
+                "behind_seconds": round((at - missed).total_seconds()) if missed else None,
                 "adherent": "Yes" if ok else "No",
             }
         )

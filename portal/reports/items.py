@@ -1,15 +1,15 @@
 """The backup items report: every live protected item the user sees, its health, its last
 (successful) backup, and its backups within the period; also the overview's health counts."""
 
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db.models import Count, DateTimeField, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, DateTimeField, Max, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 
 from jobs.models import Job, Operation, Status
-from portal.pages import count_of
 from portal.reports.charts import Chart, Series
 from portal.reports.period import Period
 from portal.reports.table import BYTES, COUNT, MOMENT, TEXT, Column, Table
@@ -71,38 +71,55 @@ def items_in(user: User, period: Period) -> QuerySet[ProtectedVM]:
     return access.visible(ProtectedVM.objects.live(), user).filter(created_at__lt=period.end_at)
 
 
-def items_table(user: User, period: Period, health: str | None = None) -> Table:
-    backups = Job.objects.filter(
-        protected_item=OuterRef("pk"),
-        operation=Operation.BACKUP,
-        created_at__gte=period.start_at,
-        created_at__lt=period.end_at,
-    )
-    live = RecoveryPoint.objects.live().filter(protected_item=OuterRef("pk"))
-    newest_live = live.order_by("-time", "-pk")
-    items = (
-        items_in(user, period)
-        .select_related("vault", "vm", "vm__host", "policy")
-        .annotate(
-            rp_count=count_of(live, "protected_item"),
-            last_success_at=last_success(),
-            latest_size=Coalesce(Subquery(newest_live.values("size_bytes")[:1]), 0),
-            succeeded=count_of(
-                backups.filter(
-                    Q(status=Status.COMPLETED) | Q(status=Status.COMPLETED_WITH_WARNINGS)
-                ),
-                "protected_item",
-            ),
-            failed=count_of(backups.filter(status=Status.FAILED), "protected_item"),
+def _backup_counts(items: QuerySet[ProtectedVM], period: Period) -> dict[int, tuple[int, int]]:
+    """item id → (backups succeeded, failed) in the period, in one grouped query (a count per
+    item as a correlated subquery scans every item's jobs once per item)."""
+    ok = Q(status=Status.COMPLETED) | Q(status=Status.COMPLETED_WITH_WARNINGS)
+    rows = (
+        Job.objects.filter(
+            protected_item__in=items.values("pk"),
+            operation=Operation.BACKUP,
+            created_at__gte=period.start_at,
+            created_at__lt=period.end_at,
         )
+        .order_by()
+        .values("protected_item")
+        .annotate(ok=Count("pk", filter=ok), failed=Count("pk", filter=Q(status=Status.FAILED)))
+    )
+    return {r["protected_item"]: (r["ok"], r["failed"]) for r in rows}
+
+
+def _rp_figures(items: QuerySet[ProtectedVM]) -> dict[int, tuple[int, datetime | None]]:
+    """item id → (live recovery points, time of the newest one ever), in one grouped query."""
+    rows = (
+        RecoveryPoint.objects.filter(protected_item__in=items.values("pk"))
+        .order_by()
+        .values("protected_item")
+        .annotate(live=Count("pk", filter=Q(soft_deleted_at=None)), newest=Max("time"))
+    )
+    return {r["protected_item"]: (r["live"], r["newest"]) for r in rows}
+
+
+def items_table(user: User, period: Period, health: str | None = None) -> Table:
+    chosen = items_in(user, period)
+    if health:
+        chosen = chosen.filter(health_filter(health))
+    newest_live = (
+        RecoveryPoint.objects.live().filter(protected_item=OuterRef("pk")).order_by("-time", "-pk")
+    )
+    items = (
+        chosen.select_related("vault", "vm", "vm__host", "policy")
+        .annotate(latest_size=Coalesce(Subquery(newest_live.values("size_bytes")[:1]), 0))
         .order_by("vault__name", "vm__name")
     )
-    if health:
-        items = items.filter(health_filter(health))
+    backups = _backup_counts(chosen, period)
+    rps = _rp_figures(chosen)
     statuses = dict(Status.choices)
     rows: list[dict[str, Any]] = []
     for item in items:
         h = health_of(item.state, item.last_backup_status)
+        succeeded, failed = backups.get(item.pk, (0, 0))
+        live, newest = rps.get(item.pk, (0, None))
         rows.append(
             {
                 "vault": item.vault.name,
@@ -115,11 +132,11 @@ def items_table(user: User, period: Period, health: str | None = None) -> Table:
                 "last_backup_status": statuses.get(item.last_backup_status, "")
                 if item.last_backup_status
                 else "",
-                "last_success_at": item.last_success_at,
-                "recovery_points": item.rp_count,
+                "last_success_at": newest,
+                "recovery_points": live,
                 "latest_size": item.latest_size,
-                "backups_succeeded": item.succeeded,
-                "backups_failed": item.failed,
+                "backups_succeeded": succeeded,
+                "backups_failed": failed,
             }
         )
     return Table(list(COLUMNS), rows)

@@ -8,6 +8,7 @@ guess.
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 from django.contrib.auth.models import User
 
@@ -32,14 +33,20 @@ VAULT_COLUMNS = [
     Column("dedup_ratio", "Dedup ratio", RATIO),
     Column("free_bytes", "Free space of the vault store (bytes)", BYTES_COLUMN),
 ]
+# By VM: one row per VM over the period (a row per VM and day would be a fleet times the
+# days: the history of one VM is its first and last recorded day and the change between).
 VM_COLUMNS = [
-    Column("day", "Day", DATE),
     Column("vault", "Vault", TEXT),
     Column("vm", "VM", TEXT),
     Column("state", "State", TEXT),
+    Column("first_day", "First recorded day", DATE),
+    Column("last_day", "Last recorded day", DATE),
+    Column("days", "Days recorded", COUNT),
     Column("recovery_points", "Recovery points", COUNT),
     Column("logical_bytes", "Logical size (bytes)", BYTES_COLUMN),
+    Column("first_stored_bytes", "Added by its backups, first day (bytes)", BYTES_COLUMN),
     Column("stored_bytes", "Added by its backups (bytes)", BYTES_COLUMN),
+    Column("stored_change", "Change in the period (bytes)", BYTES_COLUMN),
 ]
 
 
@@ -70,28 +77,49 @@ def _vault_row(u: VaultUsage) -> dict[str, object]:
 
 def usage_table(user: User, period: Period, by: str = BY_VAULT) -> Table:
     if by == BY_VM:
-        rows = (
-            access.visible(ItemUsage.objects.all(), user)
-            .filter(day__gte=period.start, day__lte=period.end)
-            .select_related("vault")
-            .order_by("day", "vault__name", "vm_name")
-        )
-        return Table(
-            list(VM_COLUMNS),
-            [
-                {
-                    "day": u.day,
-                    "vault": u.vault.name,
-                    "vm": u.vm_name,
-                    "state": ItemState(u.state).label,
-                    "recovery_points": u.recovery_points,
-                    "logical_bytes": u.logical_bytes,
-                    "stored_bytes": u.stored_bytes,
-                }
-                for u in rows
-            ],
-        )
+        return Table(list(VM_COLUMNS), _vm_rows(user, period))
     return Table(list(VAULT_COLUMNS), [_vault_row(u) for u in vault_rows(user, period)])
+
+
+def _vm_rows(user: User, period: Period) -> list[dict[str, Any]]:
+    """One row per VM (and vault: a VM moved between vaults has a row in each) over its
+    recorded days of the period; the last day's figures, and the change since the first."""
+    rows = (
+        access.visible(ItemUsage.objects.all(), user)
+        .filter(day__gte=period.start, day__lte=period.end)
+        .order_by("vault__name", "vm_name", "day")
+        .values_list(
+            "vault__name",
+            "vm_name",
+            "day",
+            "state",
+            "recovery_points",
+            "logical_bytes",
+            "stored_bytes",
+        )
+    )
+    out: list[dict[str, Any]] = []
+    for vault, vm, day, state, rps, logical, stored in rows:
+        last = out[-1] if out else None
+        if last is None or (last["vault"], last["vm"]) != (vault, vm):
+            last = {
+                "vault": vault,
+                "vm": vm,
+                "first_day": day,
+                "days": 0,
+                "first_stored_bytes": stored,
+            }
+            out.append(last)
+        last.update(
+            state=ItemState(state).label,
+            last_day=day,
+            days=last["days"] + 1,
+            recovery_points=rps,
+            logical_bytes=logical,
+            stored_bytes=stored,
+            stored_change=stored - last["first_stored_bytes"],
+        )
+    return out
 
 
 def usage_charts(user: User, period: Period) -> list[Chart]:

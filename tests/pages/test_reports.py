@@ -60,8 +60,16 @@ def test_csv_equals_the_table(login, reader, vault, item, rp, job, slug):
 
 def test_jobs_report_counts_per_day_and_success_rate(login, reader, vault, item):
     today = timezone.localdate()
-    for status in (Status.COMPLETED, Status.COMPLETED_WITH_WARNINGS, Status.FAILED):
-        f.make_job(vault, item, status=status, result={"bytes_read": 100, "bytes_changed": 10})
+    now = timezone.now()
+    for i, status in enumerate((Status.COMPLETED, Status.COMPLETED_WITH_WARNINGS, Status.FAILED)):
+        f.make_job(
+            vault,
+            item,
+            status=status,
+            result={"bytes_read": 100, "bytes_changed": 10},
+            started_at=now - timedelta(seconds=10 * (i + 1)),
+            ended_at=now,
+        )
     f.make_job(vault, item, operation=Operation.CLEANUP)  # housekeeping is not counted
     yesterday = f.make_job(vault, item, status=Status.FAILED)
     Job.objects.filter(pk=yesterday.pk).update(created_at=timezone.now() - timedelta(days=1))
@@ -70,6 +78,7 @@ def test_jobs_report_counts_per_day_and_success_rate(login, reader, vault, item)
     assert (row["completed"], row["completed_with_warnings"], row["failed"]) == (1, 1, 1)
     assert row["success_rate"] == pytest.approx(66.7)
     assert row["bytes_read"] == 300 and row["bytes_changed"] == 30
+    assert row["average_seconds"] == 20.0  # 10, 20 and 30 s
     assert {r["day"]: r for r in table.rows}[today - timedelta(days=1)]["failed"] == 1
     cleanup = login(reader).get(_url("jobs", operation="cleanup")).context["built"].table
     assert {r["day"]: r for r in cleanup.rows}[today]["completed"] == 1
@@ -100,11 +109,17 @@ def test_adherence_names_items_behind_their_schedule(login, reader, vault, host)
 
 
 def test_usage_report_by_vm(login, reader, vault, item, rp):
+    from vaults.models import ItemUsage
+
+    record_day(timezone.now() - timedelta(days=2))
+    ItemUsage.objects.update(stored_bytes=100)
     record_day()
+    ItemUsage.objects.filter(day=timezone.localdate()).update(stored_bytes=250)
     rows = login(reader).get(_url("usage", by="vm")).context["built"].table.rows
-    assert [(r["vm"], r["recovery_points"], r["logical_bytes"]) for r in rows] == [
-        ("web-01", 1, rp.size_bytes)
-    ]
+    assert [
+        (r["vm"], r["days"], r["recovery_points"], r["logical_bytes"], r["stored_change"])
+        for r in rows
+    ] == [("web-01", 2, 1, rp.size_bytes, 150)]
 
 
 @pytest.mark.parametrize(

@@ -84,15 +84,15 @@ def job_days(user: User, period: Period, operations: list[str] | None = None) ->
         c["bytes_changed"] += r["changed"] or 0
         c["bytes_stored"] += (r["stored"] or 0) + (r["copied"] or 0)
         if r["timed"]:
-            spent = durations[r["day"]]
-            spent[0] += r["spent"].total_seconds()
-            spent[1] += r["timed"]
+            totals = durations[r["day"]]
+            totals[0] += r["spent"].total_seconds()
+            totals[1] += r["timed"]
     table = Table(list(COLUMNS))
     for day in period.days:
         c = counts.get(day, {})
         done = c.get(Status.COMPLETED, 0) + c.get(Status.COMPLETED_WITH_WARNINGS, 0)
         judged = done + c.get(Status.FAILED, 0)
-        spent, timed_jobs = durations.get(day, (0.0, 0))
+        seconds, timed_jobs = durations.get(day, [0.0, 0])
         table.rows.append(
             {
                 "day": day,
@@ -101,7 +101,7 @@ def job_days(user: User, period: Period, operations: list[str] | None = None) ->
                 "failed": c.get(Status.FAILED, 0),
                 "cancelled": c.get(Status.CANCELLED, 0),
                 "success_rate": round(100 * done / judged, 1) if judged else None,
-                "average_seconds": round(spent / timed_jobs, 1) if timed_jobs else None,
+                "average_seconds": round(seconds / timed_jobs, 1) if timed_jobs else None,
                 "bytes_read": c.get("bytes_read", 0),
                 "bytes_changed": c.get("bytes_changed", 0),
                 "bytes_stored": c.get("bytes_stored", 0),

@@ -50,7 +50,7 @@ def adheres(created: datetime, success: datetime | None, slot: datetime) -> bool
     return created > slot or (success is not None and success >= slot)
 
 
-def _items(user: User, period: Period) -> list[Any]:
+def scheduled_items(user: User, period: Period) -> list[Any]:
     """Scheduled items (`ProtectedVM`s annotated with `last_success_at`)."""
     return list(
         items_in(user, period)
@@ -65,13 +65,13 @@ def _as_of(period: Period) -> datetime:
     return min(timezone.now(), period.end_at)
 
 
-def adherence_table(user: User, period: Period) -> Table:
-    """Each scheduled item as of the period's end (or now, if sooner)."""
+def adherence_table(period: Period, items: list[Any]) -> Table:
+    """Each of `scheduled_items` as of the period's end (or now, if sooner)."""
     at = _as_of(period)
     rows = []
     reps: dict[int, dict[str, Any]] = {}
     slots: dict[int, datetime] = {}
-    for item in _items(user, period):
+    for item in items:
         rep = reps.setdefault(item.policy_id, item.policy.representation())
         if item.policy_id not in slots:
             slots[item.policy_id] = owed_slot(rep, at)
@@ -99,9 +99,8 @@ def adherence_table(user: User, period: Period) -> Table:
     return Table(list(COLUMNS), rows)
 
 
-def adherence_chart(user: User, period: Period) -> Chart:
-    """Per day: items adhering and items behind at the day's end (today: now)."""
-    items = _items(user, period)
+def adherence_chart(period: Period, items: list[Any]) -> Chart:
+    """Per day: `scheduled_items` adhering and behind at the day's end (today: now)."""
     now = timezone.now()
     # Days still to come have no end to judge at.
     days = [d for d in period.days if Period(d, d).start_at <= now]
@@ -117,11 +116,21 @@ def adherence_chart(user: User, period: Period) -> Chart:
     for t in times.values():
         t.sort()
     reps = {i.policy_id: i.policy.representation() for i in items}
+    # The owed slot depends on the policy alone: each policy's slots over the whole period in
+    # one call, then the one owed at each day's end found by bisection.
+    runs = {
+        pk: schedule.run_times(rep, earliest - GRACE, ends[-1]) if ends else []
+        for pk, rep in reps.items()
+    }
+
+    def owed(pk: int, end: datetime) -> datetime:
+        k = bisect_right(runs[pk], end - GRACE)
+        return runs[pk][k - 1] if k else owed_slot(reps[pk], end)
+
     good: list[float | None] = []
     behind: list[float | None] = []
     for end in ends:
-        # The owed slot depends on the policy alone: once per policy and day, not per item.
-        slots = {pk: owed_slot(rep, end) for pk, rep in reps.items()}
+        slots = {pk: owed(pk, end) for pk in reps}
         ok = late = 0
         for item in items:
             if item.created_at > end:

@@ -81,7 +81,11 @@ def _jobs(user: User, period: Period, f: dict[str, Any]) -> Built:
 
 
 def _adherence(user: User, period: Period, f: dict[str, Any]) -> Built:
-    return Built(adherence.adherence_table(user, period), [adherence.adherence_chart(user, period)])
+    scheduled = adherence.scheduled_items(user, period)
+    return Built(
+        adherence.adherence_table(period, scheduled),
+        [adherence.adherence_chart(period, scheduled)],
+    )
 
 
 REPORTS: dict[str, Report] = {

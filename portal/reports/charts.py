@@ -10,6 +10,7 @@ it for screen readers and tests; the SVG itself is `role="img"` with the title a
 import math
 from dataclasses import dataclass, field
 
+from portal.reports.table import raw
 from portal.units import iec
 
 WIDTH = 640
@@ -100,6 +101,15 @@ class Chart:
     def rows(self) -> list[tuple[str, list[float | None]]]:
         """The chart's numbers: one row per label, one value per series."""
         return [(label, [s.values[i] for s in self.series]) for i, label in enumerate(self.labels)]
+
+    @property
+    def cells(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        """`rows` ready for the numbers table: (label, [(raw value, text)]), formatted here
+        once rather than by a template filter per cell."""
+        return [
+            (label, [("" if v is None else raw(v), self.fmt(v)) for v in values])
+            for label, values in self.rows
+        ]
 
     @property
     def empty(self) -> bool:

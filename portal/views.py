@@ -9,7 +9,6 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from jobs.models import Status
 from portal.forms import TokenForm
 from portal.models import ApiToken
 from portal.pages import PageRequest, annotate_vault_counts, count_of, done, live_items
@@ -44,8 +43,6 @@ def dashboard(request: PageRequest) -> HttpResponse:
             (value, label, data.health[value], HEALTH_TONES[Health(value)])
             for value, label in Health.choices
         ],
-        "item_total": sum(data.health.values()),
-        "statuses": Status.choices,
     }
     return render(request, "portal/overview.html", context)
 

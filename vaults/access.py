@@ -67,6 +67,8 @@ ADMIN_ACTIONS = {
     "manage_keys",
     "view_recycle_bin",
     "view_site_audit",
+    # Directories people sign in through and their group → role mappings.
+    "manage_directories",
 }
 
 

@@ -68,7 +68,9 @@ def record_vault(vault: Vault, now: datetime) -> VaultUsage:
         "vault_stored_bytes": vault_tier.stored_bytes,
         "referenced_bytes": vault_tier.referenced_bytes,
         "unique_bytes": vault_tier.unique_bytes,
-        "stats_known": vault.store_is_local,
+        # Object stores are measured too where the web process can read them; a tier
+        # that could not be measured says so (its figures are zeros that mean unknown).
+        "stats_known": not storage.tiers[0].error,
         "free_bytes": space.free if space else None,
         "capacity_bytes": space.capacity if space else None,
         "recovery_points": sum(f[0] for f in figures.values()),

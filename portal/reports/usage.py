@@ -191,12 +191,12 @@ def _trend(vault: Vault, rows: list[VaultUsage], period: Period) -> VaultTrend:
     full_by = None
     if latest is None:
         outlook = "No usage recorded yet."
+    elif latest.free_bytes is None:
+        outlook = "Free space unknown: the vault store is object storage, which has no fixed size."
     elif not latest.stats_known:
-        outlook = "Free space unknown: the vault store is object storage."
+        outlook = "The vault store could not be measured."
     elif fit is None:
         outlook = "A trend needs two recorded days."
-    elif latest.free_bytes is None:
-        outlook = "Free space of the vault store unknown."
     elif slope is not None and slope > 0:
         days_left = latest.free_bytes / slope
         full_by = latest.day + timedelta(days=min(int(days_left), 365 * 100))

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('vaults', '0008_object_storage'),
+        ('vaults', '0010_membership_mapped_from'),
     ]
 
     operations = [

@@ -973,6 +973,7 @@ def _scenario(root: Path, personas: dict) -> dict:
         status="failed",
         params={"target": StorageTarget.objects.get(name="s3one").pk, "location": "s3://b/x"},
         error_message="environment variable(s) MATRIX_NO_ID not set",
+    )
     sso = Directory.objects.create(
         name="corp-sso",
         kind="oidc",

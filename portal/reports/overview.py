@@ -40,7 +40,9 @@ def overview(user: User) -> Overview:
     jobs_7 = Table(jobs_30.columns, jobs_30.rows[-7:])
     failed = list(
         access.visible(Job.objects.all(), user)
+        # A vault's jobs: site jobs (a storage target's Test) answer on their own page.
         .filter(status=Status.FAILED, created_at__gte=now - timedelta(hours=24))
+        .exclude(vault=None)
         .select_related("vault")
         .order_by("-created_at", "-id")[:RECENT_FAILURES]
     )

@@ -16,8 +16,11 @@ from vaults.usage import record_day
 pytestmark = pytest.mark.django_db
 
 
-def test_reader_sees_health_jobs_and_failures(login, reader, vault, item, rp, job):
+@pytest.mark.parametrize("persona", ["reader", "admin_user"])
+def test_it_shows_health_jobs_and_failures(login, persona, request, vault, item, rp, job):
+    reader = request.getfixturevalue(persona)
     failed = f.make_job(vault, item, status=Status.FAILED, error_message="disk gone")
+    f.make_job(None, operation="test_target", status=Status.FAILED)  # a site job: not listed
     old = f.make_job(vault, item, status=Status.FAILED)
     Job.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(hours=30))
     response = login(reader).get(reverse("dashboard"))

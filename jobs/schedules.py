@@ -26,4 +26,7 @@ PERIODIC = [
     Periodic("lifeboat-purge", "jobs.tasks.purge", minutes=60),
     # Upcoming-purge alerts (2 days ahead), expired MUA approvals, old login failures.
     Periodic("lifeboat-security", "jobs.tasks.security_checks", minutes=60),
+    # Today's usage row per vault and item (rewritten each run, so the day's last run stands):
+    # the history behind the overview's storage trend and the usage report.
+    Periodic("lifeboat-usage", "jobs.tasks.record_usage", minutes=15),
 ]

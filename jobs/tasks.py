@@ -12,6 +12,7 @@ from jobs import reconcile as reconciliation
 from jobs.models import UNFINISHED, Job, Operation, Param
 from jobs.purge import enqueue_due_purges
 from security import alerts, lockout
+from vaults import usage
 from vaults.models import RecoveryPoint, Vault
 
 
@@ -86,3 +87,8 @@ def purge() -> int:
 def security_checks(now: datetime | None = None) -> dict[str, Any]:
     """Upcoming-purge alerts, expiry of pending MUA approvals, old login failures."""
     return {**alerts.periodic(now), "login_failures_dropped": lockout.purge_old(now)}
+
+
+def record_usage(now: datetime | None = None) -> dict[str, int]:
+    """Today's usage row per vault and protected item (the overview's and reports' history)."""
+    return usage.record_day(now)

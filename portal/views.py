@@ -1,47 +1,50 @@
-"""The dashboard and the user's API tokens."""
-
-from datetime import timedelta
+"""The overview (the home page) and the user's API tokens."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
-from django.db.models import Count, QuerySet
+from django.db.models import OuterRef, QuerySet
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from jobs.models import Job, Status
 from portal.forms import TokenForm
 from portal.models import ApiToken
-from portal.pages import PageRequest, annotate_vault_counts, done
+from portal.pages import PageRequest, annotate_vault_counts, count_of, done, live_items
+from portal.reports.items import HEALTH_TONES
+from portal.reports.overview import overview
 from portal.tokens import issue_token, revoke_token
 from vaults import access
-from vaults.models import Vault
+from vaults.models import Health, Vault, health_filter
+
+# The healths the overview's vault table counts per vault, each linking to the filtered list.
+NEEDS_ATTENTION = [Health.FAILED, Health.WARNING]
 
 
 @login_required
 def dashboard(request: PageRequest) -> HttpResponse:
-    user = request.user
-    vaults = list(annotate_vault_counts(access.visible(Vault.objects.all(), user)))
-    since = timezone.now() - timedelta(hours=24)
-    by_status = dict(
-        access.visible(Job.objects.all(), user)
-        .filter(created_at__gte=since)
-        .order_by()
-        .values_list("status")
-        .annotate(n=Count("pk"))
+    """The overview: what needs attention across the vaults the user sees."""
+    data = overview(request.user)
+    vaults = list(
+        annotate_vault_counts(access.visible(Vault.objects.all(), request.user)).annotate(
+            **{
+                f"{h}_count": count_of(
+                    live_items().filter(health_filter(h), vault=OuterRef("pk")), "vault"
+                )
+                for h in NEEDS_ATTENTION
+            }
+        )
     )
-    job_counts = [(value, label, by_status.get(value, 0)) for value, label in Status.choices]
     context = {
+        "o": data,
         "vaults": vaults,
-        "item_total": sum(v.item_count for v in vaults),
-        "rp_total": sum(v.rp_count for v in vaults),
-        "job_counts": job_counts,
-        "job_total": sum(by_status.values()),
+        "healths": [
+            (value, label, data.health[value], HEALTH_TONES[Health(value)])
+            for value, label in Health.choices
+        ],
     }
-    return render(request, "portal/dashboard.html", context)
+    return render(request, "portal/overview.html", context)
 
 
 # -- API tokens ---------------------------------------------------------------------------------

@@ -351,7 +351,7 @@ def base_bodies(api_schema, op, path: dict, auth: dict, real: dict) -> list[dict
 ANY = range(500)
 CLIENT_ERROR = range(400, 500)
 BAD_REQUEST = range(400, 401)
-DATE_PARAMS = ("since", "until")
+DATE_PARAMS = ("since", "until", "from", "to")
 # Not a filter: DRF's content negotiation answers 404 to a format it does not render.
 NEGOTIATED = ("format",)
 

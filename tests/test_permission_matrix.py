@@ -59,6 +59,10 @@ MATRIX = [
     ("login", "GET", {}, None, "200 200 200 200 200 200 200 200"),
     ("logout", "POST", {}, None, "302 302 302 302 302 302 302 302"),
     ("dashboard", "GET", {}, None, "200 200 200 200 200 200 200 302"),
+    # Reports: every signed-in user; rows narrowed to the vaults each sees (tests/pages).
+    ("report-list", "GET", {}, None, "200 200 200 200 200 200 200 302"),
+    ("report-detail", "GET", {"slug": "backup-items"}, None, "200 200 200 200 200 200 200 302"),
+    ("report-detail", "GET", {"slug": "nothing"}, None, "404 404 404 404 404 404 404 302"),
     ("account-tokens", "GET", {}, None, "200 200 200 200 200 200 200 302"),
     ("account-tokens", "POST", {}, {"name": "ci"}, "200 200 200 200 200 200 200 302"),
     (
@@ -246,6 +250,10 @@ MATRIX = [
         None,
         "404 204 404 404 404 404 404 401",
     ),
+    ("api-report-backup-items", "GET", {}, None, "200 200 200 200 200 200 200 401"),
+    ("api-report-usage", "GET", {}, None, "200 200 200 200 200 200 200 401"),
+    ("api-report-jobs", "GET", {}, None, "200 200 200 200 200 200 200 401"),
+    ("api-report-adherence", "GET", {}, None, "200 200 200 200 200 200 200 401"),
     ("api-vault-list", "GET", {}, None, "200 200 200 200 200 200 200 401"),
     ("api-vault-list", "POST", {}, {"name": "Fresh"}, "201 403 403 403 403 403 403 401"),
     ("api-vault-detail", "GET", {"vault_name": "prod"}, None, "200 200 200 200 200 404 404 401"),

@@ -331,6 +331,42 @@ class ItemState(models.TextChoices):
     SOFT_DELETED = "soft_deleted", "Soft deleted"
 
 
+class Health(models.TextChoices):
+    """A live item's health, as the overview counts it and the item lists filter it: its state,
+    with a protected item whose last backup warned set apart."""
+
+    PROTECTED = "protected", "Protected"
+    WARNING = "warning", "Warning"
+    FAILED = "failed", "Failed"
+    INITIAL_BACKUP_PENDING = "initial_backup_pending", "Initial backup pending"
+    STOPPED = "stopped", "Stopped"
+
+
+def health_filter(health: str) -> Q:
+    """The live items of one `Health` (the one definition the overview, lists and reports use)."""
+    warned = Q(last_backup_status="completed_with_warnings")
+    return {
+        Health.PROTECTED: Q(state=ItemState.PROTECTED) & ~warned,
+        Health.WARNING: Q(state=ItemState.PROTECTED) & warned,
+        Health.FAILED: Q(state=ItemState.PROTECTION_ERROR),
+        Health.INITIAL_BACKUP_PENDING: Q(state=ItemState.INITIAL_BACKUP_PENDING),
+        Health.STOPPED: Q(state=ItemState.PROTECTION_STOPPED),
+    }[Health(health)]
+
+
+def health_of(state: str, last_backup_status: str) -> str | None:
+    """The `Health` of an item already loaded (None: soft-deleted, which has none)."""
+    if state == ItemState.PROTECTED:
+        if last_backup_status == "completed_with_warnings":
+            return Health.WARNING
+        return Health.PROTECTED
+    return {
+        ItemState.PROTECTION_ERROR: Health.FAILED,
+        ItemState.INITIAL_BACKUP_PENDING: Health.INITIAL_BACKUP_PENDING,
+        ItemState.PROTECTION_STOPPED: Health.STOPPED,
+    }.get(ItemState(state))
+
+
 class RetentionMode(models.TextChoices):
     RETAIN_FOREVER = "retain_forever", "Retain forever"
     RETAIN_AS_PER_POLICY = "retain_as_per_policy", "Retain as per policy"
@@ -715,3 +751,87 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise PermissionDenied("The audit log is append-only.")
+
+
+# -- usage history --------------------------------------------------------------------------------
+
+
+class VaultUsage(models.Model):
+    """One vault's storage on one day, for the overview's trend and the usage report.
+
+    Written by `vaults.usage.record_day` (periodic); a day's row is rewritten by each run of
+    that day, so the last run of a day stands for it. A day nobody recorded has no row: the
+    history never invents a past.
+    """
+
+    vault = models.ForeignKey(Vault, on_delete=models.CASCADE, related_name="usage_days")
+    day = models.DateField()
+    # Disk sizes of the live recovery points (the catalog): what is protected.
+    logical_bytes = models.BigIntegerField(default=0)
+    # Chunk files on every tier walked (vault tier, snapshot tiers, secondary copy).
+    stored_bytes = models.BigIntegerField(default=0)
+    # The vault tier alone, and its dedup figures (`engine.stats`).
+    vault_stored_bytes = models.BigIntegerField(default=0)
+    referenced_bytes = models.BigIntegerField(default=0)
+    unique_bytes = models.BigIntegerField(default=0)
+    # False when the vault store could not be measured (object storage this process cannot
+    # read): the stored figures above are then zeros that mean "unknown".
+    stats_known = models.BooleanField(default=True)
+    # The vault store's file system (local stores); None: unknown (object storage).
+    free_bytes = models.BigIntegerField(null=True, blank=True)
+    capacity_bytes = models.BigIntegerField(null=True, blank=True)
+    recovery_points = models.PositiveIntegerField(default=0)
+    protected_items = models.PositiveIntegerField(default=0)
+    recorded_at = models.DateTimeField()
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["vault", "day"]
+        constraints = [
+            # One row per vault and day; also serves the charts' "vault's days in a range".
+            models.UniqueConstraint(fields=["vault", "day"], name="vault_usage_one_per_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.vault.name} on {self.day}"
+
+    @property
+    def dedup_ratio(self) -> float | None:
+        return self.referenced_bytes / self.unique_bytes if self.unique_bytes else None
+
+
+class ItemUsage(models.Model):
+    """One protected item's recovery points on one day (see `VaultUsage`)."""
+
+    vault = models.ForeignKey(Vault, on_delete=models.CASCADE, related_name="item_usage_days")
+    # The history outlives a purged item; its VM's name is kept as text.
+    protected_item = models.ForeignKey(
+        ProtectedVM, null=True, on_delete=models.SET_NULL, related_name="usage_days"
+    )
+    vm_name = models.CharField(max_length=63)
+    day = models.DateField()
+    state = models.CharField(max_length=24, choices=ItemState)
+    # Disk sizes of its live recovery points, and the bytes their backups added to the
+    # snapshot tier (what the item cost before other items' chunks were shared with it).
+    logical_bytes = models.BigIntegerField(default=0)
+    stored_bytes = models.BigIntegerField(default=0)
+    recovery_points = models.PositiveIntegerField(default=0)
+    recorded_at = models.DateTimeField()
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["vault", "vm_name", "day"]
+        indexes = [
+            # The usage report: every item's rows of the visible vaults in a date range.
+            models.Index(fields=["day", "vault"], name="item_usage_day_vault"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["protected_item", "day"], name="item_usage_one_per_day"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.vm_name} on {self.day}"

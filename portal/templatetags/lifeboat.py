@@ -13,6 +13,8 @@ from django.template.context import Context
 
 from jobs.progress import phase_words
 from portal import words as plain
+from portal.reports.table import BYTES, COUNT, DATE, MOMENT, PERCENT, RATIO, SECONDS, Column, raw
+from portal.units import iec as iec_text
 from security.models import Alert, AlertStatus
 from vaults import access
 from vaults.models import GuardApprover, VaultMembership
@@ -88,29 +90,10 @@ def phase(value: object) -> str:
     return phase_words(str(value)) if value else ""
 
 
-IEC_UNITS = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
-
-
 @register.filter
 def iec(value: int | float | str | None) -> str:
-    """Bytes in IEC units, the one unit system of every page: 0 → "0 bytes", 1536 → "1.5 KiB",
-    18874368 → "18.0 MiB". None or "" (not known yet) → "—"."""
-    if value is None or value == "":
-        return "—"
-    try:
-        size = float(value)
-    except (TypeError, ValueError):
-        return "—"
-    sign = "-" if size < 0 else ""
-    size = abs(size)
-    if size < 1024:
-        n = int(size)
-        return f"{sign}{n} byte{'' if n == 1 else 's'}"
-    unit = 0
-    while size >= 1024 and unit < len(IEC_UNITS) - 1:
-        size /= 1024
-        unit += 1
-    return f"{sign}{size:.1f} {IEC_UNITS[unit]}"
+    """Bytes in IEC units, the one unit system of every page (`portal.units.iec`)."""
+    return iec_text(value)
 
 
 @register.filter
@@ -132,6 +115,39 @@ def ratio(value: float | None) -> str:
     if value is None:
         return "—"
     return f"{value:.2f}×"
+
+
+@register.filter
+def cell(value: Any, column: Column) -> str:
+    """A report cell as people read it, by its column's kind (CSV keeps the raw value)."""
+    if value is None or value == "":
+        return "—"
+    kind = column.kind
+    if kind == BYTES:
+        return iec_text(value)
+    if kind == RATIO:
+        return ratio(value)
+    if kind == PERCENT:
+        return f"{value:.1f} %"
+    if kind == SECONDS:
+        return seconds(value)
+    if kind == MOMENT:
+        return f"{value:%Y-%m-%d %H:%M}"
+    if kind in (DATE, COUNT):
+        return raw(value)
+    return str(value)
+
+
+@register.filter
+def get_item(mapping: dict[str, Any], key: str) -> Any:
+    """`filters|get_item:name` → the value under a key that is itself a variable."""
+    return mapping.get(key)
+
+
+@register.filter
+def raw_value(value: Any) -> str:
+    """A report cell's raw value, as the CSV export writes it (`data-value` beside the text)."""
+    return raw(value)
 
 
 @register.filter

@@ -26,7 +26,15 @@ from vaults.forms import (
     PolicyChoiceForm,
     StopProtectionForm,
 )
-from vaults.models import ItemState, ProtectedVM, RecoveryPoint, StopMode, Vault
+from vaults.models import (
+    Health,
+    ItemState,
+    ProtectedVM,
+    RecoveryPoint,
+    StopMode,
+    Vault,
+    health_filter,
+)
 from vaults.protection import STOPPABLE, stop_modes
 from vaults.views.common import item_of, item_url, vault_context
 from vaults.views.recovery_points import item_zone, rp_context
@@ -47,8 +55,22 @@ def item_list(request: PageRequest, name: str) -> HttpResponse:
         )
         .order_by("vm__name")
     )
-    context = vault_context(request, vault, "items", items=items)
-    return render(request, "vaults/item_list.html", context)
+    # ?health= narrows the list to one `Health` (the overview's counts link here).
+    health = request.GET.get("health", "")
+    health_error = ""
+    if health in Health.values:
+        items = items.live().filter(health_filter(health))
+    elif health:
+        health_error = f"Unknown health {health[:40]!r}; use {', '.join(Health.values)}."
+    context = vault_context(
+        request,
+        vault,
+        "items",
+        items=items,
+        health=Health(health).label if health in Health.values else "",
+        health_error=health_error,
+    )
+    return render(request, "vaults/item_list.html", context, status=400 if health_error else 200)
 
 
 def item_context(

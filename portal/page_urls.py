@@ -4,7 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from inventory import views as inventory_views
-from portal import views
+from portal import monitoring, views
 from security.forms import LockoutAuthenticationForm
 from vaults.views import recycle_bin as recycle_bin_views
 from vaults.views import targets as target_views
@@ -17,6 +17,9 @@ urlpatterns = [
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.dashboard, name="dashboard"),
+    path("healthz", monitoring.healthz, name="healthz"),
+    path("metrics", monitoring.prometheus, name="metrics"),
+    path("health/", views.health_page, name="site-health"),
     path("account/tokens/", views.tokens, name="account-tokens"),
     path("account/tokens/<int:pk>/revoke/", views.token_revoke, name="account-token-revoke"),
     path("vaults/", include("vaults.urls")),

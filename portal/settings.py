@@ -272,6 +272,11 @@ class LifeboatSettings(TypedDict):
     GC_WAIT_SECONDS: NotRequired[float]
     TRANSFERS_PER_VAULT: NotRequired[int]
     FAIL_TRANSFERS: NotRequired[bool]
+    METRICS_TOKEN: str
+    METRICS_ALLOW: list[str]
+    BACKUP_GRACE_MINUTES: float
+    HEALTH_QUEUE_AGE_SECONDS: NotRequired[float]
+    HEALTH_STORE_TIMEOUT_SECONDS: NotRequired[float]
 
 
 LIFEBOAT: LifeboatSettings = {
@@ -299,6 +304,18 @@ LIFEBOAT: LifeboatSettings = {
     # then fails as `not_delivered` (the reaper, jobs.runner.redeliver).
     "REDELIVER_AFTER_MINUTES": float(os.environ.get("LIFEBOAT_REDELIVER_AFTER_MINUTES", "5")),
     "REDELIVERIES": 3,
+    # /metrics: Prometheus presents this token (Authorization: Bearer ...) or scrapes from an
+    # address in the allow-list (addresses or networks); site administrators may read it too.
+    "METRICS_TOKEN": os.environ.get("LIFEBOAT_METRICS_TOKEN", ""),
+    "METRICS_ALLOW": [
+        str(n)
+        for n in parse_networks(
+            tuple(os.environ.get("LIFEBOAT_METRICS_ALLOW", "").split(",")), "LIFEBOAT_METRICS_ALLOW"
+        )
+    ],
+    # An item is overdue when its policy's latest slot is this long past and no backup
+    # succeeded since (the metric `lifeboat_item_backup_allowed_seconds`).
+    "BACKUP_GRACE_MINUTES": float(os.environ.get("LIFEBOAT_BACKUP_GRACE_MINUTES", "120")),
     # Caps backup and transfer reads (MiB/s; 0 = unlimited), e.g. to watch progress in tests.
     "THROTTLE_MIBPS": float(os.environ.get("LIFEBOAT_THROTTLE_MIBPS", "0")),
 }

@@ -1,4 +1,4 @@
-"""The dashboard and the user's API tokens."""
+"""The dashboard, the user's API tokens and the site administrators' health page."""
 
 from datetime import timedelta
 
@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from jobs.models import Job, Status
+from portal import health as health_checks
 from portal.forms import TokenForm
 from portal.models import ApiToken
 from portal.pages import PageRequest, annotate_vault_counts, done
@@ -76,3 +77,11 @@ def token_revoke(request: PageRequest, pk: int) -> HttpResponse:
     revoke_token(token, by=request.user, request=request)
     messages.success(request, f"Token {token.name} revoked.")
     return done(request, reverse("account-tokens"))
+
+
+@login_required
+def health_page(request: PageRequest) -> HttpResponse:
+    """Every check with what it found: stores with their free space, workers, queues."""
+    access.require_site(request.user, "view_health")
+    found = health_checks.check()
+    return render(request, "portal/health.html", {"health": found})

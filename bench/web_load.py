@@ -530,6 +530,8 @@ def main() -> None:
     servers = args.servers.split(",")
     data = WORK / "data"
     WORK.mkdir(parents=True, exist_ok=True)
+    for old in WORK.glob("*.log"):
+        old.unlink()
     env, creds = prepare(data)
     targets = read_targets(creds)
     lines = [

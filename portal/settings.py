@@ -148,9 +148,15 @@ TEMPLATES = [
     },
 ]
 
+# Connections are closed after each request and task unless LIFEBOAT_CONN_MAX_AGE says how
+# long to keep them: the application server keeps them (portal/gunicorn_conf.py), since a new
+# connection per request costs a connect (PostgreSQL) or makes processes take turns at the
+# write lock to checkpoint and drop the WAL each time the last one closes (SQLite).
 DATABASES = {
     "default": dj_database_url.config(
-        default=f"sqlite:///{DATA_DIR / 'lifeboat.sqlite3'}", conn_max_age=0
+        default=f"sqlite:///{DATA_DIR / 'lifeboat.sqlite3'}",
+        conn_max_age=int(os.environ.get("LIFEBOAT_CONN_MAX_AGE", "0")),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

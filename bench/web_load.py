@@ -3,25 +3,30 @@ and ten concurrent writers on SQLite.
 
     .venv/bin/python bench/web_load.py [--clients 1,8,32] [--seconds 10]
         [--servers runserver,gunicorn] [--writers 10] [--writer-seconds 20] [--readme]
+        [--only-writers] [--work DIR]
 
 On the embedded default (SQLite, as `make run`) in `bench/work/web_load/`: migrate, bootstrap
 (the demo lab), an API token and a session of the site administrator. Then:
 
-1. **Idle**: each server in `--servers` in turn (`runserver` = `manage.py runserver --noreload`,
+The worker (`manage.py worker`, 4 job processes, reads capped at 2 MiB/s so the jobs last)
+runs throughout, as under `make run`.
+
+1. **Idle** (no job runs): each server in `--servers` in turn (`runserver` = `manage.py runserver --noreload`,
    what `make dev` serves; `gunicorn` = `make run`'s `portal/gunicorn_conf.py`; `granian` =
    granian's WSGI interface with as many workers and threads) under 1, 8 and 32 concurrent
    clients for `--seconds` each. Every client keeps one HTTP/1.1 connection and asks, in turn,
    the main lists: the API's vaults, protected items, jobs and VMs (token) and the pages of
    vaults, items, jobs and VMs (session).
-2. **Jobs**: `manage.py worker` (4 job processes, reads capped at 2 MiB/s so the jobs last)
-   runs three backups (the lab's three VMs) and a restore of an earlier recovery point; each
-   step starts what is no longer running first. The same loads against each server; the
+2. **Jobs**: three backups (the lab's three VMs) and a restore of an earlier recovery point
+   run; each step starts what is no longer running first. The same loads against each server; the
    columns say how many jobs ran and how many bytes they moved during the step.
 3. **Writers**: `--writers` clients write at once for `--writer-seconds` against the last
    server: backup now on the lab's items (202, or 409 while one runs), policy edits
    (schedule time), and MUA approvals (a retention reduction in a vault with MUA on: 202, then
    a guard approver approves it, then the retention goes back up). Errors are 5xx answers,
-   failed connections and any "database is locked" in the server's log.
+   failed connections and any "database is locked" in the server's or the worker's log;
+   the script exits 1 if there is one. `--only-writers` runs this case alone
+   (`tests/test_web_load.py`).
 
 Client and servers share the machine's two cores, as in production on a small host; the
 table is one run. `--readme` rewrites the table in bench/README.md.
@@ -524,15 +529,19 @@ def main() -> None:
     parser.add_argument("--servers", default="runserver,gunicorn")
     parser.add_argument("--writers", type=int, default=10)
     parser.add_argument("--writer-seconds", type=float, default=20)
+    parser.add_argument(
+        "--only-writers", action="store_true", help="skip the loads: the writers case alone"
+    )
+    parser.add_argument("--work", type=Path, default=WORK, help="where the install goes")
     parser.add_argument("--readme", action="store_true")
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     servers = args.servers.split(",")
-    data = WORK / "data"
-    WORK.mkdir(parents=True, exist_ok=True)
-    for old in WORK.glob("*.log"):
+    work: Path = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    for old in work.glob("*.log"):
         old.unlink()
-    env, creds = prepare(data)
+    env, creds = prepare(work / "data")
     targets = read_targets(creds)
     lines = [
         "| server | phase | clients | req/s | p50 | p99 | errors | jobs during the step |",
@@ -544,40 +553,24 @@ def main() -> None:
         lines.append(line)
         print(line, flush=True)
 
-    print("\n".join(lines), flush=True)
+    if args.only_writers:
+        servers, lines = servers[-1:], []
+    else:
+        print("\n".join(lines), flush=True)
     # Every server runs from the start and they take turns at each load, so a change in what
     # the machine's other tenants do falls on all of them alike.
-    started = {kind: start_server(kind, env, WORK / f"{kind}.log") for kind in servers}
-    worker = None
+    started = {kind: start_server(kind, env, work / f"{kind}.log") for kind in servers}
+    worker = Process([sys.executable, str(REPO / "manage.py"), "worker"], env, work / "worker.log")
     try:
-        for _, base in started.values():
-            load(base, targets, 4, 2)  # warm every worker up
-        for n in clients:
-            for kind, (_, base) in started.items():
-                r = load(base, targets, n, args.seconds)
-                results[(kind, "idle", n)] = r
-                emit(row(kind, "idle", r))
-        worker = Process(
-            [sys.executable, str(REPO / "manage.py"), "worker"], env, WORK / "worker.log"
-        )
-        counter = [0]
-        rp_id = first_recovery_point(started[servers[-1]][1], creds)
-        for n in clients:
-            for kind, (_, base) in started.items():
-                keep_jobs_running(base, creds, rp_id, counter)
-                time.sleep(1)
-                before = job_states()
-                r = load(base, targets, n, args.seconds)
-                results[(kind, "jobs", n)] = r
-                emit(row(kind, "3 backups + restore", r, progress(before, job_states())))
+        if not args.only_writers:
+            idle_and_jobs(args, clients, started, targets, creds, results, emit)
         w = writers(started[servers[-1]][1], creds, args.writers, args.writer_seconds)
     finally:
         for server, _ in started.values():
             server.stop()
-        if worker is not None:
-            worker.stop()
+        worker.stop()
     locked = sum(
-        log.read_text(errors="replace").count("database is locked") for log in WORK.glob("*.log")
+        log.read_text(errors="replace").count("database is locked") for log in work.glob("*.log")
     )
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(w["statuses"].items()))
     summary = [
@@ -597,8 +590,38 @@ def main() -> None:
         print(line)
     if args.readme:
         write_readme(args, lines + summary)
-    failed = w["errors"] or locked
-    sys.exit(1 if failed else 0)
+    sys.exit(1 if w["errors"] or locked else 0)
+
+
+def idle_and_jobs(
+    args: argparse.Namespace,
+    clients: list[int],
+    started: dict[str, tuple[Process, str]],
+    targets: list,
+    creds: Credentials,
+    results: dict[tuple[str, str, int], dict[str, Any]],
+    emit: Any,
+) -> None:
+    """The loads: idle (no job runs; the worker waits), then while three backups and a
+    restore run."""
+    for _, base in started.values():
+        load(base, targets, 4, 2)  # warm every worker up
+    for n in clients:
+        for kind, (_, base) in started.items():
+            r = load(base, targets, n, args.seconds)
+            results[(kind, "idle", n)] = r
+            emit(row(kind, "idle", r))
+    last = list(started)[-1]
+    counter = [0]
+    rp_id = first_recovery_point(started[last][1], creds)
+    for n in clients:
+        for kind, (_, base) in started.items():
+            keep_jobs_running(base, creds, rp_id, counter)
+            time.sleep(1)
+            before = job_states()
+            r = load(base, targets, n, args.seconds)
+            results[(kind, "jobs", n)] = r
+            emit(row(kind, "3 backups + restore", r, progress(before, job_states())))
 
 
 def write_readme(args: argparse.Namespace, lines: list[str]) -> None:

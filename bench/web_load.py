@@ -29,7 +29,9 @@ runs throughout, as under `make run`.
    (`tests/test_web_load.py`).
 
 Client and servers share the machine's two cores, as in production on a small host; the
-table is one run. `--readme` rewrites the table in bench/README.md.
+table is one run. Each row also gives the server's CPU time per request (all its processes)
+and the machine's load average, since other tenants of a shared machine take their share of
+the cores. `--readme` rewrites the table in bench/README.md.
 """
 
 from __future__ import annotations
@@ -210,6 +212,22 @@ class Process:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self._out.close()
+
+
+def cpu_seconds(proc: subprocess.Popen) -> float:
+    """CPU time (user + system) of every process in `proc`'s process group so far."""
+    group, ticks = os.getpgid(proc.pid), 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == group:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def start_server(kind: str, env: dict[str, str], log: Path) -> tuple[Process, str]:
@@ -518,8 +536,17 @@ def writers(base: str, creds: Credentials, count: int, seconds: float) -> dict[s
 def row(server: str, phase: str, r: dict[str, Any], extra: str = "") -> str:
     return (
         f"| {server} | {phase} | {r['clients']} | {r['rps']:.0f} | {r['p50']:.0f} ms | "
-        f"{r['p99']:.0f} ms | {r['errors']} | {extra} |"
+        f"{r['p99']:.0f} ms | {r['errors']} | {r['cpu_ms']:.1f} ms | {r['load']:.1f} | {extra} |"
     )
+
+
+def measured(server: Process, base: str, targets: list, clients: int, seconds: float) -> dict:
+    """`load`, with the server's CPU time per request and the machine's load average."""
+    before = cpu_seconds(server.proc)
+    r = load(base, targets, clients, seconds)
+    r["cpu_ms"] = (cpu_seconds(server.proc) - before) * 1000 / max(1, r["requests"])
+    r["load"] = os.getloadavg()[0]
+    return r
 
 
 def main() -> None:
@@ -544,8 +571,9 @@ def main() -> None:
     env, creds = prepare(work / "data")
     targets = read_targets(creds)
     lines = [
-        "| server | phase | clients | req/s | p50 | p99 | errors | jobs during the step |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| server | phase | clients | req/s | p50 | p99 | errors | server CPU per request "
+        "| load average | jobs during the step |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     results: dict[tuple[str, str, int], dict[str, Any]] = {}
 
@@ -605,21 +633,23 @@ def idle_and_jobs(
     """The loads: idle (no job runs; the worker waits), then while three backups and a
     restore run."""
     for _, base in started.values():
-        load(base, targets, 4, 2)  # warm every worker up
+        # Warm every process up (templates, URL resolver, first connections): gunicorn has
+        # four to warm, the development server one.
+        load(base, targets, 16, 8)
     for n in clients:
-        for kind, (_, base) in started.items():
-            r = load(base, targets, n, args.seconds)
+        for kind, (server, base) in started.items():
+            r = measured(server, base, targets, n, args.seconds)
             results[(kind, "idle", n)] = r
             emit(row(kind, "idle", r))
     last = list(started)[-1]
     counter = [0]
     rp_id = first_recovery_point(started[last][1], creds)
     for n in clients:
-        for kind, (_, base) in started.items():
+        for kind, (server, base) in started.items():
             keep_jobs_running(base, creds, rp_id, counter)
             time.sleep(1)
             before = job_states()
-            r = load(base, targets, n, args.seconds)
+            r = measured(server, base, targets, n, args.seconds)
             results[(kind, "jobs", n)] = r
             emit(row(kind, "3 backups + restore", r, progress(before, job_states())))
 

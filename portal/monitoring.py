@@ -3,7 +3,7 @@ API endpoint: no session or login redirect for the balancer, no DRF for the scra
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from portal import health, metrics
@@ -12,7 +12,7 @@ from vaults import access
 
 
 @never_cache
-@require_GET
+@require_safe
 def healthz(request: HttpRequest) -> HttpResponse:
     """Unauthenticated: ok or failed per check, nothing more (no locations, no errors). 503
     when a check this web server needs to serve fails (`health.SERVING`)."""
@@ -30,7 +30,7 @@ def _bearer(request: HttpRequest) -> str | None:
 
 
 @never_cache
-@require_GET
+@require_safe
 def prometheus(request: HttpRequest) -> HttpResponse:
     if not access.can_scrape_metrics(request.user, _bearer(request), client_ip(request)):
         return HttpResponse(

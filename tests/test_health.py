@@ -163,3 +163,8 @@ def test_a_host_without_its_worker_fails_the_workers_check(client, admin_user, t
     workers = next(c for c in api["checks"] if c["name"] == "workers")
     host = next(x for x in workers["findings"] if x["what"] == "host worker kvm1")
     assert not host["ok"] and "never started" in host["text"]
+
+
+def test_balancers_may_ask_with_head(client, db):
+    response = client.head("/healthz")
+    assert response.status_code == 200 and response.content == b""

@@ -1,6 +1,8 @@
 """`/metrics` after real jobs run by a real worker (`manage.py worker`): two backups, a restore
 and a backup that fails. Every value equals what the catalog says; nobody anonymous reads it."""
 
+import signal
+
 import pytest
 from django.db.models import Count
 from django.utils import timezone
@@ -44,7 +46,15 @@ def test_metrics_equal_the_catalog_after_real_jobs(
     # Stopped: read as they are, no live-read warning.
     good = World(tmp_path / "good", power_state="stopped")
     bad = World(tmp_path / "bad", power_state="stopped")
-    start_worker(["worker"], lifeboat_env())
+    worker = start_worker(["worker"], lifeboat_env())
+    try:
+        check_metrics(client, good, bad)
+    finally:
+        # As Ctrl-C: the supervisor stops its cluster (in a process group of its own) and waits.
+        worker.kill(signal.SIGINT)
+
+
+def check_metrics(client, good: World, bad: World) -> None:
     first = finished(good.backup_now())
     second = finished(good.backup_now())
     assert (first.status, second.status) == (Status.COMPLETED, Status.COMPLETED)

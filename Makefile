@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test fuzz bench clean lab-kvm
+.PHONY: run dev prepare test fuzz bench clean lab-kvm
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,18 +17,28 @@ $(VENV)/.installed: pyproject.toml
 	@if [ -e /usr/lib/python3/dist-packages/libvirt.py ]; then scripts/kvm-host bindings $(VENV); fi
 	touch $@
 
-# Web server, the django-q2 worker (restarted when it dies: `manage.py worker`) and the lab's
-# writers in one terminal. Ctrl-C stops them all and waits until they have stopped (the worker
-# gives a running job 10 s, then kills it).
-run: $(VENV)/.installed
+prepare: $(VENV)/.installed
 	$(PY) manage.py migrate --no-input
 	$(PY) manage.py sync_schedules
 	$(PY) manage.py bootstrap
 	$(PY) manage.py collectstatic --no-input -v 0
+
+# The application server (gunicorn, portal/gunicorn_conf.py), the django-q2 worker (restarted
+# when it dies: `manage.py worker`) and the lab's writers in one terminal. Ctrl-C stops them
+# all and waits until they have stopped (gunicorn gives requests in flight 10 s, the worker
+# gives a running job 10 s, then kills it).
+run: prepare
 	@trap 'trap "" INT TERM; trap - EXIT; kill 0; wait' INT TERM EXIT; \
 	$(PY) manage.py worker & \
 	$(PY) manage.py lab writers & \
-	$(PY) manage.py runserver --noreload $(HOST):$(PORT)
+	LIFEBOAT_BIND=$(HOST):$(PORT) $(VENV)/bin/gunicorn -c python:portal.gunicorn_conf portal.wsgi
+
+# The same with Django's development server (reloads on code changes, one process).
+dev: prepare
+	@trap 'trap "" INT TERM; trap - EXIT; kill 0; wait' INT TERM EXIT; \
+	$(PY) manage.py worker & \
+	$(PY) manage.py lab writers & \
+	$(PY) manage.py runserver $(HOST):$(PORT)
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -16,8 +16,10 @@ message on a host's queue waits there while that worker is offline, and runs whe
 
 import os
 import socket
+from datetime import datetime
 
 from django.db import transaction
+from django.db.models import Min
 from django.utils import timezone
 from django_q.conf import Conf
 from django_q.models import OrmQ
@@ -125,3 +127,18 @@ def current_queue() -> str:
 def identity() -> str:
     """How a job names the process that claimed it: "<queue> on <machine> pid <n>"."""
     return f"{current_queue()} on {socket.gethostname()} pid {os.getpid()}"
+
+
+def oldest_waiting() -> dict[str, datetime]:
+    """Per queue, since when its oldest waiting message has waited (health and metrics).
+
+    A message waits from the moment it can be taken: django-q2 sends it with `lock` = now and
+    a cluster that takes it moves `lock` into the future, so taken messages do not count (one
+    whose taker died counts again from when its lock ran out)."""
+    rows = (
+        OrmQ.objects.filter(lock__lte=timezone.now())
+        .values("key")
+        .annotate(oldest=Min("lock"))
+        .values_list("key", "oldest")
+    )
+    return {key: oldest for key, oldest in rows if oldest is not None}

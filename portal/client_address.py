@@ -36,7 +36,9 @@ def parse_address(value: object) -> Address | None:
 
 
 @lru_cache(maxsize=8)
-def parse_networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
+def parse_networks(
+    entries: tuple[str, ...], setting: str = "LIFEBOAT_TRUSTED_PROXIES"
+) -> tuple[Network, ...]:
     networks: list[Network] = []
     for entry in (e.strip() for e in entries):
         if not entry:
@@ -45,7 +47,7 @@ def parse_networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
             networks.append(ipaddress.ip_network(entry, strict=False))
         except ValueError:
             raise ImproperlyConfigured(
-                f"LIFEBOAT_TRUSTED_PROXIES: {entry!r} is not an IP address or network."
+                f"{setting}: {entry!r} is not an IP address or network."
             ) from None
     return tuple(networks)
 

@@ -4,7 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from inventory import views as inventory_views
-from portal import report_views, views
+from portal import monitoring, report_views, views
 from security.forms import LockoutAuthenticationForm
 from vaults.views import recycle_bin as recycle_bin_views
 from vaults.views import targets as target_views
@@ -19,6 +19,9 @@ urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("reports/", report_views.report_list, name="report-list"),
     path("reports/<slug:slug>/", report_views.report_detail, name="report-detail"),
+    path("healthz", monitoring.healthz, name="healthz"),
+    path("metrics", monitoring.prometheus, name="metrics"),
+    path("health/", views.health_page, name="site-health"),
     path("account/tokens/", views.tokens, name="account-tokens"),
     path("account/tokens/<int:pk>/revoke/", views.token_revoke, name="account-token-revoke"),
     path("vaults/", include("vaults.urls")),

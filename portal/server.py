@@ -1,17 +1,23 @@
-"""The web server of `manage.py runserver` (and so of `make run`): Django's, except that a
-response whose body fails after its headers went out resets the connection.
+"""A response whose body fails after its headers went out resets the connection, under both
+servers: `manage.py runserver` (`make dev`) and gunicorn (`make run`, production).
 
 A streamed body (a file or a folder of a recovery point) can fail part-way, for instance on a
 damaged chunk; the view's iterator then raises. Django's server logs that and carries on: with a
 Content-Length it keeps the connection open and waits for the next request while the client
 waits for the rest of the body, and without one it closes the connection as if the body were
 complete. Here the connection is reset instead (TCP RST), so every client sees a failed
-transfer, whatever the headers said. Production WSGI servers (gunicorn, uWSGI) drop the
-connection in that case too.
+transfer, whatever the headers said.
+
+gunicorn closes such a connection with a FIN ("graceful"): a client reading a body without a
+Content-Length, or a proxy that speaks HTTP/1.0 to it (nginx does by default), would take
+the cut body for a whole one. `ResetOnFailure` wraps the application under gunicorn and
+resets the socket gunicorn hands it (`environ["gunicorn.socket"]`) before the error reaches
+gunicorn, whose own close then finds the socket closed.
 """
 
 import socket
 import struct
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 
 from django.core.servers import basehttp
@@ -24,6 +30,58 @@ def is_reset(sock: socket.socket) -> bool:
         return sock.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, len(RESET)) == RESET
     except OSError:  # already closed
         return False
+
+
+def reset(sock: socket.socket) -> None:
+    """Close `sock` at once with an RST (no FIN that could end a body as if it were whole)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
+        sock.close()
+    except OSError:  # the client went first
+        pass
+
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class ResetOnFailure:
+    """WSGI middleware: under gunicorn, a body that fails after its first chunk resets the
+    connection. Before the first chunk nothing was sent and gunicorn answers 500 itself; file
+    responses (`wsgi.file_wrapper`, sent with sendfile) pass through untouched."""
+
+    def __init__(self, app: WsgiApp) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        body = self.app(environ, start_response)
+        sock = environ.get("gunicorn.socket")
+        wrapper = environ.get("wsgi.file_wrapper")
+        if sock is None or (wrapper is not None and isinstance(body, wrapper)):
+            return body
+        return _Guarded(body, sock)
+
+
+class _Guarded:
+    """The body of one response, passed on chunk by chunk; `close` reaches the original."""
+
+    def __init__(self, body: Iterable[bytes], sock: socket.socket) -> None:
+        self.body, self.sock = body, sock
+
+    def __iter__(self) -> Iterator[bytes]:
+        started = False
+        try:
+            for chunk in self.body:
+                started = True
+                yield chunk
+        except BaseException:
+            if started:
+                reset(self.sock)
+            raise
+
+    def close(self) -> None:
+        close = getattr(self.body, "close", None)
+        if close is not None:
+            close()
 
 
 class ServerHandler(basehttp.ServerHandler):

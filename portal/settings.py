@@ -86,6 +86,8 @@ if PRODUCTION:
     CSRF_COOKIE_SECURE = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", True)
+    # Load balancers ask /healthz over plain HTTP, straight at the application server.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
     SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", str(365 * 24 * 3600)))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", True)
@@ -151,9 +153,15 @@ TEMPLATES = [
     },
 ]
 
+# Connections are closed after each request and task unless LIFEBOAT_CONN_MAX_AGE says how
+# long to keep them: the application server keeps them (portal/gunicorn_conf.py), since a new
+# connection per request costs a connect (PostgreSQL) or makes processes take turns at the
+# write lock to checkpoint and drop the WAL each time the last one closes (SQLite).
 DATABASES = {
     "default": dj_database_url.config(
-        default=f"sqlite:///{DATA_DIR / 'lifeboat.sqlite3'}", conn_max_age=0
+        default=f"sqlite:///{DATA_DIR / 'lifeboat.sqlite3'}",
+        conn_max_age=int(os.environ.get("LIFEBOAT_CONN_MAX_AGE", "0")),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -283,6 +291,11 @@ class LifeboatSettings(TypedDict):
     FAIL_TRANSFERS: NotRequired[bool]
     DIRECTORY_RECHECK_MINUTES: NotRequired[float]
     DIRECTORY_TOKEN_HOURS: NotRequired[float]
+    METRICS_TOKEN: str
+    METRICS_ALLOW: list[str]
+    BACKUP_GRACE_MINUTES: float
+    HEALTH_QUEUE_AGE_SECONDS: NotRequired[float]
+    HEALTH_STORE_TIMEOUT_SECONDS: NotRequired[float]
 
 
 LIFEBOAT: LifeboatSettings = {
@@ -310,6 +323,18 @@ LIFEBOAT: LifeboatSettings = {
     # then fails as `not_delivered` (the reaper, jobs.runner.redeliver).
     "REDELIVER_AFTER_MINUTES": float(os.environ.get("LIFEBOAT_REDELIVER_AFTER_MINUTES", "5")),
     "REDELIVERIES": 3,
+    # /metrics: Prometheus presents this token (Authorization: Bearer ...) or scrapes from an
+    # address in the allow-list (addresses or networks); site administrators may read it too.
+    "METRICS_TOKEN": os.environ.get("LIFEBOAT_METRICS_TOKEN", ""),
+    "METRICS_ALLOW": [
+        str(n)
+        for n in parse_networks(
+            tuple(os.environ.get("LIFEBOAT_METRICS_ALLOW", "").split(",")), "LIFEBOAT_METRICS_ALLOW"
+        )
+    ],
+    # An item is overdue when its policy's latest slot is this long past and no backup
+    # succeeded since (the metric `lifeboat_item_backup_allowed_seconds`).
+    "BACKUP_GRACE_MINUTES": float(os.environ.get("LIFEBOAT_BACKUP_GRACE_MINUTES", "120")),
     # Caps backup and transfer reads (MiB/s; 0 = unlimited), e.g. to watch progress in tests.
     "THROTTLE_MIBPS": float(os.environ.get("LIFEBOAT_THROTTLE_MIBPS", "0")),
     # API tokens of directory users (identity.freshness): an LDAP user's is checked against
@@ -319,10 +344,18 @@ LIFEBOAT: LifeboatSettings = {
     "DIRECTORY_TOKEN_HOURS": float(os.environ.get("LIFEBOAT_DIRECTORY_TOKEN_HOURS", "12")),
 }
 
+# One line per event (portal.logs), to standard error: the journal under systemd.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {
+        "line": {
+            "()": "portal.logs.JsonLines"
+            if os.environ.get("LIFEBOAT_LOG_FORMAT", "").lower() == "json"
+            else "portal.logs.OneLine"
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

@@ -1,4 +1,4 @@
-"""The overview (the home page) and the user's API tokens."""
+"""The overview (the home page), the user's API tokens and the site administrators' health page."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from portal import health as health_checks
 from portal.forms import TokenForm
 from portal.models import ApiToken
 from portal.pages import PageRequest, annotate_vault_counts, count_of, done, live_items
@@ -79,3 +80,11 @@ def token_revoke(request: PageRequest, pk: int) -> HttpResponse:
     revoke_token(token, by=request.user, request=request)
     messages.success(request, f"Token {token.name} revoked.")
     return done(request, reverse("account-tokens"))
+
+
+@login_required
+def health_page(request: PageRequest) -> HttpResponse:
+    """Every check with what it found: stores with their free space, workers, queues."""
+    access.require_site(request.user, "view_health")
+    found = health_checks.check()
+    return render(request, "portal/health.html", {"health": found})

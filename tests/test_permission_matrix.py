@@ -64,6 +64,12 @@ MATRIX = [
     ("report-detail", "GET", {"slug": "backup-items"}, None, "200 200 200 200 200 200 200 302"),
     ("report-detail", "GET", {"slug": "nothing"}, None, "404 404 404 404 404 404 404 302"),
     ("account-tokens", "GET", {}, None, "200 200 200 200 200 200 200 302"),
+    # -- health and metrics: the balancer's check is open, the rest is for site admins --------
+    ("healthz", "GET", {}, None, "200 200 200 200 200 200 200 200"),
+    # Prometheus presents a token or scrapes from an allowed address (tests/test_metrics.py).
+    ("metrics", "GET", {}, None, "200 403 403 403 403 403 403 403"),
+    ("site-health", "GET", {}, None, "200 403 403 403 403 403 403 302"),
+    ("api-health", "GET", {}, None, "200 403 403 403 403 403 403 401"),
     ("account-tokens", "POST", {}, {"name": "ci"}, "200 200 200 200 200 200 200 302"),
     (
         "account-token-revoke",

@@ -1,36 +1,74 @@
-"""The server of `manage.py runserver` (portal/server.py) over real sockets: a body that fails
-after the headers went out ends in a reset connection, never in a response that looks whole
-(and never in a kept-alive connection that leaves the client waiting); whole responses keep
-HTTP/1.1 keep-alive."""
+"""Both servers over real sockets: `manage.py runserver` (portal/server.py, `make dev`) and
+gunicorn with `make run`'s settings (portal/gunicorn_conf.py) serving an application wrapped
+as portal/wsgi.py wraps Django's. A body that fails after the headers went out ends in a reset
+connection, never in a response that looks whole (and never in a kept-alive connection that
+leaves the client waiting); whole responses keep HTTP/1.1 keep-alive."""
 
 import http.client
+import os
+import signal
+import socket
 import socketserver
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 from django.core.servers.basehttp import WSGIRequestHandler
 
-from portal import server
+from portal import server, wsgi
 from portal.management.commands.runserver import Command
+from tests.web_server_app import BODY, app
 
-BODY = b"x" * 5000
+REPO = Path(__file__).resolve().parents[1]
+GUNICORN = Path(sys.executable).parent / "gunicorn"
 
 
-def app(environ, start_response):
-    """/whole answers BODY; /cut fails after part of it, with or without a Content-Length."""
-    path = environ["PATH_INFO"]
-    headers = [("Content-Type", "application/octet-stream")]
-    if path != "/cut-unsized":
-        headers.append(("Content-Length", str(len(BODY))))
-    start_response("200 OK", headers)
+@pytest.fixture(scope="module")
+def gunicorn_port(tmp_path_factory):
+    """gunicorn as `make run` starts it (one worker is enough here), serving tests/web_server_app."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LIFEBOAT_WEB_WORKERS": "1"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(GUNICORN),
+                "-c",
+                "python:portal.gunicorn_conf",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "tests.web_server_app:application",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        yield port
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
 
-    def body():
-        yield BODY[:1000]
-        if path.startswith("/cut"):
-            raise OSError("the disk failed part-way")
-        yield BODY[1000:]
 
-    return body()
+@pytest.fixture(params=["runserver", "gunicorn"])
+def any_port(request):
+    return request.getfixturevalue("port" if request.param == "runserver" else "gunicorn_port")
 
 
 @pytest.fixture
@@ -57,9 +95,13 @@ def test_runserver_uses_this_server():
     assert Command.server_cls is server.WSGIServer
 
 
+def test_the_application_of_every_server_resets_failed_bodies():
+    assert isinstance(wsgi.application, server.ResetOnFailure)
+
+
 @pytest.mark.parametrize("path", ["/cut", "/cut-unsized"])
-def test_a_body_that_fails_part_way_resets_the_connection(port, path):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+def test_a_body_that_fails_part_way_resets_the_connection(any_port, path):
+    conn = http.client.HTTPConnection("127.0.0.1", any_port, timeout=10)
     response = get(conn, path)
     assert response.status == 200
     # Not a clean end (the unsized body would look complete) and not a wait for the rest.
@@ -67,8 +109,20 @@ def test_a_body_that_fails_part_way_resets_the_connection(port, path):
         response.read()
 
 
-def test_whole_responses_keep_the_connection(port):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+def test_an_http10_client_such_as_a_proxy_sees_the_reset_too(gunicorn_port):
+    """nginx speaks HTTP/1.0 to its upstream by default: without a Content-Length (and no
+    chunked encoding in HTTP/1.0) only the reset tells it the body is not whole."""
+    with socket.create_connection(("127.0.0.1", gunicorn_port), timeout=10) as sock:
+        sock.sendall(b"GET /cut-unsized HTTP/1.0\r\nHost: x\r\n\r\n")
+        received = b""
+        with pytest.raises(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += chunk
+    assert received.startswith(b"HTTP/1.") and b" 200 " in received.split(b"\r\n")[0]
+
+
+def test_whole_responses_keep_the_connection(any_port):
+    conn = http.client.HTTPConnection("127.0.0.1", any_port, timeout=10)
     assert get(conn, "/whole").read() == BODY
     first = conn.sock
     assert get(conn, "/whole").read() == BODY

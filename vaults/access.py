@@ -9,14 +9,17 @@ Every view, viewset and template that acts for a user asks this module. Rules (D
 - Guard approvers see their vault's approval requests only, not the vault.
 """
 
+import hmac
 from typing import Any, TypeVar, overload
 
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404
 
 from inventory.models import Host, VirtualMachine
+from portal.client_address import parse_address, parse_networks
 from vaults.models import (
     GuardApprover,
     ProtectedVM,
@@ -69,6 +72,8 @@ ADMIN_ACTIONS = {
     "view_site_audit",
     # Directories people sign in through and their group → role mappings.
     "manage_directories",
+    # The detailed health view names store locations, worker machines and database errors.
+    "view_health",
 }
 
 
@@ -129,6 +134,20 @@ def require(user: AnyUser, vault: Vault, action: str) -> None:
 def require_site(user: AnyUser, action: str) -> None:
     if not can_site(user, action):
         raise PermissionDenied("Only site administrators may do this.")
+
+
+def can_scrape_metrics(user: AnyUser, bearer: str | None, address: str | None) -> bool:
+    """The Prometheus endpoint: a site administrator, a scraper presenting the metrics token
+    (`LIFEBOAT_METRICS_TOKEN`), or a client address in the allow-list
+    (`LIFEBOAT_METRICS_ALLOW`). Nobody else: the metrics name vaults and machines."""
+    if is_site_admin(user):
+        return True
+    token = str(settings.LIFEBOAT.get("METRICS_TOKEN") or "")
+    if token and bearer and hmac.compare_digest(token.encode(), bearer.encode()):
+        return True
+    allowed = parse_networks(tuple(settings.LIFEBOAT.get("METRICS_ALLOW") or ()))
+    found = parse_address(address) if address else None
+    return found is not None and any(found in net for net in allowed)
 
 
 def capabilities(user: AnyUser, vault: Vault) -> dict[str, bool]:

@@ -26,6 +26,7 @@ either primary tier prefers the snapshot tier while it holds the RP (`preferred_
 
 import json
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -198,6 +199,43 @@ def probe_location(location: str, target: StorageTarget | None, kek: bytes | Non
     except engine.KeyUnavailable:
         return "store"  # reachable, and a store is there: its keys are another matter
     return "store"
+
+
+@dataclass(frozen=True)
+class Reach:
+    """A store location as a health check found it."""
+
+    ok: bool
+    text: str  # what was found, or why it failed
+    free_bytes: int | None  # local file systems only
+
+
+def _free_bytes(location: str) -> int | None:
+    """Free space of the file system a local location is (or will be) on."""
+    path = Path(location)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def reach(location: str, target: StorageTarget | None, *, holds_data: bool) -> Reach:
+    """Reach a store location now (health checks; one request on object storage). A location
+    with no store yet is fine until recovery points live there (`holds_data`): then the store
+    is missing (a disk not mounted, a wrong bucket), which is a failure."""
+    local = location_scheme(location) is None
+    try:
+        found = probe_location(location, target)
+    except (engine.EngineError, OSError) as e:
+        return Reach(False, f"unreachable: {e}", None)
+    free = _free_bytes(location) if local else None
+    if found == "empty":
+        if holds_data:
+            return Reach(False, "the store is missing", free)
+        return Reach(True, "no store yet", free)
+    return Reach(True, "reachable", free)
 
 
 # -- opening what exists ------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from portal import health
 from portal.api.base import ApiListView, ApiRequest, ApiView
 from portal.api.serializers import StrictSerializer
 from portal.client_address import client_ip
@@ -91,3 +92,35 @@ class TokenDetailView(ApiView):
         """Revoke the token; it stays listed with `revoked_at` set."""
         revoke_token(self.get_object(), by=request.user, request=request)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class FindingSerializer(serializers.Serializer):
+    what = serializers.CharField()
+    ok = serializers.BooleanField()
+    text = serializers.CharField()
+    free_bytes = serializers.IntegerField(allow_null=True)
+    seconds = serializers.FloatField(allow_null=True)
+
+
+class CheckSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    ok = serializers.BooleanField()
+    serving = serializers.BooleanField(help_text="A failure makes /healthz answer 503.")
+    findings = FindingSerializer(many=True)
+
+
+class HealthSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    at = serializers.DateTimeField()
+    checks = CheckSerializer(many=True)
+
+
+class HealthView(ApiView):
+    """Every health check with what it found (site administrators): the database, each
+    vault store's reach and free space, queue ages, worker heartbeats."""
+
+    serializer_class = HealthSerializer
+    site_actions = {"GET": "view_health"}
+
+    def get(self, request: ApiRequest) -> Response:
+        return Response(self.get_serializer(health.check()).data)

@@ -267,3 +267,35 @@ class LoginFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username} from {self.ip} at {self.time:%Y-%m-%d %H:%M:%S}"
+
+
+# -- second factor -------------------------------------------------------------------------------
+
+
+class SecondFactorRequired(models.TextChoices):
+    NOBODY = "nobody", "Nobody (optional for everyone)"
+    SITE_ADMINS = "site_admins", "Site administrators"
+    EVERYONE = "everyone", "Everyone"
+
+
+class SiteSecurity(models.Model):
+    """Site-wide security settings: one row (pk 1), changed by site admins with an audit
+    record (`security.second_factor.set_required`)."""
+
+    # Who must have a second factor; one who has none is sent to enrolment after the password.
+    second_factor_required = models.CharField(
+        max_length=20,
+        choices=SecondFactorRequired.choices,
+        default=SecondFactorRequired.NOBODY,
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(pk=1), name="site_security_one_row")]
+
+    def __str__(self) -> str:
+        return f"second factor required for {self.second_factor_required}"
+
+    @classmethod
+    def current(cls) -> "SiteSecurity":
+        return cls.objects.get_or_create(pk=1)[0]

@@ -67,6 +67,8 @@ ADMIN_ACTIONS = {
     "manage_keys",
     "view_recycle_bin",
     "view_site_audit",
+    # Who must have a second factor; resetting a user's devices.
+    "manage_second_factor",
 }
 
 

@@ -47,7 +47,7 @@ class PasswordStep(LoginView):
         if second_factor.has_second_factor(user):
             self.request.session[PENDING] = {
                 "user": user.pk,
-                "backend": user.backend,  # set by authenticate()
+                "backend": getattr(user, "backend", None),  # set by authenticate()
                 "at": time.time(),
                 "next": self.get_redirect_url(),
             }
@@ -77,7 +77,7 @@ def code_step(request: HttpRequest) -> HttpResponse:
     user = None
     if pending is not None:
         user = get_user_model()._default_manager.filter(pk=pending["user"], is_active=True).first()
-    if user is None:
+    if pending is None or user is None:
         request.session.pop(PENDING, None)
         messages.info(request, "Log in with your password first.")
         return redirect("login")
@@ -99,7 +99,7 @@ def code_step(request: HttpRequest) -> HttpResponse:
                     "second-factor page if you are running out.",
                 )
             return HttpResponseRedirect(_next(request, pending.get("next", "")))
-    return render(request, "registration/login_code.html", {"form": form, "user_name": user})
+    return render(request, "registration/login_code.html", {"form": form})
 
 
 def _next(request: HttpRequest, url: str) -> str:

@@ -66,6 +66,8 @@ class Approval(models.Model):
     shown_status: str
     can_decide: bool
     own: bool
+    # Approving asks this viewer for a fresh code from their second factor.
+    needs_code: bool
 
     class Meta:
         ordering = ["-requested_at", "-id"]

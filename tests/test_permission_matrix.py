@@ -184,7 +184,8 @@ MATRIX = [
         "POST",
         {},
         {"username": "{self}", "password": "pw-secret-1"},
-        "201 201 201 201 201 201 201 401",
+        # The outsider has an authenticator app: a token also needs its code (`otp`).
+        "201 201 201 201 201 201 400 401",
     ),
     ("api-token-list", "GET", {}, None, "200 200 200 200 200 200 200 401"),
     (
@@ -700,6 +701,58 @@ MATRIX += [
     ("site-audit", "GET", {}, None, "200 403 403 403 403 403 403 302"),
     # -- customer-managed keys (pages): site admins only ----------------------------------------------
     ("key-list", "GET", {}, None, "200 403 403 403 403 403 403 302"),
+    # -- second factor -------------------------------------------------------------------------
+    # No password step came first: the code step sends everybody back to the login.
+    ("login-code", "GET", {}, None, "302 302 302 302 302 302 302 302"),
+    ("login-code", "POST", {}, {"code": "123456"}, "302 302 302 302 302 302 302 302"),
+    ("account-second-factor", "GET", {}, None, "200 200 200 200 200 200 200 302"),
+    ("account-second-factor-app", "GET", {}, None, "200 200 200 200 200 200 200 302"),
+    (
+        "account-second-factor-app",
+        "POST",
+        {},
+        {"code": "12"},
+        "400 400 400 400 400 400 400 302",
+    ),
+    # Only a user with an app gets new codes; the others are sent back to add one first.
+    ("account-recovery-codes", "POST", {}, None, "302 302 302 302 302 302 200 302"),
+    (
+        "account-second-factor-remove",
+        "POST",
+        {"pk": "{outsider_app}"},
+        None,
+        "404 404 404 404 404 404 302 302",
+    ),
+    ("second-factor-site", "GET", {}, None, "200 403 403 403 403 403 403 302"),
+    (
+        "second-factor-site",
+        "POST",
+        {},
+        {"second_factor_required": "site_admins"},
+        "302 403 403 403 403 403 403 302",
+    ),
+    (
+        "second-factor-reset",
+        "POST",
+        {"username": "outsider"},
+        None,
+        "302 403 403 403 403 403 403 302",
+    ),
+    ("api-second-factor-setting", "GET", {}, None, "200 403 403 403 403 403 403 401"),
+    (
+        "api-second-factor-setting",
+        "PUT",
+        {},
+        {"second_factor_required": "everyone"},
+        "200 403 403 403 403 403 403 401",
+    ),
+    (
+        "api-second-factor-reset",
+        "POST",
+        {"username": "outsider"},
+        None,
+        "200 403 403 403 403 403 403 401",
+    ),
     (
         "key-list",
         "POST",
@@ -824,6 +877,7 @@ def _scenario(root: Path, personas: dict) -> dict:
     spare_disk = root / "host1" / "disks" / "spare.img"
     spare_disk.write_bytes(b"\0" * 4096)
     token, _ = ApiToken.issue(personas["owner"], "matrix")
+    outsider_app = f.make_totp(personas["outsider"])
     approval = Approval.objects.create(
         vault=vault,
         operation="vault.update",
@@ -854,6 +908,7 @@ def _scenario(root: Path, personas: dict) -> dict:
         "spare_dir": str(spare_dir),
         "restore_dir": host.allowed_roots[1],
         "owner_token": token.pk,
+        "outsider_app": outsider_app.pk,
         "reader_membership": VaultMembership.objects.get(vault=vault, user=personas["reader"]).pk,
         "guard": GuardApprover.objects.get(vault=vault).pk,
         "host": host.pk,

@@ -300,3 +300,14 @@ def test_site_admin_api(api, admin_user, reader):
     assert (
         api(admin_user).post(reverse("api-second-factor-reset", args=["nobody"])).status_code == 404
     )
+
+
+def test_the_admin_site_signs_in_through_the_two_steps(client, admin_user):
+    f.make_totp(admin_user)
+    r = client.get("/admin/login/")
+    assert r.status_code == 302 and r.url.startswith(reverse("login"))
+    # Its own password-only form is never shown, so a password alone opens nothing.
+    r = client.post(
+        "/admin/login/", {"username": "admin", "password": "pw-secret-1"}, REMOTE_ADDR=IP
+    )
+    assert r.status_code == 302 and not signed_in(client)

@@ -80,16 +80,28 @@ def recovery_codes(request: PageRequest) -> HttpResponse:
     if not second_factor.has_second_factor(request.user):
         messages.error(request, "Add an authenticator app first: recovery codes stand in for it.")
         return done(request, reverse("account-second-factor"))
-    return _show_codes(request, second_factor.new_recovery_codes(request.user, request=request))
+    try:
+        codes = second_factor.replace_recovery_codes(
+            request.user, code=request.POST.get("code", ""), request=request
+        )
+    except ValidationError as exc:
+        messages.error(request, f"No new recovery codes: {error_text(exc)}")
+        return done(request, reverse("account-second-factor"))
+    return _show_codes(request, codes)
 
 
 @login_required
 @require_POST
 def app_remove(request: PageRequest, pk: int) -> HttpResponse:
     try:
-        second_factor.remove_app(request.user, pk, request=request)
+        second_factor.remove_app(
+            request.user, pk, code=request.POST.get("code", ""), request=request
+        )
     except ValidationError as exc:
-        raise Http404(error_text(exc)) from exc
+        if "device" in exc.message_dict:
+            raise Http404(error_text(exc)) from exc
+        messages.error(request, f"Not removed: {error_text(exc)}")
+        return done(request, reverse("account-second-factor"))
     if second_factor.must_enrol(request.user):
         request.session[MUST_ENROL] = True
     messages.success(request, "Authenticator app removed.")

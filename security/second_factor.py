@@ -163,6 +163,15 @@ def confirm_app(
     return NewApp(device, codes)
 
 
+def replace_recovery_codes(
+    user: User, *, code: str, request: HttpRequest | None = None
+) -> list[str]:
+    """New recovery codes asked for by the user, proven with a current code (a session alone
+    does not get codes that would sign in later)."""
+    check(user, code, request=request, purpose="recovery_codes")
+    return new_recovery_codes(user, request=request)
+
+
 def new_recovery_codes(user: User, *, request: HttpRequest | None = None) -> list[str]:
     """Replace the user's recovery codes with new ones (shown once; each works once)."""
     codes = [_recovery_code() for _ in range(RECOVERY_CODES)]
@@ -188,11 +197,15 @@ def _recovery_code() -> str:
     return f"{text[:5]}-{text[5:]}"
 
 
-def remove_app(user: User, device_id: int, *, request: HttpRequest | None = None) -> None:
-    """Remove one of the user's own authenticator apps (with the last, the recovery codes)."""
+def remove_app(
+    user: User, device_id: int, *, code: str, request: HttpRequest | None = None
+) -> None:
+    """Remove one of the user's own authenticator apps (with the last, the recovery codes),
+    proven with a current code: a session alone does not take a second factor away."""
     device = TOTPDevice.objects.filter(user=user, confirmed=True, pk=device_id).first()
     if device is None:
         raise ValidationError({"device": "No such authenticator app of yours."})
+    check(user, code, request=request, purpose="remove")
     with transaction.atomic():
         device.delete()
         last = not has_second_factor(user)

@@ -714,8 +714,8 @@ MATRIX += [
         {"code": "12"},
         "400 400 400 400 400 400 400 302",
     ),
-    # Only a user with an app gets new codes; the others are sent back to add one first.
-    ("account-recovery-codes", "POST", {}, None, "302 302 302 302 302 302 200 302"),
+    # New codes need an app and a current code from it: without, back to the page, saying so.
+    ("account-recovery-codes", "POST", {}, None, "302 302 302 302 302 302 302 302"),
     (
         "account-second-factor-remove",
         "POST",

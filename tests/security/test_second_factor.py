@@ -207,7 +207,12 @@ def test_removing_the_last_app_removes_the_recovery_codes(client, reader):
     device = f.make_totp(reader)
     second_factor.new_recovery_codes(reader)
     client.force_login(reader)
-    r = client.post(reverse("account-second-factor-remove", args=[device.pk]))
+    url = reverse("account-second-factor-remove", args=[device.pk])
+    # A session alone does not take the second factor away: a current code does.
+    r = client.post(url, follow=True)
+    assert "Not removed: Enter the 6-digit code" in r.content.decode()
+    assert TOTPDevice.objects.filter(user=reader).exists()
+    r = client.post(url, {"code": f.totp_code(device)})
     assert r.status_code == 302
     assert not TOTPDevice.objects.filter(user=reader).exists()
     assert not StaticToken.objects.exists()
@@ -219,10 +224,13 @@ def test_removing_the_last_app_removes_the_recovery_codes(client, reader):
 
 
 def test_new_recovery_codes_replace_the_old(client, reader):
-    f.make_totp(reader)
+    device = f.make_totp(reader)
     old = second_factor.new_recovery_codes(reader)
     client.force_login(reader)
-    r = client.post(reverse("account-recovery-codes"))
+    r = client.post(reverse("account-recovery-codes"), {"code": "12"}, follow=True)
+    assert "No new recovery codes" in r.content.decode()
+    assert second_factor.recovery_codes_left(reader) == 10
+    r = client.post(reverse("account-recovery-codes"), {"code": f.totp_code(device)})
     new = re.search(r'id="recovery-codes">([^<]+)<', r.content.decode()).group(1).split()
     assert len(new) == 10 and not set(new) & set(old)
     assert second_factor.verify(reader, old[0]) is None

@@ -11,14 +11,15 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from portal.pages import PageRequest, apply_errors, done, error_text
-from security import second_factor
+from security import second_factor, security_keys
 from security.forms import EnrolForm
+from security.login_views import json_body, json_errors
 from security.middleware import MUST_ENROL
 from security.models import SecondFactorRequired
 from vaults import access
@@ -32,6 +33,7 @@ def account_page(request: PageRequest) -> HttpResponse:
     user = request.user
     context = {
         "apps": second_factor.apps(user),
+        "keys": security_keys.keys(user),
         "codes_left": second_factor.recovery_codes_left(user),
         "required": second_factor.required_for(user),
         "must_enrol": bool(request.session.get(MUST_ENROL)),
@@ -105,6 +107,59 @@ def app_remove(request: PageRequest, pk: int) -> HttpResponse:
     if second_factor.must_enrol(request.user):
         request.session[MUST_ENROL] = True
     messages.success(request, "Authenticator app removed.")
+    return done(request, reverse("account-second-factor"))
+
+
+# -- security keys (JSON for static/js/webauthn.js) ----------------------------------------------
+
+
+@login_required
+@require_POST
+def key_options(request: PageRequest) -> HttpResponse:
+    try:
+        options = security_keys.begin(
+            request.session,
+            security_keys.REGISTER,
+            request.user,
+            security_keys.RelyingParty.of(request),
+        )
+    except ValidationError as exc:
+        return json_errors(exc)
+    return HttpResponse(options, content_type="application/json")
+
+
+@login_required
+@require_POST
+def key_add(request: PageRequest) -> HttpResponse:
+    body = json_body(request)
+    try:
+        key = security_keys.add_key(
+            request.user,
+            request.session,
+            body.get("credential"),
+            name=str(body.get("name") or ""),
+            rp=security_keys.RelyingParty.of(request),
+            request=request,
+        )
+    except ValidationError as exc:
+        return json_errors(exc)
+    messages.success(request, f"Security key “{key.name}” added.")
+    return JsonResponse({"redirect": reverse("account-second-factor")})
+
+
+@login_required
+@require_POST
+def key_remove(request: PageRequest, pk: int) -> HttpResponse:
+    try:
+        security_keys.remove_key(
+            request.user, pk, code=request.POST.get("code", ""), request=request
+        )
+    except ValidationError as exc:
+        if "device" in exc.message_dict:
+            raise Http404(error_text(exc)) from exc
+        messages.error(request, f"Not removed: {error_text(exc)}")
+        return done(request, reverse("account-second-factor"))
+    messages.success(request, "Security key removed.")
     return done(request, reverse("account-second-factor"))
 
 

@@ -7,11 +7,13 @@
    who has none is signed in and marked to enrol (`security.middleware`).
 2. `code_step` asks for a code from the app or a recovery code (`second_factor.check`: the
    lockout counts wrong codes, a replayed code is refused) and then signs the user in, which
-   clears their failures as a password login does.
+   clears their failures as a password login does. A user with a security key may answer with
+   it instead (`key_options`, `key_sign_in`: JSON for `static/js/webauthn.js`).
 
 API tokens are not made here: `portal.api.views.ObtainTokenView` asks for the code as `otp`.
 """
 
+import json
 import time
 from typing import Any
 
@@ -20,18 +22,21 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth import login as auth_login
 from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.models import User
 from django.contrib.auth.views import LoginView
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
 
 from portal.pages import apply_errors
-from security import second_factor
+from security import second_factor, security_keys
 from security.forms import CodeForm, LockoutAuthenticationForm
 from security.logins import Method, succeeded
 from security.middleware import MUST_ENROL
+from security.security_keys import RelyingParty
 
 # Who passed the password step and waits for the code step (session key).
 PENDING = "lifeboat_second_step"
@@ -72,15 +77,36 @@ def _pending(request: HttpRequest) -> dict[str, Any] | None:
     return pending
 
 
-def code_step(request: HttpRequest) -> HttpResponse:
+def _pending_user(request: HttpRequest) -> tuple[dict[str, Any], User] | None:
     pending = _pending(request)
-    user = None
-    if pending is not None:
-        user = get_user_model()._default_manager.filter(pk=pending["user"], is_active=True).first()
-    if pending is None or user is None:
+    if pending is None:
+        return None
+    user = get_user_model()._default_manager.filter(pk=pending["user"], is_active=True).first()
+    return None if user is None else (pending, user)
+
+
+def _finish(request: HttpRequest, pending: dict[str, Any], user: User, method: str) -> str:
+    """Sign the user in after the second step; where the browser goes next."""
+    del request.session[PENDING]
+    auth_login(request, user, backend=pending["backend"])
+    succeeded(request, user, method)
+    if method == Method.RECOVERY:
+        left = second_factor.recovery_codes_left(user)
+        messages.warning(
+            request,
+            f"You used a recovery code; {left} left. Make new ones on the "
+            "second-factor page if you are running out.",
+        )
+    return _next(request, pending.get("next", ""))
+
+
+def code_step(request: HttpRequest) -> HttpResponse:
+    found = _pending_user(request)
+    if found is None:
         request.session.pop(PENDING, None)
         messages.info(request, "Log in with your password first.")
         return redirect("login")
+    pending, user = found
     form = CodeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -88,21 +114,68 @@ def code_step(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             apply_errors(form, exc)
         else:
-            del request.session[PENDING]
-            auth_login(request, user, backend=pending["backend"])
-            succeeded(request, user, method)
-            if method == Method.RECOVERY:
-                left = second_factor.recovery_codes_left(user)
-                messages.warning(
-                    request,
-                    f"You used a recovery code; {left} left. Make new ones on the "
-                    "second-factor page if you are running out.",
-                )
-            return HttpResponseRedirect(_next(request, pending.get("next", "")))
-    return render(request, "registration/login_code.html", {"form": form})
+            return HttpResponseRedirect(_finish(request, pending, user, method))
+    context = {"form": form, "has_keys": bool(security_keys.keys(user))}
+    return render(request, "registration/login_code.html", context)
+
+
+# -- the second step with a security key (JSON for static/js/webauthn.js) ---------------------
+
+NOT_PENDING = {"detail": ["Log in with your password first."]}
+
+
+@require_POST
+def key_options(request: HttpRequest) -> HttpResponse:
+    found = _pending_user(request)
+    if found is None:
+        return JsonResponse(NOT_PENDING, status=400)
+    options = security_keys.begin(
+        request.session, security_keys.SIGN_IN, found[1], RelyingParty.of(request)
+    )
+    return HttpResponse(options, content_type="application/json")
+
+
+@require_POST
+def key_sign_in(request: HttpRequest) -> HttpResponse:
+    found = _pending_user(request)
+    if found is None:
+        return JsonResponse(NOT_PENDING, status=400)
+    pending, user = found
+    try:
+        method = security_keys.sign_in(
+            user,
+            request.session,
+            json_body(request).get("credential"),
+            rp=RelyingParty.of(request),
+            request=request,
+        )
+    except ValidationError as exc:
+        return json_errors(exc)
+    return JsonResponse({"redirect": _finish(request, pending, user, method)})
 
 
 def _next(request: HttpRequest, url: str) -> str:
     if url and url_has_allowed_host_and_scheme(url, {request.get_host()}, request.is_secure()):
         return url
     return reverse(settings.LOGIN_REDIRECT_URL)
+
+
+# -- what the JSON doors of the security-key ceremonies share ---------------------------
+
+
+def json_body(request: HttpRequest) -> dict[str, Any]:
+    """The request's JSON object ({} when it is not one: the checks then name what is missing)."""
+    if request.content_type != "application/json":
+        return {}  # a form's body was read as request.POST already
+    try:
+        data = json.loads(request.body or b"{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def json_errors(exc: ValidationError) -> JsonResponse:
+    """A refusal as the API words it: 400 {"field": ["message"]}."""
+    if hasattr(exc, "error_dict"):
+        return JsonResponse(exc.message_dict, status=400)
+    return JsonResponse({"detail": exc.messages}, status=400)

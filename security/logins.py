@@ -1,4 +1,4 @@
-"""The audit record of every sign-in: who, how (password, totp, recovery), success or failure,
+"""The audit record of every sign-in: who, how (password, totp, recovery, webauthn), success or failure,
 from which address (`portal.client_address.client_ip`, written by `vaults.audit.record`).
 
 - Password failures of every door (login page, API token endpoint) arrive through Django's
@@ -24,6 +24,7 @@ class Method:
     PASSWORD = "password"
     TOTP = "totp"
     RECOVERY = "recovery"
+    WEBAUTHN = "webauthn"
 
 
 def succeeded(request: HttpRequest, user: User, method: str, *, door: str = "page") -> None:

@@ -301,3 +301,28 @@ class SiteSecurity(models.Model):
     @classmethod
     def current(cls) -> "SiteSecurity":
         return cls.objects.get_or_create(pk=1)[0]
+
+
+class SecurityKey(models.Model):
+    """A WebAuthn credential (a security key or a passkey) that answers the login's second
+    step in place of the authenticator app's code (`security.security_keys`)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="security_keys"
+    )
+    name = models.CharField(max_length=64)
+    # The credential's id (base64url) as the browser names it in every assertion.
+    credential_id = models.CharField(max_length=1400)
+    public_key = models.BinaryField()
+    # The authenticator's signature counter: an assertion that does not raise it is a clone's.
+    sign_count = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["credential_id"], name="security_key_credential")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} of {self.user_id}"

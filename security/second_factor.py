@@ -3,7 +3,8 @@
 - Devices are django-otp's: a `TOTPDevice` per authenticator app (confirmed once the user
   typed a code from it) and one `StaticDevice` per user holding the recovery codes, each of
   which works once. A user "has a second factor" while a confirmed authenticator app exists;
-  removing the last one removes the recovery codes with it.
+  removing the last one removes the recovery codes with it, and the security keys
+  (`security.security_keys`, WebAuthn), which stand beside an app at the login only.
 - `check` verifies a code: authenticator apps first, then recovery codes. A TOTP code counts
   only for a time step later than the last one accepted, taken by a conditional UPDATE, so a
   replayed code is refused even when two requests bring it at once.
@@ -36,7 +37,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from portal.client_address import client_ip
 from security import lockout
 from security.logins import Method
-from security.models import SecondFactorRequired, SiteSecurity
+from security.models import SecondFactorRequired, SecurityKey, SiteSecurity
 from vaults import access, audit
 
 RECOVERY_CODES = 10
@@ -210,7 +211,9 @@ def remove_app(
         device.delete()
         last = not has_second_factor(user)
         if last:
+            # Recovery codes and security keys stand beside an app, never alone.
             StaticDevice.objects.filter(user=user).delete()
+            SecurityKey.objects.filter(user=user).delete()
         audit.record(
             "second_factor.remove",
             actor=user,
@@ -220,6 +223,7 @@ def remove_app(
                 "kind": "totp",
                 "name": device.name,
                 "recovery_codes_removed": last,
+                "security_keys_removed": last,
             },
         )
 
@@ -231,6 +235,7 @@ def reset(user: User, *, by: User, request: HttpRequest | None = None) -> int:
         apps_removed = TOTPDevice.objects.filter(user=user, confirmed=True).count()
         TOTPDevice.objects.filter(user=user).delete()
         StaticDevice.objects.filter(user=user).delete()
+        SecurityKey.objects.filter(user=user).delete()
         audit.record(
             "second_factor.reset",
             actor=by,

@@ -34,7 +34,7 @@ from jobs import backup_queue, runner
 from jobs.models import Job
 from portal.models import ApiToken
 from security.keys import fingerprint
-from security.models import Alert, Approval, CustomerKey
+from security.models import Alert, Approval, CustomerKey, SecurityKey
 from tests import factories as f
 from vaults.models import (
     FileRecoverySession,
@@ -723,6 +723,19 @@ MATRIX += [
         None,
         "404 404 404 404 404 404 302 302",
     ),
+    # Security keys: JSON doors of the browser's ceremonies (no ceremony under way here).
+    ("login-key-options", "POST", {}, None, "400 400 400 400 400 400 400 400"),
+    ("login-key", "POST", {}, None, "400 400 400 400 400 400 400 400"),
+    # Only a user with an app may add a key.
+    ("account-security-key-options", "POST", {}, None, "400 400 400 400 400 400 200 302"),
+    ("account-security-key-add", "POST", {}, None, "400 400 400 400 400 400 400 302"),
+    (
+        "account-security-key-remove",
+        "POST",
+        {"pk": "{outsider_key}"},
+        None,
+        "404 404 404 404 404 404 302 302",
+    ),
     ("second-factor-site", "GET", {}, None, "200 403 403 403 403 403 403 302"),
     (
         "second-factor-site",
@@ -878,6 +891,9 @@ def _scenario(root: Path, personas: dict) -> dict:
     spare_disk.write_bytes(b"\0" * 4096)
     token, _ = ApiToken.issue(personas["owner"], "matrix")
     outsider_app = f.make_totp(personas["outsider"])
+    outsider_key = SecurityKey.objects.create(
+        user=personas["outsider"], name="key", credential_id="matrix-key", public_key=b"k"
+    )
     approval = Approval.objects.create(
         vault=vault,
         operation="vault.update",
@@ -909,6 +925,7 @@ def _scenario(root: Path, personas: dict) -> dict:
         "restore_dir": host.allowed_roots[1],
         "owner_token": token.pk,
         "outsider_app": outsider_app.pk,
+        "outsider_key": outsider_key.pk,
         "reader_membership": VaultMembership.objects.get(vault=vault, user=personas["reader"]).pk,
         "guard": GuardApprover.objects.get(vault=vault).pk,
         "host": host.pk,

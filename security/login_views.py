@@ -50,6 +50,8 @@ class PasswordStep(LoginView):
     def form_valid(self, form: AuthenticationForm) -> HttpResponse:
         user = form.get_user()
         if second_factor.has_second_factor(user):
+            # A new session id for the half-signed-in state, as `login()` makes for the whole.
+            self.request.session.cycle_key()
             self.request.session[PENDING] = {
                 "user": user.pk,
                 "backend": getattr(user, "backend", None),  # set by authenticate()

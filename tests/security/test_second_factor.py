@@ -75,9 +75,11 @@ def test_enrolment_then_login_asks_for_the_code(client, reader):
     assert "10 recovery codes left" in page and codes[0] not in page
 
     client.logout()
+    before = client.session.session_key  # a visitor's session, as a fixing attacker gives
     r = password_step(client)
     assert r.status_code == 302 and r.url == reverse("login-code")
     assert not signed_in(client)  # the password alone signs nobody in
+    assert client.session.session_key != before  # a new id for the half-way state
     assert client.get(reverse("dashboard")).status_code == 302
 
     # The next time step's code: the one typed at enrolment was used up.

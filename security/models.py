@@ -298,10 +298,6 @@ class SiteSecurity(models.Model):
     def __str__(self) -> str:
         return f"second factor required for {self.second_factor_required}"
 
-    @classmethod
-    def current(cls) -> "SiteSecurity":
-        return cls.objects.get_or_create(pk=1)[0]
-
 
 class SecurityKey(models.Model):
     """A WebAuthn credential (a security key or a passkey) that answers the login's second

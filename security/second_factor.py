@@ -69,7 +69,11 @@ def recovery_codes_left(user: User) -> int:
 
 
 def required() -> str:
-    return SiteSecurity.current().second_factor_required
+    """Who must have a second factor (no row yet: nobody; reading writes nothing)."""
+    value = (
+        SiteSecurity.objects.filter(pk=1).values_list("second_factor_required", flat=True).first()
+    )
+    return value or SecondFactorRequired.NOBODY
 
 
 def required_for(user: User) -> bool:

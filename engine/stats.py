@@ -1,9 +1,11 @@
-"""Storage statistics of one chunk store, read from its files alone (no key needed).
+"""Storage statistics of one chunk store, read from its objects alone (no key needed), on any
+backend: a local directory, S3 or Azure Blob (`engine.backends`).
 
 Django-free. What the numbers mean (layout in FORMAT.md):
 
-* ``stored_bytes``: bytes of every chunk file under ``chunks/`` (what the store costs on disk,
-  chunk headers and checksums included; temp files of unfinished writes are skipped).
+* ``stored_bytes``: bytes of every chunk object under ``chunks/``, as the listing gives them
+  (what the store costs, chunk headers and checksums included; temp files of unfinished writes
+  are skipped).
 * ``unique_bytes``: plaintext bytes of the distinct non-zero chunk ids that the indexes of
   committed recovery points reference (chunk length from each index: the last chunk of a disk
   may be short).
@@ -12,8 +14,9 @@ Django-free. What the numbers mean (layout in FORMAT.md):
 * ``dedup_ratio`` = referenced / unique; ``compression_ratio`` = unique / the stored bytes of
   the referenced chunks (chunks only awaiting GC are counted apart, as ``garbage_bytes``).
 
-Reading costs one ``scandir`` of the chunk directories and one sequential read of each index
-(32 bytes per chunk); callers cache the result.
+Reading costs one listing of the chunks (a directory walk, or one request per 1000 objects)
+and one read of each index (32 bytes per chunk; on object storage a GET each, 16 at a time);
+callers cache the result.
 """
 
 from __future__ import annotations
@@ -21,15 +24,17 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from .backends import Backend, ObjectTarget, open_backend
 
 INDEX_MAGIC = b"LBINDEX\x00"
 INDEX_HEADER = struct.Struct("<8sHHBB2xQQ8x")  # magic, version, flags, shift, dlen, size, count
 DIGEST_LEN = 32
 ZERO_ID = bytes(DIGEST_LEN)
 TEMP_PREFIX = ".tmp-"
-_READ_IDS = 4096  # ids per read: 128 KiB
+OBJECT_READS = 16  # index reads in flight on object storage
 
 
 @dataclass(frozen=True)
@@ -64,101 +69,114 @@ class StoreStats:
         return self.live_plain_bytes / self.live_stored_bytes
 
 
-def _index_ids(path: Path) -> Iterator[tuple[bytes, int]]:
-    """(chunk id, plaintext length) of each non-zero chunk of one disk index."""
-    with open(path, "rb") as f:
-        head = f.read(INDEX_HEADER.size)
-        if len(head) < INDEX_HEADER.size:
-            raise ValueError("short index header")
-        magic, version, _flags, shift, dlen, size, count = INDEX_HEADER.unpack(head)
-        if magic != INDEX_MAGIC or version != 1 or dlen != DIGEST_LEN or not 0 < shift < 40:
-            raise ValueError("not a version 1 index")
-        chunk = 1 << shift
-        if count != (size + chunk - 1) // chunk:
-            raise ValueError("chunk count does not match the disk size")
-        i = 0
-        while i < count:
-            n = min(_READ_IDS, count - i)
-            block = f.read(n * DIGEST_LEN)
-            if len(block) != n * DIGEST_LEN:
-                raise ValueError("index is truncated")
-            for j in range(n):
-                cid = block[j * DIGEST_LEN : (j + 1) * DIGEST_LEN]
-                if cid != ZERO_ID:
-                    k = i + j
-                    yield cid, min(chunk, size - k * chunk)
-            i += n
+def _index_refs(data: bytes) -> tuple[int, list[tuple[bytes, int]]]:
+    """The disk size of one index and (chunk id, plaintext length) of each non-zero chunk."""
+    if len(data) < INDEX_HEADER.size:
+        raise ValueError("short index header")
+    magic, version, _flags, shift, dlen, size, count = INDEX_HEADER.unpack_from(data)
+    if magic != INDEX_MAGIC or version != 1 or dlen != DIGEST_LEN or not 0 < shift < 40:
+        raise ValueError("not a version 1 index")
+    chunk = 1 << shift
+    if count != (size + chunk - 1) // chunk:
+        raise ValueError("chunk count does not match the disk size")
+    body = INDEX_HEADER.size
+    if len(data) < body + count * DIGEST_LEN:
+        raise ValueError("index is truncated")
+    refs = []
+    for k in range(count):
+        cid = data[body + k * DIGEST_LEN : body + (k + 1) * DIGEST_LEN]
+        if cid != ZERO_ID:
+            refs.append((cid, min(chunk, size - k * chunk)))
+    return int(size), refs
 
 
-def _disk_size(path: Path) -> int:
-    with open(path, "rb") as f:
-        head = f.read(INDEX_HEADER.size)
-    return int(INDEX_HEADER.unpack(head)[5]) if len(head) == INDEX_HEADER.size else 0
+def _name(key: str) -> str:
+    return key.rpartition("/")[2]
 
 
-def _rp_ids(root: Path) -> list[str]:
-    try:
-        names = os.listdir(root / "manifests")
-    except FileNotFoundError:
-        return []
+def _rp_ids(backend: Backend) -> list[str]:
+    """Committed recovery points: their manifests (temp files of unfinished writes skipped)."""
+    names = (_name(info.key) for info in backend.list("manifests/"))
     return sorted(n[: -len(".json")] for n in names if n.endswith(".json") and n[0] != ".")
 
 
-def _chunk_files(root: Path) -> Iterator[tuple[bytes, int]]:
-    """(chunk id, file size) of every stored chunk file."""
-    try:
-        subs = list(os.scandir(root / "chunks"))
-    except FileNotFoundError:
-        return
-    for sub in subs:
-        if not sub.is_dir(follow_symlinks=False):
+def _index_keys(backend: Backend) -> dict[str, list[str]]:
+    """Index keys by recovery point (`indexes/<rp>/<lun>.idx`)."""
+    found: dict[str, list[str]] = {}
+    for info in backend.list("indexes/"):
+        parts = info.key.split("/")
+        if len(parts) == 3 and parts[2].endswith(".idx") and not parts[2].startswith("."):
+            found.setdefault(parts[1], []).append(info.key)
+    return {rp: sorted(keys) for rp, keys in found.items()}
+
+
+def _chunk_objects(backend: Backend) -> Iterator[tuple[bytes, int]]:
+    """(chunk id, stored size) of every chunk object, as the listing gives it."""
+    for info in backend.list("chunks/"):
+        name = _name(info.key)
+        if name.startswith(".") or len(name) != 2 * DIGEST_LEN:
             continue
-        with os.scandir(sub.path) as it:
-            for ent in it:
-                if ent.name.startswith(".") or len(ent.name) != 2 * DIGEST_LEN:
-                    continue
-                try:
-                    cid = bytes.fromhex(ent.name)
-                    size = ent.stat(follow_symlinks=False).st_size
-                except (ValueError, OSError):
-                    continue
-                yield cid, size
+        try:
+            yield bytes.fromhex(name), info.size
+        except ValueError:
+            continue
 
 
-def store_stats(path: str | os.PathLike[str]) -> StoreStats:
-    """Walk one store's chunk files and the indexes of its committed recovery points."""
-    root = Path(path)
-    if not (root / "store.json").is_file():
+def _read_all(backend: Backend, keys: list[str]) -> Iterator[tuple[str, bytes | Exception]]:
+    """Each key's bytes (or the error reading it), concurrently on object storage, where
+    each read is a request with its round trip."""
+
+    def read(key: str) -> tuple[str, bytes | Exception]:
+        try:
+            return key, backend.get(key)
+        except (OSError, ValueError) as e:
+            return key, e
+
+    if backend.is_local:
+        yield from map(read, keys)
+        return
+    with ThreadPoolExecutor(OBJECT_READS, thread_name_prefix="lifeboat-stats") as pool:
+        yield from pool.map(read, keys)
+
+
+def store_stats(location: str | os.PathLike[str], target: ObjectTarget | None = None) -> StoreStats:
+    """The figures of the store at `location`: a directory, or s3:// / az:// with `target`.
+    A service that does not answer raises StoreUnavailable."""
+    return backend_stats(open_backend(location, target))
+
+
+def backend_stats(backend: Backend) -> StoreStats:
+    """List one store's chunk objects and read the indexes of its committed recovery points."""
+    if not backend.exists("store.json"):
         return StoreStats()
     unique: dict[bytes, int] = {}
     referenced_chunks = referenced_bytes = logical = disks = 0
     unreadable: list[str] = []
-    rps = _rp_ids(root)
+    rps = _rp_ids(backend)
+    by_rp = _index_keys(backend)
+    keys = []
     for rp in rps:
-        try:
-            idx_files = sorted(
-                p
-                for p in (root / "indexes" / rp).iterdir()
-                if p.suffix == ".idx" and not p.name.startswith(".")
-            )
-        except FileNotFoundError:
+        if rp in by_rp:
+            keys += by_rp[rp]
+        else:
             unreadable.append(f"indexes/{rp}")
+    for key, data in _read_all(backend, keys):
+        try:
+            if isinstance(data, Exception):
+                raise data
+            size, refs = _index_refs(data)
+        except (OSError, ValueError, struct.error):
+            unreadable.append(key)
             continue
-        for idx in idx_files:
-            try:
-                size = _disk_size(idx)
-                for cid, length in _index_ids(idx):
-                    unique[cid] = length
-                    referenced_chunks += 1
-                    referenced_bytes += length
-            except (OSError, ValueError, struct.error):
-                unreadable.append(f"indexes/{rp}/{idx.name}")
-                continue
-            disks += 1
-            logical += size
+        for cid, length in refs:
+            unique[cid] = length
+            referenced_bytes += length
+        referenced_chunks += len(refs)
+        disks += 1
+        logical += size
     chunks = stored = live_stored = garbage_chunks = garbage_bytes = 0
     present = live_plain = 0
-    for cid, size in _chunk_files(root):
+    for cid, size in _chunk_objects(backend):
         chunks += 1
         stored += size
         if cid in unique:
@@ -184,5 +202,5 @@ def store_stats(path: str | os.PathLike[str]) -> StoreStats:
         missing_chunks=len(unique) - present,
         garbage_chunks=garbage_chunks,
         garbage_bytes=garbage_bytes,
-        unreadable=tuple(unreadable),
+        unreadable=tuple(sorted(unreadable)),
     )

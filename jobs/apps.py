@@ -7,4 +7,12 @@ class JobsConfig(AppConfig):
     def ready(self) -> None:
         # Start-up order: the job kinds register with jobs.runner when their modules are
         # imported, and those modules use every app's models, so they load once all apps are.
-        from jobs import backup, lifecycle, locks, purge, replicate, restore  # noqa: F401
+        from jobs import (  # noqa: F401
+            backup,
+            lifecycle,
+            locks,
+            purge,
+            replicate,
+            restore,
+            target_test,
+        )

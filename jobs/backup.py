@@ -40,6 +40,7 @@ from inventory.models import ExtensionState, PowerState, VirtualMachine
 from jobs import hypervisor, runner
 from jobs.backup_queue import SCHEDULABLE, TAKE_SNAPSHOT, TRANSFER, queue_replication
 from jobs.hook_details import THAW_AFTER_WORKER_LOST
+from jobs.locks import lock_new_copy
 from jobs.models import Job, Operation, Param, RestoreTier, Status, SubTask
 from jobs.reconcile import record_recovery_point, work_dir
 from jobs.runner import (
@@ -61,6 +62,7 @@ from vaults.stores import (
     open_or_create_vault_store,
     rp_store,
     store_retain_until,
+    vault_store_locked,
 )
 
 log = logging.getLogger(__name__)
@@ -636,11 +638,14 @@ def transfer_rp(ctx: JobContext, rp: RecoveryPoint, sub: SubTask) -> bool:
         )
         ctx.end_subtask(sub, Status.FAILED, why)
         return False
+    # The copy carries the snapshot manifest's lock date; retention may have moved later since.
+    locked = lock_new_copy(ctx, dst, rp) if vault_store_locked(vault) else None
     RecoveryPoint.objects.filter(pk=rp.pk).update(
         in_vault_tier=True,
         transfer_due=False,
         transfer_attempts=rp.transfer_attempts + 1,
         last_transfer_at=timezone.now(),
+        vault_locked_until=locked,
     )
     queue_replication(rp)
     ctx.set_result(

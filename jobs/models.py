@@ -23,6 +23,7 @@ class Operation(models.TextChoices):
     GARBAGE_COLLECT = "garbage_collect", "Garbage collect"
     UPDATE_KEY = "update_key", "Update key"
     EXTEND_LOCKS = "extend_locks", "Extend locks"
+    TEST_TARGET = "test_target", "Test storage target"
 
 
 class Status(models.TextChoices):
@@ -92,6 +93,9 @@ class Param:
     SWEEP_BEFORE = "sweep_before"
     # extend_locks: the recovery points whose expiry moved later.
     RPS = "rps"
+    # test_target: the storage target (id) and the location opened with its credentials.
+    TARGET = "target"
+    LOCATION = "location"
 
 
 class Job(models.Model):

@@ -15,11 +15,12 @@ import engine
 from jobs import runner
 from jobs.backup import EngineProgress, mib
 from jobs.backup_queue import REPLICATE
+from jobs.locks import lock_new_copy
 from jobs.models import Operation, Param, Status
 from jobs.runner import JobCancelled, JobContext, JobError
 from security.kek import kek_for
 from vaults.models import RecoveryPoint, Replication
-from vaults.stores import open_or_create_secondary_store, open_vault_store
+from vaults.stores import open_or_create_secondary_store, open_vault_store, secondary_locked
 
 
 def _failed(rp: RecoveryPoint, why: str) -> None:
@@ -76,7 +77,10 @@ def run_replicate(ctx: JobContext) -> None:
             f"Copying to the secondary location ({vault.secondary_location}) failed: {why}. "
             "It will be retried.",
         ) from e
+    # The copy carries the vault manifest's lock date; retention may have moved later since.
+    locked = lock_new_copy(ctx, dst, rp) if secondary_locked(vault) else None
     RecoveryPoint.objects.filter(pk=rp.pk).update(
+        secondary_locked_until=locked,
         replication=Replication.REPLICATED,
         replicated_at=timezone.now(),
         replication_error="",

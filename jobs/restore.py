@@ -49,6 +49,7 @@ from security.kek import kek_for
 from vaults import access, audit
 from vaults.models import ProtectedVM, RecoveryPoint, Replication, RPConsistency
 from vaults.stores import (
+    TargetUnusable,
     open_or_create_snapshot_store,
     preferred_tier,
     rp_store,
@@ -333,6 +334,11 @@ def _check_key(rp: RecoveryPoint, tier: str) -> None:
         raise ValidationError({"detail": f"The vault's encryption key is unavailable: {e}"}) from e
     except engine.StoreNotFound as e:
         raise ValidationError({"tier": f"The {tier} tier cannot be read: {e}."}) from e
+    except (TargetUnusable, engine.StoreUnavailable):
+        # A store on object storage is the workers' to reach, with the credentials they read
+        # (this process may have none), and a service down now may answer by then: the job
+        # opens it on a worker and fails naming the cause if it cannot.
+        pass
 
 
 def _queue_restore(

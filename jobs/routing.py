@@ -15,7 +15,8 @@ The host a job touches, per operation (`host_of`):
   hosts has its vault-wide jobs run by the default worker, which must then reach every one of
   those snapshot roots (a job is never split per host);
 - verify: none (it reads the vault store only); replicate: none (vault store to secondary);
-  extend locks: none (object stores only: the vault store and the secondary);
+  extend locks: none (object stores only: the vault store and the secondary); test storage
+  target: none (object storage, opened with the credentials the default worker reads);
 - configure backup, disable backup, undelete: none (recorded in the catalog, never delivered).
 
 Queues are django-q2 cluster names: `host-<host name>` for a dedicated host, else
@@ -87,6 +88,7 @@ HOST_OF: dict[str, Callable[[Job], Host | None]] = {
     Operation.VERIFY: _nowhere,
     Operation.EXTEND_LOCKS: _nowhere,
     Operation.REPLICATE: _nowhere,
+    Operation.TEST_TARGET: _nowhere,
     Operation.CONFIGURE_BACKUP: _nowhere,
     Operation.DISABLE_BACKUP: _nowhere,
     Operation.UNDELETE: _nowhere,

@@ -7,7 +7,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from jobs import backup_queue, runner, workers
+from jobs import backup_queue, locks, runner, workers
 from jobs import reconcile as reconciliation
 from jobs.models import UNFINISHED, Job, Operation, Param
 from jobs.purge import enqueue_due_purges
@@ -68,6 +68,13 @@ def cleanup(now: datetime | None = None) -> int:
             runner.create_job(operation=Operation.CLEANUP, vault=vault, params=params)
             created += 1
     return created
+
+
+def lock_sweep() -> int:
+    """One extend_locks job per lock-enabled vault whose RPs carry a shorter S3 Object Lock
+    than their retention needs (a lost or failed job, a copy whose lock could not be
+    extended); judged from the catalog, no store is listed."""
+    return locks.queue_short_locks()
 
 
 def purge() -> int:

@@ -14,6 +14,7 @@ v1 = [
     path("", include("inventory.api.urls")),
     path("", include("jobs.api.urls")),
     path("", include("security.api.urls")),
+    path("", include("identity.api.urls")),
 ]
 
 urlpatterns = [

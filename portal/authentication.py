@@ -1,10 +1,12 @@
-"""`Authorization: Token <key>` against hashed, revocable API tokens of the current password."""
+"""`Authorization: Token <key>` against hashed, revocable API tokens of the current password
+(and, for directory users, of a directory that still vouches for them: identity.freshness)."""
 
 from django.contrib.auth.models import User
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from identity.freshness import token_refusal
 from portal.client_address import client_ip
 from portal.models import ApiToken, hash_token
 from portal.tokens import revoke_tokens_of_old_passwords
@@ -38,4 +40,8 @@ class ApiTokenAuthentication(authentication.TokenAuthentication):
             # The hash was written without a save (no signal revoked it): revoke it now.
             revoke_tokens_of_old_passwords(token.user)
             raise exceptions.AuthenticationFailed("Token revoked: the password changed.")
+        # A directory user's token lasts while the directory vouches for the user.
+        refusal = token_refusal(token.user)
+        if refusal:
+            raise exceptions.AuthenticationFailed(refusal)
         return (token.user, token)

@@ -114,10 +114,13 @@ INSTALLED_APPS = [
     "policies",
     "jobs",
     "security",
+    "identity",
 ]
 
 # The lockout backend refuses a locked username+address before any password is checked.
-AUTHENTICATION_BACKENDS = ["security.lockout.LockoutBackend"]
+# The directory backend signs people in through the LDAP realms site admins configure
+# (identity.backends); OpenID Connect sign-ins log in through it too.
+AUTHENTICATION_BACKENDS = ["security.lockout.LockoutBackend", "identity.backends.DirectoryBackend"]
 
 # Second factor (django-otp). Wrong codes are counted by the login lockout
 # (security.lockout), the one owner of "too many failures"; django-otp's own per-device
@@ -285,6 +288,8 @@ class LifeboatSettings(TypedDict):
     GC_WAIT_SECONDS: NotRequired[float]
     TRANSFERS_PER_VAULT: NotRequired[int]
     FAIL_TRANSFERS: NotRequired[bool]
+    DIRECTORY_RECHECK_MINUTES: NotRequired[float]
+    DIRECTORY_TOKEN_HOURS: NotRequired[float]
 
 
 LIFEBOAT: LifeboatSettings = {
@@ -314,6 +319,11 @@ LIFEBOAT: LifeboatSettings = {
     "REDELIVERIES": 3,
     # Caps backup and transfer reads (MiB/s; 0 = unlimited), e.g. to watch progress in tests.
     "THROTTLE_MIBPS": float(os.environ.get("LIFEBOAT_THROTTLE_MIBPS", "0")),
+    # API tokens of directory users (identity.freshness): an LDAP user's is checked against
+    # the directory again when the last check is older than this; an OpenID user's, which
+    # cannot be checked without the user, works this long after the user's last sign-in.
+    "DIRECTORY_RECHECK_MINUTES": float(os.environ.get("LIFEBOAT_DIRECTORY_RECHECK_MINUTES", "5")),
+    "DIRECTORY_TOKEN_HOURS": float(os.environ.get("LIFEBOAT_DIRECTORY_TOKEN_HOURS", "12")),
 }
 
 LOGGING = {

@@ -33,8 +33,20 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
 EXAMPLES = int(os.environ.get("LIFEBOAT_FUZZ_EXAMPLES", "25"))
-# The fixtures' real path parameters, by name (filled by the `real` fixture).
+# The fixtures' real path parameters, by name (filled by the `real` fixture); REAL_UNDER: for
+# paths under a prefix, names whose real value differs there (`name` is a host's under
+# /hosts/ and a storage target's under /storage-targets/, where `job_id` is a Test's job).
 REAL: dict[str, object] = {}
+REAL_UNDER: dict[str, dict[str, object]] = {}
+
+
+def real_params(path: str) -> dict[str, object]:
+    """The real path parameters of an operation's path."""
+    found = dict(REAL)
+    for prefix, values in REAL_UNDER.items():
+        if path.startswith(prefix):
+            found.update(values)
+    return found
 
 
 @pytest.fixture
@@ -70,9 +82,12 @@ def real(token, vault, item, rp, job, host, admin_user, tmp_path):
     """Real rows for every kind of path parameter, and files a valid body can name."""
     from django.utils import timezone
 
+    from jobs.models import Operation, Param, Status
+    from jobs.runner import create_job
     from security import alerts, keys
+    from security.models import Approval
     from tests import factories as f
-    from vaults.models import FileRecoverySession, GuardApprover
+    from vaults.models import FileRecoverySession, GuardApprover, Replication, StorageTarget
 
     key_files = []
     for n in (1, 2):
@@ -86,6 +101,44 @@ def real(token, vault, item, rp, job, host, admin_user, tmp_path):
     spare = f.make_vm(host, name="fuzz-spare")
     free_disk = Path(host.allowed_roots[0]) / "fuzz-free.img"
     free_disk.write_bytes(b"\0" * 4096)
+    # Storage targets for vaults on object storage, and a Test of one (answered: failed).
+    s3 = StorageTarget.objects.create(
+        name="fuzz-s3",
+        kind="s3",
+        endpoint="http://127.0.0.1:9",
+        path_style=True,
+        object_lock=True,
+        credentials_env={"access_key_id": "FUZZ_NO_ID", "secret_access_key": "FUZZ_NO_KEY"},
+    )
+    StorageTarget.objects.create(
+        name="fuzz-az",
+        kind="azure",
+        endpoint="http://127.0.0.1:9/devstoreaccount1",
+        credentials_env={"account_name": "FUZZ_NO_ACCOUNT", "account_key": "FUZZ_NO_KEY"},
+    )
+    target_test = create_job(
+        operation=Operation.TEST_TARGET,
+        params={Param.TARGET: s3.pk, Param.LOCATION: "s3://fuzz-bucket/x"},
+        status=Status.FAILED,
+        deliver=False,
+    )
+    # A second copy that the recovery point has reached, so `source: secondary` restores get
+    # past the first checks to the code that reads them.
+    vault.secondary_location = str(tmp_path / "secondary")
+    vault.save()
+    rp.replication = Replication.REPLICATED
+    rp.in_vault_tier = True
+    rp.save()
+    approval = Approval.objects.create(
+        vault=vault,
+        operation="vault.update",
+        summary="vault.update: disable soft delete",
+        reasons=["disable soft delete"],
+        params={"soft_delete_days": 31},
+        requested_by=admin_user,
+        requested_by_name=admin_user.username,
+        expires_at=timezone.now() + timedelta(hours=24),
+    )
     REAL.clear()
     REAL.update(
         vault_name=vault.name,
@@ -101,7 +154,11 @@ def real(token, vault, item, rp, job, host, admin_user, tmp_path):
         token_id=admin_user.api_tokens.first().pk,
         alert_id=alert.pk,
         session_id=str(session.pk),
+        approval_id=approval.pk,
     )
+    REAL_UNDER.clear()
+    REAL_UNDER["/api/v1/hosts/"] = {"name": host.name}
+    REAL_UNDER["/api/v1/storage-targets/"] = {"name": s3.name, "job_id": target_test.pk}
     return {
         "host": host.pk,
         "spare_vm": spare.pk,
@@ -118,7 +175,8 @@ def flatmap_path_parameters(context, path_parameters):
     stop at a 404 before its body or query is read."""
     if not path_parameters:
         return st.just(path_parameters)
-    real = {name: REAL[name] for name in path_parameters if name in REAL}
+    known = real_params(context.operation.path) if context.operation else REAL
+    real = {name: known[name] for name in path_parameters if name in known}
     return st.sampled_from([path_parameters, {**path_parameters, **real}])
 
 
@@ -144,42 +202,92 @@ HOSTILE_PARAMS = ["a\x00b", str(2**70), "bogus", *BAD_DATES]
 ITEM = "/api/v1/vaults/{vault_name}/protected-items/{vm_name}"
 
 
-def valid_bodies(real: dict) -> dict[str, dict]:
-    """A body each POST accepts (or refuses only for the state it finds), so a hostile value
-    put into one of its fields is the only thing wrong with it."""
+def valid_bodies(real: dict) -> dict[str, list[dict]]:
+    """Bodies each POST accepts (or refuses only for the state it finds), so a hostile value
+    put into one of their fields is the only thing wrong with them. Several where the
+    operation takes different shapes (a vault in a directory or on object storage...)."""
     policy = {
         "name": "Fuzz",
         "schedule": {"frequency": "daily", "time": "02:00"},
         "retention": {"daily": {"days": 7}},
     }
+    host = {"snapshot_root": real["root"], "allowed_roots": [real["root"]]}
+    s3_env = {"access_key_id": "FUZZ_ID", "secret_access_key": "FUZZ_SECRET"}
+    to_files = {"kind": "restore_disks", "target": {"host": real["host"], "path": real["restores"]}}
     return {
-        "POST /api/v1/auth/token/": {"username": "admin", "password": "wrong", "name": "fuzz"},
-        "POST /api/v1/hosts/": {
-            "name": "fuzz-host",
-            "snapshot_root": real["root"],
-            "allowed_roots": [real["root"]],
-        },
-        "POST /api/v1/vms/": {
-            "name": "fuzz-vm",
-            "host": real["host"],
-            "disks": [{"lun": -1, "path": real["free_disk"]}],
-        },
-        "POST /api/v1/keys/": {"name": "fuzzkey2", "path": real["key_file"]},
-        "POST /api/v1/keys/{key_name}/rotate/": {"path": real["key_file"]},
-        "POST /api/v1/vaults/": {"name": "fuzz-vault", "linked_hosts": [real["host"]]},
-        "POST /api/v1/vaults/{vault_name}/members/": {"user": "approver", "role": "reader"},
-        "POST /api/v1/vaults/{vault_name}/approvers/": {"user": "owner"},
-        "POST /api/v1/vaults/{vault_name}/policies/": policy,
-        "PUT /api/v1/vaults/{vault_name}/policies/{policy_name}/": policy,
-        "POST /api/v1/vaults/{vault_name}/protected-items/": {
-            "vm": real["spare_vm"],
-            "policy": "DefaultPolicy",
-        },
-        f"POST {ITEM}/backup/": {"retain_until": "2031-01-31"},
-        f"POST {ITEM}/recovery-points/{{rp_id}}/restore/": {
-            "kind": "restore_disks",
-            "target": {"host": real["host"], "path": real["restores"]},
-        },
+        "POST /api/v1/auth/token/": [{"username": "admin", "password": "wrong", "name": "fuzz"}],
+        "POST /api/v1/hosts/": [
+            {"name": "fuzz-host", **host},
+            {
+                "name": "fuzz-kvm",
+                "connector": "libvirt",
+                "libvirt_uri": "qemu+ssh://root@kvm1/system",
+                "dedicated_worker": True,
+                **host,
+            },
+        ],
+        "POST /api/v1/vms/": [
+            {
+                "name": "fuzz-vm",
+                "host": real["host"],
+                "disks": [{"lun": -1, "path": real["free_disk"]}],
+            }
+        ],
+        "POST /api/v1/keys/": [{"name": "fuzzkey2", "path": real["key_file"]}],
+        "POST /api/v1/keys/{key_name}/rotate/": [{"path": real["key_file"]}],
+        "POST /api/v1/storage-targets/": [
+            {
+                "name": "fuzz-minio",
+                "kind": "s3",
+                "endpoint": "http://127.0.0.1:9000",
+                "region": "eu-west-1",
+                "path_style": True,
+                "object_lock": True,
+                "credentials_env": s3_env,
+            },
+            {
+                "name": "fuzz-blob",
+                "kind": "azure",
+                "endpoint": "http://127.0.0.1:10000/devstoreaccount1",
+                "credentials_env": {"account_name": "FUZZ_ACCOUNT", "sas_token": "FUZZ_SAS"},
+            },
+            {
+                "name": "fuzz-file",
+                "kind": "s3",
+                "credentials_source": "file",
+                "credentials_file": "/etc/lifeboat/fuzz.json",
+            },
+        ],
+        "POST /api/v1/storage-targets/{name}/test/": [{"location": "s3://fuzz-bucket/x"}, {}],
+        "POST /api/v1/vaults/": [
+            {"name": "fuzz-vault", "linked_hosts": [real["host"]]},
+            {
+                "name": "fuzz-geo",
+                "store_location": "s3://fuzz-bucket/geo",
+                "storage_target": "fuzz-s3",
+                "secondary_location": "az://fuzz-container/geo",
+                "secondary_target": "fuzz-az",
+                "linked_hosts": [real["host"]],
+            },
+        ],
+        "POST /api/v1/vaults/{vault_name}/members/": [{"user": "approver", "role": "reader"}],
+        "POST /api/v1/vaults/{vault_name}/approvers/": [{"user": "owner"}],
+        "POST /api/v1/vaults/{vault_name}/approvals/{approval_id}/approve/": [{"note": "ok"}],
+        "POST /api/v1/vaults/{vault_name}/approvals/{approval_id}/reject/": [{"note": "no"}],
+        "POST /api/v1/vaults/{vault_name}/policies/": [policy],
+        "PUT /api/v1/vaults/{vault_name}/policies/{policy_name}/": [policy],
+        "POST /api/v1/vaults/{vault_name}/protected-items/": [
+            {"vm": real["spare_vm"], "policy": "DefaultPolicy"}
+        ],
+        f"POST {ITEM}/backup/": [{"retain_until": "2031-01-31"}],
+        f"POST {ITEM}/stop/": [{"mode": "retain_forever"}],
+        f"POST {ITEM}/resume/": [{"policy": "DefaultPolicy"}],
+        f"POST {ITEM}/recovery-points/{{rp_id}}/restore/": [
+            to_files,
+            {**to_files, "tier": "vault", "luns": [-1]},
+            {**to_files, "source": "secondary"},
+            {"kind": "replace_disks", "luns": [-1], "source": "secondary"},
+        ],
     }
 
 
@@ -228,16 +336,16 @@ def put(value, place, new):
     return copy
 
 
-def base_body(api_schema, op, path: dict, auth: dict, real: dict) -> dict:
-    """A valid body: written down for POSTs, what a GET answers for PATCH and PUT."""
+def base_bodies(api_schema, op, path: dict, auth: dict, real: dict) -> list[dict]:
+    """Valid bodies: written down for POSTs, what a GET answers for PATCH and PUT."""
     known = valid_bodies(real).get(f"{op.method.upper()} {op.path}")
     if known is not None:
         return known
     if op.method in ("patch", "put"):
         answer = api_schema[op.path]["GET"].Case(path_parameters=path).call(headers=auth)
         if answer.status_code == 200 and isinstance(answer.json(), dict):
-            return answer.json()
-    return {}
+            return [answer.json()]
+    return [{}]
 
 
 ANY = range(500)
@@ -250,7 +358,8 @@ NEGOTIATED = ("format",)
 
 def hostile_cases(api_schema, op, auth: dict, real: dict):
     """(what, case, the statuses it may answer) for every hostile input of `op`."""
-    path = {p.name: REAL.get(p.name, 1) for p in op.path_parameters}
+    known = real_params(op.path)
+    path = {p.name: known.get(p.name, 1) for p in op.path_parameters}
     for p in op.path_parameters:
         case = op.Case(path_parameters={**path, p.name: "a\x00b"})
         yield f"path {p.name} with NUL", case, BAD_REQUEST
@@ -267,18 +376,31 @@ def hostile_cases(api_schema, op, auth: dict, real: dict):
     for raw in DEEP_BODIES:
         case = op.Case(path_parameters=path, body=raw, media_type="application/json")
         yield f"a body nested {DEEP} levels deep", case, CLIENT_ERROR
-    body = base_body(api_schema, op, path, auth, real)
     fields = body_fields(api_schema, op)
-    places = {(name,) for name in fields} | {p for p in leaves(body) if p and p[0] in fields}
-    for place in sorted(places, key=str):
-        current = at(body, place)
-        # A NUL after a valid value (an absolute path...) gets past the checks of its form.
-        own = [current + "\x00"] if isinstance(current, str) else []
-        for value in [*HOSTILE_VALUES, *own]:
-            case = op.Case(
-                path_parameters=path, body=put(body, place, value), media_type="application/json"
-            )
-            yield f"body {'.'.join(map(str, place))}={value!r}", case, ANY
+    for n, body in enumerate(base_bodies(api_schema, op, path, auth, real)):
+        # The valid body itself: no 5xx either.
+        case = op.Case(path_parameters=path, body=body, media_type="application/json")
+        yield f"valid body {n}", case, ANY
+        places = {(name,) for name in fields} | {p for p in leaves(body) if p and p[0] in fields}
+        for place in sorted(places, key=str):
+            current = at(body, place)
+            # A NUL after a valid value (an absolute path...) gets past the checks of its form.
+            own = [current + "\x00"] if isinstance(current, str) else []
+            for value in [*HOSTILE_VALUES, *own]:
+                hostile = put(body, place, value)
+                case = op.Case(path_parameters=path, body=hostile, media_type="application/json")
+                yield f"body {n} {'.'.join(map(str, place))}={value!r}", case, ANY
+
+
+def test_every_post_with_a_body_has_a_valid_one(api_schema, real):
+    """Without one, the hostile values of a new endpoint's fields stop at its first 400."""
+    known = valid_bodies(real)
+    missing = [
+        op.label
+        for op in (result.ok() for result in api_schema.get_all_operations())
+        if op.method == "post" and body_fields(api_schema, op) and op.label not in known
+    ]
+    assert not missing, f"add a valid body to valid_bodies() for: {', '.join(missing)}"
 
 
 def test_hostile_input(api_schema, token, real):

@@ -101,7 +101,8 @@ def current_lock(username: str, ip: str | None, now: datetime | None = None) -> 
 class LockoutBackend(ModelBackend):
     """The model backend, refusing every attempt while the username or address is locked.
 
-    It is the only backend, so sessions made by `login()`/`force_login()` resolve through it."""
+    It is the first backend, so sessions made by `force_login()` resolve through it; the
+    directory backend after it (identity.backends) is reached only when no lock holds."""
 
     def authenticate(
         self,

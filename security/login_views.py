@@ -1,7 +1,7 @@
 """Signing in: the password step, then the code step for a user with a second factor.
 
 1. `PasswordStep` is Django's login view with the lockout form. A user without a second
-   factor is signed in at once (audited as `password`). A user with one is *not* signed in:
+   factor is signed in at once (`identity.login_audit` records it). A user with one is *not* signed in:
    the session remembers who passed the password (for `PENDING_SECONDS`) and the browser goes
    to the code step. A local user whom the site setting requires to have a second factor and
    who has none is signed in and marked to enrol (`security.middleware`).
@@ -31,10 +31,11 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from identity.backends import LOGIN_INFO
 from portal.pages import apply_errors
 from security import second_factor, security_keys
 from security.forms import CodeForm, LockoutAuthenticationForm
-from security.logins import Method, succeeded
+from security.logins import Method
 from security.middleware import MUST_ENROL
 from security.security_keys import RelyingParty
 
@@ -55,12 +56,13 @@ class PasswordStep(LoginView):
             self.request.session[PENDING] = {
                 "user": user.pk,
                 "backend": getattr(user, "backend", None),  # set by authenticate()
+                # How the password was checked (here, or by a directory), for the audit record.
+                "first": getattr(user, LOGIN_INFO, None) or {"method": Method.PASSWORD},
                 "at": time.time(),
                 "next": self.get_redirect_url(),
             }
             return redirect("login-code")
-        response = super().form_valid(form)  # signs in
-        succeeded(self.request, user, Method.PASSWORD)
+        response = super().form_valid(form)  # signs in; identity.login_audit records it
         if second_factor.must_enrol(user):
             self.request.session[MUST_ENROL] = True
             messages.warning(
@@ -90,8 +92,10 @@ def _pending_user(request: HttpRequest) -> tuple[dict[str, Any], User] | None:
 def _finish(request: HttpRequest, pending: dict[str, Any], user: User, method: str) -> str:
     """Sign the user in after the second step; where the browser goes next."""
     del request.session[PENDING]
+    first = pending.get("first") or {"method": Method.PASSWORD}
+    info = {**first, "method": method, "first_factor": first.get("method")}
+    setattr(user, LOGIN_INFO, info)  # what identity.login_audit records of this sign-in
     auth_login(request, user, backend=pending["backend"])
-    succeeded(request, user, method)
     if method == Method.RECOVERY:
         left = second_factor.recovery_codes_left(user)
         messages.warning(

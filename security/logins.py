@@ -1,59 +1,31 @@
-"""The audit record of every sign-in: who, how (password, totp, recovery, webauthn), success or failure,
-from which address (`portal.client_address.client_ip`, written by `vaults.audit.record`).
+"""How a sign-in proved who it was, in the words of the audit log's `method`.
 
-- Password failures of every door (login page, API token endpoint) arrive through Django's
-  `user_login_failed` signal; codes failed by `security.second_factor.check` come with a
-  `method` in their credentials and are recorded here too, so one receiver writes them all.
-- Successes are recorded by the door that completes the sign-in (`succeeded`), which knows
-  the method: the password step when no second factor is asked, the code step otherwise.
+`identity.login_audit` writes `login.success` / `login.failure` for every sign-in from
+Django's signals: the code step leaves the method on the user it signs in
+(`identity.backends.LOGIN_INFO`), and a wrong code reports its method in the credentials of
+`user_login_failed`. Only the API token endpoint, which signs no session in, records its
+success here (`succeeded`).
 """
 
-from typing import Any
-
 from django.contrib.auth.models import User
-from django.contrib.auth.signals import user_login_failed
-from django.dispatch import receiver
 from django.http import HttpRequest
 
 from vaults import audit
 
 
 class Method:
-    """How a sign-in proved who it was (the audit record's `method`)."""
-
     PASSWORD = "password"
     TOTP = "totp"
     RECOVERY = "recovery"
     WEBAUTHN = "webauthn"
 
 
-def succeeded(request: HttpRequest, user: User, method: str, *, door: str = "page") -> None:
+def succeeded(request: HttpRequest, user: User, method: str) -> None:
+    """A token asked for with a password (and a code): a sign-in through the API."""
     audit.record(
         "login.success",
         actor=user,
         request=request,
-        after={"username": user.get_username(), "method": method, "door": door},
+        obj=user,
+        after={"method": method, "door": "api"},
     )
-
-
-@receiver(user_login_failed, dispatch_uid="security-login-audit")
-def _failed(
-    sender: str,
-    credentials: dict[str, Any],
-    request: HttpRequest | None = None,
-    **kwargs: object,
-) -> None:
-    username = str(credentials.get("username") or "")[:150]
-    after = {
-        "username": username,
-        "method": credentials.get("method", Method.PASSWORD),
-        "door": credentials.get("door", "api" if _is_api(request) else "page"),
-    }
-    if credentials.get("purpose"):
-        # A code asked again for an action (an approval), not at sign-in.
-        after["purpose"] = credentials["purpose"]
-    audit.record("login.failure", actor=None, request=request, after=after)
-
-
-def _is_api(request: HttpRequest | None) -> bool:
-    return request is not None and request.path.startswith("/api/")

@@ -29,6 +29,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient, ForceAuthClientHandler
 
 import engine
+from identity.models import Directory, GroupMapping
 from inventory.models import VirtualMachine
 from jobs import backup_queue, runner
 from jobs.models import Job
@@ -172,6 +173,54 @@ MATRIX = [
     ("target-delete", "POST", {"name": "s3spare"}, None, "302 403 403 403 403 403 403 302"),
     # No location given and no vault in the target: the admin's answer is the page saying so.
     ("target-test", "POST", {"name": "s3one"}, None, "200 403 403 403 403 403 403 302"),
+    (
+        "target-test-result",
+        "GET",
+        {"name": "s3one", "job_id": "{target_test}"},
+        None,
+        "200 403 403 403 403 403 403 302",
+    ),
+    ("directory-list", "GET", {}, None, "200 403 403 403 403 403 403 302"),
+    ("directory-create", "GET", {}, None, "200 403 403 403 403 403 403 302"),
+    (
+        "directory-create",
+        "POST",
+        {},
+        {
+            "name": "corp2",
+            "kind": "oidc",
+            "title": "Corp 2",
+            "enabled": "on",
+            "secret_source": "env",
+            "issuer": "https://login.example.org",
+            "client_id": "lifeboat",
+            "scopes": "openid groups",
+            "groups_claim": "groups",
+            "username_claim": "preferred_username",
+            "user_filter": "(uid=%(user)s)",
+            "group_type": "group_of_names",
+        },
+        "302 403 403 403 403 403 403 302",
+    ),
+    ("directory-edit", "GET", {"name": "corp-sso"}, None, "200 403 403 403 403 403 403 302"),
+    ("directory-delete", "POST", {"name": "spare-ldap"}, None, "302 403 403 403 403 403 403 302"),
+    (
+        "group-mapping-create",
+        "POST",
+        {},
+        {"directory": "corp-sso", "group": "ops", "vault_pattern": "prod*", "role": "reader"},
+        "302 403 403 403 403 403 403 302",
+    ),
+    (
+        "group-mapping-delete",
+        "POST",
+        {"pk": "{mapping}"},
+        None,
+        "302 403 403 403 403 403 403 302",
+    ),
+    # The provider does not answer here: everybody is sent back to the login page, refused.
+    ("oidc-login", "GET", {"name": "corp-sso"}, None, "302 302 302 302 302 302 302 302"),
+    ("oidc-callback", "GET", {"name": "corp-sso"}, None, "302 302 302 302 302 302 302 302"),
     ("vm-list", "GET", {}, None, "200 403 403 403 403 403 403 302"),
     ("vm-create", "GET", {}, None, "200 403 403 403 403 403 403 302"),
     ("vm-detail", "GET", {"name": "web-01"}, None, "200 403 403 403 403 403 403 302"),
@@ -399,13 +448,77 @@ MATRIX = [
         None,
         "204 403 403 403 403 403 403 401",
     ),
-    # The admin's answer says whether the location opened (here: no credentials, not ok).
+    # The admin's Test is queued for a worker; its answer is read where the 202 says.
     (
         "api-storage-target-test",
         "POST",
         {"name": "s3one"},
         {"location": "s3://bucket-one/x"},
+        "202 403 403 403 403 403 403 401",
+    ),
+    (
+        "api-storage-target-test-result",
+        "GET",
+        {"name": "s3one", "job_id": "{target_test}"},
+        None,
         "200 403 403 403 403 403 403 401",
+    ),
+    ("api-directory-list", "GET", {}, None, "200 403 403 403 403 403 403 401"),
+    (
+        "api-directory-list",
+        "POST",
+        {},
+        {
+            "name": "corp3",
+            "kind": "ldap",
+            "title": "Corp 3",
+            "server_uri": "ldaps://ldap.example.org",
+            "user_base": "ou=people,dc=example,dc=org",
+        },
+        "201 403 403 403 403 403 403 401",
+    ),
+    (
+        "api-directory-detail",
+        "GET",
+        {"name": "corp-sso"},
+        None,
+        "200 403 403 403 403 403 403 401",
+    ),
+    (
+        "api-directory-detail",
+        "PATCH",
+        {"name": "corp-sso"},
+        {"title": "Corp single sign-on"},
+        "200 403 403 403 403 403 403 401",
+    ),
+    (
+        "api-directory-detail",
+        "DELETE",
+        {"name": "spare-ldap"},
+        None,
+        "204 403 403 403 403 403 403 401",
+    ),
+    ("api-group-mapping-list", "GET", {}, None, "200 403 403 403 403 403 403 401"),
+    (
+        "api-group-mapping-list",
+        "POST",
+        {},
+        {"directory": "corp-sso", "group": "ops", "site_admin": True},
+        "201 403 403 403 403 403 403 401",
+    ),
+    (
+        "api-group-mapping-detail",
+        "GET",
+        {"mapping_id": "{mapping}"},
+        None,
+        "200 403 403 403 403 403 403 401",
+    ),
+    (
+        "api-group-mapping-detail",
+        "DELETE",
+        {"mapping_id": "{mapping}"},
+        None,
+        "204 403 403 403 403 403 403 401",
     ),
     ("api-vm-list", "GET", {}, None, "200 200 200 200 200 200 200 401"),
     ("api-vm-detail", "GET", {"vm_id": "{vm}"}, None, "200 200 200 200 200 404 404 401"),
@@ -916,11 +1029,37 @@ def _scenario(root: Path, personas: dict) -> dict:
             kind="s3",
             credentials_env={"access_key_id": "MATRIX_NO_ID", "secret_access_key": "MATRIX_NO_KEY"},
         )
+    target_test = f.make_job(
+        None,
+        operation="test_target",
+        status="failed",
+        params={"target": StorageTarget.objects.get(name="s3one").pk, "location": "s3://b/x"},
+        error_message="environment variable(s) MATRIX_NO_ID not set",
+    )
+    sso = Directory.objects.create(
+        name="corp-sso",
+        kind="oidc",
+        title="Corp SSO",
+        issuer="http://127.0.0.1:9",
+        client_id="lifeboat",
+    )
+    Directory.objects.create(
+        name="spare-ldap",
+        kind="ldap",
+        title="Spare",
+        server_uri="ldap://127.0.0.1:9",
+        user_base="dc=example,dc=org",
+    )
+    mapping = GroupMapping.objects.create(
+        directory=sso, group="backup-operators", vault_pattern="prod", role=Role.OPERATOR
+    )
     return {
+        "mapping": mapping.pk,
         "approval": approval.pk,
         "key_file": str(k9),
         "host3": host3.pk,
         "queued_job": queued.pk,
+        "target_test": target_test.pk,
         "spare_dir": str(spare_dir),
         "restore_dir": host.allowed_roots[1],
         "owner_token": token.pk,

@@ -69,6 +69,8 @@ ADMIN_ACTIONS = {
     "view_site_audit",
     # Who must have a second factor; resetting a user's devices.
     "manage_second_factor",
+    # Directories people sign in through and their group → role mappings.
+    "manage_directories",
 }
 
 

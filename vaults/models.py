@@ -284,6 +284,9 @@ class VaultMembership(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="vault_memberships"
     )
     role = models.CharField(max_length=12, choices=Role)
+    # "directory:group" when a group mapping grants this membership: it follows the mapping
+    # and the user's groups at sign-in, and is not edited here. Empty: a local membership.
+    mapped_from = models.CharField(max_length=260, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -549,6 +552,12 @@ class RecoveryPoint(models.Model):
     replication_error = models.CharField(max_length=500, blank=True)
     replication_attempts = models.PositiveIntegerField(default=0)
     last_replication_at = models.DateTimeField(null=True, blank=True)
+    # The S3 Object Lock date this RP's objects carry in the vault store and in the secondary
+    # copy, as the job that set or checked it recorded (None: not locked there, or not known).
+    # The lock sweep (`jobs.locks.queue_short_locks`) compares it with the date retention
+    # needs, so finding short locks costs no store listing.
+    vault_locked_until = models.DateTimeField(null=True, blank=True)
+    secondary_locked_until = models.DateTimeField(null=True, blank=True)
     tags = models.JSONField(default=list, blank=True)
     # None means kept forever (or, for the latest RP, kept until a newer one exists).
     expires_at = models.DateTimeField(null=True, blank=True)

@@ -1,8 +1,14 @@
-"""A vault's storage use (cached for a minute) and its replication lag, for the overview page.
+"""A vault's storage use (cached) and its replication lag, for the overview page.
 
-Walking a store costs a directory scan and a read of every index, so the numbers are kept in
-Django's cache per (vault, store locations) for `CACHE_SECONDS`; the logical size comes from the
-catalog and is always current.
+Measuring a store costs a listing of its chunks and a read of every index (`engine.stats`,
+through the store's backend: a directory, S3 or Azure Blob), so each store's figures are kept
+in Django's cache per location for `CACHE_SECONDS`, or `OBJECT_CACHE_SECONDS` on object
+storage, where every listing page and index read is a billed request. The logical size comes
+from the catalog and is always current.
+
+Object stores are measured by this process with the storage target's credentials read here
+(`vaults.stores.object_target`); where this process cannot read them, or the service does not
+answer, the tier says so instead of showing zeros.
 """
 
 import hashlib
@@ -13,11 +19,14 @@ from django.core.cache import cache
 from django.db.models import Count, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
+import engine
 from engine.stats import StoreStats, store_stats
 from inventory.models import Host
-from vaults.models import Replication, Vault
+from vaults.models import Replication, StorageTarget, Vault, location_scheme
+from vaults.stores import object_target
 
 CACHE_SECONDS = 60
+OBJECT_CACHE_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -25,6 +34,7 @@ class TierUse:
     label: str
     path: str
     stats: StoreStats
+    error: str = ""  # why the store could not be measured (its figures are then zeros)
 
 
 @dataclass(frozen=True)
@@ -54,26 +64,38 @@ def _snapshot_hosts(vault: Vault) -> QuerySet[Host]:
     return Host.objects.filter(Q(linked_vaults=vault) | Q(vms__protections__vault=vault)).distinct()
 
 
-def _stats(location: str) -> StoreStats:
-    """A local store's use; object storage is not walked from the web process (its listing
-    costs requests, and its credentials are the workers')."""
-    return StoreStats() if "://" in location else store_stats(location)
+def _measure(location: str, target: StorageTarget | None) -> tuple[StoreStats, str]:
+    if location_scheme(location) is None:
+        return store_stats(location), ""
+    if target is None:
+        return StoreStats(), f"{location} has no storage target."
+    try:
+        return store_stats(location, object_target(target)), ""
+    except (engine.EngineError, OSError) as e:
+        return StoreStats(), f"Not measured by the web server: {e}"
+
+
+def _tier(label: str, location: str, target: StorageTarget | None) -> TierUse:
+    """One store's figures, from the cache when measured recently."""
+    place = f"{location}\0{target.pk if target else ''}"
+    key = f"lifeboat:storage:{hashlib.sha256(place.encode()).hexdigest()[:32]}"
+    cached = cache.get(key)
+    if cached is None:
+        cached = _measure(location, target)
+        on_objects = location_scheme(location) is not None
+        cache.set(key, cached, OBJECT_CACHE_SECONDS if on_objects else CACHE_SECONDS)
+    stats, error = cached
+    return TierUse(label, location, stats, error)
 
 
 def vault_storage(vault: Vault) -> VaultStorage:
     logical = vault.recovery_points.live().aggregate(n=Sum("size_bytes"))["n"] or 0
-    places = [("Vault tier", vault.vault_location)] + [
-        (f"Snapshot tier on {host.name}", str(host.snapshot_store_path(vault)))
+    tiers = [_tier("Vault tier", vault.vault_location, vault.storage_target)] + [
+        _tier(f"Snapshot tier on {host.name}", str(host.snapshot_store_path(vault)), None)
         for host in sorted(_snapshot_hosts(vault), key=lambda h: h.name)
     ]
     if vault.secondary_location:
-        places.append(("Secondary copy", vault.secondary_location))
-    digest = hashlib.sha256("\0".join(p for _, p in places).encode()).hexdigest()[:32]
-    key = f"lifeboat:storage:{vault.pk}:{digest}"
-    tiers = cache.get(key)
-    if tiers is None:
-        tiers = [TierUse(label, path, _stats(path)) for label, path in places]
-        cache.set(key, tiers, CACHE_SECONDS)
+        tiers.append(_tier("Secondary copy", vault.secondary_location, vault.secondary_target))
     return VaultStorage(logical_bytes=logical, tiers=tiers)
 
 

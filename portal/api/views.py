@@ -72,7 +72,7 @@ class ObtainTokenView(ApiView):
                 "This site requires a second factor for your account: set one up on the web "
                 "page before asking for a token."
             )
-        succeeded(request, user, method, door="api")
+        succeeded(request, user, method)
         _token, key = issue_token(user, name=data["name"], request=request)
         return Response({"token": key}, status=status.HTTP_201_CREATED)
 

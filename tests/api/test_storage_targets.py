@@ -5,6 +5,7 @@ Azure, and who enforces locked immutability."""
 import pytest
 from django.urls import reverse
 
+from jobs import runner
 from tests import factories as f
 from vaults.models import AuditEvent, Immutability, StorageTarget, Vault
 
@@ -123,33 +124,56 @@ def test_only_site_admins_see_targets(api, admin_user):
     assert api(owner).post(LIST, s3_body(name="other")).status_code == 403
 
 
-def test_the_test_action_names_the_missing_variable(api, admin_user, monkeypatch):
+def _tested(client, name: str, location: str) -> dict:
+    """Queue a Test (202), run its job as a worker does, and read the answer."""
+    r = client.post(test_url(name), {"location": location})
+    assert r.status_code == 202, r.data
+    assert (r.data["status"], r.data["finished"], r.data["ok"]) == ("queued", False, None)
+    assert r.data["url"] == reverse("api-storage-target-test-result", args=[name, r.data["job"]])
+    runner.run_job(r.data["job"])
+    answer = client.get(r.data["url"])
+    assert answer.status_code == 200, answer.data
+    assert answer.data["finished"] and answer.data["location"] == location
+    return answer.data
+
+
+def test_the_test_action_names_the_missing_variable(api, admin_user, monkeypatch, quiet_heartbeat):
     monkeypatch.delenv("LIFEBOAT_S3_SECRET", raising=False)
     monkeypatch.setenv("LIFEBOAT_S3_KEY_ID", "id")
     api(admin_user).post(LIST, s3_body())
-    r = api(admin_user).post(test_url("minio-eu"), {"location": "s3://backups/lifeboat"})
-    assert r.status_code == 200, r.data
-    assert r.data["ok"] is False
-    assert "LIFEBOAT_S3_SECRET" in r.data["detail"]
-    assert "LIFEBOAT_S3_KEY_ID" not in r.data["detail"]
+    data = _tested(api(admin_user), "minio-eu", "s3://backups/lifeboat")
+    assert data["ok"] is False and data["status"] == "failed"
+    assert "LIFEBOAT_S3_SECRET" in data["detail"]
+    assert "LIFEBOAT_S3_KEY_ID" not in data["detail"]
+    assert data["worker"]  # the process that read the variables says who it was
     audited = AuditEvent.objects.get(action="storage_target.test")
-    assert audited.after["ok"] is False
+    assert audited.after == {"location": "s3://backups/lifeboat", "job": data["job"]}
 
 
-def test_the_test_action_names_an_unreadable_file(api, admin_user, tmp_path):
+def test_the_test_action_names_an_unreadable_file(api, admin_user, tmp_path, quiet_heartbeat):
     missing = tmp_path / "nowhere.json"
-    api(admin_user).post(
+    client = api(admin_user)
+    client.post(
         LIST, s3_body(credentials_env={}, credentials_source="file", credentials_file=str(missing))
     )
-    r = api(admin_user).post(test_url("minio-eu"), {"location": "s3://backups/x"})
-    assert r.data["ok"] is False
-    assert str(missing) in r.data["detail"]
+    data = _tested(client, "minio-eu", "s3://backups/x")
+    assert data["ok"] is False
+    assert str(missing) in data["detail"]
     missing.write_text("{not json")
-    r = api(admin_user).post(test_url("minio-eu"), {"location": "s3://backups/x"})
-    assert "is not JSON" in r.data["detail"]
+    assert "is not JSON" in _tested(client, "minio-eu", "s3://backups/x")["detail"]
     missing.write_text('{"access_key_id": "a"}')
-    r = api(admin_user).post(test_url("minio-eu"), {"location": "s3://backups/x"})
-    assert "secret_access_key" in r.data["detail"]
+    assert "secret_access_key" in _tested(client, "minio-eu", "s3://backups/x")["detail"]
+
+
+def test_a_test_answer_is_read_only_under_its_own_target(api, admin_user):
+    client = api(admin_user)
+    client.post(LIST, s3_body())
+    client.post(LIST, s3_body(name="other"))
+    job = client.post(test_url("minio-eu"), {"location": "s3://backups/x"}).data["job"]
+    other = reverse("api-storage-target-test-result", args=["other", job])
+    assert client.get(other).status_code == 404
+    mine = reverse("api-storage-target-test-result", args=["minio-eu", job])
+    assert client.get(mine).data["detail"] == "Waiting for a worker to run the test."
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,15 @@
 """Vaults whose stores live in object storage: the vault store in S3 (moto), the secondary copy
 in Azure Blob (Azurite). A backup goes snapshot → S3 → Azure; restores are byte-identical from
-S3 and, with S3 cut off, from Azure; purge deletes both copies. Credentials come from the
-environment variables the storage targets name, read where the stores are opened."""
+S3 and, with S3 cut off, from Azure; purge deletes both copies; the vault page's storage
+figures are the objects' listed sizes. Credentials come from the environment variables the
+storage targets name, read where the stores are opened."""
 
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.core.cache import cache
+from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
 import engine
@@ -19,12 +22,14 @@ from engine.tests.objservers import (  # noqa: F401  (session fixtures)
     moto_server,
     new_bucket,
     new_container,
+    s3_client,
 )
 from jobs.models import Job, Operation, Status
 from jobs.purge import enqueue_due_purges
 from jobs.restore import request_restore
 from tests.backups.conftest import World, aside, needs_e2fsprogs, run, same_bytes
 from vaults.models import RecoveryPoint, Replication, StorageTarget
+from vaults.storage import vault_storage
 from vaults.stores import open_secondary_store, open_vault_store
 
 pytestmark = [needs_e2fsprogs, pytest.mark.django_db(transaction=True)]
@@ -125,3 +130,70 @@ def test_a_missing_credential_variable_fails_the_backup_naming_it(object_world, 
     backup = run(w.backup_now())
     assert backup.status == Status.FAILED
     assert "T_GEO_S3_SECRET" in backup.error_message
+
+
+def _s3_chunk_sizes(endpoint: str, location: str) -> list[int]:
+    bucket, prefix = location.removeprefix("s3://").split("/", 1)
+    pages = s3_client(endpoint).get_paginator("list_objects_v2")  # type: ignore[attr-defined]
+    return [
+        o["Size"]
+        for page in pages.paginate(Bucket=bucket, Prefix=f"{prefix}/chunks/")
+        for o in page.get("Contents", [])
+    ]
+
+
+def _azure_chunk_sizes(endpoint: str, location: str) -> list[int]:
+    from azure.storage.blob import BlobServiceClient
+
+    container, prefix = location.removeprefix("az://").split("/", 1)
+    conn = (
+        f"DefaultEndpointsProtocol=http;AccountName={AZ_ACCOUNT};AccountKey={AZ_KEY};"
+        f"BlobEndpoint={endpoint};"
+    )
+    blobs = BlobServiceClient.from_connection_string(conn).get_container_client(container)
+    return [b.size for b in blobs.list_blobs(name_starts_with=f"{prefix}/chunks/")]
+
+
+def test_storage_figures_of_object_stores_are_their_listed_sizes(
+    object_world,
+    moto_server,  # noqa: F811
+    azurite_server,  # noqa: F811
+    monkeypatch,
+    client,
+):
+    w = object_world
+    assert run(w.backup_now()).status == Status.COMPLETED
+    assert run(Job.objects.get(operation=Operation.REPLICATE)).status == Status.COMPLETED
+    rp = RecoveryPoint.objects.get()
+    cache.clear()
+    storage = vault_storage(w.vault)
+    vault_tier, snapshot_tier, secondary = storage.tiers
+    assert (vault_tier.label, secondary.label) == ("Vault tier", "Secondary copy")
+    on_s3 = _s3_chunk_sizes(moto_server.endpoint, w.vault.store_location)
+    on_azure = _azure_chunk_sizes(azurite_server.endpoint, w.vault.secondary_location)
+    for tier, listed in ((vault_tier, on_s3), (secondary, on_azure)):
+        assert tier.error == ""
+        assert listed and tier.stats.exists
+        assert (tier.stats.chunks, tier.stats.stored_bytes) == (len(listed), sum(listed))
+        assert tier.stats.recovery_points == 1 and tier.stats.disks == 1
+        assert tier.stats.logical_bytes == rp.size_bytes
+        # The same chunks as the snapshot tier, zstd-compressed: fewer bytes, same data.
+        assert tier.stats.unique_bytes == snapshot_tier.stats.unique_bytes > 0
+        assert 0 < tier.stats.stored_bytes < snapshot_tier.stats.stored_bytes
+        assert tier.stats.garbage_chunks == tier.stats.missing_chunks == 0
+    assert storage.stored_bytes == sum(on_s3) + sum(on_azure) + snapshot_tier.stats.stored_bytes
+
+    # The vault page shows them.
+    client.force_login(w.admin)
+    html = client.get(f"/vaults/{w.vault.name}/").content.decode()
+    assert f'id="storage-stored">{filesizeformat(storage.stored_bytes)}' in html
+    assert "Not measured" not in html
+
+    # Credentials this process cannot read: the tier says so, and names the variable.
+    monkeypatch.delenv("T_GEO_AZ_KEY")
+    cache.clear()
+    secondary = vault_storage(w.vault).tiers[2]
+    assert not secondary.stats.exists
+    assert secondary.error.startswith("Not measured by the web server")
+    assert "T_GEO_AZ_KEY" in secondary.error
+    assert "T_GEO_AZ_KEY" in client.get(f"/vaults/{w.vault.name}/").content.decode()

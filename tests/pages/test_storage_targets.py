@@ -4,6 +4,8 @@ vault page, with where their stores live on the settings page."""
 import pytest
 from django.urls import reverse
 
+from jobs import runner
+from jobs.models import Job, Operation
 from tests import factories as f
 from vaults.models import AuditEvent, Immutability, StorageTarget, Vault
 
@@ -56,7 +58,9 @@ def test_bad_targets_show_the_error_by_the_field(login, admin_user, overrides, f
     assert not StorageTarget.objects.exists()
 
 
-def test_the_test_button_names_the_missing_variable(login, admin_user, monkeypatch):
+def test_the_test_button_names_the_missing_variable(
+    login, admin_user, monkeypatch, quiet_heartbeat
+):
     monkeypatch.delenv("LB_PAGE_KEY_ID", raising=False)
     monkeypatch.delenv("LB_PAGE_SECRET", raising=False)
     client = login(admin_user)
@@ -65,7 +69,19 @@ def test_the_test_button_names_the_missing_variable(login, admin_user, monkeypat
     r = client.post(url, {"location": "s3://backups/v1"}, HTTP_HX_REQUEST="true")
     body = r.content.decode()
     assert 'id="check"' in body and "<html" not in body
+    # Queued for a worker: the answer polls until the job has finished.
+    job = Job.objects.get(operation=Operation.TEST_TARGET)
+    result = reverse("target-test-result", args=["minio-eu", job.pk])
+    assert "Testing" in body and f'hx-get="{result}"' in body and f'href="{result}"' in body
+    assert client.get(result, HTTP_HX_REQUEST="true").status_code == 200
+    runner.run_job(job.pk)
+    r = client.get(result, HTTP_HX_REQUEST="true")
+    assert r.status_code == 286  # htmx stops polling
+    body = r.content.decode()
     assert "Failed" in body and "LB_PAGE_KEY_ID, LB_PAGE_SECRET" in body
+    assert "Checked by" in body and "hx-get" not in body
+    # Without htmx: the whole page, with the answer.
+    assert "LB_PAGE_SECRET" in client.get(result).content.decode()
     r = client.post(url, {"location": "gs://backups/v1"})
     assert "Unknown scheme gs://" in r.content.decode()
 

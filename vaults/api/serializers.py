@@ -128,11 +128,16 @@ class VaultCreateSerializer(VaultSerializer):
 
 class MembershipSerializer(StrictModelSerializer):
     user = serializers.CharField(source="user.username", read_only=True)
+    mapped_from = serializers.CharField(
+        read_only=True,
+        help_text="The directory group (directory:group) whose mapping grants this role; "
+        "such a membership changes only with the mapping. Empty: a local membership.",
+    )
 
     class Meta:
         model = VaultMembership
-        fields = ["id", "user", "role", "created_at"]
-        read_only_fields = ["id", "created_at"]
+        fields = ["id", "user", "role", "mapped_from", "created_at"]
+        read_only_fields = ["id", "mapped_from", "created_at"]
 
 
 class MembershipCreateSerializer(StrictSerializer):

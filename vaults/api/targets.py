@@ -4,6 +4,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -56,9 +57,19 @@ class TargetTestSerializer(StrictSerializer):
 
 
 class TargetCheckSerializer(serializers.Serializer):
-    ok = serializers.BooleanField()
+    job = serializers.IntegerField(help_text="The test_target job a worker runs.")
+    status = serializers.CharField(help_text="The job's status.")
+    finished = serializers.BooleanField()
+    ok = serializers.BooleanField(
+        allow_null=True, help_text="Whether the location opened; null until the job finished."
+    )
     location = serializers.CharField()
-    detail = serializers.CharField()
+    detail = serializers.CharField(help_text="What was found, or the exact error.")
+    worker = serializers.CharField(help_text="The worker that opened the location.")
+    url = serializers.SerializerMethodField(help_text="Where the answer is read.")
+
+    def get_url(self, check: services.TargetCheck) -> str:
+        return reverse("api-storage-target-test-result", args=[self.context["name"], check.job])
 
 
 class StorageTargetListView(ApiListView):
@@ -110,10 +121,10 @@ class StorageTargetTestView(ApiView):
     serializer_class = TargetTestSerializer
     site_actions = {"POST": SITE}
 
-    @extend_schema(responses={200: TargetCheckSerializer})
+    @extend_schema(responses={202: TargetCheckSerializer})
     def post(self, request: ApiRequest, name: str) -> Response:
-        """Open the location with the target's credentials (read by this server): `ok` and
-        what was found, or `ok: false` and the exact error."""
+        """Queue a Test: a worker opens the location with the target's credentials as the
+        workers read them. 202 with the job; its answer is read at `url`."""
         target = get_object_or_404(StorageTarget, name=name)
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -123,4 +134,17 @@ class StorageTargetTestView(ApiView):
             request=request,
             location=serializer.validated_data.get("location", "").strip(),
         )
-        return Response(TargetCheckSerializer(check).data)
+        body = TargetCheckSerializer(check, context={"name": target.name}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+
+
+class StorageTargetTestResultView(ApiView):
+    serializer_class = TargetCheckSerializer
+    site_actions = {"GET": SITE}
+
+    def get(self, request: ApiRequest, name: str, job_id: int) -> Response:
+        """A Test's answer: `ok` null while its job waits or runs, then true or false with
+        what was found or the exact error, and the worker that looked."""
+        target = get_object_or_404(StorageTarget, name=name)
+        check = services.target_check(target, job_id, by=request.user)
+        return Response(TargetCheckSerializer(check, context={"name": target.name}).data)

@@ -21,6 +21,11 @@ urlpatterns = [
         targets.StorageTargetTestView.as_view(),
         name="api-storage-target-test",
     ),
+    path(
+        "storage-targets/<str:name>/tests/<int:job_id>/",
+        targets.StorageTargetTestResultView.as_view(),
+        name="api-storage-target-test-result",
+    ),
     path("vaults/", views.VaultListView.as_view(), name="api-vault-list"),
     path(f"{V}/", views.VaultDetailView.as_view(), name="api-vault-detail"),
     path(f"{V}/members/", views.MemberListView.as_view(), name="api-vault-member-list"),

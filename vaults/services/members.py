@@ -12,6 +12,17 @@ from vaults.models import GuardApprover, Role, Vault, VaultMembership
 KEEP_AN_OWNER = "A vault keeps at least one owner."
 
 
+def _check_local(membership: VaultMembership, field: str) -> None:
+    """A membership a directory group mapping grants follows the mapping, not local edits."""
+    if membership.mapped_from:
+        raise ValidationError(
+            {
+                field: f"{membership.user.username}'s role comes from directory group "
+                f"{membership.mapped_from}; change the group mapping instead."
+            }
+        )
+
+
 def _check_role(role: str) -> None:
     if role not in Role.values:
         raise ValidationError({"role": f"Choose one of: {', '.join(Role.values)}."})
@@ -49,6 +60,7 @@ def change_member_role(
     vault = membership.vault
     access.require(by, vault, "assign_roles")
     _check_role(role)
+    _check_local(membership, "role")
     if role != Role.OWNER and _is_last_owner(membership):
         raise ValidationError({"role": KEEP_AN_OWNER})
     before = {"user": membership.user.username, "role": membership.role}
@@ -73,6 +85,7 @@ def remove_member(
 ) -> None:
     vault = membership.vault
     access.require(by, vault, "assign_roles")
+    _check_local(membership, "detail")
     if _is_last_owner(membership):
         raise ValidationError({"detail": KEEP_AN_OWNER})
     with transaction.atomic():

@@ -2,7 +2,8 @@
 
 A target names where the workers find its credentials (environment variable names, or a JSON
 file on the server), never the secrets: `vaults.stores.credentials` reads them when a store is
-opened. A target stays while a vault names it (its stores would become unreachable).
+opened. A target stays while a vault names it (its stores would become unreachable). Its Test
+runs on a worker, where the credentials are used.
 """
 
 import os
@@ -17,8 +18,10 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
 
-import engine
+from jobs.models import FINISHED, Job, Operation, Param, Status
+from jobs.runner import create_job
 from vaults import access, audit, stores
 from vaults.models import (
     CREDENTIAL_KEYS,
@@ -207,13 +210,23 @@ def delete_target(target: StorageTarget, *, by: User, request: HttpRequest | Non
 
 
 # -- the Test button ------------------------------------------------------------------------------
+#
+# The credentials are read where stores are opened: on the workers. So the Test is a short
+# `test_target` job (`jobs.target_test`) on a worker, and its answer is that job's outcome:
+# the web server's own environment proves nothing about the workers'.
 
 
 @dataclass(frozen=True)
 class TargetCheck:
-    ok: bool
+    """A Test of a target: its job, and once the job has finished, the answer."""
+
+    job: int
+    status: str
+    finished: bool
+    ok: bool | None  # None until the job has finished
     location: str
     detail: str
+    worker: str  # the worker process that opened the location ("" until one claims the job)
 
 
 def default_location(target: StorageTarget) -> str:
@@ -225,11 +238,27 @@ def default_location(target: StorageTarget) -> str:
     return vault.secondary_location if vault is not None else ""
 
 
+def _check_of(job: Job) -> TargetCheck:
+    location = str(job.params.get(Param.LOCATION, ""))
+    finished = job.status in FINISHED
+    ok: bool | None = None
+    if job.status == Status.QUEUED:
+        detail = job.waiting_message or "Waiting for a worker to run the test."
+    elif not finished:
+        detail = f"Running on {job.worker}."
+    elif job.status == Status.COMPLETED:
+        ok, detail = True, str(job.result.get("detail", ""))
+    else:
+        ok, detail = False, job.error_message or job.get_status_display()
+    return TargetCheck(job.pk, job.status, finished, ok, location, detail, job.worker)
+
+
 def check_target(
     target: StorageTarget, *, by: User, location: str = "", request: HttpRequest | None = None
 ) -> TargetCheck:
-    """Open `location` (default: a vault's store in this target) with the target's
-    credentials, read in this process; ok, or the exact error."""
+    """Queue a Test of `location` (default: a vault's store in this target): a worker opens it
+    with the target's credentials as that worker reads them. The queued check; its answer
+    comes from `target_check` once the job has finished."""
     access.require_site(by, "manage_storage_targets")
     location = location or default_location(target)
     if not location:
@@ -239,18 +268,24 @@ def check_target(
         why = f"Give a {target.scheme}://… location: {location} is a local directory."
     if why:
         raise ValidationError({"location": why})
-    try:
-        found = stores.probe_location(location, target)
-    except (engine.EngineError, OSError) as e:
-        check = TargetCheck(False, location, str(e) or type(e).__name__)
-    else:
-        detail = "a Lifeboat store is there" if found == "store" else "reachable; no store yet"
-        check = TargetCheck(True, location, f"{location}: {detail}.")
-    audit.record(
-        "storage_target.test",
-        actor=by,
-        request=request,
-        obj=target,
-        after={"location": location, "ok": check.ok, "detail": check.detail},
-    )
-    return check
+    with transaction.atomic():
+        job = create_job(
+            operation=Operation.TEST_TARGET,
+            by=by,
+            params={Param.TARGET: target.pk, Param.LOCATION: location},
+        )
+        audit.record(
+            "storage_target.test",
+            actor=by,
+            request=request,
+            obj=target,
+            after={"location": location, "job": job.pk},
+        )
+    return _check_of(job)
+
+
+def target_check(target: StorageTarget, job_id: int, *, by: User) -> TargetCheck:
+    """A Test of `target` as it stands; Http404 unless `job_id` is one."""
+    access.require_site(by, "manage_storage_targets")
+    tests = Job.objects.filter(operation=Operation.TEST_TARGET, params__target=target.pk)
+    return _check_of(get_object_or_404(tests, pk=job_id))

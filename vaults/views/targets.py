@@ -1,5 +1,6 @@
 """Storage targets (site administrators only; others get 403): list, create, edit, delete,
-and the Test button that opens a location with the target's credentials."""
+and the Test button: a worker opens a location with the target's credentials, and the page
+polls for its answer."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -9,6 +10,7 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
+from django_htmx.http import HTMX_STOP_POLLING
 
 from portal.pages import PageRequest, apply_errors, done, error_text, render_page
 from vaults import access
@@ -81,26 +83,44 @@ def target_delete(request: PageRequest, name: str) -> HttpResponse:
     return done(request, reverse("target-list"))
 
 
+def _check_page(
+    request: PageRequest, target: StorageTarget, status: int = 200, **context: object
+) -> HttpResponse:
+    page = {
+        "form": StorageTargetForm(initial=StorageTargetForm.initial_from(target)),
+        "target": target,
+        "test_form": TargetTestForm(),
+        **context,
+    }
+    return render_page(request, "vaults/target_form.html", page, partial="check", status=status)
+
+
 @login_required
 @require_POST
 def target_test(request: PageRequest, name: str) -> HttpResponse:
-    """Shown in place (htmx) or on the target's page: ok, or the exact error."""
+    """Queue the Test on a worker; the answer (in place with htmx, polling its result)."""
     _require_admin(request)
     target = get_object_or_404(StorageTarget, name=name)
     test_form = TargetTestForm(request.POST)
-    context = {
-        "form": StorageTargetForm(initial=StorageTargetForm.initial_from(target)),
-        "target": target,
-        "test_form": test_form,
-    }
-    if test_form.is_valid():
-        try:
-            context["check"] = services.check_target(
-                target,
-                by=request.user,
-                request=request,
-                location=test_form.cleaned_data["location"].strip(),
-            )
-        except ValidationError as exc:
-            context["check_error"] = error_text(exc)
-    return render_page(request, "vaults/target_form.html", context, partial="check")
+    if not test_form.is_valid():
+        return _check_page(request, target, test_form=test_form)
+    try:
+        check = services.check_target(
+            target,
+            by=request.user,
+            request=request,
+            location=test_form.cleaned_data["location"].strip(),
+        )
+    except ValidationError as exc:
+        return _check_page(request, target, test_form=test_form, check_error=error_text(exc))
+    return _check_page(request, target, test_form=test_form, check=check)
+
+
+@login_required
+def target_test_result(request: PageRequest, name: str, job_id: int) -> HttpResponse:
+    """A Test's answer; polled by htmx while its job runs, then 286 (stop polling)."""
+    _require_admin(request)
+    target = get_object_or_404(StorageTarget, name=name)
+    check = services.target_check(target, job_id, by=request.user)
+    stop = bool(request.htmx) and check.finished
+    return _check_page(request, target, HTMX_STOP_POLLING if stop else 200, check=check)

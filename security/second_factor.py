@@ -10,7 +10,7 @@
   replayed code is refused even when two requests bring it at once.
 - Wrong codes are login failures (the lockout rules are unchanged): `check` refuses while
   `security.lockout` locks the username from this address, and reports a wrong code through
-  `user_login_failed`, which the lockout counts and `security.logins` audits.
+  `user_login_failed`, which the lockout counts and `identity.login_audit` records.
 - Who must have one: `SiteSecurity.second_factor_required` (site admins change it);
   `required_for(user)`. Only local accounts (with a usable password) are asked: accounts of a
   directory prove themselves there.

@@ -1,5 +1,6 @@
-"""Every sign-in, successful or not, in the audit log: method (password, ldap, oidc), the
-directory, the outcome and the source address (audit records it from the request)."""
+"""Every sign-in, successful or not, in the audit log: method (password, ldap, oidc; totp,
+recovery, webauthn for a second step, with the first factor beside it), the directory, the
+outcome and the source address (audit records it from the request)."""
 
 from typing import Any
 
@@ -25,6 +26,11 @@ def _login_failed(
     request: HttpRequest | None = None,
     **kwargs: object,
 ) -> None:
-    info = getattr(request, LOGIN_INFO, None) or {"method": "password"}
+    # A wrong second-factor code names its method (and, asked for an approval, its purpose)
+    # in the credentials it reports (security.second_factor.check).
+    info = getattr(request, LOGIN_INFO, None) or {
+        "method": credentials.get("method", "password"),
+        **({"purpose": credentials["purpose"]} if credentials.get("purpose") else {}),
+    }
     username = str(credentials.get("username") or "")[:150]
     audit.record("login.failure", actor=None, request=request, after={"username": username, **info})

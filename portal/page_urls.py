@@ -5,16 +5,13 @@ from django.urls import include, path
 
 from inventory import views as inventory_views
 from portal import monitoring, report_views, views
-from security.forms import LockoutAuthenticationForm
+from security.login_views import PasswordStep
 from vaults.views import recycle_bin as recycle_bin_views
 from vaults.views import targets as target_views
 
 urlpatterns = [
-    path(
-        "login/",
-        auth_views.LoginView.as_view(authentication_form=LockoutAuthenticationForm),
-        name="login",
-    ),
+    # The password step; a user with a second factor goes on to `login-code`.
+    path("login/", PasswordStep.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.dashboard, name="dashboard"),
     path("reports/", report_views.report_list, name="report-list"),

@@ -108,6 +108,10 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "django_q",
+    # Second factor: authenticator-app (TOTP) and recovery-code devices (security.second_factor).
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "inventory",
     "vaults",
     "policies",
@@ -121,6 +125,13 @@ INSTALLED_APPS = [
 # (identity.backends); OpenID Connect sign-ins log in through it too.
 AUTHENTICATION_BACKENDS = ["security.lockout.LockoutBackend", "identity.backends.DirectoryBackend"]
 
+# Second factor (django-otp). Wrong codes are counted by the login lockout
+# (security.lockout), the one owner of "too many failures"; django-otp's own per-device
+# back-off would refuse a right code after a wrong one without saying why.
+OTP_TOTP_ISSUER = "Lifeboat"
+OTP_TOTP_THROTTLE_FACTOR = 0
+OTP_STATIC_THROTTLE_FACTOR = 0
+
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -129,6 +140,8 @@ MIDDLEWARE = [
     "portal.middleware.RefuseNul",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # A user who must have a second factor and has none may only enrol (or log out).
+    "security.middleware.SecondFactorEnrolment",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",

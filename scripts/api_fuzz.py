@@ -272,7 +272,38 @@ def valid_bodies(real: dict) -> dict[str, list[dict]]:
         ],
         "POST /api/v1/vaults/{vault_name}/members/": [{"user": "approver", "role": "reader"}],
         "POST /api/v1/vaults/{vault_name}/approvers/": [{"user": "owner"}],
-        "POST /api/v1/vaults/{vault_name}/approvals/{approval_id}/approve/": [{"note": "ok"}],
+        "POST /api/v1/vaults/{vault_name}/approvals/{approval_id}/approve/": [
+            {"note": "ok"},
+            {"note": "ok", "otp": "123456"},
+        ],
+        "PUT /api/v1/second-factor/": [{"second_factor_required": "nobody"}],
+        "POST /api/v1/directories/": [
+            {
+                "name": "fuzz-sso",
+                "kind": "oidc",
+                "title": "Fuzz SSO",
+                "issuer": "https://login.example.org/realms/fuzz",
+                "client_id": "lifeboat",
+                "secret_source": "env",
+                "secret_name": "FUZZ_OIDC_SECRET",
+            },
+            {
+                "name": "fuzz-ldap",
+                "kind": "ldap",
+                "title": "Fuzz LDAP",
+                "server_uri": "ldap://ldap.example.org",
+                "start_tls": True,
+                "bind_dn": "cn=lifeboat,dc=example,dc=org",
+                "secret_source": "file",
+                "secret_name": "/etc/lifeboat/ldap-bind",
+                "user_base": "ou=people,dc=example,dc=org",
+                "group_base": "ou=groups,dc=example,dc=org",
+            },
+        ],
+        # Refused only for the directory it names, which no request here leaves behind.
+        "POST /api/v1/group-mappings/": [
+            {"directory": "fuzz-sso", "group": "ops", "vault_pattern": "prod-*", "role": "operator"}
+        ],
         "POST /api/v1/vaults/{vault_name}/approvals/{approval_id}/reject/": [{"note": "no"}],
         "POST /api/v1/vaults/{vault_name}/policies/": [policy],
         "PUT /api/v1/vaults/{vault_name}/policies/{policy_name}/": [policy],

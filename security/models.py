@@ -66,6 +66,8 @@ class Approval(models.Model):
     shown_status: str
     can_decide: bool
     own: bool
+    # Approving asks this viewer for a fresh code from their second factor.
+    needs_code: bool
 
     class Meta:
         ordering = ["-requested_at", "-id"]
@@ -267,3 +269,56 @@ class LoginFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username} from {self.ip} at {self.time:%Y-%m-%d %H:%M:%S}"
+
+
+# -- second factor -------------------------------------------------------------------------------
+
+
+class SecondFactorRequired(models.TextChoices):
+    NOBODY = "nobody", "Nobody (optional for everyone)"
+    SITE_ADMINS = "site_admins", "Site administrators"
+    EVERYONE = "everyone", "Everyone"
+
+
+class SiteSecurity(models.Model):
+    """Site-wide security settings: one row (pk 1), changed by site admins with an audit
+    record (`security.second_factor.set_required`)."""
+
+    # Who must have a second factor; one who has none is sent to enrolment after the password.
+    second_factor_required = models.CharField(
+        max_length=20,
+        choices=SecondFactorRequired.choices,
+        default=SecondFactorRequired.NOBODY,
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(pk=1), name="site_security_one_row")]
+
+    def __str__(self) -> str:
+        return f"second factor required for {self.second_factor_required}"
+
+
+class SecurityKey(models.Model):
+    """A WebAuthn credential (a security key or a passkey) that answers the login's second
+    step in place of the authenticator app's code (`security.security_keys`)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="security_keys"
+    )
+    name = models.CharField(max_length=64)
+    # The credential's id (base64url) as the browser names it in every assertion.
+    credential_id = models.CharField(max_length=1400)
+    public_key = models.BinaryField()
+    # The authenticator's signature counter: an assertion that does not raise it is a clone's.
+    sign_count = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["credential_id"], name="security_key_credential")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} of {self.user_id}"

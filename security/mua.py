@@ -305,18 +305,39 @@ def reject(
     return _decide(approval, ApprovalStatus.REJECTED, by=by, request=request, note=note)
 
 
+# What an approver proves besides being a guard approver, before approving: (approver,
+# request, otp) -> None or ValidationError. `security.second_factor` registers a fresh code.
+ApproverCheck = Callable[[User, HttpRequest | None, str | None], None]
+
+_approver_checks: dict[str, ApproverCheck] = {}
+
+
+def check_approvers_with(name: str, check: ApproverCheck) -> None:
+    """Make `approve` ask `check` of every approver (registered once, by name)."""
+    _approver_checks[name] = check
+
+
 def approve(
-    approval: Approval, *, by: User, request: HttpRequest | None = None, note: str = ""
+    approval: Approval,
+    *,
+    by: User,
+    request: HttpRequest | None = None,
+    note: str = "",
+    otp: str | None = None,
 ) -> Approval:
     """Approve and run the operation on behalf of the requester.
 
     1. Lock the request; refuse unless it is pending, unexpired and `by` is another guard
-       approver of the vault. Mark it approved and commit (the decision stands even if the
-       operation then fails).
+       approver of the vault who passes the registered approver checks (a fresh code from
+       their second factor, `otp`, when they have one). Mark it approved and commit (the
+       decision stands even if the operation then fails).
     2. Run the operation inside `executing(approval)`; the domain function checks the
        requester's role and every other rule again and writes its own audit record.
     3. Mark it executed, or keep it approved with the error and raise `RuleBlocked` (409).
     """
+    require_decide(by, approval)
+    for check in _approver_checks.values():
+        check(by, request, otp)
     locked = _decide(approval, ApprovalStatus.APPROVED, by=by, request=request, note=note)
     requester = locked.requested_by
     try:

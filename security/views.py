@@ -29,7 +29,7 @@ from rest_framework import serializers
 
 from jobs.models import Job
 from portal.pages import PageRequest, apply_errors, done, error_text, render_page
-from security import alerts, keys, mua
+from security import alerts, keys, mua, second_factor
 from security.audit_log import AuditFilterSerializer, SiteAuditFilterSerializer, filter_audit
 from security.models import Alert, AlertStatus, Approval, ApprovalStatus, CustomerKey, VaultKey
 from vaults import access
@@ -87,6 +87,11 @@ def _decorate(approvals: list[Approval], user: User, guard: bool, now: datetime)
             guard and a.shown_status == ApprovalStatus.PENDING and a.requested_by_id != user.pk
         )
         a.own = a.requested_by_id == user.pk
+    if any(a.can_decide for a in approvals):
+        # Approving asks an approver with a second factor for a fresh code.
+        needs_code = second_factor.has_second_factor(user)
+        for a in approvals:
+            a.needs_code = needs_code
     return approvals
 
 
@@ -157,8 +162,9 @@ def _decide(
     approval = _approval(vault, approval_id)
     note = request.POST.get("note", "")[:500]
     url = reverse("approval-detail", args=[vault.name, approval.pk])
+    extra = {"otp": request.POST.get("otp", "")} if decide is mua.approve else {}
     try:
-        decided = decide(approval, by=request.user, request=request, note=note)
+        decided = decide(approval, by=request.user, request=request, note=note, **extra)
     except ValidationError as exc:
         messages.error(request, error_text(exc))
         return done(request, url)

@@ -2,11 +2,15 @@
 
 import itertools
 import os
+import time
+from binascii import unhexlify
 from datetime import timedelta
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.utils import timezone
+from django_otp.oath import TOTP
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from inventory.models import Disk, Host, VirtualMachine
 from jobs.models import Job, Operation, Status
@@ -94,3 +98,17 @@ def make_job(vault: Vault, item=None, **fields) -> Job:
     return Job.objects.create(
         vault=vault, protected_item=item, vm_name=item.vm.name if item else "", **fields
     )
+
+
+def make_totp(user, name: str = "phone"):
+    """A confirmed authenticator app of `user` (enrolment itself is tested through its page)."""
+    return TOTPDevice.objects.create(user=user, name=name, confirmed=True)
+
+
+def totp_code(device_or_hex_key, steps: int = 0) -> str:
+    """The code an authenticator app shows now (or `steps` time steps later), computed with
+    django-otp's own TOTP as an app computes it from the secret."""
+    key = getattr(device_or_hex_key, "key", device_or_hex_key)
+    totp = TOTP(unhexlify(key))
+    totp.time = time.time() + 30 * steps
+    return f"{totp.token():06d}"

@@ -35,7 +35,7 @@ from jobs import backup_queue, runner
 from jobs.models import Job
 from portal.models import ApiToken
 from security.keys import fingerprint
-from security.models import Alert, Approval, CustomerKey
+from security.models import Alert, Approval, CustomerKey, SecurityKey
 from tests import factories as f
 from vaults.models import (
     FileRecoverySession,
@@ -246,7 +246,8 @@ MATRIX = [
         "POST",
         {},
         {"username": "{self}", "password": "pw-secret-1"},
-        "201 201 201 201 201 201 201 401",
+        # The outsider has an authenticator app: a token also needs its code (`otp`).
+        "201 201 201 201 201 201 400 401",
     ),
     ("api-token-list", "GET", {}, None, "200 200 200 200 200 200 200 401"),
     (
@@ -830,6 +831,71 @@ MATRIX += [
     ("site-audit", "GET", {}, None, "200 403 403 403 403 403 403 302"),
     # -- customer-managed keys (pages): site admins only ----------------------------------------------
     ("key-list", "GET", {}, None, "200 403 403 403 403 403 403 302"),
+    # -- second factor -------------------------------------------------------------------------
+    # No password step came first: the code step sends everybody back to the login.
+    ("login-code", "GET", {}, None, "302 302 302 302 302 302 302 302"),
+    ("login-code", "POST", {}, {"code": "123456"}, "302 302 302 302 302 302 302 302"),
+    ("account-second-factor", "GET", {}, None, "200 200 200 200 200 200 200 302"),
+    ("account-second-factor-app", "GET", {}, None, "200 200 200 200 200 200 200 302"),
+    (
+        "account-second-factor-app",
+        "POST",
+        {},
+        {"code": "12"},
+        "400 400 400 400 400 400 400 302",
+    ),
+    # New codes need an app and a current code from it: without, back to the page, saying so.
+    ("account-recovery-codes", "POST", {}, None, "302 302 302 302 302 302 302 302"),
+    (
+        "account-second-factor-remove",
+        "POST",
+        {"pk": "{outsider_app}"},
+        None,
+        "404 404 404 404 404 404 302 302",
+    ),
+    # Security keys: JSON doors of the browser's ceremonies (no ceremony under way here).
+    ("login-key-options", "POST", {}, None, "400 400 400 400 400 400 400 400"),
+    ("login-key", "POST", {}, None, "400 400 400 400 400 400 400 400"),
+    # Only a user with an app may add a key.
+    ("account-security-key-options", "POST", {}, None, "400 400 400 400 400 400 200 302"),
+    ("account-security-key-add", "POST", {}, None, "400 400 400 400 400 400 400 302"),
+    (
+        "account-security-key-remove",
+        "POST",
+        {"pk": "{outsider_key}"},
+        None,
+        "404 404 404 404 404 404 302 302",
+    ),
+    ("second-factor-site", "GET", {}, None, "200 403 403 403 403 403 403 302"),
+    (
+        "second-factor-site",
+        "POST",
+        {},
+        {"second_factor_required": "site_admins"},
+        "302 403 403 403 403 403 403 302",
+    ),
+    (
+        "second-factor-reset",
+        "POST",
+        {"username": "outsider"},
+        None,
+        "302 403 403 403 403 403 403 302",
+    ),
+    ("api-second-factor-setting", "GET", {}, None, "200 403 403 403 403 403 403 401"),
+    (
+        "api-second-factor-setting",
+        "PUT",
+        {},
+        {"second_factor_required": "everyone"},
+        "200 403 403 403 403 403 403 401",
+    ),
+    (
+        "api-second-factor-reset",
+        "POST",
+        {"username": "outsider"},
+        None,
+        "200 403 403 403 403 403 403 401",
+    ),
     (
         "key-list",
         "POST",
@@ -954,6 +1020,10 @@ def _scenario(root: Path, personas: dict) -> dict:
     spare_disk = root / "host1" / "disks" / "spare.img"
     spare_disk.write_bytes(b"\0" * 4096)
     token, _ = ApiToken.issue(personas["owner"], "matrix")
+    outsider_app = f.make_totp(personas["outsider"])
+    outsider_key = SecurityKey.objects.create(
+        user=personas["outsider"], name="key", credential_id="matrix-key", public_key=b"k"
+    )
     approval = Approval.objects.create(
         vault=vault,
         operation="vault.update",
@@ -1010,6 +1080,8 @@ def _scenario(root: Path, personas: dict) -> dict:
         "spare_dir": str(spare_dir),
         "restore_dir": host.allowed_roots[1],
         "owner_token": token.pk,
+        "outsider_app": outsider_app.pk,
+        "outsider_key": outsider_key.pk,
         "reader_membership": VaultMembership.objects.get(vault=vault, user=personas["reader"]).pk,
         "guard": GuardApprover.objects.get(vault=vault).pk,
         "host": host.pk,

@@ -70,6 +70,8 @@ ADMIN_ACTIONS = {
     "manage_keys",
     "view_recycle_bin",
     "view_site_audit",
+    # Who must have a second factor; resetting a user's devices.
+    "manage_second_factor",
     # Directories people sign in through and their group → role mappings.
     "manage_directories",
     # The detailed health view names store locations, worker machines and database errors.

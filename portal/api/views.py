@@ -1,4 +1,8 @@
-"""Token endpoints: log in with a password once, then use `Authorization: Token <key>`."""
+"""Token endpoints: log in with a password once, then use `Authorization: Token <key>`.
+
+A user with a second factor also sends a code from it as `otp` to get a token; the token
+then works alone (the machine path), like every token before.
+"""
 
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import User
@@ -6,7 +10,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import AuthenticationFailed, Throttled
+from rest_framework.exceptions import AuthenticationFailed, PermissionDenied, Throttled
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -17,13 +21,16 @@ from portal.api.serializers import StrictSerializer
 from portal.client_address import client_ip
 from portal.models import ApiToken
 from portal.tokens import DEFAULT_NAME, issue_token, revoke_token
-from security import lockout
+from security import lockout, second_factor
+from security.logins import Method, succeeded
 
 
 class LoginSerializer(StrictSerializer):
     username = serializers.CharField()
     password = serializers.CharField(trim_whitespace=False, style={"input_type": "password"})
     name = serializers.CharField(max_length=100, required=False, default=DEFAULT_NAME)
+    # A code from the user's second factor (authenticator app or recovery code), if they have one.
+    otp = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
 
 
 class TokenSerializer(serializers.ModelSerializer[ApiToken]):
@@ -58,6 +65,15 @@ class ObtainTokenView(ApiView):
         user = authenticate(request, username=data["username"], password=data["password"])
         if not isinstance(user, User) or not user.is_active:
             raise AuthenticationFailed("Unable to log in with the given username and password.")
+        method = Method.PASSWORD
+        if second_factor.has_second_factor(user):
+            method = second_factor.check(user, data["otp"], request=request, field="otp")
+        elif second_factor.must_enrol(user):
+            raise PermissionDenied(
+                "This site requires a second factor for your account: set one up on the web "
+                "page before asking for a token."
+            )
+        succeeded(request, user, method)
         _token, key = issue_token(user, name=data["name"], request=request)
         return Response({"token": key}, status=status.HTTP_201_CREATED)
 

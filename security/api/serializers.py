@@ -56,6 +56,8 @@ class ApprovalFilterSerializer(FilterSerializer):
 
 class DecisionSerializer(StrictSerializer):
     note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    # Approving: a fresh code from the approver's second factor, when they have one.
+    otp = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
 
 
 class ApprovalPendingSerializer(serializers.Serializer):

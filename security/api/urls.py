@@ -1,6 +1,6 @@
 from django.urls import path
 
-from security.api import views
+from security.api import second_factor, views
 
 V = "vaults/<str:vault_name>"
 APPROVAL = f"{V}/approvals/<int:approval_id>"
@@ -24,4 +24,14 @@ urlpatterns = [
     path("keys/", views.KeyList.as_view(), name="api-key-list"),
     path("keys/<str:key_name>/", views.KeyDetail.as_view(), name="api-key-detail"),
     path("keys/<str:key_name>/rotate/", views.KeyRotate.as_view(), name="api-key-rotate"),
+    path(
+        "second-factor/",
+        second_factor.SecondFactorSettingView.as_view(),
+        name="api-second-factor-setting",
+    ),
+    path(
+        "users/<str:username>/second-factor/reset/",
+        second_factor.SecondFactorResetView.as_view(),
+        name="api-second-factor-reset",
+    ),
 ]

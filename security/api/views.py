@@ -144,11 +144,16 @@ class ApprovalApprove(_Decision):
     @extend_schema(request=DecisionSerializer, responses={200: ApprovalSerializer})
     def post(self, request: Request, vault_name: str, approval_id: int) -> Response:
         """Approve (guard approvers other than the requester): the operation runs at once on
-        behalf of the requester. 409 when the request is no longer pending or the operation
-        cannot run any more."""
+        behalf of the requester. An approver with a second factor sends a fresh code as `otp`
+        (400 naming `otp` when it is missing or wrong). 409 when the request is no longer
+        pending or the operation cannot run any more."""
         data = _body(DecisionSerializer, request)
         approval = mua.approve(
-            self.get_approval(approval_id), by=_caller(request), request=request, note=data["note"]
+            self.get_approval(approval_id),
+            by=_caller(request),
+            request=request,
+            note=data["note"],
+            otp=data["otp"],
         )
         return Response(self.get_serializer(approval).data)
 

@@ -265,3 +265,16 @@ def test_local_sign_ins_are_audited_too(client, db):
     assert failure.after == {"username": "local", "method": "password"}
     assert success.after == {"method": "password"} and success.actor_name == "local"
     assert failure.source_ip == success.source_ip == "127.0.0.1"
+
+
+def test_a_directory_user_with_an_authenticator_app_gives_its_code_too(client, vaults, realm):
+    assert sign_in(client, "alice", "alice-pw").status_code == 302
+    app = f.make_totp(User.objects.get(username="alice"))
+    client.logout()
+    response = sign_in(client, "alice", "alice-pw")
+    assert response.status_code == 302 and response["Location"] == reverse("login-code")
+    assert "_auth_user_id" not in client.session
+    response = client.post(reverse("login-code"), {"code": f.totp_code(app)})
+    assert response.status_code == 302 and response["Location"] == "/"
+    login = AuditEvent.objects.filter(action="login.success").latest("id")
+    assert login.after == {"method": "totp", "first_factor": "ldap", "directory": "corp-ldap"}

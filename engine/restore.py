@@ -19,7 +19,14 @@ from typing import Any, NamedTuple
 from .errors import CorruptionError, Damage, DiskNotFound, TargetUnwritable
 from .formats import ZERO_DIGEST, ChunkDamaged, DiskIndex, decode_chunk, zeros
 from .model import CancelFn, ProgressFn, RestoreResult
-from .pipeline import Throttle, default_threads, round_robin, run_bounded, start_writeback
+from .pipeline import (
+    Throttle,
+    default_threads,
+    read_once,
+    round_robin,
+    run_bounded,
+    start_writeback,
+)
 from .store import Store
 from .targets import (
     RestoreTarget,
@@ -290,7 +297,7 @@ def _write_disks(
                 yield _Piece(n, i * idx.chunk_size + ln, ln, False)
             else:
                 # The read starts now, when the task is submitted (at most `window` ahead).
-                yield partial(write, n, i, reader.submit(store.get_chunk, idx.digest(i)))
+                yield partial(write, n, i, reader.submit(get, idx.digest(i)))
 
     def count(piece: _Piece) -> None:
         if piece.written:
@@ -307,6 +314,7 @@ def _write_disks(
             flusher.submit(start_writeback, disks[n].fd, kicked[n], piece.end - kicked[n])
             kicked[n] = piece.end
 
+    get = _chunk_getter(store)
     reader = ThreadPoolExecutor(READ_AHEAD_THREADS, thread_name_prefix="lifeboat-read")
     flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lifeboat-writeback")
     try:
@@ -324,6 +332,14 @@ def _write_disks(
         flusher.shutdown(wait=True)
     throttle.finish()
     return totals
+
+
+def _chunk_getter(store: Store) -> Callable[[bytes], bytes]:
+    """How a restore reads stored chunks: a local store's files each once, past the page cache
+    (pipeline.read_once); an object store's by request."""
+    if not store.is_local:
+        return store.get_chunk
+    return lambda cid: read_once(store.chunk_path(cid))
 
 
 def _put_in_place(disks: list[_DiskRestore], sync: bool) -> None:

@@ -131,6 +131,38 @@ def _set_direct(fd: int) -> bool:
     return True
 
 
+def reopen_direct(fd: int) -> int:
+    """A second descriptor of an open file that writes past the page cache (O_DIRECT), opened
+    through /proc/self/fd (the same file, whatever its name has become); -1 where the system
+    or the file system refuses it."""
+    try:
+        return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+def pwrite_direct(direct_fd: int, fd: int, data: memoryview, offset: int) -> None:
+    """Write `data` at `offset` (both multiples of 4 KiB) through direct_fd, from an aligned
+    copy: the device reads it from there, and no page of the file is allocated, copied into
+    and written back later. What the direct write refuses goes through `fd` instead."""
+    n = len(data)
+    buf = _aligned_buffer(n)
+    buf[:n] = data
+    with memoryview(buf) as view:
+        done = 0
+        while done < n:
+            try:
+                done += os.pwrite(direct_fd, view[done:n], offset + done)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                break
+            if done % _DIRECT_ALIGN:
+                break  # a short write at an odd length: the rest cannot go direct
+    while done < n:
+        done += os.pwrite(fd, data[done:], offset + done)
+
+
 class _CacheStat(ctypes.Structure):
     _fields_ = [
         (name, ctypes.c_uint64)

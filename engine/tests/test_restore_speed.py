@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine import BackupRequest, DiskSource, Progress, Store, backup, restore
-from engine.pipeline import _cached_pages, read_once
+from engine.pipeline import _cached_pages, read_once, reopen_direct
 from engine.restore import PAGE, WRITEBACK_STEP, write_data
 from engine.tests.tools import same_bytes
 
@@ -28,10 +28,14 @@ def _allocated(path: Path) -> int:
         [("zero", PAGE), ("data", 2 * PAGE), ("zero", 3 * PAGE), ("data", PAGE)],
         [("data", PAGE), ("zero", 2 * PAGE), ("data", 100)],  # partial last page
         [("data", PAGE), ("zero", PAGE + 100)],  # a zero partial last page
+        # runs long enough to be written direct, with and without a partial last page
+        [("data", 17 * PAGE), ("zero", 2 * PAGE), ("data", 16 * PAGE), ("zero", PAGE)],
+        [("zero", 3 * PAGE), ("data", 20 * PAGE + 100)],
     ],
 )
+@pytest.mark.parametrize("direct", [False, True], ids=["cached", "direct"])
 def test_write_data_leaves_zero_pages_as_holes(
-    tmp_path: Path, layout: list[tuple[str, int]]
+    tmp_path: Path, layout: list[tuple[str, int]], direct: bool
 ) -> None:
     data = b"".join(os.urandom(n) if kind == "data" else bytes(n) for kind, n in layout)
     out = tmp_path / "out.img"
@@ -39,9 +43,17 @@ def test_write_data_leaves_zero_pages_as_holes(
     fd = os.open(out, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.ftruncate(fd, offset + len(data) + PAGE)
-        write_data(fd, data, offset)
+        direct_fd = reopen_direct(fd) if direct else -1
+        if direct and direct_fd < 0:
+            pytest.skip("this file system refuses O_DIRECT")
+        try:
+            write_data(fd, data, offset, direct_fd)
+        finally:
+            if direct_fd >= 0:
+                os.close(direct_fd)
         os.fsync(fd)
         assert os.pread(fd, len(data), offset) == data
+        assert os.pread(fd, offset, 0) == bytes(offset)
     finally:
         os.close(fd)
     data_pages = sum(
@@ -150,6 +162,8 @@ def test_restore_from_cold_chunk_files(tmp_path: Path, kek: bytes) -> None:
         _evict(path)
     out = tmp_path / "out.img"
     restore(store, res.rp_id, {0: out}, sync=True)
-    assert same_bytes(disk, out)
     if _direct_io(chunks[0]) and _cached(chunks[0]) is not None:
         assert [_cached(p) for p in chunks] == [0] * len(chunks)
+        # and written past it: every run of data in this image is long enough to go direct
+        assert _cached(out) == 0
+    assert same_bytes(disk, out)

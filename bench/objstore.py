@@ -60,6 +60,12 @@ def same(a: Path, b: Path) -> bool:
     return subprocess.run(["cmp", "-s", str(a), str(b)]).returncode == 0
 
 
+def own_cpu() -> float:
+    """User + system CPU seconds of this process (the engine and the client) so far."""
+    t = os.times()
+    return t.user + t.system
+
+
 def cpu_seconds(pid: int | None) -> float:
     """User + system CPU seconds of a process so far (all its threads), 0 without one."""
     if pid is None:
@@ -89,13 +95,13 @@ def run(place: Place, base: Path, inc: Path, out: Path, kek: bytes) -> dict[str,
     location = place.fresh()
     store = engine.init_store(location, kek, target=place.target, codec=CODEC)
     size = base.stat().st_size
-    c0 = cpu_seconds(place.pid)
+    c0, e0 = cpu_seconds(place.pid), own_cpu()
     t0 = time.monotonic()
     full = engine.backup(
         engine.BackupRequest(store, [engine.DiskSource(0, str(base))], vm_name="b")
     )
     t_full = time.monotonic() - t0
-    c_full = cpu_seconds(place.pid) - c0
+    c_full, e_full = cpu_seconds(place.pid) - c0, own_cpu() - e0
     r0 = store.backend.requests()
     t0 = time.monotonic()
     res = engine.backup(
@@ -106,11 +112,11 @@ def run(place: Place, base: Path, inc: Path, out: Path, kek: bytes) -> dict[str,
     t_inc = time.monotonic() - t0
     inc_requests = store.backend.requests() - r0
     store = engine.open_store(location, kek, target=place.target)  # a cold handle, as a job has
-    c0 = cpu_seconds(place.pid)
+    c0, e0 = cpu_seconds(place.pid), own_cpu()
     t0 = time.monotonic()
     engine.restore(store, res.rp_id, {0: out}, sync=False)
     t_restore = time.monotonic() - t0
-    c_restore = cpu_seconds(place.pid) - c0
+    c_restore, e_restore = cpu_seconds(place.pid) - c0, own_cpu() - e0
     assert same(inc, out), f"{place.kind}: restored image differs"
     out.unlink()
     return {
@@ -122,6 +128,8 @@ def run(place: Place, base: Path, inc: Path, out: Path, kek: bytes) -> dict[str,
         "size": size,
         "server cpu full": c_full,
         "server cpu restore": c_restore,
+        "engine cpu full": e_full,
+        "engine cpu restore": e_restore,
         "location": location,
         "rp": full.rp_id,
     }
@@ -268,26 +276,31 @@ def print_tables(
     )
     print()
     print(
-        f"the same chunk objects moved without the engine (obstore, {OBJECT_IO_THREADS} in "
-        "flight), and the server's CPU seconds"
+        f"CPU seconds (engine + client: this process; server: its process), and the same chunk "
+        f"objects moved without the engine (obstore, {OBJECT_IO_THREADS} in flight)"
     )
     hdr = (
-        f"{'store':<16} {'plain put s':>11} {'x local':>7} {'srv cpu':>7} {'backup srv cpu':>14} "
-        f"{'plain get s':>11} {'x local':>7} {'srv cpu':>7} {'restore srv cpu':>15}"
+        f"{'store':<16} {'backup':>6} {'engine':>6} {'server':>6} {'plain put':>9} {'server':>6} "
+        f"{'x local':>7} | {'restore':>7} {'engine':>6} {'server':>6} {'plain get':>9} "
+        f"{'server':>6} {'x local':>7}"
     )
     print(hdr)
     print("-" * len(hdr))
-    for kind, rows in plain.items():
-        put, get = med(rows, "put"), med(rows, "get")
+    for kind, rows in results.items():
+        p = plain.get(kind)
+        put = f"{med(p, 'put'):9.2f} {med(p, 'server cpu put'):6.2f} " if p else f"{'':9} {'':6} "
+        put += f"{med(local, 'full') / med(p, 'put'):7.2f}" if p else f"{'':7}"
+        get = f"{med(p, 'get'):9.2f} {med(p, 'server cpu get'):6.2f} " if p else f"{'':9} {'':6} "
+        get += f"{med(local, 'restore') / med(p, 'get'):7.2f}" if p else f"{'':7}"
         print(
-            f"{kind:<16} {put:11.2f} {med(local, 'full') / put:7.2f} "
-            f"{med(rows, 'server cpu put'):7.2f} {med(results[kind], 'server cpu full'):14.2f} "
-            f"{get:11.2f} {med(local, 'restore') / get:7.2f} "
-            f"{med(rows, 'server cpu get'):7.2f} {med(results[kind], 'server cpu restore'):15.2f}"
+            f"{kind:<16} {med(rows, 'full'):6.2f} {med(rows, 'engine cpu full'):6.2f} "
+            f"{med(rows, 'server cpu full'):6.2f} {put} | {med(rows, 'restore'):7.2f} "
+            f"{med(rows, 'engine cpu restore'):6.2f} {med(rows, 'server cpu restore'):6.2f} {get}"
         )
     print(
-        "x local here: the local store's engine backup (restore) time / the plain put (get) "
-        "time, the ratio an engine with no work of its own would reach against this server"
+        "seconds: wall; engine / server: CPU seconds; x local: the local store's engine backup "
+        "(restore) time / the plain put (get) time, the ratio an engine with no work of its "
+        "own would reach against this server"
     )
 
 

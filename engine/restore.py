@@ -251,9 +251,11 @@ WRITEBACK_STEP = 16 << 20
 
 
 # Runs of data pages at least this long are written with O_DIRECT when the target allows it:
-# copying them into the page cache and writing them back took about a fifth of a restore's
-# CPU time (bench/README.md, "Restore at disk speed"). Shorter runs go through the page cache,
-# which gathers them into larger writes than one direct write per 4 KiB page would be.
+# copying them into fresh page-cache pages was a fifth of a restore's samples in perf, and
+# their writeback then competed for the disk and the cores (bench/README.md, "Restore at disk
+# speed"); direct, they are copied into a reused aligned buffer that the device reads. Shorter
+# runs go through the page cache, which gathers them into larger writes than one direct write
+# per 4 KiB page would be.
 DIRECT_MIN = 64 << 10
 
 

@@ -7,7 +7,8 @@ Shapes (sizes scale with --size, default 1 GiB):
 * sparse: a --size file, 5% of it data (scattered 1 MiB-ish extents, half random, half text);
 * small extents: a --size file with 4 KiB of data every 64 KiB (every chunk holds data, most
   of each chunk is zeros);
-* incompressible: --size / 4 of random bytes;
+* incompressible: --size / 2 of random bytes (half, not all: random bytes are slow to make,
+  and a restore of a quarter took about 0.3 s, where fixed costs and noise weighed);
 * ext4: an ext4 image, about 60% full of real files from /usr (`mkfs.ext4 -d`).
 
 Each is backed up with the engine's API into a snapshot-tier store (codec none, keys from the
@@ -17,13 +18,19 @@ does. Each timed step starts cold-ish: `sync(2)` and, when this process may,
 the disk. Restores run in this process with engine.restore(sync=True) (the restored file and
 its directory fsynced: a restored disk is only usable once it is on disk) against
 `cp --sparse=always --reflink=never` followed by `sync`; every output is compared with the
-image (cmp) outside the timed region. The figure is the median of --runs runs.
+`cp --sparse=always --reflink=never` followed by `sync` of the copy (fsync: a global sync
+would also wait for whatever the machine's other tenants left dirty); every output is
+compared with the image (cmp) outside the timed region. The steps of a round alternate, and
+each figure is the median of --runs rounds. CPU s is the user + system time of the restore
+(of cp and sync for cp), from os.times().
 
-The profile runs the stages of one restore one after the other on one thread (the vault tier
-of the ext4 shape, cold), timing each: read the chunk file, the keyless outer checksum,
-decrypt + authenticate, decompress, recompute the keyed id, pwrite (zero pages skipped,
-as the engine writes), final fsync. The restore itself overlaps these: reads on threads of
-their own, decoding on as many threads as cores, writeback started behind the writes.
+The profile runs the stages of one restore one after the other on one thread (both tiers of
+the ext4 shape, or the last shape run, cold), timing each with the wall clock and with the
+thread's CPU clock: read the chunk file (`pipeline.read_once`, as the engine reads), the
+keyless outer checksum, decrypt + authenticate, decompress, recompute the keyed id, write
+(zero pages skipped, long runs with O_DIRECT, as the engine writes), final fsync. Wall minus
+CPU is time spent waiting for the disk. The restore itself overlaps these: reads on threads
+of their own, decoding on as many threads as cores.
 
     .venv/bin/python bench/restore.py [--size 1G] [--runs 3] [--work DIR]
 """
@@ -49,15 +56,8 @@ sys.path.insert(0, str(REPO))
 import engine  # noqa: E402
 import engine.fs  # noqa: E402
 from engine import formats  # noqa: E402
-from engine.pipeline import keep_heap  # noqa: E402
-
-try:
-    from engine.restore import write_data
-except ImportError:  # an engine from before zero pages were left as holes: write them
-
-    def write_data(fd: int, data: bytes, offset: int) -> None:
-        os.pwrite(fd, data, offset)
-
+from engine.pipeline import keep_heap, read_once, reopen_direct  # noqa: E402
+from engine.restore import write_data  # noqa: E402
 
 SNAPSHOT_CODEC = "none"  # vaults/stores.py
 VAULT_CODEC = "zstd:1"
@@ -69,6 +69,12 @@ PAGE = 4096
 
 def cp_sparse(src: Path, dst: Path) -> None:
     subprocess.run(["cp", "--sparse=always", "--reflink=never", str(src), str(dst)], check=True)
+
+
+def cpu_seconds() -> float:
+    """User + system seconds of this process and its waited-for children so far."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def same(a: Path, b: Path) -> bool:
@@ -168,7 +174,7 @@ def build(shape: str, image: Path, size: int, fill: float, work: Path) -> int:
     elif shape == "small":
         make_small_extents(image, size)
     elif shape == "random":
-        size = max(size // 4, 1 << 20)
+        size = max(size // 2, 1 << 20)
         make_random(image, size)
     else:
         make_image(image, size, fill, work / "staging")
@@ -181,9 +187,10 @@ def run(args: argparse.Namespace, size: int, work: Path) -> int:
     shapes = [s for s in args.shapes.split(",") if s]
     out = work / "out.img"
     cold = drop_caches()
-    rows: list[tuple[str, str, int, float, bool]] = []  # shape, what, size, seconds, identical
-    profile: list[tuple[str, float]] = []
-    profiled = ""
+    load_at_start = f"{os.getloadavg()[0]:.1f}"
+    # shape, what, size, seconds, CPU seconds, identical
+    rows: list[tuple[str, str, int, float, float, bool]] = []
+    profiles: list[tuple[str, list[tuple[str, float, float]]]] = []
     browse = ""
     for shape in shapes:
         d = work / shape
@@ -208,7 +215,7 @@ def run(args: argparse.Namespace, size: int, work: Path) -> int:
 
         def cp(image: Path = image) -> None:
             cp_sparse(image, out)
-            subprocess.run(["sync"], check=True)
+            subprocess.run(["sync", str(out)], check=True)
 
         steps: list[tuple[str, Callable[[], None]]] = [
             ("snapshot tier", tier(snap)),
@@ -216,39 +223,54 @@ def run(args: argparse.Namespace, size: int, work: Path) -> int:
             ("cp", cp),
         ]
         times: dict[str, list[float]] = {}
+        cpu: dict[str, list[float]] = {}
         identical = {name: True for name, _ in steps}
         for n in range(args.runs):
             for name, fn in steps:
                 print(f"{shape} run {n + 1}/{args.runs}: {name}", file=sys.stderr)
                 out.unlink(missing_ok=True)
                 drop_caches()
+                c0 = cpu_seconds()
                 t0 = time.monotonic()
                 fn()
                 times.setdefault(name, []).append(time.monotonic() - t0)
+                cpu.setdefault(name, []).append(cpu_seconds() - c0)
                 identical[name] = identical[name] and same(image, out)
                 out.unlink()
         for name, _ in steps:
-            rows.append((shape, name, shape_size, statistics.median(times[name]), identical[name]))
-        if shape == "ext4" or (not profile and shape == shapes[-1]):
-            profile = profile_stages(vault, rp, out)
-            profiled = SHAPES[shape]
-            out.unlink(missing_ok=True)
+            rows.append(
+                (
+                    shape,
+                    name,
+                    shape_size,
+                    statistics.median(times[name]),
+                    statistics.median(cpu[name]),
+                    identical[name],
+                )
+            )
+        if shape == "ext4" or (not profiles and shape == shapes[-1]):
+            for tier_name, store in (("snapshot tier", snap), ("vault tier", vault)):
+                profiles.append(
+                    (f"{tier_name} of the {SHAPES[shape]} shape", profile_stages(store, rp, out))
+                )
+                out.unlink(missing_ok=True)
             if shape == "ext4":
                 browse = browse_time(vault, rp, kek, args.runs, d / "vault")
         shutil.rmtree(d)
 
     lines = [
-        f"Shapes of {human(size)} (incompressible: a quarter of it); "
+        f"Shapes of {human(size)} (incompressible: half of it); "
         f"{'cold: sync + drop_caches before each step' if cold else 'page cache NOT dropped (--warm or not allowed): sync before each step'}; "
-        f"median of {args.runs}; {os.cpu_count()} cores. Restores with sync=True; cp is "
-        "`cp --sparse=always --reflink=never` + `sync`. MiB/s = image size / seconds; "
-        f"x cp = cp's seconds / these seconds; target >= {TARGET} x cp.",
+        f"median of {args.runs}; {os.cpu_count()} cores; load average {load_at_start}. "
+        "Restores with sync=True; cp is `cp --sparse=always --reflink=never` + `sync` of the "
+        "copy. MiB/s = image size / seconds; x cp = cp's seconds / these seconds; "
+        f"target >= {TARGET} x cp. CPU s: user + system seconds of the step.",
         "",
-        "| shape | | seconds | MiB/s | x cp | target | identical (cmp) |",
-        "|---|---|---:|---:|---:|:---:|:---:|",
+        "| shape | | seconds | MiB/s | x cp | target | CPU s | identical (cmp) |",
+        "|---|---|---:|---:|---:|:---:|---:|:---:|",
     ]
     ok_all = True
-    for shape, name, shape_size, s, same_bytes in rows:
+    for shape, name, shape_size, s, cpu_s, same_bytes in rows:
         cp_s = next(r[3] for r in rows if r[0] == shape and r[1] == "cp")
         ratio = cp_s / s
         label = "cp --sparse=always + sync" if name == "cp" else name
@@ -256,23 +278,29 @@ def run(args: argparse.Namespace, size: int, work: Path) -> int:
         ok_all = ok_all and status != "FAIL"
         lines.append(
             f"| {SHAPES[shape]} | {label} | {s:.2f} | {shape_size / (1 << 20) / s:.0f} | "
-            f"{ratio:.2f} | {status} | {'yes' if same_bytes else 'NO'} |"
+            f"{ratio:.2f} | {status} | {cpu_s:.2f} | {'yes' if same_bytes else 'NO'} |"
         )
-    if profile:
-        total = sum(t for _, t in profile)
+    for profiled, profile in profiles:
+        total = sum(t for _, t, _ in profile)
+        total_cpu = sum(c for _, _, c in profile)
         lines += [
             "",
-            f"Profile: the vault tier of the {profiled} shape, cold, each stage in turn on one "
-            "thread.",
+            f"Profile: the {profiled}, cold, each stage in turn on one thread "
+            "(wait = wall - CPU: the disk).",
             "",
-            "| stage | seconds | share |",
-            "|---|---:|---:|",
+            "| stage | wall s | share | CPU s | wait s |",
+            "|---|---:|---:|---:|---:|",
         ]
-        lines += [f"| {name} | {t:.3f} | {t / total:.0%} |" for name, t in profile]
-        lines.append(f"| total | {total:.3f} | 100% |")
+        lines += [
+            f"| {name} | {t:.3f} | {t / total:.0%} | {c:.3f} | {max(0.0, t - c):.3f} |"
+            for name, t, c in profile
+        ]
+        lines.append(
+            f"| total | {total:.3f} | 100% | {total_cpu:.3f} | {max(0.0, total - total_cpu):.3f} |"
+        )
     if browse:
         lines += ["", browse]
-    identical_all = all(r[4] for r in rows)
+    identical_all = all(r[5] for r in rows)
     lines += [
         "",
         "| target | status |",
@@ -284,8 +312,8 @@ def run(args: argparse.Namespace, size: int, work: Path) -> int:
     return 0
 
 
-def profile_stages(store: engine.Store, rp: str, out: Path) -> list[tuple[str, float]]:
-    """Seconds per stage of one restore, the stages run in turn on one thread."""
+def profile_stages(store: engine.Store, rp: str, out: Path) -> list[tuple[str, float, float]]:
+    """(stage, wall seconds, CPU seconds) of one restore, the stages run in turn on one thread."""
     keep_heap()
     keys = store.require_keys()
     body = store.read_manifest(rp)
@@ -296,23 +324,26 @@ def profile_stages(store: engine.Store, rp: str, out: Path) -> list[tuple[str, f
         "decrypt + authenticate",
         "decompress",
         "verify keyed id",
-        "pwrite (zero pages skipped)",
+        "write (zero pages skipped)",
         "fsync",
     ]
-    t = dict.fromkeys(stages, 0.0)
+    wall = dict.fromkeys(stages, 0.0)
+    cpu = dict.fromkeys(stages, 0.0)
     drop_caches()
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    direct_fd = reopen_direct(fd)
+    clocks = (time.perf_counter, time.thread_time)
     try:
         os.ftruncate(fd, index.disk_size)
         for i in range(index.count):
             cid = index.digest(i)
             if cid == formats.ZERO_DIGEST:
                 continue
-            t0 = time.perf_counter()
-            blob = store.get_chunk(cid)
-            t1 = time.perf_counter()
+            marks = [tuple(c() for c in clocks)]
+            blob = read_once(store.chunk_path(cid))
+            marks.append(tuple(c() for c in clocks))
             assert formats.check_outer(blob) is None
-            t2 = time.perf_counter()
+            marks.append(tuple(c() for c in clocks))
             _m, _v, codec_id, _f, plain_len = formats.CHUNK_HEADER.unpack_from(blob)
             hs = formats.CHUNK_HEADER.size
             view = memoryview(blob)
@@ -321,26 +352,28 @@ def profile_stages(store: engine.Store, rp: str, out: Path) -> list[tuple[str, f
                 view[hs + formats.NONCE_LEN : -formats.OUTER_LEN],
                 blob[:hs] + cid,
             )
-            t3 = time.perf_counter()
+            marks.append(tuple(c() for c in clocks))
             if codec_id == formats.CODEC_ZSTD:
                 data = formats._decompressor().decompress(payload, max_output_size=plain_len)
             else:
                 data = payload
-            t4 = time.perf_counter()
+            marks.append(tuple(c() for c in clocks))
             assert formats.chunk_id(keys, data) == cid
-            t5 = time.perf_counter()
-            write_data(fd, data, i * index.chunk_size)
-            t6 = time.perf_counter()
-            for name, dt in zip(
-                stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5), strict=False
-            ):
-                t[name] += dt
-        t0 = time.perf_counter()
+            marks.append(tuple(c() for c in clocks))
+            write_data(fd, data, i * index.chunk_size, direct_fd)
+            marks.append(tuple(c() for c in clocks))
+            for name, (a, b) in zip(stages, zip(marks, marks[1:], strict=False), strict=False):
+                wall[name] += b[0] - a[0]
+                cpu[name] += b[1] - a[1]
+        t0, c0 = (c() for c in clocks)
         os.fsync(fd)
-        t["fsync"] = time.perf_counter() - t0
+        wall["fsync"] = time.perf_counter() - t0
+        cpu["fsync"] = time.thread_time() - c0
     finally:
+        if direct_fd >= 0:
+            os.close(direct_fd)
         os.close(fd)
-    return list(t.items())
+    return [(name, wall[name], cpu[name]) for name in stages]
 
 
 def browse_time(store: engine.Store, rp: str, kek: bytes, runs: int, path: Path) -> str:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
+import mmap
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -67,6 +70,124 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
     system lacks sync_file_range (the fsync still writes everything)."""
     if _sync_file_range is not None and length > 0:
         _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+_DIRECT_ALIGN = 4096  # O_DIRECT wants buffer, offset and length aligned to the device's block
+_buffers = threading.local()
+
+
+def _aligned_buffer(n: int) -> mmap.mmap:
+    """This thread's page-aligned read buffer of at least n bytes (kept: fresh pages per read
+    would be faulted in and zeroed, see keep_heap)."""
+    buf: mmap.mmap | None = getattr(_buffers, "buf", None)
+    if buf is None or len(buf) < n:
+        if buf is not None:
+            buf.close()
+        buf = _buffers.buf = mmap.mmap(-1, max(n, 2 << 20))
+    return buf
+
+
+def read_once(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a file that is read once (a chunk file during a restore).
+
+    Read through the page cache when all of it is there (a restore right after the backup);
+    otherwise with O_DIRECT into an aligned buffer and copied out, which spares the kernel
+    filling the page cache with bytes nobody reads again and copying them out of it (about
+    40% of the CPU time of a cold read, bench/README.md "Restore at disk speed"). Falls back
+    to a plain read where the file system refuses O_DIRECT or the kernel cannot tell what is
+    cached."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        end = -(-size // _DIRECT_ALIGN) * _DIRECT_ALIGN
+        cached = _cached_pages(fd)
+        direct = cached is not None and cached < end // _DIRECT_ALIGN and _set_direct(fd)
+        with memoryview(_aligned_buffer(end)) as view:
+            pos = 0
+            while pos < size:
+                try:
+                    n = os.preadv(fd, [view[pos:end]], pos)
+                except OSError as e:
+                    if not direct or e.errno != errno.EINVAL:
+                        raise
+                    # An unaligned position (after a short read) or a refusal: go on
+                    # through the page cache.
+                    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+                    direct = False
+                    continue
+                if n == 0:
+                    break  # shorter than it was: the caller sees it truncated
+                pos += n
+            return bytes(view[:pos])
+    finally:
+        os.close(fd)
+
+
+def _set_direct(fd: int) -> bool:
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
+    except OSError:
+        return False
+    return True
+
+
+def reopen_direct(fd: int) -> int:
+    """A second descriptor of an open file that writes past the page cache (O_DIRECT), opened
+    through /proc/self/fd (the same file, whatever its name has become); -1 where the system
+    or the file system refuses it."""
+    try:
+        return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+def pwrite_direct(direct_fd: int, fd: int, data: memoryview, offset: int) -> None:
+    """Write `data` at `offset` (both multiples of 4 KiB) through direct_fd, from an aligned
+    copy: the device reads it from there, and no page of the file is allocated, copied into
+    and written back later. What the direct write refuses goes through `fd` instead."""
+    n = len(data)
+    buf = _aligned_buffer(n)
+    buf[:n] = data
+    with memoryview(buf) as view:
+        done = 0
+        while done < n:
+            try:
+                done += os.pwrite(direct_fd, view[done:n], offset + done)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                break
+            if done % _DIRECT_ALIGN:
+                break  # a short write at an odd length: the rest cannot go direct
+    while done < n:
+        done += os.pwrite(fd, data[done:], offset + done)
+
+
+class _CacheStat(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_uint64)
+        for name in ("cache", "dirty", "writeback", "evicted", "recently_evicted")
+    ]
+
+
+class _CacheStatRange(ctypes.Structure):
+    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+
+# cachestat(2), Linux 6.5+: how many of a file's pages are in the page cache, without reading
+# anything (a read with RWF_NOWAIT would start reading ahead what is missing).
+_SYS_CACHESTAT = 451 if os.uname().machine in ("x86_64", "aarch64") else None
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _cached_pages(fd: int) -> int | None:
+    """Pages of the file in the page cache; None where the kernel cannot say."""
+    if _SYS_CACHESTAT is None:
+        return None
+    rng, st = _CacheStatRange(0, 0), _CacheStat()  # len 0: to the end of the file
+    if _libc.syscall(_SYS_CACHESTAT, fd, ctypes.byref(rng), ctypes.byref(st), 0) != 0:
+        return None
+    return int(st.cache)
 
 
 def run_bounded(

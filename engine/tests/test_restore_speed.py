@@ -1,4 +1,5 @@
-"""What makes restores run at disk speed: zero pages left as holes, writeback started early."""
+"""What makes restores run at disk speed: zero pages left as holes, writeback started early,
+chunk files read once past the page cache."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine import BackupRequest, DiskSource, Progress, Store, backup, restore
+from engine.pipeline import _cached_pages, read_once, reopen_direct
 from engine.restore import PAGE, WRITEBACK_STEP, write_data
 from engine.tests.tools import same_bytes
 
@@ -26,10 +28,14 @@ def _allocated(path: Path) -> int:
         [("zero", PAGE), ("data", 2 * PAGE), ("zero", 3 * PAGE), ("data", PAGE)],
         [("data", PAGE), ("zero", 2 * PAGE), ("data", 100)],  # partial last page
         [("data", PAGE), ("zero", PAGE + 100)],  # a zero partial last page
+        # runs long enough to be written direct, with and without a partial last page
+        [("data", 17 * PAGE), ("zero", 2 * PAGE), ("data", 16 * PAGE), ("zero", PAGE)],
+        [("zero", 3 * PAGE), ("data", 20 * PAGE + 100)],
     ],
 )
+@pytest.mark.parametrize("direct", [False, True], ids=["cached", "direct"])
 def test_write_data_leaves_zero_pages_as_holes(
-    tmp_path: Path, layout: list[tuple[str, int]]
+    tmp_path: Path, layout: list[tuple[str, int]], direct: bool
 ) -> None:
     data = b"".join(os.urandom(n) if kind == "data" else bytes(n) for kind, n in layout)
     out = tmp_path / "out.img"
@@ -37,9 +43,17 @@ def test_write_data_leaves_zero_pages_as_holes(
     fd = os.open(out, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.ftruncate(fd, offset + len(data) + PAGE)
-        write_data(fd, data, offset)
+        direct_fd = reopen_direct(fd) if direct else -1
+        if direct and direct_fd < 0:
+            pytest.skip("this file system refuses O_DIRECT")
+        try:
+            write_data(fd, data, offset, direct_fd)
+        finally:
+            if direct_fd >= 0:
+                os.close(direct_fd)
         os.fsync(fd)
         assert os.pread(fd, len(data), offset) == data
+        assert os.pread(fd, offset, 0) == bytes(offset)
     finally:
         os.close(fd)
     data_pages = sum(
@@ -87,3 +101,69 @@ def test_synced_restore_past_several_writeback_steps(tmp_path: Path, kek: bytes)
     assert os.stat(out).st_size == size
     assert seen[-1].bytes_done == seen[-1].bytes_total == size
     assert [p.name for p in tmp_path.iterdir() if "lifeboat-restore" in p.name] == []
+
+
+def _evict(path: Path) -> None:
+    """Drop a file's pages from the page cache (written back first: dirty pages stay)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _cached(path: Path) -> int | None:
+    """Pages of a file in the page cache (cachestat(2)); None where the kernel cannot say."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return _cached_pages(fd)
+    finally:
+        os.close(fd)
+
+
+def _direct_io(path: Path) -> bool:
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_DIRECT))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("size", [0, 1, PAGE - 1, PAGE, PAGE + 1, 1 << 20, (1 << 20) + 123])
+def test_read_once_cached_cold_and_partly_cached(tmp_path: Path, size: int) -> None:
+    path = tmp_path / "chunk"
+    data = os.urandom(size)
+    path.write_bytes(data)
+    assert read_once(path) == data  # all in the page cache: copied from there
+    _evict(path)
+    assert read_once(path) == data  # cold
+    if _direct_io(path) and _cached(path) is not None:
+        assert _cached(path) == 0  # read past the page cache, not into it
+    assert read_once(path) == data  # again: still all there
+    with open(path, "rb") as f:
+        f.read(PAGE)  # the first page (and what the kernel reads ahead) cached
+    assert read_once(path) == data
+
+
+def test_restore_from_cold_chunk_files(tmp_path: Path, kek: bytes) -> None:
+    from engine import init_store
+
+    store = init_store(tmp_path / "vault", kek, chunk_size=256 << 10)
+    disk = tmp_path / "disk.img"
+    with open(disk, "wb") as f:
+        f.write(os.urandom(3 << 20))
+        f.write(b"text " * (1 << 18))
+        f.truncate(6 << 20)
+    res = backup(BackupRequest(store, [DiskSource(0, str(disk))], vm_name="cold"))
+    chunks = list(store.iter_chunk_files())
+    assert len(chunks) >= 12
+    for path in chunks:
+        _evict(path)
+    out = tmp_path / "out.img"
+    restore(store, res.rp_id, {0: out}, sync=True)
+    if _direct_io(chunks[0]) and _cached(chunks[0]) is not None:
+        assert [_cached(p) for p in chunks] == [0] * len(chunks)
+        # and written past it: every run of data in this image is long enough to go direct
+        assert _cached(out) == 0
+    assert same_bytes(disk, out)

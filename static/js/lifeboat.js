@@ -103,11 +103,11 @@
   });
 })();
 
-// A table or tab bar that scrolls sideways (narrow screens) takes the keyboard focus, so it
+// A table, tab bar or chart that scrolls sideways (narrow screens) takes the keyboard focus, so it
 // can be scrolled without a mouse.
 (function () {
   function focusable(root) {
-    root.querySelectorAll(".table-scroll, table.list, .tabs").forEach(function (el) {
+    root.querySelectorAll(".table-scroll, table.list, .tabs, .chart .plot").forEach(function (el) {
       if (el.scrollWidth > el.clientWidth + 1) {
         if (!el.hasAttribute("tabindex")) el.setAttribute("tabindex", "0");
       } else if (el.getAttribute("tabindex") === "0") {

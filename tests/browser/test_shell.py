@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from jobs.models import Operation, Status, SubTask
+from portal.reports.catalog import REPORTS
 from security.models import Alert
 from tests import factories as f
 from tests.browser.conftest import log_in, needs_chromium
@@ -128,6 +129,11 @@ def main_pages(job) -> list[str]:
         reverse("key-list"),
         reverse("site-audit"),
         reverse("account-tokens"),
+        reverse("report-list"),
+        *(reverse("report-detail", args=[slug]) for slug in REPORTS),
+        reverse("site-health"),
+        reverse("account-second-factor"),
+        reverse("directory-list"),
         "/vaults/prod/no-such-page/",
     ]
 

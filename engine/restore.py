@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from .errors import CorruptionError, Damage, DiskNotFound, TargetUnwritable
-from .formats import ZERO_DIGEST, ChunkDamaged, DiskIndex, decode_chunk, zeros
+from .formats import ZERO_DIGEST, ChunkDamaged, DiskIndex, zeros
 from .model import CancelFn, ProgressFn, RestoreResult
 from .pipeline import Throttle, default_threads, round_robin, run_bounded, start_writeback
 from .store import Store
@@ -41,11 +41,11 @@ def fetch_chunk(
     """Read and fully verify one chunk; CorruptionError naming (rp, lun, offset) otherwise.
     Returns (plaintext, stored size). `read` returns the stored bytes when they are read
     elsewhere (a read-ahead); by default they are read from the store here."""
-    keys = store.require_keys()
     rp_id, lun, offset = where
     try:
         blob = read() if read is not None else store.get_chunk(cid)
-        return decode_chunk(keys, cid, blob, expected_len), len(blob)
+        # The store's read path rebuilds a delta on its base (a missing base is damage).
+        return store.read_chunk(cid, expected_len, blob), len(blob)
     except FileNotFoundError as e:
         reason = "missing"
         cause: Exception = e

@@ -41,21 +41,23 @@ class Encoded:
 
 class DeltaMaker:
     """Frames the changed chunks of a backup, as deltas on the parent's chunks when that pays.
-    Used only where the parent's chunks are cheap to read (a local store: the snapshot tier);
-    a parent chunk that cannot be read is never built on (the chunk is stored whole)."""
+    Backups go to the snapshot tier, a local directory, where reading the parent's chunk costs
+    a local read; a backup straight into an object store (the CLI) pays a GET per changed
+    chunk for it. A parent chunk that cannot be read is never built on (stored whole)."""
 
     def __init__(
         self,
         store: Store,
         keys: KeySet,
-        threshold: float = DELTA_THRESHOLD,
-        depth: int = DELTA_DEPTH,
+        threshold: float | None = None,
+        depth: int | None = None,
     ) -> None:
         self.store = store
         self.keys = keys
-        self.threshold = threshold
-        self.depth = depth
-        self.enabled = store.deltas and store.is_local and depth > 0 and threshold > 0
+        # Read at each backup, not bound at import, so a benchmark can vary them.
+        self.threshold = DELTA_THRESHOLD if threshold is None else threshold
+        self.depth = DELTA_DEPTH if depth is None else depth
+        self.enabled = store.deltas and self.depth > 0 and self.threshold > 0
 
     def encode(self, cid: bytes, data: bytes, parent: bytes | None) -> Encoded:
         if self.enabled and parent is not None and parent != ZERO_DIGEST:
@@ -71,9 +73,9 @@ class DeltaMaker:
             return None
         if len(plain) != len(data):
             return None
-        pages = changed_pages(plain, data)
         count = (len(data) + PAGE_SIZE - 1) // PAGE_SIZE
-        if len(pages) > self.threshold * count:
+        pages = changed_pages(plain, data, int(self.threshold * count))
+        if pages is None:
             return None
         body = delta_body(data, pages)
         blob = encode_delta(
@@ -88,12 +90,12 @@ class DeltaMaker:
         ref = delta_ref(blob)
         if ref is None or ref.depth < self.depth:
             depth = ref.depth if ref is not None else 0
-            return parent, depth, self.store.read_chunk(parent, length, blob)
+            return parent, depth, self.store.read_chunk(parent, length, blob, check_id=False)
         root = ref.base
         for _ in range(ref.depth):
             rblob = self.store.get_chunk(root)
             rref = delta_ref(rblob)
             if rref is None:
-                return root, 0, self.store.read_chunk(root, length, rblob)
+                return root, 0, self.store.read_chunk(root, length, rblob, check_id=False)
             root = rref.base
         raise ChunkDamaged("delta chain deeper than its header says")

@@ -8,7 +8,7 @@ import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import blake3
 import zstandard
@@ -160,16 +160,23 @@ class DeltaRef:
     depth: int
 
 
-def changed_pages(base: bytes, new: bytes) -> list[int]:
-    """The numbers of the PAGE_SIZE pages where `new` differs from `base` (equal lengths)."""
+@overload
+def changed_pages(base: bytes, new: bytes) -> list[int]: ...
+@overload
+def changed_pages(base: bytes, new: bytes, limit: int) -> list[int] | None: ...
+def changed_pages(base: bytes, new: bytes, limit: int | None = None) -> list[int] | None:
+    """The numbers of the PAGE_SIZE pages where `new` differs from `base` (equal lengths);
+    None as soon as more than `limit` differ (a rewritten chunk is not compared to the end)."""
     if len(base) != len(new):
         raise ValueError("a delta needs a base of the same length")
     b, n = memoryview(base), memoryview(new)
-    return [
-        p
-        for p, off in enumerate(range(0, len(new), PAGE_SIZE))
-        if b[off : off + PAGE_SIZE] != n[off : off + PAGE_SIZE]
-    ]
+    out = []
+    for p, off in enumerate(range(0, len(new), PAGE_SIZE)):
+        if b[off : off + PAGE_SIZE] != n[off : off + PAGE_SIZE]:
+            out.append(p)
+            if limit is not None and len(out) > limit:
+                return None
+    return out
 
 
 def delta_body(new: bytes, pages: list[int]) -> bytes:
@@ -290,10 +297,13 @@ def decode_chunk(
     blob: bytes,
     expected_len: int | None = None,
     base: BaseReader | None = None,
+    *,
+    check_id: bool = True,
 ) -> bytes:
     """Check, decrypt, decompress and re-derive the id of one stored chunk. A delta is rebuilt
-    on its base, read by `base(base id, length)` (its plaintext, itself verified); without
-    `base` a delta is refused."""
+    on its base, read by `base(base id, length)`; without `base` a delta is refused.
+    `check_id=False` skips the last step only (a base inside a chain: the id of the chunk
+    rebuilt on it is checked, which a wrong base fails)."""
     data, ref, plain_len = open_chunk(keys, cid, blob)
     if expected_len is not None and plain_len != expected_len:
         raise ChunkDamaged(f"length {plain_len} != expected {expected_len}")
@@ -303,7 +313,7 @@ def decode_chunk(
         data = apply_delta(base(ref.base, plain_len), data, plain_len)
     if len(data) != plain_len:
         raise ChunkDamaged(f"length {len(data)} != expected {expected_len or plain_len}")
-    if chunk_id(keys, data) != cid:
+    if check_id and chunk_id(keys, data) != cid:
         raise ChunkDamaged("content does not match its id")
     return data
 

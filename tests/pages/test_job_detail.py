@@ -188,3 +188,49 @@ def test_a_job_waiting_for_its_host_s_worker_says_so(login, reader, vault, item)
     job.save()
     html = login(reader).get(url(job)).content.decode()
     assert "Waiting for" not in html and "host-kvm-lab on kvm1 pid 7" in html
+
+
+def test_it_shows_chunks_stored_whole_and_as_deltas(login, reader, vault, item):
+    job = f.make_job(
+        vault,
+        item,
+        result={
+            "bytes_read": 32 << 20,
+            "bytes_changed": 20 << 20,
+            "bytes_stored": 1 << 20,
+            "chunks_whole": 2,
+            "chunks_delta": 18,
+            "bytes_saved": 17 << 20,
+            "disks": [
+                {
+                    "lun": 0,
+                    "bytes_read": 32 << 20,
+                    "bytes_changed": 20 << 20,
+                    "bytes_stored": 1 << 20,
+                    "chunks_new": 20,
+                    "chunks_delta": 18,
+                    "bytes_saved": 17 << 20,
+                    "change_detection": "full-read",
+                }
+            ],
+            "transfer": {
+                "chunks_copied": 20,
+                "bytes_copied": 1 << 20,
+                "chunks_present": 12,
+                "chunks_delta": 18,
+            },
+        },
+    )
+    html = login(reader).get(url(job)).content.decode()
+    for text in (
+        "2 whole, 18 as deltas (17.0\xa0MB saved)",
+        "18 of 20 new chunks, 17.0\xa0MB saved",
+        "20 chunks (18 as deltas); 12 already in the vault",
+    ):
+        assert text in html, text
+
+
+def test_it_shows_no_delta_figures_for_results_from_before_them(login, reader, vault, item):
+    job = f.make_job(vault, item, result={"bytes_read": 1, "bytes_changed": 1, "bytes_stored": 1})
+    html = login(reader).get(url(job)).content.decode()
+    assert 'id="job-chunks"' not in html

@@ -411,8 +411,8 @@ def _sweep_chunks(store: Store, live: set[str], cutoff: float, dry_run: bool) ->
         for info in listed
         if info.mtime > cutoff and not (name := info.key.rsplit("/", 1)[-1]).startswith(".")
     }
-    refs = store.delta_ref_keys()
-    bases = store.delta_bases() if refs else {}
+    refs = store.delta_records()
+    bases = store.delta_bases(refs)
     keep = Store.with_bases(live | young, bases)
     sweep.kept = Store.with_bases(live, bases)
     doomed: list[str] = []
@@ -443,7 +443,7 @@ def _sweep_chunks(store: Store, live: set[str], cutoff: float, dry_run: bool) ->
         if len(doomed) >= SWEEP_BATCH:
             flush()
     flush()
-    for key, cid in refs:
+    for key, cid, _base in refs:
         if cid not in stored:
             doomed.append(key)
             if len(doomed) >= SWEEP_BATCH:

@@ -290,7 +290,7 @@ def _write_disks(
                 yield _Piece(n, i * idx.chunk_size + ln, ln, False)
             else:
                 # The read starts now, when the task is submitted (at most `window` ahead).
-                yield partial(write, n, i, reader.submit(store.get_chunk, idx.digest(i)))
+                yield partial(write, n, i, reader.submit(store.prefetch_chunk, idx.digest(i)))
 
     def count(piece: _Piece) -> None:
         if piece.written:

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -54,6 +55,9 @@ STORE_FORMAT = "lifeboat-store"
 # are never given a delta, so code that reads only version 1 can still read them.
 STORE_VERSION = 2
 READABLE_VERSIONS = (1, 2)
+# Base blobs read ahead by prefetch_chunk and not yet taken by read_chunk, at most (1 MiB each
+# with the default chunk size).
+PREFETCH_CAP = 32
 # A reader follows at most this many deltas to a whole chunk: far above what writers make
 # (DELTA_DEPTH in engine.delta), so only a damaged store reaches it.
 MAX_CHAIN = 64
@@ -209,6 +213,7 @@ class Store:
         # Whether new chunks may be stored as deltas (a version 1 store keeps whole chunks).
         self.deltas = self.version >= 2
         self._ref_dirs: set[Path] = set()
+        self._prefetched: OrderedDict[bytes, bytes] = OrderedDict()
         self.chunk_size: int = int(settings["chunk_size"])
         self.durable = os.environ.get("LIFEBOAT_UNSAFE_NO_FSYNC") != "1"
         self.lease_seconds = float(os.environ.get("LIFEBOAT_LEASE_SECONDS") or LEASE_SECONDS)
@@ -514,7 +519,7 @@ class Store:
             raise ChunkDamaged(f"delta chain longer than {MAX_CHAIN}")
         keys = self.require_keys()
         if blob is None:
-            blob = self.get_chunk(cid)
+            blob = self._take_prefetched(cid) or self.get_chunk(cid)
 
         def base(bid: bytes, length: int) -> bytes:
             try:
@@ -530,25 +535,21 @@ class Store:
 
         return decode_chunk(keys, cid, blob, expected_len, base, check_id=depth == 0 or thorough)
 
-    def delta_bases(self) -> dict[str, set[str]]:
-        """Each chunk stored as a delta (hex id) -> its base(s), from the `deltas/` records.
-        A chunk stored again after GC may have a record from each time: all bases count."""
-        out: dict[str, set[str]] = {}
-        for info in self.backend.list("deltas/"):
-            name = info.key.rsplit("/", 1)[-1]
-            cid, dot, base = name.partition(".")
-            if dot and len(cid) == 64 and len(base) == 64:
-                out.setdefault(cid, set()).add(base)
-        return out
-
-    def delta_ref_keys(self) -> list[tuple[str, str]]:
-        """(key, delta chunk hex id) of every delta record."""
+    def delta_records(self) -> list[tuple[str, str, str]]:
+        """(key, delta chunk hex id, base hex id) of every record under `deltas/`."""
         out = []
         for info in self.backend.list("deltas/"):
-            name = info.key.rsplit("/", 1)[-1]
-            cid, dot, _base = name.partition(".")
-            if dot:
-                out.append((info.key, cid))
+            cid, dot, base = info.key.rsplit("/", 1)[-1].partition(".")
+            if dot and len(cid) == 64 and len(base) == 64:
+                out.append((info.key, cid, base))
+        return out
+
+    def delta_bases(self, records: list[tuple[str, str, str]] | None = None) -> dict[str, set[str]]:
+        """Each chunk stored as a delta (hex id) -> its base(s). A chunk stored again after GC
+        may have a record from each time: all bases count."""
+        out: dict[str, set[str]] = {}
+        for _key, cid, base in self.delta_records() if records is None else records:
+            out.setdefault(cid, set()).add(base)
         return out
 
     @staticmethod
@@ -566,6 +567,30 @@ class Store:
     def get_chunk(self, cid: bytes) -> bytes:
         """Raw stored bytes of a chunk; FileNotFoundError if absent."""
         return self.backend.get(chunk_key(cid))
+
+    def prefetch_chunk(self, cid: bytes) -> bytes:
+        """get_chunk for a read-ahead: a delta's bases are read too, on the caller's thread,
+        and kept (a few, PREFETCH_CAP) until read_chunk rebuilds the delta, so a restore's
+        read-ahead threads wait for every object of a chain, not its decoding threads."""
+        blob = self.get_chunk(cid)
+        ref = delta_ref(blob)
+        for _ in range(MAX_CHAIN):
+            if ref is None:
+                break
+            try:
+                base = self.get_chunk(ref.base)
+            except OSError:
+                break  # read_chunk reads it again and reports it
+            with self._state:
+                self._prefetched[ref.base] = base
+                while len(self._prefetched) > PREFETCH_CAP:
+                    self._prefetched.popitem(last=False)
+            ref = delta_ref(base)
+        return blob
+
+    def _take_prefetched(self, cid: bytes) -> bytes | None:
+        with self._state:
+            return self._prefetched.pop(cid, None)
 
     def list_chunks(self) -> Iterator[ObjectInfo]:
         """Every stored chunk object (and, locally, chunk temp files: names from TMP_PREFIX)."""

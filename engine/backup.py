@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeVar
 
+from .delta import DeltaMaker
 from .errors import (
     CorruptionError,
     EngineError,
@@ -23,7 +24,7 @@ from .errors import (
     RecoveryPointNotFound,
     SourceUnreadable,
 )
-from .formats import ZERO_DIGEST, DiskIndex, chunk_id, encode_chunk, file_digest, is_zero
+from .formats import ZERO_DIGEST, DiskIndex, chunk_id, file_digest, is_zero
 from .keys import KeySet
 from .model import (
     BackupRequest,
@@ -76,6 +77,8 @@ class _DiskBackup:
     chunks_new: int = 0
     chunks_zero: int = 0
     chunks_hashed: int = 0
+    chunks_delta: int = 0
+    bytes_saved: int = 0
     dirs: set[Path] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -106,6 +109,9 @@ class _DiskBackup:
         if chunk.kind == "new":
             self.chunks_new += 1
             self.bytes_stored += chunk.bytes_stored
+            if chunk.saved is not None:
+                self.chunks_delta += 1
+                self.bytes_saved += chunk.saved
             if chunk.chunk_dir is not None:
                 self.dirs.add(chunk.chunk_dir)
 
@@ -122,6 +128,8 @@ class _DiskBackup:
             chunks_new=self.chunks_new,
             chunks_zero=self.chunks_zero,
             chunks_hashed=self.chunks_hashed,
+            chunks_delta=self.chunks_delta,
+            bytes_saved=self.bytes_saved,
         )
 
 
@@ -135,6 +143,7 @@ class _Chunk(NamedTuple):
     bytes_stored: int
     kind: ChunkKind
     chunk_dir: Path | None = None  # where a new chunk file went: synced before the commit
+    saved: int | None = None  # stored as a delta: the plaintext bytes that saved
 
 
 def backup(
@@ -380,6 +389,7 @@ class _ChunkReader:
         self.retain_until = retain_until
         self.claimed: set[bytes] = set()
         self.claim_lock = threading.Lock()
+        self.framer = DeltaMaker(store, keys)
 
     def read(self, disk: _DiskBackup, number: int, off: int, ln: int) -> _Chunk:
         data = _pread(disk, off, ln)
@@ -390,9 +400,12 @@ class _ChunkReader:
             return _Chunk(disk, number, cid, ln, 0, "same")
         if not self._claim(cid) or self.store.has_chunk(cid):
             return _Chunk(disk, number, cid, ln, 0, "dup")
-        blob = encode_chunk(self.keys, cid, data, self.store.codec)
-        chunk_dir = self.store.put_chunk(cid, blob, self.syncer, retain_until=self.retain_until)
-        return _Chunk(disk, number, cid, ln, len(blob), "new", chunk_dir)
+        framed = self.framer.encode(cid, data, disk.parent_digest(number))
+        chunk_dir = self.store.put_chunk(
+            cid, framed.blob, self.syncer, retain_until=self.retain_until
+        )
+        saved = framed.saved if framed.delta else None
+        return _Chunk(disk, number, cid, ln, len(framed.blob), "new", chunk_dir, saved)
 
     def _claim(self, cid: bytes) -> bool:
         with self.claim_lock:

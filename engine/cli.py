@@ -45,7 +45,9 @@ from . import (
     verify,
 )
 from .backends import target_from_env
+from .errors import StoreNotFound
 from .keys import MASTER_KEY_ENV
+from .stats import store_stats
 from .store import Store, iso
 
 
@@ -233,7 +235,9 @@ def cmd_backup(args: argparse.Namespace, bar: ProgressBar, cancel: CancelFlag) -
     text = (
         f"{res.rp_id}\n"
         f"read {human(res.bytes_read)}, changed {human(res.bytes_changed)}, "
-        f"stored {human(res.bytes_stored)} in {res.chunks_new} new chunks, {res.duration:.2f}s"
+        f"stored {human(res.bytes_stored)} in {res.chunks_new} new chunks "
+        f"({res.chunks_new - res.chunks_delta} whole, {res.chunks_delta} as deltas saving "
+        f"{human(res.bytes_saved)}), {res.duration:.2f}s"
     )
     if args.json:
         print(json.dumps(obj, indent=2))
@@ -252,8 +256,9 @@ def cmd_transfer(args: argparse.Namespace, bar: ProgressBar, cancel: CancelFlag)
     _emit(
         args,
         asdict(res),
-        f"transferred {res.rp_id}: {res.chunks_copied} chunks ({human(res.bytes_copied)}) copied, "
-        f"{res.chunks_present} already present, {res.duration:.2f}s",
+        f"transferred {res.rp_id}: {res.chunks_copied} chunks ({human(res.bytes_copied)}) copied "
+        f"({res.chunks_delta} as deltas), {res.chunks_present} already present, "
+        f"{res.duration:.2f}s",
     )
     return 0
 
@@ -322,6 +327,27 @@ def cmd_gc(args: argparse.Namespace) -> int:
         asdict(res),
         f"gc: {res.chunks_live} live chunks, swept {res.chunks_swept} ({human(res.bytes_swept)}), "
         f"{res.chunks_in_grace} kept by the grace window",
+    )
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    st = store_stats(args.store)
+    if not st.exists:
+        raise StoreNotFound(f"no store at {args.store}")
+    obj = asdict(st) | {"dedup_ratio": st.dedup_ratio, "compression_ratio": st.compression_ratio}
+    _emit(
+        args,
+        obj,
+        f"{st.recovery_points} recovery points, {st.chunks} chunk files "
+        f"({human(st.stored_bytes)} stored)\n"
+        f"referenced: {st.unique_chunks} chunks, {human(st.unique_bytes)} unique, "
+        f"{human(st.referenced_bytes)} in all\n"
+        f"stored whole: {st.unique_chunks - st.missing_chunks - st.delta_chunks}, "
+        f"as deltas: {st.delta_chunks} (saving {human(st.delta_saved_bytes)}), "
+        f"bases kept for deltas: {st.base_chunks} ({human(st.base_bytes)})\n"
+        f"garbage: {st.garbage_chunks} chunks ({human(st.garbage_bytes)}), "
+        f"missing: {st.missing_chunks}",
     )
     return 0
 
@@ -455,6 +481,9 @@ def _add_maintenance_commands(add: AddCommand) -> None:
     s.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the lock")
     s.add_argument("--dry-run", action="store_true")
 
+    s = add("stats", "chunks stored whole and as deltas, bytes saved, garbage (local store)")
+    s.add_argument("store")
+
     s = add("ls", "list recovery points from the store alone")
     s.add_argument("store")
 
@@ -489,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_scrub(args, bar, cancel)
         if args.cmd == "gc":
             return cmd_gc(args)
+        if args.cmd == "stats":
+            return cmd_stats(args)
         if args.cmd == "ls":
             return cmd_ls(args)
         if args.cmd == "delete":

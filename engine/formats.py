@@ -6,8 +6,9 @@ import json
 import os
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import blake3
 import zstandard
@@ -85,12 +86,21 @@ def _aead(key: bytes) -> AESGCM:
 # ---------------------------------------------------------------------------- chunks
 
 CHUNK_MAGIC = b"LBCK"
-CHUNK_VERSION = 1
+CHUNK_VERSION = 1  # a whole chunk (unchanged since format 1)
+DELTA_VERSION = 2  # a delta chunk: changed pages on a base chunk (format 2)
 CHUNK_HEADER = struct.Struct("<4sBBHI")  # magic, version, codec, flags, plaintext length
+# A delta's clear header after CHUNK_HEADER: the base's id, the delta's depth in its chain (1: on
+# a whole chunk) and log2 of the page size. In the clear so GC and a keyless scrub can follow
+# chains; authenticated as associated data.
+DELTA_HEADER = struct.Struct("<32sBB2x")
 NONCE_LEN = 12
 TAG_LEN = 16
 OUTER_LEN = 32
 CHUNK_OVERHEAD = CHUNK_HEADER.size + NONCE_LEN + TAG_LEN + OUTER_LEN
+DELTA_OVERHEAD = CHUNK_OVERHEAD + DELTA_HEADER.size
+FLAG_DELTA = 1
+PAGE_SIZE = 4096
+PAGE_SHIFT = 12
 
 
 class ChunkDamaged(Exception):
@@ -117,19 +127,106 @@ def is_zero(data: bytes) -> bool:
     return data == zeros(len(data))
 
 
-def encode_chunk(keys: KeySet, cid: bytes, data: bytes, codec: Codec) -> bytes:
-    """Compress (if smaller), encrypt and frame one chunk."""
+def _seal(keys: KeySet, cid: bytes, header: bytes, data: bytes, codec: Codec) -> bytes:
+    """Compress `data` (if smaller), encrypt it with `header` || id as associated data, frame
+    it. The codec byte of `header` (offset 5) is set here."""
     payload: bytes = data
     codec_id = CODEC_NONE
     if codec.name == "zstd":
         packed = _compressor(codec.level).compress(data)
         if len(packed) < len(data):
             payload, codec_id = packed, CODEC_ZSTD
-    header = CHUNK_HEADER.pack(CHUNK_MAGIC, CHUNK_VERSION, codec_id, 0, len(data))
+    head = header[:5] + bytes([codec_id]) + header[6:]
     nonce = os.urandom(NONCE_LEN)
-    sealed = _aead(keys.dek).encrypt(nonce, payload, header + cid)
-    body = header + nonce + sealed
+    sealed = _aead(keys.dek).encrypt(nonce, payload, head + cid)
+    body = head + nonce + sealed
     return body + blake3.blake3(body).digest()
+
+
+def encode_chunk(keys: KeySet, cid: bytes, data: bytes, codec: Codec) -> bytes:
+    """Compress (if smaller), encrypt and frame one whole chunk."""
+    header = CHUNK_HEADER.pack(CHUNK_MAGIC, CHUNK_VERSION, 0, 0, len(data))
+    return _seal(keys, cid, header, data, codec)
+
+
+# ---------------------------------------------------------------------------- delta chunks
+
+
+@dataclass(frozen=True)
+class DeltaRef:
+    """What a delta chunk's clear header says: its base chunk and its depth in the chain."""
+
+    base: bytes
+    depth: int
+
+
+@overload
+def changed_pages(base: bytes, new: bytes) -> list[int]: ...
+@overload
+def changed_pages(base: bytes, new: bytes, limit: int) -> list[int] | None: ...
+def changed_pages(base: bytes, new: bytes, limit: int | None = None) -> list[int] | None:
+    """The numbers of the PAGE_SIZE pages where `new` differs from `base` (equal lengths);
+    None as soon as more than `limit` differ (a rewritten chunk is not compared to the end)."""
+    if len(base) != len(new):
+        raise ValueError("a delta needs a base of the same length")
+    b, n = memoryview(base), memoryview(new)
+    out = []
+    for p, off in enumerate(range(0, len(new), PAGE_SIZE)):
+        if b[off : off + PAGE_SIZE] != n[off : off + PAGE_SIZE]:
+            out.append(p)
+            if limit is not None and len(out) > limit:
+                return None
+    return out
+
+
+def delta_body(new: bytes, pages: list[int]) -> bytes:
+    """The plaintext of a delta: a bitmap of the changed pages, then those pages of `new`."""
+    count = (len(new) + PAGE_SIZE - 1) // PAGE_SIZE
+    bitmap = bytearray((count + 7) // 8)
+    parts: list[bytes | memoryview] = [b""]
+    view = memoryview(new)
+    for p in pages:
+        bitmap[p >> 3] |= 1 << (p & 7)
+        parts.append(view[p * PAGE_SIZE : (p + 1) * PAGE_SIZE])
+    parts[0] = bytes(bitmap)
+    return b"".join(parts)
+
+
+def apply_delta(base: bytes, body: bytes, length: int) -> bytes:
+    """Rebuild a chunk of `length` bytes from its base and a delta body; ChunkDamaged when the
+    body does not fit (a body that fits but is wrong fails the id check instead)."""
+    if len(base) != length:
+        raise ChunkDamaged(f"delta base has {len(base)} bytes, the chunk {length}")
+    count = (length + PAGE_SIZE - 1) // PAGE_SIZE
+    nmap = (count + 7) // 8
+    if len(body) < nmap:
+        raise ChunkDamaged("delta body is truncated")
+    out = bytearray(base)
+    at = nmap
+    for p in range(count):
+        if body[p >> 3] >> (p & 7) & 1:
+            start = p * PAGE_SIZE
+            end = min(start + PAGE_SIZE, length)
+            if at + end - start > len(body):
+                raise ChunkDamaged("delta body is truncated")
+            out[start:end] = body[at : at + end - start]
+            at += end - start
+    if at != len(body):
+        raise ChunkDamaged("delta body has trailing bytes")
+    return bytes(out)
+
+
+def encode_delta(
+    keys: KeySet, cid: bytes, ref: DeltaRef, body: bytes, length: int, codec: Codec
+) -> bytes:
+    """Compress (if smaller), encrypt and frame a delta chunk of a `length`-byte chunk."""
+    header = CHUNK_HEADER.pack(CHUNK_MAGIC, DELTA_VERSION, 0, FLAG_DELTA, length)
+    header += DELTA_HEADER.pack(ref.base, ref.depth, PAGE_SHIFT)
+    return _seal(keys, cid, header, body, codec)
+
+
+def _header_len(version: int) -> int:
+    return CHUNK_HEADER.size + (DELTA_HEADER.size if version == DELTA_VERSION else 0)
 
 
 def check_outer(blob: bytes) -> str | None:
@@ -138,19 +235,42 @@ def check_outer(blob: bytes) -> str | None:
         return f"truncated ({len(blob)} bytes)"
     if blake3.blake3(memoryview(blob)[:-OUTER_LEN]).digest() != blob[-OUTER_LEN:]:
         return "outer checksum mismatch"
-    magic, version, codec_id, _flags, _n = CHUNK_HEADER.unpack_from(blob)
-    if magic != CHUNK_MAGIC or version != CHUNK_VERSION or codec_id not in (0, 1):
+    magic, version, codec_id, flags, _n = CHUNK_HEADER.unpack_from(blob)
+    if magic != CHUNK_MAGIC or codec_id not in (0, 1):
         return "bad header"
+    if version == CHUNK_VERSION and flags == 0:
+        return None
+    if version != DELTA_VERSION or flags != FLAG_DELTA:
+        return "bad header"
+    if len(blob) < DELTA_OVERHEAD:
+        return f"truncated ({len(blob)} bytes)"
+    _base, depth, shift = DELTA_HEADER.unpack_from(blob, CHUNK_HEADER.size)
+    if depth < 1 or shift != PAGE_SHIFT:
+        return "bad delta header"
     return None
 
 
-def decode_chunk(keys: KeySet, cid: bytes, blob: bytes, expected_len: int | None = None) -> bytes:
-    """Check, decrypt, decompress and re-derive the id of one stored chunk."""
+def delta_ref(blob: bytes) -> DeltaRef | None:
+    """The base and depth of a delta chunk, None for a whole chunk (clear header only: call
+    check_outer or decode_chunk to trust it)."""
+    if len(blob) < DELTA_OVERHEAD or blob[4] != DELTA_VERSION:
+        return None
+    base, depth, _shift = DELTA_HEADER.unpack_from(blob, CHUNK_HEADER.size)
+    return DeltaRef(bytes(base), int(depth))
+
+
+BaseReader = Callable[[bytes, int], bytes]
+
+
+def open_chunk(keys: KeySet, cid: bytes, blob: bytes) -> tuple[bytes, DeltaRef | None, int]:
+    """Check, decrypt and decompress one stored chunk, without rebuilding a delta: returns
+    (plaintext or delta body, the delta's base or None, the chunk's plaintext length)."""
     reason = check_outer(blob)
     if reason:
         raise ChunkDamaged(reason)
-    _magic, _version, codec_id, _flags, plain_len = CHUNK_HEADER.unpack_from(blob)
-    hs = CHUNK_HEADER.size
+    _magic, version, codec_id, _flags, plain_len = CHUNK_HEADER.unpack_from(blob)
+    hs = _header_len(version)
+    ref = delta_ref(blob) if version == DELTA_VERSION else None
     # Views, not slices: slicing the ciphertext out of the blob would copy the whole chunk.
     view = memoryview(blob)
     try:
@@ -159,27 +279,61 @@ def decode_chunk(keys: KeySet, cid: bytes, blob: bytes, expected_len: int | None
         )
     except InvalidTag as e:
         raise ChunkDamaged("authentication failed (wrong key, wrong id or tampering)") from e
+    # A delta body is at most a bitmap plus the whole chunk.
+    limit = plain_len if ref is None else plain_len + plain_len // (8 * PAGE_SIZE) + 1
     if codec_id == CODEC_ZSTD:
         try:
-            data = _decompressor().decompress(payload, max_output_size=plain_len)
+            data = _decompressor().decompress(payload, max_output_size=limit)
         except zstandard.ZstdError as e:
             raise ChunkDamaged(f"decompression failed: {e}") from e
     else:
         data = payload
-    if len(data) != plain_len or (expected_len is not None and plain_len != expected_len):
+    return data, ref, plain_len
+
+
+def decode_chunk(
+    keys: KeySet,
+    cid: bytes,
+    blob: bytes,
+    expected_len: int | None = None,
+    base: BaseReader | None = None,
+    *,
+    check_id: bool = True,
+) -> bytes:
+    """Check, decrypt, decompress and re-derive the id of one stored chunk. A delta is rebuilt
+    on its base, read by `base(base id, length)`; without `base` a delta is refused.
+    `check_id=False` skips the last step only (a base inside a chain: the id of the chunk
+    rebuilt on it is checked, which a wrong base fails)."""
+    data, ref, plain_len = open_chunk(keys, cid, blob)
+    if expected_len is not None and plain_len != expected_len:
+        raise ChunkDamaged(f"length {plain_len} != expected {expected_len}")
+    if ref is not None:
+        if base is None:
+            raise ChunkDamaged("a delta chunk read without its base")
+        data = apply_delta(base(ref.base, plain_len), data, plain_len)
+    if len(data) != plain_len:
         raise ChunkDamaged(f"length {len(data)} != expected {expected_len or plain_len}")
-    if chunk_id(keys, data) != cid:
+    if check_id and chunk_id(keys, data) != cid:
         raise ChunkDamaged("content does not match its id")
     return data
 
 
-def recode_chunk(keys: KeySet, cid: bytes, blob: bytes, codec: Codec) -> bytes:
-    """Verify a stored chunk and return it framed for a store with `codec`."""
-    data = decode_chunk(keys, cid, blob)
-    _m, _v, codec_id, _f, _n = CHUNK_HEADER.unpack_from(blob)
+def recode_frame(keys: KeySet, cid: bytes, blob: bytes, codec: Codec) -> bytes:
+    """A stored chunk (whole or delta, already verified) framed for a store with `codec`:
+    the same bytes when the codec family matches, else re-compressed (a delta stays one)."""
+    _m, version, codec_id, _f, plain_len = CHUNK_HEADER.unpack_from(blob)
     if (codec_id == CODEC_ZSTD) == (codec.name == "zstd"):
         return blob  # already in the target's codec family: copy as is
-    return encode_chunk(keys, cid, data, codec)
+    data, ref, _n = open_chunk(keys, cid, blob)
+    if ref is None:
+        return encode_chunk(keys, cid, data, codec)
+    return encode_delta(keys, cid, ref, data, plain_len, codec)
+
+
+def recode_chunk(keys: KeySet, cid: bytes, blob: bytes, codec: Codec) -> bytes:
+    """Verify a stored whole chunk and return it framed for a store with `codec`."""
+    decode_chunk(keys, cid, blob)
+    return recode_frame(keys, cid, blob, codec)
 
 
 # ---------------------------------------------------------------------------- indexes

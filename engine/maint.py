@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -19,7 +19,7 @@ from .formats import (
     DiskIndex,
     IndexDamaged,
     check_outer,
-    decode_chunk,
+    delta_ref,
     file_digest,
 )
 from .keys import unwrap_keys, wrap_keys
@@ -34,7 +34,7 @@ from .model import (
     VerifyReport,
 )
 from .pipeline import Throttle, default_threads, run_bounded
-from .store import Store, index_key, iso, parse_iso
+from .store import MAX_CHAIN, Store, chunk_key, index_key, iso, parse_iso
 
 # ---------------------------------------------------------------------------- catalog
 
@@ -233,34 +233,34 @@ def _check(
                     except ValueError:
                         continue
         throttle = Throttle(progress, "verify" if keyed else "scrub", len(todo))
+        bad: dict[bytes, str] = {}  # chunk -> why it is damaged
+        bases: dict[bytes, bytes] = {}  # delta chunk -> its base (scrub)
 
-        def work(cid: bytes) -> tuple[bytes, str | None]:
+        def work(cid: bytes) -> tuple[bytes, str | None, bytes | None]:
             try:
                 blob = store.get_chunk(cid)
             except FileNotFoundError:
-                return cid, "missing"
+                return cid, "missing", None
             except OSError as e:
-                return cid, f"unreadable: {e.strerror or e}"
+                return cid, f"unreadable: {e.strerror or e}", None
             if keys is None:
-                return cid, check_outer(blob)
+                reason = check_outer(blob)
+                ref = delta_ref(blob) if reason is None else None
+                return cid, reason, ref.base if ref is not None else None
             try:
-                decode_chunk(keys, cid, blob, refs[cid][0][3])
+                # Rebuilds a delta on its base: a damaged or missing base fails it here.
+                store.read_chunk(cid, refs[cid][0][3], blob)
             except ChunkDamaged as e:
-                return cid, str(e)
-            return cid, None
+                return cid, str(e), None
+            return cid, None, None
 
-        def on_result(r: tuple[bytes, str | None]) -> None:
-            cid, reason = r
+        def on_result(r: tuple[bytes, str | None, bytes | None]) -> None:
+            cid, reason, base = r
             throttle.add(1)
-            if reason is None:
-                return
-            places = refs.get(cid)
-            if not places:
-                damage.append(
-                    Damage(None, None, None, "chunk", reason + " (unreferenced)", cid.hex())
-                )
-            for rp_id, lun, off, _ln in places or []:
-                damage.append(Damage(rp_id, lun, off, "chunk", reason, cid.hex()))
+            if base is not None:
+                bases[cid] = base
+            if reason is not None:
+                bad[cid] = reason
 
         run_bounded(
             (partial(work, c) for c in todo),
@@ -270,8 +270,43 @@ def _check(
             cancel=cancel,
         )
         throttle.finish()
+        if not keyed:
+            _chain_damage(store, bases, bad)
+        for cid, reason in bad.items():
+            places = refs.get(cid)
+            if not places:
+                damage.append(
+                    Damage(None, None, None, "chunk", reason + " (unreferenced)", cid.hex())
+                )
+            for rp_id, lun, off, _ln in places or []:
+                damage.append(Damage(rp_id, lun, off, "chunk", reason, cid.hex()))
     damage.sort(key=lambda d: (d.rp_id or "", d.lun or 0, d.offset or 0, d.kind))
     return VerifyReport(checked, len(todo), damage, keyed, time.monotonic() - started)
+
+
+def _chain_damage(store: Store, bases: dict[bytes, bytes], bad: dict[bytes, str]) -> None:
+    """Scrub: a delta whose base (or any chunk further down its chain) is damaged or missing
+    is damaged too. Bases not scrubbed (none should be) are looked up one by one."""
+    scrubbed = set(bases) | set(bad)
+
+    def fault(cid: bytes, depth: int) -> str | None:
+        base = bases.get(cid)
+        if base is None:
+            return None
+        if depth > MAX_CHAIN:
+            return "delta chain too long"
+        if base in bad:
+            why = "is missing" if bad[base] == "missing" else "is damaged"
+            return f"delta base {base.hex()[:16]} {why}"
+        if base not in scrubbed and not store.backend.exists(chunk_key(base)):
+            return f"delta base {base.hex()[:16]} is missing"
+        return fault(base, depth + 1)
+
+    for cid in list(bases):
+        if cid not in bad:
+            reason = fault(cid, 0)
+            if reason is not None:
+                bad[cid] = reason
 
 
 # ---------------------------------------------------------------------------- gc
@@ -300,6 +335,7 @@ def gc(
         live = _live_chunks(store, rp_ids)
         cutoff = time.time() - grace_seconds
         sweep = _sweep_chunks(store, live, cutoff, dry_run)
+        live = sweep.kept
         if sweep.chunks and not dry_run and store.enforces_retention:
             store.check_exclusive()
             store.prune_locks(live)
@@ -355,6 +391,7 @@ class _ChunkSweep:
     bytes: int = 0
     in_grace: int = 0
     temp_files: int = 0  # chunk files a writer left half-written
+    kept: set[str] = field(default_factory=set)  # the referenced chunks and their bases
 
 
 # Objects deleted per request (and per check that GC still holds the store).
@@ -363,8 +400,21 @@ SWEEP_BATCH = 1000
 
 def _sweep_chunks(store: Store, live: set[str], cutoff: float, dry_run: bool) -> _ChunkSweep:
     """Remove the chunks (and chunk temp files) no recovery point references, unless they
-    changed after `cutoff`: a running backup may be about to reference them."""
+    changed after `cutoff`: a running backup may be about to reference them. A chunk a kept
+    delta is built on is kept too, down its whole chain; then the delta records of chunks
+    no longer stored go (after the chunks: a record outliving its chunk only keeps a base a
+    little longer, a chunk outliving its record could lose its base)."""
     sweep = _ChunkSweep()
+    listed = list(store.list_chunks())
+    young = {
+        name
+        for info in listed
+        if info.mtime > cutoff and not (name := info.key.rsplit("/", 1)[-1]).startswith(".")
+    }
+    refs = store.delta_records()
+    bases = store.delta_bases(refs)
+    keep = Store.with_bases(live | young, bases)
+    sweep.kept = Store.with_bases(live, bases)
     doomed: list[str] = []
 
     def flush() -> None:
@@ -373,9 +423,13 @@ def _sweep_chunks(store: Store, live: set[str], cutoff: float, dry_run: bool) ->
             store.delete_chunks(doomed)
         doomed.clear()
 
-    for info in store.list_chunks():
+    stored: set[str] = set()
+    for info in listed:
         name = info.key.rsplit("/", 1)[-1]
-        if name in live:
+        if name in keep:
+            stored.add(name)
+            if name not in live and name in young:
+                sweep.in_grace += 1
             continue
         if info.mtime > cutoff:
             sweep.in_grace += 1
@@ -388,6 +442,12 @@ def _sweep_chunks(store: Store, live: set[str], cutoff: float, dry_run: bool) ->
             sweep.bytes += info.size
         if len(doomed) >= SWEEP_BATCH:
             flush()
+    flush()
+    for key, cid, _base in refs:
+        if cid not in stored:
+            doomed.append(key)
+            if len(doomed) >= SWEEP_BATCH:
+                flush()
     flush()
     return sweep
 

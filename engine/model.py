@@ -85,6 +85,8 @@ class DiskStats:
     chunks_new: int
     chunks_zero: int
     chunks_hashed: int
+    chunks_delta: int = 0  # of chunks_new, those stored as deltas on the parent's chunk
+    bytes_saved: int = 0  # plaintext bytes of those chunks not stored (length - stored size)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -112,6 +114,14 @@ class BackupResult:
     @property
     def chunks_new(self) -> int:
         return sum(d.chunks_new for d in self.disks)
+
+    @property
+    def chunks_delta(self) -> int:
+        return sum(d.chunks_delta for d in self.disks)
+
+    @property
+    def bytes_saved(self) -> int:
+        return sum(d.bytes_saved for d in self.disks)
 
 
 @dataclass(frozen=True)
@@ -168,6 +178,7 @@ class TransferResult:
     duration: float
     # Plaintext bytes of the chunks the destination already held: what it did not need.
     bytes_present: int = 0
+    chunks_delta: int = 0  # of chunks_copied, those moved as deltas
 
 
 @dataclass(frozen=True)

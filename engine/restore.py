@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from .errors import CorruptionError, Damage, DiskNotFound, TargetUnwritable
-from .formats import ZERO_DIGEST, ChunkDamaged, DiskIndex, decode_chunk, zeros
+from .formats import ZERO_DIGEST, ChunkDamaged, DiskIndex, zeros
 from .model import CancelFn, ProgressFn, RestoreResult
 from .pipeline import (
     Throttle,
@@ -50,11 +50,11 @@ def fetch_chunk(
     """Read and fully verify one chunk; CorruptionError naming (rp, lun, offset) otherwise.
     Returns (plaintext, stored size). `read` returns the stored bytes when they are read
     elsewhere (a read-ahead); by default they are read from the store here."""
-    keys = store.require_keys()
     rp_id, lun, offset = where
     try:
         blob = read() if read is not None else store.get_chunk(cid)
-        return decode_chunk(keys, cid, blob, expected_len), len(blob)
+        # The store's read path rebuilds a delta on its base (a missing base is damage).
+        return store.read_chunk(cid, expected_len, blob), len(blob)
     except FileNotFoundError as e:
         reason = "missing"
         cause: Exception = e
@@ -363,10 +363,17 @@ def _write_disks(
 
 def _chunk_getter(store: Store) -> Callable[[bytes], bytes]:
     """How a restore reads stored chunks: a local store's files each once, past the page cache
-    (pipeline.read_once); an object store's by request."""
+    (pipeline.read_once); an object store's by request. A delta's bases are read ahead too
+    (Store.prefetch_bases), on the read-ahead thread."""
     if not store.is_local:
-        return store.get_chunk
-    return lambda cid: read_once(store.chunk_path(cid))
+        return store.prefetch_chunk
+
+    def get(cid: bytes) -> bytes:
+        blob = read_once(store.chunk_path(cid))
+        store.prefetch_bases(blob)
+        return blob
+
+    return get
 
 
 def _put_in_place(disks: list[_DiskRestore], sync: bool) -> None:

@@ -11,6 +11,10 @@ Django-free. What the numbers mean (layout in FORMAT.md):
   may be short).
 * ``referenced_bytes``: plaintext bytes of every non-zero chunk reference over all recovery
   points (a chunk used by ten RPs counts ten times): the logical data, zeros and holes left out.
+* ``delta_chunks``: referenced chunks stored as deltas on a base chunk (FORMAT.md, "Delta
+  chunks"), and ``delta_saved_bytes``: their plaintext bytes minus their stored bytes;
+  ``base_chunks`` / ``base_bytes``: chunks kept only because a referenced delta is built on
+  them (counted in ``live_stored_bytes``, not as garbage).
 * ``dedup_ratio`` = referenced / unique; ``compression_ratio`` = unique / the stored bytes of
   the referenced chunks (chunks only awaiting GC are counted apart, as ``garbage_bytes``).
 
@@ -54,6 +58,10 @@ class StoreStats:
     missing_chunks: int = 0  # referenced but without a chunk file
     garbage_chunks: int = 0  # chunk files no index references (freed by GC)
     garbage_bytes: int = 0
+    delta_chunks: int = 0
+    delta_saved_bytes: int = 0
+    base_chunks: int = 0
+    base_bytes: int = 0
     unreadable: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -122,6 +130,31 @@ def _chunk_objects(backend: Backend) -> Iterator[tuple[bytes, int]]:
             continue
 
 
+def _delta_bases(backend: Backend) -> dict[bytes, set[bytes]]:
+    """Delta chunk -> its base(s), from the empty records under ``deltas/`` (one listing)."""
+    out: dict[bytes, set[bytes]] = {}
+    for info in backend.list("deltas/"):
+        cid, dot, base = _name(info.key).partition(".")
+        try:
+            if dot and len(cid) == len(base) == 2 * DIGEST_LEN:
+                out.setdefault(bytes.fromhex(cid), set()).add(bytes.fromhex(base))
+        except ValueError:
+            continue
+    return out
+
+
+def _bases_of(ids: set[bytes], deltas: dict[bytes, set[bytes]]) -> set[bytes]:
+    """The chunks the deltas among `ids` are built on, down each chain, not in `ids`."""
+    out: set[bytes] = set()
+    todo = [c for c in ids if c in deltas]
+    while todo:
+        for b in deltas.get(todo.pop(), ()):
+            if b not in ids and b not in out:
+                out.add(b)
+                todo.append(b)
+    return out
+
+
 def _read_all(backend: Backend, keys: list[str]) -> Iterator[tuple[str, bytes | Exception]]:
     """Each key's bytes (or the error reading it), concurrently on object storage, where
     each read is a request with its round trip."""
@@ -175,7 +208,9 @@ def backend_stats(backend: Backend) -> StoreStats:
         disks += 1
         logical += size
     chunks = stored = live_stored = garbage_chunks = garbage_bytes = 0
-    present = live_plain = 0
+    present = live_plain = delta_chunks = delta_saved = base_chunks = base_bytes = 0
+    deltas = _delta_bases(backend)
+    bases = _bases_of(set(unique), deltas) if deltas else set()
     for cid, size in _chunk_objects(backend):
         chunks += 1
         stored += size
@@ -183,6 +218,13 @@ def backend_stats(backend: Backend) -> StoreStats:
             present += 1
             live_stored += size
             live_plain += unique[cid]
+            if cid in deltas:
+                delta_chunks += 1
+                delta_saved += max(0, unique[cid] - size)
+        elif cid in bases:
+            base_chunks += 1
+            base_bytes += size
+            live_stored += size
         else:
             garbage_chunks += 1
             garbage_bytes += size
@@ -202,5 +244,9 @@ def backend_stats(backend: Backend) -> StoreStats:
         missing_chunks=len(unique) - present,
         garbage_chunks=garbage_chunks,
         garbage_bytes=garbage_bytes,
+        delta_chunks=delta_chunks,
+        delta_saved_bytes=delta_saved,
+        base_chunks=base_chunks,
+        base_bytes=base_bytes,
         unreadable=tuple(sorted(unreadable)),
     )

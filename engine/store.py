@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -35,10 +36,14 @@ from .errors import (
     StoreUnavailable,
 )
 from .formats import (
+    ChunkDamaged,
     Codec,
+    DeltaRef,
     DiskIndex,
     IndexDamaged,
     ManifestDamaged,
+    decode_chunk,
+    delta_ref,
     file_digest,
     manifest_from_bytes,
     manifest_to_bytes,
@@ -46,7 +51,16 @@ from .formats import (
 from .keys import KeySet, new_keyset, unwrap_keys, vault_key_id_of, wrap_keys
 
 STORE_FORMAT = "lifeboat-store"
-STORE_VERSION = 1
+# Version 2 stores may hold delta chunks (FORMAT.md); version 1 stores are read as before and
+# are never given a delta, so code that reads only version 1 can still read them.
+STORE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+# Base blobs read ahead by prefetch_chunk and not yet taken by read_chunk, at most (1 MiB each
+# with the default chunk size).
+PREFETCH_CAP = 32
+# A reader follows at most this many deltas to a whole chunk: far above what writers make
+# (DELTA_DEPTH in engine.delta), so only a damaged store reaches it.
+MAX_CHAIN = 64
 DEFAULT_CHUNK_SIZE = 1 << 20
 DEFAULT_CODEC = "zstd:1"
 
@@ -159,6 +173,13 @@ def chunk_key(cid: bytes) -> str:
     return f"chunks/{h[:2]}/{h}"
 
 
+def delta_key(cid: bytes, base: bytes) -> str:
+    """The empty object that records "chunk `cid` is stored as a delta on `base`", so GC learns
+    every chain from one listing of `deltas/` without reading chunks."""
+    h = cid.hex()
+    return f"deltas/{h[:2]}/{h}.{base.hex()}"
+
+
 def index_key(rp_id: str, lun: int) -> str:
     return f"indexes/{rp_id}/{lun}.idx"
 
@@ -188,6 +209,11 @@ class Store:
         self.keys = keys
         self.store_id: str = settings["store_id"]
         self.codec = Codec.parse(settings["codec"])
+        self.version = int(settings["version"])
+        # Whether new chunks may be stored as deltas (a version 1 store keeps whole chunks).
+        self.deltas = self.version >= 2
+        self._ref_dirs: set[Path] = set()
+        self._prefetched: OrderedDict[bytes, bytes] = OrderedDict()
         self.chunk_size: int = int(settings["chunk_size"])
         self.durable = os.environ.get("LIFEBOAT_UNSAFE_NO_FSYNC") != "1"
         self.lease_seconds = float(os.environ.get("LIFEBOAT_LEASE_SECONDS") or LEASE_SECONDS)
@@ -236,7 +262,10 @@ class Store:
             raise StoreNotFound(f"no store at {where}") from e
         except (OSError, ValueError) as e:
             raise StoreNotFound(f"store settings at {where} unreadable: {e}") from e
-        if settings.get("format") != STORE_FORMAT or settings.get("version") != STORE_VERSION:
+        if (
+            settings.get("format") != STORE_FORMAT
+            or settings.get("version") not in READABLE_VERSIONS
+        ):
             raise StoreNotFound(f"{where} is not a lifeboat store of a known version")
         return dict(settings)
 
@@ -380,6 +409,9 @@ class Store:
         another writer stored meanwhile is never overwritten; with an Uploader it runs among
         many others in flight.
         """
+        ref = delta_ref(blob)
+        if ref is not None:
+            self._put_delta_ref(cid, ref)
         if self.path is None:
             key = chunk_key(cid)
             lock_until = retain_until if self.object_lock else None
@@ -419,15 +451,150 @@ class Store:
             _finish_put(fd, tmp, path, self.durable)
         return path.parent
 
+    def _put_delta_ref(self, cid: bytes, ref: DeltaRef) -> None:
+        """Record a delta's base BEFORE the delta is stored, so no delta ever exists that GC
+        does not know the base of. Locally an empty file created without its own fsync: the
+        file system journals its creation before the later rename of the chunk, and
+        sync_dirs() makes both durable before anything references the chunk."""
+        key = delta_key(cid, ref.base)
+        if self.path is None:
+            self.backend.put(key, b"")
+            return
+        path = self.path / key
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
+        with self._state:
+            self._ref_dirs.add(path.parent)
+
     def sync_dirs(self, dirs: set[Path]) -> None:
         if self.path is not None and self.durable:
+            with self._state:
+                refs, self._ref_dirs = self._ref_dirs, set()
+            for d in sorted(refs):
+                fsync_dir(d)
+            if refs:
+                fsync_dir(self.path / "deltas")
             for d in sorted(dirs):
                 fsync_dir(d)
             fsync_dir(self.path / "chunks")
 
+    def read_chunk(
+        self,
+        cid: bytes,
+        expected_len: int | None = None,
+        blob: bytes | None = None,
+        *,
+        check_id: bool = True,
+    ) -> bytes:
+        """The plaintext of a chunk, verified against its id; a delta is rebuilt on its base.
+        `blob` is the chunk's stored bytes when already read. FileNotFoundError if the chunk
+        is absent; ChunkDamaged if it or any base in its chain is damaged or missing (a delta
+        without its base is corruption).
+
+        Every frame of a chain is authenticated (AES-GCM), but only the chunk asked for has
+        its id recomputed: a wrong base anywhere below fails that check, and hashing each
+        base again would make a restore of deltas cost a hash per link. When that check fails,
+        the chain is read again with every id checked, to name the damaged base.
+        `check_id=False` (a backup reading the parent's chunk to diff against) skips the id
+        check of the chunk too: a delta records the pages that differ from the base as it
+        reads, so it rebuilds the new chunk whatever those bytes are."""
+        if blob is None:
+            blob = self.get_chunk(cid)
+        try:
+            if not check_id:
+                return self._read_chunk(cid, expected_len, blob, 1, False)
+            return self._read_chunk(cid, expected_len, blob, 0, False)
+        except ChunkDamaged as e:
+            if delta_ref(blob) is None or str(e).startswith("delta base"):
+                raise
+            return self._read_chunk(cid, expected_len, blob, 0, True)
+
+    def _read_chunk(
+        self, cid: bytes, expected_len: int | None, blob: bytes | None, depth: int, thorough: bool
+    ) -> bytes:
+        if depth > MAX_CHAIN:
+            raise ChunkDamaged(f"delta chain longer than {MAX_CHAIN}")
+        keys = self.require_keys()
+        if blob is None:
+            blob = self._take_prefetched(cid) or self.get_chunk(cid)
+
+        def base(bid: bytes, length: int) -> bytes:
+            try:
+                return self._read_chunk(bid, length, None, depth + 1, thorough)
+            except FileNotFoundError as e:
+                raise ChunkDamaged(f"delta base {bid.hex()[:16]} is missing") from e
+            except OSError as e:
+                raise ChunkDamaged(f"delta base {bid.hex()[:16]} unreadable: {e}") from e
+            except ChunkDamaged as e:
+                if str(e).startswith("delta base"):
+                    raise
+                raise ChunkDamaged(f"delta base {bid.hex()[:16]} is damaged: {e}") from e
+
+        return decode_chunk(keys, cid, blob, expected_len, base, check_id=depth == 0 or thorough)
+
+    def delta_records(self) -> list[tuple[str, str, str]]:
+        """(key, delta chunk hex id, base hex id) of every record under `deltas/`."""
+        out = []
+        for info in self.backend.list("deltas/"):
+            cid, dot, base = info.key.rsplit("/", 1)[-1].partition(".")
+            if dot and len(cid) == 64 and len(base) == 64:
+                out.append((info.key, cid, base))
+        return out
+
+    def delta_bases(self, records: list[tuple[str, str, str]] | None = None) -> dict[str, set[str]]:
+        """Each chunk stored as a delta (hex id) -> its base(s). A chunk stored again after GC
+        may have a record from each time: all bases count."""
+        out: dict[str, set[str]] = {}
+        for _key, cid, base in self.delta_records() if records is None else records:
+            out.setdefault(cid, set()).add(base)
+        return out
+
+    @staticmethod
+    def with_bases(ids: set[str], bases: dict[str, set[str]]) -> set[str]:
+        """`ids` and every chunk their deltas are built on, down to whole chunks."""
+        out = set(ids)
+        todo = [h for h in ids if h in bases]
+        while todo:
+            for b in bases.get(todo.pop(), ()):
+                if b not in out:
+                    out.add(b)
+                    todo.append(b)
+        return out
+
     def get_chunk(self, cid: bytes) -> bytes:
         """Raw stored bytes of a chunk; FileNotFoundError if absent."""
         return self.backend.get(chunk_key(cid))
+
+    def prefetch_chunk(self, cid: bytes) -> bytes:
+        """get_chunk for a read-ahead: a delta's bases are read too, on the caller's thread,
+        and kept (a few, PREFETCH_CAP) until read_chunk rebuilds the delta, so a restore's
+        read-ahead threads wait for every object of a chain, not its decoding threads."""
+        blob = self.get_chunk(cid)
+        self.prefetch_bases(blob)
+        return blob
+
+    def prefetch_bases(self, blob: bytes) -> None:
+        """Read and keep the bases of the chunk stored as `blob`, if it is a delta."""
+        ref = delta_ref(blob)
+        for _ in range(MAX_CHAIN):
+            if ref is None:
+                break
+            try:
+                base = self.get_chunk(ref.base)
+            except OSError:
+                break  # read_chunk reads it again and reports it
+            with self._state:
+                self._prefetched[ref.base] = base
+                while len(self._prefetched) > PREFETCH_CAP:
+                    self._prefetched.popitem(last=False)
+            ref = delta_ref(base)
+
+    def _take_prefetched(self, cid: bytes) -> bytes | None:
+        with self._state:
+            return self._prefetched.pop(cid, None)
 
     def list_chunks(self) -> Iterator[ObjectInfo]:
         """Every stored chunk object (and, locally, chunk temp files: names from TMP_PREFIX)."""
@@ -690,6 +857,8 @@ class Store:
         target = _step_up(need)
         known = self._read_lock_ledger()
         ids = {cid.hex() for cid in cids}
+        if self.deltas:  # a delta's bases must stay as long as the delta
+            ids = self.with_bases(ids, self.delta_bases())
         unknown = {h for h in ids if h not in known}
         todo = unknown | {h for h in ids - unknown if known[h] < need}
         if not todo:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -11,7 +12,15 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .errors import CorruptionError, Damage, KeyMismatch
-from .formats import ZERO_DIGEST, ChunkDamaged, DiskIndex, manifest_from_bytes, recode_chunk
+from .formats import (
+    ZERO_DIGEST,
+    ChunkDamaged,
+    DiskIndex,
+    delta_ref,
+    encode_chunk,
+    manifest_from_bytes,
+    recode_frame,
+)
 from .model import CancelFn, ProgressFn, TransferResult
 from .pipeline import Throttle, default_threads, run_bounded
 from .store import Store, Syncer, Uploader, parse_iso
@@ -67,6 +76,7 @@ def transfer(
         False,
         time.monotonic() - started,
         copied.present_bytes,
+        copied.deltas,
     )
 
 
@@ -95,6 +105,7 @@ class _Copied:
     bytes: int = 0
     present: int = 0  # chunks the destination already had
     present_bytes: int = 0  # their plaintext length: what deduplication saved
+    deltas: int = 0  # chunks copied as deltas (their bases included)
     dirs: set[Path] = field(default_factory=set)  # to sync before the indexes are written
 
 
@@ -108,13 +119,43 @@ def _copy_chunks(
     threads: int,
     retain_until: datetime | None,
 ) -> _Copied:
-    """Copy the wanted chunks dst lacks, each verified; returns when they are durable."""
+    """Copy the wanted chunks dst lacks, each verified; returns when they are durable.
+
+    A delta is copied as a delta when dst may hold deltas (else whole), and only once its
+    base, and the base's base, are stored at dst: those are put first, synchronously, so dst
+    never holds a delta without its base, even after a crash."""
     skeys = src.require_keys()
     by_lun: dict[int, int] = {}
     for p in wanted.values():
         by_lun[p.lun] = by_lun.get(p.lun, 0) + p.length
     throttle = Throttle(progress, "transfer", sum(by_lun.values()), disks=by_lun)
     copied = _Copied()
+    lock = threading.Lock()
+
+    def frame(cid: bytes, blob: bytes, data: bytes | None) -> bytes:
+        """The chunk framed for dst (`data`: its plaintext, verified; None to read it when
+        needed): a delta stays one, on bases put first, if dst may hold deltas."""
+        ref = delta_ref(blob)
+        if ref is None:
+            return recode_frame(skeys, cid, blob, dst.codec)
+        if not dst.deltas:
+            plain = data if data is not None else src.read_chunk(cid, None, blob)
+            return encode_chunk(skeys, cid, plain, dst.codec)
+        put_base(ref.base)
+        with lock:
+            copied.deltas += 1
+        return recode_frame(skeys, cid, blob, dst.codec)
+
+    def put_base(bid: bytes) -> None:
+        if dst.has_chunk(bid):
+            return
+        blob = src.get_chunk(bid)  # read_chunk of the delta just verified the whole chain
+        out = frame(bid, blob, None)
+        chunk_dir = dst.put_chunk(bid, out, None, retain_until=retain_until)
+        dst.sync_dirs({chunk_dir} if chunk_dir is not None else set())
+        with lock:
+            copied.chunks += 1
+            copied.bytes += len(out)
 
     def copy(
         cid: bytes, place: _Place, syncer: Syncer | Uploader
@@ -122,26 +163,22 @@ def _copy_chunks(
         if dst.has_chunk(cid):
             return place.length, 0, False, None, place.lun
         try:
-            blob = recode_chunk(skeys, cid, src.get_chunk(cid), dst.codec)
+            blob = src.get_chunk(cid)
+            data = src.read_chunk(cid, place.length, blob)
+            out = frame(cid, blob, data)
         except (ChunkDamaged, FileNotFoundError) as e:
             reason = "missing" if isinstance(e, FileNotFoundError) else str(e)
             raise CorruptionError(
                 f"source chunk of rp {rp_id} lun {place.lun} at offset {place.offset}: {reason}",
                 [Damage(rp_id, place.lun, place.offset, "chunk", reason, cid.hex())],
             ) from e
-        chunk_dir = dst.put_chunk(cid, blob, syncer, retain_until=retain_until)
-        return place.length, len(blob), True, chunk_dir, place.lun
+        chunk_dir = dst.put_chunk(cid, out, syncer, retain_until=retain_until)
+        return place.length, len(out), True, chunk_dir, place.lun
 
     def count(r: tuple[int, int, bool, Path | None, int]) -> None:
         ln, nbytes, stored, chunk_dir, lun = r
-        if not stored:
-            copied.present += 1
-            copied.present_bytes += ln
-        else:
-            copied.chunks += 1
-            copied.bytes += nbytes
-            if chunk_dir is not None:
-                copied.dirs.add(chunk_dir)
+        with lock:
+            _count(copied, ln, nbytes, stored, chunk_dir)
         throttle.add(ln, lun)
 
     with dst.syncer() as syncer:
@@ -155,3 +192,14 @@ def _copy_chunks(
         throttle.finish()
         syncer.wait()
     return copied
+
+
+def _count(copied: _Copied, length: int, nbytes: int, stored: bool, chunk_dir: Path | None) -> None:
+    if not stored:
+        copied.present += 1
+        copied.present_bytes += length
+        return
+    copied.chunks += 1
+    copied.bytes += nbytes
+    if chunk_dir is not None:
+        copied.dirs.add(chunk_dir)

@@ -327,6 +327,9 @@ def take_snapshot(
         bytes_read=result.bytes_read,
         bytes_changed=result.bytes_changed,
         bytes_stored=result.bytes_stored,
+        chunks_whole=result.chunks_new - result.chunks_delta,
+        chunks_delta=result.chunks_delta,
+        bytes_saved=result.bytes_saved,
         disks=rp.disks,
         snapshot_seconds=round(result.duration, 3),
     )
@@ -483,6 +486,9 @@ def _disk_record(stats: engine.DiskStats, view: DiskView | None) -> dict[str, An
         "bytes_read": stats.bytes_read,
         "bytes_changed": stats.bytes_changed,
         "bytes_stored": stats.bytes_stored,
+        "chunks_new": stats.chunks_new,
+        "chunks_delta": stats.chunks_delta,
+        "bytes_saved": stats.bytes_saved,
         "change_detection": stats.change_detection,
     }
     if view is None or view.change_detection is None:
@@ -625,14 +631,15 @@ def transfer_rp(ctx: JobContext, rp: RecoveryPoint, sub: SubTask) -> bool:
             "bytes_copied": result.bytes_copied,
             "chunks_present": result.chunks_present,
             "bytes_present": result.bytes_present,
+            "chunks_delta": result.chunks_delta,
             "seconds": round(result.duration, 3),
         }
     )
     ctx.end_subtask(
         sub,
         Status.COMPLETED,
-        f"{result.chunks_copied} chunks ({mib(result.bytes_copied)}) copied, "
-        f"{result.chunks_present} already in the vault",
+        f"{result.chunks_copied} chunks ({mib(result.bytes_copied)}) copied "
+        f"({result.chunks_delta} as deltas), {result.chunks_present} already in the vault",
     )
     return True
 

@@ -93,6 +93,7 @@ def run_replicate(ctx: JobContext) -> None:
             "chunks_copied": result.chunks_copied,
             "bytes_copied": result.bytes_copied,
             "chunks_present": result.chunks_present,
+            "chunks_delta": result.chunks_delta,
             "seconds": round(result.duration, 3),
         }
     )

@@ -29,9 +29,11 @@ if TYPE_CHECKING:  # typing-only names of obstore's stubs
     from obstore.store import ClientConfig, RetryConfig
 from .base import ObjectInfo, ObjectTarget, split_location
 
-# Requests per listing page and per batch delete, as both services define them.
+# Requests per listing page and per batch delete, as both services define them: S3's
+# DeleteObjects takes 1000 keys, an Azure Blob batch at most 256 subrequests (a larger one
+# kept a loaded Azurite busy until the connection dropped, failing a GC that swept many).
 LIST_PAGE = 1000
-DELETE_BATCH = 1000
+DELETE_BATCH = {"s3": 1000, "az": 256}
 
 
 def _short(e: BaseException) -> str:
@@ -223,8 +225,9 @@ class ObjectBackend:
 
     def delete_many(self, keys: Iterable[str]) -> None:
         todo = list(keys)
-        for i in range(0, len(todo), DELETE_BATCH):
-            part = todo[i : i + DELETE_BATCH]
+        step = DELETE_BATCH.get(self.scheme, 256)
+        for i in range(0, len(todo), step):
+            part = todo[i : i + step]
             # S3 deletes a batch in one request; Azure's object_store sends one per key.
             self._count(1 if self.scheme == "s3" else len(part))
             try:

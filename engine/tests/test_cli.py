@@ -31,3 +31,45 @@ def test_cli_workflow(tmp_path: Path, key_file: Path) -> None:
     assert json.loads(run_engine("--json", "ls", str(snap), key_file=key_file).stdout) == []
     r = run_engine("restore", str(snap), rp, "--disk", f"0={out}", key_file=key_file, check=False)
     assert r.returncode == 3 and "RecoveryPointNotFound" in r.stderr
+
+
+def test_cli_counts_chunks_stored_whole_and_as_deltas(tmp_path: Path, key_file: Path) -> None:
+    disk = tmp_path / "d.img"
+    data = bytearray(os.urandom(4 << 20))
+    disk.write_bytes(bytes(data))
+    snap, vault = tmp_path / "snap", tmp_path / "vault"
+    run_engine("init", str(snap), "--codec", "none", key_file=key_file)
+    run_engine("init", str(vault), "--keys-from", str(snap), key_file=key_file)
+    first = run_engine(
+        "-q", "backup", str(snap), "--vm", "db", "--disk", f"0={disk}", key_file=key_file
+    )
+    for chunk in range(3):  # one 4 KiB page in three of the four 1 MiB chunks
+        at = chunk * (1 << 20) + 8192
+        data[at : at + 4096] = os.urandom(4096)
+    disk.write_bytes(bytes(data))
+    r = run_engine(
+        "backup",
+        str(snap),
+        "--vm",
+        "db",
+        "--disk",
+        f"0={disk}",
+        "--parent",
+        first.stdout.strip(),
+        key_file=key_file,
+    )
+    assert "3 new chunks (0 whole, 3 as deltas saving" in r.stderr, r.stderr
+    r = run_engine(
+        "--json",
+        "transfer",
+        str(snap),
+        str(vault),
+        r.stdout.strip().splitlines()[-1],
+        "-q",
+        key_file=key_file,
+    )
+    assert json.loads(r.stdout)["chunks_delta"] == 3
+    r = run_engine("stats", str(snap), key_file=key_file)
+    assert "stored whole: 4, as deltas: 3 (saving 3.0 MiB)" in r.stdout, r.stdout
+    st = json.loads(run_engine("--json", "stats", str(vault), key_file=key_file).stdout)
+    assert (st["delta_chunks"], st["base_chunks"], st["garbage_chunks"]) == (3, 3, 0)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import subprocess
 import threading
 import time
@@ -17,6 +19,7 @@ from engine import (
     StoreBusy,
     StoreExists,
     backup,
+    delete_recovery_point,
     gc,
     init_store,
     list_recovery_points,
@@ -144,3 +147,68 @@ def test_inits_of_one_new_store_at_once_all_hold_its_keys(tmp_path: Path, kek: b
         held = _create_at_once(path, kek, 4)
         kept = open_store(path, kek).require_keys().vault_key_id
         assert held == [kept] * 4, f"round {r}"
+
+
+def test_incrementals_with_deltas_while_old_rps_go_and_gc_sweeps(
+    tmp_path: Path, key_file: Path, make_store: Callable[..., Store]
+) -> None:
+    """Retention and GC racing a backup whose chunks are deltas: RP1's chunks are the bases of
+    RP2's deltas, RP3 (a process running meanwhile) builds deltas on RP2's. RP1 is deleted and
+    GC sweeps in a loop; every base a live delta needs stays, on every kind of store."""
+    store = make_store("vault", chunk_size=64 << 10)
+    rnd = random.Random(11)
+    data = bytearray(rnd.randbytes(8 << 20))
+    img = tmp_path / "db.img"
+
+    def scatter() -> bytes:
+        for _ in range(200):
+            off = rnd.randrange(len(data) // 4096) * 4096
+            data[off : off + 4096] = rnd.randbytes(4096)
+        img.write_bytes(bytes(data))
+        return bytes(data)
+
+    img.write_bytes(bytes(data))
+    rp1 = backup(BackupRequest(store, [DiskSource(0, str(img))], vm_name="db")).rp_id
+    second = scatter()
+    rp2 = backup(BackupRequest(store, [DiskSource(0, str(img))], vm_name="db", parent=rp1))
+    assert rp2.chunks_delta > 50
+    third = scatter()
+
+    stop = threading.Event()
+    sweeps: list[int] = []
+
+    def gc_loop() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(StoreBusy):
+                sweeps.append(gc(store, grace_seconds=0, wait_seconds=0.02).chunks_swept)
+            time.sleep(0.005)
+
+    t = threading.Thread(target=gc_loop)
+    t.start()
+    try:
+        args = ["-q", "--key-file", str(key_file), "backup", store.location, "--vm", "db"]
+        args += ["--disk", f"0={img}", "--parent", rp2.rp_id]
+        proc = subprocess.Popen(
+            engine_cmd(*args),
+            cwd=REPO,
+            env=engine_env(store),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(0.2)
+        delete_recovery_point(store, rp1)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        time.sleep(0.3)  # a sweep after the backup, with RP1 gone
+    finally:
+        stop.set()
+        t.join()
+    assert sweeps and max(sweeps) > 0, "gc never swept RP1's chunks"
+    gc(store, grace_seconds=0, wait_seconds=10)
+    assert verify(store).ok
+    rp3 = out.decode().strip()
+    for rp, want in ((rp2.rp_id, second), (rp3, third)):
+        restored = tmp_path / f"{rp}.img"
+        restore(store, rp, {0: restored})
+        assert restored.read_bytes() == want
+    assert store.delta_bases()

@@ -226,3 +226,50 @@ def test_a_restore_job_says_what_it_wrote_where_and_links_the_new_vm(
     # Site administrators follow the link to the new VM.
     admin_html = login(admin_user).get(url(job)).content.decode()
     assert 'href="/inventory/vms/web-01-copy/"' in admin_html
+
+
+def test_it_shows_chunks_stored_whole_and_as_deltas(login, reader, vault, item):
+    job = f.make_job(
+        vault,
+        item,
+        result={
+            "bytes_read": 32 << 20,
+            "bytes_changed": 20 << 20,
+            "bytes_stored": 1 << 20,
+            "chunks_whole": 2,
+            "chunks_delta": 18,
+            "bytes_saved": 17 << 20,
+            "disks": [
+                {
+                    "lun": 0,
+                    "bytes_read": 32 << 20,
+                    "bytes_changed": 20 << 20,
+                    "bytes_stored": 1 << 20,
+                    "chunks_new": 20,
+                    "chunks_delta": 18,
+                    "bytes_saved": 17 << 20,
+                    "change_detection": "full-read",
+                }
+            ],
+            "transfer": {
+                "chunks_copied": 20,
+                "bytes_copied": 1 << 20,
+                "chunks_present": 12,
+                "chunks_delta": 18,
+            },
+        },
+    )
+    html = login(reader).get(url(job)).content.decode()
+    for text in (
+        "2 whole, 18 as deltas (17.0 MiB saved)",
+        "18 of 20 new chunks, 17.0 MiB saved",
+        "20 chunks (18 as deltas)",
+        "12 chunks it already held",
+    ):
+        assert text in html, text
+
+
+def test_it_shows_no_delta_figures_for_results_from_before_them(login, reader, vault, item):
+    job = f.make_job(vault, item, result={"bytes_read": 1, "bytes_changed": 1, "bytes_stored": 1})
+    html = login(reader).get(url(job)).content.decode()
+    assert 'id="job-chunks"' not in html

@@ -139,6 +139,13 @@ MATRIX = [
     ("policy-list", "GET", {"name": "prod"}, None, "200 200 200 200 200 404 404 302"),
     ("policy-create", "GET", {"name": "prod"}, None, "200 200 200 403 403 404 404 302"),
     (
+        "policy-simulate",
+        "POST",
+        {"name": "prod"},
+        {"schedule_frequency": "daily", "schedule_time": "02:00", "daily_enabled": "on"},
+        "200 200 200 200 200 404 404 302",
+    ),
+    (
         "policy-edit",
         "GET",
         {"name": "prod", "policy": "Spare"},
@@ -345,6 +352,13 @@ MATRIX = [
         "200 200 200 200 200 404 404 401",
     ),
     ("api-policy-list", "GET", {"vault_name": "prod"}, None, "200 200 200 200 200 404 404 401"),
+    (
+        "api-policy-simulate",
+        "POST",
+        {"vault_name": "prod"},
+        {"name": "Spare", "months": 1},
+        "200 200 200 200 200 404 404 401",
+    ),
     (
         "api-policy-list",
         "POST",
@@ -965,6 +979,7 @@ def _scenario(root: Path, personas: dict) -> dict:
         status="failed",
         params={"target": StorageTarget.objects.get(name="s3one").pk, "location": "s3://b/x"},
         error_message="environment variable(s) MATRIX_NO_ID not set",
+    )
     sso = Directory.objects.create(
         name="corp-sso",
         kind="oidc",

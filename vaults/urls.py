@@ -80,6 +80,7 @@ urlpatterns = [
     ),
     path("<str:name>/policies/", policy_views.policy_list, name="policy-list"),
     path("<str:name>/policies/new/", policy_views.policy_create, name="policy-create"),
+    path("<str:name>/policies/simulate/", policy_views.policy_simulate, name="policy-simulate"),
     path("<str:name>/policies/<str:policy>/edit/", policy_views.policy_edit, name="policy-edit"),
     path(
         "<str:name>/policies/<str:policy>/delete/",

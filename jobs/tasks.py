@@ -12,6 +12,7 @@ from jobs import reconcile as reconciliation
 from jobs.models import UNFINISHED, Job, Operation, Param
 from jobs.purge import enqueue_due_purges
 from security import alerts, lockout
+from vaults import accounting as space_accounting
 from vaults.models import RecoveryPoint, Vault
 
 
@@ -86,3 +87,9 @@ def purge() -> int:
 def security_checks(now: datetime | None = None) -> dict[str, Any]:
     """Upcoming-purge alerts, expiry of pending MUA approvals, old login failures."""
     return {**alerts.periodic(now), "login_failures_dropped": lockout.purge_old(now)}
+
+
+def accounting() -> dict[str, int]:
+    """Every vault's space accounting, so figures are at most an hour old even when no job
+    changed a store (e.g. a store edited by hand, or a receiver that failed)."""
+    return space_accounting.refresh_all()

@@ -69,6 +69,14 @@ MATRIX = [
     ),
     ("vault-list", "GET", {}, None, "200 200 200 200 200 200 200 302"),
     ("vault-create", "GET", {}, None, "200 403 403 403 403 403 403 302"),
+    ("vault-attach", "GET", {}, None, "200 403 403 403 403 403 403 302"),
+    (
+        "vault-attach",
+        "POST",
+        {},
+        {"name": "Recovered", "location": "{spare_dir}"},
+        "200 403 403 403 403 403 403 302",
+    ),
     (
         "vault-create",
         "POST",

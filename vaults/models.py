@@ -30,8 +30,8 @@ vault_name_validator = RegexValidator(
 
 
 def not_reserved(value: str) -> None:
-    """Names that would collide with page URLs such as /vaults/new/."""
-    if value.lower() in {"new"}:
+    """Names that would collide with page URLs such as /vaults/new/ and /vaults/attach/."""
+    if value.lower() in {"new", "attach"}:
         raise ValidationError(f"{value!r} is reserved; choose another name.")
 
 

@@ -9,6 +9,7 @@ from vaults.views import access, items, protection, recovery, recycle_bin, setti
 urlpatterns = [
     path("", vault.vault_list, name="vault-list"),
     path("new/", vault.vault_create, name="vault-create"),
+    path("attach/", vault.vault_attach, name="vault-attach"),
     path("<str:name>/", vault.vault_detail, name="vault-detail"),
     path("<str:name>/settings/", settings.vault_settings, name="vault-settings"),
     path("<str:name>/delete/", vault.vault_delete, name="vault-delete"),

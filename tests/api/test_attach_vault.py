@@ -111,3 +111,16 @@ def test_missing_vms_are_named(backed_up, item):
     ):
         call_command("attach_vault", "prod", kept["location"], "--as", "admin2")
     assert not Vault.objects.exists()
+
+
+def test_the_site_admin_page_attaches(backed_up, item, client):
+    kept = _lose_the_server(item)
+    admin, _ = _reregister(kept)
+    client.force_login(admin)
+    assert b"Attach a vault store" in client.get(reverse("vault-list")).content
+    r = client.post(reverse("vault-attach"), {"name": "prod", "location": "/nowhere"})
+    assert r.status_code == 200 and b"No vault store at /nowhere" in r.content
+    r = client.post(reverse("vault-attach"), {"name": "prod", "location": kept["location"]})
+    assert r.status_code == 302 and r["Location"] == reverse("vault-detail", args=["prod"])
+    page = client.get(reverse("item-detail", args=["prod", kept["vm"]])).content.decode()
+    assert "Protection stopped" in page and f"rp-{backed_up.pk}" in page

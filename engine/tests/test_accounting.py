@@ -4,6 +4,8 @@ and collecting garbage frees; shared chunks are counted once."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from engine import BackupRequest, DiskSource, Store, backup, delete_recovery_point, gc
 from engine.accounting import store_accounting
 from engine.stats import store_stats
+from engine.tests.tools import REPO, engine_env, require_tool
 
 CHUNK = 256 << 10
 pytestmark = pytest.mark.local_store
@@ -86,3 +89,18 @@ def test_deleting_a_vm_frees_its_group_figure(store: Store, world: dict[str, str
 
 def test_an_empty_place_has_no_figures(tmp_path: Path) -> None:
     assert store_accounting(tmp_path / "nothing").points == {}
+
+
+def test_benchmark_smoke_run(tmp_path: Path) -> None:
+    """The benchmark's own check (reported == freed for every RP) on a small image."""
+    require_tool("mkfs.ext4")
+    r = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "accounting.py"), "--size", "32M", "--rps", "3"],
+        cwd=REPO,
+        env=engine_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "largest difference: 0 bytes" in r.stdout

@@ -76,8 +76,13 @@ class TierBytes:
 def plan(policy: Policy, start: datetime, until: datetime) -> list[PlannedPoint]:
     """The recovery points of every slot in ``(start, until]``, as retention keeps them."""
     points = []
-    for slot in run_times(policy, start, until):
-        decision = retention_decision(policy, slot, is_daily_last=days_last(policy, slot))
+    slots = run_times(policy, start, until)
+    hourly = policy["schedule"]["frequency"] == "hourly"
+    for i, slot in enumerate(slots):
+        # The next slot is the plan's next one (run_times misses none); only the last asks.
+        following = slots[i + 1] if i + 1 < len(slots) else next_run(policy, slot)
+        last = not hourly or slot_day(policy, following) != slot_day(policy, slot)
+        decision = retention_decision(policy, slot, is_daily_last=last)
         points.append(
             PlannedPoint(slot, decision.tags, decision.expires_at, decision.snapshot_expires_at)
         )
@@ -122,12 +127,20 @@ def storage(
 def peak_storage(
     points: Sequence[PlannedPoint], *, full_bytes: int, change_bytes: int
 ) -> TierBytes:
-    """The most each tier holds at any slot of the plan (the tiers only grow at slots)."""
-    peak = TierBytes(0, 0)
-    for point in points:
-        now = storage(points, point.slot, full_bytes=full_bytes, change_bytes=change_bytes)
-        peak = TierBytes(max(peak.snapshot, now.snapshot), max(peak.vault, now.vault))
-    return peak
+    """The most each tier holds at any instant of the plan: a sweep over the points' arrivals
+    and expiries (an expiry at the instant of an arrival is gone first, as ``held_at`` says)."""
+
+    def most(spans: list[tuple[datetime, datetime]]) -> int:
+        events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+        held = peak = 0
+        for _, step in events:  # -1 sorts before +1 at the same instant
+            held += step
+            peak = max(peak, held)
+        return 0 if peak == 0 else full_bytes + (peak - 1) * change_bytes
+
+    snapshot = [(p.slot, p.snapshot_expires_at) for p in points]
+    vault = [(p.slot, p.expires_at) for p in points if p.tags]
+    return TierBytes(snapshot=most(snapshot), vault=most(vault))
 
 
 def earlier_expiries(

@@ -115,3 +115,14 @@ def test_storage_counts_a_full_copy_and_the_changes() -> None:
     assert held.snapshot == 1000 + (snapshots - 1) * 10
     assert simulator.peak_storage(points, full_bytes=1000, change_bytes=10) == held
     assert simulator.storage([], at, full_bytes=1000, change_bytes=10) == simulator.TierBytes(0, 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(policies(), instants, st.integers(1, 40))
+def test_peak_storage_is_the_most_held_at_any_slot(policy, start, days) -> None:
+    points = simulator.plan(policy, start, start + timedelta(days=days))
+    sizes = {"full_bytes": 1000, "change_bytes": 7}
+    at_slots = [simulator.storage(points, p.slot, **sizes) for p in points]
+    peak = simulator.peak_storage(points, **sizes)
+    assert peak.snapshot == max((t.snapshot for t in at_slots), default=0)
+    assert peak.vault == max((t.vault for t in at_slots), default=0)

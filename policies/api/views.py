@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
-from policies.api.serializers import PolicySerializer, PolicyUse
+from policies.api.serializers import PolicySerializer, PolicyUse, SimulateSerializer
 from policies.models import BackupPolicy
 from policies.simulator import PlannedPoint, TierBytes
 from policies.spec import merge_patch
@@ -165,10 +165,10 @@ class PolicySimulateView(ApiView):
     of its items (or of `item`), and, for a change of `name` to `policy`, the existing recovery
     points that would expire earlier. Nothing is saved."""
 
-    serializer_class = PolicySerializer
+    serializer_class = SimulateSerializer
     vault_actions = {"POST": "view"}
 
-    @extend_schema(request=None, responses={200: None})
+    @extend_schema(request=SimulateSerializer, responses={200: None})
     def post(self, request: ApiRequest, vault_name: str) -> Response:
         body = request.data
         if not isinstance(body, Mapping):

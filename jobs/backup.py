@@ -412,7 +412,15 @@ def _capture(
     views the engine read, by LUN (how each disk's changes were found)."""
     host = item.vm.host
     snapshot_disk = f"The snapshot disk of host {host.name} ({host.snapshot_root})"
-    labels = {"vault": item.vault.name, "job": str(ctx.job.pk)}
+    # Expiry and slot as retention set them at backup time, so a catalog rebuilt from the
+    # store (`vaults.attach`) gets them back; a later retention recompute is not written here.
+    plan = snapshot.plan
+    labels = {
+        "vault": item.vault.name,
+        "job": str(ctx.job.pk),
+        "expires_at": plan.expires_at.isoformat() if plan.expires_at else "",
+        "slot": plan.slot.isoformat() if plan.slot else "",
+    }
     seen: dict[int, DiskView] = {}
 
     def capture(views: list[DiskView]) -> engine.BackupResult:

@@ -22,6 +22,8 @@ PERIODIC = [
     Periodic("lifeboat-cleanup", "jobs.tasks.cleanup", minutes=60),
     # Extends S3 Object Locks left shorter than retention needs (lost or failed jobs).
     Periodic("lifeboat-lock-sweep", "jobs.tasks.lock_sweep", minutes=60),
+    # Space accounting of every vault (also refreshed after each job that changes a store).
+    Periodic("lifeboat-accounting", "jobs.tasks.accounting", minutes=60),
     # Purges recycle-bin entries whose soft-delete days have passed.
     Periodic("lifeboat-purge", "jobs.tasks.purge", minutes=60),
     # Upcoming-purge alerts (2 days ahead), expired MUA approvals, old login failures.

@@ -12,6 +12,7 @@ from jobs import reconcile as reconciliation
 from jobs.models import UNFINISHED, Job, Operation, Param
 from jobs.purge import enqueue_due_purges
 from security import alerts, lockout
+from vaults import accounting as space_accounting
 from vaults import usage
 from vaults.models import RecoveryPoint, Vault
 
@@ -92,3 +93,9 @@ def security_checks(now: datetime | None = None) -> dict[str, Any]:
 def record_usage(now: datetime | None = None) -> dict[str, int]:
     """Today's usage row per vault and protected item (the overview's and reports' history)."""
     return usage.record_day(now)
+
+
+def accounting() -> dict[str, int]:
+    """Every vault's space accounting, so figures are at most an hour old even when no job
+    changed a store (e.g. a store edited by hand, or a receiver that failed)."""
+    return space_accounting.refresh_all()

@@ -26,6 +26,7 @@ from vaults.services.policies import (
     preview_policy_update,
     update_policy,
 )
+from vaults.services.simulation import calendar_weeks, simulate
 from vaults.views.common import vault_context
 
 # A POST carrying this parameter only validates: the form partial comes back, nothing is saved.
@@ -137,3 +138,28 @@ def policy_delete(request: PageRequest, name: str, policy: str) -> HttpResponse:
     else:
         messages.success(request, f"Policy {doomed.name} deleted.")
     return done(request, reverse("policy-list", args=[vault.name]))
+
+
+@login_required
+@require_POST
+def policy_simulate(request: PageRequest, name: str) -> HttpResponse:
+    """The policy editor's simulation of the form as it stands (nothing is saved): a calendar
+    of the points it makes and keeps, storage, and for an edit the points cut earlier."""
+    vault = access.get_vault(request.user, name, "view")
+    form = PolicyForm(request.POST)
+    form.is_valid()
+    months = request.POST.get("months", "3")
+    editing = request.POST.get("editing") or None
+    context: dict[str, Any] = {"vault": vault, "editing": editing}
+    try:
+        sim = simulate(
+            vault,
+            draft=form.representation(),
+            name=editing,
+            months=int(months) if months.isdigit() else -1,
+        )
+    except ValidationError as exc:
+        context["error"] = error_text(exc)
+    else:
+        context.update(sim=sim, weeks=calendar_weeks(sim))
+    return render_page(request, "policies/_simulation.html", context)

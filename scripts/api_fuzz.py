@@ -307,6 +307,9 @@ def valid_bodies(real: dict) -> dict[str, list[dict]]:
         "POST /api/v1/vaults/{vault_name}/approvals/{approval_id}/reject/": [{"note": "no"}],
         "POST /api/v1/vaults/{vault_name}/policies/": [policy],
         "PUT /api/v1/vaults/{vault_name}/policies/{policy_name}/": [policy],
+        "POST /api/v1/vaults/{vault_name}/policies/simulate/": [
+            {"policy": policy, "name": "DefaultPolicy", "item": "web-01", "months": 2}
+        ],
         "POST /api/v1/vaults/{vault_name}/protected-items/": [
             {"vm": real["spare_vm"], "policy": "DefaultPolicy"}
         ],

@@ -80,6 +80,14 @@ MATRIX = [
     ),
     ("vault-list", "GET", {}, None, "200 200 200 200 200 200 200 302"),
     ("vault-create", "GET", {}, None, "200 403 403 403 403 403 403 302"),
+    ("vault-attach", "GET", {}, None, "200 403 403 403 403 403 403 302"),
+    (
+        "vault-attach",
+        "POST",
+        {},
+        {"name": "Recovered", "location": "{spare_dir}"},
+        "200 403 403 403 403 403 403 302",
+    ),
     (
         "vault-create",
         "POST",
@@ -150,6 +158,13 @@ MATRIX = [
     ),
     ("policy-list", "GET", {"name": "prod"}, None, "200 200 200 200 200 404 404 302"),
     ("policy-create", "GET", {"name": "prod"}, None, "200 200 200 403 403 404 404 302"),
+    (
+        "policy-simulate",
+        "POST",
+        {"name": "prod"},
+        {"schedule_frequency": "daily", "schedule_time": "02:00", "daily_enabled": "on"},
+        "200 200 200 200 200 404 404 302",
+    ),
     (
         "policy-edit",
         "GET",
@@ -363,6 +378,13 @@ MATRIX = [
         "200 200 200 200 200 404 404 401",
     ),
     ("api-policy-list", "GET", {"vault_name": "prod"}, None, "200 200 200 200 200 404 404 401"),
+    (
+        "api-policy-simulate",
+        "POST",
+        {"vault_name": "prod"},
+        {"name": "Spare", "months": 1},
+        "200 200 200 200 200 404 404 401",
+    ),
     (
         "api-policy-list",
         "POST",

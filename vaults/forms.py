@@ -444,3 +444,14 @@ class TargetTestForm(forms.Form):
         required=False,
         help_text="s3://bucket/prefix or az://container/prefix; empty: a vault's store in it.",
     )
+
+
+class VaultAttachForm(forms.Form):
+    name = forms.CharField(
+        max_length=50,
+        validators=[vault_name_validator],
+        help_text="The vault's name, as it was (or a new one).",
+    )
+    location = forms.CharField(
+        max_length=500, help_text="The vault store's directory, e.g. /srv/lifeboat/vaults/prod."
+    )

@@ -30,8 +30,8 @@ vault_name_validator = RegexValidator(
 
 
 def not_reserved(value: str) -> None:
-    """Names that would collide with page URLs such as /vaults/new/."""
-    if value.lower() in {"new"}:
+    """Names that would collide with page URLs such as /vaults/new/ and /vaults/attach/."""
+    if value.lower() in {"new", "attach"}:
         raise ValidationError(f"{value!r} is reserved; choose another name.")
 
 
@@ -214,6 +214,8 @@ class Vault(models.Model):
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # When `vaults.accounting` last measured the stores (the figures' age; None: never).
+    accounted_at = models.DateTimeField(null=True, blank=True)
 
     objects = VaultQuerySet.as_manager()
 
@@ -458,6 +460,10 @@ class ProtectedVM(models.Model):
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Exact space accounting of all its RPs together (`vaults.accounting`): bytes freed if the
+    # item's backup data were deleted and collected, and bytes shared with other items.
+    unique_bytes = models.BigIntegerField(null=True, blank=True)
+    shared_bytes = models.BigIntegerField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
     deleted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
@@ -624,6 +630,10 @@ class RecoveryPoint(models.Model):
     soft_delete_reason = models.CharField(max_length=20, choices=BinReason, blank=True)
     purge_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Exact space accounting (`vaults.accounting`): stored bytes freed if it were deleted and
+    # garbage collected, and stored bytes it shares with other RPs; None until first measured.
+    unique_bytes = models.BigIntegerField(null=True, blank=True)
+    shared_bytes = models.BigIntegerField(null=True, blank=True)
 
     objects = RecoveryPointQuerySet.as_manager()
 

@@ -18,6 +18,7 @@ from vaults.views import (
 urlpatterns = [
     path("", vault.vault_list, name="vault-list"),
     path("new/", vault.vault_create, name="vault-create"),
+    path("attach/", vault.vault_attach, name="vault-attach"),
     path("<str:name>/", vault.vault_detail, name="vault-detail"),
     path("<str:name>/settings/", settings.vault_settings, name="vault-settings"),
     path("<str:name>/delete/", vault.vault_delete, name="vault-delete"),
@@ -94,6 +95,7 @@ urlpatterns = [
     ),
     path("<str:name>/policies/", policy_views.policy_list, name="policy-list"),
     path("<str:name>/policies/new/", policy_views.policy_create, name="policy-create"),
+    path("<str:name>/policies/simulate/", policy_views.policy_simulate, name="policy-simulate"),
     path("<str:name>/policies/<str:policy>/edit/", policy_views.policy_edit, name="policy-edit"),
     path(
         "<str:name>/policies/<str:policy>/delete/",

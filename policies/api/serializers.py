@@ -41,3 +41,18 @@ class PolicySerializer(serializers.Serializer):
     ) -> dict[str, Any]:
         # `n_items` is annotated by the views' queryset.
         return {**policy.representation(), "protected_items": policy.n_items}
+
+
+class SimulateSerializer(serializers.Serializer):
+    """The simulate body, for the schema (the service validates it, naming each field)."""
+
+    policy = serializers.DictField(
+        required=False, help_text="A draft policy representation (its name may be left out)."
+    )
+    name = serializers.CharField(
+        required=False, help_text="An existing policy: simulated itself, or changed to `policy`."
+    )
+    item = serializers.CharField(
+        required=False, help_text="A protected VM whose change rate estimates storage."
+    )
+    months = serializers.IntegerField(required=False, min_value=1, max_value=24, default=3)

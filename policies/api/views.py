@@ -15,8 +15,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
-from policies.api.serializers import PolicySerializer, PolicyUse
+from policies.api.serializers import PolicySerializer, PolicyUse, SimulateSerializer
 from policies.models import BackupPolicy
+from policies.simulator import PlannedPoint, TierBytes
 from policies.spec import merge_patch
 from portal.api.base import ApiListView, ApiRequest, ApiView
 from portal.api.filters import FilterSerializer
@@ -28,6 +29,7 @@ from vaults.services.policies import (
     preview_policy_update,
     update_policy,
 )
+from vaults.services.simulation import Simulation, simulate
 
 if TYPE_CHECKING:  # a typing aid of django-stubs, not installed to run
     from django_stubs_ext import WithAnnotations
@@ -156,3 +158,75 @@ class PolicyDetailView(ApiView):
         """Delete a policy no protected item uses."""
         delete_policy(self.get_policy(), by=request.user, request=request)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _point(point: PlannedPoint) -> dict[str, Any]:
+    return {
+        "slot": point.slot,
+        "tags": list(point.tags),
+        "tier": point.tier,
+        "expires_at": point.expires_at,
+        "snapshot_expires_at": point.snapshot_expires_at,
+    }
+
+
+def _bytes(tiers: TierBytes) -> dict[str, int]:
+    return {"snapshot": tiers.snapshot, "vault": tiers.vault}
+
+
+def simulation_data(sim: Simulation) -> dict[str, Any]:
+    return {
+        "policy": sim.policy,
+        "from": sim.start,
+        "until": sim.until,
+        "recovery_points": [_point(p) for p in sim.points],
+        "storage": {
+            "items": sim.observed.items,
+            "full_bytes": sim.observed.full_bytes,
+            "change_bytes_per_backup": sim.observed.change_bytes,
+            "peak_bytes": _bytes(sim.peak),
+            "bytes_at_end": _bytes(sim.at_end),
+        },
+        "earlier_expiries": [
+            {
+                "recovery_point": str(rp.pk),
+                "item": rp.protected_item.vm.name,
+                "time": rp.time,
+                "expires_at": found.expires_now,
+                "expires_at_after_change": found.expires_after,
+            }
+            for rp, found in sim.earlier
+        ],
+    }
+
+
+class PolicySimulateView(ApiView):
+    """Simulate a draft `policy` and/or the existing policy `name` for `months` (1-24, default
+    3): the recovery points it makes and keeps, each tier's bytes from the observed change rate
+    of its items (or of `item`), and, for a change of `name` to `policy`, the existing recovery
+    points that would expire earlier. Nothing is saved."""
+
+    serializer_class = SimulateSerializer
+    vault_actions = {"POST": "view"}
+
+    @extend_schema(request=SimulateSerializer, responses={200: None})
+    def post(self, request: ApiRequest, vault_name: str) -> Response:
+        body = request.data
+        if not isinstance(body, Mapping):
+            raise serializers.ValidationError(
+                {api_settings.NON_FIELD_ERRORS_KEY: ["Must be a JSON object."]}
+            )
+        unknown = sorted(set(body) - {"policy", "name", "item", "months"})
+        if unknown:
+            raise serializers.ValidationError({key: ["Unknown field."] for key in unknown})
+        for key in ("name", "item"):
+            if body.get(key) is not None and not isinstance(body[key], str):
+                raise serializers.ValidationError({key: ["Must be a string."]})
+        sim = simulate(
+            self.url_vault,
+            draft=body.get("policy"),
+            name=body.get("name"),
+            item=body.get("item"),
+            months=body.get("months", 3),
+        )
+        return Response(simulation_data(sim))

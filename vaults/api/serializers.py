@@ -98,11 +98,12 @@ class VaultSerializer(StrictModelSerializer):
             "encryption_key",
             "linked_hosts",
             "immutability_enforcement",
+            "accounted_at",
             "created_at",
             "role",
             "capabilities",
         ]
-        read_only_fields = ["name", "created_at"]
+        read_only_fields = ["name", "accounted_at", "created_at"]
 
     def _user(self) -> AnyUser:
         user: AnyUser = self.context["request"].user
@@ -123,7 +124,7 @@ class VaultCreateSerializer(VaultSerializer):
     name = serializers.CharField(max_length=50)
 
     class Meta(VaultSerializer.Meta):
-        read_only_fields = ["created_at"]
+        read_only_fields = ["accounted_at", "created_at"]
 
 
 class MembershipSerializer(StrictModelSerializer):
@@ -202,9 +203,17 @@ class ProtectedItemSerializer(StrictModelSerializer):
             "last_backup_status",
             "retention_mode",
             "recovery_points",
+            "unique_bytes",
+            "shared_bytes",
             "created_at",
         ]
-        read_only_fields = ["state", "last_backup_at", "created_at"]
+        read_only_fields = [
+            "state",
+            "last_backup_at",
+            "unique_bytes",
+            "shared_bytes",
+            "created_at",
+        ]
 
 
 class ProtectCreateSerializer(StrictSerializer):
@@ -242,6 +251,8 @@ class RecoveryPointSerializer(serializers.ModelSerializer):
             "included_luns",
             "excluded_luns",
             "size_bytes",
+            "unique_bytes",
+            "shared_bytes",
             "tiers",
             "in_snapshot_tier",
             "in_vault_tier",

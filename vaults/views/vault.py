@@ -20,7 +20,8 @@ from portal.pages import (
     error_text,
 )
 from vaults import access
-from vaults.forms import VaultCreateForm
+from vaults.attach import attach_vault
+from vaults.forms import VaultAttachForm, VaultCreateForm
 from vaults.models import ItemState, Vault
 from vaults.services.vaults import create_vault, delete_vault
 from vaults.storage import replication_lag, vault_storage
@@ -51,6 +52,26 @@ def vault_create(request: PageRequest) -> HttpResponse:
             messages.success(request, f"Vault {vault.name} created; you are its owner.")
             return done(request, reverse("vault-detail", args=[vault.name]))
     return render(request, "vaults/vault_create.html", {"form": form})
+
+
+@login_required
+def vault_attach(request: PageRequest) -> HttpResponse:
+    """Disaster recovery: recreate a vault from its store (`vaults.attach`); site admins."""
+    access.require_site(request.user, "create_vault")
+    form = VaultAttachForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            vault = attach_vault(by=request.user, request=request, **form.cleaned_data)
+        except ValidationError as exc:
+            apply_errors(form, exc)
+        else:
+            messages.success(
+                request,
+                f"Vault {vault.name} attached: {vault.recovery_points.count()} recovery points "
+                f"of {vault.protected_items.count()} items (protection stopped, retain data).",
+            )
+            return done(request, reverse("vault-detail", args=[vault.name]))
+    return render(request, "vaults/vault_attach.html", {"form": form})
 
 
 @login_required

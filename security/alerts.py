@@ -56,6 +56,7 @@ JOB_KINDS = {
     "restore_failure": "Restore failed",
     "key_unavailable": "Encryption key unavailable",
     "corruption": "Backup data damaged",
+    "drill_failed": "Restore drill failed",
 }
 SWITCHABLE = {"backup_failure", "restore_failure"}
 UPCOMING_PURGE_WINDOW = timedelta(days=2)
@@ -278,6 +279,9 @@ def on_job_finished(sender: type[Job], *, job: Job, **kwargs: object) -> None:
     if job.operation in (Operation.PURGE, Operation.DELETE_BACKUP_DATA):
         _purge_finished(job)
         return
+    if job.operation == Operation.DRILL:
+        _drill_finished(job)
+        return
     if job.operation not in (Operation.BACKUP, Operation.RESTORE):
         return
     vault = job.vault
@@ -371,6 +375,32 @@ def _damage_found(job: Job) -> None:
         obj=job,
         once=False,
     )
+
+
+def drill_key(vault_id: int, rp_id: object) -> str:
+    """A failed drill is a condition of its recovery point, resolved by a drill that passes."""
+    return f"drill_failed:{vault_id}:{rp_id}"
+
+
+def _drill_finished(job: Job) -> None:
+    """A drill that failed on the RP (not one cancelled or lost) raises a Sev-1 alert naming
+    the RP and the check; one that passed resolves it."""
+    vault = job.vault
+    assert vault is not None  # on_job_finished passes on the jobs of a vault only
+    key = drill_key(vault.pk, job.recovery_point_id)
+    if job.status == Status.COMPLETED:
+        resolve_condition(key)
+    elif job.status == Status.FAILED and job.error_code == "drill_failed":
+        rp = RecoveryPoint.objects.filter(pk=job.recovery_point_id).first()
+        fire(
+            vault,
+            "drill_failed",
+            message=f"{job.error_message} (job {job.pk})",
+            dedup_key=key,
+            severity=Severity.SEV1,
+            obj=rp or job,
+            once=False,
+        )
 
 
 def _purge_finished(job: Job) -> None:

@@ -93,7 +93,7 @@ def test_a_good_rp_passes_and_says_what_it_proved(tmp_path, tier):
     # Every file of this small file system was read end to end (a.bin alone is 3 MiB).
     files = rp.drill["checks"][-1]["detail"]
     read, of = files.split(" file(s)")[0].split(" of ")
-    assert read == of and int(files.split("(")[1].split(" bytes")[0]) > 3 << 20
+    assert read == of and int(files.split("end (")[1].split(" bytes")[0]) > 3 << 20
     # Nothing is left in the scratch space, and the drill did not touch the RP's manifest.
     assert not any(reconcile.scratch_root().iterdir())
     assert not Alert.objects.exists()

@@ -82,6 +82,14 @@ class DiskStats:
     chunks_new: int
     chunks_zero: int
     chunks_hashed: int
+    # The ransomware signal's figures (engine.entropy): chunks whose digest differs from the
+    # parent's; raw bytes of the new chunks, and what of them zstd-1 could not compress away
+    # (incrementals only); the mean entropy of new chunks' windows in bits per byte (None: no
+    # new chunk judged).
+    chunks_changed: int = 0
+    bytes_new: int = 0
+    bytes_new_incompressible: int = 0
+    entropy: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -57,6 +57,7 @@ JOB_KINDS = {
     "key_unavailable": "Encryption key unavailable",
     "corruption": "Backup data damaged",
     "drill_failed": "Restore drill failed",
+    "ransomware_suspected": "Backup looks like ransomware",
 }
 SWITCHABLE = {"backup_failure", "restore_failure"}
 UPCOMING_PURGE_WINDOW = timedelta(days=2)
@@ -284,6 +285,8 @@ def on_job_finished(sender: type[Job], *, job: Job, **kwargs: object) -> None:
         return
     if job.operation not in (Operation.BACKUP, Operation.RESTORE):
         return
+    if job.operation == Operation.BACKUP:
+        _suspicious_backup(job)
     vault = job.vault
     what = job.vm_name or "the vault"
     if job.status == Status.FAILED:
@@ -377,6 +380,30 @@ def _damage_found(job: Job) -> None:
     )
 
 
+def _suspicious_backup(job: Job) -> None:
+    """A backup whose RP the ransomware signal marked suspicious: one Sev-1 alert per item
+    while it is open (an attack seen over several backups counts on it), naming the RP."""
+    # Read again: the backup links its RP to the job row after the job object was loaded.
+    rp = RecoveryPoint.objects.filter(
+        pk__in=Job.objects.filter(pk=job.pk).values("recovery_point_id"), anomaly="suspicious"
+    ).first()
+    if rp is None:
+        return
+    vault = job.vault
+    assert vault is not None  # on_job_finished passes on the jobs of a vault only
+    reasons = "; ".join(rp.signal.get("reasons", []))
+    fire(
+        vault,
+        "ransomware_suspected",
+        message=f"Backup of {rp} (job {job.pk}) changed like encryption by malware: {reasons}. "
+        "Restore from a recovery point before it; the restore page names the last one.",
+        dedup_key=f"ransomware_suspected:{vault.pk}:{job.protected_item_id}",
+        severity=Severity.SEV1,
+        obj=rp,
+        once=False,
+    )
+
+
 def drill_key(vault_id: int, rp_id: object) -> str:
     """A failed drill is a condition of its recovery point, resolved by a drill that passes."""
     return f"drill_failed:{vault_id}:{rp_id}"
@@ -391,7 +418,7 @@ def _drill_finished(job: Job) -> None:
     if job.status == Status.COMPLETED:
         resolve_condition(key)
     elif job.status == Status.FAILED and job.error_code == "drill_failed":
-        rp = RecoveryPoint.objects.filter(pk=job.recovery_point_id).first()
+        rp = RecoveryPoint.objects.filter(pk__in=[job.recovery_point_id]).first()
         fire(
             vault,
             "drill_failed",

@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
+from jobs.anomaly import last_clean_before
 from jobs.drill import request_drill
 from jobs.restore import request_restore
 from portal.pages import PageRequest, apply_errors, done, error_text, render_page
@@ -58,6 +59,7 @@ def rp_restore(request: PageRequest, name: str, vm_name: str, rp_id: UUID) -> Ht
         selective=selective,
         hosts=hosts,
         disks=[{**d, "label": lun_label(d["lun"])} for d in rp.disks],
+        last_clean=last_clean_before(rp.protected_item),
     )
     status = 400 if request.method == "POST" else 200
     return render(request, "vaults/rp_restore.html", context, status=status)

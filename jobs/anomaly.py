@@ -23,7 +23,8 @@ when **both** hold:
 A suspicious RP is marked `anomaly = suspicious` with the figures and reasons in `signal`;
 `security.alerts` raises one Sev-1 alert per item while it is open (from `job_finished`), and
 the restore form points to the last RP before the first suspicious one (`last_clean_before`).
-The thresholds and the measured false-positive rate are in docs/ransomware-signal.md.
+The thresholds and the measured false-positive rate are in the README ("Restore drills and
+the ransomware signal").
 """
 
 import statistics
@@ -38,7 +39,7 @@ MIN_HISTORY = 5
 SPREAD_FACTOR = 4.0
 CHANGE_JUMP_MIN = 0.10
 INCOMPRESSIBLE_JUMP_MIN = 0.30
-ENCRYPTED_SHARE = 0.80
+ENCRYPTED_SHARE = 0.70
 ENCRYPTED_ENTROPY = 7.5
 ENTROPY_JUMP_MIN = 1.0
 # The median absolute deviation times this estimates a standard deviation.
@@ -113,10 +114,18 @@ def judge(
     """(anomaly, signal) of a new backup of `item` from its disks' statistics; `full`: a
     backup without a parent (recorded, never judged)."""
     now = [figures(d) for d in disks]
+    return judge_figures(now, [] if full else _history(item), full=full)
+
+
+def judge_figures(
+    now: list[dict[str, Any]], history: list[dict[str, Any]], *, full: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """`judge` on figures: this backup's disks against the signals of earlier incrementals,
+    newest first (benchmarks replay histories through it)."""
     signal: dict[str, Any] = {"disks": now, "full": full, "reasons": [], "history": 0}
     if full:
         return Anomaly.NONE, signal
-    history = _history(item)
+    history = [h for h in history if not h.get("full") and h.get("disks")][:HISTORY]
     signal["history"] = len(history)
     if len(history) < MIN_HISTORY:
         return Anomaly.NONE, signal

@@ -26,6 +26,18 @@ class AttackResult:
     bytes_written: int = 0
 
 
+def documents(seed: str, count: int = 16, size: int = 512 << 10) -> dict[str, bytes]:
+    """A user's files for an image to attack: text that compresses, as most of a VM's data
+    does (`make_image` files)."""
+    rng = random.Random(seed)
+    words = [rng.randbytes(rng.randint(2, 9)).hex().encode() for _ in range(2000)]
+    files = {}
+    for i in range(count):
+        text = b" ".join(rng.choice(words) for _ in range(size // 8))
+        files[f"/home/user/doc-{i:02}.txt"] = text[:size]
+    return {**files, "/etc/hostname": seed.encode()[:60] + b"\n"}
+
+
 def _victims(path: Path, share: float) -> list[tuple[str, int]]:
     """(path, size) of the regular files the attack hits: `share` of them, spread by path."""
     with efs.FileByteSource(path) as source, efs.open_filesystem(source) as fs:

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import blake3
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from inventory.lab import images
@@ -68,7 +69,7 @@ def damage_file_system(image) -> None:
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("tier", TIERS)
-def test_a_good_rp_passes_and_says_what_it_proved(tmp_path, tier):
+def test_a_good_rp_passes_and_says_what_it_proved(tmp_path, tier, client):
     w = World(tmp_path, freeze_command="true", thaw_command="true")
     rp = backed_up(w)
     job, rp = drilled(w, rp, tier)
@@ -97,6 +98,13 @@ def test_a_good_rp_passes_and_says_what_it_proved(tmp_path, tier):
     # Nothing is left in the scratch space, and the drill did not touch the RP's manifest.
     assert not any(reconcile.scratch_root().iterdir())
     assert not Alert.objects.exists()
+    # The RP's page shows the proof and its checks; the item's list shows the badge.
+    client.force_login(w.admin)
+    page = client.get(reverse("rp-restore", args=[w.vault.name, w.vm.name, rp.pk])).content
+    assert b"Run drill now" in page and b'id="drill-checks"' in page
+    assert f"verified {rp.verified_at:%Y-%m-%d}".encode() in page
+    listing = client.get(reverse("item-detail", args=[w.vault.name, w.vm.name])).content
+    assert listing.count(b"rp-verified") == 1
 
 
 @pytest.mark.django_db(transaction=True)
@@ -190,3 +198,26 @@ def test_scratch_space_is_gone_after_a_killed_worker(shared_db, start_worker, tm
     rp.refresh_from_db()
     assert rp.verification == Verification.NEVER
     assert not Alert.objects.filter(kind="drill_failed").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_api_queues_a_drill_and_names_a_bad_tier(tmp_path, api):
+    w = World(tmp_path, freeze_command="true", thaw_command="true")
+    rp = backed_up(w)
+    RecoveryPoint.objects.filter(pk=rp.pk).update(in_snapshot_tier=False)
+    url = (
+        f"/api/v1/vaults/{w.vault.name}/protected-items/{w.vm.name}/recovery-points/{rp.pk}/drill/"
+    )
+    client = api(w.admin)
+    r = client.post(url, {"tier": "tape"}, format="json")
+    assert r.status_code == 400 and "tier" in r.json()
+    r = client.post(url, {"tier": "snapshot"}, format="json")
+    assert r.status_code == 400 and "snapshot tier" in r.json()["tier"][0]
+    r = client.post(url, {}, format="json")
+    assert r.status_code == 202 and r.json()["operation"] == "drill"
+    # Asked again while it is queued: the same job.
+    assert client.post(url, {}, format="json").json()["id"] == r.json()["id"]
+    job = run(Job.objects.get(pk=r.json()["id"]))
+    assert job.status == Status.COMPLETED, job.error_message
+    detail = client.get(url.removesuffix("drill/")).json()
+    assert detail["verification"] == "passed" and detail["drill"]["tier"] == "vault"

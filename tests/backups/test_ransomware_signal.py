@@ -2,12 +2,10 @@
 `lab churn`) is the negative control, a simulated attack (`lab attack`: files overwritten with
 random bytes and renamed) is flagged, and its Sev-1 alert is raised once."""
 
-import random
-
 import pytest
 from django.urls import reverse
 
-from inventory.lab.attack import attack_image
+from inventory.lab.attack import attack_image, documents
 from inventory.lab.images import churn_image
 from jobs.anomaly import HISTORY, MIN_HISTORY, last_clean_before
 from jobs.models import Status
@@ -22,17 +20,6 @@ def backup(w: World) -> RecoveryPoint:
     job = run(w.backup_now())
     assert job.status == Status.COMPLETED, job.error_message
     return RecoveryPoint.objects.get(pk=job.recovery_point_id)
-
-
-def documents(seed: str, count: int = 16, size: int = 512 << 10) -> dict[str, bytes]:
-    """A user's files: text that compresses, as most of a VM's data does."""
-    rng = random.Random(seed)
-    words = [rng.randbytes(rng.randint(2, 9)).hex().encode() for _ in range(2000)]
-    files = {}
-    for i in range(count):
-        text = b" ".join(rng.choice(words) for _ in range(size // 8))
-        files[f"/home/user/doc-{i:02}.txt"] = text[:size]
-    return {**files, "/etc/hostname": b"victim\n"}
 
 
 def test_normal_churn_is_not_flagged_and_an_attack_is_once(tmp_path, client):

@@ -40,7 +40,7 @@ SPREAD_FACTOR = 4.0
 CHANGE_JUMP_MIN = 0.10
 INCOMPRESSIBLE_JUMP_MIN = 0.30
 ENCRYPTED_SHARE = 0.70
-ENCRYPTED_ENTROPY = 7.5
+ENCRYPTED_ENTROPY = 6.0
 ENTROPY_JUMP_MIN = 1.0
 # The median absolute deviation times this estimates a standard deviation.
 _MAD_SCALE = 1.4826

@@ -105,6 +105,9 @@ def test_a_good_rp_passes_and_says_what_it_proved(tmp_path, tier, client):
     assert f"verified {rp.verified_at:%Y-%m-%d}".encode() in page
     listing = client.get(reverse("item-detail", args=[w.vault.name, w.vm.name])).content
     assert listing.count(b"rp-verified") == 1
+    assert b'id="item-last-verified">' + f"{rp.verified_at:%Y-%m-%d}".encode() in listing
+    overview = client.get(reverse("vault-detail", args=[w.vault.name])).content
+    assert f"{rp.verified_at:%Y-%m-%d}</span> last verified".encode() in overview
 
 
 @pytest.mark.django_db(transaction=True)

@@ -26,7 +26,15 @@ from vaults.forms import (
     PolicyChoiceForm,
     StopProtectionForm,
 )
-from vaults.models import ItemState, ProtectedVM, RecoveryPoint, RPType, StopMode, Vault
+from vaults.models import (
+    ItemState,
+    ProtectedVM,
+    RecoveryPoint,
+    RPType,
+    StopMode,
+    Vault,
+    Verification,
+)
 from vaults.protection import STOPPABLE, stop_modes
 from vaults.views.common import item_of, item_url, vault_context
 
@@ -71,6 +79,14 @@ def item_context(
         item=item,
         rps=rps,
         rp_groups=[g for g in groups if g[2]],
+        last_verified=max(
+            (
+                rp.verified_at
+                for rp in rps
+                if rp.verification == Verification.PASSED and rp.verified_at
+            ),
+            default=None,
+        ),
         jobs=jobs,
         active_jobs=active,
         backup_form=backup_form if can_backup else None,

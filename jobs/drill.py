@@ -45,8 +45,8 @@ from engine.fs.fsck import check_filesystem
 from jobs import runner
 from jobs.backup import EngineProgress, engine_error
 from jobs.models import UNFINISHED, Job, Operation, Param, RestoreTier, Status
-from jobs.reconcile import remove_scratch, scratch_dir
-from jobs.runner import JobContext, JobError, create_job
+from jobs.reconcile import remove_scratch, scratch_dir, scratch_root
+from jobs.runner import JobContext, JobError, create_job, full_disk
 from portal.options import option
 from vaults import access, audit
 from vaults.models import ItemState, ProtectedVM, RecoveryPoint, Vault, Verification
@@ -194,6 +194,11 @@ def run_drill(ctx: JobContext) -> None:
     except engine.RecoveryPointNotFound as e:
         checks.add("chunks", FAILED, f"The {tier} tier holds no manifest of this RP: {e}")
         digest = ""
+    except engine.Cancelled as e:
+        raise runner.JobCancelled() from e
+    except engine.EngineError as e:
+        # The store or the key, not the RP: the job fails with the cause, no verdict is kept.
+        raise engine_error(e, f"The drill scratch space ({scratch_root()})") from e
     finally:
         remove_scratch(job.pk)
     duration = round(time.monotonic() - started, 3)
@@ -247,6 +252,8 @@ def _drill(ctx: JobContext, store: engine.Store, rp_id: str, scratch: Path, chec
     except engine.Cancelled as e:
         raise runner.JobCancelled() from e
     except engine.EngineError as e:
+        if full_disk(e) is not None or isinstance(e, engine.TargetUnwritable):
+            raise  # the scratch space's trouble, not the RP's: no verdict
         checks.add("restore", FAILED, str(e))
         ctx.end_subtask(sub, Status.FAILED, str(e)[:200])
         return

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from inventory.lab import images
-from jobs import reconcile, runner, tasks
+from jobs import reconcile, runner, schedules, tasks
 from jobs.drill import drills_due, request_drill
 from jobs.models import Job, Operation, RestoreTier, Status
 from security.models import Alert, Severity
@@ -158,7 +158,8 @@ def test_a_damaged_file_system_fails_the_fsck_check(tmp_path, tier):
 def test_the_vault_schedule_drills_each_items_latest_rp_once_per_period(tmp_path):
     w = World(tmp_path, freeze_command="true", thaw_command="true")
     rp = backed_up(w)
-    assert drills_due() == 0  # no schedule
+    assert any(p.func == "jobs.tasks.drills" for p in schedules.PERIODIC)
+    assert tasks.drills() == 0  # no schedule
     type(w.vault).objects.filter(pk=w.vault.pk).update(drill_every_days=7)
     assert drills_due() == 1
     assert drills_due() == 0  # queued already

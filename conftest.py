@@ -39,6 +39,7 @@ def _isolated_data_dir(request, tmp_path):
         "VAULT_STORE_ROOT": tmp_path / "vault-stores",
         "MASTER_KEY_FILE": tmp_path / "master.key",
         "DEMO_ROOT": tmp_path / "demo",
+        "DRILL_SCRATCH_ROOT": tmp_path / "drill-scratch",
     }
     # Installed as `manage.py bootstrap` installs it: nothing creates the key on demand.
     importlib.import_module("engine").create_platform_kek(settings.LIFEBOAT["MASTER_KEY_FILE"])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeVar
 
 from .delta import DeltaMaker
+from .entropy import judge
 from .errors import (
     CorruptionError,
     EngineError,
@@ -56,6 +57,9 @@ ChunkKind = Literal["hole", "reused", "zero", "same", "dup", "new"]
 
 # Manifest disk fields that the disk entry itself already names (not repeated from the stats).
 _DISK_FIELDS = {"lun", "size", "chunk_size", "chunks_total"}
+# The ransomware signal's figures go to the caller only (the catalog keeps them), not the
+# manifest.
+_SIGNAL_FIELDS = {"chunks_changed", "bytes_new", "bytes_new_incompressible", "entropy"}
 
 
 @dataclass
@@ -79,6 +83,11 @@ class _DiskBackup:
     chunks_hashed: int = 0
     chunks_delta: int = 0
     bytes_saved: int = 0
+    chunks_changed: int = 0
+    bytes_new: int = 0
+    bytes_new_incompressible: int = 0
+    entropy_total: float = 0.0
+    entropy_samples: int = 0
     dirs: set[Path] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -106,12 +115,18 @@ class _DiskBackup:
         before = self.parent_digest(chunk.number)
         if chunk.digest != (ZERO_DIGEST if before is None else before):
             self.bytes_changed += self.chunk_len(chunk.number)
+            self.chunks_changed += 1
         if chunk.kind == "new":
             self.chunks_new += 1
             self.bytes_stored += chunk.bytes_stored
             if chunk.saved is not None:
                 self.chunks_delta += 1
                 self.bytes_saved += chunk.saved
+            self.bytes_new += chunk.bytes_read
+            self.bytes_new_incompressible += chunk.incompressible
+            if chunk.entropy is not None:
+                self.entropy_total += chunk.entropy
+                self.entropy_samples += 1
             if chunk.chunk_dir is not None:
                 self.dirs.add(chunk.chunk_dir)
 
@@ -130,6 +145,14 @@ class _DiskBackup:
             chunks_hashed=self.chunks_hashed,
             chunks_delta=self.chunks_delta,
             bytes_saved=self.bytes_saved,
+            chunks_changed=self.chunks_changed,
+            bytes_new=self.bytes_new,
+            bytes_new_incompressible=self.bytes_new_incompressible,
+            entropy=(
+                round(self.entropy_total / self.entropy_samples, 4)
+                if self.entropy_samples
+                else None
+            ),
         )
 
 
@@ -144,6 +167,10 @@ class _Chunk(NamedTuple):
     kind: ChunkKind
     chunk_dir: Path | None = None  # where a new chunk file went: synced before the commit
     saved: int | None = None  # stored as a delta: the plaintext bytes that saved
+    # New chunks of an incremental, for the ransomware signal (engine.entropy): its bytes left
+    # after zstd-1; the entropy of its window in bits per byte (None: not judged).
+    incompressible: int = 0
+    entropy: float | None = None
 
 
 def backup(
@@ -405,7 +432,11 @@ class _ChunkReader:
             cid, framed.blob, self.syncer, retain_until=self.retain_until
         )
         saved = framed.saved if framed.delta else None
-        return _Chunk(disk, number, cid, ln, len(framed.blob), "new", chunk_dir, saved)
+        stored = len(framed.blob)
+        if disk.parent is None:  # a full backup: the signal judges incrementals only
+            return _Chunk(disk, number, cid, ln, stored, "new", chunk_dir, saved)
+        flat, bits = judge(data)
+        return _Chunk(disk, number, cid, ln, stored, "new", chunk_dir, saved, flat, bits)
 
     def _claim(self, cid: bytes) -> bool:
         with self.claim_lock:
@@ -479,7 +510,8 @@ def _write_index(
     """Write a disk's index; return its manifest entry."""
     data = DiskIndex(disk.chunk_size, disk.size, disk.digests).to_bytes()
     store.write_index(rp_id, disk.src.lun, data, retain_until=retain_until)
-    stats = {k: v for k, v in disk.stats().to_json().items() if k not in _DISK_FIELDS}
+    skip = _DISK_FIELDS | _SIGNAL_FIELDS
+    stats = {k: v for k, v in disk.stats().to_json().items() if k not in skip}
     return {
         "lun": disk.src.lun,
         "size": disk.size,

@@ -87,6 +87,14 @@ class DiskStats:
     chunks_hashed: int
     chunks_delta: int = 0  # of chunks_new, those stored as deltas on the parent's chunk
     bytes_saved: int = 0  # plaintext bytes of those chunks not stored (length - stored size)
+    # The ransomware signal's figures (engine.entropy): chunks whose digest differs from the
+    # parent's; raw bytes of the new chunks, and what of them zstd-1 could not compress away
+    # (incrementals only); the mean entropy of new chunks' windows in bits per byte (None: no
+    # new chunk judged).
+    chunks_changed: int = 0
+    bytes_new: int = 0
+    bytes_new_incompressible: int = 0
+    entropy: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)

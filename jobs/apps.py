@@ -9,6 +9,7 @@ class JobsConfig(AppConfig):
         # imported, and those modules use every app's models, so they load once all apps are.
         from jobs import (  # noqa: F401
             backup,
+            drill,
             lifecycle,
             locks,
             purge,

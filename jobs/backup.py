@@ -37,7 +37,7 @@ from engine.connectors.hooks import clean_env, describe, run_process
 from engine.connectors.spec import HypervisorSpec, ParentDisk
 from inventory.models import Connector as HostConnector
 from inventory.models import ExtensionState, PowerState, VirtualMachine
-from jobs import hypervisor, progress, runner
+from jobs import anomaly, hypervisor, progress, runner
 from jobs.backup_queue import SCHEDULABLE, TAKE_SNAPSHOT, TRANSFER, queue_replication
 from jobs.hook_details import THAW_AFTER_WORKER_LOST
 from jobs.locks import lock_new_copy
@@ -532,6 +532,9 @@ def _record_snapshot(
     if spec.hypervisor is not None:
         hypervisor = {"checkpoint": outcome.checkpoint, "domain_xml": outcome.domain_xml}
     plan = snapshot.plan
+    anomaly_state, signal = anomaly.judge(
+        item, outcome.result.disks, full=outcome.result.parent is None
+    )
     with transaction.atomic():
         rp = record_recovery_point(
             job.pk,
@@ -556,6 +559,8 @@ def _record_snapshot(
                 snapshot_method=outcome.method,
                 transfer_due=plan.transfer,
                 hypervisor=hypervisor,
+                anomaly=anomaly_state,
+                signal=signal,
             ),
         )
         Job.objects.filter(pk=job.pk).update(recovery_point=rp)

@@ -24,6 +24,7 @@ class Operation(models.TextChoices):
     UPDATE_KEY = "update_key", "Update key"
     EXTEND_LOCKS = "extend_locks", "Extend locks"
     TEST_TARGET = "test_target", "Test storage target"
+    DRILL = "drill", "Restore drill"
 
 
 class Status(models.TextChoices):

@@ -28,7 +28,8 @@ garbage collection keeps every manifest, so its chunks would be kept forever. A 
    operation that could still come to reference them is in flight.
 3. Removes leftover files of finished jobs: the temp files of failed or cancelled restores
    (`.<disk>.lifeboat-restore-job<id>-<hex>`, by that job's exact marker only) and backup work
-   folders (`<snapshot root>/.work/job-<id>`).
+   folders (`<snapshot root>/.work/job-<id>`), and the scratch folders of finished restore
+   drills (`<DRILL_SCRATCH_ROOT>/job-<id>`, `jobs.drill`).
 """
 
 import logging
@@ -38,6 +39,7 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -68,6 +70,20 @@ _WORK_FOLDER = re.compile(r"job-(\d{1,18})")
 def work_dir(host: Host, job_id: int) -> Path:
     """A backup job's private folder on its host (the connector's point-in-time clones)."""
     return Path(host.snapshot_root) / WORK_DIR / f"job-{job_id}"
+
+
+def scratch_root() -> Path:
+    """Where restore drills restore to (`jobs.drill`)."""
+    return Path(str(settings.LIFEBOAT["DRILL_SCRATCH_ROOT"]))
+
+
+def scratch_dir(job_id: int) -> Path:
+    """A drill job's private scratch folder."""
+    return scratch_root() / f"job-{job_id}"
+
+
+def remove_scratch(job_id: int) -> None:
+    shutil.rmtree(scratch_dir(job_id), ignore_errors=True)
 
 
 def restore_marker(job_id: int) -> str:
@@ -106,6 +122,7 @@ def run() -> dict[str, int]:
             "sweeps_queued",
             "restore_files_removed",
             "work_folders_removed",
+            "drill_scratch_removed",
         ),
         0,
     )
@@ -122,6 +139,7 @@ def run() -> dict[str, int]:
         report["sweeps_queued"] += queue_sweep(vault, deleted)
     report["restore_files_removed"] = remove_restore_leftovers()
     report["work_folders_removed"] = remove_work_folders(hosts)
+    report["drill_scratch_removed"] = remove_scratch_folders()
     return report
 
 
@@ -289,6 +307,31 @@ def remove_work_folders(hosts: list[Host]) -> int:
     removed = 0
     for path, job_id in folders.items():
         if job_id in finished:
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def remove_scratch_folders() -> int:
+    """Remove the scratch folders of finished drill jobs (a killed worker leaves its own)."""
+    try:
+        entries = list(os.scandir(scratch_root()))
+    except OSError:
+        return 0  # no drill ran here yet
+    folders: dict[Path, int] = {}
+    for entry in entries:
+        match = _WORK_FOLDER.fullmatch(entry.name)
+        if match and entry.is_dir(follow_symlinks=False):
+            folders[Path(entry.path)] = int(match.group(1))
+    ids = set(folders.values())
+    unfinished = set(
+        Job.objects.filter(pk__in=ids).exclude(status__in=FINISHED).values_list("pk", flat=True)
+    )
+    # A folder of a job the catalog does not know (the database went back to an older copy)
+    # belongs to no running drill either: only unfinished drills keep theirs.
+    removed = 0
+    for path, job_id in folders.items():
+        if job_id not in unfinished:
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
     return removed

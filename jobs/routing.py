@@ -14,7 +14,8 @@ The host a job touches, per operation (`host_of`):
   vault's snapshot stores when they are all on one host; a vault whose items live on several
   hosts has its vault-wide jobs run by the default worker, which must then reach every one of
   those snapshot roots (a job is never split per host);
-- verify: none (it reads the vault store only); replicate: none (vault store to secondary);
+- verify: none (it reads the vault store only); drill: the RP's host when it drills the
+  snapshot tier, else none; replicate: none (vault store to secondary);
   extend locks: none (object stores only: the vault store and the secondary); test storage
   target: none (object storage, opened with the credentials the default worker reads);
 - configure backup, disable backup, undelete: none (recorded in the catalog, never delivered).
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from django.conf import settings
 
 from inventory.models import Host
-from jobs.models import Job, Operation, Param
+from jobs.models import Job, Operation, Param, RestoreTier
 
 DEFAULT_QUEUE = str(settings.Q_CLUSTER["name"])
 
@@ -71,6 +72,12 @@ def _vault_snapshot_host(job: Job) -> Host | None:
     return hosts[0] if len(hosts) == 1 else None
 
 
+def _drill_host(job: Job) -> Host | None:
+    """A drill of the snapshot tier reads the RP's host's snapshot store; of the vault tier,
+    the vault store only."""
+    return _rp_host(job) if job.params.get(Param.TIER) == RestoreTier.SNAPSHOT else None
+
+
 def _nowhere(job: Job) -> Host | None:
     return None
 
@@ -86,6 +93,7 @@ HOST_OF: dict[str, Callable[[Job], Host | None]] = {
     Operation.DELETE_BACKUP_DATA: _vault_snapshot_host,
     Operation.UPDATE_KEY: _vault_snapshot_host,
     Operation.VERIFY: _nowhere,
+    Operation.DRILL: _drill_host,
     Operation.EXTEND_LOCKS: _nowhere,
     Operation.REPLICATE: _nowhere,
     Operation.TEST_TARGET: _nowhere,

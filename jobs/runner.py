@@ -416,6 +416,8 @@ AFTER_WORKER_LOST: dict[str, str] = {
     Operation.PURGE: "The hourly purge finishes it.",
     Operation.DELETE_BACKUP_DATA: "The hourly purge finishes it.",
     Operation.UPDATE_KEY: "Ask for the key update again; it resumes where this one stopped.",
+    Operation.DRILL: "A drill never changes the recovery point; its scratch space is removed. "
+    "Run the drill again.",
     Operation.EXTEND_LOCKS: "Locks already extended stay; the next retention change that "
     "moves these recovery points later extends the rest.",
 }

@@ -20,6 +20,8 @@ PERIODIC = [
     Periodic("lifeboat-reconcile", "jobs.tasks.reconcile", minutes=5),
     # Tiering, retention and garbage collection.
     Periodic("lifeboat-cleanup", "jobs.tasks.cleanup", minutes=60),
+    # Restore drills of each vault's items on its drill schedule (`Vault.drill_every_days`).
+    Periodic("lifeboat-drills", "jobs.tasks.drills", minutes=60),
     # Extends S3 Object Locks left shorter than retention needs (lost or failed jobs).
     Periodic("lifeboat-lock-sweep", "jobs.tasks.lock_sweep", minutes=60),
     # Space accounting of every vault (also refreshed after each job that changes a store).

@@ -7,7 +7,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from jobs import backup_queue, locks, runner, workers
+from jobs import backup_queue, drill, locks, runner, workers
 from jobs import reconcile as reconciliation
 from jobs.models import UNFINISHED, Job, Operation, Param
 from jobs.purge import enqueue_due_purges
@@ -70,6 +70,11 @@ def cleanup(now: datetime | None = None) -> int:
             runner.create_job(operation=Operation.CLEANUP, vault=vault, params=params)
             created += 1
     return created
+
+
+def drills(now: datetime | None = None) -> int:
+    """Restore drills due by each vault's drill schedule (`jobs.drill.drills_due`)."""
+    return drill.drills_due(now)
 
 
 def lock_sweep() -> int:

@@ -294,6 +294,7 @@ class LifeboatSettings(TypedDict):
     VAULT_STORE_ROOT: Path
     MASTER_KEY_FILE: Path
     DEMO_ROOT: Path
+    DRILL_SCRATCH_ROOT: Path
     REDELIVER_AFTER_MINUTES: float
     REDELIVERIES: int
     THROTTLE_MIBPS: float
@@ -332,6 +333,11 @@ LIFEBOAT: LifeboatSettings = {
     "VAULT_STORE_ROOT": Path(os.environ.get("LIFEBOAT_VAULT_STORE_ROOT", DATA_DIR / "vaults")),
     "MASTER_KEY_FILE": Path(os.environ.get("LIFEBOAT_MASTER_KEY_FILE", DATA_DIR / "master.key")),
     "DEMO_ROOT": Path(os.environ.get("LIFEBOAT_DEMO_ROOT", DATA_DIR / "demo")),
+    # Where restore drills restore to (a folder per drill job, removed when it ends and by
+    # reconcile after a killed worker). Needs room for the largest RP a drill restores.
+    "DRILL_SCRATCH_ROOT": Path(
+        os.environ.get("LIFEBOAT_DRILL_SCRATCH_ROOT", DATA_DIR / "drill-scratch")
+    ),
     # A queued job whose task-queue message is gone this long gets a new one, so many times,
     # then fails as `not_delivered` (the reaper, jobs.runner.redeliver).
     "REDELIVER_AFTER_MINUTES": float(os.environ.get("LIFEBOAT_REDELIVER_AFTER_MINUTES", "5")),
@@ -348,7 +354,7 @@ LIFEBOAT: LifeboatSettings = {
     # An item is overdue when its policy's latest slot is this long past and no backup
     # succeeded since (the metric `lifeboat_item_backup_allowed_seconds`).
     "BACKUP_GRACE_MINUTES": float(os.environ.get("LIFEBOAT_BACKUP_GRACE_MINUTES", "120")),
-    # Caps backup and transfer reads (MiB/s; 0 = unlimited), e.g. to watch progress in tests.
+    # Caps backup, transfer and drill reads (MiB/s; 0 = unlimited), e.g. to watch progress in tests.
     "THROTTLE_MIBPS": float(os.environ.get("LIFEBOAT_THROTTLE_MIBPS", "0")),
     # API tokens of directory users (identity.freshness): an LDAP user's is checked against
     # the directory again when the last check is older than this; an OpenID user's, which

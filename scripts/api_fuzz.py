@@ -322,6 +322,7 @@ def valid_bodies(real: dict) -> dict[str, list[dict]]:
             {**to_files, "source": "secondary"},
             {"kind": "replace_disks", "luns": [-1], "source": "secondary"},
         ],
+        f"POST {ITEM}/recovery-points/{{rp_id}}/drill/": [{"tier": "auto"}, {"tier": "vault"}],
     }
 
 

@@ -56,6 +56,8 @@ JOB_KINDS = {
     "restore_failure": "Restore failed",
     "key_unavailable": "Encryption key unavailable",
     "corruption": "Backup data damaged",
+    "drill_failed": "Restore drill failed",
+    "ransomware_suspected": "Backup looks like ransomware",
 }
 SWITCHABLE = {"backup_failure", "restore_failure"}
 UPCOMING_PURGE_WINDOW = timedelta(days=2)
@@ -278,8 +280,13 @@ def on_job_finished(sender: type[Job], *, job: Job, **kwargs: object) -> None:
     if job.operation in (Operation.PURGE, Operation.DELETE_BACKUP_DATA):
         _purge_finished(job)
         return
+    if job.operation == Operation.DRILL:
+        _drill_finished(job)
+        return
     if job.operation not in (Operation.BACKUP, Operation.RESTORE):
         return
+    if job.operation == Operation.BACKUP:
+        _suspicious_backup(job)
     vault = job.vault
     what = job.vm_name or "the vault"
     if job.status == Status.FAILED:
@@ -371,6 +378,56 @@ def _damage_found(job: Job) -> None:
         obj=job,
         once=False,
     )
+
+
+def _suspicious_backup(job: Job) -> None:
+    """A backup whose RP the ransomware signal marked suspicious: one Sev-1 alert per item
+    while it is open (an attack seen over several backups counts on it), naming the RP."""
+    # Read again: the backup links its RP to the job row after the job object was loaded.
+    rp = RecoveryPoint.objects.filter(
+        pk__in=Job.objects.filter(pk=job.pk).values("recovery_point_id"), anomaly="suspicious"
+    ).first()
+    if rp is None:
+        return
+    vault = job.vault
+    assert vault is not None  # on_job_finished passes on the jobs of a vault only
+    reasons = "; ".join(rp.signal.get("reasons", []))
+    fire(
+        vault,
+        "ransomware_suspected",
+        message=f"Backup of {rp} (job {job.pk}) changed like encryption by malware: {reasons}. "
+        "Restore from a recovery point before it; the restore page names the last one.",
+        dedup_key=f"ransomware_suspected:{vault.pk}:{job.protected_item_id}",
+        severity=Severity.SEV1,
+        obj=rp,
+        once=False,
+    )
+
+
+def drill_key(vault_id: int, rp_id: object) -> str:
+    """A failed drill is a condition of its recovery point, resolved by a drill that passes."""
+    return f"drill_failed:{vault_id}:{rp_id}"
+
+
+def _drill_finished(job: Job) -> None:
+    """A drill that failed on the RP (not one cancelled or lost) raises a Sev-1 alert naming
+    the RP and the check; one that passed resolves it."""
+    vault = job.vault
+    assert vault is not None  # on_job_finished passes on the jobs of a vault only
+    key = drill_key(vault.pk, job.recovery_point_id)
+    if job.status == Status.COMPLETED:
+        resolve_condition(key)
+    elif job.status == Status.FAILED and job.error_code == "drill_failed":
+        rp = RecoveryPoint.objects.filter(pk__in=[job.recovery_point_id]).first()
+        fire(
+            vault,
+            "drill_failed",
+            message=f"{job.error_message} (job {job.pk})",
+            dedup_key=key,
+            severity=Severity.SEV1,
+            obj=rp or job,
+            once=False,
+        )
 
 
 def _purge_finished(job: Job) -> None:

@@ -596,6 +596,7 @@ MATRIX += [
         "302 302 302 302 403 404 404 302",
     ),
     ("rp-restore", "GET", PAGE_RP, None, "200 200 200 200 403 404 404 302"),
+    ("rp-drill", "POST", PAGE_RP, None, "302 302 302 302 403 404 404 302"),
     ("rp-files", "GET", PAGE_RP, None, "200 200 200 200 403 404 404 302"),
     ("rp-files-session", "POST", PAGE_RP, None, "302 302 302 302 403 404 404 302"),
     ("rp-files-session-end", "POST", PAGE_RP, None, "302 302 302 302 403 404 404 302"),
@@ -622,6 +623,7 @@ MATRIX += [
         {"kind": "restore_disks", "target": {"host": "{host}", "path": "{restore_dir}"}},
         "202 202 202 202 403 404 404 401",
     ),
+    ("api-recovery-point-drill", "POST", RP, {}, "202 202 202 202 403 404 404 401"),
     ("api-file-recovery-session-list", "GET", RP, None, "200 200 200 200 403 404 404 401"),
     ("api-file-recovery-session-list", "POST", RP, None, "201 201 201 201 403 404 404 401"),
     (

@@ -42,6 +42,8 @@ ACTIONS: dict[str, str] = {
     "backup_now": Role.OPERATOR,
     "restore": Role.OPERATOR,
     "file_recovery": Role.OPERATOR,
+    # A restore drill reads an RP into scratch space and changes nothing: as a restore.
+    "drill": Role.OPERATOR,
     "cancel_job": Role.OPERATOR,
     # Consistency hooks (script paths, parameters, freeze/thaw and probe commands) and what they
     # printed: readers see that a hook failed, not what it is or said.

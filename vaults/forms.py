@@ -43,7 +43,25 @@ class VaultSettingsForm(forms.Form):
         help_text="Critical operations need a guard approver's approval.",
     )
 
-    FIELDS = ("soft_delete_state", "soft_delete_days", "immutability", "mua_enabled")
+    drill_every_days = forms.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=365,
+        initial=0,
+        label="Restore drill every (days)",
+        help_text="Each item's latest recovery point is drilled this often; 0: no schedule.",
+    )
+
+    FIELDS = (
+        "soft_delete_state",
+        "soft_delete_days",
+        "immutability",
+        "mua_enabled",
+        "drill_every_days",
+    )
+
+    def clean_drill_every_days(self) -> int:
+        return self.cleaned_data.get("drill_every_days") or 0
 
     @classmethod
     def initial_for(cls, vault: Vault) -> dict[str, Any]:

@@ -207,6 +207,11 @@ class Vault(models.Model):
     )
     mua_enabled = models.BooleanField(default=False)
     encryption = models.CharField(max_length=20, choices=Encryption, default=Encryption.PLATFORM)
+    # Restore drills: every this many days each item's latest RP is drilled (0: no schedule;
+    # "Run drill now" on an RP works either way). See jobs/drill.py.
+    drill_every_days = models.PositiveSmallIntegerField(
+        default=0, validators=[MaxValueValidator(365)]
+    )
     linked_hosts = models.ManyToManyField(
         "inventory.Host", related_name="linked_vaults", blank=True
     )
@@ -527,6 +532,21 @@ class RPConsistency(models.TextChoices):
     CRASH = "crash", "Crash-consistent"
 
 
+class Verification(models.TextChoices):
+    """What the last restore drill of a recovery point proved (jobs/drill.py)."""
+
+    NEVER = "never", "Never verified"
+    PASSED = "passed", "Verified"
+    FAILED = "failed", "Drill failed"
+
+
+class Anomaly(models.TextChoices):
+    """The ransomware signal of a recovery point (jobs/anomaly.py)."""
+
+    NONE = "none", "None"
+    SUSPICIOUS = "suspicious", "Suspicious"
+
+
 class Replication(models.TextChoices):
     """A recovery point's second copy (vaults with a secondary location)."""
 
@@ -604,6 +624,15 @@ class RecoveryPoint(models.Model):
     # needs, so finding short locks costs no store listing.
     vault_locked_until = models.DateTimeField(null=True, blank=True)
     secondary_locked_until = models.DateTimeField(null=True, blank=True)
+    # The last restore drill: its outcome, when it ended, and what it proved
+    # ({"job", "tier", "checks": [{"name", "status", "detail"}], "duration", "manifest_digest"}).
+    verification = models.CharField(max_length=8, choices=Verification, default=Verification.NEVER)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    drill = models.JSONField(default=dict, blank=True)
+    # The ransomware signal: `suspicious` when the backup's change figures jumped beyond the
+    # VM's own history; `signal` keeps the figures and the reasons (jobs/anomaly.py).
+    anomaly = models.CharField(max_length=12, choices=Anomaly, default=Anomaly.NONE)
+    signal = models.JSONField(default=dict, blank=True)
     tags = models.JSONField(default=list, blank=True)
     # None means kept forever (or, for the latest RP, kept until a newer one exists).
     expires_at = models.DateTimeField(null=True, blank=True)

@@ -54,6 +54,11 @@ urlpatterns = [
         name="rp-restore",
     ),
     path(
+        "<str:name>/items/<str:vm_name>/rps/<uuid:rp_id>/drill/",
+        recovery.rp_drill,
+        name="rp-drill",
+    ),
+    path(
         "<str:name>/items/<str:vm_name>/rps/<uuid:rp_id>/files/",
         recovery.rp_files,
         name="rp-files",

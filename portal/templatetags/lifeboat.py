@@ -30,6 +30,15 @@ def site_caps(context: Context) -> dict[str, bool]:
 
 
 @register.filter
+def last_failed_check(checks: object) -> str:
+    """ "<check>: <detail>" of the first failed check of a drill (its `checks` list)."""
+    for c in checks if isinstance(checks, list) else []:
+        if isinstance(c, dict) and c.get("status") == "failed":
+            return f"{c.get('name')}: {c.get('detail')}"
+    return ""
+
+
+@register.filter
 def badge(value: object) -> str:
     """CSS classes of a state badge: the state's own class plus its tone."""
     value = str(value or "unknown")
@@ -38,6 +47,8 @@ def badge(value: object) -> str:
 
 TONES = {
     "completed": "good",
+    "passed": "good",
+    "suspicious": "bad",
     "protected": "good",
     "installed": "good",
     "running": "good",

@@ -133,6 +133,7 @@ def lifeboat_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         "LIFEBOAT_VAULT_STORE_ROOT": str(lb["VAULT_STORE_ROOT"]),
         "LIFEBOAT_MASTER_KEY_FILE": str(lb["MASTER_KEY_FILE"]),
         "LIFEBOAT_DEMO_ROOT": str(lb["DEMO_ROOT"]),
+        "LIFEBOAT_DRILL_SCRATCH_ROOT": str(lb["DRILL_SCRATCH_ROOT"]),
         "LIFEBOAT_DATA_DIR": str(Path(lb["VAULT_STORE_ROOT"]).parent / "data"),
         "LIFEBOAT_WORKERS": "1",
         "PYTHONUNBUFFERED": "1",

@@ -292,3 +292,19 @@ def test_supervisor_follows_power_state(lab, writers):
             proc.terminate()
             proc.wait(timeout=5)
     assert not os.path.exists(lab.pid_file("demo-db-01")) or lab.writer_pid("demo-db-01") is None
+
+
+def test_attack_overwrites_and_renames_files_with_the_writer_paused(lab, running_writers):
+    out = lab_cmd("attack", "demo-db-01", "--share", "0.5")
+    assert f"writer {running_writers['demo-db-01']} resumed" in out
+    assert "overwritten with random bytes and renamed *.locked" in out
+    vm = VirtualMachine.objects.get(name="demo-db-01")
+    for d in vm.disks.all():
+        fsck_clean(Path(d.path))  # an attack leaves a consistent file system, as malware does
+    with lab.paused(vm.name):
+        assert all(check_ring(d.path).ok for d in vm.disks.all())  # the ring is spared
+    data = next(d for d in vm.disks.all() if d.lun >= 0)
+    listing = ls(Path(data.path), "/db")
+    assert listing.count(".locked") == 3  # half of its six files, spread by path
+    with pytest.raises(CommandError, match="--share"):
+        lab_cmd("attack", "demo-db-01", "--share", "0")

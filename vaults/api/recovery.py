@@ -26,6 +26,7 @@ from rest_framework.response import Response
 from engine import fs as efs
 from jobs.api.serializers import JobDetailSerializer
 from jobs.backup_queue import backup_now
+from jobs.drill import request_drill
 from jobs.models import Job
 from jobs.restore import request_restore
 from portal.api.base import ApiListView, ApiRequest, ApiView
@@ -33,6 +34,7 @@ from vaults import access, file_recovery
 from vaults.api.serializers import (
     BackupNowSerializer,
     DirectoryListingSerializer,
+    DrillSerializer,
     FileQuerySerializer,
     FileRecoverySessionSerializer,
     RestoreSerializer,
@@ -93,6 +95,30 @@ class BackupNowView(ApiView):
             by=request.user,
             request=request,
             retain_until=serializer.validated_data.get("retain_until"),
+        )
+        return job_response(job)
+
+
+# -- restore drill ----------------------------------------------------------------------------
+
+
+class DrillView(RecoveryPointAction):
+    serializer_class = DrillSerializer
+    vault_actions = {"POST": "drill"}
+
+    @extend_schema(responses={202: JobDetailSerializer})
+    def post(self, request: ApiRequest, vault_name: str, vm_name: str, rp_id: UUID) -> Response:
+        """Run a restore drill of the recovery point now (operators): verify its chunks,
+        restore it to scratch space, check its file systems with their own tools and read a
+        sample of files. The RP's `verification`, `verified_at` and `drill` hold the outcome;
+        a drill of the same RP and tier already queued or running is answered instead."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        job = request_drill(
+            self.recovery_point(),
+            by=request.user,
+            request=request,
+            tier=serializer.validated_data["tier"],
         )
         return job_response(job)
 

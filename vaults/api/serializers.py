@@ -261,6 +261,11 @@ class RecoveryPointSerializer(serializers.ModelSerializer):
             "replication",
             "replicated_at",
             "replication_error",
+            "verification",
+            "verified_at",
+            "drill",
+            "anomaly",
+            "signal",
             "parent",
             "created_at",
         ]
@@ -336,6 +341,16 @@ class RestoreTargetField(serializers.JSONField):
         if not isinstance(data, dict):
             raise serializers.ValidationError('Give {"host": <id>, "path": "<directory>"}.')
         return data
+
+
+class DrillSerializer(StrictSerializer):
+    tier = serializers.ChoiceField(
+        choices=[RestoreTier.AUTO, RestoreTier.VAULT, RestoreTier.SNAPSHOT],
+        required=False,
+        default=RestoreTier.AUTO,
+        help_text="auto: the vault tier, or the snapshot tier while the recovery point has not "
+        "reached the vault tier.",
+    )
 
 
 class RestoreSerializer(StrictSerializer):

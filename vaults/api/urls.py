@@ -67,6 +67,7 @@ RP = f"{ITEM}/recovery-points/<uuid:rp_id>"
 urlpatterns += [
     path(f"{ITEM}/backup/", recovery.BackupNowView.as_view(), name="api-protected-item-backup"),
     path(f"{RP}/restore/", recovery.RestoreView.as_view(), name="api-recovery-point-restore"),
+    path(f"{RP}/drill/", recovery.DrillView.as_view(), name="api-recovery-point-drill"),
     path(
         f"{RP}/file-recovery/",
         recovery.FileRecoverySessionListView.as_view(),

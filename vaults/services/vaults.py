@@ -38,6 +38,7 @@ class VaultSettings(TypedDict, total=False):
     immutability: str
     mua_enabled: bool
     encryption: str
+    drill_every_days: int
 
 
 class VaultChanges(VaultSettings, total=False):

@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.db.models import OuterRef
+from django.db.models import Max, OuterRef
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -33,6 +33,7 @@ from vaults.models import (
     RecoveryPoint,
     StopMode,
     Vault,
+    Verification,
     health_filter,
 )
 from vaults.protection import STOPPABLE, stop_modes
@@ -93,6 +94,9 @@ def item_context(
         "items",
         item=item,
         **rps,
+        last_verified=RecoveryPoint.objects.filter(
+            item=item, verification=Verification.PASSED, verified_at__isnull=False
+        ).aggregate(last=Max("verified_at"))["last"],
         jobs=jobs,
         active_jobs=active,
         backup_form=backup_form if can_backup else None,

@@ -12,6 +12,8 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
+from jobs.anomaly import last_clean_before
+from jobs.drill import request_drill
 from jobs.restore import request_restore
 from portal.pages import PageRequest, apply_errors, done, error_text, render_page
 from security import alerts
@@ -62,9 +64,25 @@ def rp_restore(request: PageRequest, name: str, vm_name: str, rp_id: UUID) -> Ht
         hosts=hosts,
         roots=[(h.name, root) for h in hosts for root in h.allowed_roots],
         disks=[{**d, "label": lun_label(d["lun"])} for d in rp.disks],
+        last_clean=last_clean_before(rp.protected_item),
     )
     status = 400 if request.method == "POST" else 200
     return render(request, "vaults/rp_restore.html", context, status=status)
+
+
+@login_required
+@require_POST
+def rp_drill(request: PageRequest, name: str, vm_name: str, rp_id: UUID) -> HttpResponse:
+    """Run drill now: the drill job's page, or back to the RP with the reason it was refused."""
+    vault = access.get_vault(request.user, name, "drill")
+    rp = rp_of(vault, vm_name, rp_id)
+    try:
+        job = request_drill(rp, by=request.user, request=request, tier=request.POST.get("tier"))
+    except ValidationError as exc:
+        messages.error(request, error_text(exc))
+        return done(request, reverse("rp-restore", args=[vault.name, vm_name, rp.pk]))
+    messages.success(request, f"Restore drill of {rp} queued (job {job.pk}).")
+    return done(request, reverse("job-detail", args=[vault.name, job.pk]))
 
 
 # -- file recovery ----------------------------------------------------------------------------------

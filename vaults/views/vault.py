@@ -3,7 +3,7 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.db.models import OuterRef
+from django.db.models import Max, OuterRef
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -22,7 +22,7 @@ from portal.pages import (
 from vaults import access
 from vaults.attach import attach_vault
 from vaults.forms import VaultAttachForm, VaultCreateForm
-from vaults.models import ItemState, Vault
+from vaults.models import Anomaly, ItemState, Vault, Verification
 from vaults.services.vaults import create_vault, delete_vault
 from vaults.storage import replication_lag, vault_storage
 from vaults.views.common import vault_context
@@ -82,6 +82,10 @@ def vault_detail(request: PageRequest, name: str) -> HttpResponse:
         "rps": vault.recovery_points.live().count(),
         "policies": vault.policies.count(),
         "soft_deleted": vault.protected_items.filter(state=ItemState.SOFT_DELETED).count(),
+        "last_verified": vault.recovery_points.filter(verification=Verification.PASSED).aggregate(
+            last=Max("verified_at")
+        )["last"],
+        "suspicious": vault.recovery_points.live().filter(anomaly=Anomaly.SUSPICIOUS).count(),
     }
     host_vms = VirtualMachine.objects.filter(host=OuterRef("pk"))
     hosts = vault.linked_hosts.annotate(vm_count=count_of(host_vms, "host"))

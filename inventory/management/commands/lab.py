@@ -7,6 +7,9 @@
     manage.py lab churn [VM ...] [--mib N]   write N MiB (default 1) of new files into each
                                          disk of the VM(s) (all lab VMs by default) with
                                          debugfs, the writer paused meanwhile
+    manage.py lab attack VM [--share F]  simulate ransomware in a lab VM: F (default all) of
+                                         its files overwritten with random bytes, renamed
+                                         *.locked (the ransomware signal flags the next backup)
     manage.py lab status                 VMs, power, writers and ring health
     manage.py lab check IMAGE|VM ...     check the ring of images (e.g. restored disks)
     manage.py lab kvm                    the KVM lab: libvirt domains kvm-web-01 (a real
@@ -34,8 +37,10 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from engine.errors import EngineError
 from inventory import demo, services
 from inventory.lab import images, kvm, layout
+from inventory.lab.attack import attack_image
 from inventory.lab.control import Lab, LabBusy, proc_state, terminate
 from inventory.lab.ring import RingError, check_ring, ring_extents
 from inventory.models import VirtualMachine
@@ -71,6 +76,11 @@ class Command(BaseCommand):
         s.add_argument("--rate", type=float, default=None)
         t = sub.add_parser("stop", help="power a lab VM off (and stop its writer)")
         t.add_argument("vm")
+        a = sub.add_parser(
+            "attack", help="simulate ransomware: overwrite a VM's files with random bytes, renamed"
+        )
+        a.add_argument("vm")
+        a.add_argument("--share", type=float, default=1.0, help="share of its files (0-1]")
         c = sub.add_parser("churn", help="write new files into the VMs' disk images")
         c.add_argument("vms", nargs="*", metavar="VM")
         c.add_argument("--mib", type=float, default=1.0, help="MiB per disk (default 1)")
@@ -89,6 +99,8 @@ class Command(BaseCommand):
                 return self.do_start(options["vm"], options["rate"])
             if action == "stop":
                 return self.do_stop(options["vm"])
+            if action == "attack":
+                return self.do_attack(options["vm"], options["share"])
             if action == "churn":
                 return self.do_churn(options["vms"], options["mib"])
             if action == "status":
@@ -189,6 +201,25 @@ class Command(BaseCommand):
                         self.say(f"           removed to make room: {', '.join(r.removed)}")
             if pid:
                 self.say(f"  writer {pid} resumed")
+
+    def do_attack(self, name: str, share: float) -> None:
+        if not 0 < share <= 1:
+            raise CommandError("--share must be more than 0 and at most 1")
+        vm = self.vm(name)
+        with self.lab.paused(vm.name) as pid:
+            for d in vm.disks.all():
+                try:
+                    r = attack_image(Path(d.path), share)
+                except (RuntimeError, EngineError) as exc:
+                    self.say(f"  LUN {d.lun:>2} {d.path}: FAILED: {exc}")
+                    continue
+                self.say(
+                    f"  LUN {d.lun:>2} {Path(d.path).name}: {len(r.encrypted)} file(s) "
+                    f"overwritten with random bytes and renamed *.locked, "
+                    f"{r.bytes_written / (1 << 20):.2f} MiB"
+                )
+        if pid:
+            self.say(f"  writer {pid} resumed")
 
     # -- status / check ---------------------------------------------------------------------------
 

@@ -95,7 +95,7 @@ def item_context(
         item=item,
         **rps,
         last_verified=RecoveryPoint.objects.filter(
-            item=item, verification=Verification.PASSED, verified_at__isnull=False
+            protected_item=item, verification=Verification.PASSED, verified_at__isnull=False
         ).aggregate(last=Max("verified_at"))["last"],
         jobs=jobs,
         active_jobs=active,

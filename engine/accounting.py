@@ -12,7 +12,8 @@ For a recovery point:
 
 For a group (all recovery points of one VM), the same with "other" meaning outside the group:
 ``unique_bytes`` is what deleting the whole group frees. A chunk is counted once per point or
-group, never per reference. Referenced chunks missing from the store count zero (verify names
+group, never per reference. A delta chunk's bases count as referenced by every point that
+references the delta (GC keeps them for it). Referenced chunks missing from the store count zero (verify names
 them). Reading costs what ``engine.stats`` costs: one chunk listing and one read per index.
 """
 
@@ -24,7 +25,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .backends import Backend, ObjectTarget, open_backend
-from .stats import _chunk_objects, _index_keys, _index_refs, _read_all, _rp_ids
+from .stats import (
+    _bases_of,
+    _chunk_objects,
+    _delta_bases,
+    _index_keys,
+    _index_refs,
+    _read_all,
+    _rp_ids,
+)
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,12 @@ def backend_accounting(backend: Backend, *, groups: Mapping[str, str]) -> StoreA
             unreadable.append(key)
             continue
         chunks_of[key.split("/")[1]].update(cid for cid, _ in refs)
+    # A delta needs its base (and the base's base): GC keeps them while the delta is
+    # referenced, so they belong to every recovery point that references the delta.
+    deltas = _delta_bases(backend)
+    if deltas:
+        for chunks in chunks_of.values():
+            chunks |= _bases_of(chunks, deltas)
     stored = dict(_chunk_objects(backend))
     # How many recovery points, and how many groups, reference each chunk.
     point_owners: dict[bytes, int] = {}

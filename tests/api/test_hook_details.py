@@ -121,7 +121,8 @@ def test_readers_see_that_hooks_failed_but_not_what_they_are_or_said(api, reader
         page_url, api_url = job_urls(job)
         html = page(reader, page_url)
         assert leaks(html, hooked.pre) == [], html
-        assert "pre_script_failed" in html and "The pre-script failed." in html
+        # The code in plain words (portal.words), and the reader's message.
+        assert "Pre-script failed" in html and "The pre-script failed." in html
         assert 'id="hook-log"' not in html
         assert leaks(api_text(api, reader, api_url), hooked.pre) == []
     warnings = api(reader).get(job_urls(hooked.warned)[1]).data["warnings"]
@@ -236,7 +237,7 @@ def test_the_extension_message_is_a_detail_too(api, vault, item, reader, operato
     vm.save()
     url = reverse("item-detail", args=["prod", vm.name])
     html = page(reader, url)
-    assert "insecure_permissions" in html and leaks(html) == []
+    assert "Insecure permissions" in html and leaks(html) == []
     assert SECRET in page(operator, url)
     assert leaks(json.dumps(vm_data(api, reader, vm))) == []
     assert vm_data(api, reader, vm)["extension"]["code"] == "insecure_permissions"
@@ -252,7 +253,7 @@ def test_a_thaw_failure_stays_loud_for_readers(vault, item, reader):
         warnings=[{"code": "thaw_failed", "message": f"THAW FAILED: `{FREEZE}` exited with 1"}],
     )
     html = page(reader, reverse("job-detail", args=["prod", job.pk]))
-    assert 'id="loud-warnings"' in html and "thaw_failed" in html and leaks(html) == []
+    assert 'id="loud-warnings"' in html and "Thaw failed" in html and leaks(html) == []
 
 
 def test_the_hook_action_is_an_operator_action():

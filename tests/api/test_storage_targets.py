@@ -137,6 +137,8 @@ def _tested(client, name: str, location: str) -> dict:
     return answer.data
 
 
+# The job runs here as on a worker, which closes a connection left in a transaction.
+@pytest.mark.django_db(transaction=True)
 def test_the_test_action_names_the_missing_variable(api, admin_user, monkeypatch, quiet_heartbeat):
     monkeypatch.delenv("LIFEBOAT_S3_SECRET", raising=False)
     monkeypatch.setenv("LIFEBOAT_S3_KEY_ID", "id")
@@ -150,6 +152,8 @@ def test_the_test_action_names_the_missing_variable(api, admin_user, monkeypatch
     assert audited.after == {"location": "s3://backups/lifeboat", "job": data["job"]}
 
 
+# The job runs here as on a worker, which closes a connection left in a transaction.
+@pytest.mark.django_db(transaction=True)
 def test_the_test_action_names_an_unreadable_file(api, admin_user, tmp_path, quiet_heartbeat):
     missing = tmp_path / "nowhere.json"
     client = api(admin_user)

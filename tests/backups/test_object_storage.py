@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from django.core.cache import cache
-from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
 import engine
@@ -27,6 +26,7 @@ from engine.tests.objservers import (  # noqa: F401  (session fixtures)
 from jobs.models import Job, Operation, Status
 from jobs.purge import enqueue_due_purges
 from jobs.restore import request_restore
+from portal.units import iec
 from tests.backups.conftest import World, aside, needs_e2fsprogs, run, same_bytes
 from vaults.models import RecoveryPoint, Replication, StorageTarget
 from vaults.storage import vault_storage
@@ -186,7 +186,7 @@ def test_storage_figures_of_object_stores_are_their_listed_sizes(
     # The vault page shows them.
     client.force_login(w.admin)
     html = client.get(f"/vaults/{w.vault.name}/").content.decode()
-    assert f'id="storage-stored">{filesizeformat(storage.stored_bytes)}' in html
+    assert f'id="storage-stored">{iec(storage.stored_bytes)}' in html
     assert "Not measured" not in html
 
     # Credentials this process cannot read: the tier says so, and names the variable.

@@ -163,6 +163,7 @@ def test_an_existing_target_file_is_refused(login, operator, host, real_rp):
     assert Job.objects.filter(operation=Operation.RESTORE).count() == 1
 
 
+@pytest.mark.django_db(transaction=True)
 def test_every_invalid_field_is_reported_at_once(login, operator, real_rp):
     rp, _, _ = real_rp
     response = post(login(operator), rp, kind="create_vm", host="", path="", name="")
@@ -170,6 +171,7 @@ def test_every_invalid_field_is_reported_at_once(login, operator, real_rp):
     assert set(response.context["form"].errors) >= {"host", "path", "name"}
 
 
+@pytest.mark.django_db(transaction=True)
 def test_the_target_directory_starts_at_the_hosts_first_allowed_root(
     login, operator, host, real_rp
 ):

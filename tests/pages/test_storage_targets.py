@@ -58,6 +58,8 @@ def test_bad_targets_show_the_error_by_the_field(login, admin_user, overrides, f
     assert not StorageTarget.objects.exists()
 
 
+# The job runs here as on a worker, which closes a connection left in a transaction.
+@pytest.mark.django_db(transaction=True)
 def test_the_test_button_names_the_missing_variable(
     login, admin_user, monkeypatch, quiet_heartbeat
 ):

@@ -268,6 +268,7 @@ def read_targets(creds: Credentials) -> list[tuple[str, dict[str, str]]]:
 class Tally:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
+    reconnects: int = 0  # kept-alive connections closed by the server, the GET sent again
     statuses: dict[int, int] = field(default_factory=dict)
 
 
@@ -323,16 +324,31 @@ async def _client(base: str, targets: list, until: float, tally: Tally, offset: 
         path, headers = targets[i % len(targets)]
         i += 1
         start = time.monotonic()
+        reused = conn is not None
         try:
             if conn is None:
                 conn = await asyncio.open_connection(host, int(port))
             status = await _request(*conn, "GET", path, headers)
         except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError):
-            tally.errors += 1
             if conn is not None:
                 conn[1].close()
             conn = None
-            continue
+            if not reused:
+                tally.errors += 1
+                continue
+            # A kept-alive connection the server closed meanwhile (a worker recycled, its
+            # keep-alive timeout): an HTTP client sends an idempotent GET again on a new
+            # connection (RFC 9110, 9.2.2), as browsers do; failing there is an error.
+            tally.reconnects += 1
+            try:
+                conn = await asyncio.open_connection(host, int(port))
+                status = await _request(*conn, "GET", path, headers)
+            except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError):
+                tally.errors += 1
+                if conn is not None:
+                    conn[1].close()
+                conn = None
+                continue
         tally.latencies.append(time.monotonic() - start)
         tally.statuses[status] = tally.statuses.get(status, 0) + 1
         if status != 200:
@@ -363,6 +379,7 @@ def load(base: str, targets: list, clients: int, seconds: float) -> dict[str, An
         "p50": pct(0.50),
         "p99": pct(0.99),
         "errors": tally.errors,
+        "reconnects": tally.reconnects,
     }
 
 
@@ -536,7 +553,7 @@ def writers(base: str, creds: Credentials, count: int, seconds: float) -> dict[s
 def row(server: str, phase: str, r: dict[str, Any], extra: str = "") -> str:
     return (
         f"| {server} | {phase} | {r['clients']} | {r['rps']:.0f} | {r['p50']:.0f} ms | "
-        f"{r['p99']:.0f} ms | {r['errors']} | {r['cpu_ms']:.1f} ms | {r['load']:.1f} | {extra} |"
+        f"{r['p99']:.0f} ms | {r['errors']} | {r['reconnects']} | {r['cpu_ms']:.1f} ms | {r['load']:.1f} | {extra} |"
     )
 
 
@@ -571,9 +588,9 @@ def main() -> None:
     env, creds = prepare(work / "data")
     targets = read_targets(creds)
     lines = [
-        "| server | phase | clients | req/s | p50 | p99 | errors | server CPU per request "
-        "| load average | jobs during the step |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| server | phase | clients | req/s | p50 | p99 | errors | GETs sent again | server CPU "
+        "per request | load average | jobs during the step |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     results: dict[tuple[str, str, int], dict[str, Any]] = {}
 

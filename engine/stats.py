@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .backends import Backend, ObjectTarget, open_backend
+from .store import delta_records
 
 INDEX_MAGIC = b"LBINDEX\x00"
 INDEX_HEADER = struct.Struct("<8sHHBB2xQQ8x")  # magic, version, flags, shift, dlen, size, count
@@ -133,11 +134,9 @@ def _chunk_objects(backend: Backend) -> Iterator[tuple[bytes, int]]:
 def _delta_bases(backend: Backend) -> dict[bytes, set[bytes]]:
     """Delta chunk -> its base(s), from the empty records under ``deltas/`` (one listing)."""
     out: dict[bytes, set[bytes]] = {}
-    for info in backend.list("deltas/"):
-        cid, dot, base = _name(info.key).partition(".")
+    for _key, cid, base in delta_records(backend):
         try:
-            if dot and len(cid) == len(base) == 2 * DIGEST_LEN:
-                out.setdefault(bytes.fromhex(cid), set()).add(bytes.fromhex(base))
+            out.setdefault(bytes.fromhex(cid), set()).add(bytes.fromhex(base))
         except ValueError:
             continue
     return out

@@ -180,6 +180,16 @@ def delta_key(cid: bytes, base: bytes) -> str:
     return f"deltas/{h[:2]}/{h}.{base.hex()}"
 
 
+def delta_records(backend: Backend) -> list[tuple[str, str, str]]:
+    """(key, delta chunk hex id, base hex id) of every `delta_key` record in `backend`."""
+    out = []
+    for info in backend.list("deltas/"):
+        cid, dot, base = info.key.rsplit("/", 1)[-1].partition(".")
+        if dot and len(cid) == 64 and len(base) == 64:
+            out.append((info.key, cid, base))
+    return out
+
+
 def index_key(rp_id: str, lun: int) -> str:
     return f"indexes/{rp_id}/{lun}.idx"
 
@@ -537,12 +547,7 @@ class Store:
 
     def delta_records(self) -> list[tuple[str, str, str]]:
         """(key, delta chunk hex id, base hex id) of every record under `deltas/`."""
-        out = []
-        for info in self.backend.list("deltas/"):
-            cid, dot, base = info.key.rsplit("/", 1)[-1].partition(".")
-            if dot and len(cid) == 64 and len(base) == 64:
-                out.append((info.key, cid, base))
-        return out
+        return delta_records(self.backend)
 
     def delta_bases(self, records: list[tuple[str, str, str]] | None = None) -> dict[str, set[str]]:
         """Each chunk stored as a delta (hex id) -> its base(s). A chunk stored again after GC

@@ -6,64 +6,26 @@ leaves the client waiting); whole responses keep HTTP/1.1 keep-alive."""
 
 import http.client
 import os
-import signal
 import socket
 import socketserver
-import subprocess
-import sys
 import threading
-import time
-from pathlib import Path
 
 import pytest
 from django.core.servers.basehttp import WSGIRequestHandler
 
 from portal import server, wsgi
 from portal.management.commands.runserver import Command
+from tests.gunicorn import REPO, serving
 from tests.web_server_app import BODY, app
-
-REPO = Path(__file__).resolve().parents[1]
-GUNICORN = Path(sys.executable).parent / "gunicorn"
 
 
 @pytest.fixture(scope="module")
 def gunicorn_port(tmp_path_factory):
     """gunicorn as `make run` starts it (one worker is enough here), serving tests/web_server_app."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "LIFEBOAT_WEB_WORKERS": "1"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(GUNICORN),
-                "-c",
-                "python:portal.gunicorn_conf",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "tests.web_server_app:application",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with serving("tests.web_server_app:application", env, log) as port:
         yield port
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 @pytest.fixture(params=["runserver", "gunicorn"])

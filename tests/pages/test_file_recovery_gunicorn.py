@@ -3,18 +3,12 @@ portal.wsgi): the client sees a failed transfer, never a whole one, with or with
 Content-Length. The same as `tests/pages/test_file_recovery.py` checks under `runserver`."""
 
 import http.client
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 
 from tests.backups.conftest import lifeboat_env, shared_db  # noqa: F401  (fixtures)
+from tests.gunicorn import serving
 from tests.pages.test_file_recovery import (
     BLOB,
     damaged_blob,  # noqa: F401  (fixture)
@@ -22,46 +16,15 @@ from tests.pages.test_file_recovery import (
     urls,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture
 def gunicorn(request, tmp_path):
     """gunicorn over this test's database and stores (`shared_db`: a file, for SQLite), set
     up before any row of the test is written."""
     request.getfixturevalue("shared_db")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = lifeboat_env({"LIFEBOAT_WEB_WORKERS": "1", "LIFEBOAT_BIND": f"127.0.0.1:{port}"})
     log = tmp_path / "gunicorn.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "gunicorn"),
-                "-c",
-                "python:portal.gunicorn_conf",
-                "portal.wsgi",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.2)
+    with serving("portal.wsgi", lifeboat_env({}), log) as port:
         yield port, log
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 @pytest.mark.django_db(transaction=True)

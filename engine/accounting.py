@@ -51,6 +51,8 @@ class StoreAccounting:
     # Recovery points (or their index keys) that could not be read: their chunks count as
     # nobody's, so the figures of the others may be too high; callers say so.
     unreadable: tuple[str, ...] = ()
+    # Stored bytes of every chunk object in the store (referenced or awaiting GC).
+    stored_bytes: int = 0
 
 
 def store_accounting(
@@ -126,4 +128,5 @@ def backend_accounting(backend: Backend, *, groups: Mapping[str, str]) -> StoreA
         points={rp: _use(chunks, point_owners, stored) for rp, chunks in chunks_of.items()},
         groups={g: _use(chunks, group_owners, stored) for g, chunks in group_chunks.items()},
         unreadable=tuple(sorted(unreadable)),
+        stored_bytes=sum(stored.values()),
     )

@@ -4,8 +4,10 @@ collected) and those it shares (`shared_bytes`).
 
 Measured by `engine.accounting` over every store of the vault (the vault tier, each host's
 snapshot tier) and summed: deleting an RP frees its unique chunks in every tier that holds it.
-Reading a store costs a chunk listing and one read per index, so pages never measure: the
-figures are refreshed after each job that changes what a store holds (backup, transfer,
+Reading a store costs a chunk listing and one read per index (per index this process has not
+read before, since committed indexes never change: `INDEXES`, an `engine.accounting.IndexCache`,
+so a refresh after a backup reads that backup's indexes, not every RP's). Pages never measure:
+the figures are refreshed after each job that changes what a store holds (backup, transfer,
 replicate, cleanup, GC, purge, delete backup data) by `on_job_finished`, and hourly by the
 periodic task, and `Vault.accounted_at` says as of when they are (the staleness the pages show).
 
@@ -27,7 +29,13 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from engine.accounting import SpaceUse, StoreAccounting, backend_accounting, store_accounting
+from engine.accounting import (
+    IndexCache,
+    SpaceUse,
+    StoreAccounting,
+    backend_accounting,
+    store_accounting,
+)
 from engine.backends import open_backend
 from engine.errors import EngineError
 from inventory.models import Host
@@ -43,6 +51,9 @@ from vaults.models import (
 from vaults.stores import object_target
 
 log = logging.getLogger(__name__)
+
+# The indexes this process has read, for every vault's stores (bounded; see the module doc).
+INDEXES = IndexCache()
 
 # Jobs after which a vault's figures are out of date.
 CHANGES_STORES = {
@@ -96,7 +107,7 @@ def refresh(vault: Vault) -> int:
     items: dict[str, SpaceUse] = {}
     for location, target in _locations(vault):
         try:
-            report = store_accounting(location, target, groups=groups)
+            report = store_accounting(location, target, groups=groups, cache=INDEXES)
         except (EngineError, OSError) as e:
             log.warning("accounting of %s skipped: %s", location, e)
             return 0
@@ -146,7 +157,7 @@ def _secondary(vault: Vault) -> StoreAccounting | None:
             # Copies were made, so a store that is not there is one that does not answer
             # (an unmounted disk), not an empty one.
             raise EngineError(f"no store at {place[0]}, where recovery points were copied")
-        return backend_accounting(backend, groups={})
+        return backend_accounting(backend, groups={}, cache=INDEXES)
     except (EngineError, OSError) as e:
         log.warning("accounting of the secondary copy %s skipped: %s", place[0], e)
         return None

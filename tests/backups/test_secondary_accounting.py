@@ -4,7 +4,6 @@ API; the vault tier's figures are not changed by it, and a secondary that does n
 keeps its old figures. Real images, real replicate jobs, a local secondary."""
 
 import shutil
-from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -12,8 +11,8 @@ from django.urls import reverse
 
 from engine.stats import store_stats
 from jobs.models import Job, Operation, Status
-from tests.backups.conftest import World, needs_e2fsprogs, run
 from tests.api.clients import persona_client
+from tests.backups.conftest import World, needs_e2fsprogs, run
 from vaults import accounting
 from vaults.models import RecoveryPoint, Vault
 
@@ -52,7 +51,9 @@ def test_the_secondary_copy_is_its_own_figure(tmp_path):
     assert first.secondary_unique_bytes == stored  # it alone is there
     assert first.unique_bytes == unique_before  # the vault's own figures ignore the copy
     # A second backup: present in the vault tier, not yet in the secondary.
-    (Path(w.images[-1])).open("r+b").write(b"changed" * 4096)
+    with open(w.images[-1], "r+b") as disk:
+        disk.seek(8 << 20)
+        disk.write(b"changed" * 4096)
     second = backed_up(w)
     assert second.secondary_unique_bytes is None
     first.refresh_from_db()

@@ -32,7 +32,6 @@ import logging
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import blake3
 from django.contrib.auth.models import User
@@ -322,27 +321,30 @@ def _check_filesystem(
             f"{found.fs_type}, so its own checker checks the restored image; no file of it "
             "is read.",
         )
-        _add_fsck(
-            where, check_filesystem(path, found.fs_type, **_region(offset, length, scratch)), checks
-        )
+        _fsck(where, path, found.fs_type, offset, length, scratch, checks)
         return
     with fs:
         checks.add(f"file_systems {where}", PASSED, f"{fs.fs_type} opened.")
-        result = check_filesystem(path, fs.fs_type, **_region(offset, length, scratch))
-        _add_fsck(where, result, checks)
-        if result.ok is False:
+        if _fsck(where, path, fs.fs_type, offset, length, scratch, checks) is False:
             return
         _sample_files(where, fs, checks)
 
 
-def _region(offset: int, length: int | None, scratch: Path) -> dict[str, Any]:
-    return {"offset": offset, "length": length, "scratch": scratch}
-
-
-def _add_fsck(where: str, result: FsckResult, checks: Checks) -> None:
+def _fsck(
+    where: str,
+    path: Path,
+    fs_type: str,
+    offset: int,
+    length: int | None,
+    scratch: Path,
+    checks: Checks,
+) -> bool | None:
+    """The file system's own checker on the restored image, recorded; its verdict."""
+    result = check_filesystem(path, fs_type, offset=offset, length=length, scratch=scratch)
     status = {True: PASSED, False: FAILED, None: SKIPPED}[result.ok]
     detail = result.output if result.ok is not False else _fsck_detail(result)
     checks.add(f"fsck {where}", status, f"{result.command}: {detail}".strip())
+    return result.ok
 
 
 def _fsck_detail(result: FsckResult) -> str:

@@ -12,7 +12,10 @@ at the first that fails (each later one needs the earlier):
    file-level reader (`engine.fs`); a disk with none the reader knows is said so (skipped).
 4. `fsck`: the file system's own checker, read-only (`engine.fs.fsck`: `e2fsck -fn`,
    `fsck.vfat -n`, `ntfsfix -n`); a type without a checker, or a checker not installed, is
-   skipped with the reason.
+   skipped with the reason. Where the reader could not open a file system but its signature
+   names the type (`engine.fs.fsck.signature`: a damaged NTFS boot sector leaves a backup
+   one), the checker still runs on the restored image, and the drill says what the reader
+   could not read (no file of it is sampled).
 5. `files`: a sample of regular files (DRILL_SAMPLE_FILES, spread over the file system by path)
    read end to end through the reader; each must give exactly its size in bytes.
 
@@ -29,7 +32,6 @@ import logging
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import blake3
 from django.contrib.auth.models import User
@@ -41,7 +43,7 @@ from django.utils import timezone
 
 import engine
 from engine import fs as efs
-from engine.fs.fsck import check_filesystem
+from engine.fs.fsck import FsckResult, check_filesystem, signature
 from jobs import runner
 from jobs.backup import EngineProgress, engine_error
 from jobs.models import UNFINISHED, Job, Operation, Param, RestoreTier, Status
@@ -301,32 +303,51 @@ def _check_filesystem(
     scratch: Path,
     checks: Checks,
 ) -> None:
+    length = length if index is not None else None
     try:
         fs = efs.open_filesystem(source, index)
-    except efs.UnsupportedFilesystem as e:
-        checks.add(f"file_systems {where}", SKIPPED, str(e))
-        return
     except efs.FileRecoveryError as e:
-        checks.add(f"file_systems {where}", FAILED, str(e))
+        # Unreadable to the reader: an unknown type is skipped, an error in a known one fails;
+        # either way a signature that names the type still gets the file system's own check.
+        unknown = isinstance(e, efs.UnsupportedFilesystem)
+        found = signature(path, offset=offset, length=length)
+        if found is None:
+            checks.add(f"file_systems {where}", SKIPPED if unknown else FAILED, str(e))
+            return
+        checks.add(
+            f"file_systems {where}",
+            SKIPPED if unknown else FAILED,
+            f"The file-level reader could not open it ({e}); its {found.where} names "
+            f"{found.fs_type}, so its own checker checks the restored image; no file of it "
+            "is read.",
+        )
+        _fsck(where, path, found.fs_type, offset, length, scratch, checks)
         return
     with fs:
         checks.add(f"file_systems {where}", PASSED, f"{fs.fs_type} opened.")
-        result = check_filesystem(
-            path,
-            fs.fs_type,
-            offset=offset,
-            length=length if index is not None else None,
-            scratch=scratch,
-        )
-        status = {True: PASSED, False: FAILED, None: SKIPPED}[result.ok]
-        detail = result.output if result.ok is not False else _fsck_detail(result)
-        checks.add(f"fsck {where}", status, f"{result.command}: {detail}".strip())
-        if result.ok is False:
+        if _fsck(where, path, fs.fs_type, offset, length, scratch, checks) is False:
             return
         _sample_files(where, fs, checks)
 
 
-def _fsck_detail(result: Any) -> str:
+def _fsck(
+    where: str,
+    path: Path,
+    fs_type: str,
+    offset: int,
+    length: int | None,
+    scratch: Path,
+    checks: Checks,
+) -> bool | None:
+    """The file system's own checker on the restored image, recorded; its verdict."""
+    result = check_filesystem(path, fs_type, offset=offset, length=length, scratch=scratch)
+    status = {True: PASSED, False: FAILED, None: SKIPPED}[result.ok]
+    detail = result.output if result.ok is not False else _fsck_detail(result)
+    checks.add(f"fsck {where}", status, f"{result.command}: {detail}".strip())
+    return result.ok
+
+
+def _fsck_detail(result: FsckResult) -> str:
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     return f"exit code {result.exit_code}; " + " / ".join(lines[-6:])
 

@@ -14,11 +14,16 @@ GFS rules and goes to the vault tier, as a backup job decides; the other hourly 
 at ``at`` from an item's observed sizes: one full copy plus the changed bytes
 of every other point held there (what block-level dedup stores).
 
-``earlier_expiries(old, new, rps)`` names the existing recovery points that
-would expire earlier after changing ``old`` to ``new``, with both dates; it is
-computed exactly as ``retention.retention_reductions`` does, so the two agree.
-The latest recovery point of an item is always kept whatever its expiry
-(``RecoveryPointQuerySet.latest_of``); callers leave it out of ``rps``.
+``expiring_earlier(new, points)`` names the existing recovery points that
+``new`` would expire earlier than they expire now, with both dates: each point
+as the catalog holds it (its slot, whether it is its day's representative, its
+stored expiry; no stored expiry counts as kept, so any date is earlier). It is
+the one rule behind a policy change's confirmation and the simulator's list.
+``earlier_expiries(old, new, rps)`` asks it about points whose expiry and
+day's representative are computed from ``old``, exactly as
+``retention.retention_reductions`` computes them, so the two agree. The latest
+recovery point of an item, on-demand ones and those of retain-forever items
+are always kept whatever their expiry; callers leave them out.
 """
 
 from __future__ import annotations
@@ -60,11 +65,22 @@ class PlannedPoint:
 
 
 @dataclass(frozen=True)
-class EarlierExpiry:
-    key: Any  # the caller's handle on the recovery point (its id)
+class ExistingPoint:
+    """A recovery point that exists, as the catalog holds it."""
+
+    key: Any  # the caller's handle on the recovery point
     slot: datetime
-    expires_now: datetime
-    expires_after: datetime
+    # Its day's representative (in, or bound for, the vault tier): the GFS rules may keep it.
+    is_daily_last: bool
+    expires_at: datetime | None  # its expiry now; None: no date (kept)
+
+
+@dataclass(frozen=True)
+class EarlierExpiry:
+    key: Any  # the caller's handle on the recovery point
+    slot: datetime
+    expires_at: datetime | None  # its expiry now
+    new_expires_at: datetime  # its expiry under the new policy, earlier
 
 
 @dataclass(frozen=True)
@@ -143,18 +159,32 @@ def peak_storage(
     return TierBytes(snapshot=most(snapshot), vault=most(vault))
 
 
+def expiring_earlier(new: Policy, points: Iterable[ExistingPoint]) -> list[EarlierExpiry]:
+    """The existing ``points`` that ``new`` expires earlier than their expiry now, by slot."""
+    found = []
+    for point in sorted(points, key=lambda p: p.slot):
+        after = retention_decision(new, point.slot, is_daily_last=point.is_daily_last).expires_at
+        if point.expires_at is None or after < point.expires_at:
+            found.append(EarlierExpiry(point.key, point.slot, point.expires_at, after))
+    return found
+
+
 def earlier_expiries(
     old: Policy, new: Policy, rps: Iterable[tuple[Any, datetime]]
 ) -> list[EarlierExpiry]:
-    """Existing scheduled recovery points, as ``(key, slot)``, that ``new`` expires earlier."""
-    rows = sorted(rps, key=lambda row: row[1])
+    """Scheduled recovery points, as ``(key, slot)``, kept as ``old`` keeps them, that ``new``
+    expires earlier (each policy picks its own days' representatives among the slots)."""
+    rows = list(rps)
     times = [slot for _, slot in rows]
     reps_old = daily_representatives(old, times)
     reps_new = daily_representatives(new, times)
-    found = []
-    for key, slot in rows:
-        before = retention_decision(old, slot, is_daily_last=slot in reps_old).expires_at
-        after = retention_decision(new, slot, is_daily_last=slot in reps_new).expires_at
-        if after < before:
-            found.append(EarlierExpiry(key, slot, before, after))
-    return found
+    points = [
+        ExistingPoint(
+            key,
+            slot,
+            is_daily_last=slot in reps_new,
+            expires_at=retention_decision(old, slot, is_daily_last=slot in reps_old).expires_at,
+        )
+        for key, slot in rows
+    ]
+    return expiring_earlier(new, points)

@@ -144,13 +144,15 @@ def policy_delete(request: PageRequest, name: str, policy: str) -> HttpResponse:
 @require_POST
 def policy_simulate(request: PageRequest, name: str) -> HttpResponse:
     """The policy editor's simulation of the form as it stands (nothing is saved): a calendar
-    of the points it makes and keeps, storage, and for an edit the points cut earlier."""
+    of the points it makes and keeps, storage, and for an edit the points cut earlier. htmx
+    swaps it into the editor; a plain POST (a confirmation's button without script) gets it
+    as a page of its own."""
     vault = access.get_vault(request.user, name, "view")
     form = PolicyForm(request.POST)
     form.is_valid()
     months = request.POST.get("months", "3")
     editing = request.POST.get("editing") or None
-    context: dict[str, Any] = {"vault": vault, "editing": editing}
+    context = vault_context(request, vault, "policies", editing=editing)
     try:
         sim = simulate(
             vault,
@@ -161,5 +163,7 @@ def policy_simulate(request: PageRequest, name: str) -> HttpResponse:
     except ValidationError as exc:
         context["error"] = error_text(exc)
     else:
-        context.update(sim=sim, weeks=calendar_weeks(sim))
-    return render_page(request, "policies/_simulation.html", context)
+        # The existing policy the draft changes (named only once the simulation found it).
+        context.update(sim=sim, weeks=calendar_weeks(sim), base=editing)
+    page = "policies/_simulation.html" if request.htmx else "policies/simulation.html"
+    return render_page(request, page, context)

@@ -34,7 +34,6 @@ from django.utils import timezone
 from jobs.models import Job, Operation, Param
 from jobs.runner import create_job
 from policies.retention import tags_and_expiry
-from policies.schedule import Policy
 from vaults import access, audit, stores
 from vaults.access import AnyUser
 from vaults.models import (
@@ -126,54 +125,10 @@ def purge_now(item: ProtectedVM, *, by: User, request: HttpRequest | None = None
 
 
 def rp_times(items: Iterable[ProtectedVM]) -> list[datetime]:
-    """Slot times of the live scheduled RPs of `items` (for `retention_reductions`)."""
+    """Slot times of the live scheduled RPs of `items` (for `retention_reductions`; which of
+    them a change expires earlier is `vaults.services.simulation.expiring_earlier`)."""
     rps = list(RecoveryPoint.objects.live().filter(protected_item__in=items, retain_until=None))
     return [rp.slot or rp.time for rp in rps if not rp.is_on_demand]
-
-
-@dataclass(frozen=True)
-class CutEntry:
-    """A recovery point whose expiry a policy change moves earlier."""
-
-    vm_name: str
-    rp_id: str
-    time: datetime
-    expires_at: datetime | None
-    new_expires_at: datetime
-    # Its new expiry has passed: it goes to the recycle bin (or is deleted) when saved.
-    expires_now: bool
-
-
-def retention_cut(
-    items: Iterable[ProtectedVM], rep: Policy, *, now: datetime | None = None
-) -> list[CutEntry]:
-    """Which scheduled recovery points of `items` would expire earlier under the policy
-    `rep`, and when: the same rule as `recompute_retention` (on-demand RPs keep their own
-    date; the latest RP and retain-forever items are kept), read only. Soonest first."""
-    now = now or timezone.now()
-    cut: list[CutEntry] = []
-    for item in items:
-        latest = RecoveryPoint.objects.latest_of(item)
-        forever = item.retention_mode == RetentionMode.RETAIN_FOREVER
-        for rp in item.recovery_points.live().order_by("time"):
-            if rp.is_on_demand or forever or (latest is not None and rp.pk == latest.pk):
-                continue
-            _, expires = tags_and_expiry(
-                rep, rp.slot or rp.time, is_daily_last=rp.in_vault_tier or rp.transfer_due
-            )
-            if rp.expires_at is not None and expires >= rp.expires_at:
-                continue
-            cut.append(
-                CutEntry(
-                    vm_name=item.vm.name,
-                    rp_id=str(rp.pk),
-                    time=rp.time,
-                    expires_at=rp.expires_at,
-                    new_expires_at=expires,
-                    expires_now=expires <= now,
-                )
-            )
-    return sorted(cut, key=lambda c: (c.new_expires_at, c.vm_name, c.time))
 
 
 def recompute_retention(

@@ -221,6 +221,10 @@ class Vault(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # When `vaults.accounting` last measured the stores (the figures' age; None: never).
     accounted_at = models.DateTimeField(null=True, blank=True)
+    # The secondary copy's stored bytes (`vaults.accounting`) and when they were measured: the
+    # secondary is measured on its own, and one that does not answer keeps its old figure.
+    secondary_stored_bytes = models.BigIntegerField(null=True, blank=True)
+    secondary_accounted_at = models.DateTimeField(null=True, blank=True)
 
     objects = VaultQuerySet.as_manager()
 
@@ -663,6 +667,9 @@ class RecoveryPoint(models.Model):
     # garbage collected, and stored bytes it shares with other RPs; None until first measured.
     unique_bytes = models.BigIntegerField(null=True, blank=True)
     shared_bytes = models.BigIntegerField(null=True, blank=True)
+    # Its presence in the secondary copy, as last measured: the stored bytes deleting it there
+    # would free; None when the secondary holds no manifest of it (or has not been measured).
+    secondary_unique_bytes = models.BigIntegerField(null=True, blank=True)
 
     objects = RecoveryPointQuerySet.as_manager()
 

@@ -6,6 +6,11 @@ for FAT, ``ntfsfix -n`` for NTFS. All three only read (``-n``: answer "no" to ev
 A file system inside a partition is copied out to a file of its own first, since the FAT and
 NTFS tools take no offset. No checker for a type, or its tool not installed, is said so
 (``ok is None``) rather than passed.
+
+Where the file-level reader cannot open a file system (a damaged NTFS boot sector leaves The
+Sleuth Kit nothing to recognise), ``signature`` still names its type from what the on-disk
+format leaves elsewhere - NTFS's backup boot sector in the last sector of the volume, ext's
+superblock magic, FAT's boot sector - so the file system's own checker runs all the same.
 """
 
 from __future__ import annotations
@@ -40,6 +45,56 @@ class FsckResult:
     ok: bool | None
     exit_code: int | None
     output: str
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A file system's type as its on-disk signature names it, and where it was found."""
+
+    fs_type: str
+    where: str
+
+
+_NTFS_OEM = b"NTFS    "
+_EXT_MAGIC = b"\x53\xef"  # s_magic 0xEF53, little-endian, at 56 of the superblock at 1024
+_SECTOR = 512
+
+
+def _ext_type(superblock: bytes) -> str:
+    compat, incompat = (int.from_bytes(superblock[o : o + 4], "little") for o in (92, 96))
+    if incompat & 0x40:  # extents
+        return "ext4"
+    return "ext3" if compat & 0x4 else "ext2"  # has_journal
+
+
+def _boot_sector_type(sector: bytes) -> str | None:
+    if sector[3:11] == _NTFS_OEM:
+        return "ntfs"
+    if sector[510:512] == b"\x55\xaa":
+        if sector[82:87] == b"FAT32":
+            return "fat32"
+        if sector[54:59] in (b"FAT12", b"FAT16"):
+            return sector[54:59].decode().lower()
+    return None
+
+
+def signature(image: Path, *, offset: int = 0, length: int | None = None) -> Signature | None:
+    """The type the signatures of the file system at `offset` of `image` name, or None."""
+    size = image.stat().st_size - offset if length is None else length
+    if size < _SECTOR:
+        return None
+    with open(image, "rb") as f:
+        head = os.pread(f.fileno(), 2048, offset)
+        fs_type = _boot_sector_type(head[:_SECTOR])
+        if fs_type is not None:
+            return Signature(fs_type, "boot sector")
+        if head[1024 + 56 : 1024 + 58] == _EXT_MAGIC:
+            return Signature(_ext_type(head[1024:2048]), "superblock")
+        # NTFS keeps a copy of its boot sector in the volume's last sector.
+        tail = os.pread(f.fileno(), _SECTOR, offset + size - _SECTOR)
+        if tail[3:11] == _NTFS_OEM:
+            return Signature("ntfs", "backup boot sector (the first sector is not one)")
+    return None
 
 
 def find_checker(fs_type: str) -> list[str] | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine import BackupRequest, DiskSource, Store, backup, delete_recovery_point, gc
-from engine.accounting import store_accounting
+from engine.accounting import IndexCache, StoreAccounting, store_accounting
 from engine.stats import store_stats
 from engine.tests.tools import REPO, engine_env, require_tool
 
@@ -104,3 +104,39 @@ def test_benchmark_smoke_run(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "largest difference: 0 bytes" in r.stdout
+
+
+def test_with_a_cache_only_new_indexes_are_read_and_the_figures_equal_a_full_recount(
+    tmp_path: Path, store: Store, world: dict[str, str]
+) -> None:
+    groups = {world["a1"]: "a", world["a2"]: "a", world["b1"]: "b"}
+    cache = IndexCache()
+
+    def both() -> tuple[StoreAccounting, StoreAccounting]:
+        cached = store_accounting(store.location, groups=groups, cache=cache)
+        full = store_accounting(store.location, groups=groups)
+        assert (cached.points, cached.groups) == (full.points, full.groups)
+        assert cached.stored_bytes == full.stored_bytes == _stored(store)
+        return cached, full
+
+    cached, full = both()
+    assert cached.index_reads == full.index_reads == 3  # one disk per RP, nothing cached yet
+    # A new backup: its index alone is read; the others' figures change (chunks now shared).
+    blocks = (tmp_path / "a.img").read_bytes()
+    a3 = _backup(store, _write(tmp_path / "a.img", [blocks[: 7 * CHUNK], os.urandom(CHUNK)]), "a")
+    groups[a3] = "a"
+    cached, full = both()
+    assert (cached.index_reads, full.index_reads) == (1, 4)
+    # A deletion: nothing to read, and the cache forgets the deleted RP's index.
+    refs = cache.refs
+    delete_recovery_point(store, world["a1"])
+    gc(store, grace_seconds=0)
+    del groups[world["a1"]]
+    cached, full = both()
+    assert cached.index_reads == 0 and cache.refs < refs
+    # Bounded: a cache too small for two RPs keeps the latest one read and still agrees.
+    small = IndexCache(max_refs=9)
+    store_accounting(store.location, groups=groups, cache=small)
+    assert small.refs <= 9
+    again = store_accounting(store.location, groups=groups, cache=small)
+    assert again.index_reads >= 2 and again.points == full.points

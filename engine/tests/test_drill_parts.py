@@ -8,11 +8,13 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 import engine
 from engine import fs as efs
 from engine.entropy import entropy, judge
-from engine.fs.fsck import check_filesystem
-from engine.tests.tools import require_tool
+from engine.fs.fsck import Signature, check_filesystem, signature
+from engine.tests.tools import make_ntfs, ntfs_break_mft, ntfs_zero_boot_sector, require_tool
 
 MIB = 1 << 20
 
@@ -115,3 +117,37 @@ def test_entropy_of_known_data() -> None:
     assert abs(entropy(bytes(range(256)) * 16) - 8.0) < 1e-9
     small, bits = judge(b"\0" * 8192 + b"ab" * 2048)
     assert bits == 1.0 and small < 200  # the window starts at the data, not the zeros
+
+
+def test_ntfsfix_and_the_signature_find_a_damaged_ntfs(tmp_path: Path) -> None:
+    require_tool("ntfsfix")
+    clean = make_ntfs(tmp_path / "ntfs.img", 8, {"/hello.txt": b"hello ntfs\n"})
+    assert signature(clean) == Signature("ntfs", "boot sector")
+    result = check_filesystem(clean, "ntfs")
+    assert (result.command, result.ok, result.exit_code) == ("ntfsfix -n", True, 0), result.output
+    with efs.FileByteSource(clean) as source, efs.open_filesystem(source, None) as fs:
+        assert fs.fs_type == "ntfs"
+    # A zeroed boot sector: the reader sees no file system, the backup boot sector names it
+    # and ntfsfix finds the damage.
+    no_boot = tmp_path / "no-boot.img"
+    no_boot.write_bytes(clean.read_bytes())
+    ntfs_zero_boot_sector(no_boot)
+    with efs.FileByteSource(no_boot) as source:
+        with pytest.raises(efs.UnsupportedFilesystem):
+            efs.open_filesystem(source, None)
+    assert signature(no_boot) == Signature(
+        "ntfs", "backup boot sector (the first sector is not one)"
+    )
+    result = check_filesystem(no_boot, "ntfs")
+    assert result.ok is False and result.exit_code == 1 and "boot" in result.output.lower()
+    # A broken $MFT record: ntfsfix refuses the volume.
+    no_mft = tmp_path / "no-mft.img"
+    no_mft.write_bytes(clean.read_bytes())
+    ntfs_break_mft(no_mft)
+    result = check_filesystem(no_mft, "ntfs")
+    assert result.ok is False and "MFT" in result.output
+    # Nothing to name: a disk of zeros, and ext4 by its superblock.
+    zeros = tmp_path / "zeros.img"
+    zeros.write_bytes(bytes(1 << 20))
+    assert signature(zeros) is None
+    assert signature(ext4(tmp_path)) == Signature("ext4", "superblock")

@@ -148,3 +148,38 @@ def gc_aged(store: Store, age: float, grace: float) -> GcResult:
     for path in store.iter_chunk_files():
         os.utime(path, (old, old))
     return gc(store, grace_seconds=grace)
+
+
+def make_ntfs(image: Path, size_mib: int, files: dict[str, bytes]) -> Path:
+    """A whole-disk NTFS image by `mkntfs` (no mount: the file is formatted as it is) holding
+    `files` written by `ntfscp`, which also goes through no mount."""
+    mkntfs, ntfscp = require_tool("mkntfs"), require_tool("ntfscp")
+    with open(image, "wb") as f:
+        f.truncate(size_mib << 20)
+    subprocess.run(
+        [mkntfs, "-F", "-f", "-Q", "-L", "drill", str(image)], check=True, capture_output=True
+    )
+    for name, data in files.items():
+        local = image.with_name(f"{image.name}.{name.strip('/').replace('/', '_')}")
+        local.write_bytes(data)
+        subprocess.run([ntfscp, str(image), str(local), name], check=True, capture_output=True)
+        local.unlink()
+    return image
+
+
+def ntfs_zero_boot_sector(image: Path) -> None:
+    """The damage The Sleuth Kit cannot see past: the first sector, NTFS's boot sector, zeroed
+    (its backup in the volume's last sector stays)."""
+    with open(image, "r+b") as f:
+        f.write(bytes(512))
+
+
+def ntfs_break_mft(image: Path) -> None:
+    """The $MFT's first record loses its FILE magic, where the boot sector says it starts."""
+    with open(image, "r+b") as f:
+        boot = f.read(512)
+        cluster = int.from_bytes(boot[11:13], "little") * boot[13]
+        f.seek(int.from_bytes(boot[0x30:0x38], "little") * cluster)
+        assert f.read(4) == b"FILE"
+        f.seek(-4, os.SEEK_CUR)
+        f.write(b"BAAD")

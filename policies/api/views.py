@@ -187,15 +187,17 @@ def simulation_data(sim: Simulation) -> dict[str, Any]:
             "peak_bytes": _bytes(sim.peak),
             "bytes_at_end": _bytes(sim.at_end),
         },
+        # The same list a policy change's confirmation gives (`?dry_run=true`'s `expiring`).
         "earlier_expiries": [
             {
-                "recovery_point": str(rp.pk),
-                "item": rp.protected_item.vm.name,
-                "time": rp.time,
-                "expires_at": found.expires_now,
-                "expires_at_after_change": found.expires_after,
+                "recovery_point": cut.rp_id,
+                "item": cut.vm_name,
+                "time": cut.time,
+                "expires_at": cut.expires_at,
+                "expires_at_after_change": cut.new_expires_at,
+                "expires_now": cut.expires_now,
             }
-            for rp, found in sim.earlier
+            for cut in sim.earlier
         ],
     }
 

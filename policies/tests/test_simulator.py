@@ -77,7 +77,7 @@ def test_earlier_expiries_agree_with_reductions(old, new, start, days) -> None:
     more = [int(m.group(1)) for r in reasons if (m := re.match(r"\.\.\. and (\d+) more", r))]
     assert len(found) == mentioned + sum(more)
     for row in found:
-        assert row.expires_after < row.expires_now
+        assert row.expires_at is not None and row.new_expires_at < row.expires_at
         assert times[row.key] == row.slot
 
 

@@ -1,7 +1,8 @@
-"""Restore drills, run the real way: real ext4 images backed up into real stores, the drill's
-engine verify, restore to scratch, `e2fsck -fn` and file reads, and a real worker killed in
-the middle of one."""
+"""Restore drills, run the real way: real ext4 and NTFS images backed up into real stores, the
+drill's engine verify, restore to scratch, `e2fsck -fn` / `ntfsfix -n` and file reads, and a
+real worker killed in the middle of one."""
 
+import os
 import signal
 import subprocess
 from datetime import timedelta
@@ -11,6 +12,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from engine.tests.tools import make_ntfs, ntfs_break_mft, ntfs_zero_boot_sector, require_tool
 from inventory.lab import images
 from jobs import reconcile, runner, schedules, tasks
 from jobs.drill import drills_due, request_drill
@@ -225,3 +227,58 @@ def test_the_api_queues_a_drill_and_names_a_bad_tier(tmp_path, api):
     assert job.status == Status.COMPLETED, job.error_message
     detail = client.get(url.removesuffix("drill/")).json()
     assert detail["verification"] == "passed" and detail["drill"]["tier"] == "vault"
+
+
+NTFS_FILES = {"/readme.txt": b"an NTFS volume, drilled\n" * 100, "/data.bin": os.urandom(1 << 20)}
+
+
+def ntfs_world(tmp_path) -> World:
+    """A VM whose disk is a whole-disk NTFS volume (as a Windows data disk may be)."""
+    require_tool("ntfsfix")
+    w = World(tmp_path, freeze_command="true", thaw_command="true")
+    make_ntfs(w.images[-1], 16, NTFS_FILES)
+    return w
+
+
+def fsck_detail(rp: RecoveryPoint) -> str:
+    return next(c["detail"] for c in rp.drill["checks"] if c["name"] == "fsck lun -1")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_ntfs_disk_passes_checked_by_ntfsfix(tmp_path):
+    w = ntfs_world(tmp_path)
+    job, rp = drilled(w, backed_up(w), RestoreTier.VAULT)
+    assert job.status == Status.COMPLETED, job.error_message
+    assert checks(rp) == {
+        "chunks": "passed",
+        "restore": "passed",
+        "file_systems lun -1": "passed",
+        "fsck lun -1": "passed",
+        "files lun -1": "passed",
+    }
+    assert fsck_detail(rp).startswith("ntfsfix -n:")
+    assert rp.drill["checks"][-1]["detail"].startswith("2 of 2 file(s) read end to end")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("damage", "reader"), [(ntfs_zero_boot_sector, "skipped"), (ntfs_break_mft, "passed")]
+)
+def test_a_damaged_ntfs_fails_naming_ntfsfix(tmp_path, damage, reader):
+    w = ntfs_world(tmp_path)
+    damage(w.images[-1])
+    job, rp = drilled(w, backed_up(w), RestoreTier.VAULT)
+    assert (job.status, job.error_code) == (Status.FAILED, "drill_failed")
+    assert "check 'fsck lun -1'" in job.error_message and "ntfsfix -n" in job.error_message
+    assert checks(rp) == {
+        "chunks": "passed",
+        "restore": "passed",
+        "file_systems lun -1": reader,
+        "fsck lun -1": "failed",
+    }
+    assert rp.verification == Verification.FAILED
+    if reader == "skipped":
+        # The reader saw no file system; the drill says so and what named the type.
+        opened = rp.drill["checks"][2]["detail"]
+        assert "could not open" in opened and "backup boot sector" in opened
+        assert "ntfs" in opened and "no file of it is read" in opened

@@ -54,6 +54,13 @@ def test_reducing_retention_previews_the_cut_and_asks_to_confirm(
     assert page.inner_text("#policy-submit") == "Confirm and save"
     item.policy.refresh_from_db()
     assert item.policy.retention["daily"]["days"] == 30
+    # The simulator shows the same points beside the draft's calendar, on this page.
+    page.click("#retention-cut-simulate")
+    page.wait_for_selector("#simulation table.calendar")
+    simulated = page.locator("#simulation-earlier .earlier-row")
+    shown = [rows.nth(i).get_attribute("data-rp") for i in range(rows.count())]
+    assert [simulated.nth(i).get_attribute("data-rp") for i in range(simulated.count())] == shown
+    assert page.url.endswith("/policies/DefaultPolicy/edit/")
     page.click("#policy-submit")
     page.wait_for_url(f"{base}/vaults/prod/policies/")
     item.policy.refresh_from_db()

@@ -99,11 +99,19 @@ class VaultSerializer(StrictModelSerializer):
             "linked_hosts",
             "immutability_enforcement",
             "accounted_at",
+            "secondary_stored_bytes",
+            "secondary_accounted_at",
             "created_at",
             "role",
             "capabilities",
         ]
-        read_only_fields = ["name", "accounted_at", "created_at"]
+        read_only_fields = [
+            "name",
+            "accounted_at",
+            "secondary_stored_bytes",
+            "secondary_accounted_at",
+            "created_at",
+        ]
 
     def _user(self) -> AnyUser:
         user: AnyUser = self.context["request"].user
@@ -124,7 +132,12 @@ class VaultCreateSerializer(VaultSerializer):
     name = serializers.CharField(max_length=50)
 
     class Meta(VaultSerializer.Meta):
-        read_only_fields = ["accounted_at", "created_at"]
+        read_only_fields = [
+            "accounted_at",
+            "secondary_stored_bytes",
+            "secondary_accounted_at",
+            "created_at",
+        ]
 
 
 class MembershipSerializer(StrictModelSerializer):
@@ -253,6 +266,7 @@ class RecoveryPointSerializer(serializers.ModelSerializer):
             "size_bytes",
             "unique_bytes",
             "shared_bytes",
+            "secondary_unique_bytes",
             "tiers",
             "in_snapshot_tier",
             "in_vault_tier",

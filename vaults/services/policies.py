@@ -14,6 +14,7 @@ from security import mua
 from security.models import Approval
 from vaults import access, audit, lifecycle, rules
 from vaults.models import Vault
+from vaults.services.simulation import expiring_earlier
 
 Representation = dict[str, Any]
 NAME_TAKEN = "A policy with this name already exists in this vault."
@@ -99,7 +100,8 @@ def update_policy(
 def preview_policy_update(policy: BackupPolicy, rep: Representation, *, by: User) -> dict[str, Any]:
     """What `update_policy` would do, changing nothing (the page's confirmation and the API's
     dry run): the retention rules it shortens, the recovery points that would expire earlier
-    and when (those expiring at once go to the recycle bin), and whether the vault refuses it
+    and when (those expiring at once go to the recycle bin; the simulator's list, one rule),
+    and whether the vault refuses it
     (immutable) or holds it for approval (MUA). Raises the same field errors."""
     vault = policy.vault
     access.require(by, vault, "manage_policies")
@@ -114,7 +116,7 @@ def preview_policy_update(policy: BackupPolicy, rep: Representation, *, by: User
         raise _policy_errors(errors)
     items = list(policy.protected_items.live().select_related("vm"))
     reductions = retention_reductions(policy.representation(), cleaned, lifecycle.rp_times(items))
-    expiring = lifecycle.retention_cut(items, cleaned)
+    expiring = expiring_earlier(items, cleaned)
     return {
         "reduces_retention": bool(reductions),
         "reductions": reductions,

@@ -3,13 +3,15 @@
 A draft (or an existing policy) is planned over the next months; storage is estimated from the
 observed sizes of the items that use the policy (or of one named item); for a change from an
 existing policy, every live scheduled recovery point of its items that would expire earlier is
-listed with both dates. Nothing is changed. Errors name their field (`policy.<field>`,
+listed with both dates (`expiring_earlier`: the same list a policy change's confirmation shows,
+page and API dry run). Nothing is changed. Errors name their field (`policy.<field>`,
 `months`, `item`, `name`).
 """
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +23,7 @@ from policies import simulator
 from policies.models import BackupPolicy
 from policies.retention import add_months
 from policies.spec import validate_policy
-from vaults.models import ProtectedVM, RecoveryPoint, Vault
+from vaults.models import ProtectedVM, RecoveryPoint, RetentionMode, Vault
 
 MAX_MONTHS = 24
 # Recent backups an item's change rate is taken from (their median).
@@ -38,6 +40,19 @@ class Observed:
 
 
 @dataclass(frozen=True)
+class CutEntry:
+    """A recovery point whose expiry a policy change moves earlier."""
+
+    vm_name: str
+    rp_id: str
+    time: datetime
+    expires_at: datetime | None
+    new_expires_at: datetime
+    # Its new expiry has passed: it goes to the recycle bin (or is deleted) when saved.
+    expires_now: bool
+
+
+@dataclass(frozen=True)
 class Simulation:
     policy: dict[str, Any]
     start: datetime
@@ -46,7 +61,48 @@ class Simulation:
     observed: Observed
     peak: simulator.TierBytes
     at_end: simulator.TierBytes
-    earlier: list[tuple[RecoveryPoint, simulator.EarlierExpiry]]
+    earlier: list[CutEntry]
+
+
+def expiring_earlier(
+    items: Iterable[ProtectedVM], policy: Mapping[str, Any], *, now: datetime | None = None
+) -> list[CutEntry]:
+    """Which live scheduled recovery points of `items` would expire earlier under `policy`,
+    and when, soonest first; read only. The rules of `lifecycle.recompute_retention`:
+    on-demand RPs keep their own date; the latest RP of each item and every RP of a
+    retain-forever item are kept; an RP is its day's representative when it is in (or bound
+    for) the vault tier; the new expiry is compared with the one stored."""
+    now = now or timezone.now()
+    rps = {
+        rp.pk: rp
+        for rp in RecoveryPoint.objects.live()
+        .filter(protected_item__in=items)
+        .exclude(protected_item__retention_mode=RetentionMode.RETAIN_FOREVER)
+        .except_latest()
+        .select_related("protected_item__vm")
+        if not rp.is_on_demand
+    }
+    points = [
+        simulator.ExistingPoint(
+            pk,
+            rp.slot or rp.time,
+            is_daily_last=rp.in_vault_tier or rp.transfer_due,
+            expires_at=rp.expires_at,
+        )
+        for pk, rp in rps.items()
+    ]
+    cut = [
+        CutEntry(
+            vm_name=rps[e.key].protected_item.vm.name,
+            rp_id=str(e.key),
+            time=rps[e.key].time,
+            expires_at=e.expires_at,
+            new_expires_at=e.new_expires_at,
+            expires_now=e.new_expires_at <= now,
+        )
+        for e in simulator.expiring_earlier(policy, points)
+    ]
+    return sorted(cut, key=lambda c: (c.new_expires_at, c.vm_name, c.time))
 
 
 def observed_sizes(items: list[ProtectedVM]) -> Observed:
@@ -112,9 +168,9 @@ def simulate(
     points = simulator.plan(policy, now, until)
     seen = observed_sizes(items)
     sizes = {"full_bytes": seen.full_bytes, "change_bytes": seen.change_bytes}
-    earlier: list[tuple[RecoveryPoint, simulator.EarlierExpiry]] = []
+    earlier: list[CutEntry] = []
     if base is not None and draft is not None:
-        earlier = _earlier(base, policy, list(base.protected_items.live()))
+        earlier = expiring_earlier(base.protected_items.live(), policy, now=now)
     return Simulation(
         policy=policy,
         start=now,
@@ -125,23 +181,6 @@ def simulate(
         at_end=simulator.storage(points, until, **sizes),
         earlier=earlier,
     )
-
-
-def _earlier(
-    base: BackupPolicy, policy: dict[str, Any], items: list[ProtectedVM]
-) -> list[tuple[RecoveryPoint, simulator.EarlierExpiry]]:
-    """Scheduled live RPs of the items that ``policy`` expires earlier (latest ones are kept)."""
-    rps = {
-        rp.pk: rp
-        for rp in RecoveryPoint.objects.live()
-        .filter(protected_item__in=items, retain_until=None)
-        .except_latest()
-        .select_related("protected_item__vm")
-        if not rp.is_on_demand
-    }
-    rows = [(pk, rp.slot or rp.time) for pk, rp in rps.items()]
-    found = simulator.earlier_expiries(base.representation(), policy, rows)
-    return [(rps[e.key], e) for e in found]
 
 
 def calendar_weeks(sim: Simulation) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from portal.pages import (
     error_text,
 )
 from vaults import access
+from vaults.accounting import secondary_copy
 from vaults.attach import attach_vault
 from vaults.forms import VaultAttachForm, VaultCreateForm
 from vaults.models import Anomaly, ItemState, Vault, Verification
@@ -97,6 +98,7 @@ def vault_detail(request: PageRequest, name: str) -> HttpResponse:
         hosts=hosts,
         storage=vault_storage(vault),
         replication=replication_lag(vault),
+        secondary=secondary_copy(vault),
     )
     return render(request, "vaults/vault_detail.html", context)
 

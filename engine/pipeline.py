@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import mmap
 import os
 import threading
 import time
@@ -76,51 +75,113 @@ _DIRECT_ALIGN = 4096  # O_DIRECT wants buffer, offset and length aligned to the 
 _buffers = threading.local()
 
 
-def _aligned_buffer(n: int) -> mmap.mmap:
-    """This thread's page-aligned read buffer of at least n bytes (kept: fresh pages per read
-    would be faulted in and zeroed, see keep_heap)."""
-    buf: mmap.mmap | None = getattr(_buffers, "buf", None)
-    if buf is None or len(buf) < n:
-        if buf is not None:
-            buf.close()
-        buf = _buffers.buf = mmap.mmap(-1, max(n, 2 << 20))
+class AlignedBuffer:
+    """`size` bytes at a page-aligned address inside a bytearray. O_DIRECT reads and writes
+    use it as it is (no bounce copy), and the bytearray's own methods scan it in place
+    (`startswith` with offsets), which a memoryview cannot do at C speed."""
+
+    def __init__(self, size: int) -> None:
+        self.raw = bytearray(size + _DIRECT_ALIGN)
+        address = ctypes.addressof(ctypes.c_char.from_buffer(self.raw))
+        self.start = -address % _DIRECT_ALIGN  # where the aligned bytes begin in `raw`
+        self.size = size
+        self.view = memoryview(self.raw)[self.start : self.start + size]
+        self.length = 0  # how many bytes it holds now
+
+
+class BufferPool:
+    """Aligned buffers of one size handed from thread to thread (a chunk file read on one
+    thread, decoded on another). Buffers are made when none is free and kept for reuse: the
+    callers bound how many are out at once."""
+
+    def __init__(self, size: int) -> None:
+        self.size = -(-size // _DIRECT_ALIGN) * _DIRECT_ALIGN
+        self._free: list[AlignedBuffer] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> AlignedBuffer:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return AlignedBuffer(self.size)
+
+    def give(self, buf: AlignedBuffer) -> None:
+        buf.length = 0
+        with self._lock:
+            self._free.append(buf)
+
+
+def thread_buffer(size: int) -> AlignedBuffer:
+    """This thread's aligned buffer of at least `size` bytes (kept: fresh pages for every
+    chunk would be faulted in and zeroed, see keep_heap)."""
+    buf: AlignedBuffer | None = getattr(_buffers, "buf", None)
+    if buf is None or buf.size < size:
+        buf = _buffers.buf = AlignedBuffer(max(-(-size // _DIRECT_ALIGN) * _DIRECT_ALIGN, 2 << 20))
     return buf
 
 
 def read_once(path: str | os.PathLike[str]) -> bytes:
-    """The bytes of a file that is read once (a chunk file during a restore).
-
-    Read through the page cache when all of it is there (a restore right after the backup);
-    otherwise with O_DIRECT into an aligned buffer and copied out, which spares the kernel
-    filling the page cache with bytes nobody reads again and copying them out of it (about
-    40% of the CPU time of a cold read, bench/README.md "Restore at disk speed"). Falls back
-    to a plain read where the file system refuses O_DIRECT or the kernel cannot tell what is
-    cached."""
+    """The bytes of a file that is read once, copied out of this thread's buffer (see
+    read_into: how it is read)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         size = os.fstat(fd).st_size
-        end = -(-size // _DIRECT_ALIGN) * _DIRECT_ALIGN
-        cached = _cached_pages(fd)
-        direct = cached is not None and cached < end // _DIRECT_ALIGN and _set_direct(fd)
-        with memoryview(_aligned_buffer(end)) as view:
-            pos = 0
-            while pos < size:
-                try:
-                    n = os.preadv(fd, [view[pos:end]], pos)
-                except OSError as e:
-                    if not direct or e.errno != errno.EINVAL:
-                        raise
-                    # An unaligned position (after a short read) or a refusal: go on
-                    # through the page cache.
-                    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
-                    direct = False
-                    continue
-                if n == 0:
-                    break  # shorter than it was: the caller sees it truncated
-                pos += n
-            return bytes(view[:pos])
+        buf = thread_buffer(size)
+        return bytes(buf.view[: _read_file(fd, size, buf)])
     finally:
         os.close(fd)
+
+
+def read_into(path: str | os.PathLike[str], pool: BufferPool) -> AlignedBuffer | bytes:
+    """The bytes of a file that is read once (a chunk file during a restore), in a buffer of
+    `pool` (give it back when done), or as bytes when the file is larger than the pool's
+    buffers.
+
+    Read through the page cache when all of it is there (a restore right after the backup);
+    otherwise with O_DIRECT straight into the aligned buffer, which spares the kernel filling
+    the page cache with bytes nobody reads again and copying them out of it (about 40% of the
+    CPU time of a cold read, bench/README.md "Restore at disk speed"). Falls back to a plain
+    read where the file system refuses O_DIRECT or the kernel cannot tell what is cached."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        if size > pool.size:
+            buf = thread_buffer(size)
+            return bytes(buf.view[: _read_file(fd, size, buf)])
+        buf = pool.take()
+        try:
+            buf.length = _read_file(fd, size, buf)
+        except BaseException:
+            pool.give(buf)
+            raise
+        return buf
+    finally:
+        os.close(fd)
+
+
+def _read_file(fd: int, size: int, buf: AlignedBuffer) -> int:
+    """Read the open file of `size` bytes into `buf` (at least `size` rounded up to 4 KiB);
+    returns how many bytes were read (fewer when the file shrank)."""
+    end = -(-size // _DIRECT_ALIGN) * _DIRECT_ALIGN
+    cached = _cached_pages(fd)
+    direct = cached is not None and cached < end // _DIRECT_ALIGN and _set_direct(fd)
+    view = buf.view
+    pos = 0
+    while pos < size:
+        try:
+            n = os.preadv(fd, [view[pos:end]], pos)
+        except OSError as e:
+            if not direct or e.errno != errno.EINVAL:
+                raise
+            # An unaligned position (after a short read) or a refusal: go on
+            # through the page cache.
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+            direct = False
+            continue
+        if n == 0:
+            break  # shorter than it was: the caller sees it truncated
+        pos += n
+    return min(pos, size)
 
 
 def _set_direct(fd: int) -> bool:
@@ -141,24 +202,30 @@ def reopen_direct(fd: int) -> int:
         return -1
 
 
-def pwrite_direct(direct_fd: int, fd: int, data: memoryview, offset: int) -> None:
-    """Write `data` at `offset` (both multiples of 4 KiB) through direct_fd, from an aligned
-    copy: the device reads it from there, and no page of the file is allocated, copied into
-    and written back later. What the direct write refuses goes through `fd` instead."""
+def pwrite_direct(
+    direct_fd: int, fd: int, data: memoryview, offset: int, *, aligned: bool = False
+) -> None:
+    """Write `data` at `offset` (both multiples of 4 KiB) through direct_fd: as it is when
+    `aligned` (it starts at a page-aligned address), else from an aligned copy. The device
+    reads it from there, and no page of the file is allocated, copied into and written back
+    later. What the direct write refuses goes through `fd` instead."""
     n = len(data)
-    buf = _aligned_buffer(n)
-    buf[:n] = data
-    with memoryview(buf) as view:
-        done = 0
-        while done < n:
-            try:
-                done += os.pwrite(direct_fd, view[done:n], offset + done)
-            except OSError as e:
-                if e.errno != errno.EINVAL:
-                    raise
-                break
-            if done % _DIRECT_ALIGN:
-                break  # a short write at an odd length: the rest cannot go direct
+    if aligned:
+        view = data
+    else:
+        buf = thread_buffer(n)
+        buf.view[:n] = data
+        view = buf.view
+    done = 0
+    while done < n:
+        try:
+            done += os.pwrite(direct_fd, view[done:n], offset + done)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            break
+        if done % _DIRECT_ALIGN:
+            break  # a short write at an odd length: the rest cannot go direct
     while done < n:
         done += os.pwrite(fd, data[done:], offset + done)
 

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from engine import BackupRequest, DiskSource, Progress, Store, backup, restore
-from engine.pipeline import _cached_pages, read_once, reopen_direct
+from engine.pipeline import (
+    AlignedBuffer,
+    BufferPool,
+    _cached_pages,
+    read_into,
+    read_once,
+    reopen_direct,
+)
 from engine.restore import PAGE, WRITEBACK_STEP, write_data
 from engine.tests.tools import same_bytes
 
@@ -34,10 +41,18 @@ def _allocated(path: Path) -> int:
     ],
 )
 @pytest.mark.parametrize("direct", [False, True], ids=["cached", "direct"])
+@pytest.mark.parametrize("source", ["bytes", "aligned"])
 def test_write_data_leaves_zero_pages_as_holes(
-    tmp_path: Path, layout: list[tuple[str, int]], direct: bool
+    tmp_path: Path, layout: list[tuple[str, int]], direct: bool, source: str
 ) -> None:
     data = b"".join(os.urandom(n) if kind == "data" else bytes(n) for kind, n in layout)
+    given: bytes | AlignedBuffer = data
+    if source == "aligned":
+        # A reused decode buffer: what lies past `length` is an older chunk's, never written.
+        given = AlignedBuffer(len(data) + 3 * PAGE)
+        given.view[:] = os.urandom(given.size)
+        given.view[: len(data)] = data
+        given.length = len(data)
     out = tmp_path / "out.img"
     offset = 8 * PAGE
     fd = os.open(out, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
@@ -47,13 +62,14 @@ def test_write_data_leaves_zero_pages_as_holes(
         if direct and direct_fd < 0:
             pytest.skip("this file system refuses O_DIRECT")
         try:
-            write_data(fd, data, offset, direct_fd)
+            write_data(fd, given, offset, direct_fd)
         finally:
             if direct_fd >= 0:
                 os.close(direct_fd)
         os.fsync(fd)
         assert os.pread(fd, len(data), offset) == data
         assert os.pread(fd, offset, 0) == bytes(offset)
+        assert os.pread(fd, PAGE, offset + len(data)) == bytes(PAGE)
     finally:
         os.close(fd)
     data_pages = sum(
@@ -144,6 +160,35 @@ def test_read_once_cached_cold_and_partly_cached(tmp_path: Path, size: int) -> N
     with open(path, "rb") as f:
         f.read(PAGE)  # the first page (and what the kernel reads ahead) cached
     assert read_once(path) == data
+
+
+@pytest.mark.parametrize("size", [0, 1, PAGE + 1, 1 << 20, (1 << 20) + 123])
+def test_read_into_a_pooled_buffer_cached_and_cold(tmp_path: Path, size: int) -> None:
+    path = tmp_path / "chunk"
+    data = os.urandom(size)
+    path.write_bytes(data)
+    pool = BufferPool(1 << 20)
+    for evict in (False, True):
+        if evict:
+            _evict(path)
+        got = read_into(path, pool)
+        if size > pool.size:
+            assert got == data  # larger than the pool's buffers: plain bytes
+            continue
+        assert isinstance(got, AlignedBuffer)
+        assert got.length == size and got.view[:size] == data
+        pool.give(got)
+        assert pool.take() is got  # handed back, then reused
+        pool.give(got)
+
+
+def test_aligned_buffer_is_page_aligned() -> None:
+    import ctypes
+
+    for size in (PAGE, 1 << 20, 3 * PAGE + 5):
+        buf = AlignedBuffer(size)
+        address = ctypes.addressof(ctypes.c_char.from_buffer(buf.view))
+        assert address % PAGE == 0 and len(buf.view) == size
 
 
 def test_restore_from_cold_chunk_files(tmp_path: Path, kek: bytes) -> None:

@@ -343,13 +343,7 @@ def decode_chunk_into(
     if codec_id == CODEC_ZSTD:
         payload = _scratch(len(sealed) - TAG_LEN)
         _decrypt_into(keys, nonce, sealed, aad, payload)
-        try:
-            data = _decompressor().decompress(payload, max_output_size=plain_len)
-        except zstandard.ZstdError as e:
-            raise ChunkDamaged(f"decompression failed: {e}") from e
-        if len(data) != plain_len:
-            raise ChunkDamaged(f"length {len(data)} != expected {plain_len}")
-        target[:] = data
+        _decompress_into(payload, target)
     else:
         if len(sealed) - TAG_LEN != plain_len:
             raise ChunkDamaged(f"length {len(sealed) - TAG_LEN} != expected {plain_len}")
@@ -366,6 +360,27 @@ def _decrypt_into(
         _aead(keys.dek).decrypt_into(nonce, sealed, aad, out)
     except InvalidTag as e:
         raise ChunkDamaged("authentication failed (wrong key, wrong id or tampering)") from e
+
+
+def _decompress_into(payload: memoryview, out: memoryview) -> None:
+    """Decompress one zstd frame into all of `out`, exactly: zstd writes into it, with no
+    buffer of its own to copy from."""
+    n = len(out)
+    got = 0
+    try:
+        with _decompressor().stream_reader(payload, read_size=len(payload)) as reader:
+            while got < n:
+                step = reader.readinto(out[got:])
+                if step == 0:
+                    break
+                got += step
+            more = reader.readinto(bytearray(1)) if got == n else 0
+    except zstandard.ZstdError as e:
+        raise ChunkDamaged(f"decompression failed: {e}") from e
+    if more:
+        raise ChunkDamaged(f"decompression failed: more than the expected {n} bytes")
+    if got != n:
+        raise ChunkDamaged(f"length {got} != expected {n}")
 
 
 def _scratch(n: int) -> memoryview:

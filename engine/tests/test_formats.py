@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from engine import (
     KeyUnavailable,
@@ -247,3 +248,19 @@ def test_the_fingerprint_never_refuses_a_key_that_opens_the_store() -> None:
     with pytest.raises(KeyUnavailable, match="damaged") as e:
         unwrap_keys(json.dumps(damaged).encode(), kek)
     assert not isinstance(e.value, WrongKey)
+
+
+def test_decompress_into_fills_exactly_or_names_the_damage() -> None:
+    from engine.formats import _decompress_into
+
+    data = b"lifeboat " * 20000
+    frame = zstandard.ZstdCompressor(level=1, write_content_size=True).compress(data)
+    out = bytearray(len(data))
+    _decompress_into(memoryview(frame), memoryview(out))
+    assert out == data
+    with pytest.raises(ChunkDamaged, match="length"):
+        _decompress_into(memoryview(frame[:-9]), memoryview(out))  # truncated frame
+    with pytest.raises(ChunkDamaged, match="more than the expected"):
+        _decompress_into(memoryview(frame), memoryview(out)[:-1])
+    with pytest.raises(ChunkDamaged, match="length"):
+        _decompress_into(memoryview(frame), memoryview(bytearray(len(data) + 1)))

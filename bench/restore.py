@@ -26,9 +26,11 @@ each figure is the median of --runs rounds. CPU s is the user + system time of t
 
 The profile runs the stages of one restore one after the other on one thread (both tiers of
 the ext4 shape, or the last shape run, cold), timing each with the wall clock and with the
-thread's CPU clock: read the chunk file (`pipeline.read_once`, as the engine reads), the
-keyless outer checksum, decrypt + authenticate, decompress, recompute the keyed id, write
-(zero pages skipped, long runs with O_DIRECT, as the engine writes), final fsync. Wall minus
+thread's CPU clock: read the chunk file (`pipeline.read_into` a pooled aligned buffer, as
+the engine reads), the keyless outer checksum, decrypt + authenticate (into the aligned write
+buffer, or a scratch buffer when compressed), decompress (into the write buffer), recompute
+the keyed id, write (zero pages skipped, long runs with O_DIRECT from the buffer itself, as
+the engine writes), final fsync. Wall minus
 CPU is time spent waiting for the disk. The restore itself overlaps these: reads on threads
 of their own, decoding on as many threads as cores.
 
@@ -56,7 +58,13 @@ sys.path.insert(0, str(REPO))
 import engine  # noqa: E402
 import engine.fs  # noqa: E402
 from engine import formats  # noqa: E402
-from engine.pipeline import keep_heap, read_once, reopen_direct  # noqa: E402
+from engine.pipeline import (  # noqa: E402
+    AlignedBuffer,
+    BufferPool,
+    keep_heap,
+    read_into,
+    reopen_direct,
+)
 from engine.restore import write_data  # noqa: E402
 
 SNAPSHOT_CODEC = "none"  # vaults/stores.py
@@ -298,6 +306,7 @@ def run(args: argparse.Namespace, size: int, work: Path) -> int:
         lines.append(
             f"| total | {total:.3f} | 100% | {total_cpu:.3f} | {max(0.0, total - total_cpu):.3f} |"
         )
+        lines += ["", bottleneck(profile)]
     if browse:
         lines += ["", browse]
     identical_all = all(r[5] for r in rows)
@@ -310,6 +319,25 @@ def run(args: argparse.Namespace, size: int, work: Path) -> int:
     ]
     print("\n".join(lines))
     return 0
+
+
+def bottleneck(profile: list[tuple[str, float, float]]) -> str:
+    """One sentence naming where a profiled restore spends its time: waiting on the disk or
+    working on a core, and which stage most."""
+    wait = {name: max(0.0, t - c) for name, t, c in profile}
+    cpu = {name: c for name, _, c in profile}
+    total_wait, total_cpu = sum(wait.values()), sum(cpu.values())
+    top_wait = max(wait, key=lambda n: wait[n])
+    top_cpu = max(cpu, key=lambda n: cpu[n])
+    # The restore runs the CPU stages on every core while the disk serves reads and writes
+    # in parallel: the side that is larger per core is what bounds it.
+    cores = os.cpu_count() or 1
+    side = "the disk" if total_wait >= total_cpu / cores else f"the CPU ({cores} cores)"
+    return (
+        f"Bottleneck: {side}. Waiting {total_wait:.3f} s (most in {top_wait}: "
+        f"{wait[top_wait]:.3f} s), CPU {total_cpu:.3f} s (most in {top_cpu}: {cpu[top_cpu]:.3f} s), "
+        f"{total_cpu / cores:.3f} s per core."
+    )
 
 
 def profile_stages(store: engine.Store, rp: str, out: Path) -> list[tuple[str, float, float]]:
@@ -333,34 +361,41 @@ def profile_stages(store: engine.Store, rp: str, out: Path) -> list[tuple[str, f
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     direct_fd = reopen_direct(fd)
     clocks = (time.perf_counter, time.thread_time)
+    # As the restore decodes: read into a pooled aligned buffer, decrypt straight into the
+    # aligned write buffer (or, compressed, into a scratch buffer decompressed into it).
+    pool = BufferPool(index.chunk_size + formats.DELTA_OVERHEAD)
+    out, scratch = AlignedBuffer(index.chunk_size), AlignedBuffer(index.chunk_size + PAGE)
     try:
         os.ftruncate(fd, index.disk_size)
         for i in range(index.count):
             cid = index.digest(i)
             if cid == formats.ZERO_DIGEST:
                 continue
+            ln = index.chunk_len(i)
             marks = [tuple(c() for c in clocks)]
-            blob = read_once(store.chunk_path(cid))
+            held = read_into(store.chunk_path(cid), pool)
+            assert isinstance(held, AlignedBuffer)
+            blob = held.view[: held.length]
             marks.append(tuple(c() for c in clocks))
             assert formats.check_outer(blob) is None
             marks.append(tuple(c() for c in clocks))
-            _m, _v, codec_id, _f, plain_len = formats.CHUNK_HEADER.unpack_from(blob)
+            _m, version, codec_id, _f, plain_len = formats.CHUNK_HEADER.unpack_from(blob)
+            assert version == formats.CHUNK_VERSION and plain_len == ln  # a full backup
             hs = formats.CHUNK_HEADER.size
-            view = memoryview(blob)
-            payload = formats._aead(keys.dek).decrypt(
-                view[hs : hs + formats.NONCE_LEN],
-                view[hs + formats.NONCE_LEN : -formats.OUTER_LEN],
-                blob[:hs] + cid,
+            sealed = blob[hs + formats.NONCE_LEN : -formats.OUTER_LEN]
+            into = scratch.view[: len(sealed) - formats.TAG_LEN] if codec_id else out.view[:ln]
+            formats._aead(keys.dek).decrypt_into(
+                blob[hs : hs + formats.NONCE_LEN], sealed, bytes(blob[:hs]) + cid, into
             )
             marks.append(tuple(c() for c in clocks))
             if codec_id == formats.CODEC_ZSTD:
-                data = formats._decompressor().decompress(payload, max_output_size=plain_len)
-            else:
-                data = payload
+                formats._decompress_into(into, out.view[:ln])
             marks.append(tuple(c() for c in clocks))
-            assert formats.chunk_id(keys, data) == cid
+            assert formats.chunk_id(keys, out.view[:ln]) == cid
+            pool.give(held)
             marks.append(tuple(c() for c in clocks))
-            write_data(fd, data, i * index.chunk_size, direct_fd)
+            out.length = ln
+            write_data(fd, out, i * index.chunk_size, direct_fd)
             marks.append(tuple(c() for c in clocks))
             for name, (a, b) in zip(stages, zip(marks, marks[1:], strict=False), strict=False):
                 wall[name] += b[0] - a[0]

@@ -120,18 +120,6 @@ def thread_buffer(size: int) -> AlignedBuffer:
     return buf
 
 
-def read_once(path: str | os.PathLike[str]) -> bytes:
-    """The bytes of a file that is read once, copied out of this thread's buffer (see
-    read_into: how it is read)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        size = os.fstat(fd).st_size
-        buf = thread_buffer(size)
-        return bytes(buf.view[: _read_file(fd, size, buf)])
-    finally:
-        os.close(fd)
-
-
 def read_into(path: str | os.PathLike[str], pool: BufferPool) -> AlignedBuffer | bytes:
     """The bytes of a file that is read once (a chunk file during a restore), in a buffer of
     `pool` (give it back when done), or as bytes when the file is larger than the pool's

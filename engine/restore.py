@@ -427,7 +427,7 @@ def _decode(
         blob = stored.result()
         held = blob if isinstance(blob, AlignedBuffer) else None
         try:
-            stored_bytes = held.view[: held.length] if held is not None else blob
+            stored_bytes = blob.view[: blob.length] if isinstance(blob, AlignedBuffer) else blob
             if not decode_chunk_into(store.require_keys(), cid, stored_bytes, length, out.view):
                 data = store.read_chunk(cid, length, bytes(stored_bytes))
                 out.view[:length] = data

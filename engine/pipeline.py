@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -71,14 +72,38 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
         _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
+_SYNC_FILE_RANGE_WAIT_BEFORE, _SYNC_FILE_RANGE_WAIT_AFTER = 1, 4
+
+
+def write_behind(fd: int, start: tuple[int, int], written: tuple[int, int] | None) -> None:
+    """Start writing the range `start` (offset, length) of a file to disk, and wait for the
+    earlier range `written`, whose writeback was started before, to be on disk and drop it
+    from the page cache: a file written once (a restored disk) then streams through a
+    bounded part of the cache while the kernel keeps many writes in flight. Best effort, like
+    start_writeback: the final fsync writes whatever this missed."""
+    start_writeback(fd, *start)
+    if written is None or _sync_file_range is None or written[1] <= 0:
+        return
+    flags = _SYNC_FILE_RANGE_WAIT_BEFORE | _SYNC_FILE_RANGE_WRITE | _SYNC_FILE_RANGE_WAIT_AFTER
+    if _sync_file_range(fd, written[0], written[1], flags) == 0:
+        os.posix_fadvise(fd, written[0], written[1], os.POSIX_FADV_DONTNEED)
+
+
+def forget_cached(fd: int) -> None:
+    """Drop a file that was written once and synced from the page cache (its pages are clean:
+    nothing is lost), so a restore leaves the cache to what the machine was using."""
+    with contextlib.suppress(OSError):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
 _DIRECT_ALIGN = 4096  # O_DIRECT wants buffer, offset and length aligned to the device's block
 _buffers = threading.local()
 
 
 class AlignedBuffer:
-    """`size` bytes at a page-aligned address inside a bytearray. O_DIRECT reads and writes
-    use it as it is (no bounce copy), and the bytearray's own methods scan it in place
-    (`startswith` with offsets), which a memoryview cannot do at C speed."""
+    """`size` bytes at a page-aligned address inside a bytearray. O_DIRECT reads fill it as it
+    is (no bounce copy), and the bytearray's own methods scan it in place (`startswith` with
+    offsets), which a memoryview cannot do at C speed."""
 
     def __init__(self, size: int) -> None:
         self.raw = bytearray(size + _DIRECT_ALIGN)
@@ -178,44 +203,6 @@ def _set_direct(fd: int) -> bool:
     except OSError:
         return False
     return True
-
-
-def reopen_direct(fd: int) -> int:
-    """A second descriptor of an open file that writes past the page cache (O_DIRECT), opened
-    through /proc/self/fd (the same file, whatever its name has become); -1 where the system
-    or the file system refuses it."""
-    try:
-        return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
-    except OSError:
-        return -1
-
-
-def pwrite_direct(
-    direct_fd: int, fd: int, data: memoryview, offset: int, *, aligned: bool = False
-) -> None:
-    """Write `data` at `offset` (both multiples of 4 KiB) through direct_fd: as it is when
-    `aligned` (it starts at a page-aligned address), else from an aligned copy. The device
-    reads it from there, and no page of the file is allocated, copied into and written back
-    later. What the direct write refuses goes through `fd` instead."""
-    n = len(data)
-    if aligned:
-        view = data
-    else:
-        buf = thread_buffer(n)
-        buf.view[:n] = data
-        view = buf.view
-    done = 0
-    while done < n:
-        try:
-            done += os.pwrite(direct_fd, view[done:n], offset + done)
-        except OSError as e:
-            if e.errno != errno.EINVAL:
-                raise
-            break
-        if done % _DIRECT_ALIGN:
-            break  # a short write at an odd length: the rest cannot go direct
-    while done < n:
-        done += os.pwrite(fd, data[done:], offset + done)
 
 
 class _CacheStat(ctypes.Structure):

@@ -25,12 +25,11 @@ from .pipeline import (
     BufferPool,
     Throttle,
     default_threads,
-    pwrite_direct,
+    forget_cached,
     read_into,
-    reopen_direct,
     round_robin,
     run_bounded,
-    start_writeback,
+    write_behind,
 )
 from .store import Store
 from .targets import (
@@ -158,6 +157,7 @@ def restore(
             if sync:
                 for disk in disks:
                     os.fsync(disk.fd)
+                    forget_cached(disk.fd)
             for disk in disks:
                 if disk.target.format == "qcow2":
                     disk.convert(marker)
@@ -183,7 +183,6 @@ class _DiskRestore:
     index: DiskIndex
     temp: str = ""
     fd: int = -1  # the open temp file, once created
-    direct_fd: int = -1  # the same file opened with O_DIRECT, where allowed
     placed: bool = False
 
     def create_temp(self, marker: str) -> None:
@@ -191,18 +190,10 @@ class _DiskRestore:
         self.temp = _temp_prefix(self.target.name, marker) + uuid.uuid4().hex[:10]
         self.fd = create_temp(self.target, self.temp)
         os.ftruncate(self.fd, self.index.disk_size)
-        self.direct_fd = reopen_direct(self.fd)
-
-    def close_direct(self) -> None:
-        if self.direct_fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self.direct_fd)
-            self.direct_fd = -1
 
     def convert(self, marker: str) -> None:
         """Replace the raw temp file by its qcow2 conversion (a second temp file, named alike so
         that what a killed process leaves is found the same way)."""
-        self.close_direct()
         qcow2 = _temp_prefix(self.target.name, marker) + uuid.uuid4().hex[:10]
         new_fd = convert_to_qcow2(self.target.dir_fd, self.temp, qcow2)
         raw, raw_fd = self.temp, self.fd
@@ -214,7 +205,6 @@ class _DiskRestore:
 
     def discard_temp(self) -> None:
         """Close the temp file and, unless it was put in place, remove it."""
-        self.close_direct()
         if self.fd < 0:
             return
         with contextlib.suppress(OSError):
@@ -258,31 +248,23 @@ _ZERO_PAGE = bytes(PAGE)
 # the 588 chunk files of a 1 GiB image cold took 0.96 s with 8 direct reads in flight and
 # 0.80 s with 32; 16 gets most of that for half the buffers.
 READ_AHEAD_THREADS = 16
-# Writeback of the restored bytes is started every this many bytes of a disk, so the disk
-# writes while later chunks are decoded and the final fsync finds little left to do.
+# The restored bytes go through the page cache, and every this many bytes of a disk their
+# writeback is started while the step before is waited for and dropped from the cache
+# (pipeline.write_behind): the kernel keeps many writes in flight and the final fsync finds
+# little left to do. Written with O_DIRECT instead, each write waited for the device on a
+# decode thread: restores took 1.3-1.8x as long (bench/README.md, "Restore at disk speed").
 WRITEBACK_STEP = 16 << 20
 
 
-# Runs of data pages at least this long are written with O_DIRECT when the target allows it:
-# copying them into fresh page-cache pages was a fifth of a restore's samples in perf, and
-# their writeback then competed for the disk and the cores (bench/README.md, "Restore at disk
-# speed"); direct, they are copied into a reused aligned buffer that the device reads. Shorter
-# runs go through the page cache, which gathers them into larger writes than one direct write
-# per 4 KiB page would be.
-DIRECT_MIN = 64 << 10
-
-
-def write_data(fd: int, data: bytes | AlignedBuffer, offset: int, direct_fd: int = -1) -> None:
-    """Write `data` (bytes, or the first `length` bytes of an aligned buffer) at `offset` of a
-    new sparse file, leaving its zero pages as holes: they read as zeros already, and writing
-    them would cost the disk what cp --sparse saves. With `direct_fd` (the same file opened
-    with O_DIRECT), long page-aligned runs go direct: from an aligned buffer as they are,
-    from bytes through an aligned copy."""
+def write_data(fd: int, data: bytes | AlignedBuffer, offset: int) -> None:
+    """Write `data` (bytes, or the first `length` bytes of a buffer) at `offset` of a new
+    sparse file, leaving its zero pages as holes: they read as zeros already, and writing
+    them would cost the disk what cp --sparse saves."""
     if isinstance(data, AlignedBuffer):
         raw: bytes | bytearray = data.raw
-        base, n, view, aligned = data.start, data.length, data.view, True
+        base, n, view = data.start, data.length, data.view
     else:
-        raw, base, n, view, aligned = data, 0, len(data), memoryview(data), False
+        raw, base, n, view = data, 0, len(data), memoryview(data)
     pos = 0
     while pos < n:
         # startswith compares in place: no copy of the page, unlike a slice. Its end is
@@ -294,9 +276,6 @@ def write_data(fd: int, data: bytes | AlignedBuffer, offset: int, direct_fd: int
             pos += PAGE
         part = view[start : min(pos, n)]
         at = offset + start
-        if direct_fd >= 0 and len(part) >= DIRECT_MIN and not (at | len(part)) % PAGE:
-            pwrite_direct(direct_fd, fd, part, at, aligned=aligned)
-            continue
         while part:
             done = os.pwrite(fd, part, at)
             part, at = part[done:], at + done
@@ -322,6 +301,7 @@ def _write_disks(
     throttle = Throttle(progress, "restore", sum(d.index.disk_size for d in disks))
     totals = _Totals()
     kicked = [0] * len(disks)  # per disk: where writeback was last started up to
+    started: list[tuple[int, int] | None] = [None] * len(disks)  # and that last range
 
     def write(n: int, i: int, stored: Future[AlignedBuffer | bytes]) -> _Piece:
         disk = disks[n]
@@ -331,7 +311,7 @@ def _write_disks(
         out = _decoded(idx.chunk_size)
         _decode(store, idx.digest(i), ln, (rp_id, disk.lun, off), stored, pool, out)
         try:
-            write_data(disk.fd, out, off, disk.direct_fd)
+            write_data(disk.fd, out, off)
         except OSError as e:
             raise TargetUnwritable(f"write to restore target failed: {e.strerror}") from e
         return _Piece(n, off + ln, ln, True)
@@ -358,7 +338,9 @@ def _write_disks(
         # still writes whatever it missed.
         n = piece.disk
         if sync and piece.end - kicked[n] >= WRITEBACK_STEP:
-            flusher.submit(start_writeback, disks[n].fd, kicked[n], piece.end - kicked[n])
+            step = (kicked[n], piece.end - kicked[n])
+            flusher.submit(write_behind, disks[n].fd, step, started[n])
+            started[n] = step
             kicked[n] = piece.end
 
     # Chunk files are read into buffers of this pool and decoded out of them (no copy); a

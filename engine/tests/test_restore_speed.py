@@ -14,7 +14,7 @@ from engine.pipeline import (
     BufferPool,
     _cached_pages,
     read_into,
-    reopen_direct,
+    write_behind,
 )
 from engine.restore import PAGE, WRITEBACK_STEP, write_data
 from engine.tests.tools import same_bytes
@@ -34,15 +34,14 @@ def _allocated(path: Path) -> int:
         [("zero", PAGE), ("data", 2 * PAGE), ("zero", 3 * PAGE), ("data", PAGE)],
         [("data", PAGE), ("zero", 2 * PAGE), ("data", 100)],  # partial last page
         [("data", PAGE), ("zero", PAGE + 100)],  # a zero partial last page
-        # runs long enough to be written direct, with and without a partial last page
+        # long runs of data, with and without a partial last page
         [("data", 17 * PAGE), ("zero", 2 * PAGE), ("data", 16 * PAGE), ("zero", PAGE)],
         [("zero", 3 * PAGE), ("data", 20 * PAGE + 100)],
     ],
 )
-@pytest.mark.parametrize("direct", [False, True], ids=["cached", "direct"])
 @pytest.mark.parametrize("source", ["bytes", "aligned"])
 def test_write_data_leaves_zero_pages_as_holes(
-    tmp_path: Path, layout: list[tuple[str, int]], direct: bool, source: str
+    tmp_path: Path, layout: list[tuple[str, int]], source: str
 ) -> None:
     data = b"".join(os.urandom(n) if kind == "data" else bytes(n) for kind, n in layout)
     given: bytes | AlignedBuffer = data
@@ -57,14 +56,7 @@ def test_write_data_leaves_zero_pages_as_holes(
     fd = os.open(out, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.ftruncate(fd, offset + len(data) + PAGE)
-        direct_fd = reopen_direct(fd) if direct else -1
-        if direct and direct_fd < 0:
-            pytest.skip("this file system refuses O_DIRECT")
-        try:
-            write_data(fd, given, offset, direct_fd)
-        finally:
-            if direct_fd >= 0:
-                os.close(direct_fd)
+        write_data(fd, given, offset)
         os.fsync(fd)
         assert os.pread(fd, len(data), offset) == data
         assert os.pread(fd, offset, 0) == bytes(offset)
@@ -137,6 +129,27 @@ def _cached(path: Path) -> int | None:
         os.close(fd)
 
 
+def test_write_behind_drops_what_is_written_and_keeps_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "out.img"
+    step = 4 << 20
+    data = os.urandom(3 * step)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        if _cached_pages(fd) is None:
+            pytest.skip("the kernel cannot tell what is cached (no cachestat)")
+        os.pwrite(fd, data, 0)
+        assert _cached_pages(fd) == 3 * step // PAGE  # all just written, in the cache
+        write_behind(fd, (step, step), None)  # started only: nothing dropped yet
+        assert _cached_pages(fd) == 3 * step // PAGE
+        write_behind(fd, (2 * step, step), (0, step))  # the first step waited for, dropped
+        assert _cached_pages(fd) == 2 * step // PAGE
+        write_behind(fd, (3 * step, 0), (step, 2 * step))
+        assert _cached_pages(fd) == 0
+        assert os.pread(fd, len(data), 0) == data  # what was dropped was on the disk
+    finally:
+        os.close(fd)
+
+
 def _direct_io(path: Path) -> bool:
     try:
         os.close(os.open(path, os.O_RDONLY | os.O_DIRECT))
@@ -201,6 +214,6 @@ def test_restore_from_cold_chunk_files(tmp_path: Path, kek: bytes) -> None:
     restore(store, res.rp_id, {0: out}, sync=True)
     if _direct_io(chunks[0]) and _cached(chunks[0]) is not None:
         assert [_cached(p) for p in chunks] == [0] * len(chunks)
-        # and written past it: every run of data in this image is long enough to go direct
+        # and the restored disk, synced, is left out of it (write_behind, forget_cached)
         assert _cached(out) == 0
     assert same_bytes(disk, out)

@@ -363,8 +363,8 @@ def _decrypt_into(
 
 
 def _decompress_into(payload: memoryview, out: memoryview) -> None:
-    """Decompress one zstd frame into all of `out`, exactly: zstd writes into it, with no
-    buffer of its own to copy from."""
+    """Decompress one zstd frame into all of `out`, exactly: into `out` itself, not into a new
+    bytes object then copied there. A frame shorter or longer than `out` is damage."""
     n = len(out)
     got = 0
     try:

@@ -136,7 +136,7 @@ class BufferPool:
             self._free.append(buf)
 
 
-def thread_buffer(size: int) -> AlignedBuffer:
+def _thread_buffer(size: int) -> AlignedBuffer:
     """This thread's aligned buffer of at least `size` bytes (kept: fresh pages for every
     chunk would be faulted in and zeroed, see keep_heap)."""
     buf: AlignedBuffer | None = getattr(_buffers, "buf", None)
@@ -159,7 +159,7 @@ def read_into(path: str | os.PathLike[str], pool: BufferPool) -> AlignedBuffer |
     try:
         size = os.fstat(fd).st_size
         if size > pool.size:
-            buf = thread_buffer(size)
+            buf = _thread_buffer(size)
             return bytes(buf.view[: _read_file(fd, size, buf)])
         buf = pool.take()
         try:

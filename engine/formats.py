@@ -318,6 +318,79 @@ def decode_chunk(
     return data
 
 
+def decode_chunk_into(
+    keys: KeySet, cid: bytes, blob: bytes | memoryview, expected_len: int, out: memoryview
+) -> bool:
+    """decode_chunk of a whole chunk with its plaintext written into out[:expected_len], every
+    check the same (outer checksum, AES-GCM, length, keyed id). Uncompressed, it is decrypted
+    straight into `out`; compressed, into this thread's scratch buffer and decompressed from
+    there: no copy of the ciphertext, and no fresh zeroed buffer per chunk. Returns False,
+    writing nothing, for a delta chunk (decode_chunk rebuilds it on its base). On ChunkDamaged,
+    `out` holds whatever the failed step left: never use it then."""
+    reason = check_outer(blob)
+    if reason:
+        raise ChunkDamaged(reason)
+    _magic, version, codec_id, _flags, plain_len = CHUNK_HEADER.unpack_from(blob)
+    if version == DELTA_VERSION:
+        return False
+    if plain_len != expected_len:
+        raise ChunkDamaged(f"length {plain_len} != expected {expected_len}")
+    hs = CHUNK_HEADER.size
+    view = memoryview(blob)
+    nonce, sealed = view[hs : hs + NONCE_LEN], view[hs + NONCE_LEN : -OUTER_LEN]
+    aad = bytes(view[:hs]) + cid
+    target = out[:plain_len]
+    if codec_id == CODEC_ZSTD:
+        payload = _scratch(len(sealed) - TAG_LEN)
+        _decrypt_into(keys, nonce, sealed, aad, payload)
+        _decompress_into(payload, target)
+    else:
+        if len(sealed) - TAG_LEN != plain_len:
+            raise ChunkDamaged(f"length {len(sealed) - TAG_LEN} != expected {plain_len}")
+        _decrypt_into(keys, nonce, sealed, aad, target)
+    if chunk_id(keys, target) != cid:
+        raise ChunkDamaged("content does not match its id")
+    return True
+
+
+def _decrypt_into(
+    keys: KeySet, nonce: memoryview, sealed: memoryview, aad: bytes, out: memoryview
+) -> None:
+    try:
+        _aead(keys.dek).decrypt_into(nonce, sealed, aad, out)
+    except InvalidTag as e:
+        raise ChunkDamaged("authentication failed (wrong key, wrong id or tampering)") from e
+
+
+def _decompress_into(payload: memoryview, out: memoryview) -> None:
+    """Decompress one zstd frame into all of `out`, exactly: into `out` itself, not into a new
+    bytes object then copied there. A frame shorter or longer than `out` is damage."""
+    n = len(out)
+    got = 0
+    try:
+        with _decompressor().stream_reader(payload, read_size=len(payload)) as reader:
+            while got < n:
+                step = reader.readinto(out[got:])
+                if step == 0:
+                    break
+                got += step
+            more = reader.readinto(bytearray(1)) if got == n else 0
+    except zstandard.ZstdError as e:
+        raise ChunkDamaged(f"decompression failed: {e}") from e
+    if more:
+        raise ChunkDamaged(f"decompression failed: more than the expected {n} bytes")
+    if got != n:
+        raise ChunkDamaged(f"length {got} != expected {n}")
+
+
+def _scratch(n: int) -> memoryview:
+    """n bytes of this thread's scratch buffer (kept, like the pipeline's buffers)."""
+    buf: bytearray | None = getattr(_local, "scratch", None)
+    if buf is None or len(buf) < n:
+        buf = _local.scratch = bytearray(max(n, 2 << 20))
+    return memoryview(buf)[:n]
+
+
 def recode_frame(keys: KeySet, cid: bytes, blob: bytes, codec: Codec) -> bytes:
     """A stored chunk (whole or delta, already verified) framed for a store with `codec`:
     the same bytes when the codec family matches, else re-compressed (a delta stays one)."""

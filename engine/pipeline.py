@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
-import mmap
 import os
 import threading
 import time
@@ -72,55 +72,129 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
         _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
+_SYNC_FILE_RANGE_WAIT_BEFORE, _SYNC_FILE_RANGE_WAIT_AFTER = 1, 4
+
+
+def write_behind(fd: int, start: tuple[int, int], written: tuple[int, int] | None) -> None:
+    """Start writing the range `start` (offset, length) of a file to disk, and wait for the
+    earlier range `written`, whose writeback was started before, to be on disk and drop it
+    from the page cache: a file written once (a restored disk) then streams through a
+    bounded part of the cache while the kernel keeps many writes in flight. Best effort, like
+    start_writeback: the final fsync writes whatever this missed."""
+    start_writeback(fd, *start)
+    if written is None or _sync_file_range is None or written[1] <= 0:
+        return
+    flags = _SYNC_FILE_RANGE_WAIT_BEFORE | _SYNC_FILE_RANGE_WRITE | _SYNC_FILE_RANGE_WAIT_AFTER
+    if _sync_file_range(fd, written[0], written[1], flags) == 0:
+        os.posix_fadvise(fd, written[0], written[1], os.POSIX_FADV_DONTNEED)
+
+
+def forget_cached(fd: int) -> None:
+    """Drop a file that was written once and synced from the page cache (its pages are clean:
+    nothing is lost), so a restore leaves the cache to what the machine was using."""
+    with contextlib.suppress(OSError):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
 _DIRECT_ALIGN = 4096  # O_DIRECT wants buffer, offset and length aligned to the device's block
 _buffers = threading.local()
 
 
-def _aligned_buffer(n: int) -> mmap.mmap:
-    """This thread's page-aligned read buffer of at least n bytes (kept: fresh pages per read
-    would be faulted in and zeroed, see keep_heap)."""
-    buf: mmap.mmap | None = getattr(_buffers, "buf", None)
-    if buf is None or len(buf) < n:
-        if buf is not None:
-            buf.close()
-        buf = _buffers.buf = mmap.mmap(-1, max(n, 2 << 20))
+class AlignedBuffer:
+    """`size` bytes at a page-aligned address inside a bytearray. O_DIRECT reads fill it as it
+    is (no bounce copy), and the bytearray's own methods scan it in place (`startswith` with
+    offsets), which a memoryview cannot do at C speed."""
+
+    def __init__(self, size: int) -> None:
+        self.raw = bytearray(size + _DIRECT_ALIGN)
+        address = ctypes.addressof(ctypes.c_char.from_buffer(self.raw))
+        self.start = -address % _DIRECT_ALIGN  # where the aligned bytes begin in `raw`
+        self.size = size
+        self.view = memoryview(self.raw)[self.start : self.start + size]
+        self.length = 0  # how many bytes it holds now
+
+
+class BufferPool:
+    """Aligned buffers of one size handed from thread to thread (a chunk file read on one
+    thread, decoded on another). Buffers are made when none is free and kept for reuse: the
+    callers bound how many are out at once."""
+
+    def __init__(self, size: int) -> None:
+        self.size = -(-size // _DIRECT_ALIGN) * _DIRECT_ALIGN
+        self._free: list[AlignedBuffer] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> AlignedBuffer:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return AlignedBuffer(self.size)
+
+    def give(self, buf: AlignedBuffer) -> None:
+        buf.length = 0
+        with self._lock:
+            self._free.append(buf)
+
+
+def _thread_buffer(size: int) -> AlignedBuffer:
+    """This thread's aligned buffer of at least `size` bytes (kept: fresh pages for every
+    chunk would be faulted in and zeroed, see keep_heap)."""
+    buf: AlignedBuffer | None = getattr(_buffers, "buf", None)
+    if buf is None or buf.size < size:
+        buf = _buffers.buf = AlignedBuffer(max(-(-size // _DIRECT_ALIGN) * _DIRECT_ALIGN, 2 << 20))
     return buf
 
 
-def read_once(path: str | os.PathLike[str]) -> bytes:
-    """The bytes of a file that is read once (a chunk file during a restore).
+def read_into(path: str | os.PathLike[str], pool: BufferPool) -> AlignedBuffer | bytes:
+    """The bytes of a file that is read once (a chunk file during a restore), in a buffer of
+    `pool` (give it back when done), or as bytes when the file is larger than the pool's
+    buffers.
 
     Read through the page cache when all of it is there (a restore right after the backup);
-    otherwise with O_DIRECT into an aligned buffer and copied out, which spares the kernel
-    filling the page cache with bytes nobody reads again and copying them out of it (about
-    40% of the CPU time of a cold read, bench/README.md "Restore at disk speed"). Falls back
-    to a plain read where the file system refuses O_DIRECT or the kernel cannot tell what is
-    cached."""
+    otherwise with O_DIRECT straight into the aligned buffer, which spares the kernel filling
+    the page cache with bytes nobody reads again and copying them out of it (about 40% of the
+    CPU time of a cold read, bench/README.md "Restore at disk speed"). Falls back to a plain
+    read where the file system refuses O_DIRECT or the kernel cannot tell what is cached."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         size = os.fstat(fd).st_size
-        end = -(-size // _DIRECT_ALIGN) * _DIRECT_ALIGN
-        cached = _cached_pages(fd)
-        direct = cached is not None and cached < end // _DIRECT_ALIGN and _set_direct(fd)
-        with memoryview(_aligned_buffer(end)) as view:
-            pos = 0
-            while pos < size:
-                try:
-                    n = os.preadv(fd, [view[pos:end]], pos)
-                except OSError as e:
-                    if not direct or e.errno != errno.EINVAL:
-                        raise
-                    # An unaligned position (after a short read) or a refusal: go on
-                    # through the page cache.
-                    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
-                    direct = False
-                    continue
-                if n == 0:
-                    break  # shorter than it was: the caller sees it truncated
-                pos += n
-            return bytes(view[:pos])
+        if size > pool.size:
+            buf = _thread_buffer(size)
+            return bytes(buf.view[: _read_file(fd, size, buf)])
+        buf = pool.take()
+        try:
+            buf.length = _read_file(fd, size, buf)
+        except BaseException:
+            pool.give(buf)
+            raise
+        return buf
     finally:
         os.close(fd)
+
+
+def _read_file(fd: int, size: int, buf: AlignedBuffer) -> int:
+    """Read the open file of `size` bytes into `buf` (at least `size` rounded up to 4 KiB);
+    returns how many bytes were read (fewer when the file shrank)."""
+    end = -(-size // _DIRECT_ALIGN) * _DIRECT_ALIGN
+    cached = _cached_pages(fd)
+    direct = cached is not None and cached < end // _DIRECT_ALIGN and _set_direct(fd)
+    view = buf.view
+    pos = 0
+    while pos < size:
+        try:
+            n = os.preadv(fd, [view[pos:end]], pos)
+        except OSError as e:
+            if not direct or e.errno != errno.EINVAL:
+                raise
+            # An unaligned position (after a short read) or a refusal: go on
+            # through the page cache.
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+            direct = False
+            continue
+        if n == 0:
+            break  # shorter than it was: the caller sees it truncated
+        pos += n
+    return min(pos, size)
 
 
 def _set_direct(fd: int) -> bool:
@@ -129,38 +203,6 @@ def _set_direct(fd: int) -> bool:
     except OSError:
         return False
     return True
-
-
-def reopen_direct(fd: int) -> int:
-    """A second descriptor of an open file that writes past the page cache (O_DIRECT), opened
-    through /proc/self/fd (the same file, whatever its name has become); -1 where the system
-    or the file system refuses it."""
-    try:
-        return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
-    except OSError:
-        return -1
-
-
-def pwrite_direct(direct_fd: int, fd: int, data: memoryview, offset: int) -> None:
-    """Write `data` at `offset` (both multiples of 4 KiB) through direct_fd, from an aligned
-    copy: the device reads it from there, and no page of the file is allocated, copied into
-    and written back later. What the direct write refuses goes through `fd` instead."""
-    n = len(data)
-    buf = _aligned_buffer(n)
-    buf[:n] = data
-    with memoryview(buf) as view:
-        done = 0
-        while done < n:
-            try:
-                done += os.pwrite(direct_fd, view[done:n], offset + done)
-            except OSError as e:
-                if e.errno != errno.EINVAL:
-                    raise
-                break
-            if done % _DIRECT_ALIGN:
-                break  # a short write at an odd length: the rest cannot go direct
-    while done < n:
-        done += os.pwrite(fd, data[done:], offset + done)
 
 
 class _CacheStat(ctypes.Structure):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -17,17 +18,18 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from .errors import CorruptionError, Damage, DiskNotFound, TargetUnwritable
-from .formats import ZERO_DIGEST, ChunkDamaged, DiskIndex, zeros
+from .formats import DELTA_OVERHEAD, ZERO_DIGEST, ChunkDamaged, DiskIndex, decode_chunk_into, zeros
 from .model import CancelFn, ProgressFn, RestoreResult
 from .pipeline import (
+    AlignedBuffer,
+    BufferPool,
     Throttle,
     default_threads,
-    pwrite_direct,
-    read_once,
-    reopen_direct,
+    forget_cached,
+    read_into,
     round_robin,
     run_bounded,
-    start_writeback,
+    write_behind,
 )
 from .store import Store
 from .targets import (
@@ -50,11 +52,21 @@ def fetch_chunk(
     """Read and fully verify one chunk; CorruptionError naming (rp, lun, offset) otherwise.
     Returns (plaintext, stored size). `read` returns the stored bytes when they are read
     elsewhere (a read-ahead); by default they are read from the store here."""
-    rp_id, lun, offset = where
-    try:
+    with chunk_damage(cid, where):
         blob = read() if read is not None else store.get_chunk(cid)
         # The store's read path rebuilds a delta on its base (a missing base is damage).
         return store.read_chunk(cid, expected_len, blob), len(blob)
+    raise AssertionError("unreachable")  # chunk_damage raises; mypy cannot tell
+
+
+@contextlib.contextmanager
+def chunk_damage(cid: bytes, where: tuple[str, int, int]) -> Iterator[None]:
+    """Reading or checking chunk `cid` at `where` (rp, lun, offset) inside: a missing,
+    unreadable or damaged chunk becomes a CorruptionError naming the place."""
+    rp_id, lun, offset = where
+    try:
+        yield
+        return
     except FileNotFoundError as e:
         reason = "missing"
         cause: Exception = e
@@ -145,6 +157,7 @@ def restore(
             if sync:
                 for disk in disks:
                     os.fsync(disk.fd)
+                    forget_cached(disk.fd)
             for disk in disks:
                 if disk.target.format == "qcow2":
                     disk.convert(marker)
@@ -170,7 +183,6 @@ class _DiskRestore:
     index: DiskIndex
     temp: str = ""
     fd: int = -1  # the open temp file, once created
-    direct_fd: int = -1  # the same file opened with O_DIRECT, where allowed
     placed: bool = False
 
     def create_temp(self, marker: str) -> None:
@@ -178,18 +190,10 @@ class _DiskRestore:
         self.temp = _temp_prefix(self.target.name, marker) + uuid.uuid4().hex[:10]
         self.fd = create_temp(self.target, self.temp)
         os.ftruncate(self.fd, self.index.disk_size)
-        self.direct_fd = reopen_direct(self.fd)
-
-    def close_direct(self) -> None:
-        if self.direct_fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self.direct_fd)
-            self.direct_fd = -1
 
     def convert(self, marker: str) -> None:
         """Replace the raw temp file by its qcow2 conversion (a second temp file, named alike so
         that what a killed process leaves is found the same way)."""
-        self.close_direct()
         qcow2 = _temp_prefix(self.target.name, marker) + uuid.uuid4().hex[:10]
         new_fd = convert_to_qcow2(self.target.dir_fd, self.temp, qcow2)
         raw, raw_fd = self.temp, self.fd
@@ -201,7 +205,6 @@ class _DiskRestore:
 
     def discard_temp(self) -> None:
         """Close the temp file and, unless it was put in place, remove it."""
-        self.close_direct()
         if self.fd < 0:
             return
         with contextlib.suppress(OSError):
@@ -245,39 +248,34 @@ _ZERO_PAGE = bytes(PAGE)
 # the 588 chunk files of a 1 GiB image cold took 0.96 s with 8 direct reads in flight and
 # 0.80 s with 32; 16 gets most of that for half the buffers.
 READ_AHEAD_THREADS = 16
-# Writeback of the restored bytes is started every this many bytes of a disk, so the disk
-# writes while later chunks are decoded and the final fsync finds little left to do.
+# The restored bytes go through the page cache, and every this many bytes of a disk their
+# writeback is started while the step before is waited for and dropped from the cache
+# (pipeline.write_behind): the kernel keeps many writes in flight and the final fsync finds
+# little left to do. Written with O_DIRECT instead, each write waited for the device on a
+# decode thread: restores took 1.3-1.8x as long (bench/README.md, "Restore at disk speed").
 WRITEBACK_STEP = 16 << 20
 
 
-# Runs of data pages at least this long are written with O_DIRECT when the target allows it:
-# copying them into fresh page-cache pages was a fifth of a restore's samples in perf, and
-# their writeback then competed for the disk and the cores (bench/README.md, "Restore at disk
-# speed"); direct, they are copied into a reused aligned buffer that the device reads. Shorter
-# runs go through the page cache, which gathers them into larger writes than one direct write
-# per 4 KiB page would be.
-DIRECT_MIN = 64 << 10
-
-
-def write_data(fd: int, data: bytes, offset: int, direct_fd: int = -1) -> None:
-    """Write `data` at `offset` of a new sparse file, leaving its zero pages as holes: they
-    read as zeros already, and writing them would cost the disk what cp --sparse saves.
-    With `direct_fd` (the same file opened with O_DIRECT), long page-aligned runs go direct."""
-    view = memoryview(data)
-    n = len(data)
+def write_data(fd: int, data: bytes | AlignedBuffer, offset: int) -> None:
+    """Write `data` (bytes, or the first `length` bytes of a buffer) at `offset` of a new
+    sparse file, leaving its zero pages as holes: they read as zeros already, and writing
+    them would cost the disk what cp --sparse saves."""
+    if isinstance(data, AlignedBuffer):
+        raw: bytes | bytearray = data.raw
+        base, n, view = data.start, data.length, data.view
+    else:
+        raw, base, n, view = data, 0, len(data), memoryview(data)
     pos = 0
     while pos < n:
-        # startswith compares in place: no copy of the page, unlike a slice.
-        while pos < n and data.startswith(_ZERO_PAGE, pos, pos + PAGE):
+        # startswith compares in place: no copy of the page, unlike a slice. Its end is
+        # clipped to the data: a buffer's bytes past `length` are an older chunk's.
+        while pos < n and raw.startswith(_ZERO_PAGE, base + pos, base + min(pos + PAGE, n)):
             pos += PAGE
         start = pos
-        while pos < n and not data.startswith(_ZERO_PAGE, pos, pos + PAGE):
+        while pos < n and not raw.startswith(_ZERO_PAGE, base + pos, base + min(pos + PAGE, n)):
             pos += PAGE
         part = view[start : min(pos, n)]
         at = offset + start
-        if direct_fd >= 0 and len(part) >= DIRECT_MIN and not (at | len(part)) % PAGE:
-            pwrite_direct(direct_fd, fd, part, at)
-            continue
         while part:
             done = os.pwrite(fd, part, at)
             part, at = part[done:], at + done
@@ -303,15 +301,17 @@ def _write_disks(
     throttle = Throttle(progress, "restore", sum(d.index.disk_size for d in disks))
     totals = _Totals()
     kicked = [0] * len(disks)  # per disk: where writeback was last started up to
+    started: list[tuple[int, int] | None] = [None] * len(disks)  # and that last range
 
-    def write(n: int, i: int, blob: Future[bytes]) -> _Piece:
+    def write(n: int, i: int, stored: Future[AlignedBuffer | bytes]) -> _Piece:
         disk = disks[n]
         idx = disk.index
         off = i * idx.chunk_size
         ln = idx.chunk_len(i)
-        data, _ = fetch_chunk(store, idx.digest(i), ln, (rp_id, disk.lun, off), blob.result)
+        out = _decoded(idx.chunk_size)
+        _decode(store, idx.digest(i), ln, (rp_id, disk.lun, off), stored, pool, out)
         try:
-            write_data(disk.fd, data, off, disk.direct_fd)
+            write_data(disk.fd, out, off)
         except OSError as e:
             raise TargetUnwritable(f"write to restore target failed: {e.strerror}") from e
         return _Piece(n, off + ln, ln, True)
@@ -338,10 +338,15 @@ def _write_disks(
         # still writes whatever it missed.
         n = piece.disk
         if sync and piece.end - kicked[n] >= WRITEBACK_STEP:
-            flusher.submit(start_writeback, disks[n].fd, kicked[n], piece.end - kicked[n])
+            step = (kicked[n], piece.end - kicked[n])
+            flusher.submit(write_behind, disks[n].fd, step, started[n])
+            started[n] = step
             kicked[n] = piece.end
 
-    get = _chunk_getter(store)
+    # Chunk files are read into buffers of this pool and decoded out of them (no copy); a
+    # buffer goes back to the pool once its chunk is decrypted.
+    pool = BufferPool(max(d.index.chunk_size for d in disks) + DELTA_OVERHEAD)
+    get = _chunk_getter(store, pool)
     reader = ThreadPoolExecutor(READ_AHEAD_THREADS, thread_name_prefix="lifeboat-read")
     flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lifeboat-writeback")
     try:
@@ -361,19 +366,57 @@ def _write_disks(
     return totals
 
 
-def _chunk_getter(store: Store) -> Callable[[bytes], bytes]:
-    """How a restore reads stored chunks: a local store's files each once, past the page cache
-    (pipeline.read_once); an object store's by request. A delta's bases are read ahead too
-    (Store.prefetch_bases), on the read-ahead thread."""
+def _chunk_getter(store: Store, pool: BufferPool) -> Callable[[bytes], AlignedBuffer | bytes]:
+    """How a restore reads stored chunks: a local store's files each once, past the page cache,
+    into a buffer of `pool` (pipeline.read_into); an object store's by request. A delta's
+    bases are read ahead too (Store.prefetch_bases), on the read-ahead thread."""
     if not store.is_local:
         return store.prefetch_chunk
 
-    def get(cid: bytes) -> bytes:
-        blob = read_once(store.chunk_path(cid))
-        store.prefetch_bases(blob)
+    def get(cid: bytes) -> AlignedBuffer | bytes:
+        blob = read_into(store.chunk_path(cid), pool)
+        store.prefetch_bases(blob.view[: blob.length] if isinstance(blob, AlignedBuffer) else blob)
         return blob
 
     return get
+
+
+_decode_buffers = threading.local()
+
+
+def _decoded(chunk_size: int) -> AlignedBuffer:
+    """This thread's buffer for decoded chunks: written to the target from where it is."""
+    buf: AlignedBuffer | None = getattr(_decode_buffers, "buf", None)
+    if buf is None or buf.size < chunk_size:
+        buf = _decode_buffers.buf = AlignedBuffer(max(chunk_size, 1 << 20))
+    return buf
+
+
+def _decode(
+    store: Store,
+    cid: bytes,
+    length: int,
+    where: tuple[str, int, int],
+    stored: Future[AlignedBuffer | bytes],
+    pool: BufferPool,
+    out: AlignedBuffer,
+) -> None:
+    """Check and decode the chunk read by `stored` into `out` (its `length` bytes), giving the
+    read buffer back to `pool`; CorruptionError naming `where` if it is damaged. A whole chunk
+    is decrypted straight into `out`; a delta is rebuilt by the store on its base, then copied
+    in."""
+    with chunk_damage(cid, where):
+        blob = stored.result()
+        held = blob if isinstance(blob, AlignedBuffer) else None
+        try:
+            stored_bytes = blob.view[: blob.length] if isinstance(blob, AlignedBuffer) else blob
+            if not decode_chunk_into(store.require_keys(), cid, stored_bytes, length, out.view):
+                data = store.read_chunk(cid, length, bytes(stored_bytes))
+                out.view[:length] = data
+        finally:
+            if held is not None:
+                pool.give(held)
+    out.length = length
 
 
 def _put_in_place(disks: list[_DiskRestore], sync: bool) -> None:

@@ -41,5 +41,7 @@ def test_restore_benchmark_smoke_run(tmp_path: Path) -> None:
     for stage in ("read chunk file", "decrypt + authenticate", "decompress", "fsync"):
         assert any(row.startswith(f"| {stage}") for row in rows), out
     assert "first listed directory" in out
+    # each profile names its bottleneck
+    assert out.count("Bottleneck: the ") == 2, out
     assert "| restores byte-identical | MET |" in out
     assert list(work.iterdir()) == []  # the work dir is cleaned up

@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from engine import (
     KeyUnavailable,
@@ -20,15 +21,21 @@ from engine import (
 )
 from engine.formats import (
     CHUNK_OVERHEAD,
+    PAGE_SIZE,
     ChunkDamaged,
     Codec,
+    DeltaRef,
     DiskIndex,
     IndexDamaged,
     ManifestDamaged,
+    changed_pages,
     check_outer,
     chunk_id,
     decode_chunk,
+    decode_chunk_into,
+    delta_body,
     encode_chunk,
+    encode_delta,
     manifest_from_bytes,
     manifest_to_bytes,
     recode_chunk,
@@ -49,6 +56,45 @@ def test_chunk_round_trip_and_every_byte_is_protected() -> None:
         with pytest.raises(ChunkDamaged):
             decode_chunk(keys, cid, bytes(bad))
         assert check_outer(bytes(bad)) is not None
+
+
+@pytest.mark.parametrize("codec", ["none", "zstd:1"])
+def test_decode_into_checks_what_decode_checks(codec: str) -> None:
+    keys = new_keyset()
+    data = (b"hello world " * 5000)[: 40 << 10] + os.urandom(8 << 10)
+    cid = chunk_id(keys, data)
+    blob = encode_chunk(keys, cid, data, Codec.parse(codec))
+    out = bytearray(64 << 10)
+    assert decode_chunk_into(keys, cid, memoryview(blob), len(data), memoryview(out))
+    assert out[: len(data)] == data == decode_chunk(keys, cid, blob, len(data))
+    for pos in range(0, len(blob), max(1, len(blob) // 97)):
+        bad = bytearray(blob)
+        bad[pos] ^= 0x40
+        with pytest.raises(ChunkDamaged):
+            decode_chunk_into(keys, cid, bytes(bad), len(data), memoryview(out))
+    with pytest.raises(ChunkDamaged, match="length"):
+        decode_chunk_into(keys, cid, blob, len(data) - 1, memoryview(out))
+    with pytest.raises(ChunkDamaged, match="authentication"):
+        decode_chunk_into(keys, bytes(32), blob, len(data), memoryview(out))
+    # Sealed under an id that is not its content's: only the keyed id check finds it.
+    wrong = encode_chunk(keys, chunk_id(keys, b"other"), data, Codec.parse(codec))
+    with pytest.raises(ChunkDamaged, match="does not match its id"):
+        decode_chunk_into(keys, chunk_id(keys, b"other"), wrong, len(data), memoryview(out))
+
+
+def test_decode_into_leaves_deltas_to_decode() -> None:
+    keys = new_keyset()
+    base = os.urandom(8 * PAGE_SIZE)
+    new = bytearray(base)
+    new[PAGE_SIZE : PAGE_SIZE + 10] = b"x" * 10
+    cid = chunk_id(keys, bytes(new))
+    body = delta_body(bytes(new), changed_pages(base, bytes(new)))
+    ref = DeltaRef(chunk_id(keys, base), 1)
+    blob = encode_delta(keys, cid, ref, body, len(new), Codec.parse("zstd:1"))
+    out = bytearray(len(new))
+    assert not decode_chunk_into(keys, cid, blob, len(new), memoryview(out))
+    assert out == bytes(len(new))  # nothing written
+    assert decode_chunk(keys, cid, blob, len(new), lambda bid, n: base) == new
 
 
 def test_incompressible_chunks_are_stored_raw() -> None:
@@ -202,3 +248,19 @@ def test_the_fingerprint_never_refuses_a_key_that_opens_the_store() -> None:
     with pytest.raises(KeyUnavailable, match="damaged") as e:
         unwrap_keys(json.dumps(damaged).encode(), kek)
     assert not isinstance(e.value, WrongKey)
+
+
+def test_decompress_into_fills_exactly_or_names_the_damage() -> None:
+    from engine.formats import _decompress_into
+
+    data = b"lifeboat " * 20000
+    frame = zstandard.ZstdCompressor(level=1, write_content_size=True).compress(data)
+    out = bytearray(len(data))
+    _decompress_into(memoryview(frame), memoryview(out))
+    assert out == data
+    with pytest.raises(ChunkDamaged, match="length"):
+        _decompress_into(memoryview(frame[:-9]), memoryview(out))  # truncated frame
+    with pytest.raises(ChunkDamaged, match="more than the expected"):
+        _decompress_into(memoryview(frame), memoryview(out)[:-1])
+    with pytest.raises(ChunkDamaged, match="length"):
+        _decompress_into(memoryview(frame), memoryview(bytearray(len(data) + 1)))

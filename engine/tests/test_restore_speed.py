@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from engine import BackupRequest, DiskSource, Progress, Store, backup, restore
-from engine.pipeline import _cached_pages, read_once, reopen_direct
+from engine.pipeline import (
+    AlignedBuffer,
+    BufferPool,
+    _cached_pages,
+    read_into,
+    write_behind,
+)
 from engine.restore import PAGE, WRITEBACK_STEP, write_data
 from engine.tests.tools import same_bytes
 
@@ -28,32 +34,33 @@ def _allocated(path: Path) -> int:
         [("zero", PAGE), ("data", 2 * PAGE), ("zero", 3 * PAGE), ("data", PAGE)],
         [("data", PAGE), ("zero", 2 * PAGE), ("data", 100)],  # partial last page
         [("data", PAGE), ("zero", PAGE + 100)],  # a zero partial last page
-        # runs long enough to be written direct, with and without a partial last page
+        # long runs of data, with and without a partial last page
         [("data", 17 * PAGE), ("zero", 2 * PAGE), ("data", 16 * PAGE), ("zero", PAGE)],
         [("zero", 3 * PAGE), ("data", 20 * PAGE + 100)],
     ],
 )
-@pytest.mark.parametrize("direct", [False, True], ids=["cached", "direct"])
+@pytest.mark.parametrize("source", ["bytes", "aligned"])
 def test_write_data_leaves_zero_pages_as_holes(
-    tmp_path: Path, layout: list[tuple[str, int]], direct: bool
+    tmp_path: Path, layout: list[tuple[str, int]], source: str
 ) -> None:
     data = b"".join(os.urandom(n) if kind == "data" else bytes(n) for kind, n in layout)
+    given: bytes | AlignedBuffer = data
+    if source == "aligned":
+        # A reused decode buffer: what lies past `length` is an older chunk's, never written.
+        given = AlignedBuffer(len(data) + 3 * PAGE)
+        given.view[:] = os.urandom(given.size)
+        given.view[: len(data)] = data
+        given.length = len(data)
     out = tmp_path / "out.img"
     offset = 8 * PAGE
     fd = os.open(out, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.ftruncate(fd, offset + len(data) + PAGE)
-        direct_fd = reopen_direct(fd) if direct else -1
-        if direct and direct_fd < 0:
-            pytest.skip("this file system refuses O_DIRECT")
-        try:
-            write_data(fd, data, offset, direct_fd)
-        finally:
-            if direct_fd >= 0:
-                os.close(direct_fd)
+        write_data(fd, given, offset)
         os.fsync(fd)
         assert os.pread(fd, len(data), offset) == data
         assert os.pread(fd, offset, 0) == bytes(offset)
+        assert os.pread(fd, PAGE, offset + len(data)) == bytes(PAGE)
     finally:
         os.close(fd)
     data_pages = sum(
@@ -122,6 +129,27 @@ def _cached(path: Path) -> int | None:
         os.close(fd)
 
 
+def test_write_behind_drops_what_is_written_and_keeps_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "out.img"
+    step = 4 << 20
+    data = os.urandom(3 * step)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        if _cached_pages(fd) is None:
+            pytest.skip("the kernel cannot tell what is cached (no cachestat)")
+        os.pwrite(fd, data, 0)
+        assert _cached_pages(fd) == 3 * step // PAGE  # all just written, in the cache
+        write_behind(fd, (step, step), None)  # started only: nothing dropped yet
+        assert _cached_pages(fd) == 3 * step // PAGE
+        write_behind(fd, (2 * step, step), (0, step))  # the first step waited for, dropped
+        assert _cached_pages(fd) == 2 * step // PAGE
+        write_behind(fd, (3 * step, 0), (step, 2 * step))
+        assert _cached_pages(fd) == 0
+        assert os.pread(fd, len(data), 0) == data  # what was dropped was on the disk
+    finally:
+        os.close(fd)
+
+
 def _direct_io(path: Path) -> bool:
     try:
         os.close(os.open(path, os.O_RDONLY | os.O_DIRECT))
@@ -131,19 +159,41 @@ def _direct_io(path: Path) -> bool:
 
 
 @pytest.mark.parametrize("size", [0, 1, PAGE - 1, PAGE, PAGE + 1, 1 << 20, (1 << 20) + 123])
-def test_read_once_cached_cold_and_partly_cached(tmp_path: Path, size: int) -> None:
+def test_read_into_cached_cold_and_partly_cached(tmp_path: Path, size: int) -> None:
     path = tmp_path / "chunk"
     data = os.urandom(size)
     path.write_bytes(data)
-    assert read_once(path) == data  # all in the page cache: copied from there
+    pool = BufferPool(1 << 20)
+
+    def read() -> bytes:
+        got = read_into(path, pool)
+        if isinstance(got, bytes):
+            assert size > pool.size  # larger than the pool's buffers: plain bytes
+            return got
+        out = bytes(got.view[: got.length])
+        pool.give(got)
+        assert pool.take() is got  # handed back, then reused
+        pool.give(got)
+        return out
+
+    assert read() == data  # all in the page cache: read from there
     _evict(path)
-    assert read_once(path) == data  # cold
+    assert read() == data  # cold
     if _direct_io(path) and _cached(path) is not None:
         assert _cached(path) == 0  # read past the page cache, not into it
-    assert read_once(path) == data  # again: still all there
+    assert read() == data  # again: still all there
     with open(path, "rb") as f:
         f.read(PAGE)  # the first page (and what the kernel reads ahead) cached
-    assert read_once(path) == data
+    assert read() == data
+
+
+def test_aligned_buffer_is_page_aligned() -> None:
+    import ctypes
+
+    for size in (PAGE, 1 << 20, 3 * PAGE + 5):
+        buf = AlignedBuffer(size)
+        address = ctypes.addressof(ctypes.c_char.from_buffer(buf.view))
+        assert address % PAGE == 0 and len(buf.view) == size
 
 
 def test_restore_from_cold_chunk_files(tmp_path: Path, kek: bytes) -> None:
@@ -164,6 +214,6 @@ def test_restore_from_cold_chunk_files(tmp_path: Path, kek: bytes) -> None:
     restore(store, res.rp_id, {0: out}, sync=True)
     if _direct_io(chunks[0]) and _cached(chunks[0]) is not None:
         assert [_cached(p) for p in chunks] == [0] * len(chunks)
-        # and written past it: every run of data in this image is long enough to go direct
+        # and the restored disk, synced, is left out of it (write_behind, forget_cached)
         assert _cached(out) == 0
     assert same_bytes(disk, out)

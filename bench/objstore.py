@@ -179,6 +179,12 @@ def main() -> int:
     ap.add_argument("--size", default="256M")
     ap.add_argument("--runs", type=int, default=3, help="rounds; medians are reported")
     ap.add_argument("--work", type=Path)
+    ap.add_argument(
+        "--azurite-on-disk",
+        action="store_true",
+        help="Azurite writes every blob to a file and its metadata to a LokiJS database "
+        "(default: in memory, as moto keeps its objects)",
+    )
     args = ap.parse_args()
     size = parse_size(args.size)
     work = Path(tempfile.mkdtemp(prefix="objbench-", dir=args.work))
@@ -194,7 +200,7 @@ def main() -> int:
         kek = os.urandom(32)
         moto = objservers.start_moto()
         servers.append(moto)
-        azurite = objservers.start_azurite()
+        azurite = objservers.start_azurite(in_memory=not args.azurite_on_disk)
         servers.append(azurite)
         counter = iter(range(1 << 30))
         places = [

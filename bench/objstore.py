@@ -19,6 +19,11 @@ backup and restore (from /proc). "plain / local" is the best ratio an engine wit
 its own could reach against that server: what stays between it and the engine's ratio is the
 engine's doing, the rest the emulator's.
 
+A third table gives a CPU ratio per step: the local store's engine CPU against the engine's
+plus the server's. The servers share the cores with the engine, so when a step is bound by the
+CPU this is what the wall-clock ratio tends to, and it moves less with the machine's load.
+Azurite keeps its blobs in memory as moto does (--azurite-on-disk: files and a LokiJS database).
+
 Targets: backup and restore >= 0.7 x local; requests per incremental <= 1.2 x new chunks + 20.
 
     .venv/bin/python bench/objstore.py [--size 256M] [--runs 3] [--work DIR]

@@ -68,7 +68,7 @@ def _open(location: str, target: StorageTarget | None) -> engine.Store:
         return engine.open_store(location, kek, target=engine_target)
     except engine.StoreNotFound as e:
         raise ValidationError({"location": [f"No vault store at {location}: {e}"]}) from e
-    except engine.KeyUnavailable as e:  # WrongKey and KeyMismatch are kinds of it
+    except engine.KeyUnavailable as e:  # WrongKey is a kind of it
         raise ValidationError(
             {
                 "key": [

@@ -15,6 +15,7 @@ from engine.tests.objservers import (  # noqa: F401  (session fixtures)
     AZ_KEY,
     S3_CREDS,
     azurite_server,
+    free_port,
     moto_server,
     new_bucket,
     new_container,
@@ -187,6 +188,12 @@ def test_a_missing_or_wrong_target_is_refused_with_nothing_created(
     empty = location.rsplit("/", 1)[0] + "/nothing-here"
     with pytest.raises(CommandError, match="location: No vault store at "):
         call_command("attach_vault", "prod", empty, "--target", "cloud", "--as", "admin2")
+    # A service that does not answer.
+    path = endpoint.split("//", 1)[1].partition("/")[2]
+    dead = f"http://127.0.0.1:{free_port()}" + (f"/{path}" if path else "")
+    make_target(kind, dead, name="dead")
+    with pytest.raises(CommandError, match="location: The vault store at .* cannot be read: "):
+        call_command("attach_vault", "prod", location, "--target", "dead", "--as", "admin2")
     assert not Vault.objects.exists() and not RecoveryPoint.objects.exists()
 
 

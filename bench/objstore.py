@@ -71,17 +71,21 @@ def own_cpu() -> float:
     return t.user + t.system
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of a process so far (all its threads), 0 without one."""
-    if pid is None:
-        return 0.0
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far (all its threads)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_seconds(server: objservers.Server | None) -> float:
+    """CPU seconds a server's processes spent so far (moto: gunicorn and its worker), 0
+    without one."""
+    return sum(process_cpu(pid) for pid in server.pids()) if server else 0.0
+
+
 class Place:
-    """One kind of store: where a fresh store goes each round, and its server's pid."""
+    """One kind of store: where a fresh store goes each round, and its server."""
 
     def __init__(
         self,
@@ -93,20 +97,20 @@ class Place:
         self.kind = kind
         self.fresh = fresh
         self.target = target
-        self.pid = server.proc.pid if server else None
+        self.server = server
 
 
 def run(place: Place, base: Path, inc: Path, out: Path, kek: bytes) -> dict[str, Any]:
     location = place.fresh()
     store = engine.init_store(location, kek, target=place.target, codec=CODEC)
     size = base.stat().st_size
-    c0, e0 = cpu_seconds(place.pid), own_cpu()
+    c0, e0 = cpu_seconds(place.server), own_cpu()
     t0 = time.monotonic()
     full = engine.backup(
         engine.BackupRequest(store, [engine.DiskSource(0, str(base))], vm_name="b")
     )
     t_full = time.monotonic() - t0
-    c_full, e_full = cpu_seconds(place.pid) - c0, own_cpu() - e0
+    c_full, e_full = cpu_seconds(place.server) - c0, own_cpu() - e0
     r0 = store.backend.requests()
     t0 = time.monotonic()
     res = engine.backup(
@@ -117,11 +121,11 @@ def run(place: Place, base: Path, inc: Path, out: Path, kek: bytes) -> dict[str,
     t_inc = time.monotonic() - t0
     inc_requests = store.backend.requests() - r0
     store = engine.open_store(location, kek, target=place.target)  # a cold handle, as a job has
-    c0, e0 = cpu_seconds(place.pid), own_cpu()
+    c0, e0 = cpu_seconds(place.server), own_cpu()
     t0 = time.monotonic()
     engine.restore(store, res.rp_id, {0: out}, sync=False)
     t_restore = time.monotonic() - t0
-    c_restore, e_restore = cpu_seconds(place.pid) - c0, own_cpu() - e0
+    c_restore, e_restore = cpu_seconds(place.server) - c0, own_cpu() - e0
     assert same(inc, out), f"{place.kind}: restored image differs"
     out.unlink()
     return {
@@ -158,7 +162,7 @@ def plain_transfer(place: Place, objects: list[tuple[str, bytes]]) -> dict[str, 
     assert isinstance(backend, ObjectBackend)
     store = backend.store
     prefix = f"plain-{uuid.uuid4().hex[:8]}/"
-    c0 = cpu_seconds(place.pid)
+    c0 = cpu_seconds(place.server)
     t0 = time.monotonic()
     with ThreadPoolExecutor(OBJECT_IO_THREADS) as pool:
         list(
@@ -168,13 +172,13 @@ def plain_transfer(place: Place, objects: list[tuple[str, bytes]]) -> dict[str, 
             )
         )
     t_put = time.monotonic() - t0
-    c_put = cpu_seconds(place.pid) - c0
-    c0 = cpu_seconds(place.pid)
+    c_put = cpu_seconds(place.server) - c0
+    c0 = cpu_seconds(place.server)
     t0 = time.monotonic()
     with ThreadPoolExecutor(OBJECT_IO_THREADS) as pool:
         got = list(pool.map(lambda kv: bytes(obstore.get(store, prefix + kv[0]).bytes()), objects))
     t_get = time.monotonic() - t0
-    c_get = cpu_seconds(place.pid) - c0
+    c_get = cpu_seconds(place.server) - c0
     assert [len(g) for g in got] == [len(v) for _, v in objects]
     return {"put": t_put, "get": t_get, "server cpu put": c_put, "server cpu get": c_get}
 

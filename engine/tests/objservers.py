@@ -65,6 +65,14 @@ class Server:
     proc: subprocess.Popen[bytes]
     workdir: Path
 
+    def pids(self) -> list[int]:
+        """The server's processes: its own and its children (gunicorn's worker)."""
+        try:
+            kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        except OSError:
+            kids = ""
+        return [self.proc.pid, *map(int, kids.split())]
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -76,26 +84,38 @@ class Server:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-# moto's server, with one change: it lists its own package directory (180-odd stat calls) on
-# every request to match the Host header against its service names, under a lock; two thirds
-# of its CPU per small request. The names do not change while it runs, so they are read once.
-MOTO_SERVER = (
-    "import sys, moto.backends as b; names = tuple(b.list_of_moto_modules()); "
-    "b.list_of_moto_modules = lambda: names; import moto.server; moto.server.main(sys.argv[1:])"
-)
-
-
 def start_moto() -> Server:
     if importlib.util.find_spec("moto") is None or importlib.util.find_spec("flask") is None:
         _missing("moto[server] is not installed (pip install -e '.[dev]')")
     port = free_port()
     work = Path(tempfile.mkdtemp(prefix="lifeboat-moto-"))
     log = work / "moto.log"
+    # One process (moto keeps its objects in it), its threads serving kept-alive connections.
     proc = subprocess.Popen(
-        [sys.executable, "-c", MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            "1",
+            "--worker-class",
+            "gthread",
+            "--threads",
+            "32",
+            "--keep-alive",
+            "75",
+            "--graceful-timeout",
+            "2",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--pythonpath",
+            str(REPO),
+            "engine.tests.moto_wsgi:app",
+        ],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         cwd=work,
+        env={**os.environ, "MOTO_PORT": str(port)},
     )
     _wait_port(port, proc, "moto server", log)
     return Server("s3", f"http://127.0.0.1:{port}", proc, work)
@@ -228,6 +248,10 @@ class Outage:
 
     def cut(self) -> None:
         if self._listener is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone would leave that
+            # call to take one more connection through.
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
         with self._lock:

@@ -297,7 +297,7 @@ def print_tables(
     )
     print()
     print(
-        f"CPU seconds (engine + client: this process; server: its process), and the same chunk "
+        f"CPU seconds (engine + client: this process; server: its processes), and the same chunk "
         f"objects moved without the engine (obstore, {OBJECT_IO_THREADS} in flight)"
     )
     hdr = (

@@ -19,6 +19,11 @@ backup and restore (from /proc). "plain / local" is the best ratio an engine wit
 its own could reach against that server: what stays between it and the engine's ratio is the
 engine's doing, the rest the emulator's.
 
+A third table gives a CPU ratio per step: the local store's engine CPU against the engine's
+plus the server's. The servers share the cores with the engine, so when a step is bound by the
+CPU this is what the wall-clock ratio tends to, and it moves less with the machine's load.
+Azurite keeps its blobs in memory as moto does (--azurite-on-disk: files and a LokiJS database).
+
 Targets: backup and restore >= 0.7 x local; requests per incremental <= 1.2 x new chunks + 20.
 
     .venv/bin/python bench/objstore.py [--size 256M] [--runs 3] [--work DIR]
@@ -66,17 +71,21 @@ def own_cpu() -> float:
     return t.user + t.system
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of a process so far (all its threads), 0 without one."""
-    if pid is None:
-        return 0.0
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far (all its threads)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_seconds(server: objservers.Server | None) -> float:
+    """CPU seconds a server's processes spent so far (moto: gunicorn and its worker), 0
+    without one."""
+    return sum(process_cpu(pid) for pid in server.pids()) if server else 0.0
+
+
 class Place:
-    """One kind of store: where a fresh store goes each round, and its server's pid."""
+    """One kind of store: where a fresh store goes each round, and its server."""
 
     def __init__(
         self,
@@ -88,20 +97,20 @@ class Place:
         self.kind = kind
         self.fresh = fresh
         self.target = target
-        self.pid = server.proc.pid if server else None
+        self.server = server
 
 
 def run(place: Place, base: Path, inc: Path, out: Path, kek: bytes) -> dict[str, Any]:
     location = place.fresh()
     store = engine.init_store(location, kek, target=place.target, codec=CODEC)
     size = base.stat().st_size
-    c0, e0 = cpu_seconds(place.pid), own_cpu()
+    c0, e0 = cpu_seconds(place.server), own_cpu()
     t0 = time.monotonic()
     full = engine.backup(
         engine.BackupRequest(store, [engine.DiskSource(0, str(base))], vm_name="b")
     )
     t_full = time.monotonic() - t0
-    c_full, e_full = cpu_seconds(place.pid) - c0, own_cpu() - e0
+    c_full, e_full = cpu_seconds(place.server) - c0, own_cpu() - e0
     r0 = store.backend.requests()
     t0 = time.monotonic()
     res = engine.backup(
@@ -112,11 +121,11 @@ def run(place: Place, base: Path, inc: Path, out: Path, kek: bytes) -> dict[str,
     t_inc = time.monotonic() - t0
     inc_requests = store.backend.requests() - r0
     store = engine.open_store(location, kek, target=place.target)  # a cold handle, as a job has
-    c0, e0 = cpu_seconds(place.pid), own_cpu()
+    c0, e0 = cpu_seconds(place.server), own_cpu()
     t0 = time.monotonic()
     engine.restore(store, res.rp_id, {0: out}, sync=False)
     t_restore = time.monotonic() - t0
-    c_restore, e_restore = cpu_seconds(place.pid) - c0, own_cpu() - e0
+    c_restore, e_restore = cpu_seconds(place.server) - c0, own_cpu() - e0
     assert same(inc, out), f"{place.kind}: restored image differs"
     out.unlink()
     return {
@@ -153,7 +162,7 @@ def plain_transfer(place: Place, objects: list[tuple[str, bytes]]) -> dict[str, 
     assert isinstance(backend, ObjectBackend)
     store = backend.store
     prefix = f"plain-{uuid.uuid4().hex[:8]}/"
-    c0 = cpu_seconds(place.pid)
+    c0 = cpu_seconds(place.server)
     t0 = time.monotonic()
     with ThreadPoolExecutor(OBJECT_IO_THREADS) as pool:
         list(
@@ -163,13 +172,13 @@ def plain_transfer(place: Place, objects: list[tuple[str, bytes]]) -> dict[str, 
             )
         )
     t_put = time.monotonic() - t0
-    c_put = cpu_seconds(place.pid) - c0
-    c0 = cpu_seconds(place.pid)
+    c_put = cpu_seconds(place.server) - c0
+    c0 = cpu_seconds(place.server)
     t0 = time.monotonic()
     with ThreadPoolExecutor(OBJECT_IO_THREADS) as pool:
         got = list(pool.map(lambda kv: bytes(obstore.get(store, prefix + kv[0]).bytes()), objects))
     t_get = time.monotonic() - t0
-    c_get = cpu_seconds(place.pid) - c0
+    c_get = cpu_seconds(place.server) - c0
     assert [len(g) for g in got] == [len(v) for _, v in objects]
     return {"put": t_put, "get": t_get, "server cpu put": c_put, "server cpu get": c_get}
 
@@ -179,8 +188,15 @@ def main() -> int:
     ap.add_argument("--size", default="256M")
     ap.add_argument("--runs", type=int, default=3, help="rounds; medians are reported")
     ap.add_argument("--work", type=Path)
+    ap.add_argument(
+        "--azurite-on-disk",
+        action="store_true",
+        help="Azurite writes every blob to a file and its metadata to a LokiJS database "
+        "(default: in memory, as moto keeps its objects)",
+    )
     args = ap.parse_args()
     size = parse_size(args.size)
+    load_at_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="objbench-", dir=args.work))
     servers: list[objservers.Server] = []
     results: dict[str, list[dict[str, Any]]] = {}
@@ -194,7 +210,7 @@ def main() -> int:
         kek = os.urandom(32)
         moto = objservers.start_moto()
         servers.append(moto)
-        azurite = objservers.start_azurite()
+        azurite = objservers.start_azurite(in_memory=not args.azurite_on_disk)
         servers.append(azurite)
         counter = iter(range(1 << 30))
         places = [
@@ -230,6 +246,11 @@ def main() -> int:
             srv.stop()
         shutil.rmtree(work, ignore_errors=True)
     print_tables(size, args.runs, results, plain)
+    azurite_keeps = "on disk" if args.azurite_on_disk else "in memory"
+    print(
+        f"Azurite {azurite_keeps}; load average {load_at_start:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end"
+    )
     return 0
 
 
@@ -276,7 +297,7 @@ def print_tables(
     )
     print()
     print(
-        f"CPU seconds (engine + client: this process; server: its process), and the same chunk "
+        f"CPU seconds (engine + client: this process; server: its processes), and the same chunk "
         f"objects moved without the engine (obstore, {OBJECT_IO_THREADS} in flight)"
     )
     hdr = (
@@ -302,6 +323,23 @@ def print_tables(
         "(restore) time / the plain put (get) time, the ratio an engine with no work of its "
         "own would reach against this server"
     )
+    print()
+    # Here the server shares the cores with the engine, so a step is bound by the CPU both
+    # spend; on a loaded machine this ratio moves less than the wall-clock one.
+    print(
+        "CPU ratio: the local store's engine CPU / (engine + server CPU) against this store, "
+        "per step; the wall-clock ratio when both share the cores and CPU is the bound"
+    )
+    hdr = f"{'store':<16} {'backup cpu':>10} {'x local':>7} | {'restore cpu':>11} {'x local':>7}"
+    print(hdr)
+    print("-" * len(hdr))
+    for kind, rows in results.items():
+        cells = []
+        for step, width in (("full", 10), ("restore", 11)):
+            spent = med(rows, f"engine cpu {step}") + med(rows, f"server cpu {step}")
+            ratio = med(local, f"engine cpu {step}") / spent if spent else 0.0
+            cells.append(f"{spent:{width}.2f} {ratio:7.2f}")
+        print(f"{kind:<16} {cells[0]} | {cells[1]}")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,12 @@ data" (kept forever until somebody re-protects it or decides otherwise), its poi
 vault tier, their hosts linked to the vault. The VMs must be registered in the inventory first (hosts and disks name files on
 the server: a site admin's act); the attach names the ones missing.
 
-A store the key does not open is refused with an error naming the key; nothing is created.
-Object-storage locations are not attached yet (directories only).
+The store is a directory, or an `s3://bucket/prefix` / `az://container/prefix` location with
+the registered storage target that reaches it (endpoint and credentials, read at use as for any
+vault on object storage); the vault keeps that target. A location is checked as a new vault's is
+(`vaults.services.vaults.store_location_errors`): a target of its kind, and no other vault's
+store in it or around it. A store the key does not open is refused with an error naming the key,
+a store that cannot be reached with the reason; either way nothing is created.
 """
 
 from __future__ import annotations
@@ -34,23 +38,37 @@ from vaults.models import (
     ProtectedVM,
     RecoveryPoint,
     RetentionMode,
+    StorageTarget,
     Vault,
-    location_scheme,
 )
+from vaults.services.vaults import store_location_errors
+from vaults.stores import TargetUnusable, object_target
+
+# The form's and the command's field names for a vault's place.
+_FIELDS = {"store_location": "location", "storage_target": "storage_target"}
 
 
-def _open(location: str) -> engine.Store:
-    if location_scheme(location) is not None:
-        raise ValidationError({"location": ["Only directories can be attached for now."]})
+def _check_place(name: str, location: str, target: StorageTarget | None) -> None:
+    """The location and its target as a new vault's (module doc), errors by this form's fields."""
+    errors = store_location_errors(Vault(name=name, store_location=location, storage_target=target))
+    if errors:
+        raise ValidationError({_FIELDS.get(f, f): [m] for f, m in errors.items()})
+
+
+def _open(location: str, target: StorageTarget | None) -> engine.Store:
     try:
         kek = master_key.kek()
     except engine.KeyUnavailable as e:
         raise ValidationError({"key": [f"The master key is unavailable: {e}"]}) from e
     try:
-        return engine.open_store(location, kek)
+        engine_target = object_target(target) if target is not None else None
+    except TargetUnusable as e:
+        raise ValidationError({"storage_target": [str(e)]}) from e
+    try:
+        return engine.open_store(location, kek, target=engine_target)
     except engine.StoreNotFound as e:
         raise ValidationError({"location": [f"No vault store at {location}: {e}"]}) from e
-    except engine.KeyUnavailable as e:  # WrongKey and KeyMismatch are kinds of it
+    except engine.KeyUnavailable as e:  # WrongKey is a kind of it
         raise ValidationError(
             {
                 "key": [
@@ -59,6 +77,10 @@ def _open(location: str) -> engine.Store:
                     f"{location}: put back the master key this store was made with. ({e})"
                 ]
             }
+        ) from e
+    except engine.EngineError as e:  # the bucket or container cannot be reached, or refuses us
+        raise ValidationError(
+            {"location": [f"The vault store at {location} cannot be read: {e}"]}
         ) from e
 
 
@@ -96,15 +118,27 @@ def _row(vault: Vault, item: ProtectedVM, rp: engine.RecoveryPoint) -> RecoveryP
 
 
 def attach_vault(
-    *, name: str, location: str, by: User, request: HttpRequest | None = None
+    *,
+    name: str,
+    location: str,
+    storage_target: StorageTarget | None = None,
+    by: User,
+    request: HttpRequest | None = None,
 ) -> Vault:
-    """Recreate vault ``name`` from the store at ``location`` (module doc); site admins only."""
+    """Recreate vault ``name`` from the store at ``location``, reached through
+    ``storage_target`` when it is object storage (module doc); site admins only."""
     access.require_site(by, "create_vault")
     if Vault.objects.filter(name__iexact=name).exists():
         raise ValidationError({"name": [f"A vault named {name} exists already."]})
-    store = _open(location)
+    _check_place(name, location, storage_target)
+    store = _open(location, storage_target)
     damaged: list[engine.Damage] = []
-    points = engine.list_recovery_points(store, damaged=damaged)
+    try:
+        points = engine.list_recovery_points(store, damaged=damaged)
+    except engine.EngineError as e:
+        raise ValidationError(
+            {"location": [f"The vault store at {location} cannot be read: {e}"]}
+        ) from e
     if damaged:
         names = ", ".join(sorted({d.rp_id or "?" for d in damaged}))
         raise ValidationError({"location": [f"Manifests fail authentication: {names}."]})
@@ -120,7 +154,9 @@ def attach_vault(
         taken = ", ".join(sorted(i.vm.name for i in busy))
         raise ValidationError({"location": [f"Already protected in another vault: {taken}."]})
     with transaction.atomic():
-        vault = Vault.create(name=name, owner=by, store_location=location)
+        vault = Vault.create(
+            name=name, owner=by, store_location=location, storage_target=storage_target
+        )
         policy = vault.policies.get()
         # The VMs' hosts are linked, so members see the items and can restore to them.
         vault.linked_hosts.add(*{vm.host_id for vm in vms.values()})
@@ -141,6 +177,7 @@ def attach_vault(
                 RecoveryPoint.objects.filter(pk=row.pk).update(parent_id=rp.parent)
         summary: dict[str, Any] = {
             "location": location,
+            "storage_target": storage_target.name if storage_target is not None else None,
             "items": vm_names,
             "recovery_points": len(rows),
         }

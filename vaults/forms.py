@@ -471,5 +471,14 @@ class VaultAttachForm(forms.Form):
         help_text="The vault's name, as it was (or a new one).",
     )
     location = forms.CharField(
-        max_length=500, help_text="The vault store's directory, e.g. /srv/lifeboat/vaults/prod."
+        max_length=500,
+        help_text="The vault store's directory, e.g. /srv/lifeboat/vaults/prod, or its "
+        "s3://bucket/prefix or az://container/prefix.",
+    )
+    storage_target = forms.ModelChoiceField(
+        queryset=StorageTarget.objects.order_by("name"),
+        required=False,
+        to_field_name="name",
+        help_text="For s3:// and az:// locations: the registered storage target that reaches "
+        "it (register it first under Storage targets).",
     )

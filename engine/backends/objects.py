@@ -52,6 +52,11 @@ def _short(e: BaseException) -> str:
     return first[:160]
 
 
+def _tls(endpoint: str | None) -> bool:
+    """Requests to this endpoint go over TLS (no endpoint: the service's own, HTTPS)."""
+    return endpoint is None or endpoint.startswith("https://")
+
+
 class ObjectBackend:
     """One bucket (S3) or container (Azure) and a prefix in it."""
 
@@ -110,6 +115,11 @@ class ObjectBackend:
                 "session_token": creds.get("session_token"),
             }
             extra.update({k: v for k, v in given.items() if v is not None})
+            if _tls(self.target.endpoint):
+                # TLS already guards the body on its way; signing it too hashes every byte
+                # put once more (half the client's CPU per put, measured on 1 MiB chunks).
+                # Over plain HTTP the signature is the service's only check of the body.
+                extra["unsigned_payload"] = True
             return S3Store(
                 self.bucket,
                 virtual_hosted_style_request=not self.target.path_style,

@@ -65,6 +65,14 @@ class Server:
     proc: subprocess.Popen[bytes]
     workdir: Path
 
+    def pids(self) -> list[int]:
+        """The server's processes: its own and its children (gunicorn's worker)."""
+        try:
+            kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        except OSError:
+            kids = ""
+        return [self.proc.pid, *map(int, kids.split())]
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -82,23 +90,48 @@ def start_moto() -> Server:
     port = free_port()
     work = Path(tempfile.mkdtemp(prefix="lifeboat-moto-"))
     log = work / "moto.log"
+    # One process (moto keeps its objects in it), its threads serving kept-alive connections.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            "1",
+            "--worker-class",
+            "gthread",
+            "--threads",
+            "32",
+            "--keep-alive",
+            "75",
+            "--graceful-timeout",
+            "2",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--pythonpath",
+            str(REPO),
+            "engine.tests.moto_wsgi:app",
+        ],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         cwd=work,
+        env={**os.environ, "MOTO_PORT": str(port)},
     )
     _wait_port(port, proc, "moto server", log)
     return Server("s3", f"http://127.0.0.1:{port}", proc, work)
 
 
-def start_azurite() -> Server:
+def start_azurite(*, in_memory: bool = False) -> Server:
+    """Azurite on a free port. `in_memory`: blobs and their metadata live in the process, as
+    moto keeps its objects (nothing survives a restart); otherwise every blob is a file and
+    the metadata a LokiJS database in a fresh folder."""
     if not AZURITE.exists():
         _missing("Azurite is not installed (npm ci at the repository root)")
     port = free_port()
     # A fresh folder per run: Azurite keeps deleted blobs' data until it restarts.
     work = Path(tempfile.mkdtemp(prefix="lifeboat-azurite-"))
     log = work / "azurite.log"
+    keeps = ["--inMemoryPersistence"] if in_memory else ["--location", str(work / "data")]
     proc = subprocess.Popen(
         [
             str(AZURITE),
@@ -106,8 +139,7 @@ def start_azurite() -> Server:
             "127.0.0.1",
             "--blobPort",
             str(port),
-            "--location",
-            str(work / "data"),
+            *keeps,
             "--loose",
             "--skipApiVersionCheck",
             "--disableTelemetry",
@@ -216,6 +248,10 @@ class Outage:
 
     def cut(self) -> None:
         if self._listener is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone would leave that
+            # call to take one more connection through.
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
         with self._lock:
@@ -240,7 +276,8 @@ def moto_server() -> Iterator[Server]:
 
 @pytest.fixture(scope="session")
 def azurite_server() -> Iterator[Server]:
-    srv = start_azurite()
+    # In memory, as moto is: no test restarts the server and expects its data back.
+    srv = start_azurite(in_memory=True)
     try:
         yield srv
     finally:

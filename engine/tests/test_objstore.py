@@ -133,3 +133,17 @@ def test_object_lock_keeps_chunks_until_their_date(
     assert marker.get("DeleteMarker")
     body = s3.get_object(Bucket=bucket, Key=key, VersionId=version)["Body"].read()
     assert len(body) > 0
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "signed"),
+    [("https://s3.example.net", False), (None, False), ("http://127.0.0.1:9000", True)],
+)
+def test_s3_bodies_are_signed_unless_tls_guards_them(endpoint: str | None, signed: bool) -> None:
+    from engine.backends.objects import ObjectBackend
+
+    target = ObjectTarget(
+        endpoint, "us-east-1", True, {"access_key_id": "a", "secret_access_key": "b"}
+    )
+    config = ObjectBackend("s3://bucket/vault", target).store.config
+    assert (config.get("unsigned_payload") != "true") is signed

@@ -82,7 +82,7 @@ def create_vault(
         )
     if Vault.objects.filter(name__iexact=name).exists():
         raise ValidationError({"name": "A vault with this name already exists."})
-    errors = _store_location_errors(
+    errors = store_location_errors(
         Vault(
             name=name,
             store_location=fields.get("store_location", ""),
@@ -133,7 +133,7 @@ def _target_errors(
     return {}
 
 
-def _store_location_errors(vault: Vault) -> dict[str, str]:
+def store_location_errors(vault: Vault) -> dict[str, str]:
     """A vault's store is an absolute directory or an object-storage location (with its
     target) that is no other vault's store, and neither lies inside one nor holds one: a shared
     store would mix two vaults' keys and let one vault's cleanup count the other's recovery
@@ -228,7 +228,7 @@ def _check_setting_transitions(vault: Vault, changes: VaultChanges) -> dict[str,
                 name=vault.name,
                 **{f: changes.get(f, getattr(vault, f)) for f in PLACE_SETTINGS},  # type: ignore[misc]
             )
-            errors.update(_store_location_errors(place))
+            errors.update(store_location_errors(place))
     return errors
 
 

@@ -1,7 +1,7 @@
 """gunicorn's settings for `make run` and production: `gunicorn -c python:portal.gunicorn_conf
 portal.wsgi`. Each can be changed from the environment (the systemd unit's `Environment=`).
 
-Threaded workers (`gthread`, balanced: `portal.gunicorn_worker`): a page spends much of its time in Python, so processes give the
+Threaded workers (`gthread`): a page spends much of its time in Python, so processes give the
 two cores their parallelism, and a few threads per process keep a slow request (a download, a
 store that answers slowly) from holding up the others. `bench/web_load.py` measured it.
 
@@ -13,9 +13,7 @@ import os
 
 bind = [os.environ.get("LIFEBOAT_BIND", "127.0.0.1:8000")]
 workers = int(os.environ.get("LIFEBOAT_WEB_WORKERS", "4"))
-# gthread that takes a new connection only while it has a free thread (portal.gunicorn_worker):
-# kept-alive connections spread over the workers instead of piling up on one.
-worker_class = "portal.gunicorn_worker.BalancedThreadWorker"
+worker_class = "gthread"
 threads = int(os.environ.get("LIFEBOAT_WEB_THREADS", "4"))
 # A download of a large file may stream for a long time; a worker stuck this long is restarted.
 timeout = int(os.environ.get("LIFEBOAT_WEB_TIMEOUT", "300"))

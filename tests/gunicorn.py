@@ -16,13 +16,13 @@ GUNICORN = Path(sys.executable).parent / "gunicorn"
 
 
 @contextmanager
-def serving(app: str, env: dict[str, str], log: Path, workers: int = 1) -> Iterator[int]:
-    """gunicorn serving the WSGI `app` ("module:callable") on a free port, with one worker
-    unless told, until the block ends; yields the port. Its output goes to `log`."""
+def serving(app: str, env: dict[str, str], log: Path) -> Iterator[int]:
+    """gunicorn serving the WSGI `app` ("module:callable") on a free port, with one worker,
+    until the block ends; yields the port. Its output goes to `log`."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**env, "LIFEBOAT_WEB_WORKERS": str(workers)}
+    env = {**env, "LIFEBOAT_WEB_WORKERS": "1"}
     command = [str(GUNICORN), "-c", "python:portal.gunicorn_conf"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(

@@ -69,9 +69,10 @@ def token_refusal(user: User, request: HttpRequest | None = None) -> str | None:
 
 
 def _account_of(user: User) -> DirectoryAccount | None:
+    """The user's directory account with its directory, or None for a local user."""
     if not User.directory_account.is_cached(user):
         return DirectoryAccount.objects.select_related("directory").filter(user=user).first()
     try:
-        return user.directory_account  # loaded: none raises DoesNotExist
+        return user.directory_account  # selected with the user; a local user has none
     except DirectoryAccount.DoesNotExist:
         return None

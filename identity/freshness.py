@@ -32,8 +32,12 @@ def token_lifetime() -> timedelta:
 
 
 def token_refusal(user: User, request: HttpRequest | None = None) -> str | None:
-    """Why `user`'s API token is refused now, or None when it may be used."""
-    account = DirectoryAccount.objects.select_related("directory").filter(user=user).first()
+    """Why `user`'s API token is refused now, or None when it may be used.
+
+    The user's directory account (with its directory) is read here unless the caller loaded it
+    with the user (`select_related("user__directory_account__directory")`), as the token
+    authentication does to spare every API call a query."""
+    account = _account_of(user)
     if account is None:
         return None
     if account.disabled:
@@ -62,3 +66,13 @@ def token_refusal(user: User, request: HttpRequest | None = None) -> str | None:
     except (python_ldap.LDAPError, SecretUnavailable):
         return f"Directory {account.directory.name} cannot be reached to check this user."
     return None if still_enabled else "The directory disabled or removed this user."
+
+
+def _account_of(user: User) -> DirectoryAccount | None:
+    """The user's directory account with its directory, or None for a local user."""
+    if not User.directory_account.is_cached(user):
+        return DirectoryAccount.objects.select_related("directory").filter(user=user).first()
+    try:
+        return user.directory_account  # selected with the user; a local user has none
+    except DirectoryAccount.DoesNotExist:
+        return None

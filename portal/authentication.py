@@ -29,7 +29,10 @@ class ApiTokenAuthentication(authentication.TokenAuthentication):
 
     def authenticate_credentials(self, key: str) -> tuple[User, ApiToken]:
         try:
-            token = ApiToken.objects.select_related("user").get(key_hash=hash_token(key))
+            # The user's directory account comes along for `token_refusal` (one query, not two).
+            token = ApiToken.objects.select_related(
+                "user", "user__directory_account__directory"
+            ).get(key_hash=hash_token(key))
         except ApiToken.DoesNotExist:
             raise exceptions.AuthenticationFailed("Invalid token.") from None
         if not token.is_active:

@@ -1,6 +1,7 @@
 from datetime import timedelta
 
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from tests import factories as f
@@ -152,3 +153,19 @@ def test_it_refuses_moving_to_shorter_retention_in_an_immutable_vault(api, item,
     item.vault.save()
     r = api(contributor).patch(detail("web-01"), {"policy": "Short"})
     assert r.status_code == 409 and r.data["rule"] == "immutability", r.data
+
+
+def test_the_list_and_an_item_count_live_recovery_points_only(api, vault, item, reader, host):
+    f.make_rp(item)
+    f.make_rp(item)
+    f.make_rp(item, soft_deleted_at=timezone.now())
+    other = f.make_protected_item(vault, f.make_vm(host))
+    f.make_rp(other)
+    r = api(reader).get(LIST)
+    assert r.status_code == 200
+    assert {row["vm_name"]: row["recovery_points"] for row in r.data["results"]} == {
+        "web-01": 2,
+        other.vm.name: 1,
+    }
+    assert r.data["count"] == 2
+    assert api(reader).get(detail("web-01")).data["recovery_points"] == 2

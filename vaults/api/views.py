@@ -9,7 +9,7 @@ from uuid import UUID
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Count, Q, QuerySet
+from django.db.models import OuterRef, QuerySet
 from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -18,6 +18,7 @@ from rest_framework.response import Response
 
 from inventory.models import Host
 from portal.api.base import ApiListView, ApiRequest, ApiView, changed_only
+from portal.pages import count_of
 from security.keys import key_name
 from vaults import access
 from vaults.access import AnyUser
@@ -266,9 +267,11 @@ def items_of(vault: Vault, user: AnyUser) -> ProtectedVMQuerySet:
         access.visible(ProtectedVM.objects.all(), user)
         .filter(vault=vault)
         .select_related("vm", "policy")
+        # A correlated count, not a join: the page's COUNT(*) and rows skip the recovery points.
         .annotate(
-            rp_count=Count(
-                "recovery_points", filter=Q(recovery_points__soft_deleted_at__isnull=True)
+            rp_count=count_of(
+                RecoveryPoint.objects.live().filter(protected_item=OuterRef("pk")),
+                "protected_item",
             )
         )
     )

@@ -9,11 +9,11 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 import engine
-from inventory.models import Disk, Host, VirtualMachine
 from jobs.models import Status
 from security import master_key
 from tests import factories as f
 from tests.api.conftest import needs_mkfs, same_bytes
+from tests.catalog_loss import inventory_of, reregister
 from vaults.models import ItemState, RecoveryPoint, RetentionMode, Vault
 
 pytestmark = [needs_mkfs, pytest.mark.django_db(transaction=True)]
@@ -21,30 +21,10 @@ pytestmark = [needs_mkfs, pytest.mark.django_db(transaction=True)]
 
 def _lose_the_server(item) -> dict:
     """Everything an operator re-registers (hosts, VMs) kept aside; then the database dropped."""
-    vm = item.vm
-    host = vm.host
-    kept = {
-        "location": item.vault.vault_location,
-        "host": {
-            "name": host.name,
-            "snapshot_root": host.snapshot_root,
-            "allowed_roots": host.allowed_roots,
-        },
-        "vm": vm.name,
-        "disks": [(d.lun, d.path, d.size) for d in vm.disks.all()],
-    }
+    kept = {"location": item.vault.vault_location, **inventory_of(item.vm)}
     call_command("flush", interactive=False, verbosity=0)
     assert not Vault.objects.exists() and not RecoveryPoint.objects.exists()
     return kept
-
-
-def _reregister(kept: dict):
-    admin = f.make_user("admin2", superuser=True)
-    host = Host.objects.create(**kept["host"])
-    vm = VirtualMachine.objects.create(name=kept["vm"], host=host, power_state="stopped")
-    for lun, path, size in kept["disks"]:
-        Disk.objects.create(vm=vm, lun=lun, path=path, size=size)
-    return admin, host
 
 
 def test_attach_rebuilds_the_catalog_and_restores_work(
@@ -53,7 +33,7 @@ def test_attach_rebuilds_the_catalog_and_restores_work(
     before = RecoveryPoint.objects.get(pk=backed_up.pk)
     assert before.in_vault_tier
     kept = _lose_the_server(item)
-    admin, host = _reregister(kept)
+    admin, host = reregister(kept)
     call_command("attach_vault", "prod", kept["location"], "--as", "admin2")
     assert "1 recovery point(s)" in capsys.readouterr().out
     vault = Vault.objects.get(name="prod")
@@ -90,7 +70,7 @@ def test_attach_rebuilds_the_catalog_and_restores_work(
 
 def test_a_wrong_master_key_is_refused_clearly(backed_up, item):
     kept = _lose_the_server(item)
-    _reregister(kept)
+    reregister(kept)
     # The fresh install got a new master key instead of the exported one.
     path = master_key.key_path()
     path.write_bytes(os.urandom(32))
@@ -115,7 +95,7 @@ def test_missing_vms_are_named(backed_up, item):
 
 def test_the_site_admin_page_attaches(backed_up, item, client):
     kept = _lose_the_server(item)
-    admin, _ = _reregister(kept)
+    admin, _ = reregister(kept)
     client.force_login(admin)
     assert b"Attach a vault store" in client.get(reverse("vault-list")).content
     r = client.post(reverse("vault-attach"), {"name": "prod", "location": "/nowhere"})

@@ -20,12 +20,11 @@ from engine.tests.objservers import (  # noqa: F401  (session fixtures)
     new_bucket,
     new_container,
 )
-from inventory.models import Disk, Host, VirtualMachine
 from jobs.models import Status
 from jobs.restore import request_restore
 from security import master_key
-from tests import factories as f
 from tests.backups.conftest import World, aside, needs_e2fsprogs, run, same_bytes
+from tests.catalog_loss import inventory_of, reregister
 from vaults.models import ItemState, RecoveryPoint, StorageTarget, Vault
 
 pytestmark = [needs_e2fsprogs, pytest.mark.django_db(transaction=True)]
@@ -86,28 +85,13 @@ def backed_up(tmp_path, kind, endpoint):
         "tags": rp.tags,
         "expires_at": rp.expires_at,
         "size": rp.size_bytes,
-        "host": {
-            "name": w.host.name,
-            "snapshot_root": w.host.snapshot_root,
-            "allowed_roots": w.host.allowed_roots,
-        },
-        "vm": w.vm.name,
-        "disks": [(d.lun, d.path, d.size) for d in w.vm.disks.all()],
+        **inventory_of(w.vm),
         "expected": expected,
     }
     # The server is lost: every catalog row goes, storage targets included.
     call_command("flush", interactive=False, verbosity=0)
     assert not Vault.objects.exists() and not StorageTarget.objects.exists()
     return kept
-
-
-def reregister(kept: dict):
-    admin = f.make_user("admin2", superuser=True)
-    host = Host.objects.create(**kept["host"])
-    vm = VirtualMachine.objects.create(name=kept["vm"], host=host, power_state="stopped")
-    for lun, path, size in kept["disks"]:
-        Disk.objects.create(vm=vm, lun=lun, path=path, size=size)
-    return admin, host
 
 
 def test_attach_through_a_target_rebuilds_the_catalog_and_restores(

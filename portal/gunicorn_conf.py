@@ -2,8 +2,15 @@
 portal.wsgi`. Each can be changed from the environment (the systemd unit's `Environment=`).
 
 Threaded workers (`gthread`): a page spends much of its time in Python, so processes give the
-two cores their parallelism, and a few threads per process keep a slow request (a download, a
-store that answers slowly) from holding up the others. `bench/web_load.py` measured it.
+two cores their parallelism, and a second thread per process keeps a slow request (a download,
+a store that answers slowly) from holding up the process; the main thread keeps the worker's
+heartbeat while a long download streams. Each worker takes a connection only while it has a
+free thread, and closes it after the response: waiting requests then queue once, in the
+listening socket, and go to whichever worker is free first. Kept-alive connections instead
+stay with the worker that accepted them, which queued behind its busy threads while others
+idled: at 32 clients p99 was 560-960 ms against 270-370 ms this way, for about 10% fewer
+requests per second (`bench/web_load.py`, bench/README.md "Web load"). Behind a reverse
+proxy the client's own connection is kept alive by the proxy.
 
 Logs go to standard output and error, one line per event (the journal under systemd): the
 access log as `key=value` pairs, Django's own lines as set by `LIFEBOAT_LOG_FORMAT`.
@@ -12,14 +19,17 @@ access log as `key=value` pairs, Django's own lines as set by `LIFEBOAT_LOG_FORM
 import os
 
 bind = [os.environ.get("LIFEBOAT_BIND", "127.0.0.1:8000")]
-workers = int(os.environ.get("LIFEBOAT_WEB_WORKERS", "4"))
+workers = int(os.environ.get("LIFEBOAT_WEB_WORKERS", "8"))
 worker_class = "gthread"
-threads = int(os.environ.get("LIFEBOAT_WEB_THREADS", "4"))
+threads = int(os.environ.get("LIFEBOAT_WEB_THREADS", "2"))
+# A worker accepts no more connections than it has threads (module doc).
+worker_connections = threads
 # A download of a large file may stream for a long time; a worker stuck this long is restarted.
 timeout = int(os.environ.get("LIFEBOAT_WEB_TIMEOUT", "300"))
 # Ctrl-C and `systemctl stop`: requests in flight get this long, then the workers are killed.
 graceful_timeout = 10
-keepalive = 5
+# Every response closes its connection, so a free worker takes the next one (module doc).
+keepalive = 0
 # Recycle workers now and then, so a slow leak never grows unbounded.
 max_requests = 5000
 max_requests_jitter = 500

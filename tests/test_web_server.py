@@ -2,7 +2,9 @@
 gunicorn with `make run`'s settings (portal/gunicorn_conf.py) serving an application wrapped
 as portal/wsgi.py wraps Django's. A body that fails after the headers went out ends in a reset
 connection, never in a response that looks whole (and never in a kept-alive connection that
-leaves the client waiting); whole responses keep HTTP/1.1 keep-alive."""
+leaves the client waiting). Whole responses keep HTTP/1.1 keep-alive on the development
+server; gunicorn closes the connection after each whole response, so that a waiting request
+goes to whichever worker is free (portal/gunicorn_conf.py)."""
 
 import http.client
 import os
@@ -83,9 +85,18 @@ def test_an_http10_client_such_as_a_proxy_sees_the_reset_too(gunicorn_port):
     assert received.startswith(b"HTTP/1.") and b" 200 " in received.split(b"\r\n")[0]
 
 
-def test_whole_responses_keep_the_connection(any_port):
-    conn = http.client.HTTPConnection("127.0.0.1", any_port, timeout=10)
+def test_whole_responses_keep_the_connection_on_the_development_server(port):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     assert get(conn, "/whole").read() == BODY
     first = conn.sock
     assert get(conn, "/whole").read() == BODY
     assert conn.sock is first  # the same connection served both
+
+
+def test_gunicorn_closes_after_a_whole_response(gunicorn_port):
+    conn = http.client.HTTPConnection("127.0.0.1", gunicorn_port, timeout=10)
+    response = get(conn, "/whole")
+    assert response.getheader("Connection") == "close"
+    assert response.read() == BODY  # whole, as its length says
+    assert conn.sock is None  # http.client saw the close
+    assert get(conn, "/whole").read() == BODY  # the next request on a new connection

@@ -116,6 +116,7 @@ def main_pages(job) -> list[str]:
         reverse("job-list", args=[vault]),
         reverse("job-detail", args=[vault, job.pk]),
         reverse("policy-list", args=[vault]),
+        reverse("policy-edit", args=[vault, job.protected_item.policy.name]),
         reverse("alert-list", args=[vault]),
         reverse("vault-access", args=[vault]),
         reverse("vault-settings", args=[vault]),
@@ -134,6 +135,7 @@ def main_pages(job) -> list[str]:
         reverse("site-health"),
         reverse("account-second-factor"),
         reverse("directory-list"),
+        reverse("vault-attach"),
         "/vaults/prod/no-such-page/",
     ]
 

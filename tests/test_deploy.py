@@ -168,9 +168,14 @@ def test_the_documented_commands_run_on_postgresql(scratch_database, tmp_path):
             time.sleep(1)
         logs = "".join(p.read_text()[-2000:] for p in tmp_path.glob("*.service.log"))
         assert '"status": "ok"' in body and "fail" not in body, body + logs
-        # Each request is one structured line in the log.
-        web_log = (tmp_path / "lifeboat-web.service.log").read_text()
-        assert re.search(r'event=request remote=127\.0\.0\.1 method=GET path="/healthz"', web_log)
+        # Each request is one structured line in the log; gunicorn writes it once the response
+        # has gone, so the client may read the body before the line is there.
+        line = re.compile(r'event=request remote=127\.0\.0\.1 method=GET path="/healthz"')
+        web_log = tmp_path / "lifeboat-web.service.log"
+        deadline = time.monotonic() + 10
+        while not line.search(web_log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert line.search(web_log.read_text()), web_log.read_text()[-2000:]
     finally:
         for proc in started:
             try:

@@ -146,8 +146,10 @@ def restore(
     """
     started = time.monotonic()
     _check_marker(marker)
-    # One more than usual: writes to the target may block (object stores: many in flight).
-    threads = store.io_threads(threads or default_threads() + 1)
+    # Decode threads: the cores, and one more for a write that waits. Not more for an object
+    # store: its requests are in flight on the read-ahead threads (READ_AHEAD_THREADS), and
+    # 16 decode threads on 2 cores only took turns at the target's lock.
+    threads = threads or default_threads() + 1
     with contextlib.ExitStack() as owned, store.operation("restore", rp_id=rp_id):
         disks = _disks_to_restore(store, rp_id, targets, owned)
         try:
@@ -311,7 +313,8 @@ def _write_disks(
         out = _decoded(idx.chunk_size)
         _decode(store, idx.digest(i), ln, (rp_id, disk.lun, off), stored, pool, out)
         try:
-            write_data(disk.fd, out, off)
+            with write_locks[n]:
+                write_data(disk.fd, out, off)
         except OSError as e:
             raise TargetUnwritable(f"write to restore target failed: {e.strerror}") from e
         return _Piece(n, off + ln, ln, True)
@@ -346,6 +349,11 @@ def _write_disks(
     # Chunk files are read into buffers of this pool and decoded out of them (no copy); a
     # buffer goes back to the pool once its chunk is decrypted.
     pool = BufferPool(max(d.index.chunk_size for d in disks) + DELTA_OVERHEAD)
+    # One writer per temp file at a time. The file system takes the file's lock for each
+    # buffered write anyway, and its waiters spin for it on a core: a quarter of a restore's
+    # CPU when copying into fresh page-cache pages is slow (bench/README.md, "Restore at disk
+    # speed"). Waiting here, they sleep and leave the core to decoding.
+    write_locks = [threading.Lock() for _ in disks]
     get = _chunk_getter(store, pool)
     reader = ThreadPoolExecutor(READ_AHEAD_THREADS, thread_name_prefix="lifeboat-read")
     flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lifeboat-writeback")

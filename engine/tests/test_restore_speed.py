@@ -217,3 +217,47 @@ def test_restore_from_cold_chunk_files(tmp_path: Path, kek: bytes) -> None:
         # and the restored disk, synced, is left out of it (write_behind, forget_cached)
         assert _cached(out) == 0
     assert same_bytes(disk, out)
+
+
+def test_one_writer_per_target_file_at_a_time(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decode threads take turns at each temp file (the kernel would make them spin for
+    its lock), while the disks of a restore are still written side by side."""
+    import sys
+    import threading
+    import time
+
+    restore_module = sys.modules["engine.restore"]  # engine.restore is also the function
+
+    disks = {}
+    for lun in (0, 1):
+        disks[lun] = tmp_path / f"disk{lun}.img"
+        disks[lun].write_bytes(os.urandom(24 * (256 << 10)))
+    res = backup(
+        BackupRequest(store, [DiskSource(lun, str(p)) for lun, p in disks.items()], vm_name="w")
+    )
+    guard = threading.Lock()
+    writing: dict[int, int] = {}
+    most = {"per file": 0, "files": 0}
+    real = restore_module.write_data
+
+    def watched(fd: int, data: object, offset: int) -> None:
+        with guard:
+            writing[fd] = writing.get(fd, 0) + 1
+            most["per file"] = max(most["per file"], writing[fd])
+            most["files"] = max(most["files"], sum(1 for n in writing.values() if n))
+        time.sleep(0.002)  # long enough for another thread to arrive meanwhile
+        try:
+            real(fd, data, offset)  # type: ignore[arg-type]
+        finally:
+            with guard:
+                writing[fd] -= 1
+
+    monkeypatch.setattr(restore_module, "write_data", watched)
+    outs = {lun: tmp_path / f"out{lun}.img" for lun in disks}
+    restore(store, res.rp_id, outs, threads=8)
+    for lun in disks:
+        assert same_bytes(disks[lun], outs[lun])
+    assert most["per file"] == 1
+    assert most["files"] == 2

@@ -20,8 +20,8 @@ its directory fsynced: a restored disk is only usable once it is on disk) agains
 `cp --sparse=always --reflink=never` followed by `sync`; every output is compared with the
 `cp --sparse=always --reflink=never` followed by `sync` of the copy (fsync: a global sync
 would also wait for whatever the machine's other tenants left dirty); every output is
-compared with the image (cmp) outside the timed region. The steps of a round alternate, and
-each figure is the median of --runs rounds. CPU s is the user + system time of the restore
+compared with the image (cmp) outside the timed region. The steps of a round alternate, each round
+starting one step later, and each figure is the median of --runs rounds. CPU s is the user + system time of the restore
 (of cp and sync for cp), from os.times().
 
 The profile runs the stages of one restore one after the other on one thread (both tiers of
@@ -248,7 +248,10 @@ def run(args: argparse.Namespace, size: int, work: Path) -> int:
         cpu: dict[str, list[float]] = {}
         identical = {name: True for name, _ in steps}
         for n in range(args.runs):
-            for name, fn in steps:
+            # The order turns each round: the step after another that freed memory may get
+            # some of it back before this VM's host takes it (bench/README.md, "This VM's
+            # memory"), so each step is first once in len(steps) rounds.
+            for name, fn in steps[n % len(steps) :] + steps[: n % len(steps)]:
                 print(f"{shape} run {n + 1}/{args.runs}: {name}", file=sys.stderr)
                 out.unlink(missing_ok=True)
                 drop_caches()

@@ -14,7 +14,13 @@ import engine
 from engine import fs as efs
 from engine.entropy import entropy, judge
 from engine.fs.fsck import Signature, check_filesystem, signature
-from engine.tests.tools import make_ntfs, ntfs_break_mft, ntfs_zero_boot_sector, require_tool
+from engine.tests.tools import (
+    make_ntfs,
+    make_partitioned_ntfs,
+    ntfs_break_mft,
+    ntfs_zero_boot_sector,
+    require_tool,
+)
 
 MIB = 1 << 20
 
@@ -151,3 +157,30 @@ def test_ntfsfix_and_the_signature_find_a_damaged_ntfs(tmp_path: Path) -> None:
     zeros.write_bytes(bytes(1 << 20))
     assert signature(zeros) is None
     assert signature(ext4(tmp_path)) == Signature("ext4", "superblock")
+
+
+def test_a_partitioned_ntfs_is_found_read_and_checked_in_its_partition(tmp_path: Path) -> None:
+    require_tool("ntfsfix")
+    files = {"/hello.txt": b"hello partitioned ntfs\n"}
+    disk = tmp_path / "disk.img"
+    offset = make_partitioned_ntfs(disk, 16, files)
+    with efs.FileByteSource(disk) as source:
+        (p,) = efs.list_partitions(source)
+        assert (p.scheme, p.start, p.length) == ("mbr", offset, (15 << 20))
+        with efs.open_filesystem(source, p.index) as fs:
+            assert fs.fs_type == "ntfs"
+            assert b"".join(fs.read_file("/hello.txt")) == files["/hello.txt"]
+    assert signature(disk, offset=p.start, length=p.length) == Signature("ntfs", "boot sector")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    result = check_filesystem(disk, "ntfs", offset=p.start, length=p.length, scratch=scratch)
+    assert (result.command, result.ok) == ("ntfsfix -n", True), result.output
+    # The partition's boot sector zeroed: its backup, in the partition's last sector (not the
+    # disk's), names the type, and ntfsfix on the partition finds the damage.
+    ntfs_zero_boot_sector(disk, offset)
+    assert signature(disk, offset=p.start, length=p.length) == Signature(
+        "ntfs", "backup boot sector (the first sector is not one)"
+    )
+    result = check_filesystem(disk, "ntfs", offset=p.start, length=p.length, scratch=scratch)
+    assert result.ok is False and "boot" in result.output.lower()
+    assert not any(scratch.iterdir())

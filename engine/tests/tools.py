@@ -150,14 +150,19 @@ def gc_aged(store: Store, age: float, grace: float) -> GcResult:
     return gc(store, grace_seconds=grace)
 
 
-def make_ntfs(image: Path, size_mib: int, files: dict[str, bytes]) -> Path:
+def make_ntfs(
+    image: Path, size_mib: int, files: dict[str, bytes], *, partition_start: int = 0
+) -> Path:
     """A whole-disk NTFS image by `mkntfs` (no mount: the file is formatted as it is) holding
-    `files` written by `ntfscp`, which also goes through no mount."""
+    `files` written by `ntfscp`, which also goes through no mount. `partition_start`: the
+    sector the volume will start at on its disk (the boot sector records it)."""
     mkntfs, ntfscp = require_tool("mkntfs"), require_tool("ntfscp")
     with open(image, "wb") as f:
         f.truncate(size_mib << 20)
     subprocess.run(
-        [mkntfs, "-F", "-f", "-Q", "-L", "drill", str(image)], check=True, capture_output=True
+        [mkntfs, "-F", "-f", "-Q", "-L", "drill", "-p", str(partition_start), str(image)],
+        check=True,
+        capture_output=True,
     )
     for name, data in files.items():
         local = image.with_name(f"{image.name}.{name.strip('/').replace('/', '_')}")
@@ -167,19 +172,42 @@ def make_ntfs(image: Path, size_mib: int, files: dict[str, bytes]) -> Path:
     return image
 
 
-def ntfs_zero_boot_sector(image: Path) -> None:
-    """The damage The Sleuth Kit cannot see past: the first sector, NTFS's boot sector, zeroed
-    (its backup in the volume's last sector stays)."""
+def make_partitioned_ntfs(image: Path, size_mib: int, files: dict[str, bytes]) -> int:
+    """A disk with an MBR and one NTFS partition (type 7, from 1 MiB to the end, as Windows
+    lays out a data disk) holding `files`; returns the partition's offset in bytes. The
+    volume is made by make_ntfs in a file of its own and copied in: no loop device, no root."""
+    sfdisk = require_tool("sfdisk")
+    offset = 1 << 20
+    part = image.with_name(f"{image.name}.part")
+    make_ntfs(part, size_mib - 1, files, partition_start=offset // 512)
+    with open(image, "wb") as f:
+        f.truncate(size_mib << 20)
+    subprocess.run(
+        [sfdisk, "-q", str(image)], input=b"start=2048, type=7\n", check=True, capture_output=True
+    )
+    with open(image, "r+b") as out:
+        out.seek(offset)
+        out.write(part.read_bytes())
+    part.unlink()
+    return offset
+
+
+def ntfs_zero_boot_sector(image: Path, offset: int = 0) -> None:
+    """The damage The Sleuth Kit cannot see past: the first sector of the volume at `offset`,
+    NTFS's boot sector, zeroed (its backup in the volume's last sector stays)."""
     with open(image, "r+b") as f:
+        f.seek(offset)
         f.write(bytes(512))
 
 
-def ntfs_break_mft(image: Path) -> None:
-    """The $MFT's first record loses its FILE magic, where the boot sector says it starts."""
+def ntfs_break_mft(image: Path, offset: int = 0) -> None:
+    """The $MFT's first record loses its FILE magic, where the boot sector of the volume at
+    `offset` says it starts."""
     with open(image, "r+b") as f:
+        f.seek(offset)
         boot = f.read(512)
         cluster = int.from_bytes(boot[11:13], "little") * boot[13]
-        f.seek(int.from_bytes(boot[0x30:0x38], "little") * cluster)
+        f.seek(offset + int.from_bytes(boot[0x30:0x38], "little") * cluster)
         assert f.read(4) == b"FILE"
         f.seek(-4, os.SEEK_CUR)
         f.write(b"BAAD")

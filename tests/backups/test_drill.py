@@ -12,7 +12,13 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from engine.tests.tools import make_ntfs, ntfs_break_mft, ntfs_zero_boot_sector, require_tool
+from engine.tests.tools import (
+    make_ntfs,
+    make_partitioned_ntfs,
+    ntfs_break_mft,
+    ntfs_zero_boot_sector,
+    require_tool,
+)
 from inventory.lab import images
 from jobs import reconcile, runner, schedules, tasks
 from jobs.drill import drills_due, request_drill
@@ -282,3 +288,33 @@ def test_a_damaged_ntfs_fails_naming_ntfsfix(tmp_path, damage, reader):
         opened = rp.drill["checks"][2]["detail"]
         assert "could not open" in opened and "backup boot sector" in opened
         assert "ntfs" in opened and "no file of it is read" in opened
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_partitioned_ntfs_disk_is_checked_in_its_partition(tmp_path):
+    """A Windows data disk as Windows lays it out: an MBR and one NTFS partition. Clean, the
+    partition is opened, checked and sampled; its boot sector zeroed, the backup boot sector
+    at the partition's end names it and ntfsfix fails it."""
+    require_tool("ntfsfix")
+    w = World(tmp_path, freeze_command="true", thaw_command="true")
+    offset = make_partitioned_ntfs(w.images[-1], 17, NTFS_FILES)
+    job, rp = drilled(w, backed_up(w), RestoreTier.VAULT)
+    assert job.status == Status.COMPLETED, job.error_message
+    assert checks(rp) == {
+        "chunks": "passed",
+        "restore": "passed",
+        "file_systems lun -1 partition 0": "passed",
+        "fsck lun -1 partition 0": "passed",
+        "files lun -1 partition 0": "passed",
+    }
+    ntfs_zero_boot_sector(w.images[-1], offset)
+    job, rp = drilled(w, backed_up(w), RestoreTier.VAULT)
+    assert (job.status, job.error_code) == (Status.FAILED, "drill_failed")
+    assert "ntfsfix -n" in job.error_message
+    assert checks(rp) == {
+        "chunks": "passed",
+        "restore": "passed",
+        "file_systems lun -1 partition 0": "skipped",
+        "fsck lun -1 partition 0": "failed",
+    }
+    assert "backup boot sector" in rp.drill["checks"][2]["detail"]

@@ -247,7 +247,7 @@ def test_one_writer_per_target_file_at_a_time(
             writing[fd] = writing.get(fd, 0) + 1
             most["per file"] = max(most["per file"], writing[fd])
             most["files"] = max(most["files"], sum(1 for n in writing.values() if n))
-        time.sleep(0.002)  # long enough for another thread to arrive meanwhile
+        time.sleep(0.01)  # long enough for another thread to arrive meanwhile
         try:
             real(fd, data, offset)  # type: ignore[arg-type]
         finally:

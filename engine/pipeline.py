@@ -370,3 +370,15 @@ class ExtentCursor:
         while self.i < len(ex) and ex[self.i][1] <= start:
             self.i += 1
         return self.i < len(ex) and ex[self.i][0] < end
+
+    def within(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The parts of the extents inside [start, end), clipped to it (same monotonic
+        queries as overlaps)."""
+        self.overlaps(start, end)
+        out = []
+        j = self.i
+        ex = self.extents
+        while j < len(ex) and ex[j][0] < end:
+            out.append((max(ex[j][0], start), min(ex[j][1], end)))
+            j += 1
+        return out

@@ -43,6 +43,9 @@ def test_full_then_incremental_reads_only_dirty_extents(
     assert all(o % G == 0 and n % G == 0 for o, n in v.changed_extents)
     chunks = {c for _, o, n in writes for c in range(o // CHUNK, (o + n - 1) // CHUNK + 1)}
     assert 0 < inc.disk().bytes_read <= len(chunks) * CHUNK
+    # Only the dirty extents were read, over the parent's chunks (the 1 MiB write fills its
+    # chunk, which is read whole: the same bytes).
+    assert inc.disk().bytes_read == sum(n for _, n in v.changed_extents) < len(chunks) * CHUNK
     assert inc.disk().change_detection == "changed-extents"
     assert inc.outcome.checkpoint in dom.checkpoints()
     p.restore_and_compare(inc, tmp_path)

@@ -442,9 +442,9 @@ class _ChunkReader:
         parent = disk.parent_digest(number)
         built = self._overlaid(disk, off, ln, parent, changed) if changed is not None else None
         if built is not None:
-            data, got, base = built
+            data, got, parent_read = built
         else:
-            data, got, base = _pread(disk, off, ln), ln, None
+            data, got, parent_read = _pread(disk, off, ln), ln, None
         if is_zero(data):
             return _Chunk(disk, number, ZERO_DIGEST, got, 0, "zero")
         cid = chunk_id(self.keys, data)
@@ -452,7 +452,7 @@ class _ChunkReader:
             return _Chunk(disk, number, cid, got, 0, "same")
         if not self._claim(cid) or self.store.has_chunk(cid):
             return _Chunk(disk, number, cid, got, 0, "dup")
-        framed = self.framer.encode(cid, data, parent, base)
+        framed = self.framer.encode(cid, data, parent, parent_read)
         chunk_dir = self.store.put_chunk(
             cid, framed.blob, self.syncer, retain_until=self.retain_until
         )
@@ -470,26 +470,28 @@ class _ChunkReader:
         ln: int,
         parent: bytes | None,
         changed: list[tuple[int, int]],
-    ) -> tuple[bytes, int, bytes | None] | None:
-        """(the chunk, bytes read from the source, the parent's plaintext or None for zeros)
-        built as the parent's chunk with the changed extents read over it; None where a whole
-        read is the better way: too much changed, a store not on this machine (each parent
-        chunk a request), or a parent chunk that cannot be read whole and checked."""
+    ) -> tuple[bytes, int, tuple[bytes, bytes] | None] | None:
+        """(the chunk, bytes read from the source, the parent chunk's stored bytes and
+        plaintext, or None where it was zeros) built as the parent's chunk with the changed
+        extents read over it; None where a whole read is the better way: too much changed, a
+        store not on this machine (each parent chunk a request), or a parent chunk that cannot
+        be read whole and checked."""
         got = sum(end - start for start, end in changed)
         if parent is None or not self.store.is_local or got > OVERLAY_SHARE * ln:
             return None
-        base: bytes | None = None
+        parent_read = None
         if parent == ZERO_DIGEST:
             buf = bytearray(ln)  # zeros (or a hole) in the parent: nothing to read
         else:
             try:
-                base = self.store.read_chunk(parent, ln)
+                blob = self.store.get_chunk(parent)
+                parent_read = (blob, self.store.read_chunk(parent, ln, blob))
             except (OSError, ChunkDamaged):
                 return None  # read whole instead; verify reports a damaged parent chunk
-            buf = bytearray(base)
+            buf = bytearray(parent_read[1])
         for start, end in changed:
             buf[start - off : end - off] = _pread(disk, start, end - start)
-        return bytes(buf), got, base
+        return bytes(buf), got, parent_read
 
     def _claim(self, cid: bytes) -> bool:
         with self.claim_lock:

@@ -60,20 +60,25 @@ class DeltaMaker:
         self.enabled = store.deltas and self.depth > 0 and self.threshold > 0
 
     def encode(
-        self, cid: bytes, data: bytes, parent: bytes | None, parent_plain: bytes | None = None
+        self,
+        cid: bytes,
+        data: bytes,
+        parent: bytes | None,
+        parent_read: tuple[bytes, bytes] | None = None,
     ) -> Encoded:
-        """`parent_plain`: the parent chunk's plaintext when the caller has read it already."""
+        """`parent_read`: the parent chunk's stored bytes and plaintext when the caller has
+        read (and checked) them already."""
         if self.enabled and parent is not None and parent != ZERO_DIGEST:
-            made = self._delta(cid, data, parent, parent_plain)
+            made = self._delta(cid, data, parent, parent_read)
             if made is not None:
                 return made
         return Encoded(encode_chunk(self.keys, cid, data, self.store.codec), False, 0)
 
     def _delta(
-        self, cid: bytes, data: bytes, parent: bytes, parent_plain: bytes | None
+        self, cid: bytes, data: bytes, parent: bytes, parent_read: tuple[bytes, bytes] | None
     ) -> Encoded | None:
         try:
-            base, depth, plain = self._base(parent, len(data), parent_plain)
+            base, depth, plain = self._base(parent, len(data), parent_read)
         except (FileNotFoundError, OSError, ChunkDamaged):
             return None
         if len(plain) != len(data):
@@ -89,16 +94,16 @@ class DeltaMaker:
         return Encoded(blob, True, max(0, len(data) - len(blob)))
 
     def _base(
-        self, parent: bytes, length: int, parent_plain: bytes | None = None
+        self, parent: bytes, length: int, parent_read: tuple[bytes, bytes] | None = None
     ) -> tuple[bytes, int, bytes]:
         """(base id, its depth, its plaintext): the parent's chunk, or, when that is already
         at the bound, the whole chunk its chain starts from."""
-        blob = self.store.get_chunk(parent)
+        blob = self.store.get_chunk(parent) if parent_read is None else parent_read[0]
         ref = delta_ref(blob)
         if ref is None or ref.depth < self.depth:
             depth = ref.depth if ref is not None else 0
-            if parent_plain is not None:
-                return parent, depth, parent_plain
+            if parent_read is not None:
+                return parent, depth, parent_read[1]
             return parent, depth, self.store.read_chunk(parent, length, blob, check_id=False)
         root = ref.base
         for _ in range(ref.depth):

@@ -169,14 +169,23 @@ def changed_pages(base: bytes, new: bytes, limit: int | None = None) -> list[int
     None as soon as more than `limit` differ (a rewritten chunk is not compared to the end)."""
     if len(base) != len(new):
         raise ValueError("a delta needs a base of the same length")
-    b, n = memoryview(base), memoryview(new)
-    out = []
-    for p, off in enumerate(range(0, len(new), PAGE_SIZE)):
-        if b[off : off + PAGE_SIZE] != n[off : off + PAGE_SIZE]:
-            out.append(p)
-            if limit is not None and len(out) > limit:
-                return None
+    # bytes.startswith compares in place (memcmp) with a view of the base as the prefix; a
+    # memoryview's own == goes item by item, 30 times slower, and was half the CPU of an
+    # incremental of scattered writes. Whole blocks first: most of a chunk is unchanged.
+    b, n = memoryview(base), new
+    out: list[int] = []
+    for block in range(0, len(n), _COMPARE_BLOCK):
+        if n.startswith(b[block : block + _COMPARE_BLOCK], block):
+            continue
+        for off in range(block, min(block + _COMPARE_BLOCK, len(n)), PAGE_SIZE):
+            if not n.startswith(b[off : off + PAGE_SIZE], off):
+                out.append(off // PAGE_SIZE)
+                if limit is not None and len(out) > limit:
+                    return None
     return out
+
+
+_COMPARE_BLOCK = 16 * PAGE_SIZE
 
 
 def delta_body(new: bytes, pages: list[int]) -> bytes:

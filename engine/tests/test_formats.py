@@ -264,3 +264,27 @@ def test_decompress_into_fills_exactly_or_names_the_damage() -> None:
         _decompress_into(memoryview(frame), memoryview(out)[:-1])
     with pytest.raises(ChunkDamaged, match="length"):
         _decompress_into(memoryview(frame), memoryview(bytearray(len(data) + 1)))
+
+
+def test_changed_pages_agrees_with_a_page_by_page_comparison() -> None:
+    import random
+
+    rnd = random.Random(7)
+    for length in (1, 4095, 4096, 4097, 65536, 65536 + 100, (1 << 20) - 3, 1 << 20):
+        base = rnd.randbytes(length)
+        for _ in range(20):
+            new = bytearray(base)
+            for _ in range(rnd.randrange(0, 12)):
+                at = rnd.randrange(length)
+                new[at] ^= 1 + rnd.randrange(255)
+            pages = (length + 4095) // 4096
+            naive = [
+                p
+                for p in range(pages)
+                if base[p * 4096 : (p + 1) * 4096] != new[p * 4096 : (p + 1) * 4096]
+            ]
+            assert changed_pages(base, bytes(new)) == naive
+            limit = rnd.randrange(0, 4)
+            assert changed_pages(base, bytes(new), limit) == (
+                naive if len(naive) <= limit else None
+            )

@@ -29,8 +29,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import obstore  # noqa: E402
+from objstore import cpu_seconds as server_cpu  # noqa: E402
+from objstore import own_cpu  # noqa: E402
 from obstore.exceptions import AlreadyExistsError, PreconditionError  # noqa: E402
 
 from engine.backends import open_backend  # noqa: E402
@@ -39,23 +42,6 @@ from engine.store import OBJECT_IO_THREADS  # noqa: E402
 from engine.tests import objservers  # noqa: E402
 
 MIB = 1 << 20
-
-
-def own_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-def server_cpu(server: objservers.Server) -> float:
-    total = 0.0
-    for pid in server.pids():
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 class Client:

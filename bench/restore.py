@@ -20,9 +20,9 @@ its directory fsynced: a restored disk is only usable once it is on disk) agains
 `cp --sparse=always --reflink=never` followed by `sync`; every output is compared with the
 `cp --sparse=always --reflink=never` followed by `sync` of the copy (fsync: a global sync
 would also wait for whatever the machine's other tenants left dirty); every output is
-compared with the image (cmp) outside the timed region. The steps of a round alternate, each round
-starting one step later, and each figure is the median of --runs rounds. CPU s is the user + system time of the restore
-(of cp and sync for cp), from os.times().
+compared with the image (cmp) outside the timed region. The steps of a round alternate, each
+round starting one step later, and each figure is the median of --runs rounds. CPU s is the
+user + system time of the restore (of cp and sync for cp), from os.times().
 
 The profile runs the stages of one restore one after the other on one thread (both tiers of
 the ext4 shape, or the last shape run, cold), timing each with the wall clock and with the

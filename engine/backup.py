@@ -396,16 +396,12 @@ def _plan(
         ln = disk.chunk_len(number)
         if not data.overlaps(off, off + ln):
             yield _Chunk(disk, number, ZERO_DIGEST, 0, 0, "hole")
-        elif (
-            hint is not None
-            and p is not None
-            and number < p.count
-            and p.chunk_len(number) == ln
-            and not hint.overlaps(off, off + ln)
-        ):
-            yield _Chunk(disk, number, p.digest(number), 0, 0, "reused")
         elif hint is not None and p is not None and number < p.count and p.chunk_len(number) == ln:
-            yield partial(read, disk, number, off, ln, hint.within(off, off + ln))
+            # The hint speaks for this chunk: the parent has one of the same length.
+            if hint.overlaps(off, off + ln):
+                yield partial(read, disk, number, off, ln, hint.within(off, off + ln))
+            else:
+                yield _Chunk(disk, number, p.digest(number), 0, 0, "reused")
         else:
             yield partial(read, disk, number, off, ln)
 
